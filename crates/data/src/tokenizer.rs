@@ -1,0 +1,340 @@
+//! Tokenizers: a trivial byte-level one and byte-level BPE (Hugging Face `tokenizer.json`).
+//!
+//! The byte tokenizer maps each UTF-8 byte to its value (vocabulary 256) and needs no file. BPE
+//! tokenizers are loaded from or saved to a `tokenizer.json`, and [`train_bpe`] trains a GPT-2
+//! style one (ByteLevel pre-tokenizer and decoder, `<|endoftext|>` special token) on user files.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use tokenizers::models::bpe::{BpeTrainer, BPE};
+use tokenizers::normalizers::NormalizerWrapper;
+use tokenizers::pre_tokenizers::byte_level::ByteLevel;
+use tokenizers::processors::PostProcessorWrapper;
+use tokenizers::{AddedToken, TokenizerBuilder};
+
+use crate::corpus::load_documents;
+use crate::error::{Error, Result};
+
+/// The end-of-text special token added by [`train_bpe`].
+pub const BPE_EOS: &str = "<|endoftext|>";
+
+/// Token strings recognised as end-of-sequence in loaded BPE tokenizers, in order of preference.
+const EOS_CANDIDATES: [&str; 5] = [BPE_EOS, "</s>", "<|end_of_text|>", "<eos>", "<|eos|>"];
+
+/// Smallest vocabulary [`train_bpe`] accepts: 256 byte symbols plus the end-of-text token.
+pub const MIN_BPE_VOCAB: usize = 257;
+
+/// A tokenizer: text to token ids and back.
+pub enum Tokenizer {
+    /// One token per UTF-8 byte (ids 0..256); no special tokens.
+    Byte,
+    /// A Hugging Face tokenizer (normally byte-level BPE).
+    Bpe(Box<tokenizers::Tokenizer>),
+}
+
+impl std::fmt::Debug for Tokenizer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Tokenizer::{}(n_vocab={})", self.kind(), self.n_vocab())
+    }
+}
+
+impl Tokenizer {
+    /// The byte tokenizer: vocabulary 256, token = byte value.
+    pub fn byte() -> Self {
+        Tokenizer::Byte
+    }
+
+    /// Load a Hugging Face `tokenizer.json`; errors name `path`.
+    pub fn from_file(path: &Path) -> Result<Self> {
+        let bytes = fs::read(path).map_err(|source| Error::Io {
+            path: path.to_path_buf(),
+            action: "cannot read tokenizer",
+            source,
+        })?;
+        let tok = tokenizers::Tokenizer::from_bytes(&bytes).map_err(|e| Error::TokenizerLoad {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })?;
+        Ok(Tokenizer::Bpe(Box::new(tok)))
+    }
+
+    /// Vocabulary size (for BPE including added/special tokens); the model's embedding rows.
+    pub fn n_vocab(&self) -> usize {
+        match self {
+            Tokenizer::Byte => 256,
+            Tokenizer::Bpe(t) => t.get_vocab_size(true),
+        }
+    }
+
+    /// Encode text to ids (no special tokens are added; literal special tokens are recognised).
+    pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
+        match self {
+            Tokenizer::Byte => Ok(text.bytes().map(u32::from).collect()),
+            Tokenizer::Bpe(t) => t
+                .encode(text, false)
+                .map(|enc| enc.get_ids().to_vec())
+                .map_err(|e| Error::Encode { message: e.to_string() }),
+        }
+    }
+
+    /// Encode many texts (in parallel for BPE); same result as calling [`Tokenizer::encode`]
+    /// on each.
+    pub fn encode_many(&self, texts: &[&str]) -> Result<Vec<Vec<u32>>> {
+        match self {
+            Tokenizer::Byte => texts.iter().map(|t| self.encode(t)).collect(),
+            Tokenizer::Bpe(t) => t
+                .encode_batch(texts.to_vec(), false)
+                .map(|encs| encs.iter().map(|e| e.get_ids().to_vec()).collect())
+                .map_err(|e| Error::Encode { message: e.to_string() }),
+        }
+    }
+
+    /// Decode ids to text. Byte: invalid UTF-8 is replaced by U+FFFD (lossy); ids ≥ 256 are an
+    /// error. BPE: special tokens are kept in the output; ids unknown to the vocabulary are
+    /// skipped (the tokenizers library's behaviour).
+    pub fn decode(&self, ids: &[u32]) -> Result<String> {
+        match self {
+            Tokenizer::Byte => {
+                let mut bytes = Vec::with_capacity(ids.len());
+                for &id in ids {
+                    let b = u8::try_from(id).map_err(|_| Error::TokenOutOfRange { id, n_vocab: 256 })?;
+                    bytes.push(b);
+                }
+                Ok(String::from_utf8_lossy(&bytes).into_owned())
+            }
+            Tokenizer::Bpe(t) => {
+                t.decode(ids, false).map_err(|e| Error::Decode { message: e.to_string() })
+            }
+        }
+    }
+
+    /// `"byte"` or `"bpe"`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Tokenizer::Byte => "byte",
+            Tokenizer::Bpe(_) => "bpe",
+        }
+    }
+
+    /// Write the tokenizer as `tokenizer.json` at `path`, atomically (temporary file + rename);
+    /// missing parent directories are created.
+    ///
+    /// The byte tokenizer has no file form: it returns [`Error::ByteTokenizerNotSavable`]
+    /// (callers record [`Tokenizer::kind`] instead).
+    pub fn save(&self, path: &Path) -> Result<()> {
+        match self {
+            Tokenizer::Byte => Err(Error::ByteTokenizerNotSavable { path: path.to_path_buf() }),
+            Tokenizer::Bpe(t) => {
+                let json = t.to_string(true).map_err(|e| Error::TokenizerSave {
+                    path: path.to_path_buf(),
+                    message: e.to_string(),
+                })?;
+                write_atomic(path, json.as_bytes())
+            }
+        }
+    }
+
+    /// The end-of-sequence token, if the tokenizer has one (`<|endoftext|>`, `</s>`, ...).
+    pub fn eos_token(&self) -> Option<u32> {
+        match self {
+            Tokenizer::Byte => None,
+            Tokenizer::Bpe(t) => EOS_CANDIDATES.iter().find_map(|s| t.token_to_id(s)),
+        }
+    }
+}
+
+/// Write `bytes` to `path` through a temporary file in the same directory and a rename, so a
+/// reader never sees a half-written file.
+fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let io = |action: &'static str, p: &Path| {
+        let p = p.to_path_buf();
+        move |source| Error::Io { path: p, action, source }
+    };
+    let file_name = path.file_name().ok_or_else(|| Error::TokenizerSave {
+        path: path.to_path_buf(),
+        message: "path has no file name".to_string(),
+    })?;
+    let parent = path.parent().filter(|p| !p.as_os_str().is_empty());
+    if let Some(parent) = parent {
+        fs::create_dir_all(parent).map_err(io("cannot create directory", parent))?;
+    }
+    let mut tmp_name = file_name.to_os_string();
+    tmp_name.push(format!(".tmp.{}", std::process::id()));
+    let tmp = path.with_file_name(tmp_name);
+    let result = (|| {
+        use std::io::Write;
+        let mut f = fs::File::create(&tmp).map_err(io("cannot create", &tmp))?;
+        f.write_all(bytes).map_err(io("cannot write", &tmp))?;
+        f.sync_all().map_err(io("cannot sync", &tmp))?;
+        fs::rename(&tmp, path).map_err(io("cannot rename temporary file onto", path))
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result
+}
+
+/// Train a byte-level BPE tokenizer (GPT-2 style) of at most `vocab` tokens on `files` (text
+/// files, `.jsonl` files or directories, read as by [`load_documents`]) and write it atomically
+/// to `out`. The vocabulary always contains the 256 byte symbols and [`BPE_EOS`], so `vocab`
+/// must be at least [`MIN_BPE_VOCAB`]; it may come out smaller than `vocab` on a small corpus.
+pub fn train_bpe(files: &[PathBuf], vocab: usize, out: &Path) -> Result<Tokenizer> {
+    if vocab < MIN_BPE_VOCAB {
+        return Err(Error::InvalidVocabSize {
+            path: out.to_path_buf(),
+            vocab,
+            reason: format!("must be at least {MIN_BPE_VOCAB} (256 bytes + end-of-text)"),
+        });
+    }
+    if files.is_empty() {
+        return Err(Error::EmptyCorpus { path: out.to_path_buf() });
+    }
+    let mut texts = Vec::new();
+    for f in files {
+        texts.extend(load_documents(f)?.into_iter().map(|d| d.text));
+    }
+    let train_err = |message: String| Error::TokenizerTrain { path: out.to_path_buf(), message };
+
+    let byte_level = ByteLevel::new(false, true, true);
+    let mut trainer = BpeTrainer::builder()
+        .vocab_size(vocab)
+        .min_frequency(2)
+        .show_progress(false)
+        .special_tokens(vec![AddedToken::from(BPE_EOS, true)])
+        .initial_alphabet(ByteLevel::alphabet().into_iter().collect())
+        .build();
+    let mut tok = TokenizerBuilder::<BPE, NormalizerWrapper, ByteLevel, PostProcessorWrapper, ByteLevel>::new()
+        .with_model(BPE::default())
+        .with_normalizer(None)
+        .with_pre_tokenizer(Some(byte_level))
+        .with_post_processor(None)
+        .with_decoder(Some(byte_level))
+        .build()
+        .map_err(|e| train_err(e.to_string()))?;
+    tok.train(&mut trainer, texts.iter()).map_err(|e| train_err(e.to_string()))?;
+    let tokenizer = Tokenizer::Bpe(Box::new(tokenizers::Tokenizer::from(tok)));
+    tokenizer.save(out)?;
+    Ok(tokenizer)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SAMPLE: &str = "The quick brown fox jumps over the lazy dog. The lazy dog sleeps.\n\
+        A quick brown cat jumps over the sleeping dog; the dog wakes up.\n\
+        Numbers: 417+2986=3403, 12*34=408. Unicode: café, naïve, 東京.\n";
+
+    fn trained(vocab: usize) -> (tempfile::TempDir, PathBuf, Tokenizer) {
+        let dir = tempfile::tempdir().unwrap();
+        let input = dir.path().join("train.txt");
+        fs::write(&input, SAMPLE.repeat(20)).unwrap();
+        let out = dir.path().join("tok").join("tokenizer.json");
+        let tok = train_bpe(&[input], vocab, &out).unwrap();
+        (dir, out, tok)
+    }
+
+    #[test]
+    fn byte_encode_decode_roundtrip_matches_input() {
+        let t = Tokenizer::byte();
+        let ids = t.encode("héllo\n").unwrap();
+        assert_eq!(ids.len(), "héllo\n".len());
+        assert_eq!(ids[0], b'h' as u32);
+        assert_eq!(t.decode(&ids).unwrap(), "héllo\n");
+        assert_eq!(t.n_vocab(), 256);
+        assert_eq!(t.kind(), "byte");
+        assert_eq!(t.eos_token(), None);
+    }
+
+    #[test]
+    fn byte_decode_invalid_utf8_is_lossy() {
+        let t = Tokenizer::byte();
+        assert_eq!(t.decode(&[b'a' as u32, 0xff, b'b' as u32]).unwrap(), "a\u{fffd}b");
+    }
+
+    #[test]
+    fn byte_decode_out_of_range_id_is_error() {
+        let err = Tokenizer::byte().decode(&[65, 300]).unwrap_err();
+        assert!(matches!(err, Error::TokenOutOfRange { id: 300, n_vocab: 256 }), "{err:?}");
+    }
+
+    #[test]
+    fn byte_save_is_error_naming_path() {
+        let err = Tokenizer::byte().save(Path::new("x/tokenizer.json")).unwrap_err();
+        assert!(err.to_string().contains("x/tokenizer.json"), "{err}");
+    }
+
+    #[test]
+    fn train_bpe_reload_roundtrip_matches_input() {
+        let (_dir, out, tok) = trained(300);
+        assert!(out.exists());
+        assert!(tok.n_vocab() <= 300 && tok.n_vocab() > 256, "n_vocab {}", tok.n_vocab());
+        let loaded = Tokenizer::from_file(&out).unwrap();
+        assert_eq!(loaded.kind(), "bpe");
+        assert_eq!(loaded.n_vocab(), tok.n_vocab());
+        for text in [SAMPLE, "unseen words: zyxwv ǅ 🙂\ttab", " leading space", ""] {
+            let ids = loaded.encode(text).unwrap();
+            assert_eq!(ids, tok.encode(text).unwrap());
+            assert_eq!(loaded.decode(&ids).unwrap(), text);
+        }
+        // Merges were learnt: the sample compresses below one token per byte.
+        assert!(loaded.encode(SAMPLE).unwrap().len() < SAMPLE.len());
+    }
+
+    #[test]
+    fn train_bpe_eos_token_is_special() {
+        let (_dir, _out, tok) = trained(280);
+        let eos = tok.eos_token().expect("eos");
+        assert_eq!(tok.encode("a<|endoftext|>b").unwrap().iter().filter(|&&i| i == eos).count(), 1);
+        assert_eq!(tok.decode(&[eos]).unwrap(), BPE_EOS);
+    }
+
+    #[test]
+    fn train_bpe_encode_many_matches_encode() {
+        let (_dir, _out, tok) = trained(300);
+        let texts = ["the dog", "a cat jumps", ""];
+        let many = tok.encode_many(&texts).unwrap();
+        for (t, ids) in texts.iter().zip(&many) {
+            assert_eq!(&tok.encode(t).unwrap(), ids);
+        }
+    }
+
+    #[test]
+    fn train_bpe_missing_file_names_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("missing.txt");
+        let err = train_bpe(&[missing.clone()], 300, &dir.path().join("t.json")).unwrap_err();
+        assert!(matches!(&err, Error::Io { path, .. } if path == &missing), "{err:?}");
+        assert!(err.to_string().contains("missing.txt"), "{err}");
+    }
+
+    #[test]
+    fn train_bpe_too_small_vocab_is_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = train_bpe(&[dir.path().to_path_buf()], 100, &dir.path().join("t.json")).unwrap_err();
+        assert!(matches!(err, Error::InvalidVocabSize { vocab: 100, .. }), "{err:?}");
+    }
+
+    #[test]
+    fn from_file_invalid_json_names_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("tokenizer.json");
+        fs::write(&p, "{ not a tokenizer").unwrap();
+        let err = Tokenizer::from_file(&p).unwrap_err();
+        assert!(matches!(&err, Error::TokenizerLoad { path, .. } if path == &p), "{err:?}");
+    }
+
+    #[test]
+    fn save_overwrites_atomically_leaving_no_temp_file() {
+        let (dir, out, tok) = trained(300);
+        tok.save(&out).unwrap();
+        let names: Vec<String> = fs::read_dir(out.parent().unwrap())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(names, vec!["tokenizer.json".to_string()]);
+        assert_eq!(Tokenizer::from_file(&out).unwrap().n_vocab(), tok.n_vocab());
+        drop(dir);
+    }
+}

@@ -1,0 +1,22 @@
+//! Slice-level kernels for moe.
+//!
+//! Contract: tensors are plain row-major slices of a [`Real`] scalar (`f32` for speed, `f64` for
+//! gradient checks), dimensions are passed explicitly, every `*_forward` has a matching
+//! `*_backward` whose doc says whether it overwrites or accumulates, and each fast path has a
+//! plainly correct twin (`naive`) that the tests compare it against. Nothing here depends on
+//! another moe crate.
+
+pub mod act;
+pub mod adamw;
+pub mod attention;
+pub mod cross_entropy;
+pub mod embedding;
+pub mod linear;
+pub mod matmul;
+pub mod norm;
+mod real;
+pub mod rng;
+pub mod rope;
+
+pub use matmul::{matmul, MatmulShape, Par};
+pub use real::Real;
