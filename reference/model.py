@@ -437,7 +437,8 @@ def adamw_trajectory(cfg: ModelConfig, params: Dict[str, Tensor], buffers: Dict[
                      tokens: Tensor, targets: Tensor, lr: float, beta1: float, beta2: float,
                      eps: float, weight_decay: float, grad_clip: float, steps: int):
     """`steps` AdamW steps on one fixed batch, constant lr. Returns (losses before each step,
-    final params, final buffers, min routing margin seen, min capacity margin seen)."""
+    final params, final buffers, min routing margin seen, min capacity margin seen, per-step
+    routing info)."""
     params = {n: t.detach().clone().requires_grad_(True) for n, t in params.items()}
     buffers = {n: t.detach().clone() for n, t in buffers.items()}
     decay = [t for n, t in params.items() if decays(cfg, n, t)]
@@ -445,16 +446,17 @@ def adamw_trajectory(cfg: ModelConfig, params: Dict[str, Tensor], buffers: Dict[
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": weight_decay},
                              {"params": no_decay, "weight_decay": 0.0}],
                             lr=lr, betas=(beta1, beta2), eps=eps, foreach=False)
-    losses, min_margin, min_cap = [], float("inf"), float("inf")
+    losses, min_margin, min_cap, history = [], float("inf"), float("inf"), []
     for _ in range(steps):
         opt.zero_grad(set_to_none=True)
         out = forward(cfg, params, buffers, tokens, targets)
         out.loss.backward()
         losses.append(out.loss.item())
+        history.append(out.routing)
         for info in out.routing.values():
             min_margin = min(min_margin, info["margin"].min().item())
             min_cap = min(min_cap, info["capacity_margin"])
         clip_grad_norm([t.grad for t in params.values() if t.grad is not None], grad_clip)
         opt.step()
         bias_update(cfg, buffers, out.routing)
-    return losses, params, buffers, min_margin, min_cap
+    return losses, params, buffers, min_margin, min_cap, history

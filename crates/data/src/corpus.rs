@@ -48,14 +48,20 @@ pub fn load_documents(path: &Path) -> Result<Vec<Document>> {
     }
     docs.retain(|d| !d.text.is_empty());
     if docs.is_empty() {
-        return Err(Error::EmptyCorpus { path: path.to_path_buf() });
+        return Err(Error::EmptyCorpus {
+            path: path.to_path_buf(),
+        });
     }
     Ok(docs)
 }
 
 /// Recursively gather corpus files under `dir`, in sorted order.
 fn collect_files(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
-    let io_err = |source| Error::Io { path: dir.to_path_buf(), action: "cannot list directory", source };
+    let io_err = |source| Error::Io {
+        path: dir.to_path_buf(),
+        action: "cannot list directory",
+        source,
+    };
     let mut entries = Vec::new();
     for entry in fs::read_dir(dir).map_err(io_err)? {
         let entry = entry.map_err(io_err)?;
@@ -91,7 +97,9 @@ fn has_corpus_extension(path: &Path) -> bool {
 }
 
 fn is_jsonl(path: &Path) -> bool {
-    path.extension().and_then(|e| e.to_str()).is_some_and(|e| e.eq_ignore_ascii_case("jsonl"))
+    path.extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| e.eq_ignore_ascii_case("jsonl"))
 }
 
 /// Read one file as UTF-8 text, naming the file on failure. A leading BOM is removed.
@@ -126,7 +134,11 @@ fn parse_jsonl(path: &Path, text: &str, out: &mut Vec<Document>) -> Result<()> {
         if line.trim().is_empty() {
             continue;
         }
-        let err = |message: String| Error::Jsonl { path: path.to_path_buf(), line: i + 1, message };
+        let err = |message: String| Error::Jsonl {
+            path: path.to_path_buf(),
+            line: i + 1,
+            message,
+        };
         let value: serde_json::Value =
             serde_json::from_str(line).map_err(|e| err(format!("invalid JSON: {e}")))?;
         let obj = value
@@ -135,7 +147,10 @@ fn parse_jsonl(path: &Path, text: &str, out: &mut Vec<Document>) -> Result<()> {
         let text = match obj.get("text") {
             Some(serde_json::Value::String(s)) => s.clone(),
             Some(other) => {
-                return Err(err(format!("field \"text\" must be a string, found {}", json_kind(other))))
+                return Err(err(format!(
+                    "field \"text\" must be a string, found {}",
+                    json_kind(other)
+                )))
             }
             None => return Err(err("missing field \"text\"".to_string())),
         };
@@ -183,7 +198,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = write(dir.path(), "a.txt", b"hello\n\nworld\n");
         let docs = load_documents(&p).unwrap();
-        assert_eq!(docs, vec![Document { text: "hello\n\nworld\n".into(), domain: None }]);
+        assert_eq!(
+            docs,
+            vec![Document {
+                text: "hello\n\nworld\n".into(),
+                domain: None
+            }]
+        );
     }
 
     #[test]
@@ -196,17 +217,37 @@ mod tests {
         );
         let docs = load_documents(&p).unwrap();
         assert_eq!(docs.len(), 2);
-        assert_eq!(docs[0], Document { text: "one".into(), domain: Some("x".into()) });
-        assert_eq!(docs[1], Document { text: "two".into(), domain: None });
+        assert_eq!(
+            docs[0],
+            Document {
+                text: "one".into(),
+                domain: Some("x".into())
+            }
+        );
+        assert_eq!(
+            docs[1],
+            Document {
+                text: "two".into(),
+                domain: None
+            }
+        );
     }
 
     #[test]
     fn load_documents_jsonl_missing_text_names_file_and_line() {
         let dir = tempfile::tempdir().unwrap();
-        let p = write(dir.path(), "d.jsonl", b"{\"text\":\"ok\"}\n{\"body\":\"no\"}\n");
+        let p = write(
+            dir.path(),
+            "d.jsonl",
+            b"{\"text\":\"ok\"}\n{\"body\":\"no\"}\n",
+        );
         let err = load_documents(&p).unwrap_err();
         match &err {
-            Error::Jsonl { path, line, message } => {
+            Error::Jsonl {
+                path,
+                line,
+                message,
+            } => {
                 assert_eq!(path, &p);
                 assert_eq!(*line, 2);
                 assert!(message.contains("\"text\""), "{message}");
@@ -221,7 +262,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = write(dir.path(), "d.jsonl", b"{\"text\":5}\n");
         let err = load_documents(&p).unwrap_err();
-        assert!(err.to_string().contains("must be a string, found a number"), "{err}");
+        assert!(
+            err.to_string().contains("must be a string, found a number"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -252,7 +296,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("nope.txt");
         let err = load_documents(&p).unwrap_err();
-        assert!(matches!(&err, Error::Io { path, .. } if path == &p), "{err:?}");
+        assert!(
+            matches!(&err, Error::Io { path, .. } if path == &p),
+            "{err:?}"
+        );
         assert!(err.to_string().contains("nope.txt"));
     }
 
@@ -276,7 +323,10 @@ mod tests {
         write(dir.path(), "x.bin", b"data");
         write(dir.path(), "e.txt", b"");
         let err = load_documents(dir.path()).unwrap_err();
-        assert!(matches!(&err, Error::EmptyCorpus { path } if path == dir.path()), "{err:?}");
+        assert!(
+            matches!(&err, Error::EmptyCorpus { path } if path == dir.path()),
+            "{err:?}"
+        );
     }
 
     #[test]

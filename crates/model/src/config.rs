@@ -1,0 +1,296 @@
+//! Model configuration: the `[model]` table of an experiment TOML (see `docs/model-spec.md`).
+
+use crate::error::{invalid, Error, Result};
+use serde::{Deserialize, Serialize};
+
+/// Dense FFN activation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Activation {
+    /// `w_down(silu(w_gate x) ⊙ w_up x)`
+    Swiglu,
+    /// `w_down(gelu_tanh(w_up x))`
+    Gelu,
+}
+
+/// Router gating function.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Gating {
+    /// probabilities over experts
+    Softmax,
+    /// independent per-expert scores
+    Sigmoid,
+}
+
+fn default_theta() -> f64 {
+    10000.0
+}
+fn default_eps() -> f64 {
+    1e-5
+}
+fn default_activation() -> Activation {
+    Activation::Swiglu
+}
+fn default_one() -> usize {
+    1
+}
+fn default_true() -> bool {
+    true
+}
+fn default_scale() -> f64 {
+    1.0
+}
+fn default_gating() -> Gating {
+    Gating::Softmax
+}
+
+/// Architecture of a decoder-only Transformer whose FFN slot is dense or MoE per layer.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelConfig {
+    /// vocabulary size
+    pub n_vocab: usize,
+    /// maximum sequence length
+    pub n_ctx: usize,
+    /// number of blocks
+    pub n_layer: usize,
+    /// residual width
+    pub d_model: usize,
+    /// query heads
+    pub n_head: usize,
+    /// key/value heads (grouped-query attention)
+    pub n_head_kv: usize,
+    /// RoPE base
+    #[serde(default = "default_theta")]
+    pub rope_theta: f64,
+    /// RMSNorm epsilon
+    #[serde(default = "default_eps")]
+    pub norm_eps: f64,
+    /// LM head shares the token embedding
+    #[serde(default)]
+    pub tie_embeddings: bool,
+    /// dense FFN width
+    pub d_ff: usize,
+    /// dense FFN activation
+    #[serde(default = "default_activation")]
+    pub activation: Activation,
+    /// MoE settings; `None` = dense everywhere
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub moe: Option<MoeConfig>,
+}
+
+/// Mixture-of-Experts FFN settings.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MoeConfig {
+    /// routed experts per MoE layer
+    pub n_expert: usize,
+    /// experts per token (top-k)
+    pub n_expert_active: usize,
+    /// width of one routed expert
+    pub d_expert: usize,
+    /// shared experts applied to every token
+    #[serde(default)]
+    pub n_expert_shared: usize,
+    /// width of one shared expert (default: `d_expert`)
+    #[serde(default)]
+    pub d_expert_shared: Option<usize>,
+    /// softmax or sigmoid scores
+    #[serde(default = "default_gating")]
+    pub gating: Gating,
+    /// divide the k selected weights by their sum
+    #[serde(default = "default_true")]
+    pub renormalize: bool,
+    /// multiply the combine weights
+    #[serde(default = "default_scale")]
+    pub route_scale: f64,
+    /// 0 = dropless; else expert capacity = ceil(factor · n_tok · k / n_expert)
+    #[serde(default)]
+    pub capacity_factor: f64,
+    /// α of the Switch/GShard load-balancing loss
+    #[serde(default)]
+    pub aux_loss_coef: f64,
+    /// β of the router z-loss
+    #[serde(default)]
+    pub z_loss_coef: f64,
+    /// γ of auxiliary-loss-free balancing (0 = no selection bias)
+    #[serde(default)]
+    pub bias_update_rate: f64,
+    /// layer i is MoE when `i >= first_dense && (i + 1) % every == 0`
+    #[serde(default = "default_one")]
+    pub every: usize,
+    /// number of leading dense layers
+    #[serde(default)]
+    pub first_dense: usize,
+    /// n_expert for each MoE layer in order (pyramid); empty = `n_expert` everywhere
+    #[serde(default)]
+    pub n_expert_per_layer: Vec<usize>,
+}
+
+impl MoeConfig {
+    /// Width of one shared expert.
+    pub fn d_shared_one(&self) -> usize {
+        self.d_expert_shared.unwrap_or(self.d_expert)
+    }
+    /// Total width of the shared MLP (0 = none).
+    pub fn d_shared(&self) -> usize {
+        self.n_expert_shared * self.d_shared_one()
+    }
+}
+
+/// What the FFN slot of one layer is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FfnKind {
+    /// dense MLP of width `d_ff`
+    Dense,
+    /// MoE with this many routed experts
+    Moe {
+        /// routed experts in this layer
+        n_expert: usize,
+    },
+}
+
+impl ModelConfig {
+    /// Parse a `[model]` table given as TOML text (the table's contents, not the whole file).
+    pub fn from_toml_value(v: toml::Value) -> Result<Self> {
+        let cfg: ModelConfig = v.try_into().map_err(|e: toml::de::Error| Error::ConfigParse { path: None, message: format!("[model]: {}", e.message()) })?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Width of one attention head.
+    pub fn d_head(&self) -> usize {
+        self.d_model / self.n_head.max(1)
+    }
+
+    /// The FFN kind of every layer.
+    pub fn ffn_kinds(&self) -> Vec<FfnKind> {
+        let mut out = Vec::with_capacity(self.n_layer);
+        let mut moe_idx = 0;
+        for i in 0..self.n_layer {
+            match &self.moe {
+                Some(m) if i >= m.first_dense && (i + 1) % m.every.max(1) == 0 => {
+                    let n_expert = m.n_expert_per_layer.get(moe_idx).copied().unwrap_or(m.n_expert);
+                    moe_idx += 1;
+                    out.push(FfnKind::Moe { n_expert });
+                }
+                _ => out.push(FfnKind::Dense),
+            }
+        }
+        out
+    }
+
+    /// Number of MoE layers.
+    pub fn n_moe_layers(&self) -> usize {
+        self.ffn_kinds().iter().filter(|k| matches!(k, FfnKind::Moe { .. })).count()
+    }
+
+    /// Check every invariant; errors name the field.
+    pub fn validate(&self) -> Result<()> {
+        let pos = |field: &str, v: usize| if v == 0 { Err(invalid(field, "must be > 0")) } else { Ok(()) };
+        pos("model.n_vocab", self.n_vocab)?;
+        pos("model.n_ctx", self.n_ctx)?;
+        pos("model.n_layer", self.n_layer)?;
+        pos("model.d_model", self.d_model)?;
+        pos("model.n_head", self.n_head)?;
+        pos("model.n_head_kv", self.n_head_kv)?;
+        if self.d_model % self.n_head != 0 {
+            return Err(invalid("model.n_head", format!("d_model {} is not divisible by n_head {}", self.d_model, self.n_head)));
+        }
+        if self.n_head % self.n_head_kv != 0 {
+            return Err(invalid("model.n_head_kv", format!("n_head {} is not divisible by n_head_kv {}", self.n_head, self.n_head_kv)));
+        }
+        if self.d_head() % 2 != 0 {
+            return Err(invalid("model.n_head", format!("d_head = d_model / n_head = {} must be even for RoPE", self.d_head())));
+        }
+        if !(self.rope_theta > 0.0) {
+            return Err(invalid("model.rope_theta", "must be > 0"));
+        }
+        if !(self.norm_eps > 0.0) {
+            return Err(invalid("model.norm_eps", "must be > 0"));
+        }
+        let any_dense = self.ffn_kinds().contains(&FfnKind::Dense);
+        if any_dense {
+            pos("model.d_ff", self.d_ff)?;
+        }
+        if let Some(m) = &self.moe {
+            pos("model.moe.n_expert", m.n_expert)?;
+            pos("model.moe.n_expert_active", m.n_expert_active)?;
+            pos("model.moe.d_expert", m.d_expert)?;
+            pos("model.moe.every", m.every)?;
+            let kinds = self.ffn_kinds();
+            let n_moe = kinds.iter().filter(|k| matches!(k, FfnKind::Moe { .. })).count();
+            if n_moe == 0 {
+                return Err(invalid("model.moe.every", format!("no layer is MoE with n_layer {}, every {}, first_dense {}", self.n_layer, m.every, m.first_dense)));
+            }
+            if !m.n_expert_per_layer.is_empty() && m.n_expert_per_layer.len() != n_moe {
+                return Err(invalid("model.moe.n_expert_per_layer", format!("has {} entries but the model has {} MoE layers", m.n_expert_per_layer.len(), n_moe)));
+            }
+            for k in kinds {
+                if let FfnKind::Moe { n_expert } = k {
+                    if n_expert == 0 {
+                        return Err(invalid("model.moe.n_expert_per_layer", "entries must be > 0"));
+                    }
+                    if m.n_expert_active > n_expert {
+                        return Err(invalid("model.moe.n_expert_active", format!("top-k {} is larger than n_expert {}", m.n_expert_active, n_expert)));
+                    }
+                }
+            }
+            if m.n_expert_shared > 0 && m.d_shared_one() == 0 {
+                return Err(invalid("model.moe.d_expert_shared", "must be > 0"));
+            }
+            if m.capacity_factor < 0.0 || !m.capacity_factor.is_finite() {
+                return Err(invalid("model.moe.capacity_factor", "must be ≥ 0 (0 = dropless)"));
+            }
+            for (f, v) in [("aux_loss_coef", m.aux_loss_coef), ("z_loss_coef", m.z_loss_coef), ("bias_update_rate", m.bias_update_rate), ("route_scale", m.route_scale)] {
+                if v < 0.0 || !v.is_finite() {
+                    return Err(invalid(&format!("model.moe.{f}"), "must be a finite number ≥ 0"));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(s: &str) -> Result<ModelConfig> {
+        let v: toml::Value = toml::from_str(s).map_err(|e| Error::ConfigParse { path: None, message: e.to_string() })?;
+        ModelConfig::from_toml_value(v)
+    }
+
+    const BASE: &str = "n_vocab = 64\nn_ctx = 16\nn_layer = 4\nd_model = 32\nn_head = 4\nn_head_kv = 2\nd_ff = 64\n";
+
+    #[test]
+    fn config_placement_every_other_layer() {
+        let c = parse(&format!("{BASE}[moe]\nn_expert = 4\nn_expert_active = 2\nd_expert = 16\nevery = 2\n")).unwrap();
+        assert_eq!(c.ffn_kinds(), vec![FfnKind::Dense, FfnKind::Moe { n_expert: 4 }, FfnKind::Dense, FfnKind::Moe { n_expert: 4 }]);
+    }
+
+    #[test]
+    fn config_placement_first_dense_and_pyramid() {
+        let c = parse(&format!("{BASE}[moe]\nn_expert = 4\nn_expert_active = 1\nd_expert = 16\nfirst_dense = 1\nn_expert_per_layer = [2, 4, 8]\n")).unwrap();
+        assert_eq!(c.ffn_kinds(), vec![FfnKind::Dense, FfnKind::Moe { n_expert: 2 }, FfnKind::Moe { n_expert: 4 }, FfnKind::Moe { n_expert: 8 }]);
+    }
+
+    #[test]
+    fn config_unknown_key_is_rejected_with_its_name() {
+        let e = parse(&format!("{BASE}d_modle = 3\n")).unwrap_err().to_string();
+        assert!(e.contains("d_modle"), "{e}");
+    }
+
+    #[test]
+    fn config_impossible_shapes_name_the_field() {
+        let e = parse(&BASE.replace("n_head = 4", "n_head = 5")).unwrap_err().to_string();
+        assert!(e.contains("model.n_head") && e.contains("divisible"), "{e}");
+        let e = parse(&format!("{BASE}[moe]\nn_expert = 4\nn_expert_active = 5\nd_expert = 16\n")).unwrap_err().to_string();
+        assert!(e.contains("model.moe.n_expert_active") && e.contains("larger"), "{e}");
+        let e = parse(&format!("{BASE}[moe]\nn_expert = 4\nn_expert_active = 1\nd_expert = 16\nn_expert_per_layer = [2]\n")).unwrap_err().to_string();
+        assert!(e.contains("n_expert_per_layer"), "{e}");
+        let e = parse(&BASE.replace("n_head_kv = 2", "n_head_kv = 3")).unwrap_err().to_string();
+        assert!(e.contains("model.n_head_kv"), "{e}");
+    }
+}

@@ -1,0 +1,73 @@
+//! Causal self-attention block: q/k/v projections, RoPE, grouped-query attention, output projection.
+
+use crate::params::AttnLayout;
+use moe_kernels::attention::{attention_backward, attention_forward, AttnShape};
+use moe_kernels::linear::{linear_backward, linear_forward};
+use moe_kernels::rope::RopeTable;
+use moe_kernels::{Par, Real};
+
+/// Activations kept for the backward.
+#[derive(Debug, Default)]
+pub struct AttnSaved<T> {
+    q: Vec<T>,     // [n, n_head·d_head], after RoPE
+    k: Vec<T>,     // [n, n_head_kv·d_head], after RoPE
+    v: Vec<T>,     // [n, n_head_kv·d_head]
+    probs: Vec<T>, // [n_seq, n_head, seq_len, seq_len]
+    o: Vec<T>,     // [n, n_head·d_head]
+}
+
+/// Forward over `h [n_seq·seq_len, d_model]`; returns the projected output `[n, d_model]`.
+pub fn attention_block_forward<T: Real>(
+    p: &[T],
+    lay: &AttnLayout,
+    rope: &RopeTable<T>,
+    h: &[T],
+    s: AttnShape,
+    d_model: usize,
+) -> (Vec<T>, AttnSaved<T>) {
+    let n = s.n_seq * s.seq_len;
+    let (dq, dkv) = (s.n_head * s.d_head, s.n_head_kv * s.d_head);
+    let mut q = vec![T::ZERO; n * dq];
+    let mut k = vec![T::ZERO; n * dkv];
+    let mut v = vec![T::ZERO; n * dkv];
+    linear_forward(&mut q, h, &p[lay.wq.clone()], n, d_model, dq, Par::Pool); // [n, n_head·d_head]
+    linear_forward(&mut k, h, &p[lay.wk.clone()], n, d_model, dkv, Par::Pool); // [n, n_head_kv·d_head]
+    linear_forward(&mut v, h, &p[lay.wv.clone()], n, d_model, dkv, Par::Pool); // [n, n_head_kv·d_head]
+    rope.apply(&mut q, s.n_seq, s.seq_len, s.n_head, 0, false);
+    rope.apply(&mut k, s.n_seq, s.seq_len, s.n_head_kv, 0, false);
+    let mut o = vec![T::ZERO; n * dq];
+    let mut probs = vec![T::ZERO; s.n_seq * s.n_head * s.seq_len * s.seq_len];
+    attention_forward(&mut o, &mut probs, &q, &k, &v, s); // [n, n_head·d_head]
+    let mut out = vec![T::ZERO; n * d_model];
+    linear_forward(&mut out, &o, &p[lay.wo.clone()], n, dq, d_model, Par::Pool); // [n, d_model]
+    (out, AttnSaved { q, k, v, probs, o })
+}
+
+/// Backward: **accumulates** into `d_h` and the weight gradients in `g`.
+#[allow(clippy::too_many_arguments)]
+pub fn attention_block_backward<T: Real>(
+    d_h: &mut [T],
+    g: &mut [T],
+    d_out: &[T],
+    h: &[T],
+    sv: &AttnSaved<T>,
+    p: &[T],
+    lay: &AttnLayout,
+    rope: &RopeTable<T>,
+    s: AttnShape,
+    d_model: usize,
+) {
+    let n = s.n_seq * s.seq_len;
+    let (dq_w, dkv_w) = (s.n_head * s.d_head, s.n_head_kv * s.d_head);
+    let mut d_o = vec![T::ZERO; n * dq_w];
+    linear_backward(Some(&mut d_o), false, &mut g[lay.wo.clone()], d_out, &sv.o, &p[lay.wo.clone()], n, dq_w, d_model, Par::Pool);
+    let mut d_q = vec![T::ZERO; n * dq_w];
+    let mut d_k = vec![T::ZERO; n * dkv_w];
+    let mut d_v = vec![T::ZERO; n * dkv_w];
+    attention_backward(&mut d_q, &mut d_k, &mut d_v, &d_o, &sv.q, &sv.k, &sv.v, &sv.probs, s);
+    rope.apply(&mut d_q, s.n_seq, s.seq_len, s.n_head, 0, true);
+    rope.apply(&mut d_k, s.n_seq, s.seq_len, s.n_head_kv, 0, true);
+    linear_backward(Some(&mut *d_h), true, &mut g[lay.wq.clone()], &d_q, h, &p[lay.wq.clone()], n, d_model, dq_w, Par::Pool);
+    linear_backward(Some(&mut *d_h), true, &mut g[lay.wk.clone()], &d_k, h, &p[lay.wk.clone()], n, d_model, dkv_w, Par::Pool);
+    linear_backward(Some(d_h), true, &mut g[lay.wv.clone()], &d_v, h, &p[lay.wv.clone()], n, d_model, dkv_w, Par::Pool);
+}

@@ -1,0 +1,160 @@
+//! The MoE FFN: router → dispatch → experts → combine (+ shared experts), with explicit backward.
+//!
+//! Each step lives in its own file; this module only composes them. Aux losses and routing
+//! statistics come back in [`MoeForward`], never through globals.
+
+pub mod aux;
+pub mod dispatch;
+pub mod experts;
+pub mod reference;
+pub mod router;
+pub mod stats;
+
+use crate::config::MoeConfig;
+use crate::layers::mlp::{mlp_backward, mlp_forward, MlpSaved};
+use crate::params::MoeLayout;
+use aux::{aux_backward_probs, aux_forward, entropy_sum, z_backward_logits, AuxLosses};
+use dispatch::{dispatch, Dispatch};
+use experts::{experts_backward, experts_forward, ExpertsSaved};
+use moe_kernels::{Par, Real};
+use rayon::prelude::*;
+use router::{gating_backward, route, router_linear_backward, weights_backward, Routing, RouterSettings};
+use stats::RoutingStats;
+
+/// Everything the backward needs.
+#[derive(Debug)]
+pub struct MoeSaved<T> {
+    /// routing decision (also read by callers for statistics)
+    pub routing: Routing<T>,
+    dispatch: Dispatch,
+    experts: ExpertsSaved<T>,
+    shared: Option<MlpSaved<T>>,
+}
+
+/// Output of one MoE FFN forward.
+#[derive(Debug)]
+pub struct MoeForward<T> {
+    /// `[n_tok, d_model]`
+    pub out: Vec<T>,
+    /// activations for the backward
+    pub saved: MoeSaved<T>,
+    /// weighted aux losses
+    pub aux: AuxLosses,
+    /// balance statistics
+    pub stats: RoutingStats,
+}
+
+/// Forward of one MoE FFN over `h [n_tok, d_model]`.
+#[allow(clippy::too_many_arguments)]
+pub fn moe_forward<T: Real>(
+    p: &[T],
+    lay: &MoeLayout,
+    cfg: &MoeConfig,
+    selection_bias: &[f32],
+    h: &[T],
+    n_tok: usize,
+    d_model: usize,
+    layer: usize,
+) -> MoeForward<T> {
+    let settings = RouterSettings::new(cfg, lay.n_expert);
+    let k = settings.k;
+    let routing = route(&p[lay.router.clone()], h, n_tok, d_model, settings, selection_bias);
+    let disp = dispatch(&routing);
+    let experts = experts_forward(p, lay, h, &disp, d_model, cfg.d_expert);
+    let (mut out, shared) = match &lay.shared {
+        Some(sl) => {
+            let (o, s) = mlp_forward(p, sl, h, n_tok, d_model, Par::Pool);
+            (o, Some(s))
+        }
+        None => (vec![T::ZERO; n_tok * d_model], None),
+    };
+    // combine: out[t] += Σ_slots w · y[row]
+    out.par_chunks_mut(d_model).enumerate().for_each(|(t, o)| {
+        for s in 0..k {
+            let row = disp.row_of[t * k + s];
+            if row == u32::MAX {
+                continue;
+            }
+            let w = routing.weight[t * k + s];
+            let y = &experts.y[row as usize * d_model..(row as usize + 1) * d_model];
+            for (a, &b) in o.iter_mut().zip(y) {
+                *a += w * b;
+            }
+        }
+    });
+    let aux = aux_forward(&routing, cfg.aux_loss_coef, cfg.z_loss_coef);
+    let n_assign = (n_tok * k) as u64;
+    let stats = RoutingStats {
+        layer,
+        counts: routing.counts.iter().map(|&c| c as u64).collect(),
+        n_dropped: n_assign - disp.n_rows() as u64,
+        n_assign,
+        entropy_sum: entropy_sum(&routing),
+        n_tok: n_tok as u64,
+    };
+    MoeForward { out, saved: MoeSaved { routing, dispatch: disp, experts, shared }, aux, stats }
+}
+
+/// Backward of [`moe_forward`]: **accumulates** into `d_h` and the gradients in `g`.
+/// `aux_scale` multiplies the aux/z-loss gradients (the same scale the CE gradient got).
+#[allow(clippy::too_many_arguments)]
+pub fn moe_backward<T: Real>(
+    d_h: &mut [T],
+    g: &mut [T],
+    d_out: &[T],
+    h: &[T],
+    s: &MoeSaved<T>,
+    p: &[T],
+    lay: &MoeLayout,
+    cfg: &MoeConfig,
+    n_tok: usize,
+    d_model: usize,
+    aux_scale: f64,
+) {
+    let r = &s.routing;
+    let (e, k) = (lay.n_expert, r.settings.k);
+    if let (Some(sl), Some(ss)) = (&lay.shared, &s.shared) {
+        mlp_backward(d_h, g, d_out, h, ss, p, sl, n_tok, d_model, Par::Pool);
+    }
+    // d_weight[t,s] = d_out[t] · y[row]; d_y[row] = w · d_out[t]
+    let mut d_weight = vec![T::ZERO; n_tok * k];
+    let mut d_y = vec![T::ZERO; s.dispatch.n_rows() * d_model];
+    d_weight.par_chunks_mut(k).enumerate().for_each(|(t, dw)| {
+        let dout = &d_out[t * d_model..(t + 1) * d_model];
+        for (slot, dws) in dw.iter_mut().enumerate() {
+            let row = s.dispatch.row_of[t * k + slot];
+            if row != u32::MAX {
+                let y = &s.experts.y[row as usize * d_model..(row as usize + 1) * d_model];
+                *dws = dout.iter().zip(y).map(|(&a, &b)| a * b).sum();
+            }
+        }
+    });
+    d_y.par_chunks_mut(d_model).zip(s.dispatch.token.par_iter()).enumerate().for_each(|(row, (dy, &t))| {
+        let t = t as usize;
+        let slot = (0..k).find(|&sl| s.dispatch.row_of[t * k + sl] == row as u32).expect("row belongs to its token");
+        let w = r.weight[t * k + slot];
+        for (a, &b) in dy.iter_mut().zip(&d_out[t * d_model..(t + 1) * d_model]) {
+            *a = w * b;
+        }
+    });
+    let d_x = experts_backward(g, &d_y, &s.experts, p, lay, &s.dispatch, d_model, cfg.d_expert);
+    // scatter-add expert input gradients back to tokens (per token, deterministic order)
+    d_h.par_chunks_mut(d_model).enumerate().for_each(|(t, dh)| {
+        for slot in 0..k {
+            let row = s.dispatch.row_of[t * k + slot];
+            if row != u32::MAX {
+                for (a, &b) in dh.iter_mut().zip(&d_x[row as usize * d_model..(row as usize + 1) * d_model]) {
+                    *a += b;
+                }
+            }
+        }
+    });
+    // router: weights → p, aux → p, p → z, z-loss → z, z → (h, W_router)
+    let mut d_probs = vec![T::ZERO; n_tok * e];
+    weights_backward(&mut d_probs, &d_weight, r);
+    aux_backward_probs(&mut d_probs, r, cfg.aux_loss_coef, aux_scale);
+    let mut d_logits = vec![T::ZERO; n_tok * e];
+    gating_backward(&mut d_logits, &d_probs, r);
+    z_backward_logits(&mut d_logits, r, cfg.z_loss_coef, aux_scale);
+    router_linear_backward(d_h, &mut g[lay.router.clone()], &d_logits, h, &p[lay.router.clone()], n_tok, d_model, e);
+}

@@ -1,0 +1,107 @@
+//! The per-token oracle of the MoE FFN forward: plain loops, no dispatch, no grouping.
+//! Tests compare [`super::moe_forward`] with it.
+
+use crate::config::{Gating, MoeConfig};
+use crate::params::MoeLayout;
+use moe_kernels::Real;
+
+fn dot<T: Real>(a: &[T], b: &[T]) -> f64 {
+    a.iter().zip(b).map(|(x, y)| x.to_f64() * y.to_f64()).sum()
+}
+
+fn swiglu_mlp(x: &[f64], wg: &[f64], wu: &[f64], wd: &[f64], d: usize, f: usize) -> Vec<f64> {
+    let act: Vec<f64> = (0..f)
+        .map(|j| {
+            let g = dot(&wg[j * d..(j + 1) * d], x);
+            let u = dot(&wu[j * d..(j + 1) * d], x);
+            g / (1.0 + (-g).exp()) * u
+        })
+        .collect();
+    (0..d).map(|i| dot(&wd[i * f..(i + 1) * f], &act)).collect()
+}
+
+/// MoE output for `h [n_tok, d_model]`, token by token, in f64.
+pub fn moe_forward_reference<T: Real>(p: &[T], lay: &MoeLayout, cfg: &MoeConfig, selection_bias: &[f32], h: &[T], n_tok: usize, d: usize) -> Vec<f64> {
+    let e = lay.n_expert;
+    let k = cfg.n_expert_active;
+    let de = cfg.d_expert;
+    let pf: Vec<f64> = p.iter().map(|v| v.to_f64()).collect();
+    let hf: Vec<f64> = h.iter().map(|v| v.to_f64()).collect();
+    let wr = &pf[lay.router.clone()];
+    // 1. per-token gate values and choices
+    let mut probs = vec![0.0; n_tok * e];
+    let mut chosen: Vec<Vec<usize>> = Vec::with_capacity(n_tok);
+    for t in 0..n_tok {
+        let x = &hf[t * d..(t + 1) * d];
+        let z: Vec<f64> = (0..e).map(|j| dot(&wr[j * d..(j + 1) * d], x)).collect();
+        let pr: Vec<f64> = match cfg.gating {
+            Gating::Softmax => {
+                let m = z.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+                let s: f64 = z.iter().map(|v| (v - m).exp()).sum();
+                z.iter().map(|v| (v - m).exp() / s).collect()
+            }
+            Gating::Sigmoid => z.iter().map(|v| 1.0 / (1.0 + (-v).exp())).collect(),
+        };
+        let choice: Vec<f64> = (0..e).map(|j| pr[j] + selection_bias.get(j).map_or(0.0, |&b| b as f64)).collect();
+        let mut order: Vec<usize> = (0..e).collect();
+        order.sort_by(|&a, &b| choice[b].partial_cmp(&choice[a]).expect("finite").then(a.cmp(&b)));
+        order.truncate(k);
+        probs[t * e..(t + 1) * e].copy_from_slice(&pr);
+        chosen.push(order);
+    }
+    // 2. capacity: per expert keep the largest gate values
+    let mut kept = vec![vec![true; k]; n_tok];
+    if cfg.capacity_factor > 0.0 {
+        let cap = (cfg.capacity_factor * (n_tok * k) as f64 / e as f64).ceil() as usize;
+        for j in 0..e {
+            let mut cand: Vec<(usize, usize)> = Vec::new();
+            for (t, ch) in chosen.iter().enumerate() {
+                for (s, &c) in ch.iter().enumerate() {
+                    if c == j {
+                        cand.push((t, s));
+                    }
+                }
+            }
+            cand.sort_by(|a, b| probs[b.0 * e + j].partial_cmp(&probs[a.0 * e + j]).expect("finite").then(a.0.cmp(&b.0)));
+            for &(t, s) in cand.iter().skip(cap) {
+                kept[t][s] = false;
+            }
+        }
+    }
+    // 3. experts, token by token
+    let mut out = vec![0.0; n_tok * d];
+    for t in 0..n_tok {
+        let x = &hf[t * d..(t + 1) * d];
+        let sel_sum: f64 = chosen[t].iter().map(|&j| probs[t * e + j]).sum();
+        let o = &mut out[t * d..(t + 1) * d];
+        for (s, &j) in chosen[t].iter().enumerate() {
+            if !kept[t][s] {
+                continue;
+            }
+            let mut w = probs[t * e + j];
+            if cfg.renormalize {
+                w /= sel_sum;
+            }
+            w *= cfg.route_scale;
+            let wsz = de * d;
+            let y = swiglu_mlp(
+                x,
+                &pf[lay.w_gate.start + j * wsz..lay.w_gate.start + (j + 1) * wsz],
+                &pf[lay.w_up.start + j * wsz..lay.w_up.start + (j + 1) * wsz],
+                &pf[lay.w_down.start + j * wsz..lay.w_down.start + (j + 1) * wsz],
+                d,
+                de,
+            );
+            for (a, b) in o.iter_mut().zip(y) {
+                *a += w * b;
+            }
+        }
+        if let Some(sl) = &lay.shared {
+            let y = swiglu_mlp(x, &pf[sl.w_gate.clone().expect("shared is swiglu")], &pf[sl.w_up.clone()], &pf[sl.w_down.clone()], d, sl.d_ff);
+            for (a, b) in o.iter_mut().zip(y) {
+                *a += b;
+            }
+        }
+    }
+    out
+}

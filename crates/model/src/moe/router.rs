@@ -1,0 +1,228 @@
+//! Router: `z = h·Wrᵀ` → gating (softmax | sigmoid) → top-k on `p + selection_bias` → combine
+//! weights (optionally renormalised and scaled) → capacity dropping. And its backward.
+
+use crate::config::{Gating, MoeConfig};
+use moe_kernels::linear::{linear_backward, linear_forward};
+use moe_kernels::{Par, Real};
+use rayon::prelude::*;
+
+/// Router settings of one layer.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct RouterSettings {
+    /// routed experts in this layer
+    pub n_expert: usize,
+    /// top-k
+    pub k: usize,
+    /// gating function
+    pub gating: Gating,
+    /// renormalise the k weights
+    pub renormalize: bool,
+    /// combine-weight multiplier
+    pub route_scale: f64,
+    /// 0 = dropless
+    pub capacity_factor: f64,
+}
+
+impl RouterSettings {
+    /// Settings of a layer with `n_expert` experts.
+    pub fn new(cfg: &MoeConfig, n_expert: usize) -> Self {
+        RouterSettings {
+            n_expert,
+            k: cfg.n_expert_active,
+            gating: cfg.gating,
+            renormalize: cfg.renormalize,
+            route_scale: cfg.route_scale,
+            capacity_factor: cfg.capacity_factor,
+        }
+    }
+
+    /// Expert capacity for `n_tok` tokens, `None` when dropless.
+    pub fn capacity(&self, n_tok: usize) -> Option<usize> {
+        (self.capacity_factor > 0.0).then(|| (self.capacity_factor * (n_tok * self.k) as f64 / self.n_expert as f64).ceil() as usize)
+    }
+}
+
+/// The routing decision for a batch of tokens.
+#[derive(Clone, Debug)]
+pub struct Routing<T> {
+    /// tokens routed
+    pub n_tok: usize,
+    /// settings used
+    pub settings: RouterSettings,
+    /// router logits `[n_tok, n_expert]`
+    pub logits: Vec<T>,
+    /// gate values p `[n_tok, n_expert]`
+    pub probs: Vec<T>,
+    /// selected experts `[n_tok, k]`, by descending selection score
+    pub idx: Vec<u32>,
+    /// combine weights `[n_tok, k]`
+    pub weight: Vec<T>,
+    /// assignment survived the capacity limit `[n_tok, k]`
+    pub kept: Vec<bool>,
+    /// sum of the selected gate values (renormalisation denominator) `[n_tok]`
+    pub sel_sum: Vec<T>,
+    /// assignments per expert before dropping `[n_expert]`
+    pub counts: Vec<u32>,
+}
+
+/// Top-k of `score` (descending; ties: lower index first) into `out`.
+pub fn top_k<T: Real>(score: &[T], out: &mut [u32]) {
+    let mut taken = 0u64;
+    let mut taken_big: Vec<bool> = if score.len() > 64 { vec![false; score.len()] } else { Vec::new() };
+    for o in out.iter_mut() {
+        let mut best: Option<usize> = None;
+        for (e, &s) in score.iter().enumerate() {
+            let used = if taken_big.is_empty() { taken >> e & 1 == 1 } else { taken_big[e] };
+            if used {
+                continue;
+            }
+            if best.is_none_or(|b| s > score[b]) {
+                best = Some(e);
+            }
+        }
+        let b = best.expect("k <= n_expert");
+        if taken_big.is_empty() {
+            taken |= 1 << b;
+        } else {
+            taken_big[b] = true;
+        }
+        *o = b as u32;
+    }
+}
+
+/// Route `h [n_tok, d_model]` with router weight `w_router [n_expert, d_model]`.
+/// `selection_bias` is empty or `[n_expert]`; it changes which experts are chosen, never the weights.
+pub fn route<T: Real>(w_router: &[T], h: &[T], n_tok: usize, d_model: usize, s: RouterSettings, selection_bias: &[f32]) -> Routing<T> {
+    let (e, k) = (s.n_expert, s.k);
+    let mut logits = vec![T::ZERO; n_tok * e];
+    linear_forward(&mut logits, h, w_router, n_tok, d_model, e, Par::Pool); // [n_tok, n_expert]
+    let mut probs = logits.clone();
+    match s.gating {
+        Gating::Softmax => moe_kernels::cross_entropy::softmax_rows(&mut probs, e),
+        Gating::Sigmoid => probs.iter_mut().for_each(|v| *v = T::ONE / (T::ONE + (-*v).exp())),
+    }
+    let mut idx = vec![0u32; n_tok * k];
+    let mut weight = vec![T::ZERO; n_tok * k];
+    let mut sel_sum = vec![T::ZERO; n_tok];
+    let scale = T::from_f64(s.route_scale);
+    idx.par_chunks_mut(k)
+        .zip(weight.par_chunks_mut(k))
+        .zip(sel_sum.par_iter_mut())
+        .zip(probs.par_chunks(e))
+        .for_each(|(((ix, w), ss), p)| {
+            if selection_bias.is_empty() {
+                top_k(p, ix);
+            } else {
+                let choice: Vec<T> = p.iter().zip(selection_bias).map(|(&v, &b)| v + T::from_f32(b)).collect();
+                top_k(&choice, ix);
+            }
+            let sum: T = ix.iter().map(|&j| p[j as usize]).sum();
+            *ss = sum;
+            for (wj, &j) in w.iter_mut().zip(ix.iter()) {
+                let v = p[j as usize];
+                *wj = if s.renormalize { v / sum } else { v } * scale;
+            }
+        });
+    let mut counts = vec![0u32; e];
+    for &j in &idx {
+        counts[j as usize] += 1;
+    }
+    let kept = match s.capacity(n_tok) {
+        None => vec![true; n_tok * k],
+        Some(cap) => capacity_keep(&idx, &probs, n_tok, k, e, cap),
+    };
+    Routing { n_tok, settings: s, logits, probs, idx, weight, kept, sel_sum, counts }
+}
+
+/// For each expert keep the `cap` assignments with the largest gate value
+/// (ties: lower token index first); returns the kept mask `[n_tok, k]`.
+fn capacity_keep<T: Real>(idx: &[u32], probs: &[T], n_tok: usize, k: usize, e: usize, cap: usize) -> Vec<bool> {
+    let mut per_expert: Vec<Vec<usize>> = vec![Vec::new(); e]; // assignment ids a = t·k + slot
+    for (a, &j) in idx.iter().enumerate() {
+        per_expert[j as usize].push(a);
+    }
+    let mut kept = vec![false; n_tok * k];
+    for (j, list) in per_expert.iter_mut().enumerate() {
+        if list.len() > cap {
+            // stable sort keeps ascending assignment id (token, then slot) among equal gate values
+            list.sort_by(|&a, &b| probs[(b / k) * e + j].partial_cmp(&probs[(a / k) * e + j]).unwrap_or(std::cmp::Ordering::Equal));
+            list.truncate(cap);
+        }
+        for &a in list.iter() {
+            kept[a] = true;
+        }
+    }
+    kept
+}
+
+/// Gradient of the gate values `p` from the gradient of the combine weights `d_weight [n_tok, k]`
+/// (dropped slots must carry 0). **Accumulates** into `d_probs [n_tok, n_expert]`.
+pub fn weights_backward<T: Real>(d_probs: &mut [T], d_weight: &[T], r: &Routing<T>) {
+    let (e, k) = (r.settings.n_expert, r.settings.k);
+    let scale = T::from_f64(r.settings.route_scale);
+    d_probs.par_chunks_mut(e).enumerate().for_each(|(t, dp)| {
+        let ix = &r.idx[t * k..(t + 1) * k];
+        let dw = &d_weight[t * k..(t + 1) * k];
+        if r.settings.renormalize {
+            // w_s = scale · p_s / S, S = Σ_selected p
+            let s = r.sel_sum[t];
+            let dot: T = ix.iter().zip(dw).map(|(&j, &d)| d * r.probs[t * e + j as usize]).sum();
+            for (&j, &d) in ix.iter().zip(dw) {
+                dp[j as usize] += scale * (d / s - dot / (s * s));
+            }
+        } else {
+            for (&j, &d) in ix.iter().zip(dw) {
+                dp[j as usize] += scale * d;
+            }
+        }
+    });
+}
+
+/// Gradient of the logits from the gradient of the gate values: **overwrites** `d_logits`.
+pub fn gating_backward<T: Real>(d_logits: &mut [T], d_probs: &[T], r: &Routing<T>) {
+    let e = r.settings.n_expert;
+    d_logits.par_chunks_mut(e).zip(d_probs.par_chunks(e).zip(r.probs.par_chunks(e))).for_each(|(dz, (dp, p))| match r.settings.gating {
+        Gating::Softmax => {
+            let dot: T = dp.iter().zip(p).map(|(&a, &b)| a * b).sum();
+            for ((z, &d), &pv) in dz.iter_mut().zip(dp).zip(p) {
+                *z = pv * (d - dot);
+            }
+        }
+        Gating::Sigmoid => {
+            for ((z, &d), &pv) in dz.iter_mut().zip(dp).zip(p) {
+                *z = d * pv * (T::ONE - pv);
+            }
+        }
+    });
+}
+
+/// Router linear backward: **accumulates** into `d_h` and `d_w_router`.
+#[allow(clippy::too_many_arguments)]
+pub fn router_linear_backward<T: Real>(d_h: &mut [T], d_w_router: &mut [T], d_logits: &[T], h: &[T], w_router: &[T], n_tok: usize, d_model: usize, n_expert: usize) {
+    linear_backward(Some(d_h), true, d_w_router, d_logits, h, w_router, n_tok, d_model, n_expert, Par::Pool);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn top_k_ties_prefer_lower_index() {
+        let mut out = [0u32; 3];
+        top_k(&[0.5f32, 0.9, 0.5, 0.9], &mut out);
+        assert_eq!(out, [1, 3, 0]);
+        let big: Vec<f32> = (0..100).map(|i| (i % 7) as f32).collect();
+        let mut out = [0u32; 2];
+        top_k(&big, &mut out);
+        assert_eq!(out, [6, 13]);
+    }
+
+    #[test]
+    fn capacity_keeps_highest_probability_assignments() {
+        // 4 tokens, 1 expert of 2 used by all, capacity 2: keeps the two largest p.
+        let probs = [0.6f32, 0.4, 0.9, 0.1, 0.6, 0.4, 0.2, 0.8];
+        let idx = [0u32, 0, 0, 0];
+        let kept = capacity_keep(&idx, &probs, 4, 1, 2, 2);
+        assert_eq!(kept, vec![true, true, false, false]);
+    }
+}

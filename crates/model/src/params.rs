@@ -1,0 +1,200 @@
+//! The parameter table: every tensor's stable name, shape and place in one flat buffer.
+//!
+//! Parameters live in one contiguous `Vec<T>` (llm.c style) and gradients in a second buffer with
+//! the same layout, so the optimizer, gradient clipping, accumulation and checkpoints all work on
+//! flat slices. Layers keep `Range`s into the buffer.
+
+use crate::config::{Activation, FfnKind, ModelConfig};
+use std::ops::Range;
+
+/// How a tensor is initialised.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Init {
+    /// all ones (norm weights)
+    Ones,
+    /// N(0, std²)
+    Normal(f32),
+}
+
+/// One named tensor.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ParamEntry {
+    /// stable checkpoint name, e.g. `layers.0.attn.wq.weight`
+    pub name: String,
+    /// shape, row-major
+    pub shape: Vec<usize>,
+    /// offset in the flat buffer
+    pub offset: usize,
+    /// number of elements
+    pub len: usize,
+    /// AdamW applies weight decay to it
+    pub decay: bool,
+    /// initialisation
+    pub init: Init,
+    /// belongs to a routed expert stack (for active-parameter accounting)
+    pub routed_expert: bool,
+}
+
+impl ParamEntry {
+    /// The entry's range in the flat buffer.
+    pub fn range(&self) -> Range<usize> {
+        self.offset..self.offset + self.len
+    }
+}
+
+/// Ordered list of all parameters.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ParamTable {
+    /// entries in buffer order
+    pub entries: Vec<ParamEntry>,
+    /// total elements
+    pub total: usize,
+}
+
+impl ParamTable {
+    fn push(&mut self, name: String, shape: &[usize], decay: bool, init: Init) -> Range<usize> {
+        let len: usize = shape.iter().product();
+        let r = self.total..self.total + len;
+        self.entries.push(ParamEntry { name, shape: shape.to_vec(), offset: self.total, len, decay, init, routed_expert: false });
+        self.total += len;
+        r
+    }
+
+    /// Look an entry up by name.
+    pub fn get(&self, name: &str) -> Option<&ParamEntry> {
+        self.entries.iter().find(|e| e.name == name)
+    }
+}
+
+/// Ranges of one attention block.
+#[derive(Clone, Debug)]
+pub struct AttnLayout {
+    /// `[n_head·d_head, d_model]`
+    pub wq: Range<usize>,
+    /// `[n_head_kv·d_head, d_model]`
+    pub wk: Range<usize>,
+    /// `[n_head_kv·d_head, d_model]`
+    pub wv: Range<usize>,
+    /// `[d_model, n_head·d_head]`
+    pub wo: Range<usize>,
+}
+
+/// Ranges of a dense MLP (also used for shared experts).
+#[derive(Clone, Debug)]
+pub struct MlpLayout {
+    /// `[d_ff, d_model]`, absent for GELU
+    pub w_gate: Option<Range<usize>>,
+    /// `[d_ff, d_model]`
+    pub w_up: Range<usize>,
+    /// `[d_model, d_ff]`
+    pub w_down: Range<usize>,
+    /// hidden width
+    pub d_ff: usize,
+    /// activation
+    pub activation: Activation,
+}
+
+/// Ranges of a MoE FFN.
+#[derive(Clone, Debug)]
+pub struct MoeLayout {
+    /// routed experts in this layer
+    pub n_expert: usize,
+    /// `[n_expert, d_model]`
+    pub router: Range<usize>,
+    /// `[n_expert, d_expert, d_model]`
+    pub w_gate: Range<usize>,
+    /// `[n_expert, d_expert, d_model]`
+    pub w_up: Range<usize>,
+    /// `[n_expert, d_model, d_expert]`
+    pub w_down: Range<usize>,
+    /// shared experts as one SwiGLU MLP
+    pub shared: Option<MlpLayout>,
+}
+
+/// FFN slot of one block.
+#[derive(Clone, Debug)]
+pub enum FfnLayout {
+    /// dense MLP
+    Dense(MlpLayout),
+    /// mixture of experts
+    Moe(MoeLayout),
+}
+
+/// Ranges of one block.
+#[derive(Clone, Debug)]
+pub struct BlockLayout {
+    /// `[d_model]`
+    pub attn_norm: Range<usize>,
+    /// attention weights
+    pub attn: AttnLayout,
+    /// `[d_model]`
+    pub ffn_norm: Range<usize>,
+    /// FFN weights
+    pub ffn: FfnLayout,
+}
+
+/// Ranges of the whole model.
+#[derive(Clone, Debug)]
+pub struct ModelLayout {
+    /// `[n_vocab, d_model]`
+    pub tok_embeddings: Range<usize>,
+    /// blocks
+    pub blocks: Vec<BlockLayout>,
+    /// `[d_model]`
+    pub norm: Range<usize>,
+    /// `[n_vocab, d_model]`; equals `tok_embeddings` when tied
+    pub lm_head: Range<usize>,
+}
+
+fn mlp_layout(t: &mut ParamTable, prefix: &str, d_model: usize, d_ff: usize, activation: Activation, std: f32, std_out: f32) -> MlpLayout {
+    let w_gate = match activation {
+        Activation::Swiglu => Some(t.push(format!("{prefix}.w_gate.weight"), &[d_ff, d_model], true, Init::Normal(std))),
+        Activation::Gelu => None,
+    };
+    let w_up = t.push(format!("{prefix}.w_up.weight"), &[d_ff, d_model], true, Init::Normal(std));
+    let w_down = t.push(format!("{prefix}.w_down.weight"), &[d_model, d_ff], true, Init::Normal(std_out));
+    MlpLayout { w_gate, w_up, w_down, d_ff, activation }
+}
+
+/// Build the parameter table and layout of a (validated) config.
+pub fn build_layout(cfg: &ModelConfig) -> (ParamTable, ModelLayout) {
+    let mut t = ParamTable::default();
+    let d = cfg.d_model;
+    let dh = cfg.d_head();
+    let std = 0.02f32;
+    let std_out = std / (2.0 * cfg.n_layer as f32).sqrt();
+    let tok_embeddings = t.push("tok_embeddings.weight".into(), &[cfg.n_vocab, d], false, Init::Normal(std));
+    let mut blocks = Vec::with_capacity(cfg.n_layer);
+    for (i, kind) in cfg.ffn_kinds().into_iter().enumerate() {
+        let attn_norm = t.push(format!("layers.{i}.attn_norm.weight"), &[d], false, Init::Ones);
+        let attn = AttnLayout {
+            wq: t.push(format!("layers.{i}.attn.wq.weight"), &[cfg.n_head * dh, d], true, Init::Normal(std)),
+            wk: t.push(format!("layers.{i}.attn.wk.weight"), &[cfg.n_head_kv * dh, d], true, Init::Normal(std)),
+            wv: t.push(format!("layers.{i}.attn.wv.weight"), &[cfg.n_head_kv * dh, d], true, Init::Normal(std)),
+            wo: t.push(format!("layers.{i}.attn.wo.weight"), &[d, cfg.n_head * dh], true, Init::Normal(std_out)),
+        };
+        let ffn_norm = t.push(format!("layers.{i}.ffn_norm.weight"), &[d], false, Init::Ones);
+        let ffn = match kind {
+            FfnKind::Dense => FfnLayout::Dense(mlp_layout(&mut t, &format!("layers.{i}.ffn"), d, cfg.d_ff, cfg.activation, std, std_out)),
+            FfnKind::Moe { n_expert } => {
+                let m = cfg.moe.as_ref().expect("MoE layer implies a moe config");
+                let de = m.d_expert;
+                let router = t.push(format!("layers.{i}.ffn.router.weight"), &[n_expert, d], true, Init::Normal(std));
+                let first_expert = t.entries.len();
+                let w_gate = t.push(format!("layers.{i}.ffn.experts.w_gate"), &[n_expert, de, d], true, Init::Normal(std));
+                let w_up = t.push(format!("layers.{i}.ffn.experts.w_up"), &[n_expert, de, d], true, Init::Normal(std));
+                let w_down = t.push(format!("layers.{i}.ffn.experts.w_down"), &[n_expert, d, de], true, Init::Normal(std_out));
+                for e in &mut t.entries[first_expert..] {
+                    e.routed_expert = true;
+                }
+                let shared = (m.n_expert_shared > 0)
+                    .then(|| mlp_layout(&mut t, &format!("layers.{i}.ffn.shared"), d, m.d_shared(), Activation::Swiglu, std, std_out));
+                FfnLayout::Moe(MoeLayout { n_expert, router, w_gate, w_up, w_down, shared })
+            }
+        };
+        blocks.push(BlockLayout { attn_norm, attn, ffn_norm, ffn });
+    }
+    let norm = t.push("norm.weight".into(), &[d], false, Init::Ones);
+    let lm_head = if cfg.tie_embeddings { tok_embeddings.clone() } else { t.push("lm_head.weight".into(), &[cfg.n_vocab, d], true, Init::Normal(std)) };
+    (t, ModelLayout { tok_embeddings, blocks, norm, lm_head })
+}

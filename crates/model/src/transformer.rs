@@ -1,0 +1,344 @@
+//! The decoder-only Transformer: embedding → blocks (attention + dense or MoE FFN) → norm → LM head,
+//! with an explicit backward through all of it (see `docs/model-spec.md`).
+
+use crate::config::ModelConfig;
+use crate::error::{Error, Result};
+use crate::layers::attention::{attention_block_backward, attention_block_forward, AttnSaved};
+use crate::layers::mlp::{mlp_backward, mlp_forward, MlpSaved};
+use crate::moe::aux::AuxLosses;
+use crate::moe::router::Routing;
+use crate::moe::stats::RoutingStats;
+use crate::moe::{moe_backward, moe_forward, MoeSaved};
+use crate::params::{build_layout, FfnLayout, Init, ModelLayout, ParamTable};
+use moe_kernels::attention::AttnShape;
+use moe_kernels::cross_entropy::{cross_entropy_backward_inplace, cross_entropy_forward};
+use moe_kernels::embedding::{embedding_backward, embedding_forward};
+use moe_kernels::linear::{linear_backward, linear_forward};
+use moe_kernels::norm::{rmsnorm_backward, rmsnorm_forward};
+use moe_kernels::rng::Rng;
+use moe_kernels::rope::RopeTable;
+use moe_kernels::{Par, Real};
+use serde::{Deserialize, Serialize};
+
+/// A dense or MoE Transformer with all parameters in one flat buffer.
+#[derive(Clone, Debug)]
+pub struct Transformer<T: Real = f32> {
+    /// the architecture
+    pub cfg: ModelConfig,
+    /// names, shapes and offsets of all parameters
+    pub table: ParamTable,
+    /// per-layer ranges into `params`
+    pub layout: ModelLayout,
+    /// all parameters, flat
+    pub params: Vec<T>,
+    /// per layer: the aux-loss-free selection bias `[n_expert]` (empty when unused)
+    pub selection_bias: Vec<Vec<f32>>,
+    /// RoPE cos/sin for positions `0..n_ctx`
+    pub rope: RopeTable<T>,
+}
+
+/// Loss and balance report of one MoE layer.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct MoeLayerReport {
+    /// layer index
+    pub layer: usize,
+    /// weighted aux losses
+    pub aux: AuxLosses,
+    /// routing statistics
+    pub stats: RoutingStats,
+}
+
+/// Losses of one forward (and backward).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct LossReport {
+    /// `ce + Σ aux + Σ z`
+    pub loss: f64,
+    /// mean token cross-entropy
+    pub ce: f64,
+    /// Σ over MoE layers of the weighted load-balancing loss
+    pub aux: f64,
+    /// Σ over MoE layers of the weighted z-loss
+    pub z: f64,
+    /// per MoE layer
+    pub moe: Vec<MoeLayerReport>,
+}
+
+/// Routing of one MoE layer in a forward pass.
+#[derive(Clone, Debug)]
+pub struct MoeLayerRouting<T> {
+    /// layer index
+    pub layer: usize,
+    /// the routing decision
+    pub routing: Routing<T>,
+}
+
+/// Output of [`Transformer::forward`].
+#[derive(Clone, Debug)]
+pub struct ForwardOutput<T> {
+    /// `[n_tok, n_vocab]`
+    pub logits: Vec<T>,
+    /// aux losses and statistics per MoE layer
+    pub moe: Vec<MoeLayerReport>,
+    /// routing decisions per MoE layer
+    pub routing: Vec<MoeLayerRouting<T>>,
+}
+
+enum FfnSaved<T> {
+    Dense(MlpSaved<T>),
+    Moe(Box<MoeSaved<T>>),
+}
+
+struct BlockSaved<T> {
+    x_in: Vec<T>,  // [n, d_model]
+    rstd1: Vec<T>, // [n]
+    h1: Vec<T>,    // [n, d_model]
+    attn: AttnSaved<T>,
+    x_mid: Vec<T>, // [n, d_model]
+    rstd2: Vec<T>, // [n]
+    h2: Vec<T>,    // [n, d_model]
+    ffn: FfnSaved<T>,
+}
+
+impl<T: Real> Transformer<T> {
+    /// A model with zeroed weights (norms at one) and no selection bias values yet.
+    pub fn zeros(cfg: ModelConfig) -> Result<Self> {
+        cfg.validate()?;
+        let (table, layout) = build_layout(&cfg);
+        let mut params = vec![T::ZERO; table.total];
+        for e in &table.entries {
+            if e.init == Init::Ones {
+                params[e.range()].fill(T::ONE);
+            }
+        }
+        let selection_bias = layout
+            .blocks
+            .iter()
+            .map(|b| match (&b.ffn, &cfg.moe) {
+                (FfnLayout::Moe(m), Some(mc)) if mc.bias_update_rate > 0.0 => vec![0.0; m.n_expert],
+                _ => Vec::new(),
+            })
+            .collect();
+        let rope = RopeTable::new(cfg.d_head(), cfg.rope_theta, cfg.n_ctx);
+        Ok(Transformer { cfg, table, layout, params, selection_bias, rope })
+    }
+
+    /// A freshly initialised model (GPT-2 style: N(0, 0.02), output projections scaled by
+    /// 1/√(2·n_layer), norms at one), deterministic in `seed`.
+    pub fn new(cfg: ModelConfig, seed: u64) -> Result<Self> {
+        let mut m = Self::zeros(cfg)?;
+        let mut rng = Rng::derive(seed, 0x1417);
+        let mut buf = Vec::new();
+        for e in &m.table.entries {
+            if let Init::Normal(std) = e.init {
+                buf.resize(e.len, 0.0f32);
+                rng.fill_normal(&mut buf, std);
+                for (p, &v) in m.params[e.range()].iter_mut().zip(&buf) {
+                    *p = T::from_f32(v);
+                }
+            }
+        }
+        Ok(m)
+    }
+
+    /// The same model in another scalar type.
+    pub fn cast<U: Real>(&self) -> Transformer<U> {
+        Transformer {
+            cfg: self.cfg.clone(),
+            table: self.table.clone(),
+            layout: self.layout.clone(),
+            params: self.params.iter().map(|v| U::from_f64(v.to_f64())).collect(),
+            selection_bias: self.selection_bias.clone(),
+            rope: RopeTable::new(self.cfg.d_head(), self.cfg.rope_theta, self.cfg.n_ctx),
+        }
+    }
+
+    fn check_input(&self, inputs: &[u32], targets: Option<&[u32]>, n_seq: usize, seq_len: usize) -> Result<()> {
+        if n_seq == 0 || seq_len == 0 {
+            return Err(Error::BadInput("empty batch".into()));
+        }
+        if inputs.len() != n_seq * seq_len {
+            return Err(Error::BadInput(format!("{} input tokens for a batch of {n_seq} × {seq_len}", inputs.len())));
+        }
+        if seq_len > self.cfg.n_ctx {
+            return Err(Error::BadInput(format!("sequence length {seq_len} exceeds n_ctx {}", self.cfg.n_ctx)));
+        }
+        if let Some(t) = targets {
+            if t.len() != inputs.len() {
+                return Err(Error::BadInput(format!("{} targets for {} inputs", t.len(), inputs.len())));
+            }
+        }
+        let v = self.cfg.n_vocab as u32;
+        if let Some(&bad) = inputs.iter().chain(targets.unwrap_or(&[])).find(|&&x| x >= v) {
+            return Err(Error::BadInput(format!("token id {bad} is outside the vocabulary (n_vocab {v})")));
+        }
+        Ok(())
+    }
+
+    fn attn_shape(&self, n_seq: usize, seq_len: usize) -> AttnShape {
+        AttnShape { n_seq, seq_len, n_head: self.cfg.n_head, n_head_kv: self.cfg.n_head_kv, d_head: self.cfg.d_head() }
+    }
+
+    fn block_forward(&self, i: usize, x_in: Vec<T>, n_seq: usize, seq_len: usize) -> (Vec<T>, BlockSaved<T>, Option<MoeLayerReport>) {
+        let d = self.cfg.d_model;
+        let n = n_seq * seq_len;
+        let b = &self.layout.blocks[i];
+        let p = &self.params;
+        let eps = self.cfg.norm_eps;
+        let mut h1 = vec![T::ZERO; n * d];
+        let mut rstd1 = vec![T::ZERO; n];
+        rmsnorm_forward(&mut h1, &mut rstd1, &x_in, &p[b.attn_norm.clone()], n, d, eps); // [n, d_model]
+        let (a, attn) = attention_block_forward(p, &b.attn, &self.rope, &h1, self.attn_shape(n_seq, seq_len), d);
+        let mut x_mid = x_in.clone();
+        x_mid.iter_mut().zip(&a).for_each(|(x, &v)| *x += v); // [n, d_model]
+        let mut h2 = vec![T::ZERO; n * d];
+        let mut rstd2 = vec![T::ZERO; n];
+        rmsnorm_forward(&mut h2, &mut rstd2, &x_mid, &p[b.ffn_norm.clone()], n, d, eps); // [n, d_model]
+        let (f, ffn, report) = match &b.ffn {
+            FfnLayout::Dense(ml) => {
+                let (f, s) = mlp_forward(p, ml, &h2, n, d, Par::Pool);
+                (f, FfnSaved::Dense(s), None)
+            }
+            FfnLayout::Moe(ml) => {
+                let mc = self.cfg.moe.as_ref().expect("MoE layer implies a moe config");
+                let out = moe_forward(p, ml, mc, &self.selection_bias[i], &h2, n, d, i);
+                let rep = MoeLayerReport { layer: i, aux: out.aux, stats: out.stats };
+                (out.out, FfnSaved::Moe(Box::new(out.saved)), Some(rep))
+            }
+        };
+        let mut x_out = x_mid.clone();
+        x_out.iter_mut().zip(&f).for_each(|(x, &v)| *x += v); // [n, d_model]
+        (x_out, BlockSaved { x_in, rstd1, h1, attn, x_mid, rstd2, h2, ffn }, report)
+    }
+
+    /// `d_x`: in, the gradient of the block output; out, the gradient of the block input.
+    fn block_backward(&self, i: usize, d_x: &mut [T], s: &BlockSaved<T>, g: &mut [T], n_seq: usize, seq_len: usize, aux_scale: f64) {
+        let d = self.cfg.d_model;
+        let n = n_seq * seq_len;
+        let b = &self.layout.blocks[i];
+        let p = &self.params;
+        let mut d_h2 = vec![T::ZERO; n * d];
+        match (&b.ffn, &s.ffn) {
+            (FfnLayout::Dense(ml), FfnSaved::Dense(ms)) => mlp_backward(&mut d_h2, g, d_x, &s.h2, ms, p, ml, n, d, Par::Pool),
+            (FfnLayout::Moe(ml), FfnSaved::Moe(ms)) => {
+                let mc = self.cfg.moe.as_ref().expect("MoE layer implies a moe config");
+                moe_backward(&mut d_h2, g, d_x, &s.h2, ms, p, ml, mc, n, d, aux_scale);
+            }
+            _ => unreachable!("saved activations match the layout"),
+        }
+        let gn = &mut g[b.ffn_norm.clone()];
+        rmsnorm_backward(d_x, gn, &d_h2, &s.x_mid, &p[b.ffn_norm.clone()], &s.rstd2, n, d);
+        let mut d_h1 = vec![T::ZERO; n * d];
+        attention_block_backward(&mut d_h1, g, d_x, &s.h1, &s.attn, p, &b.attn, &self.rope, self.attn_shape(n_seq, seq_len), d);
+        let gn = &mut g[b.attn_norm.clone()];
+        rmsnorm_backward(d_x, gn, &d_h1, &s.x_in, &p[b.attn_norm.clone()], &s.rstd1, n, d);
+    }
+
+    /// Final norm + LM head: returns (logits `[n, n_vocab]`, normed `[n, d_model]`, rstd `[n]`).
+    fn head_forward(&self, x: &[T], n: usize) -> (Vec<T>, Vec<T>, Vec<T>) {
+        let d = self.cfg.d_model;
+        let mut xf = vec![T::ZERO; n * d];
+        let mut rstd = vec![T::ZERO; n];
+        rmsnorm_forward(&mut xf, &mut rstd, x, &self.params[self.layout.norm.clone()], n, d, self.cfg.norm_eps);
+        let mut logits = vec![T::ZERO; n * self.cfg.n_vocab];
+        linear_forward(&mut logits, &xf, &self.params[self.layout.lm_head.clone()], n, d, self.cfg.n_vocab, Par::Pool); // [n, n_vocab]
+        (logits, xf, rstd)
+    }
+
+    fn blocks_forward(&self, inputs: &[u32], n_seq: usize, seq_len: usize, keep: bool) -> (Vec<T>, Vec<BlockSaved<T>>, Vec<MoeLayerReport>, Vec<MoeLayerRouting<T>>) {
+        let d = self.cfg.d_model;
+        let mut x = vec![T::ZERO; inputs.len() * d];
+        embedding_forward(&mut x, &self.params[self.layout.tok_embeddings.clone()], inputs, d); // [n, d_model]
+        let mut saved = Vec::new();
+        let mut reports = Vec::new();
+        let mut routing = Vec::new();
+        for i in 0..self.cfg.n_layer {
+            let (x_out, s, rep) = self.block_forward(i, x, n_seq, seq_len);
+            x = x_out;
+            reports.extend(rep);
+            if keep {
+                saved.push(s);
+            } else if let FfnSaved::Moe(ms) = s.ffn {
+                routing.push(MoeLayerRouting { layer: i, routing: ms.routing });
+            }
+        }
+        (x, saved, reports, routing)
+    }
+
+    /// Logits of a batch `inputs [n_seq, seq_len]` plus routing per MoE layer (no gradients).
+    pub fn forward(&self, inputs: &[u32], n_seq: usize, seq_len: usize) -> Result<ForwardOutput<T>> {
+        self.check_input(inputs, None, n_seq, seq_len)?;
+        let (x, _, moe, routing) = self.blocks_forward(inputs, n_seq, seq_len, false);
+        let (logits, _, _) = self.head_forward(&x, inputs.len());
+        Ok(ForwardOutput { logits, moe, routing })
+    }
+
+    /// Losses of a batch without gradients.
+    pub fn loss(&self, inputs: &[u32], targets: &[u32], n_seq: usize, seq_len: usize) -> Result<LossReport> {
+        self.check_input(inputs, Some(targets), n_seq, seq_len)?;
+        let out = self.forward(inputs, n_seq, seq_len)?;
+        let mut losses = vec![T::ZERO; inputs.len()];
+        cross_entropy_forward(&mut losses, &out.logits, targets, self.cfg.n_vocab);
+        Ok(report(mean(&losses), out.moe))
+    }
+
+    /// Forward and backward of `scale · loss`; gradients are **accumulated** into `grads`
+    /// (same layout as `params`). Use `scale = 1 / n_micro` for gradient accumulation.
+    pub fn forward_backward(&self, inputs: &[u32], targets: &[u32], n_seq: usize, seq_len: usize, grads: &mut [T], scale: f64) -> Result<LossReport> {
+        self.check_input(inputs, Some(targets), n_seq, seq_len)?;
+        if grads.len() != self.params.len() {
+            return Err(Error::BadInput(format!("gradient buffer has {} elements, the model {}", grads.len(), self.params.len())));
+        }
+        let n = inputs.len();
+        let d = self.cfg.d_model;
+        let (x, saved, moe, _) = self.blocks_forward(inputs, n_seq, seq_len, true);
+        let (mut logits, xf, rstd) = self.head_forward(&x, n);
+        let mut losses = vec![T::ZERO; n];
+        cross_entropy_forward(&mut losses, &logits, targets, self.cfg.n_vocab);
+        let rep = report(mean(&losses), moe);
+        // backward
+        cross_entropy_backward_inplace(&mut logits, targets, self.cfg.n_vocab, T::from_f64(scale / n as f64)); // d_logits
+        let mut d_xf = vec![T::ZERO; n * d];
+        let lm = self.layout.lm_head.clone();
+        linear_backward(Some(&mut d_xf), false, &mut grads[lm.clone()], &logits, &xf, &self.params[lm], n, d, self.cfg.n_vocab, Par::Pool);
+        drop(logits);
+        let mut d_x = vec![T::ZERO; n * d];
+        let gn = &mut grads[self.layout.norm.clone()];
+        rmsnorm_backward(&mut d_x, gn, &d_xf, &x, &self.params[self.layout.norm.clone()], &rstd, n, d);
+        for (i, s) in saved.iter().enumerate().rev() {
+            self.block_backward(i, &mut d_x, s, grads, n_seq, seq_len, scale);
+        }
+        embedding_backward(&mut grads[self.layout.tok_embeddings.clone()], &d_x, inputs, d);
+        Ok(rep)
+    }
+
+    /// Aux-loss-free balancing: move each MoE layer's selection bias by `γ · sign(mean − count)`.
+    /// `counts[l]` are the assignment counts of layer `l` since the last update (empty = skip).
+    pub fn update_selection_bias(&mut self, counts: &[(usize, Vec<u64>)]) {
+        let Some(mc) = &self.cfg.moe else { return };
+        let gamma = mc.bias_update_rate as f32;
+        if gamma <= 0.0 {
+            return;
+        }
+        for (layer, c) in counts {
+            let bias = &mut self.selection_bias[*layer];
+            if bias.len() != c.len() || c.is_empty() {
+                continue;
+            }
+            let mean = c.iter().sum::<u64>() as f64 / c.len() as f64;
+            for (b, &ci) in bias.iter_mut().zip(c) {
+                let diff = mean - ci as f64;
+                *b += gamma * if diff > 0.0 { 1.0 } else if diff < 0.0 { -1.0 } else { 0.0 };
+            }
+        }
+    }
+}
+
+fn mean<T: Real>(v: &[T]) -> f64 {
+    v.iter().map(|x| x.to_f64()).sum::<f64>() / v.len().max(1) as f64
+}
+
+fn report(ce: f64, moe: Vec<MoeLayerReport>) -> LossReport {
+    let aux: f64 = moe.iter().map(|m| m.aux.aux).sum();
+    let z: f64 = moe.iter().map(|m| m.aux.z).sum();
+    LossReport { loss: ce + aux + z, ce, aux, z, moe }
+}
