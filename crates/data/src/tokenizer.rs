@@ -26,6 +26,7 @@ const EOS_CANDIDATES: [&str; 5] = [BPE_EOS, "</s>", "<|end_of_text|>", "<eos>", 
 pub const MIN_BPE_VOCAB: usize = 257;
 
 /// A tokenizer: text to token ids and back.
+#[derive(Clone)]
 pub enum Tokenizer {
     /// One token per UTF-8 byte (ids 0..256); no special tokens.
     Byte,

@@ -19,9 +19,10 @@ pub struct AdamWStep {
     pub t: u64,
 }
 
-/// One AdamW step over a parameter slice and its gradient and moments.
+/// One AdamW step over a parameter slice and its gradient and moments (`s.t >= 1`, checked).
 pub fn adamw_update(p: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32], s: AdamWStep) {
     assert!(p.len() == g.len() && p.len() == m.len() && p.len() == v.len(), "adamw_update: lengths");
+    assert!(s.t >= 1, "adamw_update: step count t is 1-based, got 0");
     let bc1 = 1.0 - (s.beta1 as f64).powi(s.t as i32);
     let bc2 = 1.0 - (s.beta2 as f64).powi(s.t as i32);
     let step = (s.lr as f64 / bc1) as f32;

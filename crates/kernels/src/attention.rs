@@ -115,6 +115,10 @@ pub fn attention_backward<T: Real>(
 ) {
     s.check(q, k, v);
     let (t, d) = (s.seq_len, s.d_head);
+    assert_eq!(probs.len(), s.n_seq * s.n_head * t * t, "attention_backward: probs length");
+    assert_eq!(d_out.len(), q.len(), "attention_backward: d_out length");
+    assert_eq!(d_q.len(), q.len(), "attention_backward: d_q length");
+    assert!(d_k.len() == k.len() && d_v.len() == v.len(), "attention_backward: d_k/d_v length");
     let scale = T::from_f64(1.0 / (d as f64).sqrt());
     let grp = s.group();
     // One task per (sequence, kv head): it owns d_k/d_v of that head and d_q of its query heads.

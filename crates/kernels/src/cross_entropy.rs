@@ -10,8 +10,9 @@ pub fn logsumexp<T: Real>(row: &[T]) -> T {
     m + s.ln()
 }
 
-/// In-place softmax of each row of width `d`.
+/// In-place softmax of each row of width `d` (`x.len()` must be a multiple of `d > 0`).
 pub fn softmax_rows<T: Real>(x: &mut [T], d: usize) {
+    assert!(d > 0 && x.len() % d == 0, "softmax_rows: length {} is not a multiple of row width {d}", x.len());
     x.par_chunks_mut(d).with_min_len(16).for_each(|row| {
         let m = row.iter().copied().fold(T::from_f64(f64::NEG_INFINITY), T::max);
         let mut s = T::ZERO;
@@ -28,8 +29,11 @@ pub fn softmax_rows<T: Real>(x: &mut [T], d: usize) {
 
 /// Per-row losses `-log softmax(logits)[target]` for `logits [n, n_vocab]`.
 pub fn cross_entropy_forward<T: Real>(losses: &mut [T], logits: &[T], targets: &[u32], n_vocab: usize) {
+    assert!(n_vocab > 0, "cross_entropy_forward: n_vocab is 0");
     assert_eq!(logits.len(), targets.len() * n_vocab, "cross_entropy_forward: logits length");
+    assert_eq!(losses.len(), targets.len(), "cross_entropy_forward: losses length");
     losses.par_iter_mut().zip(logits.par_chunks(n_vocab).zip(targets.par_iter())).for_each(|(l, (row, &t))| {
+        assert!((t as usize) < n_vocab, "cross_entropy_forward: target {t} >= n_vocab {n_vocab}");
         *l = logsumexp(row) - row[t as usize];
     });
 }
@@ -37,8 +41,10 @@ pub fn cross_entropy_forward<T: Real>(losses: &mut [T], logits: &[T], targets: &
 /// Turns `logits` **in place** into `d_logits = scale · (softmax(logits) − onehot(target))`,
 /// the gradient of `scale · Σ losses`.
 pub fn cross_entropy_backward_inplace<T: Real>(logits: &mut [T], targets: &[u32], n_vocab: usize, scale: T) {
+    assert!(n_vocab > 0, "cross_entropy_backward: n_vocab is 0");
     assert_eq!(logits.len(), targets.len() * n_vocab, "cross_entropy_backward: logits length");
     logits.par_chunks_mut(n_vocab).zip(targets.par_iter()).for_each(|(row, &t)| {
+        assert!((t as usize) < n_vocab, "cross_entropy_backward: target {t} >= n_vocab {n_vocab}");
         let lse = logsumexp(row);
         for v in row.iter_mut() {
             *v = (*v - lse).exp() * scale;

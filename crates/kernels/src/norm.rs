@@ -40,6 +40,10 @@ pub fn rmsnorm_backward<T: Real>(
 ) {
     assert_eq!(d_inp.len(), n * d, "rmsnorm_backward: d_inp length");
     assert_eq!(d_weight.len(), d, "rmsnorm_backward: d_weight length");
+    assert_eq!(d_out.len(), n * d, "rmsnorm_backward: d_out length");
+    assert_eq!(inp.len(), n * d, "rmsnorm_backward: inp length");
+    assert_eq!(weight.len(), d, "rmsnorm_backward: weight length");
+    assert_eq!(rstd.len(), n, "rmsnorm_backward: rstd length");
     // d_weight needs a reduction over rows; do rows in parallel chunks with per-chunk partial sums.
     let chunk_rows = (n / rayon::current_num_threads().max(1)).clamp(16, 4096).max(1);
     let partials: Vec<Vec<f64>> = d_inp
