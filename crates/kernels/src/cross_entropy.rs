@@ -12,7 +12,7 @@ pub fn logsumexp<T: Real>(row: &[T]) -> T {
 
 /// In-place softmax of each row of width `d` (`x.len()` must be a multiple of `d > 0`).
 pub fn softmax_rows<T: Real>(x: &mut [T], d: usize) {
-    assert!(d > 0 && x.len() % d == 0, "softmax_rows: length {} is not a multiple of row width {d}", x.len());
+    assert!(d > 0 && x.len().is_multiple_of(d), "softmax_rows: length {} is not a multiple of row width {d}", x.len());
     x.par_chunks_mut(d).with_min_len(16).for_each(|row| {
         let m = row.iter().copied().fold(T::from_f64(f64::NEG_INFINITY), T::max);
         let mut s = T::ZERO;

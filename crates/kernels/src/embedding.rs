@@ -17,7 +17,7 @@ pub fn embedding_forward<T: Real>(out: &mut [T], table: &[T], tokens: &[u32], d:
 /// that occurs several times collects all its rows); tokens must be `< n_vocab` (checked).
 pub fn embedding_backward<T: Real>(d_table: &mut [T], d_out: &[T], tokens: &[u32], d: usize) {
     assert_eq!(d_out.len(), tokens.len() * d, "embedding_backward: d_out length");
-    let n_vocab = if d == 0 { 0 } else { d_table.len() / d };
+    let n_vocab = d_table.len().checked_div(d).unwrap_or(0);
     for (g, &t) in d_out.chunks(d.max(1)).zip(tokens) {
         let t = t as usize;
         assert!(t < n_vocab, "embedding_backward: token {t} >= n_vocab {n_vocab}");

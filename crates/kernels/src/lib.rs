@@ -14,6 +14,7 @@ pub mod embedding;
 pub mod linear;
 pub mod matmul;
 pub mod norm;
+pub mod peak;
 mod real;
 pub mod rng;
 pub mod rope;
