@@ -1,0 +1,184 @@
+//! Command-line arguments.
+
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+
+/// Train, evaluate, inspect and compare dense and Mixture-of-Experts Transformers on the CPU.
+#[derive(Parser, Debug)]
+#[command(name = "moe", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Train a model from an experiment TOML.
+    Train(TrainArgs),
+    /// Validation loss and perplexity of a run's latest checkpoint.
+    Eval(EvalArgs),
+    /// Parameters (total, active), FLOPs per token, sparsity and a per-layer table.
+    Info(InfoArgs),
+    /// Tokenizer tools.
+    #[command(subcommand)]
+    Tokenizer(TokenizerCommand),
+    /// Benchmarks.
+    #[command(subcommand)]
+    Bench(BenchCommand),
+    /// Generate text from a trained run (KV-cached).
+    Generate(GenerateArgs),
+    /// Dense vs MoE at equal training compute, with a report.
+    Compare(CompareArgs),
+    /// Sparsity ladder and dense compute ladder: compute multiplier vs n_expert.
+    Sweep(SweepArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct ConfigArgs {
+    /// Experiment TOML ([model], [train], [data]).
+    #[arg(long)]
+    pub config: PathBuf,
+    /// Override a config key, e.g. `--set train.lr=1e-3` (repeatable).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub set: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct TrainArgs {
+    #[command(flatten)]
+    pub cfg: ConfigArgs,
+    /// Run directory (default: runs/<config name>).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Continue from the run directory's latest checkpoint.
+    #[arg(long)]
+    pub resume: bool,
+    /// No progress bar.
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct EvalArgs {
+    /// Run directory.
+    #[arg(long)]
+    pub run: PathBuf,
+    /// Evaluate on this text file / directory / JSONL instead of the run's validation split.
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+    /// At most this many batches.
+    #[arg(long)]
+    pub max_batches: Option<usize>,
+}
+
+#[derive(Args, Debug)]
+pub struct InfoArgs {
+    /// Experiment TOML.
+    #[arg(long, conflicts_with = "run", required_unless_present = "run")]
+    pub config: Option<PathBuf>,
+    /// Run directory.
+    #[arg(long)]
+    pub run: Option<PathBuf>,
+    /// Override a config key (repeatable).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub set: Vec<String>,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum TokenizerCommand {
+    /// Train a byte-level BPE tokenizer (HF tokenizer.json).
+    Train {
+        /// Text file, directory or JSONL.
+        #[arg(long)]
+        data: PathBuf,
+        /// Vocabulary size.
+        #[arg(long)]
+        vocab: usize,
+        /// Output tokenizer.json.
+        #[arg(long)]
+        out: PathBuf,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum BenchCommand {
+    /// Training throughput against this machine's f32 GEMM peak.
+    Train {
+        #[command(flatten)]
+        cfg: ConfigArgs,
+        /// Timed steps (after one warm-up step).
+        #[arg(long, default_value_t = 5)]
+        steps: usize,
+    },
+}
+
+#[derive(Args, Debug)]
+pub struct GenerateArgs {
+    /// Run directory.
+    #[arg(long)]
+    pub run: PathBuf,
+    /// Prompt text.
+    #[arg(long)]
+    pub prompt: String,
+    /// Tokens to generate.
+    #[arg(long, default_value_t = 200)]
+    pub max_tokens: usize,
+    /// 0 = greedy.
+    #[arg(long, default_value_t = 0.8)]
+    pub temperature: f32,
+    /// 0 = off.
+    #[arg(long, default_value_t = 0)]
+    pub top_k: usize,
+    /// 1.0 = off.
+    #[arg(long, default_value_t = 1.0)]
+    pub top_p: f32,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+}
+
+#[derive(Args, Debug)]
+pub struct CompareArgs {
+    /// Text file, directory or JSONL (default: the built-in synthetic corpus).
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+    /// Training FLOPs per model.
+    #[arg(long, conflicts_with = "budget_minutes")]
+    pub budget_flops: Option<f64>,
+    /// Wall-clock training budget per model, converted to FLOPs by a throughput probe.
+    #[arg(long)]
+    pub budget_minutes: Option<f64>,
+    /// Dense experiment TOML (default: built in).
+    #[arg(long)]
+    pub dense: Option<PathBuf>,
+    /// MoE experiment TOML (repeatable; default: 8 experts top-2 matched on active parameters).
+    #[arg(long)]
+    pub moe: Vec<PathBuf>,
+    /// Repeat each model with this many seeds.
+    #[arg(long, default_value_t = 1)]
+    pub seeds: usize,
+    /// Output directory.
+    #[arg(long, default_value = "runs/compare")]
+    pub out: PathBuf,
+    /// No progress bars.
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct SweepArgs {
+    /// Text file, directory or JSONL (default: the built-in synthetic corpus).
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+    /// Output directory.
+    #[arg(long, default_value = "runs/sweep")]
+    pub out: PathBuf,
+    /// Seeds per point.
+    #[arg(long, default_value_t = 1)]
+    pub seeds: usize,
+    /// No progress bars.
+    #[arg(long)]
+    pub quiet: bool,
+}

@@ -1,0 +1,25 @@
+//! One file per subcommand; each resolves its inputs and calls a library.
+
+mod bench;
+mod compare;
+mod eval;
+mod generate;
+mod info;
+mod tokenizer;
+mod train;
+
+use crate::args::{Cli, Command};
+
+/// Dispatch a parsed command line.
+pub fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Train(a) => train::run(a),
+        Command::Eval(a) => eval::run(a),
+        Command::Info(a) => info::run(a),
+        Command::Tokenizer(c) => tokenizer::run(c),
+        Command::Bench(c) => bench::run(c),
+        Command::Generate(a) => generate::run(a),
+        Command::Compare(a) => compare::run_compare(a),
+        Command::Sweep(a) => compare::run_sweep(a),
+    }
+}
