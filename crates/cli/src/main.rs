@@ -1,5 +1,6 @@
 //! The `moe` binary: parse arguments, resolve the config, call a library. No logic of its own.
 
+mod alloc;
 mod args;
 mod commands;
 
@@ -7,6 +8,7 @@ use clap::Parser;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
+    alloc::tune();
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("MOE_LOG").unwrap_or_else(|_| "warn".into()))
         .with_writer(std::io::stderr)

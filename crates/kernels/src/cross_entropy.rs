@@ -52,3 +52,53 @@ pub fn cross_entropy_backward_inplace<T: Real>(logits: &mut [T], targets: &[u32]
         row[t as usize] -= scale;
     });
 }
+
+/// Forward and backward in one pass over each row (one `exp` per logit): writes
+/// `losses[i] = −log softmax(row_i)[target_i]` and turns `logits` **in place** into
+/// `scale · (softmax − onehot)`. Equals [`cross_entropy_forward`] followed by
+/// [`cross_entropy_backward_inplace`].
+pub fn cross_entropy_fused_inplace<T: Real>(losses: &mut [T], logits: &mut [T], targets: &[u32], n_vocab: usize, scale: T) {
+    assert!(n_vocab > 0, "cross_entropy_fused: n_vocab is 0");
+    assert_eq!(logits.len(), targets.len() * n_vocab, "cross_entropy_fused: logits length");
+    assert_eq!(losses.len(), targets.len(), "cross_entropy_fused: losses length");
+    logits.par_chunks_mut(n_vocab).zip(targets.par_iter().zip(losses.par_iter_mut())).for_each(|(row, (&t, loss))| {
+        let t = t as usize;
+        assert!(t < n_vocab, "cross_entropy_fused: target {t} >= n_vocab {n_vocab}");
+        let m = row.iter().copied().fold(T::from_f64(f64::NEG_INFINITY), T::max);
+        let target_logit = row[t];
+        let mut s = T::ZERO;
+        for v in row.iter_mut() {
+            *v = (*v - m).exp();
+            s += *v;
+        }
+        *loss = m + s.ln() - target_logit;
+        let c = scale / s;
+        for v in row.iter_mut() {
+            *v *= c;
+        }
+        row[t] -= scale;
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cross_entropy_fused_equals_forward_then_backward() {
+        let mut r = crate::rng::Rng::new(5);
+        let (n, v) = (7, 13);
+        let logits: Vec<f64> = (0..n * v).map(|_| r.normal() * 3.0).collect();
+        let targets: Vec<u32> = (0..n).map(|_| r.below(v as u64) as u32).collect();
+        let mut l1 = vec![0.0; n];
+        cross_entropy_forward(&mut l1, &logits, &targets, v);
+        let mut g1 = logits.clone();
+        cross_entropy_backward_inplace(&mut g1, &targets, v, 0.3);
+        let mut l2 = vec![0.0; n];
+        let mut g2 = logits.clone();
+        cross_entropy_fused_inplace(&mut l2, &mut g2, &targets, v, 0.3);
+        for (a, b) in l1.iter().zip(&l2).chain(g1.iter().zip(&g2)) {
+            assert!((a - b).abs() < 1e-12, "{a} vs {b}");
+        }
+    }
+}

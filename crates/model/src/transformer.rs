@@ -11,7 +11,7 @@ use crate::moe::stats::RoutingStats;
 use crate::moe::{moe_backward, moe_forward, MoeSaved};
 use crate::params::{build_layout, FfnLayout, Init, ModelLayout, ParamTable};
 use moe_kernels::attention::AttnShape;
-use moe_kernels::cross_entropy::{cross_entropy_backward_inplace, cross_entropy_forward};
+use moe_kernels::cross_entropy::{cross_entropy_forward, cross_entropy_fused_inplace};
 use moe_kernels::embedding::{embedding_backward, embedding_forward};
 use moe_kernels::linear::{linear_backward, linear_forward};
 use moe_kernels::norm::{rmsnorm_backward, rmsnorm_forward};
@@ -19,6 +19,9 @@ use moe_kernels::rng::Rng;
 use moe_kernels::rope::RopeTable;
 use moe_kernels::{Par, Real};
 use serde::{Deserialize, Serialize};
+
+/// Logit elements per LM-head chunk (7 Mi floats = 28 MiB, under glibc's largest mmap threshold).
+const HEAD_CHUNK_ELEMS: usize = 7 << 20;
 
 /// A dense or MoE Transformer with all parameters in one flat buffer.
 #[derive(Clone, Debug)]
@@ -233,15 +236,41 @@ impl<T: Real> Transformer<T> {
         rmsnorm_backward(d_x, gn, &d_h1, &s.x_in, &p[b.attn_norm.clone()], &s.rstd1, n, d);
     }
 
-    /// Final norm + LM head: returns (logits `[n, n_vocab]`, normed `[n, d_model]`, rstd `[n]`).
-    fn head_forward(&self, x: &[T], n: usize) -> (Vec<T>, Vec<T>, Vec<T>) {
+    /// Final norm: returns (normed `[n, d_model]`, rstd `[n]`).
+    fn final_norm(&self, x: &[T], n: usize) -> (Vec<T>, Vec<T>) {
         let d = self.cfg.d_model;
         let mut xf = vec![T::ZERO; n * d];
         let mut rstd = vec![T::ZERO; n];
         rmsnorm_forward(&mut xf, &mut rstd, x, &self.params[self.layout.norm.clone()], n, d, self.cfg.norm_eps);
-        let mut logits = vec![T::ZERO; n * self.cfg.n_vocab];
-        linear_forward(&mut logits, &xf, &self.params[self.layout.lm_head.clone()], n, d, self.cfg.n_vocab, Par::Pool); // [n, n_vocab]
-        (logits, xf, rstd)
+        (xf, rstd)
+    }
+
+    /// LM head + cross-entropy over row chunks (so the `[rows, n_vocab]` logits buffer stays small);
+    /// returns the mean CE. With `grad = Some((d_xf, grads, scale))` it also writes `d_xf` and
+    /// accumulates the head's weight gradient for `scale · mean CE`.
+    fn head_loss(&self, xf: &[T], targets: &[u32], mut grad: Option<(&mut [T], &mut [T], f64)>) -> f64 {
+        let (n, d, v) = (targets.len(), self.cfg.d_model, self.cfg.n_vocab);
+        let lm = self.layout.lm_head.clone();
+        let w = &self.params[lm.clone()];
+        let rows = (HEAD_CHUNK_ELEMS / v).clamp(1, n);
+        let mut sum = 0.0;
+        let mut logits = vec![T::ZERO; rows * v];
+        let mut losses = vec![T::ZERO; rows];
+        for r0 in (0..n).step_by(rows) {
+            let m = rows.min(n - r0);
+            let (xc, tc) = (&xf[r0 * d..(r0 + m) * d], &targets[r0..r0 + m]);
+            let (lg, ls) = (&mut logits[..m * v], &mut losses[..m]);
+            linear_forward(lg, xc, w, m, d, v, Par::Pool); // [m, n_vocab]
+            match grad.as_mut() {
+                None => cross_entropy_forward(ls, lg, tc, v),
+                Some((d_xf, g, scale)) => {
+                    cross_entropy_fused_inplace(ls, lg, tc, v, T::from_f64(*scale / n as f64)); // d_logits
+                    linear_backward(Some(&mut d_xf[r0 * d..(r0 + m) * d]), false, &mut g[lm.clone()], lg, xc, w, m, d, v, Par::Pool);
+                }
+            }
+            sum += ls.iter().map(|x| x.to_f64()).sum::<f64>();
+        }
+        sum / n as f64
     }
 
     fn blocks_forward(&self, inputs: &[u32], n_seq: usize, seq_len: usize, keep: bool) -> (Vec<T>, Vec<BlockSaved<T>>, Vec<MoeLayerReport>, Vec<MoeLayerRouting<T>>) {
@@ -268,17 +297,19 @@ impl<T: Real> Transformer<T> {
     pub fn forward(&self, inputs: &[u32], n_seq: usize, seq_len: usize) -> Result<ForwardOutput<T>> {
         self.check_input(inputs, None, n_seq, seq_len)?;
         let (x, _, moe, routing) = self.blocks_forward(inputs, n_seq, seq_len, false);
-        let (logits, _, _) = self.head_forward(&x, inputs.len());
+        let n = inputs.len();
+        let (xf, _) = self.final_norm(&x, n);
+        let mut logits = vec![T::ZERO; n * self.cfg.n_vocab];
+        linear_forward(&mut logits, &xf, &self.params[self.layout.lm_head.clone()], n, self.cfg.d_model, self.cfg.n_vocab, Par::Pool); // [n, n_vocab]
         Ok(ForwardOutput { logits, moe, routing })
     }
 
     /// Losses of a batch without gradients.
     pub fn loss(&self, inputs: &[u32], targets: &[u32], n_seq: usize, seq_len: usize) -> Result<LossReport> {
         self.check_input(inputs, Some(targets), n_seq, seq_len)?;
-        let out = self.forward(inputs, n_seq, seq_len)?;
-        let mut losses = vec![T::ZERO; inputs.len()];
-        cross_entropy_forward(&mut losses, &out.logits, targets, self.cfg.n_vocab);
-        Ok(report(mean(&losses), out.moe))
+        let (x, _, moe, _) = self.blocks_forward(inputs, n_seq, seq_len, false);
+        let (xf, _) = self.final_norm(&x, inputs.len());
+        Ok(report(self.head_loss(&xf, targets, None), moe))
     }
 
     /// Forward and backward of `scale · loss`; gradients are **accumulated** into `grads`
@@ -291,16 +322,10 @@ impl<T: Real> Transformer<T> {
         let n = inputs.len();
         let d = self.cfg.d_model;
         let (x, saved, moe, _) = self.blocks_forward(inputs, n_seq, seq_len, true);
-        let (mut logits, xf, rstd) = self.head_forward(&x, n);
-        let mut losses = vec![T::ZERO; n];
-        cross_entropy_forward(&mut losses, &logits, targets, self.cfg.n_vocab);
-        let rep = report(mean(&losses), moe);
-        // backward
-        cross_entropy_backward_inplace(&mut logits, targets, self.cfg.n_vocab, T::from_f64(scale / n as f64)); // d_logits
+        let (xf, rstd) = self.final_norm(&x, n);
         let mut d_xf = vec![T::ZERO; n * d];
-        let lm = self.layout.lm_head.clone();
-        linear_backward(Some(&mut d_xf), false, &mut grads[lm.clone()], &logits, &xf, &self.params[lm], n, d, self.cfg.n_vocab, Par::Pool);
-        drop(logits);
+        let ce = self.head_loss(&xf, targets, Some((&mut d_xf, &mut *grads, scale)));
+        let rep = report(ce, moe);
         let mut d_x = vec![T::ZERO; n * d];
         let gn = &mut grads[self.layout.norm.clone()];
         rmsnorm_backward(&mut d_x, gn, &d_xf, &x, &self.params[self.layout.norm.clone()], &rstd, n, d);
@@ -331,10 +356,6 @@ impl<T: Real> Transformer<T> {
             }
         }
     }
-}
-
-fn mean<T: Real>(v: &[T]) -> f64 {
-    v.iter().map(|x| x.to_f64()).sum::<f64>() / v.len().max(1) as f64
 }
 
 fn report(ce: f64, moe: Vec<MoeLayerReport>) -> LossReport {
