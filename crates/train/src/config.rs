@@ -145,7 +145,17 @@ impl ExperimentConfig {
             return Err(Error::Config { path: path.to_path_buf(), field: k.clone(), reason: "unknown table (expected [model], [train] and [data])".into() });
         }
         let model_v = t.remove("model").ok_or_else(|| Error::Config { path: path.to_path_buf(), field: "model".into(), reason: "the [model] table is missing".into() })?;
-        let model = ModelConfig::from_toml_value(model_v).map_err(|e| model_err(e, path))?;
+        let model = match &model_v {
+            toml::Value::Table(tab) => {
+                let parse = |t: &toml::Table| toml::Value::Table(t.clone()).try_into::<ModelConfig>().map(|_| ()).map_err(|e| e.message().to_string());
+                if let Err(msg) = parse(tab) {
+                    let field = error_field(tab, &parse, &msg, "model");
+                    return Err(Error::Config { path: path.to_path_buf(), field, reason: msg });
+                }
+                ModelConfig::from_toml_value(model_v).map_err(|e| model_err(e, path))?
+            }
+            _ => return Err(Error::Config { path: path.to_path_buf(), field: "model".into(), reason: "must be a table".into() }),
+        };
         let train: TrainConfig = section(&mut t, "train", path)?;
         let data: DataConfig = section(&mut t, "data", path)?;
         let cfg = ExperimentConfig { model, train, data };
@@ -211,23 +221,75 @@ impl ExperimentConfig {
     }
 }
 
-/// Deserialize one optional section, naming the unknown key as `section.key` on error.
+/// Deserialize one optional section; errors name the offending key as `section.key`.
 fn section<T: DeserializeOwned + Default>(t: &mut toml::Table, name: &str, path: &Path) -> Result<T> {
     let Some(v) = t.remove(name) else { return Ok(T::default()) };
-    if !v.is_table() {
+    let toml::Value::Table(tab) = v else {
         return Err(Error::Config { path: path.to_path_buf(), field: name.into(), reason: "must be a table".into() });
-    }
-    v.try_into().map_err(|e: toml::de::Error| {
-        let msg = e.message().to_string();
-        let field = unknown_field(&msg).map_or_else(|| name.to_string(), |k| format!("{name}.{k}"));
+    };
+    let parse = |t: &toml::Table| toml::Value::Table(t.clone()).try_into::<T>().map_err(|e| e.message().to_string());
+    parse(&tab).map_err(|msg| {
+        let field = error_field(&tab, &|t| parse(t).map(|_| ()), &msg, name);
         Error::Config { path: path.to_path_buf(), field, reason: msg }
     })
 }
 
-/// The key named in a serde "unknown field `x`" message.
-fn unknown_field(msg: &str) -> Option<&str> {
-    let rest = msg.strip_prefix("unknown field `")?;
-    rest.split('`').next()
+/// The dotted name of the key a deserialisation error `msg` of the table `tab` (the section
+/// `name`) is about: the key named by an "unknown field" message, else the (nested) key whose
+/// removal changes the error.
+fn error_field(tab: &toml::Table, parse: &dyn Fn(&toml::Table) -> std::result::Result<(), String>, msg: &str, name: &str) -> String {
+    if let Some(k) = quoted_field(msg, "unknown field `").or_else(|| quoted_field(msg, "missing field `")) {
+        // the key may sit in a nested table (`model.moe.x`): find which one
+        let path = locate(tab, parse, msg, &[], true);
+        let mut parts = vec![name.to_string()];
+        parts.extend(path);
+        parts.push(k.to_string());
+        return parts.join(".");
+    }
+    let path = locate(tab, parse, msg, &[], false);
+    std::iter::once(name.to_string()).chain(path).collect::<Vec<_>>().join(".")
+}
+
+/// Walk down `prefix` (all tables) from `t`.
+fn sub_table<'a>(mut t: &'a toml::Table, prefix: &[String]) -> Option<&'a toml::Table> {
+    for p in prefix {
+        t = t.get(p)?.as_table()?;
+    }
+    Some(t)
+}
+
+/// Find the key path under `prefix` whose removal changes the error `orig` of `parse` (only
+/// through nested tables when `tables_only`).
+fn locate(root: &toml::Table, parse: &dyn Fn(&toml::Table) -> std::result::Result<(), String>, orig: &str, prefix: &[String], tables_only: bool) -> Vec<String> {
+    let Some(sub) = sub_table(root, prefix) else { return prefix.to_vec() };
+    for (k, v) in sub {
+        if tables_only && !v.is_table() {
+            continue;
+        }
+        let mut r2 = root.clone();
+        let mut t2 = &mut r2;
+        for p in prefix {
+            match t2.get_mut(p).and_then(|x| x.as_table_mut()) {
+                Some(x) => t2 = x,
+                None => return prefix.to_vec(),
+            }
+        }
+        t2.remove(k);
+        if parse(&r2).err().as_deref() != Some(orig) {
+            let mut path = prefix.to_vec();
+            path.push(k.clone());
+            if v.is_table() {
+                return locate(root, parse, orig, &path, tables_only);
+            }
+            return path;
+        }
+    }
+    prefix.to_vec()
+}
+
+/// The key named in a serde message starting with `prefix`, e.g. "unknown field `x`".
+fn quoted_field<'a>(msg: &'a str, prefix: &str) -> Option<&'a str> {
+    msg.strip_prefix(prefix)?.split('`').next()
 }
 
 /// Attach the config file to a model config error.
@@ -236,8 +298,7 @@ fn model_err(e: moe_model::Error, path: &Path) -> Error {
         moe_model::Error::InvalidConfig { field, reason } => Error::Config { path: path.to_path_buf(), field, reason },
         moe_model::Error::ConfigParse { message, .. } => {
             let msg = message.strip_prefix("[model]: ").unwrap_or(&message).to_string();
-            let field = unknown_field(&msg).map_or_else(|| "model".to_string(), |k| format!("model.{k}"));
-            Error::Config { path: path.to_path_buf(), field, reason: msg }
+            Error::Config { path: path.to_path_buf(), field: "model".into(), reason: msg }
         }
         other => Error::Model(other),
     }
@@ -330,8 +391,8 @@ mod tests {
         assert!(e.contains("train.lr") && e.contains("key=value"), "{e}");
         let e = parse(BASE, &["train..lr=1"]).unwrap_err().to_string();
         assert!(e.contains("dotted"), "{e}");
-        let e = parse(BASE, &["train.lr.x=1"]).unwrap_err().to_string();
-        assert!(e.contains("train.lr") && e.contains("not a table"), "{e}");
+        let e = parse(BASE, &["train.steps.x=1"]).unwrap_err().to_string();
+        assert!(e.contains("train.steps") && e.contains("not a table"), "{e}");
     }
 
     #[test]
@@ -365,7 +426,19 @@ mod tests {
             assert!(e.starts_with(&format!("configs/x.toml: {field}: ")), "{o}: {e}");
         }
         let e = parse(BASE, &["train.lr=\"fast\""]).unwrap_err().to_string();
-        assert!(e.starts_with("configs/x.toml: train"), "{e}");
+        assert!(e.starts_with("configs/x.toml: train.lr: invalid type"), "{e}");
+        let e = parse(BASE, &["data.val_fraction=[1]"]).unwrap_err().to_string();
+        assert!(e.starts_with("configs/x.toml: data.val_fraction: invalid type"), "{e}");
+        let e = parse(BASE, &["model.d_model=\"big\""]).unwrap_err().to_string();
+        assert!(e.starts_with("configs/x.toml: model.d_model: invalid type"), "{e}");
+        let e = parse(BASE, &["model.moe.n_expert=4", "model.moe.n_expert_active=2", "model.moe.d_expert=16", "model.moe.gating=\"max\""]).unwrap_err().to_string();
+        assert!(e.starts_with("configs/x.toml: model.moe.gating: unknown variant"), "{e}");
+        let e = parse(BASE, &["model.moe.n_expert=4", "model.moe.n_expert_active=2"]).unwrap_err().to_string();
+        assert!(e.starts_with("configs/x.toml: model.moe.d_expert: missing field"), "{e}");
+        let e = parse(&BASE.replace("d_ff = 64\n", ""), &[]).unwrap_err().to_string();
+        assert!(e.starts_with("configs/x.toml: model.d_ff: missing field"), "{e}");
+        let e = parse(BASE, &["model.moe.n_expert=4", "model.moe.n_expert_active=2", "model.moe.d_expert=16", "model.moe.n_exprt=2"]).unwrap_err().to_string();
+        assert!(e.starts_with("configs/x.toml: model.moe.n_exprt: unknown field"), "{e}");
         let e = parse("[model\n", &[]).unwrap_err().to_string();
         assert!(e.starts_with("configs/x.toml: "), "{e}");
         let e = parse("[train]\nsteps = 1\n", &[]).unwrap_err().to_string();

@@ -239,7 +239,7 @@ mod tests {
         assert_eq!(std::fs::read_to_string(rd.latest_path()).unwrap(), "step_000012\n");
         let latest = rd.latest().unwrap().unwrap();
         assert_eq!(read_state(&latest).unwrap(), state(12));
-        let back = Transformer::load(cfg, &latest.join(MODEL_FILE)).unwrap();
+        let back: Transformer<f32> = Transformer::load(cfg, &latest.join(MODEL_FILE)).unwrap();
         assert_eq!(back.params, model.params);
         assert!(rd.has_run());
         // a latest pointing nowhere, and a corrupt state, are errors naming the file

@@ -1,0 +1,105 @@
+//! The data side of a run: tokenizer, corpus and train/validation split from a `[data]` table.
+//!
+//! Everything is deterministic in `train.seed`: the synthetic corpus is generated from it, the
+//! split is shuffled with it and the training batcher is seeded with it, so two runs with the same
+//! seed and data (a dense and an MoE model, say) train on exactly the same token stream.
+
+use crate::config::ExperimentConfig;
+use crate::error::{Error, Result};
+use moe_data::{load_documents, synthetic, Document, TokenDataset, Tokenizer};
+use std::path::Path;
+
+/// The tokenizer named by `data.tokenizer` ("byte" or a path to `tokenizer.json`).
+pub fn load_tokenizer(cfg: &ExperimentConfig) -> Result<Tokenizer> {
+    if cfg.data.is_byte_tokenizer() {
+        Ok(Tokenizer::byte())
+    } else {
+        Ok(Tokenizer::from_file(Path::new(&cfg.data.tokenizer))?)
+    }
+}
+
+/// Error unless every token id of `tok` fits the model's embedding. `tok_name` names the
+/// tokenizer (its file, or "byte") and `model_source` the config or checkpoint naming the model.
+pub fn check_tokenizer_fits(tok: &Tokenizer, tok_name: &str, n_vocab: usize, model_source: &Path) -> Result<()> {
+    if tok.n_vocab() > n_vocab {
+        return Err(Error::TokenizerMismatch { tokenizer: tok_name.to_string(), n_tokenizer: tok.n_vocab(), config: model_source.display().to_string(), n_vocab });
+    }
+    Ok(())
+}
+
+/// The documents of `data.source`: the synthetic corpus (seeded by `train.seed`) or the
+/// documents under a path.
+pub fn load_corpus(cfg: &ExperimentConfig) -> Result<Vec<Document>> {
+    if cfg.data.is_synthetic() {
+        Ok(synthetic::generate(cfg.train.seed, cfg.data.synthetic_bytes))
+    } else {
+        Ok(load_documents(Path::new(&cfg.data.source))?)
+    }
+}
+
+/// Tokenise the corpus and split it with `data.val_fraction` (shuffled by `train.seed`).
+pub fn build_dataset(cfg: &ExperimentConfig, tok: &Tokenizer) -> Result<TokenDataset> {
+    let docs = load_corpus(cfg)?;
+    Ok(TokenDataset::from_documents(&docs, tok, cfg.data.val_fraction, cfg.train.seed)?)
+}
+
+/// All documents as one token stream, each followed by the tokenizer's EOS token (or the
+/// encoding of `"\n"` when it has none) — the layout of [`TokenDataset`].
+pub fn encode_documents(docs: &[Document], tok: &Tokenizer) -> Result<Vec<u32>> {
+    let texts: Vec<&str> = docs.iter().map(|d| d.text.as_str()).collect();
+    let sep = match tok.eos_token() {
+        Some(e) => vec![e],
+        None => tok.encode("\n")?,
+    };
+    let mut out = Vec::new();
+    for ids in tok.encode_many(&texts)? {
+        out.extend_from_slice(&ids);
+        out.extend_from_slice(&sep);
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::parse_experiment;
+
+    fn cfg(extra: &[&str]) -> ExperimentConfig {
+        let base = "[model]\nn_vocab = 256\nn_ctx = 16\nn_layer = 1\nd_model = 16\nn_head = 2\nn_head_kv = 1\nd_ff = 16\n[train]\nseq_len = 16\n[data]\nsynthetic_bytes = 20000\nval_fraction = 0.1\n";
+        let ov: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+        parse_experiment(base, Path::new("x.toml"), &ov).unwrap().0
+    }
+
+    #[test]
+    fn run_data_synthetic_split_is_seeded() {
+        let tok = load_tokenizer(&cfg(&[])).unwrap();
+        let a = build_dataset(&cfg(&[]), &tok).unwrap();
+        let b = build_dataset(&cfg(&[]), &tok).unwrap();
+        assert_eq!(a, b);
+        let c = build_dataset(&cfg(&["train.seed=2"]), &tok).unwrap();
+        assert_ne!(a.train, c.train);
+        let frac = a.val.len() as f64 / (a.train.len() + a.val.len()) as f64;
+        assert!(frac > 0.05 && frac < 0.15, "{frac}");
+    }
+
+    #[test]
+    fn run_data_errors_name_the_path() {
+        let tmp = tempfile::tempdir().unwrap();
+        let empty = tmp.path().join("empty");
+        std::fs::create_dir(&empty).unwrap();
+        let c = cfg(&[&format!("data.source={}", empty.display())]);
+        let e = build_dataset(&c, &Tokenizer::byte()).unwrap_err().to_string();
+        assert!(e.contains(&empty.display().to_string()), "{e}");
+        let c = cfg(&["data.tokenizer=/nonexistent/tokenizer.json"]);
+        let e = load_tokenizer(&c).unwrap_err().to_string();
+        assert!(e.contains("/nonexistent/tokenizer.json"), "{e}");
+        let e = check_tokenizer_fits(&Tokenizer::byte(), "byte", 64, Path::new("run/config.resolved.toml")).unwrap_err().to_string();
+        assert!(e.contains("run/config.resolved.toml") && e.contains("model.n_vocab is 64") && e.contains("256"), "{e}");
+    }
+
+    #[test]
+    fn run_data_encode_documents_appends_separator() {
+        let docs = vec![Document { text: "ab".into(), domain: None }, Document { text: "c".into(), domain: None }];
+        assert_eq!(encode_documents(&docs, &Tokenizer::byte()).unwrap(), vec![97, 98, 10, 99, 10]);
+    }
+}
