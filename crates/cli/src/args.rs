@@ -162,6 +162,9 @@ pub struct CompareArgs {
     /// Output directory.
     #[arg(long, default_value = "runs/compare")]
     pub out: PathBuf,
+    /// Size of the built-in models and default budget: `default` (≈ 5 min) or `tiny` (seconds).
+    #[arg(long, default_value = "default")]
+    pub scale: moe_compare::Scale,
     /// No progress bars.
     #[arg(long)]
     pub quiet: bool,
@@ -172,12 +175,30 @@ pub struct SweepArgs {
     /// Text file, directory or JSONL (default: the built-in synthetic corpus).
     #[arg(long)]
     pub data: Option<PathBuf>,
-    /// Output directory.
-    #[arg(long, default_value = "runs/sweep")]
-    pub out: PathBuf,
+    /// Training FLOPs of each MoE rung (dense rungs get multiples of it).
+    #[arg(long, conflicts_with = "budget_minutes")]
+    pub budget_flops: Option<f64>,
+    /// Wall-clock budget for all training of the sweep.
+    #[arg(long)]
+    pub budget_minutes: Option<f64>,
+    /// Dense experiment TOML the ladders derive from (default: built in).
+    #[arg(long)]
+    pub dense: Option<PathBuf>,
+    /// Experts per token of the MoE rungs.
+    #[arg(long, default_value_t = 1)]
+    pub top_k: usize,
+    /// The sparsity ladder (comma-separated; default 1,2,4,8,16,32).
+    #[arg(long, value_delimiter = ',')]
+    pub n_experts: Vec<usize>,
     /// Seeds per point.
     #[arg(long, default_value_t = 1)]
     pub seeds: usize,
+    /// Output directory.
+    #[arg(long, default_value = "runs/sweep")]
+    pub out: PathBuf,
+    /// Size of the built-in models and default budget: `default` or `tiny`.
+    #[arg(long, default_value = "default")]
+    pub scale: moe_compare::Scale,
     /// No progress bars.
     #[arg(long)]
     pub quiet: bool,

@@ -158,3 +158,21 @@ fn cli_bpe_tokenizer_trains_and_is_used_for_training() {
         &["tokenizer.json", "n_vocab"],
     );
 }
+
+#[test]
+fn cli_compare_and_sweep_tiny_write_reports_with_verdicts() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("cmp");
+    let text = ok(&["compare", "--scale", "tiny", "--out", s(&out), "--quiet"]);
+    assert!(text.contains("reached val loss") && text.contains("at equal compute"), "{text}");
+    for f in ["report.md", "report.html", "summary.json"] {
+        assert!(out.join(f).exists(), "missing {f}");
+    }
+    let md = std::fs::read_to_string(out.join("report.md")).unwrap();
+    let first_verdict = text.lines().next().unwrap();
+    assert!(md.contains(first_verdict), "report.md carries the printed verdict");
+    let sw = dir.path().join("sweep");
+    let text = ok(&["sweep", "--scale", "tiny", "--n-experts", "1,2,4", "--out", s(&sw), "--quiet"]);
+    assert!(sw.join("report.md").exists() && sw.join("summary.json").exists(), "{text}");
+    fails(&["compare", "--scale", "tiny", "--seeds", "0", "--out", s(&dir.path().join("x"))], &["--seeds"]);
+}

@@ -1,0 +1,126 @@
+//! The whole `moe compare` pipeline on tiny models: reports, numbers, resumption.
+
+use moe_compare::plan::{base_experiment, budgeted, default_trio, Scale};
+use moe_compare::results::fmt_loss;
+use moe_compare::run::{run_dir, RunStatus};
+use moe_compare::{compare, CompareOptions};
+use moe_model::accounting::account;
+use moe_train::{train, TrainOptions};
+use std::path::Path;
+
+fn mtime(p: &Path) -> std::time::SystemTime {
+    std::fs::metadata(p).unwrap().modified().unwrap()
+}
+
+#[test]
+fn compare_tiny_end_to_end_reports_and_resumes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("cmp");
+    let opts = CompareOptions { out: out.clone(), scale: Scale::Tiny, seeds: 2, ..Default::default() };
+
+    // An interrupted run of the dense model (seed 0): trained, then rolled back to its first
+    // checkpoint as if it had been killed there.
+    let dense = base_experiment(Scale::Tiny);
+    let budget = Scale::Tiny.default_budget_flops();
+    let cfg0 = budgeted(&dense, budget, dense.train.seed, &dense.data, Scale::Tiny.n_evals());
+    let d0 = run_dir(&out, "dense", 0);
+    std::fs::create_dir_all(&d0).unwrap();
+    train(&cfg0, &d0, &TrainOptions::default()).unwrap();
+    let ck = d0.join("checkpoints");
+    let mut steps: Vec<String> = std::fs::read_dir(&ck).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().to_string()).filter(|n| n.starts_with("step_")).collect();
+    steps.sort();
+    assert!(steps.len() >= 2, "{steps:?}");
+    std::fs::write(ck.join("latest"), format!("{}\n", steps[0])).unwrap();
+    std::fs::remove_dir_all(ck.join(steps.last().unwrap())).unwrap();
+
+    let rep = compare(&opts).unwrap();
+    let sum = &rep.summary;
+    let names: Vec<&str> = sum.models.iter().map(|m| m.name.as_str()).collect();
+    assert_eq!(names, ["dense", "moe-8x2", "dense-wide"]);
+    assert_eq!(sum.models[0].seeds[0].status, RunStatus::Resumed);
+    assert!(sum.models.iter().flat_map(|m| &m.seeds).filter(|r| r.status == RunStatus::Trained).count() == 5);
+
+    // equal compute: every run within one step of the budget
+    for m in &sum.models {
+        let per_step = m.flops_per_token * m.tokens_per_step as f64;
+        for r in &m.seeds {
+            assert!((r.flops - budget).abs() <= per_step / 2.0 + 1.0, "{}: {} vs {}", m.name, r.flops, budget);
+            assert!(r.val_loss.is_finite() && r.val_loss > 0.0);
+        }
+        assert_eq!(m.decode.iter().map(|d| d.batch).collect::<Vec<_>>(), vec![1, 8, 64]);
+    }
+    // the trio's parameter matching, checked against accounting
+    let trio = default_trio(&dense);
+    let acc: Vec<_> = trio.iter().map(|p| account(&p.cfg.model, p.cfg.train.seq_len)).collect();
+    assert_eq!(sum.models[1].params_active, acc[1].params_active);
+    let mm = sum.matching.as_ref().unwrap();
+    assert_eq!(acc[1].params_active - acc[0].params_active, mm.router_params);
+    assert!((mm.total_ratio - 1.0).abs() < 0.02, "{mm:?}");
+    // MoE analyses
+    let moe = &sum.models[1];
+    assert_eq!(moe.balance.len(), 2);
+    assert_eq!(moe.domains.len(), 2);
+    assert_eq!(moe.domains[0].domains.len(), 5);
+    assert!(sum.models[0].balance.is_empty() && sum.models[0].domains.is_empty());
+    assert_eq!(sum.verdicts.len(), 1);
+    assert!(sum.verdicts[0].gap.beyond_noise.is_some(), "two seeds measure noise");
+
+    // files, and the report prints the numbers summary.json holds
+    let md = std::fs::read_to_string(&rep.report_md).unwrap();
+    let html = std::fs::read_to_string(&rep.report_html).unwrap();
+    let json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&rep.summary_json).unwrap()).unwrap();
+    for m in json["models"].as_array().unwrap() {
+        let loss = m["val_loss"]["mean"].as_f64().unwrap();
+        let std = m["val_loss"]["std"].as_f64().unwrap();
+        let printed = format!("{} ± {:.4}", fmt_loss(loss), std);
+        assert!(md.contains(&printed), "report.md lacks {printed} for {}", m["name"]);
+        assert!(html.contains(&printed), "report.html lacks {printed}");
+        for s in m["seeds"].as_array().unwrap() {
+            assert!(md.contains(&fmt_loss(s["val_loss"].as_f64().unwrap())));
+        }
+    }
+    for l in json["verdict"].as_array().unwrap() {
+        assert!(md.contains(l.as_str().unwrap()));
+    }
+    assert!(md.contains("## Verdict") && md.contains("## Decode speed") && md.contains("## Expert balance") && md.contains("## Which domain each expert serves"));
+    assert!(html.contains("<svg") && !html.contains("<img"));
+    let figs = json["figures"].as_array().unwrap();
+    assert!(figs.len() >= 3 + 2 + 2, "{}", figs.len());
+    for f in figs {
+        for k in ["png", "svg"] {
+            let p = out.join(f[k].as_str().unwrap());
+            assert!(std::fs::metadata(&p).unwrap().len() > 500, "{}", p.display());
+        }
+    }
+
+    // a second call trains nothing: every run reused, metrics untouched
+    let metrics: Vec<_> = sum.models.iter().flat_map(|m| m.seeds.iter().map(|r| out.join(&r.run_dir).join("metrics.jsonl"))).collect();
+    let before: Vec<_> = metrics.iter().map(|p| mtime(p)).collect();
+    let rep2 = compare(&opts).unwrap();
+    assert!(rep2.summary.models.iter().flat_map(|m| &m.seeds).all(|r| r.status == RunStatus::Reused));
+    assert_eq!(rep2.summary.timing.training_s, 0.0);
+    let after: Vec<_> = metrics.iter().map(|p| mtime(p)).collect();
+    assert_eq!(before, after);
+    for (a, b) in sum.models.iter().zip(&rep2.summary.models) {
+        assert_eq!(a.val_loss, b.val_loss);
+    }
+
+    // a different budget in the same directory is refused, naming the run directory
+    let e = compare(&CompareOptions { budget_flops: Some(budget * 2.0), ..opts.clone() }).unwrap_err().to_string();
+    assert!(e.contains("dense-s0") && e.contains("steps"), "{e}");
+}
+
+#[test]
+fn compare_rejects_bad_options() {
+    let tmp = tempfile::tempdir().unwrap();
+    let base = CompareOptions { out: tmp.path().to_path_buf(), scale: Scale::Tiny, ..Default::default() };
+    let e = compare(&CompareOptions { seeds: 0, ..base.clone() }).unwrap_err().to_string();
+    assert!(e.starts_with("--seeds"), "{e}");
+    let e = compare(&CompareOptions { budget_flops: Some(1e9), budget_minutes: Some(1.0), ..base.clone() }).unwrap_err().to_string();
+    assert!(e.contains("not both"), "{e}");
+    let e = compare(&CompareOptions { dense: Some("/nonexistent/dense.toml".into()), ..base.clone() }).unwrap_err().to_string();
+    assert!(e.contains("/nonexistent/dense.toml"), "{e}");
+    let moe_as_dense = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs/tiny/mixtral.toml");
+    let e = compare(&CompareOptions { dense: Some(moe_as_dense), ..base }).unwrap_err().to_string();
+    assert!(e.contains("mixtral.toml") && e.contains("model.moe"), "{e}");
+}
