@@ -272,3 +272,23 @@ fn bench_decode_returns_sane_numbers() {
     assert!(bench_decode(&m, &[2], 20, 5, 0).is_err());
     assert!(bench_decode(&m, &[2], 0, 5, 0).is_err());
 }
+
+#[test]
+fn kv_decode_equals_full_recompute_with_qk_norm_and_explicit_d_head() {
+    for (qk, extra) in [("head", "d_head = 6\n"), ("full", "")] {
+        let c = cfg(&format!("{DENSE}qk_norm = \"{qk}\"\n{extra}[moe]\nn_expert = 4\nn_expert_active = 2\nd_expert = 16\n"));
+        let mut m = model(c, 70);
+        // move the q/k norm weights away from one so a skipped norm cannot pass
+        let mut r = Rng::new(71);
+        for e in m.table.entries.clone() {
+            if e.name.contains("q_norm") || e.name.contains("k_norm") {
+                for v in &mut m.params[e.range()] {
+                    *v = 1.0 + 0.3 * r.normal() as f32;
+                }
+            }
+        }
+        let seq = tokens(20, 48, 72);
+        check_kv_equals_full(&m, &seq, &[7]);
+        check_kv_equals_full(&m, &seq, &[3, 1, 5]);
+    }
+}

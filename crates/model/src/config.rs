@@ -13,6 +13,26 @@ pub enum Activation {
     Gelu,
 }
 
+/// Per-head or full-width RMSNorm of the query and key projections (before RoPE).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum QkNorm {
+    /// no q/k norm
+    #[default]
+    None,
+    /// RMSNorm over each head's `d_head` values, weight `[d_head]` (Qwen3)
+    Head,
+    /// RMSNorm over the whole projection: `n_head·d_head` for q, `n_head_kv·d_head` for k (OLMoE)
+    Full,
+}
+
+impl QkNorm {
+    /// `true` for [`QkNorm::None`].
+    pub fn is_none(&self) -> bool {
+        *self == QkNorm::None
+    }
+}
+
 /// Router gating function.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -61,6 +81,12 @@ pub struct ModelConfig {
     pub n_head: usize,
     /// key/value heads (grouped-query attention)
     pub n_head_kv: usize,
+    /// width of one attention head; absent = `d_model / n_head`
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub d_head: Option<usize>,
+    /// RMSNorm of q and k after the projections, before RoPE
+    #[serde(default, skip_serializing_if = "QkNorm::is_none")]
+    pub qk_norm: QkNorm,
     /// RoPE base
     #[serde(default = "default_theta")]
     pub rope_theta: f64,
@@ -159,9 +185,9 @@ impl ModelConfig {
         Ok(cfg)
     }
 
-    /// Width of one attention head.
+    /// Width of one attention head (`d_head` when given, else `d_model / n_head`).
     pub fn d_head(&self) -> usize {
-        self.d_model / self.n_head.max(1)
+        self.d_head.unwrap_or(self.d_model / self.n_head.max(1))
     }
 
     /// The FFN kind of every layer.
@@ -195,14 +221,17 @@ impl ModelConfig {
         pos("model.d_model", self.d_model)?;
         pos("model.n_head", self.n_head)?;
         pos("model.n_head_kv", self.n_head_kv)?;
-        if self.d_model % self.n_head != 0 {
+        if let Some(dh) = self.d_head {
+            pos("model.d_head", dh)?;
+        } else if self.d_model % self.n_head != 0 {
             return Err(invalid("model.n_head", format!("d_model {} is not divisible by n_head {}", self.d_model, self.n_head)));
         }
         if self.n_head % self.n_head_kv != 0 {
             return Err(invalid("model.n_head_kv", format!("n_head {} is not divisible by n_head_kv {}", self.n_head, self.n_head_kv)));
         }
         if self.d_head() % 2 != 0 {
-            return Err(invalid("model.n_head", format!("d_head = d_model / n_head = {} must be even for RoPE", self.d_head())));
+            let field = if self.d_head.is_some() { "model.d_head" } else { "model.n_head" };
+            return Err(invalid(field, format!("d_head = {} must be even for RoPE", self.d_head())));
         }
         if !(self.rope_theta > 0.0) {
             return Err(invalid("model.rope_theta", "must be > 0"));

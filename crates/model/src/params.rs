@@ -4,7 +4,7 @@
 //! the same layout, so the optimizer, gradient clipping, accumulation and checkpoints all work on
 //! flat slices. Layers keep `Range`s into the buffer.
 
-use crate::config::{Activation, FfnKind, ModelConfig};
+use crate::config::{Activation, FfnKind, ModelConfig, QkNorm};
 use std::ops::Range;
 
 /// How a tensor is initialised.
@@ -77,6 +77,10 @@ pub struct AttnLayout {
     pub wv: Range<usize>,
     /// `[d_model, n_head·d_head]`
     pub wo: Range<usize>,
+    /// q RMSNorm weight: `[d_head]` (per head) or `[n_head·d_head]` (full width); `None` = no q/k norm
+    pub q_norm: Option<Range<usize>>,
+    /// k RMSNorm weight: `[d_head]` (per head) or `[n_head_kv·d_head]` (full width)
+    pub k_norm: Option<Range<usize>>,
 }
 
 /// Ranges of a dense MLP (also used for shared experts).
@@ -172,7 +176,19 @@ pub fn build_layout(cfg: &ModelConfig) -> (ParamTable, ModelLayout) {
             wk: t.push(format!("layers.{i}.attn.wk.weight"), &[cfg.n_head_kv * dh, d], true, Init::Normal(std)),
             wv: t.push(format!("layers.{i}.attn.wv.weight"), &[cfg.n_head_kv * dh, d], true, Init::Normal(std)),
             wo: t.push(format!("layers.{i}.attn.wo.weight"), &[d, cfg.n_head * dh], true, Init::Normal(std_out)),
+            q_norm: None,
+            k_norm: None,
         };
+        let mut attn = attn;
+        let qk_widths = match cfg.qk_norm {
+            QkNorm::None => None,
+            QkNorm::Head => Some((dh, dh)),
+            QkNorm::Full => Some((cfg.n_head * dh, cfg.n_head_kv * dh)),
+        };
+        if let Some((wq, wk)) = qk_widths {
+            attn.q_norm = Some(t.push(format!("layers.{i}.attn.q_norm.weight"), &[wq], false, Init::Ones));
+            attn.k_norm = Some(t.push(format!("layers.{i}.attn.k_norm.weight"), &[wk], false, Init::Ones));
+        }
         let ffn_norm = t.push(format!("layers.{i}.ffn_norm.weight"), &[d], false, Init::Ones);
         let ffn = match kind {
             FfnKind::Dense => FfnLayout::Dense(mlp_layout(&mut t, &format!("layers.{i}.ffn"), d, cfg.d_ff, cfg.activation, std, std_out)),

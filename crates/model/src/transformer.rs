@@ -190,7 +190,7 @@ impl<T: Real> Transformer<T> {
         let mut h1 = vec![T::ZERO; n * d];
         let mut rstd1 = vec![T::ZERO; n];
         rmsnorm_forward(&mut h1, &mut rstd1, &x_in, &p[b.attn_norm.clone()], n, d, eps); // [n, d_model]
-        let (a, attn) = attention_block_forward(p, &b.attn, &self.rope, &h1, self.attn_shape(n_seq, seq_len), d);
+        let (a, attn) = attention_block_forward(p, &b.attn, &self.rope, &h1, self.attn_shape(n_seq, seq_len), d, eps);
         let mut x_mid = x_in.clone();
         x_mid.iter_mut().zip(&a).for_each(|(x, &v)| *x += v); // [n, d_model]
         let mut h2 = vec![T::ZERO; n * d];

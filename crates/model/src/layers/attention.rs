@@ -1,8 +1,10 @@
-//! Causal self-attention block: q/k/v projections, RoPE, grouped-query attention, output projection.
+//! Causal self-attention block: q/k/v projections, optional q/k RMSNorm, RoPE, grouped-query
+//! attention, output projection.
 
 use crate::params::AttnLayout;
 use moe_kernels::attention::{attention_backward, attention_forward, AttnShape};
 use moe_kernels::linear::{linear_backward, linear_forward};
+use moe_kernels::norm::{rmsnorm_backward, rmsnorm_forward};
 use moe_kernels::rope::RopeTable;
 use moe_kernels::{Par, Real};
 
@@ -14,6 +16,30 @@ pub struct AttnSaved<T> {
     v: Vec<T>,     // [n, n_head_kv·d_head]
     probs: Vec<T>, // [n_seq, n_head, seq_len, seq_len]
     o: Vec<T>,     // [n, n_head·d_head]
+    q_pre: Vec<T>, // [n, n_head·d_head], before the q norm (empty without q/k norm)
+    k_pre: Vec<T>, // [n, n_head_kv·d_head], before the k norm
+    q_rstd: Vec<T>, // [rows of the q norm]
+    k_rstd: Vec<T>, // [rows of the k norm]
+}
+
+/// RMSNorm of `x [n, width]` in place over rows of `weight.len()` (a head or the whole width);
+/// returns (pre-norm copy, rstd).
+fn norm_rows<T: Real>(x: &mut [T], weight: &[T], eps: f64) -> (Vec<T>, Vec<T>) {
+    let w = weight.len();
+    let rows = x.len() / w;
+    let pre = x.to_vec();
+    let mut rstd = vec![T::ZERO; rows];
+    rmsnorm_forward(x, &mut rstd, &pre, weight, rows, w, eps);
+    (pre, rstd)
+}
+
+/// Apply the q/k RMSNorm of `lay` (if any) in place to projected `q [n, n_head·d_head]` and
+/// `k [n, n_head_kv·d_head]`, before RoPE. For callers that run their own attention (KV-cached decode).
+pub fn qk_norm_forward<T: Real>(p: &[T], lay: &AttnLayout, q: &mut [T], k: &mut [T], eps: f64) {
+    if let (Some(qn), Some(kn)) = (&lay.q_norm, &lay.k_norm) {
+        norm_rows(q, &p[qn.clone()], eps);
+        norm_rows(k, &p[kn.clone()], eps);
+    }
 }
 
 /// Forward over `h [n_seq·seq_len, d_model]`; returns the projected output `[n, d_model]`.
@@ -24,6 +50,7 @@ pub fn attention_block_forward<T: Real>(
     h: &[T],
     s: AttnShape,
     d_model: usize,
+    eps: f64,
 ) -> (Vec<T>, AttnSaved<T>) {
     let n = s.n_seq * s.seq_len;
     let (dq, dkv) = (s.n_head * s.d_head, s.n_head_kv * s.d_head);
@@ -33,6 +60,11 @@ pub fn attention_block_forward<T: Real>(
     linear_forward(&mut q, h, &p[lay.wq.clone()], n, d_model, dq, Par::Pool); // [n, n_head·d_head]
     linear_forward(&mut k, h, &p[lay.wk.clone()], n, d_model, dkv, Par::Pool); // [n, n_head_kv·d_head]
     linear_forward(&mut v, h, &p[lay.wv.clone()], n, d_model, dkv, Par::Pool); // [n, n_head_kv·d_head]
+    let (mut q_pre, mut k_pre, mut q_rstd, mut k_rstd) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    if let (Some(qn), Some(kn)) = (&lay.q_norm, &lay.k_norm) {
+        (q_pre, q_rstd) = norm_rows(&mut q, &p[qn.clone()], eps); // rows of d_head or n_head·d_head
+        (k_pre, k_rstd) = norm_rows(&mut k, &p[kn.clone()], eps);
+    }
     rope.apply(&mut q, s.n_seq, s.seq_len, s.n_head, 0, false);
     rope.apply(&mut k, s.n_seq, s.seq_len, s.n_head_kv, 0, false);
     let mut o = vec![T::ZERO; n * dq];
@@ -40,7 +72,7 @@ pub fn attention_block_forward<T: Real>(
     attention_forward(&mut o, &mut probs, &q, &k, &v, s); // [n, n_head·d_head]
     let mut out = vec![T::ZERO; n * d_model];
     linear_forward(&mut out, &o, &p[lay.wo.clone()], n, dq, d_model, Par::Pool); // [n, d_model]
-    (out, AttnSaved { q, k, v, probs, o })
+    (out, AttnSaved { q, k, v, probs, o, q_pre, k_pre, q_rstd, k_rstd })
 }
 
 /// Backward: **accumulates** into `d_h` and the weight gradients in `g`.
@@ -67,6 +99,16 @@ pub fn attention_block_backward<T: Real>(
     attention_backward(&mut d_q, &mut d_k, &mut d_v, &d_o, &sv.q, &sv.k, &sv.v, &sv.probs, s);
     rope.apply(&mut d_q, s.n_seq, s.seq_len, s.n_head, 0, true);
     rope.apply(&mut d_k, s.n_seq, s.seq_len, s.n_head_kv, 0, true);
+    if let (Some(qn), Some(kn)) = (&lay.q_norm, &lay.k_norm) {
+        // d_q, d_k are gradients of the normed q, k: back through the norms to the projections
+        for (d_x, pre, rstd, r) in [(&mut d_q, &sv.q_pre, &sv.q_rstd, qn), (&mut d_k, &sv.k_pre, &sv.k_rstd, kn)] {
+            let w = r.len();
+            let rows = pre.len() / w;
+            let mut d_pre = vec![T::ZERO; pre.len()];
+            rmsnorm_backward(&mut d_pre, &mut g[r.clone()], d_x, pre, &p[r.clone()], rstd, rows, w);
+            *d_x = d_pre;
+        }
+    }
     linear_backward(Some(&mut *d_h), true, &mut g[lay.wq.clone()], &d_q, h, &p[lay.wq.clone()], n, d_model, dq_w, Par::Pool);
     linear_backward(Some(&mut *d_h), true, &mut g[lay.wk.clone()], &d_k, h, &p[lay.wk.clone()], n, d_model, dkv_w, Par::Pool);
     linear_backward(Some(d_h), true, &mut g[lay.wv.clone()], &d_v, h, &p[lay.wv.clone()], n, d_model, dkv_w, Par::Pool);

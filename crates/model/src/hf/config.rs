@@ -1,0 +1,326 @@
+//! `config.json` of a Hugging Face checkpoint → [`ModelConfig`].
+//!
+//! Every option that would change the math and that the model cannot express is an error naming
+//! the file and the field; options that only matter for training or serving in transformers
+//! (dropout, jitter noise, `use_cache`, …) are ignored. See `docs/hf-support.md`.
+
+use crate::config::{Activation, Gating, ModelConfig, MoeConfig, QkNorm};
+use crate::error::{Error, Result};
+use serde_json::{Map, Value};
+use std::path::{Path, PathBuf};
+
+/// The architectures (`architectures[0]`) this module loads.
+pub const SUPPORTED: &[&str] = &["LlamaForCausalLM", "MixtralForCausalLM", "Qwen3ForCausalLM", "Qwen3MoeForCausalLM", "OlmoeForCausalLM"];
+
+/// Which weight-naming family an architecture uses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Family {
+    /// LlamaForCausalLM
+    Llama,
+    /// MixtralForCausalLM (`block_sparse_moe`, experts `w1/w3/w2`)
+    Mixtral,
+    /// Qwen3ForCausalLM (per-head q/k norm)
+    Qwen3,
+    /// Qwen3MoeForCausalLM (per-head q/k norm, `mlp.gate`, experts `gate/up/down_proj`)
+    Qwen3Moe,
+    /// OlmoeForCausalLM (full-width q/k norm)
+    Olmoe,
+}
+
+/// A parsed and checked `config.json`.
+#[derive(Clone, Debug)]
+pub struct HfConfig {
+    /// `architectures[0]`
+    pub arch: String,
+    /// naming family
+    pub family: Family,
+    /// the model it maps onto
+    pub cfg: ModelConfig,
+    /// `bos_token_id` of config.json
+    pub bos_token_id: Option<u32>,
+    /// `eos_token_id` of config.json (a number or a list)
+    pub eos_token_ids: Vec<u32>,
+}
+
+/// Options of [`parse_config`].
+#[derive(Clone, Debug, Default)]
+pub struct HfOptions {
+    /// context length; default `max_position_embeddings`. A sliding window is accepted only when it
+    /// covers the whole context (then it changes nothing).
+    pub n_ctx: Option<usize>,
+}
+
+pub(crate) struct Fields<'a> {
+    obj: &'a Map<String, Value>,
+    path: PathBuf,
+}
+
+impl<'a> Fields<'a> {
+    pub(crate) fn err(&self, field: &str, msg: impl std::fmt::Display) -> Error {
+        Error::ConfigParse { path: Some(self.path.clone()), message: format!("field `{field}`: {msg}") }
+    }
+    fn get(&self, field: &str) -> Option<&'a Value> {
+        self.obj.get(field).filter(|v| !v.is_null())
+    }
+    fn usize_opt(&self, field: &str) -> Result<Option<usize>> {
+        match self.get(field) {
+            None => Ok(None),
+            Some(v) => v.as_u64().map(|x| Some(x as usize)).ok_or_else(|| self.err(field, format!("expected a non-negative integer, got {v}"))),
+        }
+    }
+    fn usize(&self, field: &str) -> Result<usize> {
+        self.usize_opt(field)?.ok_or_else(|| self.err(field, "is missing"))
+    }
+    fn f64_or(&self, field: &str, default: f64) -> Result<f64> {
+        match self.get(field) {
+            None => Ok(default),
+            Some(v) => v.as_f64().ok_or_else(|| self.err(field, format!("expected a number, got {v}"))),
+        }
+    }
+    fn bool_or(&self, field: &str, default: bool) -> Result<bool> {
+        match self.get(field) {
+            None => Ok(default),
+            Some(v) => v.as_bool().ok_or_else(|| self.err(field, format!("expected true or false, got {v}"))),
+        }
+    }
+    fn str_opt(&self, field: &str) -> Result<Option<&'a str>> {
+        match self.get(field) {
+            None => Ok(None),
+            Some(v) => v.as_str().map(Some).ok_or_else(|| self.err(field, format!("expected a string, got {v}"))),
+        }
+    }
+    /// Must be absent, null or `false`.
+    fn must_be_off(&self, field: &str, why: &str) -> Result<()> {
+        match self.get(field) {
+            None | Some(Value::Bool(false)) => Ok(()),
+            Some(v) => Err(self.err(field, format!("{v} is not supported ({why})"))),
+        }
+    }
+}
+
+/// Token ids: a number, a list of numbers, or null.
+pub(crate) fn token_ids(v: Option<&Value>) -> Vec<u32> {
+    match v {
+        Some(Value::Number(n)) => n.as_u64().map(|x| vec![x as u32]).unwrap_or_default(),
+        Some(Value::Array(a)) => a.iter().filter_map(|x| x.as_u64()).map(|x| x as u32).collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// Parse the text of a `config.json`; `path` names it in errors.
+pub fn parse_config(text: &str, path: &Path, opts: &HfOptions) -> Result<HfConfig> {
+    let root: Value = serde_json::from_str(text).map_err(|e| Error::ConfigParse { path: Some(path.to_path_buf()), message: format!("not valid JSON: {e}") })?;
+    let obj = root.as_object().ok_or_else(|| Error::ConfigParse { path: Some(path.to_path_buf()), message: "not a JSON object".into() })?;
+    let f = Fields { obj, path: path.to_path_buf() };
+    let arch = match f.get("architectures") {
+        Some(Value::Array(a)) if !a.is_empty() => a[0].as_str().ok_or_else(|| f.err("architectures", "entries must be strings"))?.to_string(),
+        _ => return Err(f.err("architectures", "is missing or empty; cannot tell the architecture")),
+    };
+    let family = match arch.as_str() {
+        "LlamaForCausalLM" => Family::Llama,
+        "MixtralForCausalLM" => Family::Mixtral,
+        "Qwen3ForCausalLM" => Family::Qwen3,
+        "Qwen3MoeForCausalLM" => Family::Qwen3Moe,
+        "OlmoeForCausalLM" => Family::Olmoe,
+        other => return Err(f.err("architectures", format!("architecture `{other}` is not supported (supported: {})", SUPPORTED.join(", ")))),
+    };
+
+    // ---- options that change the math and are not expressible ----
+    if let Some(act) = f.str_opt("hidden_act")? {
+        if act != "silu" {
+            return Err(f.err("hidden_act", format!("`{act}` is not supported (only silu: SwiGLU)")));
+        }
+    }
+    f.must_be_off("attention_bias", "no attention biases")?;
+    f.must_be_off("mlp_bias", "no MLP biases")?;
+    if f.get("clip_qkv").is_some() {
+        return Err(f.err("clip_qkv", "q/k/v clipping is not supported"));
+    }
+    for field in ["attn_logit_softcapping", "final_logit_softcapping", "logit_scale", "embedding_multiplier", "residual_multiplier", "attention_multiplier", "logits_scaling"] {
+        if f.get(field).is_some() {
+            return Err(f.err(field, "is not supported"));
+        }
+    }
+    let rope_theta = rope_theta(&f)?;
+
+    let d_model = f.usize("hidden_size")?;
+    let n_head = f.usize("num_attention_heads")?;
+    let n_head_kv = f.usize_opt("num_key_value_heads")?.unwrap_or(n_head);
+    let n_layer = f.usize("num_hidden_layers")?;
+    let head_dim = f.usize_opt("head_dim")?;
+    if n_head == 0 {
+        return Err(f.err("num_attention_heads", "must be > 0"));
+    }
+    let d_head = match head_dim {
+        Some(h) if d_model % n_head == 0 && h == d_model / n_head => None,
+        Some(h) => Some(h),
+        None => None,
+    };
+    let max_pos = f.usize("max_position_embeddings")?;
+    let n_ctx = opts.n_ctx.unwrap_or(max_pos);
+    sliding_window(&f, family, n_ctx)?;
+
+    let qk_norm = match family {
+        Family::Qwen3 | Family::Qwen3Moe => QkNorm::Head,
+        Family::Olmoe => QkNorm::Full,
+        Family::Llama | Family::Mixtral => QkNorm::None,
+    };
+    let intermediate = f.usize_opt("intermediate_size")?;
+    let moe = match family {
+        Family::Llama | Family::Qwen3 => None,
+        Family::Mixtral => Some(moe_cfg(f.usize("num_local_experts")?, f.usize("num_experts_per_tok")?, f.usize("intermediate_size")?, true)),
+        Family::Olmoe => {
+            let n_expert = num_experts(&f)?;
+            Some(moe_cfg(n_expert, f.usize("num_experts_per_tok")?, f.usize("intermediate_size")?, f.bool_or("norm_topk_prob", false)?))
+        }
+        Family::Qwen3Moe => {
+            let n_expert = num_experts(&f)?;
+            if n_expert == 0 {
+                None
+            } else {
+                let mut m = moe_cfg(n_expert, f.usize("num_experts_per_tok")?, f.usize("moe_intermediate_size")?, f.bool_or("norm_topk_prob", false)?);
+                let (every, first_dense) = qwen3_moe_placement(&f, n_layer)?;
+                m.every = every;
+                m.first_dense = first_dense;
+                Some(m)
+            }
+        }
+    };
+    // Mixtral and OLMoE use intermediate_size for the experts; their layers are all MoE
+    let needs_dense = moe.as_ref().is_none_or(|m| m.first_dense > 0 || m.every > 1);
+    let d_ff = intermediate.unwrap_or(0);
+    if needs_dense && d_ff == 0 {
+        return Err(f.err("intermediate_size", "is missing or 0 but the model has dense layers"));
+    }
+    let cfg = ModelConfig {
+        n_vocab: f.usize("vocab_size")?,
+        n_ctx,
+        n_layer,
+        d_model,
+        n_head,
+        n_head_kv,
+        d_head,
+        qk_norm,
+        rope_theta,
+        norm_eps: f.f64_or("rms_norm_eps", 1e-6)?,
+        tie_embeddings: f.bool_or("tie_word_embeddings", false)?,
+        d_ff,
+        activation: Activation::Swiglu,
+        moe,
+    };
+    cfg.validate().map_err(|e| f.err("(mapped config)", e))?;
+    Ok(HfConfig { arch, family, cfg, bos_token_id: token_ids(f.get("bos_token_id")).first().copied(), eos_token_ids: token_ids(f.get("eos_token_id")) })
+}
+
+fn moe_cfg(n_expert: usize, k: usize, d_expert: usize, renormalize: bool) -> MoeConfig {
+    MoeConfig {
+        n_expert,
+        n_expert_active: k,
+        d_expert,
+        n_expert_shared: 0,
+        d_expert_shared: None,
+        gating: Gating::Softmax,
+        renormalize,
+        route_scale: 1.0,
+        capacity_factor: 0.0,
+        aux_loss_coef: 0.0,
+        z_loss_coef: 0.0,
+        bias_update_rate: 0.0,
+        every: 1,
+        first_dense: 0,
+        n_expert_per_layer: Vec::new(),
+    }
+}
+
+/// `num_experts` (hub configs) or `num_local_experts` (what transformers 5 writes).
+fn num_experts(f: &Fields<'_>) -> Result<usize> {
+    match (f.usize_opt("num_experts")?, f.usize_opt("num_local_experts")?) {
+        (Some(a), Some(b)) if a != b => Err(f.err("num_experts", format!("{a} disagrees with num_local_experts {b}"))),
+        (Some(a), _) | (None, Some(a)) => Ok(a),
+        (None, None) => Err(f.err("num_experts", "is missing")),
+    }
+}
+
+/// RoPE base from `rope_parameters` (transformers ≥ 5) or `rope_theta` + `rope_scaling` (older);
+/// any scaling other than the default is an error.
+fn rope_theta(f: &Fields<'_>) -> Result<f64> {
+    let mut theta = f.f64_or("rope_theta", 10000.0)?;
+    for field in ["rope_scaling", "rope_parameters"] {
+        let Some(v) = f.get(field) else { continue };
+        let o = v.as_object().ok_or_else(|| f.err(field, format!("expected an object, got {v}")))?;
+        for key in ["rope_type", "type"] {
+            if let Some(t) = o.get(key).filter(|t| !t.is_null()) {
+                if t.as_str() != Some("default") {
+                    return Err(f.err(&format!("{field}.{key}"), format!("RoPE scaling {t} is not supported (only \"default\")")));
+                }
+            }
+        }
+        for (key, val) in o {
+            match key.as_str() {
+                "rope_type" | "type" => {}
+                "rope_theta" => theta = val.as_f64().ok_or_else(|| f.err(&format!("{field}.rope_theta"), "expected a number"))?,
+                "partial_rotary_factor" if val.as_f64() == Some(1.0) => {}
+                "factor" if val.as_f64() == Some(1.0) => {}
+                _ => return Err(f.err(&format!("{field}.{key}"), format!("{val} is not supported"))),
+            }
+        }
+    }
+    if let Some(v) = f.get("partial_rotary_factor") {
+        if v.as_f64() != Some(1.0) {
+            return Err(f.err("partial_rotary_factor", format!("{v} is not supported (only full rotary)")));
+        }
+    }
+    if !(theta > 0.0) {
+        return Err(f.err("rope_theta", "must be > 0"));
+    }
+    Ok(theta)
+}
+
+/// A sliding window is fine only when it covers the whole context (it then masks nothing).
+fn sliding_window(f: &Fields<'_>, family: Family, n_ctx: usize) -> Result<()> {
+    let active = match family {
+        Family::Qwen3 | Family::Qwen3Moe => f.bool_or("use_sliding_window", false)?,
+        // transformers' Mixtral and OLMoE pass `sliding_window` to attention; Llama never reads it
+        Family::Mixtral | Family::Olmoe => true,
+        Family::Llama => false,
+    };
+    if !active {
+        return Ok(());
+    }
+    if let Some(w) = f.usize_opt("sliding_window")? {
+        if w < n_ctx {
+            return Err(f.err(
+                "sliding_window",
+                format!("a sliding window of {w} < context {n_ctx} is not supported; load with a context of at most {w} (HfOptions::n_ctx)"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Qwen3-MoE: layer i is MoE iff `i ∉ mlp_only_layers && (i + 1) % decoder_sparse_step == 0`;
+/// find our `(every, first_dense)` with the same placement.
+fn qwen3_moe_placement(f: &Fields<'_>, n_layer: usize) -> Result<(usize, usize)> {
+    let step = f.usize_opt("decoder_sparse_step")?.unwrap_or(1);
+    if step == 0 {
+        return Err(f.err("decoder_sparse_step", "must be > 0"));
+    }
+    let only: Vec<usize> = match f.get("mlp_only_layers") {
+        None => Vec::new(),
+        Some(Value::Array(a)) => a.iter().map(|x| x.as_u64().map(|v| v as usize).ok_or_else(|| f.err("mlp_only_layers", "entries must be integers"))).collect::<Result<_>>()?,
+        Some(v) => return Err(f.err("mlp_only_layers", format!("expected a list, got {v}"))),
+    };
+    let want: Vec<bool> = (0..n_layer).map(|i| !only.contains(&i) && (i + 1) % step == 0).collect();
+    for every in 1..=n_layer.max(1) {
+        for first_dense in 0..n_layer {
+            let got: Vec<bool> = (0..n_layer).map(|i| i >= first_dense && (i + 1) % every == 0).collect();
+            if got == want {
+                return Ok((every, first_dense));
+            }
+        }
+    }
+    Err(f.err(
+        "mlp_only_layers",
+        format!("MoE placement (decoder_sparse_step {step}, mlp_only_layers {only:?}) is not expressible as leading dense layers + every-n placement"),
+    ))
+}

@@ -1,0 +1,60 @@
+//! Load Hugging Face checkpoints (`config.json` + safetensors) of the supported architectures into
+//! a [`Transformer`] whose logits equal transformers' (see `docs/hf-support.md`).
+//!
+//! ```no_run
+//! let m = moe_model::hf::load_hf_dir(std::path::Path::new("path/to/checkpoint")).unwrap();
+//! let out = m.model.forward(&[1, 2, 3], 1, 3).unwrap();
+//! assert_eq!(out.logits.len(), 3 * m.cfg.n_vocab);
+//! ```
+
+pub mod config;
+pub mod weights;
+
+pub use config::{parse_config, Family, HfConfig, HfOptions, SUPPORTED};
+
+use crate::error::{Error, Result};
+use crate::transformer::Transformer;
+use crate::ModelConfig;
+use std::path::Path;
+
+/// A loaded Hugging Face checkpoint.
+#[derive(Clone, Debug)]
+pub struct HfModel {
+    /// the mapped architecture (same as `model.cfg`)
+    pub cfg: ModelConfig,
+    /// the model, f32
+    pub model: Transformer<f32>,
+    /// `architectures[0]` of config.json
+    pub arch: String,
+    /// beginning-of-sequence token: generation_config.json if present, else config.json
+    pub bos_token_id: Option<u32>,
+    /// end-of-sequence token(s): generation_config.json if present, else config.json
+    pub eos_token_ids: Vec<u32>,
+}
+
+/// Load `dir/config.json` and its safetensors weights with default options.
+pub fn load_hf_dir(dir: &Path) -> Result<HfModel> {
+    load_hf_dir_with(dir, &HfOptions::default())
+}
+
+/// Load `dir/config.json` and its safetensors weights.
+pub fn load_hf_dir_with(dir: &Path, opts: &HfOptions) -> Result<HfModel> {
+    let cfg_path = dir.join("config.json");
+    let text = std::fs::read_to_string(&cfg_path).map_err(|source| Error::Io { path: cfg_path.clone(), source })?;
+    let hc = parse_config(&text, &cfg_path, opts)?;
+    let files = weights::weight_files(dir)?;
+    let model = weights::load_weights(dir, &files, &hc)?;
+    let (mut bos, mut eos) = (hc.bos_token_id, hc.eos_token_ids.clone());
+    let gen_path = dir.join("generation_config.json");
+    if gen_path.exists() {
+        let text = std::fs::read_to_string(&gen_path).map_err(|source| Error::Io { path: gen_path.clone(), source })?;
+        let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| Error::ConfigParse { path: Some(gen_path.clone()), message: format!("not valid JSON: {e}") })?;
+        if let Some(b) = v.get("bos_token_id").filter(|x| !x.is_null()) {
+            bos = config::token_ids(Some(b)).first().copied();
+        }
+        if let Some(e) = v.get("eos_token_id").filter(|x| !x.is_null()) {
+            eos = config::token_ids(Some(e));
+        }
+    }
+    Ok(HfModel { cfg: hc.cfg, model, arch: hc.arch, bos_token_id: bos, eos_token_ids: eos })
+}

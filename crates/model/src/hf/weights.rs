@@ -1,0 +1,196 @@
+//! Hugging Face safetensors weights (one file or shards + `model.safetensors.index.json`) →
+//! the flat parameter buffer of a [`Transformer`], renaming tensors onto ours.
+//!
+//! Files are read whole with `std::fs::read` (no memory map yet), so loading needs the checkpoint's
+//! size plus the f32 parameters in memory. bf16/f16/f32 are converted to f32. A missing tensor,
+//! a tensor of the wrong shape and a tensor that nothing uses are errors naming the tensor and file.
+
+use super::config::{Family, HfConfig};
+use crate::checkpoint::tensor_f32;
+use crate::error::{Error, Result};
+use crate::params::FfnLayout;
+use crate::transformer::Transformer;
+use safetensors::SafeTensors;
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::path::{Path, PathBuf};
+
+/// The safetensors files of a checkpoint directory, in load order.
+pub fn weight_files(dir: &Path) -> Result<Vec<PathBuf>> {
+    let index = dir.join("model.safetensors.index.json");
+    if index.exists() {
+        let text = std::fs::read_to_string(&index).map_err(|source| Error::Io { path: index.clone(), source })?;
+        let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| Error::Checkpoint { path: index.clone(), message: format!("not valid JSON: {e}") })?;
+        let map = v
+            .get("weight_map")
+            .and_then(|m| m.as_object())
+            .ok_or_else(|| Error::Checkpoint { path: index.clone(), message: "field `weight_map` is missing".into() })?;
+        let files: BTreeSet<String> = map.values().filter_map(|f| f.as_str().map(str::to_string)).collect();
+        if files.is_empty() {
+            return Err(Error::Checkpoint { path: index, message: "`weight_map` names no files".into() });
+        }
+        return Ok(files.into_iter().map(|f| dir.join(f)).collect());
+    }
+    let single = dir.join("model.safetensors");
+    if single.exists() {
+        return Ok(vec![single]);
+    }
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(|source| Error::Io { path: dir.to_path_buf(), source })?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "safetensors"))
+        .collect();
+    files.sort();
+    if files.is_empty() {
+        return Err(Error::Checkpoint { path: dir.to_path_buf(), message: "no *.safetensors weights in the directory".into() });
+    }
+    Ok(files)
+}
+
+/// Tensors of all shards by name, tracking which ones were consumed.
+struct Source<'a> {
+    dir: PathBuf,
+    arch: String,
+    files: Vec<(PathBuf, SafeTensors<'a>)>,
+    loc: HashMap<String, usize>,
+    used: HashSet<String>,
+}
+
+impl<'a> Source<'a> {
+    fn new(dir: &Path, arch: &str, bytes: &'a [(PathBuf, Vec<u8>)]) -> Result<Self> {
+        let mut files = Vec::with_capacity(bytes.len());
+        let mut loc = HashMap::new();
+        for (i, (p, b)) in bytes.iter().enumerate() {
+            let st = SafeTensors::deserialize(b).map_err(|e| Error::Checkpoint { path: p.clone(), message: format!("not a valid safetensors file: {e}") })?;
+            for name in st.names() {
+                if let Some(j) = loc.insert(name.to_string(), i) {
+                    return Err(Error::Checkpoint { path: p.clone(), message: format!("tensor `{name}` is also in {}", bytes[j].0.display()) });
+                }
+            }
+            files.push((p.clone(), st));
+        }
+        Ok(Source { dir: dir.to_path_buf(), arch: arch.to_string(), files, loc, used: HashSet::new() })
+    }
+
+    fn has(&self, name: &str) -> bool {
+        self.loc.contains_key(name)
+    }
+
+    /// The tensor `name` as f32, which must have `shape`.
+    fn take(&mut self, name: &str, shape: &[usize]) -> Result<Vec<f32>> {
+        let Some(&i) = self.loc.get(name) else {
+            return Err(Error::Checkpoint { path: self.dir.clone(), message: format!("tensor `{name}` is missing ({} needs it)", self.arch) });
+        };
+        let (path, st) = &self.files[i];
+        let (got, vals) = tensor_f32(st, name, path)?;
+        if got != shape {
+            return Err(Error::Checkpoint { path: path.clone(), message: format!("tensor `{name}` has shape {got:?}; config.json needs {shape:?}") });
+        }
+        self.used.insert(name.to_string());
+        Ok(vals)
+    }
+
+    /// Every tensor not consumed must be one that is safe to ignore.
+    fn check_all_used(&self, ignorable: impl Fn(&str) -> bool) -> Result<()> {
+        let mut unused: Vec<(&String, &usize)> = self.loc.iter().filter(|(n, _)| !self.used.contains(*n) && !ignorable(n)).collect();
+        unused.sort();
+        if let Some((name, &i)) = unused.first() {
+            return Err(Error::Checkpoint {
+                path: self.files[i].0.clone(),
+                message: format!(
+                    "tensor `{name}` (and {} more) is not used by {} with this config.json; the checkpoint has a feature the loader does not support",
+                    unused.len() - 1,
+                    self.arch
+                ),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// Copy `vals` into our tensor `ours`.
+fn put(m: &mut Transformer<f32>, ours: &str, vals: &[f32]) {
+    let e = m.table.get(ours).unwrap_or_else(|| panic!("tensor {ours} is in the layout"));
+    m.params[e.range()].copy_from_slice(vals);
+}
+
+/// Load `files` into a zero-initialised model of `hc.cfg`.
+pub fn load_weights(dir: &Path, files: &[PathBuf], hc: &HfConfig) -> Result<Transformer<f32>> {
+    let bytes: Vec<(PathBuf, Vec<u8>)> = files
+        .iter()
+        .map(|p| std::fs::read(p).map(|b| (p.clone(), b)).map_err(|source| Error::Io { path: p.clone(), source }))
+        .collect::<Result<_>>()?;
+    let mut src = Source::new(dir, &hc.arch, &bytes)?;
+    let mut m = Transformer::<f32>::zeros(hc.cfg.clone())?;
+    let cfg = hc.cfg.clone();
+    let (d, dh) = (cfg.d_model, cfg.d_head());
+    let (dq, dkv) = (cfg.n_head * dh, cfg.n_head_kv * dh);
+
+    let emb = src.take("model.embed_tokens.weight", &[cfg.n_vocab, d])?;
+    put(&mut m, "tok_embeddings.weight", &emb);
+    for i in 0..cfg.n_layer {
+        let hf = format!("model.layers.{i}");
+        let ours = format!("layers.{i}");
+        let direct = |src: &mut Source<'_>, m: &mut Transformer<f32>, h: &str, o: &str, shape: &[usize]| -> Result<()> {
+            let v = src.take(&format!("{hf}.{h}"), shape)?;
+            put(m, &format!("{ours}.{o}"), &v);
+            Ok(())
+        };
+        direct(&mut src, &mut m, "input_layernorm.weight", "attn_norm.weight", &[d])?;
+        direct(&mut src, &mut m, "self_attn.q_proj.weight", "attn.wq.weight", &[dq, d])?;
+        direct(&mut src, &mut m, "self_attn.k_proj.weight", "attn.wk.weight", &[dkv, d])?;
+        direct(&mut src, &mut m, "self_attn.v_proj.weight", "attn.wv.weight", &[dkv, d])?;
+        direct(&mut src, &mut m, "self_attn.o_proj.weight", "attn.wo.weight", &[d, dq])?;
+        let block = m.layout.blocks[i].clone();
+        if let (Some(qn), Some(kn)) = (&block.attn.q_norm, &block.attn.k_norm) {
+            direct(&mut src, &mut m, "self_attn.q_norm.weight", "attn.q_norm.weight", &[qn.len()])?;
+            direct(&mut src, &mut m, "self_attn.k_norm.weight", "attn.k_norm.weight", &[kn.len()])?;
+        }
+        direct(&mut src, &mut m, "post_attention_layernorm.weight", "ffn_norm.weight", &[d])?;
+        match &block.ffn {
+            FfnLayout::Dense(ml) => {
+                let f = ml.d_ff;
+                direct(&mut src, &mut m, "mlp.gate_proj.weight", "ffn.w_gate.weight", &[f, d])?;
+                direct(&mut src, &mut m, "mlp.up_proj.weight", "ffn.w_up.weight", &[f, d])?;
+                direct(&mut src, &mut m, "mlp.down_proj.weight", "ffn.w_down.weight", &[d, f])?;
+            }
+            FfnLayout::Moe(ml) => {
+                let (ne, de) = (ml.n_expert, cfg.moe.as_ref().expect("moe layer").d_expert);
+                // Mixtral checkpoints say `block_sparse_moe`; transformers 5 in memory says `mlp`
+                let prefix = if hc.family == Family::Mixtral && !src.has(&format!("{hf}.mlp.gate.weight")) { "block_sparse_moe" } else { "mlp" };
+                direct(&mut src, &mut m, &format!("{prefix}.gate.weight"), "ffn.router.weight", &[ne, d])?;
+                let fused = format!("{hf}.{prefix}.experts.gate_up_proj");
+                let (mut gate, mut up, mut down) = (Vec::with_capacity(ne * de * d), Vec::with_capacity(ne * de * d), Vec::with_capacity(ne * de * d));
+                if src.has(&fused) {
+                    // transformers ≥ 5 fused layout: gate_up [E, 2·d_expert, d_model] (gate rows first), down [E, d_model, d_expert]
+                    let gu = src.take(&fused, &[ne, 2 * de, d])?;
+                    for e in gu.chunks(2 * de * d) {
+                        gate.extend_from_slice(&e[..de * d]);
+                        up.extend_from_slice(&e[de * d..]);
+                    }
+                    down = src.take(&format!("{hf}.{prefix}.experts.down_proj"), &[ne, d, de])?;
+                } else {
+                    let (g, u, dn) = if hc.family == Family::Mixtral { ("w1", "w3", "w2") } else { ("gate_proj", "up_proj", "down_proj") };
+                    for e in 0..ne {
+                        let x = format!("{hf}.{prefix}.experts.{e}");
+                        gate.extend(src.take(&format!("{x}.{g}.weight"), &[de, d])?);
+                        up.extend(src.take(&format!("{x}.{u}.weight"), &[de, d])?);
+                        down.extend(src.take(&format!("{x}.{dn}.weight"), &[d, de])?);
+                    }
+                }
+                put(&mut m, &format!("{ours}.ffn.experts.w_gate"), &gate);
+                put(&mut m, &format!("{ours}.ffn.experts.w_up"), &up);
+                put(&mut m, &format!("{ours}.ffn.experts.w_down"), &down);
+            }
+        }
+    }
+    let norm = src.take("model.norm.weight", &[d])?;
+    put(&mut m, "norm.weight", &norm);
+    if !cfg.tie_embeddings {
+        let head = src.take("lm_head.weight", &[cfg.n_vocab, d])?;
+        put(&mut m, "lm_head.weight", &head);
+    }
+    let tied = cfg.tie_embeddings;
+    // a tied checkpoint may still carry a copy of the head; transformers ties over it
+    src.check_all_used(|n| n.ends_with("rotary_emb.inv_freq") || (tied && n == "lm_head.weight"))?;
+    Ok(m)
+}

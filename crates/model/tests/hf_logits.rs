@@ -1,0 +1,397 @@
+//! Hugging Face checkpoints: `hf::load_hf_dir` against transformers (`reference/hf_goldens.py`).
+//! Fixtures live in `tests/golden_hf/<case>/` (a `save_pretrained` directory + `expected.safetensors`)
+//! with versions and tolerances in `tests/golden_hf/MANIFEST.json`.
+
+use moe_model::checkpoint::tensor_f32;
+use moe_model::hf::{load_hf_dir, load_hf_dir_with, HfOptions};
+use safetensors::tensor::{Dtype, TensorView};
+use safetensors::SafeTensors;
+use serde_json::Value;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+fn golden_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/golden_hf")
+}
+
+fn manifest() -> Value {
+    serde_json::from_str(&std::fs::read_to_string(golden_dir().join("MANIFEST.json")).unwrap()).unwrap()
+}
+
+fn i64s(st: &SafeTensors<'_>, name: &str) -> Vec<u32> {
+    let t = st.tensor(name).unwrap();
+    assert_eq!(t.dtype(), Dtype::I64, "{name}");
+    t.data().chunks_exact(8).map(|b| i64::from_le_bytes(b.try_into().unwrap()) as u32).collect()
+}
+
+/// max |a − b| / max |b|
+fn max_abs_rel(a: &[f32], b: &[f32]) -> f64 {
+    assert_eq!(a.len(), b.len());
+    let diff = a.iter().zip(b).map(|(x, y)| (*x as f64 - *y as f64).abs()).fold(0.0, f64::max);
+    let scale = b.iter().map(|y| (*y as f64).abs()).fold(0.0, f64::max);
+    diff / scale
+}
+
+fn softmax(z: &[f32]) -> Vec<f64> {
+    let m = z.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
+    let e: Vec<f64> = z.iter().map(|&v| (v as f64 - m).exp()).collect();
+    let s: f64 = e.iter().sum();
+    e.iter().map(|v| v / s).collect()
+}
+
+fn argmax(v: &[f32]) -> u32 {
+    let mut best = 0;
+    for (i, &x) in v.iter().enumerate() {
+        if x > v[best] {
+            best = i;
+        }
+    }
+    best as u32
+}
+
+fn check_case(name: &str, tol: f64) {
+    let dir = golden_dir().join(name);
+    let m = load_hf_dir(&dir).unwrap_or_else(|e| panic!("{name}: {e}"));
+    let case = &manifest()["cases"][name];
+    assert_eq!(m.arch, case["architecture"].as_str().unwrap());
+    assert_eq!(m.bos_token_id, Some(1), "{name}: bos");
+    assert_eq!(m.eos_token_ids, vec![2], "{name}: eos");
+    let (n_seq, seq_len) = (case["n_seq"].as_u64().unwrap() as usize, case["seq_len"].as_u64().unwrap() as usize);
+    let bytes = std::fs::read(dir.join("expected.safetensors")).unwrap();
+    let st = SafeTensors::deserialize(&bytes).unwrap();
+    let path = dir.join("expected.safetensors");
+    let tokens = i64s(&st, "tokens");
+    let (shape, want) = tensor_f32(&st, "logits", &path).unwrap();
+    assert_eq!(shape, vec![n_seq, seq_len, m.cfg.n_vocab]);
+
+    // logits of the whole batch
+    let out = m.model.forward(&tokens, n_seq, seq_len).unwrap();
+    let rel = max_abs_rel(&out.logits, &want);
+    eprintln!("{name}: logits max-abs-rel {rel:.2e}");
+    assert!(rel <= tol, "{name}: logits differ from transformers: max-abs-rel {rel:e} > {tol:e}");
+
+    // router logits and top-k choices per MoE layer
+    let moe_layers: Vec<usize> = case["moe_layers"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as usize).collect();
+    assert_eq!(out.routing.iter().map(|r| r.layer).collect::<Vec<_>>(), moe_layers, "{name}: MoE placement");
+    for r in &out.routing {
+        let (_, hz) = tensor_f32(&st, &format!("router_logits.{}", r.layer), &path).unwrap();
+        let e = r.routing.settings.n_expert;
+        let k = r.routing.settings.k;
+        let rel = max_abs_rel(&r.routing.logits, &hz);
+        assert!(rel <= tol, "{name}: layer {} router logits max-abs-rel {rel:e}", r.layer);
+        let mut compared = 0;
+        for t in 0..n_seq * seq_len {
+            let p = softmax(&hz[t * e..(t + 1) * e]);
+            let mut order: Vec<usize> = (0..e).collect();
+            order.sort_by(|&a, &b| p[b].total_cmp(&p[a]));
+            if p[order[k - 1]] - p[order[k]] < 1e-4 {
+                continue; // a near-tie at the k-th place: either choice is right
+            }
+            let mut ours: Vec<u32> = r.routing.idx[t * k..(t + 1) * k].to_vec();
+            let mut theirs: Vec<u32> = order[..k].iter().map(|&x| x as u32).collect();
+            ours.sort();
+            theirs.sort();
+            assert_eq!(ours, theirs, "{name}: layer {} token {t}: top-{k} experts", r.layer);
+            compared += 1;
+        }
+        assert!(compared * 10 >= 9 * n_seq * seq_len, "{name}: only {compared} tokens away from ties");
+    }
+
+    // greedy continuation of sequence 0 by full recomputation
+    let greedy = i64s(&st, "greedy");
+    let mut seq: Vec<u32> = tokens[..seq_len].to_vec();
+    for (step, &want_tok) in greedy.iter().enumerate() {
+        let out = m.model.forward(&seq, 1, seq.len()).unwrap();
+        let v = m.cfg.n_vocab;
+        let next = argmax(&out.logits[(seq.len() - 1) * v..]);
+        assert_eq!(next, want_tok, "{name}: greedy step {step}");
+        seq.push(next);
+    }
+}
+
+fn logits_tol() -> f64 {
+    manifest()["tolerances"]["logits"]["max_abs_rel"].as_f64().unwrap()
+}
+
+#[test]
+fn hf_llama_logits_routing_and_greedy_match_transformers() {
+    check_case("llama", logits_tol());
+}
+
+#[test]
+fn hf_llama_tied_logits_match_transformers() {
+    check_case("llama_tied", logits_tol());
+    let m = load_hf_dir(&golden_dir().join("llama_tied")).unwrap();
+    assert!(m.cfg.tie_embeddings && m.model.table.get("lm_head.weight").is_none());
+}
+
+#[test]
+fn hf_mixtral_sharded_logits_routing_and_greedy_match_transformers() {
+    assert!(golden_dir().join("mixtral/model.safetensors.index.json").exists());
+    check_case("mixtral", logits_tol());
+}
+
+#[test]
+fn hf_qwen3_head_dim_qk_norm_tied_match_transformers() {
+    check_case("qwen3", logits_tol());
+    let m = load_hf_dir(&golden_dir().join("qwen3")).unwrap();
+    assert_eq!((m.cfg.d_head(), m.cfg.d_head), (16, Some(16)));
+    assert_eq!(m.model.table.get("layers.0.attn.q_norm.weight").unwrap().shape, vec![16]);
+}
+
+#[test]
+fn hf_qwen3_moe_logits_routing_and_greedy_match_transformers() {
+    check_case("qwen3_moe", logits_tol());
+    let m = load_hf_dir(&golden_dir().join("qwen3_moe")).unwrap();
+    let mc = m.cfg.moe.as_ref().unwrap();
+    assert_eq!((mc.first_dense, mc.every, mc.renormalize, mc.d_expert), (1, 1, false, 32));
+}
+
+#[test]
+fn hf_olmoe_logits_routing_and_greedy_match_transformers() {
+    check_case("olmoe", logits_tol());
+    let m = load_hf_dir(&golden_dir().join("olmoe")).unwrap();
+    assert_eq!(m.model.table.get("layers.0.attn.k_norm.weight").unwrap().shape, vec![32]);
+}
+
+// ---------- other encodings of the same weights ----------
+
+/// All tensors of one safetensors file: name → (dtype, shape, bytes).
+type Tensors = Vec<(String, Dtype, Vec<usize>, Vec<u8>)>;
+
+fn read_tensors(path: &Path) -> Tensors {
+    let bytes = std::fs::read(path).unwrap();
+    let st = SafeTensors::deserialize(&bytes).unwrap();
+    let mut v: Tensors = st.tensors().into_iter().map(|(n, t)| (n, t.dtype(), t.shape().to_vec(), t.data().to_vec())).collect();
+    v.sort_by(|a, b| a.0.cmp(&b.0));
+    v
+}
+
+fn write_tensors(path: &Path, t: &Tensors) {
+    let views: Vec<(String, TensorView<'_>)> = t.iter().map(|(n, d, s, b)| (n.clone(), TensorView::new(*d, s.clone(), b).unwrap())).collect();
+    let meta: HashMap<String, String> = [("format".to_string(), "pt".to_string())].into();
+    std::fs::write(path, safetensors::serialize(views, Some(meta)).unwrap()).unwrap();
+}
+
+fn f32_of(b: &[u8]) -> Vec<f32> {
+    b.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect()
+}
+
+fn bytes_of(v: &[f32]) -> Vec<u8> {
+    v.iter().flat_map(|x| x.to_le_bytes()).collect()
+}
+
+/// A copy of golden case `name` in a temp dir with `model.safetensors` rewritten by `edit`
+/// and `config.json` by `edit_cfg`.
+fn variant(name: &str, edit: impl FnOnce(&mut Tensors), edit_cfg: impl FnOnce(&mut Value)) -> tempfile::TempDir {
+    let src = golden_dir().join(name);
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg: Value = serde_json::from_str(&std::fs::read_to_string(src.join("config.json")).unwrap()).unwrap();
+    edit_cfg(&mut cfg);
+    std::fs::write(dir.path().join("config.json"), serde_json::to_string_pretty(&cfg).unwrap()).unwrap();
+    if src.join("model.safetensors").exists() {
+        let mut t = read_tensors(&src.join("model.safetensors"));
+        edit(&mut t);
+        write_tensors(&dir.path().join("model.safetensors"), &t);
+    } else {
+        // sharded: copied as is (`edit` is not applied)
+        for f in std::fs::read_dir(&src).unwrap() {
+            let p = f.unwrap().path();
+            let n = p.file_name().unwrap().to_str().unwrap().to_string();
+            if n.starts_with("model-") || n == "model.safetensors.index.json" {
+                std::fs::copy(&p, dir.path().join(&n)).unwrap();
+            }
+        }
+    }
+    dir
+}
+
+#[test]
+fn hf_bf16_and_f16_weights_load_as_their_f32_values() {
+    let base = load_hf_dir(&golden_dir().join("llama")).unwrap();
+    for dt in [Dtype::BF16, Dtype::F16] {
+        let dir = variant(
+            "llama",
+            |t| {
+                for (_, d, _, b) in t.iter_mut() {
+                    let v = f32_of(b);
+                    *b = match dt {
+                        Dtype::BF16 => v.iter().flat_map(|x| half::bf16::from_f32(*x).to_le_bytes()).collect(),
+                        _ => v.iter().flat_map(|x| half::f16::from_f32(*x).to_le_bytes()).collect(),
+                    };
+                    *d = dt;
+                }
+            },
+            |_| {},
+        );
+        let m = load_hf_dir(dir.path()).unwrap();
+        let want: Vec<f32> = base
+            .model
+            .params
+            .iter()
+            .map(|&x| match dt {
+                Dtype::BF16 => half::bf16::from_f32(x).to_f32(),
+                _ => half::f16::from_f32(x).to_f32(),
+            })
+            .collect();
+        assert!(m.model.params == want, "{dt:?} weights are not their exact f32 values");
+        // and the model still computes nearly the same logits
+        let out = m.model.forward(&[5, 6, 7, 8], 1, 4).unwrap();
+        let base_out = base.model.forward(&[5, 6, 7, 8], 1, 4).unwrap();
+        assert!(max_abs_rel(&out.logits, &base_out.logits) < 0.05, "{dt:?}");
+    }
+}
+
+#[test]
+fn hf_fused_expert_layout_loads_like_per_expert_tensors() {
+    // transformers ≥ 5 in memory: mlp.experts.gate_up_proj [E, 2·I, H] (gate first), down_proj [E, H, I]
+    let base = load_hf_dir(&golden_dir().join("qwen3_moe")).unwrap();
+    let dir = variant(
+        "qwen3_moe",
+        |t| {
+            for layer in [1, 2] {
+                let p = format!("model.layers.{layer}.mlp.experts.");
+                let get = |t: &Tensors, n: String| t.iter().find(|x| x.0 == n).unwrap().3.clone();
+                let (mut gu, mut down) = (Vec::new(), Vec::new());
+                for e in 0..6 {
+                    gu.extend(get(t, format!("{p}{e}.gate_proj.weight")));
+                    gu.extend(get(t, format!("{p}{e}.up_proj.weight")));
+                    down.extend(get(t, format!("{p}{e}.down_proj.weight")));
+                }
+                t.retain(|x| !x.0.starts_with(&p));
+                t.push((format!("{p}gate_up_proj"), Dtype::F32, vec![6, 64, 48], gu));
+                t.push((format!("{p}down_proj"), Dtype::F32, vec![6, 48, 32], down));
+            }
+        },
+        |_| {},
+    );
+    let m = load_hf_dir(dir.path()).unwrap();
+    assert!(m.model.params == base.model.params);
+}
+
+// ---------- errors name the file and the field or tensor ----------
+
+fn load_err(dir: &Path) -> String {
+    match load_hf_dir(dir) {
+        Ok(_) => panic!("loading {} should fail", dir.display()),
+        Err(e) => e.to_string(),
+    }
+}
+
+#[test]
+fn hf_unknown_architecture_is_an_error_naming_it() {
+    let dir = variant("llama", |_| {}, |c| c["architectures"] = serde_json::json!(["GPTNeoXForCausalLM"]));
+    let e = load_err(dir.path());
+    assert!(e.contains("GPTNeoXForCausalLM") && e.contains("architectures") && e.contains("config.json"), "{e}");
+}
+
+#[test]
+fn hf_missing_tensor_is_an_error_naming_it() {
+    let dir = variant("llama", |t| t.retain(|x| x.0 != "model.layers.1.self_attn.k_proj.weight"), |_| {});
+    let e = load_err(dir.path());
+    assert!(e.contains("model.layers.1.self_attn.k_proj.weight") && e.contains("missing"), "{e}");
+    let dir = variant("qwen3", |t| t.retain(|x| x.0 != "model.layers.0.self_attn.q_norm.weight"), |_| {});
+    let e = load_err(dir.path());
+    assert!(e.contains("model.layers.0.self_attn.q_norm.weight"), "{e}");
+    let dir = variant("olmoe", |t| t.retain(|x| x.0 != "model.layers.1.mlp.experts.3.up_proj.weight"), |_| {});
+    let e = load_err(dir.path());
+    assert!(e.contains("model.layers.1.mlp.experts.3.up_proj.weight"), "{e}");
+}
+
+#[test]
+fn hf_misshaped_tensor_is_an_error_naming_it_and_the_file() {
+    let dir = variant(
+        "llama",
+        |t| {
+            let x = t.iter_mut().find(|x| x.0 == "model.layers.0.mlp.up_proj.weight").unwrap();
+            let v = f32_of(&x.3);
+            x.2 = vec![x.2[0] - 1, x.2[1]];
+            x.3 = bytes_of(&v[..x.2[0] * x.2[1]]);
+        },
+        |_| {},
+    );
+    let e = load_err(dir.path());
+    assert!(e.contains("model.layers.0.mlp.up_proj.weight") && e.contains("shape") && e.contains("model.safetensors"), "{e}");
+}
+
+#[test]
+fn hf_unused_tensor_is_an_error_naming_it() {
+    // a bias the config does not announce: silently dropping it would change the math
+    let dir = variant("llama", |t| t.push(("model.layers.0.self_attn.q_proj.bias".into(), Dtype::F32, vec![64], bytes_of(&[0.5; 64]))), |_| {});
+    let e = load_err(dir.path());
+    assert!(e.contains("model.layers.0.self_attn.q_proj.bias") && e.contains("not used"), "{e}");
+}
+
+#[test]
+fn hf_unsupported_options_are_errors_naming_the_field() {
+    type Edit = Box<dyn Fn(&mut Value)>;
+    let cases: Vec<(&str, Edit, &str)> = vec![
+        ("llama", Box::new(|c| c["rope_parameters"] = serde_json::json!({"rope_type": "llama3", "rope_theta": 500000.0, "factor": 8.0})), "rope_parameters.rope_type"),
+        ("llama", Box::new(|c| c["rope_scaling"] = serde_json::json!({"type": "linear", "factor": 2.0})), "rope_scaling.type"),
+        ("llama", Box::new(|c| c["attention_bias"] = Value::Bool(true)), "attention_bias"),
+        ("llama", Box::new(|c| c["mlp_bias"] = Value::Bool(true)), "mlp_bias"),
+        ("llama", Box::new(|c| c["hidden_act"] = Value::String("gelu".into())), "hidden_act"),
+        ("mixtral", Box::new(|c| c["sliding_window"] = serde_json::json!(16)), "sliding_window"),
+        ("qwen3", Box::new(|c| {
+            c["use_sliding_window"] = Value::Bool(true);
+            c["sliding_window"] = serde_json::json!(8);
+        }), "sliding_window"),
+        ("qwen3_moe", Box::new(|c| {
+            c["mlp_only_layers"] = serde_json::json!([1]);
+        }), "mlp_only_layers"),
+        ("olmoe", Box::new(|c| c["clip_qkv"] = serde_json::json!(8.0)), "clip_qkv"),
+    ];
+    for (case, edit, field) in cases {
+        let dir = variant(case, |_| {}, |c| edit(c));
+        let e = load_err(dir.path());
+        assert!(e.contains(&format!("`{field}`")) && e.contains("config.json"), "{case} / {field}: {e}");
+    }
+}
+
+#[test]
+fn hf_sliding_window_that_covers_the_context_is_accepted() {
+    // a window ≥ the context masks nothing: Mixtral with window 16 loads with n_ctx 16
+    let dir = variant("mixtral", |_| {}, |c| c["sliding_window"] = serde_json::json!(16));
+    let m = load_hf_dir_with(dir.path(), &HfOptions { n_ctx: Some(16) }).unwrap();
+    assert_eq!(m.cfg.n_ctx, 16);
+}
+
+// ---------- config mapping of Hub-style configs (transformers 4 key names) ----------
+
+#[test]
+fn hf_hub_style_qwen3_moe_config_maps_placement_and_rope() {
+    use moe_model::hf::parse_config;
+    let base = serde_json::json!({
+        "architectures": ["Qwen3MoeForCausalLM"], "vocab_size": 64, "hidden_size": 32, "num_hidden_layers": 4,
+        "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 16, "max_position_embeddings": 128,
+        "rope_theta": 1000000.0, "rope_scaling": null, "rms_norm_eps": 1e-6, "intermediate_size": 48,
+        "moe_intermediate_size": 16, "num_experts": 8, "num_experts_per_tok": 2, "norm_topk_prob": true,
+        "decoder_sparse_step": 2, "mlp_only_layers": [], "use_sliding_window": false, "sliding_window": 4096,
+        "tie_word_embeddings": false, "eos_token_id": [5, 6], "bos_token_id": null
+    });
+    let p = Path::new("hub/config.json");
+    let hc = parse_config(&base.to_string(), p, &HfOptions::default()).unwrap();
+    let m = hc.cfg.moe.as_ref().unwrap();
+    assert_eq!((m.every, m.first_dense, m.n_expert, m.d_expert, m.renormalize), (2, 0, 8, 16, true));
+    assert_eq!(hc.cfg.ffn_kinds().iter().filter(|k| matches!(k, moe_model::FfnKind::Moe { .. })).count(), 2);
+    assert_eq!((hc.cfg.rope_theta, hc.cfg.d_head(), hc.cfg.n_ctx), (1e6, 16, 128));
+    assert_eq!((hc.bos_token_id, hc.eos_token_ids.clone()), (None, vec![5, 6]));
+    // sparse step 2 with the first MoE layer made dense: only layer 3 is MoE
+    let mut c = base.clone();
+    c["mlp_only_layers"] = serde_json::json!([1]);
+    let hc = parse_config(&c.to_string(), p, &HfOptions::default()).unwrap();
+    let moe_at: Vec<bool> = hc.cfg.ffn_kinds().iter().map(|k| matches!(k, moe_model::FfnKind::Moe { .. })).collect();
+    assert_eq!(moe_at, vec![false, false, false, true]);
+    // no experts: a dense model
+    let mut c = base.clone();
+    c["num_experts"] = serde_json::json!(0);
+    assert!(parse_config(&c.to_string(), p, &HfOptions::default()).unwrap().cfg.moe.is_none());
+    // a context override within the sliding window makes an active window harmless
+    let mut c = base.clone();
+    c["use_sliding_window"] = Value::Bool(true);
+    assert!(parse_config(&c.to_string(), p, &HfOptions::default()).is_ok(), "window 4096 ≥ context 128");
+    c["sliding_window"] = serde_json::json!(64);
+    let e = parse_config(&c.to_string(), p, &HfOptions::default()).unwrap_err().to_string();
+    assert!(e.contains("`sliding_window`") && e.contains("hub/config.json"), "{e}");
+    assert_eq!(parse_config(&c.to_string(), p, &HfOptions { n_ctx: Some(64) }).unwrap().cfg.n_ctx, 64);
+}

@@ -1,0 +1,242 @@
+"""Golden files pinning `moe_model::hf::load_hf_dir` to Hugging Face transformers.
+
+For each architecture in scope this builds a tiny random model with transformers' own config and
+model classes (float32, eager attention), perturbs every norm weight away from one, saves it with
+`save_pretrained(safe_serialization=True)` into `tests/golden_hf/<case>/`, and writes
+`expected.safetensors` next to it with
+
+- `tokens`            [n_seq, seq_len] int64 — the fixed input batch
+- `logits`            [n_seq, seq_len, vocab] float32 — full logits of the f32 model
+- `router_logits.{i}` [n_seq·seq_len, n_expert] float32 — per MoE layer i (output_router_logits=True)
+- `greedy`            [8] int64 — `generate(do_sample=False)` continuation of sequence 0
+- `greedy_margin`     [8] float32 — top-1 minus top-2 logit at each greedy step
+
+plus `tests/golden_hf/MANIFEST.json` (versions, tolerances, per-case details). Run from the
+repository root:
+
+    /root/refvenv/bin/python reference/hf_goldens.py
+
+Deterministic: seeds are fixed; rerunning rewrites the same tensors. Fixtures are never edited
+by hand. Exact versions: reference/requirements-hf.txt.
+"""
+
+import json
+import os
+import shutil
+import sys
+
+import numpy as np
+import safetensors
+import torch
+import transformers
+from safetensors.torch import save_file
+from transformers import (
+    GenerationConfig,
+    LlamaConfig,
+    LlamaForCausalLM,
+    MixtralConfig,
+    MixtralForCausalLM,
+    OlmoeConfig,
+    OlmoeForCausalLM,
+    Qwen3Config,
+    Qwen3ForCausalLM,
+    Qwen3MoeConfig,
+    Qwen3MoeForCausalLM,
+)
+
+ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "golden_hf")
+N_SEQ, SEQ_LEN, N_NEW = 2, 12, 8
+LOGITS_RTOL = 1e-4  # max |ours − hf| / max |hf|
+MIN_GREEDY_MARGIN = 1e-3
+
+COMMON = dict(
+    vocab_size=128,
+    max_position_embeddings=64,
+    rms_norm_eps=1e-6,
+    bos_token_id=1,
+    eos_token_id=2,
+    pad_token_id=0,
+    initializer_range=0.08,
+)
+
+
+def cases():
+    """(name, config class, model class, kwargs, save kwargs, MoE layer indices)."""
+    return [
+        (
+            "llama",
+            LlamaConfig,
+            LlamaForCausalLM,
+            dict(COMMON, hidden_size=64, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4,
+                 num_key_value_heads=2, rope_parameters={"rope_type": "default", "rope_theta": 500000.0},
+                 tie_word_embeddings=False),
+            {},
+            [],
+        ),
+        (
+            "llama_tied",
+            LlamaConfig,
+            LlamaForCausalLM,
+            dict(COMMON, hidden_size=32, intermediate_size=48, num_hidden_layers=2, num_attention_heads=4,
+                 num_key_value_heads=1, rope_parameters={"rope_type": "default", "rope_theta": 10000.0},
+                 tie_word_embeddings=True, rms_norm_eps=1e-5),
+            {},
+            [],
+        ),
+        (
+            "mixtral",
+            MixtralConfig,
+            MixtralForCausalLM,
+            dict(COMMON, hidden_size=64, intermediate_size=48, num_hidden_layers=2, num_attention_heads=4,
+                 num_key_value_heads=2, num_local_experts=4, num_experts_per_tok=2,
+                 rope_parameters={"rope_type": "default", "rope_theta": 1000000.0}, sliding_window=None),
+            # several shards + model.safetensors.index.json
+            dict(max_shard_size="150KB"),
+            [0, 1],
+        ),
+        (
+            "qwen3",
+            Qwen3Config,
+            Qwen3ForCausalLM,
+            # head_dim 16 · 4 heads = 64 ≠ hidden 48; tied like Qwen3-0.6B
+            dict(COMMON, hidden_size=48, intermediate_size=80, num_hidden_layers=2, num_attention_heads=4,
+                 num_key_value_heads=2, head_dim=16, rope_parameters={"rope_type": "default", "rope_theta": 1000000.0},
+                 tie_word_embeddings=True, use_sliding_window=False),
+            {},
+            [],
+        ),
+        (
+            "qwen3_moe",
+            Qwen3MoeConfig,
+            Qwen3MoeForCausalLM,
+            # layer 0 dense (mlp_only_layers), layers 1, 2 MoE; top-2 of 6 without renormalisation
+            dict(COMMON, hidden_size=48, intermediate_size=64, moe_intermediate_size=32, num_hidden_layers=3,
+                 num_attention_heads=4, num_key_value_heads=2, head_dim=16, num_experts=6, num_experts_per_tok=2,
+                 norm_topk_prob=False, decoder_sparse_step=1, mlp_only_layers=[0],
+                 rope_parameters={"rope_type": "default", "rope_theta": 1000000.0}, use_sliding_window=False,
+                 tie_word_embeddings=False),
+            {},
+            [1, 2],
+        ),
+        (
+            "olmoe",
+            OlmoeConfig,
+            OlmoeForCausalLM,
+            dict(COMMON, hidden_size=64, intermediate_size=32, num_hidden_layers=2, num_attention_heads=4,
+                 num_key_value_heads=2, num_experts=4, num_experts_per_tok=2, norm_topk_prob=False,
+                 rope_parameters={"rope_type": "default", "rope_theta": 10000.0}, clip_qkv=None),
+            {},
+            [0, 1],
+        ),
+    ]
+
+
+def perturb_norms(model, gen):
+    """Every 1-D weight (norms) to 1 ± 0.3 so a missing or misplaced norm shows."""
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if p.dim() == 1:
+                assert name.endswith("norm.weight"), name
+                p.copy_(1.0 + 0.3 * (2 * torch.rand(p.shape, generator=gen) - 1))
+            elif "bias" in name:
+                raise AssertionError(f"unexpected bias {name}")
+
+
+def make_case(name, cfg_cls, model_cls, kw, save_kw, moe_layers, seed):
+    torch.manual_seed(seed)
+    gen = torch.Generator().manual_seed(seed + 1)
+    cfg = cfg_cls(**kw)
+    cfg._attn_implementation = "eager"
+    model = model_cls(cfg).to(torch.float32).eval()
+    perturb_norms(model, gen)
+
+    tokens = torch.randint(3, cfg.vocab_size, (N_SEQ, SEQ_LEN), generator=gen)
+    with torch.no_grad():
+        kwargs = dict(output_router_logits=True) if moe_layers else {}
+        out = model(input_ids=tokens, **kwargs)
+        logits = out.logits.float()
+        router = list(out.router_logits) if moe_layers else []
+        assert len(router) == len(moe_layers), (name, len(router), moe_layers)
+
+        gcfg = GenerationConfig(do_sample=False, max_new_tokens=N_NEW, min_new_tokens=N_NEW,
+                                bos_token_id=cfg.bos_token_id, eos_token_id=cfg.eos_token_id,
+                                pad_token_id=cfg.pad_token_id)
+        gen_out = model.generate(tokens[:1], generation_config=gcfg, output_scores=True,
+                                 return_dict_in_generate=True)
+        greedy = gen_out.sequences[0, SEQ_LEN:]
+        assert greedy.numel() == N_NEW, greedy
+        margins = []
+        for sc in gen_out.scores:
+            top2 = torch.topk(sc[0].float(), 2).values
+            margins.append(float(top2[0] - top2[1]))
+    # greedy continuation must also equal argmax of full recomputation (no KV cache)
+    with torch.no_grad():
+        seq = tokens[:1]
+        for t in range(N_NEW):
+            nxt = model(input_ids=seq).logits[0, -1].argmax()
+            assert int(nxt) == int(greedy[t]), (name, t)
+            seq = torch.cat([seq, nxt.view(1, 1)], dim=1)
+    if min(margins) < MIN_GREEDY_MARGIN:
+        raise SystemExit(f"{name}: greedy margin {min(margins)} too small; change the seed")
+
+    d = os.path.join(ROOT, name)
+    shutil.rmtree(d, ignore_errors=True)
+    os.makedirs(d)
+    model.save_pretrained(d, safe_serialization=True, **save_kw)
+    model.generation_config.save_pretrained(d)
+    expected = {
+        "tokens": tokens.to(torch.int64).contiguous(),
+        "logits": logits.contiguous(),
+        "greedy": greedy.to(torch.int64).contiguous(),
+        "greedy_margin": torch.tensor(margins, dtype=torch.float32),
+    }
+    for i, r in zip(moe_layers, router):
+        expected[f"router_logits.{i}"] = r.float().reshape(N_SEQ * SEQ_LEN, -1).contiguous()
+    save_file(expected, os.path.join(d, "expected.safetensors"), metadata={"dtype": "float32"})
+    files = sorted(os.listdir(d))
+    size = sum(os.path.getsize(os.path.join(d, f)) for f in files)
+    return {
+        "architecture": model_cls.__name__,
+        "seed": seed,
+        "model_dtype": "float32",
+        "logits_dtype": "float32",
+        "attn_implementation": "eager",
+        "moe_layers": moe_layers,
+        "n_seq": N_SEQ,
+        "seq_len": SEQ_LEN,
+        "n_new": N_NEW,
+        "min_greedy_margin": min(margins),
+        "files": files,
+        "bytes": size,
+        "save_kwargs": save_kw,
+    }
+
+
+def main():
+    torch.set_num_threads(1)
+    torch.use_deterministic_algorithms(True)
+    os.makedirs(ROOT, exist_ok=True)
+    manifest = {
+        "generator": "reference/hf_goldens.py",
+        "python": sys.version.split()[0],
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "safetensors": safetensors.__version__,
+        "numpy": np.__version__,
+        "tolerances": {
+            "logits": {"max_abs_rel": LOGITS_RTOL, "what": "max |ours - hf| / max |hf| per case"},
+            "router_logits": {"max_abs_rel": LOGITS_RTOL, "topk": "exact where the k-th/(k+1)-th gap > 1e-4"},
+            "greedy": "exact, full-sequence recomputation",
+        },
+        "cases": {},
+    }
+    for i, (name, cfg_cls, model_cls, kw, save_kw, moe_layers) in enumerate(cases()):
+        manifest["cases"][name] = make_case(name, cfg_cls, model_cls, kw, save_kw, moe_layers, seed=1000 + i)
+        print(name, manifest["cases"][name]["bytes"], "bytes", manifest["cases"][name]["files"])
+    with open(os.path.join(ROOT, "MANIFEST.json"), "w") as f:
+        json.dump(manifest, f, indent=2, sort_keys=True)
+        f.write("\n")
+
+
+if __name__ == "__main__":
+    main()
