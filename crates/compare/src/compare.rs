@@ -298,7 +298,7 @@ fn caveats(plans: &[ModelPlan], opts: &CompareOptions) -> Vec<String> {
     let mut c = vec![
         "FLOPs are accounting FLOPs (2 × active matmul parameters + attention, ×3 for training), not wall time: the tokens/s column shows what routing and dispatch cost on this machine.".to_string(),
         "The compute multiplier reads the dense run's own evaluation curve. Its intermediate points come from a run whose learning rate had not yet decayed, so they overstate the loss a dense run *trained* to that compute would reach; multipliers above 1 are extrapolated beyond the budget with a power-law fit. `moe sweep` trains a separate dense ladder for a cleaner estimate.".to_string(),
-        "`train.seed` seeds model initialisation, the synthetic corpus sample, the train/validation split and the batch order together: seed i of every model sees the same batches (paired), and seeds differ in all of these.".to_string(),
+        "`train.seed` seeds model initialisation and the batch order: seed i of every model sees the same batches (paired). The corpus and the train/validation split come from `data.seed`, which all seeds share, so every run is evaluated on the same validation tokens.".to_string(),
         "Decode timings are single measurements on a shared machine; small models are dominated by per-step overhead.".to_string(),
     ];
     let shape = |p: &ModelPlan| (p.cfg.train.batch_size, p.cfg.train.seq_len, p.cfg.train.grad_accum);

@@ -28,8 +28,8 @@
 //! ([`plan::DEFAULT_BUDGET_FLOPS`], 6e12) makes the default comparison take about 5 minutes on
 //! the 2-core reference machine (measured below). All runs of seed `i` use `train.seed + i` and
 //! the same data, batch size and sequence length, so they train on identical batches;
-//! `train.seed` also seeds model init, the synthetic corpus sample and the split, so seeds differ
-//! in all of these (a paired design).
+//! `train.seed` also seeds model init, so seeds differ in init and batch order (a paired design),
+//! while the corpus and the validation split (`data.seed`) are shared by every run.
 //!
 //! Measurements per model: total/active parameters, training FLOPs per token, training tokens/s,
 //! final validation loss and perplexity (mean ± std over seeds), the validation curve against

@@ -106,6 +106,7 @@ pub fn base_experiment(scale: Scale) -> ExperimentConfig {
                 n_head_kv: 2,
                 d_head: None,
                 qk_norm: Default::default(),
+                attn_bias: false,
                 rope_theta: 10000.0,
                 norm_eps: 1e-5,
                 tie_embeddings: false,
@@ -114,7 +115,7 @@ pub fn base_experiment(scale: Scale) -> ExperimentConfig {
                 moe: None,
             },
             TrainConfig { steps: 200, batch_size: 16, seq_len: 128, lr: 2e-3, min_lr_ratio: 0.1, warmup_steps: 20, eval_batches: 8, ..TrainConfig::default() },
-            DataConfig { source: "synthetic".into(), synthetic_bytes: 3_000_000, tokenizer: "byte".into(), val_fraction: 0.02 },
+            DataConfig { source: "synthetic".into(), synthetic_bytes: 3_000_000, tokenizer: "byte".into(), val_fraction: 0.02, seed: 0 },
         ),
         Scale::Tiny => (
             ModelConfig {
@@ -126,6 +127,7 @@ pub fn base_experiment(scale: Scale) -> ExperimentConfig {
                 n_head_kv: 2,
                 d_head: None,
                 qk_norm: Default::default(),
+                attn_bias: false,
                 rope_theta: 10000.0,
                 norm_eps: 1e-5,
                 tie_embeddings: false,
@@ -134,7 +136,7 @@ pub fn base_experiment(scale: Scale) -> ExperimentConfig {
                 moe: None,
             },
             TrainConfig { steps: 8, batch_size: 4, seq_len: 32, lr: 3e-3, min_lr_ratio: 0.1, warmup_steps: 2, eval_batches: 2, ..TrainConfig::default() },
-            DataConfig { source: "synthetic".into(), synthetic_bytes: 60_000, tokenizer: "byte".into(), val_fraction: 0.1 },
+            DataConfig { source: "synthetic".into(), synthetic_bytes: 60_000, tokenizer: "byte".into(), val_fraction: 0.1, seed: 0 },
         ),
     };
     ExperimentConfig { model, train, data }
@@ -166,6 +168,7 @@ pub fn moe_twin(dense: &ModelConfig, n_expert: usize, k: usize) -> ModelConfig {
         d_expert: (dense.d_ff / k.max(1)).max(1),
         n_expert_shared: 0,
         d_expert_shared: None,
+        shared_gate: false,
         gating: moe_model::Gating::Softmax,
         renormalize: true,
         route_scale: 1.0,
