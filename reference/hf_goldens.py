@@ -14,7 +14,8 @@ model classes (float32, eager attention), perturbs every norm weight away from o
 plus `tests/golden_hf/MANIFEST.json` (versions, tolerances, per-case details). Run from the
 repository root:
 
-    /root/refvenv/bin/python reference/hf_goldens.py
+    /root/refvenv/bin/python reference/hf_goldens.py            # every case
+    /root/refvenv/bin/python reference/hf_goldens.py qwen2_moe  # only these cases
 
 Deterministic: seeds are fixed; rerunning rewrites the same tensors. Fixtures are never edited
 by hand. Exact versions: reference/requirements-hf.txt.
@@ -38,6 +39,8 @@ from transformers import (
     MixtralForCausalLM,
     OlmoeConfig,
     OlmoeForCausalLM,
+    Qwen2MoeConfig,
+    Qwen2MoeForCausalLM,
     Qwen3Config,
     Qwen3ForCausalLM,
     Qwen3MoeConfig,
@@ -128,14 +131,31 @@ def cases():
             {},
             [0, 1],
         ),
+        (
+            "qwen2_moe",
+            Qwen2MoeConfig,
+            Qwen2MoeForCausalLM,
+            # q/k/v biases; layer 0 dense; layers 1, 2: top-2 of 6 renormalised + a sigmoid-gated shared expert
+            dict(COMMON, hidden_size=48, intermediate_size=64, moe_intermediate_size=32,
+                 shared_expert_intermediate_size=40, num_hidden_layers=3, num_attention_heads=4,
+                 num_key_value_heads=2, num_experts=6, num_experts_per_tok=2, norm_topk_prob=True,
+                 decoder_sparse_step=1, mlp_only_layers=[0], qkv_bias=True,
+                 rope_parameters={"rope_type": "default", "rope_theta": 1000000.0}, use_sliding_window=False,
+                 tie_word_embeddings=False),
+            {},
+            [1, 2],
+        ),
     ]
 
 
 def perturb_norms(model, gen):
-    """Every 1-D weight (norms) to 1 ± 0.3 so a missing or misplaced norm shows."""
+    """Every norm weight to 1 ± 0.3 and every q/k/v bias to ±0.3 so a missing or misplaced one shows."""
     with torch.no_grad():
         for name, p in model.named_parameters():
-            if p.dim() == 1:
+            if name.endswith("_proj.bias"):
+                assert any(f"{x}_proj.bias" in name for x in "qkv"), name
+                p.copy_(0.3 * (2 * torch.rand(p.shape, generator=gen) - 1))
+            elif p.dim() == 1:
                 assert name.endswith("norm.weight"), name
                 p.copy_(1.0 + 0.3 * (2 * torch.rand(p.shape, generator=gen) - 1))
             elif "bias" in name:
@@ -213,6 +233,11 @@ def make_case(name, cfg_cls, model_cls, kw, save_kw, moe_layers, seed):
 
 
 def main():
+    """`hf_goldens.py [CASE ...]`: regenerate the named cases (default: all) and update the manifest."""
+    only = set(sys.argv[1:])
+    unknown = only - {c[0] for c in cases()}
+    if unknown:
+        raise SystemExit(f"unknown case(s) {sorted(unknown)}")
     torch.set_num_threads(1)
     torch.use_deterministic_algorithms(True)
     os.makedirs(ROOT, exist_ok=True)
@@ -230,7 +255,13 @@ def main():
         },
         "cases": {},
     }
+    old = os.path.join(ROOT, "MANIFEST.json")
+    if only and os.path.exists(old):
+        with open(old) as f:
+            manifest["cases"] = json.load(f)["cases"]
     for i, (name, cfg_cls, model_cls, kw, save_kw, moe_layers) in enumerate(cases()):
+        if only and name not in only:
+            continue
         manifest["cases"][name] = make_case(name, cfg_cls, model_cls, kw, save_kw, moe_layers, seed=1000 + i)
         print(name, manifest["cases"][name]["bytes"], "bytes", manifest["cases"][name]["files"])
     with open(os.path.join(ROOT, "MANIFEST.json"), "w") as f:

@@ -27,6 +27,10 @@ pub enum Command {
     Bench(BenchCommand),
     /// Generate text from a trained run (KV-cached).
     Generate(GenerateArgs),
+    /// Full logits of a token sequence under a Hugging Face checkpoint, to a safetensors file.
+    Logits(LogitsArgs),
+    /// Write a run's latest checkpoint as a Hugging Face directory (Llama or Mixtral).
+    Export(ExportArgs),
     /// Dense vs MoE at equal training compute, with a report.
     Compare(CompareArgs),
     /// Sparsity ladder and dense compute ladder: compute multiplier vs n_expert.
@@ -74,11 +78,17 @@ pub struct EvalArgs {
 #[derive(Args, Debug)]
 pub struct InfoArgs {
     /// Experiment TOML.
-    #[arg(long, conflicts_with = "run", required_unless_present = "run")]
+    #[arg(long, conflicts_with_all = ["run", "model"], required_unless_present_any = ["run", "model"])]
     pub config: Option<PathBuf>,
     /// Run directory.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "model")]
     pub run: Option<PathBuf>,
+    /// Hugging Face checkpoint directory (config.json is read; weights are not loaded).
+    #[arg(long)]
+    pub model: Option<PathBuf>,
+    /// Context length for the attention FLOPs (default: the model's n_ctx).
+    #[arg(long)]
+    pub seq_len: Option<usize>,
     /// Override a config key (repeatable).
     #[arg(long = "set", value_name = "KEY=VALUE")]
     pub set: Vec<String>,
@@ -113,13 +123,36 @@ pub enum BenchCommand {
         #[arg(long, default_value_t = 5)]
         steps: usize,
     },
+    /// KV-cached decode throughput of a Hugging Face checkpoint: prefill, decode, latency, experts.
+    Infer {
+        /// Hugging Face checkpoint directory.
+        #[arg(long)]
+        model: PathBuf,
+        /// Batch sizes (comma-separated).
+        #[arg(long, value_delimiter = ',', default_value = "1,4,16")]
+        batch: Vec<usize>,
+        /// Random prompt tokens per sequence.
+        #[arg(long, default_value_t = 32)]
+        prompt_len: usize,
+        /// Decode steps.
+        #[arg(long, default_value_t = 16)]
+        n_decode: usize,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+    },
 }
 
 #[derive(Args, Debug)]
 pub struct GenerateArgs {
     /// Run directory.
+    #[arg(long, conflicts_with = "model", required_unless_present = "model")]
+    pub run: Option<PathBuf>,
+    /// Hugging Face checkpoint directory (needs its tokenizer.json; the chat template is not applied).
     #[arg(long)]
-    pub run: PathBuf,
+    pub model: Option<PathBuf>,
+    /// Prepend the checkpoint's bos_token_id (--model only; tokenizer post-processors are not run).
+    #[arg(long, requires = "model")]
+    pub add_bos: bool,
     /// Prompt text.
     #[arg(long)]
     pub prompt: String,
@@ -137,6 +170,29 @@ pub struct GenerateArgs {
     pub top_p: f32,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+}
+
+#[derive(Args, Debug)]
+pub struct LogitsArgs {
+    /// Hugging Face checkpoint directory.
+    #[arg(long)]
+    pub model: PathBuf,
+    /// Token ids, comma-separated.
+    #[arg(long, value_delimiter = ',', required = true)]
+    pub tokens: Vec<u32>,
+    /// Output safetensors file: `logits` [n_tok, n_vocab] f32 (written atomically).
+    #[arg(long)]
+    pub out: PathBuf,
+}
+
+#[derive(Args, Debug)]
+pub struct ExportArgs {
+    /// Run directory (its latest checkpoint is exported).
+    #[arg(long)]
+    pub run: PathBuf,
+    /// Output directory: config.json, generation_config.json, model.safetensors, tokenizer.json.
+    #[arg(long)]
+    pub out: PathBuf,
 }
 
 #[derive(Args, Debug)]

@@ -60,7 +60,7 @@ fn compare_tiny_end_to_end_reports_and_resumes() {
     let moe = &sum.models[1];
     assert_eq!(moe.balance.len(), 2);
     assert_eq!(moe.domains.len(), 2);
-    assert_eq!(moe.domains[0].domains.len(), 5);
+    assert_eq!(moe.domains[0].domains.len(), moe_data::synthetic::DOMAINS.len());
     assert!(sum.models[0].balance.is_empty() && sum.models[0].domains.is_empty());
     assert_eq!(sum.verdicts.len(), 1);
     assert!(sum.verdicts[0].gap.beyond_noise.is_some(), "two seeds measure noise");

@@ -19,7 +19,7 @@ use crate::error::{Error, Result};
 use crate::kv_cache::KvCache;
 use moe_kernels::embedding::embedding_forward;
 use moe_kernels::linear::linear_forward;
-use moe_model::layers::attention::qk_norm_forward;
+use moe_model::layers::attention::{qk_norm_forward, qkv_bias_forward};
 use moe_kernels::matmul::{matmul, MatmulShape};
 use moe_kernels::norm::rmsnorm_forward;
 use moe_kernels::{Par, Real};
@@ -159,6 +159,7 @@ pub fn forward_step_with<T: Real, S: AsRef<[u32]>>(
         linear_forward(&mut q, &h, &p[b.attn.wq.clone()], n, d, dq, Par::Pool); // [n, n_head·d_head]
         linear_forward(&mut k, &h, &p[b.attn.wk.clone()], n, d, dkv, Par::Pool); // [n, n_head_kv·d_head]
         linear_forward(&mut v, &h, &p[b.attn.wv.clone()], n, d, dkv, Par::Pool); // [n, n_head_kv·d_head]
+        qkv_bias_forward(p, &b.attn, &mut q, &mut k, &mut v);
         qk_norm_forward(p, &b.attn, &mut q, &mut k, model.cfg.norm_eps);
         model.rope.apply_at(&mut q, &positions, n_head);
         model.rope.apply_at(&mut k, &positions, n_kv);

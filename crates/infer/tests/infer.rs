@@ -292,3 +292,29 @@ fn kv_decode_equals_full_recompute_with_qk_norm_and_explicit_d_head() {
         check_kv_equals_full(&m, &seq, &[3, 1, 5]);
     }
 }
+
+#[test]
+fn kv_decode_equals_full_recompute_with_attn_bias_and_gated_shared_expert() {
+    // Qwen2-MoE features: q/k/v biases (moved away from zero) and a sigmoid-gated shared expert,
+    // with and without a q/k norm on top
+    for extra in ["", "qk_norm = \"head\"\n"] {
+        let c = cfg(&format!(
+            "{}attn_bias = true\n{extra}[moe]\nn_expert = 4\nn_expert_active = 2\nd_expert = 16\nn_expert_shared = 1\nd_expert_shared = 20\n\
+             shared_gate = true\nfirst_dense = 1\n",
+            DENSE.replace("n_layer = 2", "n_layer = 3")
+        ));
+        let mut m = model(c, 80);
+        let mut r = Rng::new(81);
+        for e in m.table.entries.clone() {
+            if e.name.ends_with(".bias") {
+                for v in &mut m.params[e.range()] {
+                    *v = 0.5 * r.normal() as f32;
+                }
+            }
+        }
+        assert!(m.table.get("layers.1.ffn.shared_gate.weight").is_some());
+        let seq = tokens(20, 48, 82);
+        check_kv_equals_full(&m, &seq, &[7]);
+        check_kv_equals_full(&m, &seq, &[3, 1, 5]);
+    }
+}

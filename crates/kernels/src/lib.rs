@@ -9,12 +9,15 @@
 pub mod act;
 pub mod adamw;
 pub mod attention;
+pub mod bandwidth;
 pub mod cross_entropy;
 pub mod embedding;
+pub mod gemv;
 pub mod linear;
 pub mod matmul;
 pub mod norm;
 pub mod peak;
+pub mod quant;
 mod real;
 pub mod rng;
 pub mod rope;

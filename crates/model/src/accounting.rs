@@ -8,7 +8,7 @@
 //!   per layer (the PaLM convention, at the given context length, causal mask not halved);
 //! - training FLOPs per token = 3 × forward.
 
-use crate::params::{build_layout, FfnLayout};
+use crate::params::{build_layout, FfnLayout, Init};
 use crate::ModelConfig;
 use serde::{Deserialize, Serialize};
 
@@ -68,8 +68,8 @@ pub fn account(cfg: &ModelConfig, seq_len: usize) -> ModelAccount {
                 ("moe", m.n_expert, total - routed + routed * k / m.n_expert as u64)
             }
         };
-        // norm weights are elementwise, not matmul parameters
-        let norm_params = 2 * d;
+        // norm weights and biases are elementwise, not matmul parameters
+        let norm_params: u64 = entries.iter().filter(|e| matches!(e.init, Init::Ones | Init::Zeros)).map(|e| e.len as u64).sum();
         let flops = 2.0 * (active - norm_params) as f64 + attn_ctx;
         layers.push(LayerAccount { layer: i, kind: kind.into(), n_expert, params_total: total, params_active: active, flops_fwd: flops });
     }

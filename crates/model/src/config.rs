@@ -64,6 +64,9 @@ fn default_scale() -> f64 {
 fn default_gating() -> Gating {
     Gating::Softmax
 }
+fn is_false(b: &bool) -> bool {
+    !*b
+}
 
 /// Architecture of a decoder-only Transformer whose FFN slot is dense or MoE per layer.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -87,6 +90,9 @@ pub struct ModelConfig {
     /// RMSNorm of q and k after the projections, before RoPE
     #[serde(default, skip_serializing_if = "QkNorm::is_none")]
     pub qk_norm: QkNorm,
+    /// biases on the q, k and v projections (`layers.{i}.attn.{wq,wk,wv}.bias`; Qwen2)
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub attn_bias: bool,
     /// RoPE base
     #[serde(default = "default_theta")]
     pub rope_theta: f64,
@@ -122,6 +128,10 @@ pub struct MoeConfig {
     /// width of one shared expert (default: `d_expert`)
     #[serde(default)]
     pub d_expert_shared: Option<usize>,
+    /// multiply the shared experts' output by `sigmoid(h · w)`, `w = layers.{i}.ffn.shared_gate.weight
+    /// [1, d_model]` (Qwen2-MoE); needs `n_expert_shared > 0`
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub shared_gate: bool,
     /// softmax or sigmoid scores
     #[serde(default = "default_gating")]
     pub gating: Gating,
@@ -265,6 +275,9 @@ impl ModelConfig {
                         return Err(invalid("model.moe.n_expert_active", format!("top-k {} is larger than n_expert {}", m.n_expert_active, n_expert)));
                     }
                 }
+            }
+            if m.shared_gate && m.n_expert_shared == 0 {
+                return Err(invalid("model.moe.shared_gate", "needs shared experts (n_expert_shared > 0)"));
             }
             if m.n_expert_shared > 0 && m.d_shared_one() == 0 {
                 return Err(invalid("model.moe.d_expert_shared", "must be > 0"));

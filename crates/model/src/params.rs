@@ -14,6 +14,8 @@ pub enum Init {
     Ones,
     /// N(0, std²)
     Normal(f32),
+    /// all zeros (biases)
+    Zeros,
 }
 
 /// One named tensor.
@@ -81,6 +83,9 @@ pub struct AttnLayout {
     pub q_norm: Option<Range<usize>>,
     /// k RMSNorm weight: `[d_head]` (per head) or `[n_head_kv·d_head]` (full width)
     pub k_norm: Option<Range<usize>>,
+    /// q/k/v projection biases `[n_head·d_head]`, `[n_head_kv·d_head]`, `[n_head_kv·d_head]`
+    /// (`attn_bias`); `None` = no biases
+    pub bias: Option<[Range<usize>; 3]>,
 }
 
 /// Ranges of a dense MLP (also used for shared experts).
@@ -113,6 +118,8 @@ pub struct MoeLayout {
     pub w_down: Range<usize>,
     /// shared experts as one SwiGLU MLP
     pub shared: Option<MlpLayout>,
+    /// `[1, d_model]`: sigmoid gate of the shared experts' output (`shared_gate`)
+    pub shared_gate: Option<Range<usize>>,
 }
 
 /// FFN slot of one block.
@@ -178,6 +185,7 @@ pub fn build_layout(cfg: &ModelConfig) -> (ParamTable, ModelLayout) {
             wo: t.push(format!("layers.{i}.attn.wo.weight"), &[d, cfg.n_head * dh], true, Init::Normal(std_out)),
             q_norm: None,
             k_norm: None,
+            bias: None,
         };
         let mut attn = attn;
         let qk_widths = match cfg.qk_norm {
@@ -188,6 +196,13 @@ pub fn build_layout(cfg: &ModelConfig) -> (ParamTable, ModelLayout) {
         if let Some((wq, wk)) = qk_widths {
             attn.q_norm = Some(t.push(format!("layers.{i}.attn.q_norm.weight"), &[wq], false, Init::Ones));
             attn.k_norm = Some(t.push(format!("layers.{i}.attn.k_norm.weight"), &[wk], false, Init::Ones));
+        }
+        if cfg.attn_bias {
+            attn.bias = Some([
+                t.push(format!("layers.{i}.attn.wq.bias"), &[cfg.n_head * dh], false, Init::Zeros),
+                t.push(format!("layers.{i}.attn.wk.bias"), &[cfg.n_head_kv * dh], false, Init::Zeros),
+                t.push(format!("layers.{i}.attn.wv.bias"), &[cfg.n_head_kv * dh], false, Init::Zeros),
+            ]);
         }
         let ffn_norm = t.push(format!("layers.{i}.ffn_norm.weight"), &[d], false, Init::Ones);
         let ffn = match kind {
@@ -205,7 +220,8 @@ pub fn build_layout(cfg: &ModelConfig) -> (ParamTable, ModelLayout) {
                 }
                 let shared = (m.n_expert_shared > 0)
                     .then(|| mlp_layout(&mut t, &format!("layers.{i}.ffn.shared"), d, m.d_shared(), Activation::Swiglu, std, std_out));
-                FfnLayout::Moe(MoeLayout { n_expert, router, w_gate, w_up, w_down, shared })
+                let shared_gate = (shared.is_some() && m.shared_gate).then(|| t.push(format!("layers.{i}.ffn.shared_gate.weight"), &[1, d], true, Init::Normal(std)));
+                FfnLayout::Moe(MoeLayout { n_expert, router, w_gate, w_up, w_down, shared, shared_gate })
             }
         };
         blocks.push(BlockLayout { attn_norm, attn, ffn_norm, ffn });

@@ -395,3 +395,30 @@ fn hf_hub_style_qwen3_moe_config_maps_placement_and_rope() {
     assert!(e.contains("`sliding_window`") && e.contains("hub/config.json"), "{e}");
     assert_eq!(parse_config(&c.to_string(), p, &HfOptions { n_ctx: Some(64) }).unwrap().cfg.n_ctx, 64);
 }
+
+#[test]
+fn hf_qwen2_moe_qkv_bias_and_gated_shared_expert_match_transformers() {
+    check_case("qwen2_moe", logits_tol());
+    let m = load_hf_dir(&golden_dir().join("qwen2_moe")).unwrap();
+    assert!(m.cfg.attn_bias);
+    let mc = m.cfg.moe.as_ref().unwrap();
+    assert_eq!((mc.first_dense, mc.renormalize, mc.n_expert_shared, mc.d_expert_shared, mc.shared_gate), (1, true, 1, Some(40), true));
+    assert_eq!(m.model.table.get("layers.0.attn.wq.bias").unwrap().shape, vec![48]);
+    assert_eq!(m.model.table.get("layers.2.attn.wv.bias").unwrap().shape, vec![24]);
+    assert_eq!(m.model.table.get("layers.1.ffn.shared_gate.weight").unwrap().shape, vec![1, 48]);
+    assert!(m.model.table.get("layers.0.ffn.shared_gate.weight").is_none(), "layer 0 is dense");
+    // a checkpoint without the gate or a bias is an error naming the tensor
+    for missing in ["model.layers.1.mlp.shared_expert_gate.weight", "model.layers.0.self_attn.k_proj.bias"] {
+        let dir = variant("qwen2_moe", |t| t.retain(|x| x.0 != missing), |_| {});
+        let e = load_err(dir.path());
+        assert!(e.contains(missing) && e.contains("missing"), "{e}");
+    }
+    // qkv_bias = false with biases in the file: unused tensors are an error
+    let dir = variant("qwen2_moe", |_| {}, |c| c["qkv_bias"] = Value::Bool(false));
+    let e = load_err(dir.path());
+    assert!(e.contains("_proj.bias") && e.contains("not used"), "{e}");
+    // and without the biases it loads as a bias-free model
+    let dir = variant("qwen2_moe", |t| t.retain(|x| !x.0.ends_with("_proj.bias")), |c| c["qkv_bias"] = Value::Bool(false));
+    let m = load_hf_dir(dir.path()).unwrap();
+    assert!(!m.cfg.attn_bias && m.model.table.get("layers.0.attn.wq.bias").is_none());
+}

@@ -1,26 +1,62 @@
-//! `moe generate`
+//! `moe generate`: from a run directory or a Hugging Face checkpoint.
 
 use crate::args::GenerateArgs;
 use anyhow::Context;
+use moe_data::Tokenizer;
 use moe_infer::{generate, SamplerConfig};
+use moe_model::hf::load_hf_dir;
+use moe_model::Transformer;
 use moe_train::load_run;
 use std::io::Write;
 
 pub fn run(a: GenerateArgs) -> anyhow::Result<()> {
-    let run = load_run(&a.run)?;
-    let prompt = run.tokenizer.encode(&a.prompt).context("encoding the prompt")?;
-    let room = run.model.cfg.n_ctx.saturating_sub(prompt.len());
+    match (&a.run, &a.model) {
+        (Some(run), _) => {
+            let run = load_run(run)?;
+            let prompt = run.tokenizer.encode(&a.prompt).context("encoding the prompt")?;
+            let stop = run.tokenizer.eos_token();
+            stream(&a, &run.model, &run.tokenizer, prompt, stop)
+        }
+        (None, Some(dir)) => {
+            let tok_path = dir.join("tokenizer.json");
+            if !tok_path.is_file() {
+                anyhow::bail!(
+                    "{} has no tokenizer.json; `moe generate --model` needs the checkpoint's Hugging Face tokenizer (use `moe logits --tokens` for raw token ids)",
+                    dir.display()
+                );
+            }
+            let tok = Tokenizer::from_file(&tok_path)?;
+            let m = load_hf_dir(dir).with_context(|| format!("loading {}", dir.display()))?;
+            let mut prompt = Vec::new();
+            if a.add_bos {
+                prompt.push(m.bos_token_id.with_context(|| format!("--add-bos: {} defines no bos_token_id", dir.display()))?);
+            }
+            prompt.extend(tok.encode(&a.prompt).context("encoding the prompt")?);
+            if let Some(&bad) = prompt.iter().find(|&&t| t as usize >= m.cfg.n_vocab) {
+                anyhow::bail!("the tokenizer produced id {bad}, outside the model's vocabulary ({})", m.cfg.n_vocab);
+            }
+            let stop = m.eos_token_ids.first().copied().or_else(|| tok.eos_token());
+            stream(&a, &m.model, &tok, prompt, stop)
+        }
+        (None, None) => anyhow::bail!("give --run DIR or --model HF_DIR"),
+    }
+}
+
+fn stream(a: &GenerateArgs, model: &Transformer<f32>, tok: &Tokenizer, prompt: Vec<u32>, stop: Option<u32>) -> anyhow::Result<()> {
+    if prompt.is_empty() {
+        anyhow::bail!("the prompt encodes to no tokens");
+    }
+    let n_ctx = model.cfg.n_ctx;
+    let room = n_ctx.saturating_sub(prompt.len());
     if room == 0 {
-        anyhow::bail!("the prompt has {} tokens; the model's n_ctx is {}", prompt.len(), run.model.cfg.n_ctx);
+        anyhow::bail!("the prompt has {} tokens; the model's n_ctx is {}", prompt.len(), n_ctx);
     }
     let max_new = a.max_tokens.min(room);
     let sampler = SamplerConfig { temperature: a.temperature, top_k: a.top_k, top_p: a.top_p, seed: a.seed };
-    let stop = run.tokenizer.eos_token();
     let mut stdout = std::io::stdout();
     write!(stdout, "{}", a.prompt)?;
     let mut pending: Vec<u32> = Vec::new();
-    let tok = &run.tokenizer;
-    let out = generate(&run.model, &prompt, max_new, &sampler, stop, |t| {
+    let out = generate(model, &prompt, max_new, &sampler, stop, |t| {
         // decode incrementally; hold back bytes that do not form complete UTF-8 yet
         pending.push(t);
         if let Ok(s) = tok.decode(&pending) {
@@ -41,7 +77,7 @@ pub fn run(a: GenerateArgs) -> anyhow::Result<()> {
         out.prefill_tokens_per_s,
         out.tokens.len(),
         out.decode_tokens_per_s,
-        if max_new < a.max_tokens { format!("; capped at n_ctx {}", run.model.cfg.n_ctx) } else { String::new() }
+        if max_new < a.max_tokens { format!("; capped at n_ctx {n_ctx}") } else { String::new() }
     );
     Ok(())
 }

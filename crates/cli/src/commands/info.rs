@@ -1,7 +1,10 @@
 //! `moe info`
 
 use crate::args::InfoArgs;
-use moe_model::accounting::account;
+use anyhow::Context;
+use moe_model::accounting::{account, ModelAccount};
+use moe_model::hf::{parse_config, HfOptions};
+use moe_model::ModelConfig;
 use moe_train::load_experiment;
 
 fn human(x: f64) -> String {
@@ -14,27 +17,59 @@ fn human(x: f64) -> String {
 }
 
 pub fn run(a: InfoArgs) -> anyhow::Result<()> {
+    if let Some(dir) = &a.model {
+        if !a.set.is_empty() {
+            anyhow::bail!("--set applies to experiment configs, not to --model");
+        }
+        let path = dir.join("config.json");
+        let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+        let hc = parse_config(&text, &path, &HfOptions::default())?;
+        let seq_len = a.seq_len.unwrap_or(hc.cfg.n_ctx);
+        let acc = account(&hc.cfg, seq_len);
+        if a.json {
+            println!("{}", serde_json::to_string_pretty(&serde_json::json!({ "architecture": hc.arch, "model": hc.cfg, "account": acc }))?);
+            return Ok(());
+        }
+        println!("checkpoint        {} ({})", dir.display(), hc.arch);
+        return print_table(&hc.cfg, &acc);
+    }
     let path = match (&a.config, &a.run) {
         (Some(c), _) => c.clone(),
         (None, Some(r)) => r.join("config.resolved.toml"),
-        (None, None) => anyhow::bail!("give --config FILE or --run DIR"),
+        (None, None) => anyhow::bail!("give --config FILE, --run DIR or --model HF_DIR"),
     };
     let (cfg, _) = load_experiment(&path, &a.set)?;
-    let acc = account(&cfg.model, cfg.train.seq_len);
+    let acc = account(&cfg.model, a.seq_len.unwrap_or(cfg.train.seq_len));
     if a.json {
         println!("{}", serde_json::to_string_pretty(&acc)?);
         return Ok(());
     }
-    let m = &cfg.model;
     println!("config            {}", path.display());
-    println!("architecture      {} layers, d_model {}, {} heads ({} KV), n_vocab {}, n_ctx {}", m.n_layer, m.d_model, m.n_head, m.n_head_kv, m.n_vocab, m.n_ctx);
+    print_table(&cfg.model, &acc)
+}
+
+fn print_table(m: &ModelConfig, acc: &ModelAccount) -> anyhow::Result<()> {
+    println!(
+        "architecture      {} layers, d_model {}, {} heads ({} KV) of {}, n_vocab {}, n_ctx {}{}{}{}",
+        m.n_layer,
+        m.d_model,
+        m.n_head,
+        m.n_head_kv,
+        m.d_head(),
+        m.n_vocab,
+        m.n_ctx,
+        if m.qk_norm.is_none() { String::new() } else { format!(", qk_norm {:?}", m.qk_norm).to_lowercase() },
+        if m.attn_bias { ", q/k/v bias" } else { "" },
+        if m.tie_embeddings { ", tied embeddings" } else { "" }
+    );
     if let Some(moe) = &m.moe {
         println!(
-            "moe               {} experts top-{} (d_expert {}), {} shared, {:?} gating, capacity {}",
+            "moe               {} experts top-{} (d_expert {}), {} shared{}, {:?} gating, capacity {}",
             moe.n_expert,
             moe.n_expert_active,
             moe.d_expert,
             moe.n_expert_shared,
+            if moe.shared_gate { " (sigmoid-gated)" } else { "" },
             moe.gating,
             if moe.capacity_factor > 0.0 { format!("{}", moe.capacity_factor) } else { "dropless".into() }
         );

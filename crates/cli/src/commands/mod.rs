@@ -3,8 +3,10 @@
 mod bench;
 mod compare;
 mod eval;
+mod export;
 mod generate;
 mod info;
+mod logits;
 mod tokenizer;
 mod train;
 
@@ -19,6 +21,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Tokenizer(c) => tokenizer::run(c),
         Command::Bench(c) => bench::run(c),
         Command::Generate(a) => generate::run(a),
+        Command::Logits(a) => logits::run(a),
+        Command::Export(a) => export::run(a),
         Command::Compare(a) => compare::run_compare(a),
         Command::Sweep(a) => compare::run_sweep(a),
     }

@@ -1,4 +1,4 @@
-//! The built-in synthetic corpus: five domains of ASCII text generated from a seed.
+//! The built-in synthetic corpus: six domains of ASCII text generated from a seed.
 //!
 //! It needs nothing outside the binary and is built so that a small byte-level model keeps
 //! improving for millions of tokens, while each domain has a clearly different structure (which
@@ -9,12 +9,15 @@
 //! - `recall`: random `key=value` pairs followed by `?key->value` queries answerable only by
 //!   looking back in the document;
 //! - `records`: CSV or JSON rows with a fixed schema whose fields depend on each other;
-//! - `prose`: sentences from a small probabilistic grammar with number agreement.
+//! - `prose`: sentences from a small probabilistic grammar with number agreement;
+//! - `facts`: statements about a fixed world of invented people (city, birth year, job, pet)
+//!   that recur across documents — predictable only from what the weights have stored.
 //!
 //! Documents are a few hundred bytes each. Domains are interleaved at random while keeping their
 //! byte totals within a few KB of each other, so shares are balanced at any corpus size.
 
 mod arithmetic;
+mod facts;
 mod formal;
 mod prose;
 mod recall;
@@ -25,7 +28,7 @@ use moe_kernels::rng::Rng;
 use crate::corpus::Document;
 
 /// The synthetic domains, in the order of their generator streams.
-pub const DOMAINS: [&str; 5] = ["arithmetic", "formal", "recall", "records", "prose"];
+pub const DOMAINS: [&str; 6] = ["arithmetic", "formal", "recall", "records", "prose", "facts"];
 
 /// A domain may be chosen only while its byte total is within this many bytes of the smallest.
 const BALANCE_SLACK: usize = 2048;
@@ -39,13 +42,14 @@ const DOC_LEN: (u64, u64) = (200, 600);
 /// documents, and each domain draws from its own random stream.
 pub fn generate(seed: u64, n_bytes: usize) -> Vec<Document> {
     let mut mix = Rng::derive(seed, 0);
-    let mut streams: [Rng; 5] = std::array::from_fn(|d| Rng::derive(seed, d as u64 + 1));
-    let mut bytes = [0usize; 5];
+    let mut streams: [Rng; 6] = std::array::from_fn(|d| Rng::derive(seed, d as u64 + 1));
+    let world = facts::World::new(&mut Rng::derive(seed, 100));
+    let mut bytes = [0usize; 6];
     let mut total = 0usize;
     let mut docs = Vec::new();
     while total < n_bytes {
         let min = bytes.iter().copied().min().unwrap_or(0);
-        let mut eligible = [0usize; 5];
+        let mut eligible = [0usize; 6];
         let mut n_eligible = 0;
         for (d, &b) in bytes.iter().enumerate() {
             if b <= min + BALANCE_SLACK {
@@ -55,7 +59,7 @@ pub fn generate(seed: u64, n_bytes: usize) -> Vec<Document> {
         }
         let d = eligible[mix.below(n_eligible as u64) as usize];
         let target = range(&mut mix, DOC_LEN.0, DOC_LEN.1) as usize;
-        let text = generate_domain(d, &mut streams[d], target);
+        let text = generate_domain(d, &mut streams[d], target, &world);
         bytes[d] += text.len();
         total += text.len();
         docs.push(Document {
@@ -67,13 +71,14 @@ pub fn generate(seed: u64, n_bytes: usize) -> Vec<Document> {
 }
 
 /// One document of domain index `d` (into [`DOMAINS`]) of about `target` bytes.
-fn generate_domain(d: usize, rng: &mut Rng, target: usize) -> String {
+fn generate_domain(d: usize, rng: &mut Rng, target: usize, world: &facts::World) -> String {
     match d {
         0 => arithmetic::document(rng, target),
         1 => formal::document(rng, target),
         2 => recall::document(rng, target),
         3 => records::document(rng, target),
-        _ => prose::document(rng, target),
+        4 => prose::document(rng, target),
+        _ => facts::document(world, rng, target),
     }
 }
 
@@ -136,7 +141,7 @@ mod tests {
     #[test]
     fn generate_domains_balanced_and_interleaved() {
         let docs = generate(7, 300_000);
-        let mut bytes = [0usize; 5];
+        let mut bytes = [0usize; DOMAINS.len()];
         for d in &docs {
             let i = DOMAINS
                 .iter()
@@ -147,7 +152,7 @@ mod tests {
         let total: usize = bytes.iter().sum();
         for (name, b) in DOMAINS.iter().zip(bytes) {
             let share = b as f64 / total as f64;
-            assert!((share - 0.2).abs() < 0.02, "{name} share {share}");
+            assert!((share - 1.0 / DOMAINS.len() as f64).abs() < 0.02, "{name} share {share}");
         }
         // Interleaved: no long run of one domain.
         let mut run = 1;

@@ -10,7 +10,7 @@ use serde_json::{Map, Value};
 use std::path::{Path, PathBuf};
 
 /// The architectures (`architectures[0]`) this module loads.
-pub const SUPPORTED: &[&str] = &["LlamaForCausalLM", "MixtralForCausalLM", "Qwen3ForCausalLM", "Qwen3MoeForCausalLM", "OlmoeForCausalLM"];
+pub const SUPPORTED: &[&str] = &["LlamaForCausalLM", "MixtralForCausalLM", "Qwen3ForCausalLM", "Qwen3MoeForCausalLM", "Qwen2MoeForCausalLM", "OlmoeForCausalLM"];
 
 /// Which weight-naming family an architecture uses.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -25,6 +25,8 @@ pub enum Family {
     Qwen3Moe,
     /// OlmoeForCausalLM (full-width q/k norm)
     Olmoe,
+    /// Qwen2MoeForCausalLM (q/k/v biases, sigmoid-gated shared expert)
+    Qwen2Moe,
 }
 
 /// A parsed and checked `config.json`.
@@ -122,6 +124,7 @@ pub fn parse_config(text: &str, path: &Path, opts: &HfOptions) -> Result<HfConfi
         "Qwen3ForCausalLM" => Family::Qwen3,
         "Qwen3MoeForCausalLM" => Family::Qwen3Moe,
         "OlmoeForCausalLM" => Family::Olmoe,
+        "Qwen2MoeForCausalLM" => Family::Qwen2Moe,
         other => return Err(f.err("architectures", format!("architecture `{other}` is not supported (supported: {})", SUPPORTED.join(", ")))),
     };
 
@@ -131,6 +134,11 @@ pub fn parse_config(text: &str, path: &Path, opts: &HfOptions) -> Result<HfConfi
             return Err(f.err("hidden_act", format!("`{act}` is not supported (only silu: SwiGLU)")));
         }
     }
+    // Qwen2-MoE: `qkv_bias` (transformers ≥ 5; default true, and always true before) → attn_bias
+    let attn_bias = match family {
+        Family::Qwen2Moe => f.bool_or("qkv_bias", true)?,
+        _ => false,
+    };
     f.must_be_off("attention_bias", "no attention biases")?;
     f.must_be_off("mlp_bias", "no MLP biases")?;
     if f.get("clip_qkv").is_some() {
@@ -163,7 +171,7 @@ pub fn parse_config(text: &str, path: &Path, opts: &HfOptions) -> Result<HfConfi
     let qk_norm = match family {
         Family::Qwen3 | Family::Qwen3Moe => QkNorm::Head,
         Family::Olmoe => QkNorm::Full,
-        Family::Llama | Family::Mixtral => QkNorm::None,
+        Family::Llama | Family::Mixtral | Family::Qwen2Moe => QkNorm::None,
     };
     let intermediate = f.usize_opt("intermediate_size")?;
     let moe = match family {
@@ -185,6 +193,26 @@ pub fn parse_config(text: &str, path: &Path, opts: &HfOptions) -> Result<HfConfi
                 Some(m)
             }
         }
+        Family::Qwen2Moe => {
+            let n_expert = num_experts(&f)?;
+            if n_expert == 0 {
+                None
+            } else {
+                let mut m = moe_cfg(n_expert, f.usize("num_experts_per_tok")?, f.usize("moe_intermediate_size")?, f.bool_or("norm_topk_prob", false)?);
+                let (every, first_dense) = qwen3_moe_placement(&f, n_layer)?;
+                m.every = every;
+                m.first_dense = first_dense;
+                // one shared expert whose output is scaled by sigmoid(shared_expert_gate · h)
+                let d_shared = f.usize("shared_expert_intermediate_size")?;
+                if d_shared == 0 {
+                    return Err(f.err("shared_expert_intermediate_size", "must be > 0"));
+                }
+                m.n_expert_shared = 1;
+                m.d_expert_shared = Some(d_shared);
+                m.shared_gate = true;
+                Some(m)
+            }
+        }
     };
     // Mixtral and OLMoE use intermediate_size for the experts; their layers are all MoE
     let needs_dense = moe.as_ref().is_none_or(|m| m.first_dense > 0 || m.every > 1);
@@ -201,6 +229,7 @@ pub fn parse_config(text: &str, path: &Path, opts: &HfOptions) -> Result<HfConfi
         n_head_kv,
         d_head,
         qk_norm,
+        attn_bias,
         rope_theta,
         norm_eps: f.f64_or("rms_norm_eps", 1e-6)?,
         tie_embeddings: f.bool_or("tie_word_embeddings", false)?,
@@ -219,6 +248,7 @@ fn moe_cfg(n_expert: usize, k: usize, d_expert: usize, renormalize: bool) -> Moe
         d_expert,
         n_expert_shared: 0,
         d_expert_shared: None,
+        shared_gate: false,
         gating: Gating::Softmax,
         renormalize,
         route_scale: 1.0,
@@ -279,7 +309,7 @@ fn rope_theta(f: &Fields<'_>) -> Result<f64> {
 /// A sliding window is fine only when it covers the whole context (it then masks nothing).
 fn sliding_window(f: &Fields<'_>, family: Family, n_ctx: usize) -> Result<()> {
     let active = match family {
-        Family::Qwen3 | Family::Qwen3Moe => f.bool_or("use_sliding_window", false)?,
+        Family::Qwen3 | Family::Qwen3Moe | Family::Qwen2Moe => f.bool_or("use_sliding_window", false)?,
         // transformers' Mixtral and OLMoE pass `sliding_window` to attention; Llama never reads it
         Family::Mixtral | Family::Olmoe => true,
         Family::Llama => false,

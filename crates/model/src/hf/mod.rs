@@ -8,6 +8,7 @@
 //! ```
 
 pub mod config;
+pub mod export;
 pub mod weights;
 
 pub use config::{parse_config, Family, HfConfig, HfOptions, SUPPORTED};

@@ -145,6 +145,11 @@ pub fn load_weights(dir: &Path, files: &[PathBuf], hc: &HfConfig) -> Result<Tran
             direct(&mut src, &mut m, "self_attn.q_norm.weight", "attn.q_norm.weight", &[qn.len()])?;
             direct(&mut src, &mut m, "self_attn.k_norm.weight", "attn.k_norm.weight", &[kn.len()])?;
         }
+        if block.attn.bias.is_some() {
+            direct(&mut src, &mut m, "self_attn.q_proj.bias", "attn.wq.bias", &[dq])?;
+            direct(&mut src, &mut m, "self_attn.k_proj.bias", "attn.wk.bias", &[dkv])?;
+            direct(&mut src, &mut m, "self_attn.v_proj.bias", "attn.wv.bias", &[dkv])?;
+        }
         direct(&mut src, &mut m, "post_attention_layernorm.weight", "ffn_norm.weight", &[d])?;
         match &block.ffn {
             FfnLayout::Dense(ml) => {
@@ -180,6 +185,16 @@ pub fn load_weights(dir: &Path, files: &[PathBuf], hc: &HfConfig) -> Result<Tran
                 put(&mut m, &format!("{ours}.ffn.experts.w_gate"), &gate);
                 put(&mut m, &format!("{ours}.ffn.experts.w_up"), &up);
                 put(&mut m, &format!("{ours}.ffn.experts.w_down"), &down);
+                if let Some(sl) = &ml.shared {
+                    // Qwen2-MoE: mlp.shared_expert.{gate,up,down}_proj + mlp.shared_expert_gate [1, d]
+                    let f = sl.d_ff;
+                    direct(&mut src, &mut m, &format!("{prefix}.shared_expert.gate_proj.weight"), "ffn.shared.w_gate.weight", &[f, d])?;
+                    direct(&mut src, &mut m, &format!("{prefix}.shared_expert.up_proj.weight"), "ffn.shared.w_up.weight", &[f, d])?;
+                    direct(&mut src, &mut m, &format!("{prefix}.shared_expert.down_proj.weight"), "ffn.shared.w_down.weight", &[d, f])?;
+                    if ml.shared_gate.is_some() {
+                        direct(&mut src, &mut m, &format!("{prefix}.shared_expert_gate.weight"), "ffn.shared_gate.weight", &[1, d])?;
+                    }
+                }
             }
         }
     }

@@ -42,6 +42,26 @@ pub fn qk_norm_forward<T: Real>(p: &[T], lay: &AttnLayout, q: &mut [T], k: &mut 
     }
 }
 
+/// Add the q/k/v biases of `lay` (if any) to the projected `q`, `k`, `v` (rows of their widths),
+/// before the q/k norm. For callers that run their own attention (KV-cached decode).
+pub fn qkv_bias_forward<T: Real>(p: &[T], lay: &AttnLayout, q: &mut [T], k: &mut [T], v: &mut [T]) {
+    if let Some(b) = &lay.bias {
+        for (x, r) in [(q, &b[0]), (k, &b[1]), (v, &b[2])] {
+            let bias = &p[r.clone()];
+            for row in x.chunks_mut(bias.len()) {
+                row.iter_mut().zip(bias).for_each(|(a, &c)| *a += c);
+            }
+        }
+    }
+}
+
+/// Column sums of `d [rows, width]` accumulated into `g [width]` (a bias gradient).
+fn bias_backward<T: Real>(g: &mut [T], d: &[T]) {
+    for row in d.chunks(g.len()) {
+        g.iter_mut().zip(row).for_each(|(a, &c)| *a += c);
+    }
+}
+
 /// Forward over `h [n_seq·seq_len, d_model]`; returns the projected output `[n, d_model]`.
 pub fn attention_block_forward<T: Real>(
     p: &[T],
@@ -60,6 +80,7 @@ pub fn attention_block_forward<T: Real>(
     linear_forward(&mut q, h, &p[lay.wq.clone()], n, d_model, dq, Par::Pool); // [n, n_head·d_head]
     linear_forward(&mut k, h, &p[lay.wk.clone()], n, d_model, dkv, Par::Pool); // [n, n_head_kv·d_head]
     linear_forward(&mut v, h, &p[lay.wv.clone()], n, d_model, dkv, Par::Pool); // [n, n_head_kv·d_head]
+    qkv_bias_forward(p, lay, &mut q, &mut k, &mut v); // + b_q, b_k, b_v (attn_bias)
     let (mut q_pre, mut k_pre, mut q_rstd, mut k_rstd) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     if let (Some(qn), Some(kn)) = (&lay.q_norm, &lay.k_norm) {
         (q_pre, q_rstd) = norm_rows(&mut q, &p[qn.clone()], eps); // rows of d_head or n_head·d_head
@@ -108,6 +129,11 @@ pub fn attention_block_backward<T: Real>(
             rmsnorm_backward(&mut d_pre, &mut g[r.clone()], d_x, pre, &p[r.clone()], rstd, rows, w);
             *d_x = d_pre;
         }
+    }
+    if let Some(b) = &lay.bias {
+        bias_backward(&mut g[b[0].clone()], &d_q);
+        bias_backward(&mut g[b[1].clone()], &d_k);
+        bias_backward(&mut g[b[2].clone()], &d_v);
     }
     linear_backward(Some(&mut *d_h), true, &mut g[lay.wq.clone()], &d_q, h, &p[lay.wq.clone()], n, d_model, dq_w, Par::Pool);
     linear_backward(Some(&mut *d_h), true, &mut g[lay.wk.clone()], &d_k, h, &p[lay.wk.clone()], n, d_model, dkv_w, Par::Pool);

@@ -29,6 +29,9 @@ pub struct MoeSaved<T> {
     dispatch: Dispatch,
     experts: ExpertsSaved<T>,
     shared: Option<MlpSaved<T>>,
+    /// with `shared_gate`: the shared experts' output before the gate `[n_tok, d_model]` and
+    /// `sigmoid(h · w_gate) [n_tok]`
+    shared_gate: Option<(Vec<T>, Vec<T>)>,
 }
 
 /// Output of one MoE FFN forward.
@@ -61,12 +64,20 @@ pub fn moe_forward<T: Real>(
     let routing = route(&p[lay.router.clone()], h, n_tok, d_model, settings, selection_bias);
     let disp = dispatch(&routing);
     let experts = experts_forward(p, lay, h, &disp, d_model, cfg.d_expert);
-    let (mut out, shared) = match &lay.shared {
+    let (mut out, shared, shared_gate) = match &lay.shared {
         Some(sl) => {
-            let (o, s) = mlp_forward(p, sl, h, n_tok, d_model, Par::Pool);
-            (o, Some(s))
+            let (mut o, s) = mlp_forward(p, sl, h, n_tok, d_model, Par::Pool);
+            let gate = lay.shared_gate.as_ref().map(|gr| {
+                // out_shared[t] = sigmoid(h[t] · w) · mlp(h[t])
+                let w = &p[gr.clone()];
+                let sig: Vec<T> = h.chunks(d_model).map(|ht| sigmoid(ht.iter().zip(w).map(|(&a, &b)| a * b).sum())).collect();
+                let pre = o.clone();
+                o.chunks_mut(d_model).zip(&sig).for_each(|(row, &sg)| row.iter_mut().for_each(|x| *x *= sg));
+                (pre, sig)
+            });
+            (o, Some(s), gate)
         }
-        None => (vec![T::ZERO; n_tok * d_model], None),
+        None => (vec![T::ZERO; n_tok * d_model], None, None),
     };
     // combine: out[t] += Σ_slots w · y[row]
     out.par_chunks_mut(d_model).enumerate().for_each(|(t, o)| {
@@ -92,7 +103,11 @@ pub fn moe_forward<T: Real>(
         entropy_sum: entropy_sum(&routing),
         n_tok: n_tok as u64,
     };
-    MoeForward { out, saved: MoeSaved { routing, dispatch: disp, experts, shared }, aux, stats }
+    MoeForward { out, saved: MoeSaved { routing, dispatch: disp, experts, shared, shared_gate }, aux, stats }
+}
+
+fn sigmoid<T: Real>(z: T) -> T {
+    T::ONE / (T::ONE + (T::ZERO - z).exp())
 }
 
 /// Backward of [`moe_forward`]: **accumulates** into `d_h` and the gradients in `g`.
@@ -114,7 +129,28 @@ pub fn moe_backward<T: Real>(
     let r = &s.routing;
     let (e, k) = (lay.n_expert, r.settings.k);
     if let (Some(sl), Some(ss)) = (&lay.shared, &s.shared) {
-        mlp_backward(d_h, g, d_out, h, ss, p, sl, n_tok, d_model, Par::Pool);
+        match (&lay.shared_gate, &s.shared_gate) {
+            (Some(gr), Some((pre, sig))) => {
+                // y = σ(z)·m, z = h·w: d_m = σ·d_y, d_z = (d_y·m)·σ(1−σ), d_w = Σ d_z·h, d_h += d_z·w
+                let w = &p[gr.clone()];
+                let mut d_m = vec![T::ZERO; n_tok * d_model];
+                let mut d_z = vec![T::ZERO; n_tok];
+                for t in 0..n_tok {
+                    let r = t * d_model..(t + 1) * d_model;
+                    let sg = sig[t];
+                    let dot: T = d_out[r.clone()].iter().zip(&pre[r.clone()]).map(|(&a, &b)| a * b).sum();
+                    d_z[t] = dot * sg * (T::ONE - sg);
+                    d_m[r.clone()].iter_mut().zip(&d_out[r]).for_each(|(a, &b)| *a = sg * b);
+                }
+                mlp_backward(d_h, g, &d_m, h, ss, p, sl, n_tok, d_model, Par::Pool);
+                let gw = &mut g[gr.clone()];
+                for ((&dz, ht), dht) in d_z.iter().zip(h.chunks(d_model)).zip(d_h.chunks_mut(d_model)) {
+                    gw.iter_mut().zip(ht).for_each(|(a, &b)| *a += dz * b);
+                    dht.iter_mut().zip(w).for_each(|(a, &b)| *a += dz * b);
+                }
+            }
+            _ => mlp_backward(d_h, g, d_out, h, ss, p, sl, n_tok, d_model, Par::Pool),
+        }
     }
     // d_weight[t,s] = d_out[t] · y[row]; d_y[row] = w · d_out[t]
     let mut d_weight = vec![T::ZERO; n_tok * k];

@@ -47,6 +47,7 @@ pub fn perturb<T: Real>(m: &mut Transformer<T>, scale: f64, seed: u64) {
             *p = match e.init {
                 Init::Ones => T::from_f64(1.0 + 0.25 * rng.sym()),
                 Init::Normal(_) => T::from_f64(p.to_f64() * scale),
+                Init::Zeros => T::from_f64(0.3 * rng.sym()),
             };
         }
     }

@@ -1,0 +1,189 @@
+//! End-to-end tests of the Hugging Face commands of the `moe` binary on the tiny checkpoints of
+//! `tests/golden_hf/`: `moe info/logits/generate/bench infer --model` and `moe export`.
+
+use moe_model::checkpoint::tensor_f32;
+use safetensors::SafeTensors;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn golden(case: &str) -> PathBuf {
+    repo().join("tests/golden_hf").join(case)
+}
+
+fn moe(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_moe")).args(args).current_dir(repo()).env("RAYON_NUM_THREADS", "2").output().expect("run moe")
+}
+
+fn ok(args: &[&str]) -> String {
+    let o = moe(args);
+    let (out, err) = (String::from_utf8_lossy(&o.stdout).into_owned(), String::from_utf8_lossy(&o.stderr).into_owned());
+    assert!(o.status.success(), "moe {args:?} failed ({:?})\nstdout:\n{out}\nstderr:\n{err}", o.status);
+    out
+}
+
+fn fails(args: &[&str], needles: &[&str]) {
+    let o = moe(args);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "moe {args:?} should fail with exit 2; stderr:\n{err}");
+    assert!(!err.contains("panicked"), "moe {args:?} panicked:\n{err}");
+    for n in needles {
+        assert!(err.contains(n), "moe {args:?}: stderr should mention {n:?}:\n{err}");
+    }
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().expect("utf-8 path")
+}
+
+fn i64s(st: &SafeTensors<'_>, name: &str) -> Vec<u32> {
+    st.tensor(name).unwrap().data().chunks_exact(8).map(|b| i64::from_le_bytes(b.try_into().unwrap()) as u32).collect()
+}
+
+fn cases() -> Vec<String> {
+    let m: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(repo().join("tests/golden_hf/MANIFEST.json")).unwrap()).unwrap();
+    m["cases"].as_object().unwrap().keys().cloned().collect()
+}
+
+/// (first sequence's tokens, its logits [seq_len · n_vocab], greedy continuation)
+fn expected(case: &str) -> (Vec<u32>, Vec<f32>, Vec<u32>) {
+    let path = golden(case).join("expected.safetensors");
+    let bytes = std::fs::read(&path).unwrap();
+    let st = SafeTensors::deserialize(&bytes).unwrap();
+    let (shape, logits) = tensor_f32(&st, "logits", &path).unwrap();
+    let (seq_len, v) = (shape[1], shape[2]);
+    (i64s(&st, "tokens")[..seq_len].to_vec(), logits[..seq_len * v].to_vec(), i64s(&st, "greedy"))
+}
+
+fn read_logits(path: &Path) -> (Vec<usize>, Vec<f32>) {
+    let bytes = std::fs::read(path).unwrap();
+    let st = SafeTensors::deserialize(&bytes).unwrap();
+    tensor_f32(&st, "logits", path).unwrap()
+}
+
+fn max_abs_rel(a: &[f32], b: &[f32]) -> f64 {
+    assert_eq!(a.len(), b.len());
+    let d = a.iter().zip(b).map(|(x, y)| (x - y).abs() as f64).fold(0.0, f64::max);
+    d / b.iter().map(|y| y.abs() as f64).fold(0.0, f64::max)
+}
+
+#[test]
+fn cli_logits_of_every_golden_model_equal_transformers() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases = cases();
+    assert!(cases.len() >= 7);
+    for case in cases {
+        let (tokens, want, _) = expected(&case);
+        let list = tokens.iter().map(|t| t.to_string()).collect::<Vec<_>>().join(",");
+        let out = dir.path().join(format!("{case}.safetensors"));
+        let msg = ok(&["logits", "--model", s(&golden(&case)), "--tokens", &list, "--out", s(&out)]);
+        assert!(msg.contains("wrote") && msg.contains(&format!("[{}, 128]", tokens.len())), "{msg}");
+        let (shape, got) = read_logits(&out);
+        assert_eq!(shape, vec![tokens.len(), 128], "{case}");
+        let rel = max_abs_rel(&got, &want);
+        assert!(rel <= 1e-4, "{case}: moe logits vs transformers: max-abs-rel {rel:e}");
+        eprintln!("{case}: moe logits max-abs-rel {rel:.2e}");
+    }
+    // no temp file is left next to the output
+    let names: Vec<String> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    assert!(names.iter().all(|n| n.ends_with(".safetensors") && !n.starts_with('.')), "{names:?}");
+}
+
+#[test]
+fn cli_logits_errors_exit_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("l.safetensors");
+    fails(&["logits", "--model", s(&golden("llama")), "--tokens", "1,2,500", "--out", s(&out)], &["500", "vocabulary"]);
+    fails(&["logits", "--model", s(dir.path()), "--tokens", "1", "--out", s(&out)], &["config.json"]);
+    assert!(!out.exists());
+}
+
+#[test]
+fn cli_info_model_reads_config_json_only() {
+    let out = ok(&["info", "--model", s(&golden("qwen2_moe"))]);
+    for needle in ["Qwen2MoeForCausalLM", "q/k/v bias", "1 shared (sigmoid-gated)", "active per token", "FLOPs per token", "at seq_len 64"] {
+        assert!(out.contains(needle), "{needle:?} missing:\n{out}");
+    }
+    let js: serde_json::Value = serde_json::from_str(&ok(&["info", "--model", s(&golden("mixtral")), "--json", "--seq-len", "16"])).unwrap();
+    assert_eq!(js["architecture"], "MixtralForCausalLM");
+    assert_eq!(js["account"]["seq_len"], 16);
+    assert!(js["account"]["params_active"].as_u64().unwrap() < js["account"]["params_total"].as_u64().unwrap());
+    let dense: serde_json::Value = serde_json::from_str(&ok(&["info", "--model", s(&golden("llama")), "--json"])).unwrap();
+    assert_eq!(dense["account"]["params_active"], dense["account"]["params_total"]);
+    fails(&["info", "--model", s(&golden("llama")), "--config", "configs/tiny/dense.toml"], &["cannot be used with"]);
+}
+
+/// A WordLevel tokenizer.json whose token `i` is the word `w{i}` (so any token sequence is text).
+fn word_tokenizer(n_vocab: usize) -> String {
+    let vocab: serde_json::Map<String, serde_json::Value> = (0..n_vocab).map(|i| (format!("w{i}"), serde_json::json!(i))).collect();
+    serde_json::json!({
+        "version": "1.0", "truncation": null, "padding": null, "added_tokens": [], "normalizer": null,
+        "pre_tokenizer": { "type": "WhitespaceSplit" }, "post_processor": null, "decoder": null,
+        "model": { "type": "WordLevel", "vocab": vocab, "unk_token": "w0" }
+    })
+    .to_string()
+}
+
+#[test]
+fn cli_generate_model_is_greedy_kv_cached_and_needs_a_tokenizer() {
+    fails(&["generate", "--model", s(&golden("llama")), "--prompt", "hi"], &["tokenizer.json"]);
+    for case in ["llama", "qwen2_moe"] {
+        let dir = tempfile::tempdir().unwrap();
+        for f in std::fs::read_dir(golden(case)).unwrap() {
+            let p = f.unwrap().path();
+            std::fs::copy(&p, dir.path().join(p.file_name().unwrap())).unwrap();
+        }
+        std::fs::write(dir.path().join("tokenizer.json"), word_tokenizer(128)).unwrap();
+        let (tokens, _, greedy) = expected(case);
+        let prompt = tokens.iter().map(|t| format!("w{t}")).collect::<Vec<_>>().join(" ");
+        let out = ok(&["generate", "--model", s(dir.path()), "--prompt", &prompt, "--max-tokens", &greedy.len().to_string(), "--temperature", "0"]);
+        // the continuation streams token by token: w{a}w{b}… (eos 2 would stop it early)
+        let n = greedy.iter().position(|&t| t == 2).map_or(greedy.len(), |i| i + 1);
+        let want: String = greedy[..n].iter().map(|t| format!("w{t}")).collect();
+        assert_eq!(out.trim_end(), format!("{prompt}{want}"), "{case}");
+    }
+}
+
+#[test]
+fn cli_bench_infer_reports_throughput_and_experts() {
+    let out = ok(&["bench", "infer", "--model", s(&golden("mixtral")), "--batch", "1,3", "--prompt-len", "6", "--n-decode", "3"]);
+    for needle in ["prefill tok/s", "decode tok/s", "latency ms/tok", "distinct experts/step", "(uniform"] {
+        assert!(out.contains(needle), "{needle:?} missing:\n{out}");
+    }
+    let rows: Vec<&str> = out.lines().filter(|l| l.trim_start().starts_with(['1', '3'])).collect();
+    assert_eq!(rows.len(), 2, "{out}");
+    let dense = ok(&["bench", "infer", "--model", s(&golden("llama")), "--batch", "2", "--prompt-len", "4", "--n-decode", "2"]);
+    assert!(dense.contains("(dense)"), "{dense}");
+    fails(&["bench", "infer", "--model", s(&golden("llama")), "--prompt-len", "60", "--n-decode", "10"], &["context"]);
+}
+
+#[test]
+fn cli_export_mixtral_and_llama_runs_round_trip() {
+    let dir = tempfile::tempdir().unwrap();
+    for (preset, arch) in [("mixtral", "MixtralForCausalLM"), ("dense", "LlamaForCausalLM")] {
+        let run = dir.path().join(preset);
+        ok(&["train", "--config", &format!("configs/tiny/{preset}.toml"), "--set", "train.steps=2", "--out", s(&run), "--quiet"]);
+        let hf = dir.path().join(format!("{preset}-hf"));
+        let out = ok(&["export", "--run", s(&run), "--out", s(&hf)]);
+        assert!(out.contains(arch) && out.contains("tokenizer.json"), "{out}");
+        for f in ["config.json", "generation_config.json", "model.safetensors", "tokenizer.json"] {
+            assert!(hf.join(f).is_file(), "{preset}: {f} missing");
+        }
+        let info = ok(&["info", "--model", s(&hf)]);
+        assert!(info.contains(arch), "{info}");
+        // the exported checkpoint generates exactly what the run generates (byte tokenizer.json)
+        let prompt = "12+3=";
+        let a = ok(&["generate", "--run", s(&run), "--prompt", prompt, "--max-tokens", "12", "--temperature", "0"]);
+        let b = ok(&["generate", "--model", s(&hf), "--prompt", prompt, "--max-tokens", "12", "--temperature", "0"]);
+        assert_eq!(a, b, "{preset}: run vs exported generation");
+        assert!(a.starts_with(prompt));
+    }
+    // configs that do not map are errors naming the field
+    let run = dir.path().join("deepseek");
+    ok(&["train", "--config", "configs/tiny/deepseek.toml", "--set", "train.steps=1", "--out", s(&run), "--quiet"]);
+    fails(&["export", "--run", s(&run), "--out", s(&dir.path().join("x"))], &["model.moe.first_dense", "Mixtral"]);
+    assert!(!dir.path().join("x").exists(), "nothing written for a config that does not map");
+}

@@ -1,0 +1,735 @@
+//! Skinny matrix products for decoding: `y[m, n] = x[m, k] · W[n, k]ᵀ` with few rows `m`.
+//!
+//! At batch 1–32 a decode step reads every weight row once for a handful of tokens, so the work is
+//! bound by memory bandwidth, not FLOPs: what matters is streaming `W` exactly once per call (all
+//! `m` rows of `x` are applied to a block of `W` rows while it sits in L1/L2) and keeping every core
+//! streaming. The `gemm` crate is fine at `m = 1` (within ~20% of these kernels with f32 weights)
+//! but its packed path for `m ≥ 2` ran 8–10× slower than these kernels in `tests/gemv_roofline.rs`.
+//!
+//! Layout: `W` row-major `[n, k]` (PyTorch layout, one row per output feature) in any
+//! [`Weights`] format; `x` row-major `[m, k]` f32; `y` row-major `[m, n]` f32, **overwritten**.
+//! Work is split over output rows `n` in chunks (rayon, [`Par::Pool`]); every `m` is accepted but
+//! the kernels are tuned for `m ≤ 8` (rows of `x` go four at a time through the micro-kernel, each
+//! against four rows of `W`, so `m = 8` re-reads each `W` block once from L1/L2, never from DRAM).
+//!
+//! Kernels ([`Kernel`]), chosen at run time:
+//! * [`Kernel::Avx512`] (x86-64 with AVX-512 F/BW/VL): 16-lane FMAs, 4 rows of `W` × up to 4 rows
+//!   of `x` per micro-kernel (4–16 accumulators), masked loads for the `k % 16` tail, and a
+//!   software prefetch of the next four-row block (rows of 1–2 KiB, typical for int8/bf16, are too
+//!   short for the hardware prefetcher: adding it made int8 `m = 1` about 2× faster).
+//!   - f32: plain loads.
+//!   - bf16: one 64-byte load = 32 weights; `<< 16` gives the even ones as f32, `& 0xFFFF0000` the
+//!     odd ones (both exact, no cross-lane conversion); `x` is split into even/odd columns per
+//!     32-block once per call to match. Products are exact, so the result is as accurate as f32.
+//!   - int8: 16 i8 → i32 → f32 (exact), FMA against f32 `x`, the row's scale applied once at the
+//!     end (`y = scale · Σ q·x`). Only the f32 accumulation rounds, as for f32 weights.
+//! * [`Kernel::Avx512Bf16Dot`] (bf16 weights only; needs AVX512_BF16): `x` is first rounded to
+//!   bf16 and `_mm512_dpbf16_ps` does 32 products per instruction. **Costs accuracy**: rounding `x`
+//!   adds an error up to `2⁻⁸ · Σ_p |x_p · w_p|` per output (about 2⁻⁸·√k·rms in practice), on top
+//!   of the weights' own bf16 rounding. Never chosen by [`Kernel::Auto`].
+//! * [`Kernel::Avx512Vnni`] (int8 weights only; needs AVX512_VNNI): each row of `x` is quantised
+//!   to symmetric int8 (`sx_i = max|x_i|/127`) and `vpdpbusd` does 64 exact integer
+//!   multiply-adds per instruction; `y = sx_i · scale_j · Σ xq·q`. **Costs accuracy**: each `x`
+//!   value moves by up to `max|x_i|/254`, so an output moves by up to
+//!   `max|x_i|/254 · Σ_p |w_jp|` (typically `≈ max|x_i|·rms(w)·√k / 440`), which is large when
+//!   activations have outliers. Never chosen by [`Kernel::Auto`].
+//! * [`Kernel::Portable`]: the same maths in plain Rust written for auto-vectorisation (8-lane
+//!   accumulator arrays, four rows of `x` per pass over a row of `W`), for every CPU; the tests call it directly so machines without AVX-512
+//!   still check it.
+//!
+//! Batch invariance: every kernel computes `y[i, ·]` from `x[i, ·]` alone with a fixed operation
+//! order, whatever `m`, the row's position in the batch or the thread chunking, so a sequence's
+//! output is bit-identical whichever batch it is decoded in (tested).
+//!
+//! Error (all exact-`x` kernels): each output differs from the exact dot product of `x` with the
+//! stored weights by at most about `(k/L + L) · 2⁻²⁴ · Σ_p |x_p · w_p|` (f32 accumulation in
+//! `L` lanes: 16 for AVX-512, 8 portable); the tests use the looser `(k + 16) · 2⁻²³ · Σ|x·w|`. [`naive::gemv`] is the twin
+//! (f64 accumulation over the dequantised weights).
+
+use crate::matmul::Par;
+use crate::quant::{bf16_bits_to_f32, quantize_i8, Weights};
+use rayon::prelude::*;
+
+/// Which implementation [`gemv_with`] runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Kernel {
+    /// The fastest exact-`x` kernel this CPU supports ([`Kernel::Avx512`] or [`Kernel::Portable`]).
+    Auto,
+    /// Plain Rust, any CPU.
+    Portable,
+    /// AVX-512 F/BW/VL intrinsics (x86-64 only).
+    Avx512,
+    /// bf16 weights with `x` rounded to bf16 and `vdpbf16ps` (AVX512_BF16); other formats fall
+    /// back to [`Kernel::Avx512`].
+    Avx512Bf16Dot,
+    /// int8 weights with each row of `x` quantised to int8 (symmetric, `max|x_i|/127`) and
+    /// `vpdpbusd` (AVX512_VNNI, 64 multiply-adds per instruction); other formats fall back to
+    /// [`Kernel::Avx512`]. `x` must be finite and `k ≤ 2¹⁷` (panics otherwise).
+    Avx512Vnni,
+}
+
+impl Kernel {
+    /// Every kernel, `Auto` excluded.
+    pub const ALL: [Kernel; 4] = [Kernel::Portable, Kernel::Avx512, Kernel::Avx512Bf16Dot, Kernel::Avx512Vnni];
+
+    /// Whether this CPU can run the kernel.
+    pub fn available(self) -> bool {
+        match self {
+            Kernel::Auto | Kernel::Portable => true,
+            Kernel::Avx512 => has_avx512(),
+            Kernel::Avx512Bf16Dot => has_avx512() && has_avx512bf16(),
+            Kernel::Avx512Vnni => has_avx512() && has_avx512vnni(),
+        }
+    }
+
+    /// The kernels this CPU can run, `Auto` excluded.
+    pub fn available_kernels() -> Vec<Kernel> {
+        Kernel::ALL.into_iter().filter(|k| k.available()).collect()
+    }
+
+    /// Short name for reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            Kernel::Auto => "auto",
+            Kernel::Portable => "portable",
+            Kernel::Avx512 => "avx512",
+            Kernel::Avx512Bf16Dot => "avx512-dpbf16",
+            Kernel::Avx512Vnni => "avx512-vnni",
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+fn has_avx512() -> bool {
+    is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512bw") && is_x86_feature_detected!("avx512vl")
+}
+#[cfg(not(target_arch = "x86_64"))]
+fn has_avx512() -> bool {
+    false
+}
+#[cfg(target_arch = "x86_64")]
+fn has_avx512bf16() -> bool {
+    is_x86_feature_detected!("avx512bf16")
+}
+#[cfg(not(target_arch = "x86_64"))]
+fn has_avx512bf16() -> bool {
+    false
+}
+#[cfg(target_arch = "x86_64")]
+fn has_avx512vnni() -> bool {
+    is_x86_feature_detected!("avx512vnni")
+}
+#[cfg(not(target_arch = "x86_64"))]
+fn has_avx512vnni() -> bool {
+    false
+}
+
+/// `y[m, n] = x[m, k] · W[n, k]ᵀ` (**overwrites** `y`) with the best kernel for this CPU.
+///
+/// # Panics
+/// If `x.len() != m·k` or `y.len() != m·n` (with `n, k` from `w`).
+pub fn gemv(y: &mut [f32], x: &[f32], w: &Weights, m: usize, par: Par) {
+    gemv_with(y, x, w, m, par, Kernel::Auto);
+}
+
+/// [`gemv`] with an explicit kernel (tests and benchmarks).
+///
+/// # Panics
+/// On mismatched lengths, or if this CPU cannot run `kernel` (see [`Kernel::available`]).
+pub fn gemv_with(y: &mut [f32], x: &[f32], w: &Weights, m: usize, par: Par, kernel: Kernel) {
+    let (n, k) = (w.n(), w.k());
+    assert_eq!(x.len(), m * k, "gemv: x has {} elements, expected m·k = {m}·{k}", x.len());
+    assert_eq!(y.len(), m * n, "gemv: y has {} elements, expected m·n = {m}·{n}", y.len());
+    assert!(kernel.available(), "gemv: kernel {kernel:?} is not supported by this CPU");
+    if m == 0 || n == 0 {
+        return;
+    }
+    if k == 0 {
+        y.fill(0.0);
+        return;
+    }
+    let kernel = match (kernel, w) {
+        (Kernel::Auto, _) => {
+            if has_avx512() {
+                Kernel::Avx512
+            } else {
+                Kernel::Portable
+            }
+        }
+        (Kernel::Avx512Bf16Dot, Weights::F32(_) | Weights::I8(_)) => Kernel::Avx512,
+        (Kernel::Avx512Vnni, Weights::F32(_) | Weights::Bf16(_)) => Kernel::Avx512,
+        (kr, _) => kr,
+    };
+    // x rearranged once per call (m·k values, negligible next to the n·k weights).
+    let prep = match (kernel, w) {
+        (Kernel::Avx512Bf16Dot, _) => PreparedX::Bf16(x.iter().map(|&v| half::bf16::from_f32(v).to_bits()).collect()),
+        (Kernel::Avx512Vnni, _) => {
+            assert!(k <= 1 << 17, "gemv: the VNNI kernel's i32 dot products could overflow for k > 2^17");
+            let xq = quantize_i8(x, m, k);
+            // u = q + 128 ∈ [1, 255]: vpdpbusd wants one unsigned operand.
+            PreparedX::U8(xq.q.iter().map(|&v| (v as i16 + 128) as u8).collect(), xq.scale)
+        }
+        #[cfg(target_arch = "x86_64")]
+        (Kernel::Avx512, Weights::Bf16(_)) => {
+            let (xs, kp) = x86::split_even_odd(x, m, k);
+            PreparedX::EvenOdd(xs, kp)
+        }
+        _ => PreparedX::None,
+    };
+
+    let threads = match par {
+        Par::Seq => 1,
+        Par::Pool => rayon::current_num_threads().max(1),
+    };
+    let chunk = rows_per_task(n, w.bytes() / n, threads);
+    let n_chunks = n.div_ceil(chunk);
+    let out = SyncPtr(y.as_mut_ptr());
+    let task = |c: usize| {
+        let (j0, j1) = (c * chunk, ((c + 1) * chunk).min(n));
+        // SAFETY: y has m·n elements (checked); tasks own disjoint column ranges j0..j1 of y, so no
+        // element is written by two tasks, and `y` stays mutably borrowed for the whole call.
+        unsafe { run_rows(kernel, out.get(), x, &prep, w, m, j0, j1) }
+    };
+    if threads == 1 || n_chunks == 1 {
+        (0..n_chunks).for_each(task);
+    } else {
+        (0..n_chunks).into_par_iter().for_each(task);
+    }
+}
+
+/// Rows of `W` per task: at least 64 KiB of weights (so scheduling is noise), otherwise about
+/// four tasks per thread for load balance; a multiple of 4 (the micro-kernel's row block).
+fn rows_per_task(n: usize, row_bytes: usize, threads: usize) -> usize {
+    let min_rows = (64 * 1024usize).div_ceil(row_bytes.max(1));
+    let balanced = n.div_ceil(4 * threads);
+    min_rows.max(balanced).next_multiple_of(4).min(n.next_multiple_of(4))
+}
+
+/// `x` in the form a kernel wants it.
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+enum PreparedX {
+    /// as given
+    None,
+    /// rounded to bf16 (for `vdpbf16ps`)
+    Bf16(Vec<u16>),
+    /// even/odd split per 32-column block, row stride `kp` (for the AVX-512 bf16 kernel)
+    EvenOdd(Vec<f32>, usize),
+    /// per-row int8 quantised, offset by 128 to u8, and the per-row scales (for VNNI)
+    U8(Vec<u8>, Vec<f32>),
+}
+
+#[derive(Clone, Copy)]
+struct SyncPtr(*mut f32);
+// SAFETY: only used to hand disjoint parts of one `&mut [f32]` to rayon tasks (see `gemv_with`).
+unsafe impl Send for SyncPtr {}
+unsafe impl Sync for SyncPtr {}
+impl SyncPtr {
+    fn get(self) -> *mut f32 {
+        self.0
+    }
+}
+
+/// Computes `y[i, j]` for all `i < m`, `j0 ≤ j < j1`.
+///
+/// # Safety
+/// `y` points to `m·n` writable f32 (n = w.n()) that nothing else touches in columns `j0..j1`;
+/// `kernel` is resolved (not `Auto`) and available; `prep` is what `gemv_with` prepared for it.
+#[allow(clippy::too_many_arguments)]
+unsafe fn run_rows(kernel: Kernel, y: *mut f32, x: &[f32], prep: &PreparedX, w: &Weights, m: usize, j0: usize, j1: usize) {
+    match (kernel, prep) {
+        #[cfg(target_arch = "x86_64")]
+        (Kernel::Avx512, _) => match (w, prep) {
+            (Weights::F32(w), _) => x86::rows::<x86::F32>(y, x, &w.w, None, m, w.n, w.k, j0, j1),
+            (Weights::Bf16(w), PreparedX::EvenOdd(xs, kp)) => x86::rows_bf16(y, xs, *kp, &w.bits, m, w.n, w.k, j0, j1),
+            (Weights::I8(w), _) => x86::rows::<x86::I8>(y, x, &w.q, Some(&w.scale), m, w.n, w.k, j0, j1),
+            _ => unreachable!("bf16 weights need the even/odd x"),
+        },
+        #[cfg(target_arch = "x86_64")]
+        (Kernel::Avx512Bf16Dot, PreparedX::Bf16(xb)) => match w {
+            Weights::Bf16(w) => x86::rows_dpbf16(y, xb, &w.bits, m, w.n, w.k, j0, j1),
+            _ => unreachable!("resolved to Avx512"),
+        },
+        #[cfg(target_arch = "x86_64")]
+        (Kernel::Avx512Vnni, PreparedX::U8(xu, sx)) => match w {
+            Weights::I8(w) => x86::rows_vnni(y, xu, sx, &w.q, &w.scale, m, w.n, w.k, j0, j1),
+            _ => unreachable!("resolved to Avx512"),
+        },
+        _ => portable::rows(y, x, w, m, j0, j1),
+    }
+}
+
+/// The plain-Rust kernel (every CPU). Public so that tests on any machine check the same maths.
+pub mod portable {
+    use super::*;
+
+    /// `Σ a_p·b_p` in 8 independent f32 lanes (vectorisable without fast-math), lanes summed
+    /// pairwise last.
+    #[inline]
+    pub fn dot(a: &[f32], b: &[f32]) -> f32 {
+        dots::<1>([a], b)[0]
+    }
+
+    /// `[Σ_p x_r[p]·w[p]]` for `R` rows `x_r` sharing each load of `w`; every row's result is the
+    /// same (same lanes, same order) as [`dot`] of that row alone.
+    #[inline]
+    pub fn dots<const R: usize>(xs: [&[f32]; R], w: &[f32]) -> [f32; R] {
+        let k = w.len();
+        debug_assert!(xs.iter().all(|x| x.len() == k));
+        let mut acc = [[0.0f32; 8]; R];
+        let full = k / 8 * 8;
+        for (c, wc) in w[..full].chunks_exact(8).enumerate() {
+            for (acc_r, x) in acc.iter_mut().zip(&xs) {
+                let xc = &x[c * 8..c * 8 + 8];
+                for l in 0..8 {
+                    acc_r[l] += xc[l] * wc[l];
+                }
+            }
+        }
+        for (acc_r, x) in acc.iter_mut().zip(&xs) {
+            for (l, p) in (full..k).enumerate() {
+                acc_r[l] += x[p] * w[p];
+            }
+        }
+        acc.map(|a| ((a[0] + a[4]) + (a[2] + a[6])) + ((a[1] + a[5]) + (a[3] + a[7])))
+    }
+
+    /// `y[i, j]` for `i < m`, `j0 ≤ j < j1`: each row of `W` is converted to f32 once (exactly) and
+    /// dotted with every row of `x` while it is in L1.
+    ///
+    /// # Safety
+    /// As `run_rows`: `y` points to `m·n` f32, columns `j0..j1` exclusively ours.
+    pub(super) unsafe fn rows(y: *mut f32, x: &[f32], w: &Weights, m: usize, j0: usize, j1: usize) {
+        let (n, k) = (w.n(), w.k());
+        let mut scratch = vec![0.0f32; if matches!(w, Weights::F32(_)) { 0 } else { k }];
+        for j in j0..j1 {
+            let (row, scale): (&[f32], f32) = match w {
+                Weights::F32(w) => (&w.w[j * k..(j + 1) * k], 1.0),
+                Weights::Bf16(w) => {
+                    for (s, &b) in scratch.iter_mut().zip(&w.bits[j * k..(j + 1) * k]) {
+                        *s = bf16_bits_to_f32(b);
+                    }
+                    (&scratch, 1.0)
+                }
+                Weights::I8(w) => {
+                    for (s, &q) in scratch.iter_mut().zip(&w.q[j * k..(j + 1) * k]) {
+                        *s = q as f32;
+                    }
+                    (&scratch, w.scale[j])
+                }
+            };
+            let is_i8 = matches!(w, Weights::I8(_));
+            let xr = |i: usize| &x[i * k..(i + 1) * k];
+            let mut i = 0;
+            while i < m {
+                // four rows of x per pass over the row of W, then one at a time
+                let r = if m - i >= 4 { 4 } else { 1 };
+                let v = if r == 4 { dots::<4>([xr(i), xr(i + 1), xr(i + 2), xr(i + 3)], row) } else { [dot(xr(i), row), 0.0, 0.0, 0.0] };
+                for (d, &v) in v[..r].iter().enumerate() {
+                    *y.add((i + d) * n + j) = if is_i8 { v * scale } else { v };
+                }
+                i += r;
+            }
+        }
+    }
+
+    /// [`super::gemv`] through this kernel only (same threading), for CPUs without AVX-512 and for
+    /// tests that must exercise the fallback everywhere.
+    pub fn gemv(y: &mut [f32], x: &[f32], w: &Weights, m: usize, par: Par) {
+        super::gemv_with(y, x, w, m, par, Kernel::Portable);
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use std::arch::x86_64::*;
+
+    /// How one weight format turns 16 consecutive stored values into 16 f32 lanes.
+    pub(super) trait Load {
+        type T: Copy;
+        /// 16 values at `p`.
+        unsafe fn load(p: *const Self::T) -> __m512;
+        /// The first `count(mask)` values at `p` (others 0, never read).
+        unsafe fn load_mask(p: *const Self::T, mask: __mmask16) -> __m512;
+    }
+
+    pub(super) struct F32;
+    pub(super) struct I8;
+
+    impl Load for F32 {
+        type T = f32;
+        #[inline]
+        #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+        unsafe fn load(p: *const f32) -> __m512 {
+            _mm512_loadu_ps(p)
+        }
+        #[inline]
+        #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+        unsafe fn load_mask(p: *const f32, mask: __mmask16) -> __m512 {
+            _mm512_maskz_loadu_ps(mask, p)
+        }
+    }
+
+    impl Load for I8 {
+        type T = i8;
+        #[inline]
+        #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+        unsafe fn load(p: *const i8) -> __m512 {
+            _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(p as *const __m128i)))
+        }
+        #[inline]
+        #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+        unsafe fn load_mask(p: *const i8, mask: __mmask16) -> __m512 {
+            _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_maskz_loadu_epi8(mask, p)))
+        }
+    }
+
+    /// Prefetch, in each of the four rows, the cache line at element offset `at`. Called with
+    /// `at = p + 4k`: the same columns of the next four-row block (rows are contiguous, so that is
+    /// where the stream goes next). Short rows (1–2 KiB for int8/bf16) are too short for the
+    /// hardware prefetcher to ramp up on its own. `wrapping_add`: the address may lie past the
+    /// slice; a prefetch never faults.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+    unsafe fn prefetch4<T>(w: [*const T; 4], at: usize) {
+        for r in w {
+            _mm_prefetch::<_MM_HINT_T0>(r.wrapping_add(at) as *const i8);
+        }
+    }
+
+    /// `MR × 4` dot products of length `k`: rows `x[i]` against weight rows `w[r]`.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+    unsafe fn block<L: Load, const MR: usize>(x: [*const f32; MR], w: [*const L::T; 4], k: usize) -> [[f32; 4]; MR] {
+        let mut acc = [[_mm512_setzero_ps(); 4]; MR];
+        let mut p = 0;
+        while p + 16 <= k {
+            prefetch4(w, p + 4 * k);
+            let wv = [L::load(w[0].add(p)), L::load(w[1].add(p)), L::load(w[2].add(p)), L::load(w[3].add(p))];
+            for i in 0..MR {
+                let xv = _mm512_loadu_ps(x[i].add(p));
+                for r in 0..4 {
+                    acc[i][r] = _mm512_fmadd_ps(xv, wv[r], acc[i][r]);
+                }
+            }
+            p += 16;
+        }
+        if p < k {
+            let mask: __mmask16 = ((1u32 << (k - p)) - 1) as __mmask16;
+            let wv = [L::load_mask(w[0].add(p), mask), L::load_mask(w[1].add(p), mask), L::load_mask(w[2].add(p), mask), L::load_mask(w[3].add(p), mask)];
+            for i in 0..MR {
+                let xv = _mm512_maskz_loadu_ps(mask, x[i].add(p));
+                for r in 0..4 {
+                    acc[i][r] = _mm512_fmadd_ps(xv, wv[r], acc[i][r]);
+                }
+            }
+        }
+        let mut out = [[0.0f32; 4]; MR];
+        for i in 0..MR {
+            for r in 0..4 {
+                out[i][r] = _mm512_reduce_add_ps(acc[i][r]);
+            }
+        }
+        out
+    }
+
+    /// Writes a `MR × 4` block (skipping weight rows at or past `j1`), scaled per row for int8.
+    #[inline]
+    unsafe fn store<const MR: usize>(y: *mut f32, n: usize, i0: usize, j: usize, j1: usize, scale: Option<&[f32]>, v: [[f32; 4]; MR]) {
+        for (i, vi) in v.iter().enumerate() {
+            for (r, &val) in vi.iter().enumerate() {
+                if j + r < j1 {
+                    let s = scale.map_or(1.0, |s| s[j + r]);
+                    *y.add((i0 + i) * n + j + r) = if scale.is_some() { val * s } else { val };
+                }
+            }
+        }
+    }
+
+    /// `y[i, j]` for all `i < m` and `j0 ≤ j < j1`, four weight rows at a time (the last block
+    /// repeats row `j1 − 1` and discards the copies), up to four `x` rows per micro-kernel.
+    ///
+    /// # Safety
+    /// AVX-512 F/BW/VL available; `y` as in `run_rows`; `w.len() = n·k`, `x.len() = m·k`.
+    #[allow(clippy::too_many_arguments)]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+    pub(super) unsafe fn rows<L: Load>(y: *mut f32, x: &[f32], w: &[L::T], scale: Option<&[f32]>, m: usize, n: usize, k: usize, j0: usize, j1: usize) {
+        let (xp, wp) = (x.as_ptr(), w.as_ptr());
+        let mut j = j0;
+        while j < j1 {
+            let wr = [0, 1, 2, 3].map(|r| wp.add((j + r).min(j1 - 1) * k));
+            let mut i = 0;
+            while i < m {
+                let xr = |d: usize| xp.add((i + d) * k);
+                match m - i {
+                    1 => store::<1>(y, n, i, j, j1, scale, block::<L, 1>([xr(0)], wr, k)),
+                    2 => store::<2>(y, n, i, j, j1, scale, block::<L, 2>([xr(0), xr(1)], wr, k)),
+                    3 => store::<3>(y, n, i, j, j1, scale, block::<L, 3>([xr(0), xr(1), xr(2)], wr, k)),
+                    _ => store::<4>(y, n, i, j, j1, scale, block::<L, 4>([xr(0), xr(1), xr(2), xr(3)], wr, k)),
+                }
+                i += 4;
+            }
+            j += 4;
+        }
+    }
+
+    /// `x` (`[m, k]`) rearranged for [`rows_bf16`]: each 32-column block `p..p+32` becomes its 16
+    /// even columns then its 16 odd columns; rows padded with zeros to `kp = k` rounded up to 32.
+    pub(super) fn split_even_odd(x: &[f32], m: usize, k: usize) -> (Vec<f32>, usize) {
+        let kp = k.next_multiple_of(32);
+        let mut out = vec![0.0f32; m * kp];
+        for i in 0..m {
+            for p in 0..k {
+                let (blk, off) = (p / 32, p % 32);
+                out[i * kp + blk * 32 + (off % 2) * 16 + off / 2] = x[i * k + p];
+            }
+        }
+        (out, kp)
+    }
+
+    /// `MR × 4` dot products of f32 `x` (even/odd split, see [`split_even_odd`]) with bf16 rows:
+    /// one 64-byte load gives 32 weights; a 16-bit left shift yields the even ones as f32 and a
+    /// mask of the high halves the odd ones (both exact), so no cross-lane conversion is needed.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+    unsafe fn block_bf16<const MR: usize>(x: [*const f32; MR], w: [*const u16; 4], k: usize) -> [[f32; 4]; MR] {
+        let mut acc = [[_mm512_setzero_ps(); 4]; MR];
+        let hi = _mm512_set1_epi32(0xFFFF_0000u32 as i32);
+        let mut p = 0;
+        while p < k {
+            prefetch4(w, p + 4 * k);
+            let v = if p + 32 <= k {
+                [0, 1, 2, 3].map(|r| _mm512_loadu_si512(w[r].add(p) as *const _))
+            } else {
+                let mask: __mmask32 = ((1u64 << (k - p)) - 1) as __mmask32;
+                [0, 1, 2, 3].map(|r| _mm512_maskz_loadu_epi16(mask, w[r].add(p) as *const i16))
+            };
+            let even = v.map(|v| _mm512_castsi512_ps(_mm512_slli_epi32::<16>(v)));
+            let odd = v.map(|v| _mm512_castsi512_ps(_mm512_and_si512(v, hi)));
+            for i in 0..MR {
+                let xe = _mm512_loadu_ps(x[i].add(p));
+                let xo = _mm512_loadu_ps(x[i].add(p + 16));
+                for r in 0..4 {
+                    acc[i][r] = _mm512_fmadd_ps(xo, odd[r], _mm512_fmadd_ps(xe, even[r], acc[i][r]));
+                }
+            }
+            p += 32;
+        }
+        let mut out = [[0.0f32; 4]; MR];
+        for i in 0..MR {
+            for r in 0..4 {
+                out[i][r] = _mm512_reduce_add_ps(acc[i][r]);
+            }
+        }
+        out
+    }
+
+    /// [`rows`] for bf16 weights; `xs` is `x` after [`split_even_odd`] (row stride `kp`).
+    ///
+    /// # Safety
+    /// AVX-512 F/BW/VL available; `xs.len() = m·kp`, `w.len() = n·k`; `y` as in `run_rows`.
+    #[allow(clippy::too_many_arguments)]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+    pub(super) unsafe fn rows_bf16(y: *mut f32, xs: &[f32], kp: usize, w: &[u16], m: usize, n: usize, k: usize, j0: usize, j1: usize) {
+        let (xp, wp) = (xs.as_ptr(), w.as_ptr());
+        let mut j = j0;
+        while j < j1 {
+            let wr = [0, 1, 2, 3].map(|r| wp.add((j + r).min(j1 - 1) * k));
+            let mut i = 0;
+            while i < m {
+                let xr = |d: usize| xp.add((i + d) * kp);
+                match m - i {
+                    1 => store::<1>(y, n, i, j, j1, None, block_bf16::<1>([xr(0)], wr, k)),
+                    2 => store::<2>(y, n, i, j, j1, None, block_bf16::<2>([xr(0), xr(1)], wr, k)),
+                    3 => store::<3>(y, n, i, j, j1, None, block_bf16::<3>([xr(0), xr(1), xr(2)], wr, k)),
+                    _ => store::<4>(y, n, i, j, j1, None, block_bf16::<4>([xr(0), xr(1), xr(2), xr(3)], wr, k)),
+                }
+                i += 4;
+            }
+            j += 4;
+        }
+    }
+
+    /// `MR × 4` exact integer dot products `Σ u·q` (u8 × i8, `vpdpbusd`, 64 per step) and the four
+    /// weight rows' sums `Σ q` (to undo the +128 offset of `u`).
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni")]
+    unsafe fn block_vnni<const MR: usize>(x: [*const u8; MR], w: [*const i8; 4], k: usize) -> ([[i32; 4]; MR], [i32; 4]) {
+        let mut acc = [[_mm512_setzero_si512(); 4]; MR];
+        let mut sum = [_mm512_setzero_si512(); 4];
+        let ones = _mm512_set1_epi8(1);
+        let mut p = 0;
+        while p < k {
+            prefetch4(w, p + 4 * k);
+            let mask: __mmask64 = if p + 64 <= k { !0 } else { (1u64 << (k - p)) - 1 };
+            let wv = [0, 1, 2, 3].map(|r| _mm512_maskz_loadu_epi8(mask, w[r].add(p)));
+            for r in 0..4 {
+                sum[r] = _mm512_dpbusd_epi32(sum[r], ones, wv[r]);
+            }
+            for i in 0..MR {
+                let xv = _mm512_maskz_loadu_epi8(mask, x[i].add(p) as *const i8);
+                for r in 0..4 {
+                    acc[i][r] = _mm512_dpbusd_epi32(acc[i][r], xv, wv[r]);
+                }
+            }
+            p += 64;
+        }
+        let mut out = [[0i32; 4]; MR];
+        for i in 0..MR {
+            for r in 0..4 {
+                out[i][r] = _mm512_reduce_add_epi32(acc[i][r]);
+            }
+        }
+        (out, sum.map(|s| _mm512_reduce_add_epi32(s)))
+    }
+
+    /// `y[i, j] = sx[i] · scale[j] · Σ_p xq[i,p] · q[j,p]` for all `i < m`, `j0 ≤ j < j1`, with
+    /// `xu = xq + 128` as u8 (`[m, k]`).
+    ///
+    /// # Safety
+    /// AVX-512 F/BW/VL and AVX512_VNNI available; `k ≤ 2¹⁷`; otherwise as [`rows`].
+    #[allow(clippy::too_many_arguments)]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni")]
+    pub(super) unsafe fn rows_vnni(y: *mut f32, xu: &[u8], sx: &[f32], w: &[i8], scale: &[f32], m: usize, n: usize, k: usize, j0: usize, j1: usize) {
+        let (xp, wp) = (xu.as_ptr(), w.as_ptr());
+        let mut j = j0;
+        while j < j1 {
+            let wr = [0, 1, 2, 3].map(|r| wp.add((j + r).min(j1 - 1) * k));
+            let mut i = 0;
+            while i < m {
+                let xr = |d: usize| xp.add((i + d) * k);
+                let put = |d: usize, acc: [i32; 4], sum: [i32; 4]| {
+                    for r in 0..4 {
+                        if j + r < j1 {
+                            // Σ xq·q = Σ u·q − 128·Σ q. Intermediates may wrap (vpdpbusd and the lane
+                            // reduction wrap too); the result is exact because |Σ xq·q| ≤ 127²·k < 2³¹.
+                            let dot = acc[r].wrapping_sub(sum[r].wrapping_mul(128));
+                            *y.add((i + d) * n + j + r) = dot as f32 * (sx[i + d] * scale[j + r]);
+                        }
+                    }
+                };
+                match m - i {
+                    1 => {
+                        let (a, s) = block_vnni::<1>([xr(0)], wr, k);
+                        put(0, a[0], s);
+                    }
+                    2 => {
+                        let (a, s) = block_vnni::<2>([xr(0), xr(1)], wr, k);
+                        (0..2).for_each(|d| put(d, a[d], s));
+                    }
+                    3 => {
+                        let (a, s) = block_vnni::<3>([xr(0), xr(1), xr(2)], wr, k);
+                        (0..3).for_each(|d| put(d, a[d], s));
+                    }
+                    _ => {
+                        let (a, s) = block_vnni::<4>([xr(0), xr(1), xr(2), xr(3)], wr, k);
+                        (0..4).for_each(|d| put(d, a[d], s));
+                    }
+                }
+                i += 4;
+            }
+            j += 4;
+        }
+    }
+
+    /// `MR × 4` bf16 dot products with `vdpbf16ps` (32 bf16 pairs per step).
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512bf16")]
+    unsafe fn block_dp<const MR: usize>(x: [*const u16; MR], w: [*const u16; 4], k: usize) -> [[f32; 4]; MR] {
+        let mut acc = [[_mm512_setzero_ps(); 4]; MR];
+        let mut p = 0;
+        let bh = |v: __m512i| -> __m512bh { std::mem::transmute(v) };
+        while p + 32 <= k {
+            prefetch4(w, p + 4 * k);
+            let wv = [0, 1, 2, 3].map(|r| bh(_mm512_loadu_si512(w[r].add(p) as *const _)));
+            for i in 0..MR {
+                let xv = bh(_mm512_loadu_si512(x[i].add(p) as *const _));
+                for r in 0..4 {
+                    acc[i][r] = _mm512_dpbf16_ps(acc[i][r], xv, wv[r]);
+                }
+            }
+            p += 32;
+        }
+        if p < k {
+            let mask: __mmask32 = ((1u64 << (k - p)) - 1) as __mmask32;
+            let wv = [0, 1, 2, 3].map(|r| bh(_mm512_maskz_loadu_epi16(mask, w[r].add(p) as *const i16)));
+            for i in 0..MR {
+                let xv = bh(_mm512_maskz_loadu_epi16(mask, x[i].add(p) as *const i16));
+                for r in 0..4 {
+                    acc[i][r] = _mm512_dpbf16_ps(acc[i][r], xv, wv[r]);
+                }
+            }
+        }
+        let mut out = [[0.0f32; 4]; MR];
+        for i in 0..MR {
+            for r in 0..4 {
+                out[i][r] = _mm512_reduce_add_ps(acc[i][r]);
+            }
+        }
+        out
+    }
+
+    /// [`rows`] for bf16 weights with `x` already in bf16 (`xb`, `[m, k]`).
+    ///
+    /// # Safety
+    /// AVX-512 F/BW/VL and AVX512_BF16 available; otherwise as [`rows`].
+    #[allow(clippy::too_many_arguments)]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512bf16")]
+    pub(super) unsafe fn rows_dpbf16(y: *mut f32, xb: &[u16], w: &[u16], m: usize, n: usize, k: usize, j0: usize, j1: usize) {
+        let (xp, wp) = (xb.as_ptr(), w.as_ptr());
+        let mut j = j0;
+        while j < j1 {
+            let wr = [0, 1, 2, 3].map(|r| wp.add((j + r).min(j1 - 1) * k));
+            let mut i = 0;
+            while i < m {
+                let xr = |d: usize| xp.add((i + d) * k);
+                match m - i {
+                    1 => store::<1>(y, n, i, j, j1, None, block_dp::<1>([xr(0)], wr, k)),
+                    2 => store::<2>(y, n, i, j, j1, None, block_dp::<2>([xr(0), xr(1)], wr, k)),
+                    3 => store::<3>(y, n, i, j, j1, None, block_dp::<3>([xr(0), xr(1), xr(2)], wr, k)),
+                    _ => store::<4>(y, n, i, j, j1, None, block_dp::<4>([xr(0), xr(1), xr(2), xr(3)], wr, k)),
+                }
+                i += 4;
+            }
+            j += 4;
+        }
+    }
+}
+
+/// The slow, plainly correct twins.
+pub mod naive {
+    use crate::quant::Weights;
+
+    /// `y[m, n] = x[m, k] · W[n, k]ᵀ` (**overwrites** `y`), f64 accumulation over the exact values
+    /// the weights stand for (`scale · q` for int8, applied after the sum as the fast kernels do).
+    pub fn gemv(y: &mut [f32], x: &[f32], w: &Weights, m: usize) {
+        let (n, k) = (w.n(), w.k());
+        assert_eq!(x.len(), m * k);
+        assert_eq!(y.len(), m * n);
+        let (wd, scale): (Vec<f64>, Option<&[f32]>) = match w {
+            Weights::I8(q) => (q.q.iter().map(|&v| v as f64).collect(), Some(&q.scale)),
+            _ => (w.dequantize().into_iter().map(|v| v as f64).collect(), None),
+        };
+        for i in 0..m {
+            for j in 0..n {
+                let mut acc = 0.0f64;
+                for p in 0..k {
+                    acc += x[i * k + p] as f64 * wd[j * k + p];
+                }
+                y[i * n + j] = (acc * scale.map_or(1.0, |s| s[j] as f64)) as f32;
+            }
+        }
+    }
+
+    /// Twin of [`super::Kernel::Avx512Vnni`]: [`gemv`] with each row of `x` first quantised to
+    /// symmetric int8 and back (`quantize_i8(x, m, k)`).
+    pub fn gemv_x_i8(y: &mut [f32], x: &[f32], w: &Weights, m: usize) {
+        let xr = crate::quant::quantize_i8(x, m, w.k()).dequantize();
+        gemv(y, &xr, w, m);
+    }
+
+    /// Twin of [`super::Kernel::Avx512Bf16Dot`]: [`gemv`] with `x` first rounded to bf16.
+    pub fn gemv_x_bf16(y: &mut [f32], x: &[f32], w: &Weights, m: usize) {
+        let xr: Vec<f32> = x.iter().map(|&v| half::bf16::from_f32(v).to_f32()).collect();
+        gemv(y, &xr, w, m);
+    }
+}

@@ -1,0 +1,231 @@
+//! Weight storage formats for inference matrices stored row-major `[n, k]` (PyTorch layout: one
+//! row per output feature), read by [`crate::gemv`].
+//!
+//! * [`WeightF32`]: the f32 values as they are (4 bytes per weight).
+//! * [`WeightBf16`]: bfloat16 bit patterns (2 bytes per weight), rounded to nearest-even by the
+//!   `half` crate. Relative error of each weight ≤ 2⁻⁸ (bf16 keeps 8 significant bits), for
+//!   every normal f32 in bf16 range.
+//! * [`WeightI8`]: symmetric per-row int8 (1 byte per weight + 4 bytes per row):
+//!   `w[j, p] ≈ scale[j] · q[j, p]` with `scale[j] = max_p |w[j, p]| / 127` and
+//!   `q = round(w / scale)` in `[-127, 127]`. Absolute error of each weight ≤ `scale/2 = max/254`.
+//!
+//! [`Weights`] is the enum the GEMV kernel dispatches on. Every format can be turned back into f32
+//! with `dequantize` (what the naive twins and the round-trip tests use).
+
+use half::bf16;
+
+/// Storage type of a [`Weights`] matrix.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum WeightDtype {
+    /// 4 bytes per weight
+    F32,
+    /// 2 bytes per weight
+    Bf16,
+    /// 1 byte per weight + one f32 scale per row
+    I8,
+}
+
+impl WeightDtype {
+    /// All formats, in decreasing size.
+    pub const ALL: [WeightDtype; 3] = [WeightDtype::F32, WeightDtype::Bf16, WeightDtype::I8];
+
+    /// Short lowercase name (`f32`, `bf16`, `i8`).
+    pub fn name(self) -> &'static str {
+        match self {
+            WeightDtype::F32 => "f32",
+            WeightDtype::Bf16 => "bf16",
+            WeightDtype::I8 => "i8",
+        }
+    }
+}
+
+fn check_len(len: usize, n: usize, k: usize, what: &str) {
+    assert_eq!(len, n * k, "{what}: {len} weights, expected n·k = {n}·{k} = {}", n * k);
+}
+
+/// f32 weights, row-major `[n, k]`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct WeightF32 {
+    /// rows (output features)
+    pub n: usize,
+    /// columns (input features)
+    pub k: usize,
+    /// `[n, k]` values
+    pub w: Vec<f32>,
+}
+
+impl WeightF32 {
+    /// Wrap `w` (`[n, k]`, length checked).
+    pub fn new(w: Vec<f32>, n: usize, k: usize) -> Self {
+        check_len(w.len(), n, k, "WeightF32::new");
+        WeightF32 { n, k, w }
+    }
+    /// A copy of the values.
+    pub fn dequantize(&self) -> Vec<f32> {
+        self.w.clone()
+    }
+}
+
+/// bfloat16 weights (bit patterns), row-major `[n, k]`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct WeightBf16 {
+    /// rows (output features)
+    pub n: usize,
+    /// columns (input features)
+    pub k: usize,
+    /// `[n, k]` bf16 bit patterns (the upper 16 bits of the f32 they stand for)
+    pub bits: Vec<u16>,
+}
+
+impl WeightBf16 {
+    /// The f32 values these bits stand for (exact).
+    pub fn dequantize(&self) -> Vec<f32> {
+        self.bits.iter().map(|&b| bf16_bits_to_f32(b)).collect()
+    }
+}
+
+/// Symmetric per-row int8 weights: `w[j, p] ≈ scale[j] · q[j, p]`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct WeightI8 {
+    /// rows (output features)
+    pub n: usize,
+    /// columns (input features)
+    pub k: usize,
+    /// `[n, k]` quantised values in `[-127, 127]`
+    pub q: Vec<i8>,
+    /// `[n]` per-row scale `max|w_row| / 127` (0 for an all-zero row)
+    pub scale: Vec<f32>,
+}
+
+impl WeightI8 {
+    /// `scale[j] · q[j, p]` as f32.
+    pub fn dequantize(&self) -> Vec<f32> {
+        if self.k == 0 {
+            return Vec::new();
+        }
+        self.q.chunks_exact(self.k).zip(&self.scale).flat_map(|(row, &s)| row.iter().map(move |&q| q as f32 * s)).collect()
+    }
+}
+
+/// The f32 value of a bf16 bit pattern (exact: a 16-bit shift).
+#[inline(always)]
+pub fn bf16_bits_to_f32(b: u16) -> f32 {
+    f32::from_bits((b as u32) << 16)
+}
+
+/// `w` (`[n, k]`) rounded to bf16, nearest-even (NaN stays NaN, overflow past bf16::MAX → ±inf).
+pub fn quantize_bf16(w: &[f32], n: usize, k: usize) -> WeightBf16 {
+    check_len(w.len(), n, k, "quantize_bf16");
+    WeightBf16 { n, k, bits: w.iter().map(|&v| bf16::from_f32(v).to_bits()).collect() }
+}
+
+/// `w` (`[n, k]`) quantised to symmetric per-row int8 (see the module doc).
+///
+/// # Panics
+/// If a weight is not finite (it would poison its row's scale).
+pub fn quantize_i8(w: &[f32], n: usize, k: usize) -> WeightI8 {
+    check_len(w.len(), n, k, "quantize_i8");
+    let mut q = vec![0i8; n * k];
+    let mut scale = vec![0.0f32; n];
+    if k == 0 {
+        return WeightI8 { n, k, q, scale };
+    }
+    for ((row, qrow), s) in w.chunks_exact(k).zip(q.chunks_exact_mut(k)).zip(scale.iter_mut()) {
+        let max = row.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+        assert!(max.is_finite(), "quantize_i8: non-finite weight in a row");
+        if max == 0.0 {
+            continue; // scale 0, q 0
+        }
+        *s = max / 127.0;
+        let inv = 127.0 / max;
+        for (qv, &v) in qrow.iter_mut().zip(row) {
+            *qv = (v * inv).round().clamp(-127.0, 127.0) as i8;
+        }
+    }
+    WeightI8 { n, k, q, scale }
+}
+
+/// A weight matrix `[n, k]` in one of the storage formats.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Weights {
+    /// f32
+    F32(WeightF32),
+    /// bfloat16
+    Bf16(WeightBf16),
+    /// per-row symmetric int8
+    I8(WeightI8),
+}
+
+impl Weights {
+    /// `w` (`[n, k]` f32) stored as `dtype`.
+    pub fn from_f32(w: &[f32], n: usize, k: usize, dtype: WeightDtype) -> Self {
+        match dtype {
+            WeightDtype::F32 => Weights::F32(WeightF32::new(w.to_vec(), n, k)),
+            WeightDtype::Bf16 => Weights::Bf16(quantize_bf16(w, n, k)),
+            WeightDtype::I8 => Weights::I8(quantize_i8(w, n, k)),
+        }
+    }
+    /// Rows (output features).
+    pub fn n(&self) -> usize {
+        match self {
+            Weights::F32(w) => w.n,
+            Weights::Bf16(w) => w.n,
+            Weights::I8(w) => w.n,
+        }
+    }
+    /// Columns (input features).
+    pub fn k(&self) -> usize {
+        match self {
+            Weights::F32(w) => w.k,
+            Weights::Bf16(w) => w.k,
+            Weights::I8(w) => w.k,
+        }
+    }
+    /// Storage format.
+    pub fn dtype(&self) -> WeightDtype {
+        match self {
+            Weights::F32(_) => WeightDtype::F32,
+            Weights::Bf16(_) => WeightDtype::Bf16,
+            Weights::I8(_) => WeightDtype::I8,
+        }
+    }
+    /// Bytes of storage (what one GEMV reads): values plus, for int8, the per-row scales.
+    pub fn bytes(&self) -> usize {
+        match self {
+            Weights::F32(w) => 4 * w.w.len(),
+            Weights::Bf16(w) => 2 * w.bits.len(),
+            Weights::I8(w) => w.q.len() + 4 * w.scale.len(),
+        }
+    }
+    /// The f32 matrix `[n, k]` these weights stand for.
+    pub fn dequantize(&self) -> Vec<f32> {
+        match self {
+            Weights::F32(w) => w.dequantize(),
+            Weights::Bf16(w) => w.dequantize(),
+            Weights::I8(w) => w.dequantize(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bf16_rounds_to_nearest_even() {
+        // 1 + 2^-8 lies halfway between bf16 1.0 and 1 + 2^-7: ties to even (1.0).
+        let w = quantize_bf16(&[1.0 + 2f32.powi(-8), 1.0 + 3.0 * 2f32.powi(-8), -2.5], 1, 3);
+        assert_eq!(w.dequantize(), vec![1.0, 1.0 + 2f32.powi(-6), -2.5]);
+    }
+
+    #[test]
+    fn i8_zero_row_and_extremes() {
+        let w = quantize_i8(&[0.0, 0.0, 0.0, 2.0, -2.0, 1.0], 2, 3);
+        assert_eq!(w.scale[0], 0.0);
+        assert_eq!(&w.q[..3], &[0, 0, 0]);
+        assert_eq!(&w.q[3..], &[127, -127, 64]); // 63.5 rounds away from zero
+        let wt = Weights::I8(w);
+        assert_eq!(wt.bytes(), 6 + 8);
+        assert_eq!((wt.n(), wt.k()), (2, 3));
+    }
+}

@@ -1,0 +1,287 @@
+//! GEMV kernels (every kernel this CPU can run, the portable one always) against their naive twins
+//! on awkward shapes, and the weight formats' round-trip error bounds.
+//!
+//! Tolerance of an output `y[i, j]`: `(k + 16) · 2⁻²³ · S` with `S = Σ_p |x_ip · w_jp|` over the
+//! stored (dequantised) weights — twice the classical worst-case bound `k·u·S` (u = 2⁻²⁴) of f32
+//! summation in any order, plus the reduction of 16 lanes. The kernels only differ from the f64
+//! twin by that f32 accumulation (weight conversion is exact).
+
+mod common;
+
+use common::*;
+use moe_kernels::gemv::{gemv, gemv_with, naive, portable, Kernel};
+use moe_kernels::quant::{quantize_bf16, quantize_i8, WeightDtype, Weights};
+use moe_kernels::rng::Rng;
+use moe_kernels::Par;
+
+const NK: [(usize, usize); 12] = [(1, 1), (1, 17), (5, 1), (7, 15), (13, 16), (9, 33), (4, 64), (3, 100), (6, 31), (37, 257), (130, 31), (2, 1000)];
+
+/// `Σ_p |x_ip · w_jp|` for every output (the rounding scale), from the dequantised weights.
+fn abs_scale(x: &[f32], w: &Weights, m: usize) -> Vec<f64> {
+    let (n, k) = (w.n(), w.k());
+    let wd = w.dequantize();
+    let mut s = vec![0.0; m * n];
+    for i in 0..m {
+        for j in 0..n {
+            s[i * n + j] = (0..k).map(|p| (x[i * k + p] as f64 * wd[j * k + p] as f64).abs()).sum();
+        }
+    }
+    s
+}
+
+fn check_close(got: &[f32], want: &[f32], scale: &[f64], k: usize, extra_rel: f64, what: &str) {
+    for (idx, ((&g, &w), &s)) in got.iter().zip(want).zip(scale).enumerate() {
+        let tol = ((k as f64 + 16.0) * 2f64.powi(-23) + extra_rel) * s + 1e-30;
+        assert!(((g as f64) - (w as f64)).abs() <= tol, "{what}: y[{idx}] = {g}, twin {w}, |diff| {} > tol {tol}", (g - w).abs());
+    }
+}
+
+/// One kernel on every awkward shape, dtype, m = 1..=9 and both threading modes.
+fn check_kernel(kernel: Kernel, seed: u64) {
+    let mut g = Rng::new(seed);
+    for &(n, k) in &NK {
+        for dtype in WeightDtype::ALL {
+            let w = Weights::from_f32(&randn_f32(&mut g, n * k), n, k, dtype);
+            for m in 1..=9 {
+                let x = randn_f32(&mut g, m * k);
+                let mut want = vec![0.0f32; m * n];
+                if kernel == Kernel::Avx512Bf16Dot && dtype == WeightDtype::Bf16 {
+                    naive::gemv_x_bf16(&mut want, &x, &w, m);
+                } else if kernel == Kernel::Avx512Vnni && dtype == WeightDtype::I8 {
+                    naive::gemv_x_i8(&mut want, &x, &w, m);
+                } else {
+                    naive::gemv(&mut want, &x, &w, m);
+                }
+                let scale = abs_scale(&x, &w, m);
+                for par in [Par::Seq, Par::Pool] {
+                    let mut y = vec![f32::NAN; m * n]; // overwritten, never read
+                    gemv_with(&mut y, &x, &w, m, par, kernel);
+                    check_close(&y, &want, &scale, k, 0.0, &format!("{kernel:?} {dtype:?} m={m} n={n} k={k} {par:?}"));
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn portable_kernel_matches_naive() {
+    // The fallback every CPU runs: tested on every machine, AVX-512 or not.
+    check_kernel(Kernel::Portable, 11);
+}
+
+#[test]
+fn portable_entry_point_is_the_fallback() {
+    let mut g = Rng::new(5);
+    let (m, n, k) = (3, 21, 45);
+    let w = Weights::from_f32(&randn_f32(&mut g, n * k), n, k, WeightDtype::I8);
+    let x = randn_f32(&mut g, m * k);
+    let (mut a, mut b) = (vec![0.0; m * n], vec![0.0; m * n]);
+    portable::gemv(&mut a, &x, &w, m, Par::Pool);
+    gemv_with(&mut b, &x, &w, m, Par::Seq, Kernel::Portable);
+    assert_eq!(a, b, "same kernel, same summation order, whatever the threading");
+}
+
+/// Every kernel computes each row of `x` the same way whichever micro-kernel path (four rows, one
+/// row, ...) and thread chunk it lands in, so a sequence's output is bit-identical whatever batch
+/// it decodes in (a property `matmul` does not promise).
+#[test]
+fn rows_do_not_depend_on_batch() {
+    let mut g = Rng::new(6);
+    let (m, n, k) = (7, 1001, 83);
+    for kernel in Kernel::available_kernels() {
+        for dtype in WeightDtype::ALL {
+            let w = Weights::from_f32(&randn_f32(&mut g, n * k), n, k, dtype);
+            let x = randn_f32(&mut g, m * k);
+            let mut all = vec![0.0; m * n];
+            gemv_with(&mut all, &x, &w, m, Par::Pool, kernel);
+            for i in 0..m {
+                let mut one = vec![0.0; n];
+                gemv_with(&mut one, &x[i * k..(i + 1) * k], &w, 1, Par::Seq, kernel);
+                assert_eq!(&all[i * n..(i + 1) * n], &one[..], "{kernel:?} {dtype:?} row {i}");
+            }
+        }
+    }
+}
+
+#[test]
+fn avx512_kernel_matches_naive() {
+    if !Kernel::Avx512.available() {
+        eprintln!("skipped: no AVX-512 F/BW/VL on this CPU");
+        return;
+    }
+    check_kernel(Kernel::Avx512, 12);
+}
+
+#[test]
+fn avx512_bf16_dot_kernel_matches_its_twin() {
+    if !Kernel::Avx512Bf16Dot.available() {
+        eprintln!("skipped: no AVX512_BF16 on this CPU");
+        return;
+    }
+    check_kernel(Kernel::Avx512Bf16Dot, 13);
+}
+
+#[test]
+fn avx512_vnni_kernel_matches_its_twin() {
+    if !Kernel::Avx512Vnni.available() {
+        eprintln!("skipped: no AVX512_VNNI on this CPU");
+        return;
+    }
+    check_kernel(Kernel::Avx512Vnni, 16);
+}
+
+/// What quantising `x` to int8 costs: each output within `max|x_i|/254 · Σ_p |w_jp|` of the
+/// exact-`x` result (checked), and the integer arithmetic itself is exact: the kernel agrees with
+/// its twin to a few f32 ulps of `Σ|x̂·w|` (the twin rounds `x̂ = sx·xq` to f32 per element),
+/// even for k at the 2¹⁷ limit with extreme values.
+#[test]
+fn avx512_vnni_error_from_quantising_x() {
+    if !Kernel::Avx512Vnni.available() {
+        eprintln!("skipped: no AVX512_VNNI on this CPU");
+        return;
+    }
+    let mut g = Rng::new(17);
+    for &(m, n, k) in &[(1, 64, 1024), (8, 33, 4097), (3, 5, 7), (2, 3, 1 << 17)] {
+        let mut x = randn_f32(&mut g, m * k);
+        let mut wf = randn_f32(&mut g, n * k);
+        if k == 1 << 17 {
+            // x = ±1 and every weight row = x's first row: Σ xq·q = 127²·k, the largest value the
+            // i32 arithmetic must hold exactly (Σ u·q = 255·127·k wraps on the way).
+            x.iter_mut().for_each(|v| *v = if *v < 0.0 { -1.0 } else { 1.0 });
+            for row in wf.chunks_exact_mut(k) {
+                row.copy_from_slice(&x[..k]);
+            }
+        }
+        let w = Weights::from_f32(&wf, n, k, WeightDtype::I8);
+        let (mut exact, mut twin, mut y) = (vec![0.0; m * n], vec![0.0; m * n], vec![0.0; m * n]);
+        naive::gemv(&mut exact, &x, &w, m);
+        naive::gemv_x_i8(&mut twin, &x, &w, m);
+        gemv_with(&mut y, &x, &w, m, Par::Pool, Kernel::Avx512Vnni);
+        let wd = w.dequantize();
+        let xr = quantize_i8(&x, m, k).dequantize();
+        for i in 0..m {
+            let xmax = x[i * k..(i + 1) * k].iter().fold(0.0f64, |a, v| a.max(v.abs() as f64));
+            for j in 0..n {
+                let (got, e, t) = (y[i * n + j] as f64, exact[i * n + j] as f64, twin[i * n + j] as f64);
+                let s: f64 = (0..k).map(|p| (xr[i * k + p] as f64 * wd[j * k + p] as f64).abs()).sum();
+                assert!((got - t).abs() <= 2f64.powi(-22) * (s + t.abs()) + 1e-30, "vnni vs twin m={m} n={n} k={k}: {got} vs {t}");
+                let wabs: f64 = wd[j * k..(j + 1) * k].iter().map(|v| v.abs() as f64).sum();
+                let bound = xmax / 254.0 * wabs * (1.0 + 1e-5) + 1e-6 * (e.abs() + 1.0);
+                assert!((got - e).abs() <= bound, "vnni vs exact x: {got} vs {e}, bound {bound}");
+            }
+        }
+    }
+}
+
+/// What rounding `x` to bf16 costs: within `2⁻⁸ · Σ|x·w|` of the exact-`x` result.
+#[test]
+fn avx512_bf16_dot_error_from_rounding_x() {
+    if !Kernel::Avx512Bf16Dot.available() {
+        eprintln!("skipped: no AVX512_BF16 on this CPU");
+        return;
+    }
+    let mut g = Rng::new(14);
+    for &(m, n, k) in &[(1, 64, 1024), (8, 33, 4097), (3, 5, 7)] {
+        let w = Weights::from_f32(&randn_f32(&mut g, n * k), n, k, WeightDtype::Bf16);
+        let x = randn_f32(&mut g, m * k);
+        let (mut exact, mut y) = (vec![0.0; m * n], vec![0.0; m * n]);
+        naive::gemv(&mut exact, &x, &w, m);
+        gemv_with(&mut y, &x, &w, m, Par::Pool, Kernel::Avx512Bf16Dot);
+        check_close(&y, &exact, &abs_scale(&x, &w, m), k, 2f64.powi(-8), &format!("dpbf16 vs exact x, m={m} n={n} k={k}"));
+    }
+}
+
+#[test]
+fn auto_dispatch_matches_naive_on_many_chunks() {
+    // n large enough for several rayon tasks, with a ragged last chunk.
+    let mut g = Rng::new(15);
+    let (n, k) = (1001, 70);
+    for dtype in WeightDtype::ALL {
+        let w = Weights::from_f32(&randn_f32(&mut g, n * k), n, k, dtype);
+        for m in [1, 4, 8] {
+            let x = randn_f32(&mut g, m * k);
+            let (mut want, mut y) = (vec![0.0; m * n], vec![0.0; m * n]);
+            naive::gemv(&mut want, &x, &w, m);
+            gemv(&mut y, &x, &w, m, Par::Pool);
+            check_close(&y, &want, &abs_scale(&x, &w, m), k, 0.0, &format!("auto {dtype:?} m={m}"));
+        }
+    }
+}
+
+#[test]
+fn degenerate_shapes() {
+    for kernel in Kernel::available_kernels() {
+        for dtype in WeightDtype::ALL {
+            // k = 0: y = 0 (overwritten).
+            let w = Weights::from_f32(&[], 3, 0, dtype);
+            let mut y = vec![7.0f32; 6];
+            gemv_with(&mut y, &[], &w, 2, Par::Pool, kernel);
+            assert_eq!(y, vec![0.0; 6]);
+            // m = 0 and n = 0: nothing to do.
+            let w = Weights::from_f32(&[1.0; 4], 2, 2, dtype);
+            gemv_with(&mut [], &[], &w, 0, Par::Pool, kernel);
+            let w = Weights::from_f32(&[], 0, 2, dtype);
+            gemv_with(&mut [], &[1.0, 2.0], &w, 1, Par::Pool, kernel);
+        }
+    }
+}
+
+#[test]
+#[should_panic(expected = "gemv: x has")]
+fn wrong_x_length_panics() {
+    let w = Weights::from_f32(&[1.0; 6], 2, 3, WeightDtype::F32);
+    gemv(&mut [0.0; 2], &[1.0; 2], &w, 1, Par::Seq);
+}
+
+/// bf16 keeps 8 significant bits with round-to-nearest: relative error ≤ 2⁻⁸ (in fact ≤ 2⁻⁹
+/// except at exact ties' neighbours), over many binades.
+#[test]
+fn bf16_round_trip_relative_error() {
+    let mut g = Rng::new(21);
+    let (n, k) = (17, 301);
+    let w: Vec<f32> = (0..n * k).map(|_| (g.normal() * (g.normal() * 20.0).exp2()) as f32).collect();
+    let q = quantize_bf16(&w, n, k);
+    let back = Weights::Bf16(q).dequantize();
+    let mut worst = 0.0f64;
+    for (&a, &b) in w.iter().zip(&back) {
+        if a != 0.0 && a.is_normal() {
+            worst = worst.max(((a - b) as f64 / a as f64).abs());
+        }
+    }
+    assert!(worst <= 2f64.powi(-8), "bf16 relative error {worst}");
+    assert!(worst > 0.0);
+}
+
+/// Symmetric per-row int8: absolute error ≤ max|row| / 254 (half a step of `max/127`).
+#[test]
+fn i8_round_trip_error_within_half_step() {
+    let mut g = Rng::new(22);
+    for &(n, k) in &[(1, 1), (9, 63), (40, 257)] {
+        let mut w = randn_f32(&mut g, n * k);
+        for (j, row) in w.chunks_exact_mut(k).enumerate() {
+            let s = 10f32.powi(j as i32 % 7 - 3); // rows of very different magnitude
+            row.iter_mut().for_each(|v| *v *= s);
+        }
+        let q = quantize_i8(&w, n, k);
+        assert!(q.q.iter().all(|&v| (-127..=127).contains(&v)));
+        let back = q.dequantize();
+        for j in 0..n {
+            let row = &w[j * k..(j + 1) * k];
+            let max = row.iter().fold(0.0f32, |a, v| a.max(v.abs())) as f64;
+            assert!(((q.scale[j] as f64) - max / 127.0).abs() <= 1e-6 * max);
+            for p in 0..k {
+                let err = (row[p] as f64 - back[j * k + p] as f64).abs();
+                assert!(err <= max / 254.0 * (1.0 + 1e-5), "row {j}: err {err} > max/254 = {}", max / 254.0);
+            }
+        }
+    }
+}
+
+#[test]
+fn weights_bytes_and_shape() {
+    let w = vec![0.5f32; 6 * 10];
+    for (dtype, bytes) in [(WeightDtype::F32, 240), (WeightDtype::Bf16, 120), (WeightDtype::I8, 60 + 24)] {
+        let wt = Weights::from_f32(&w, 6, 10, dtype);
+        assert_eq!((wt.n(), wt.k(), wt.dtype(), wt.bytes()), (6, 10, dtype, bytes));
+    }
+}
