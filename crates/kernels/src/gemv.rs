@@ -12,6 +12,10 @@
 //! the kernels are tuned for `m ≤ 8` (rows of `x` go four at a time through the micro-kernel, each
 //! against four rows of `W`, so `m = 8` re-reads each `W` block once from L1/L2, never from DRAM).
 //!
+//! Entry points: [`gemv`] (owned [`Weights`], best exact kernel), [`gemv_with`] (explicit
+//! [`Kernel`]), [`gemv_ref`] (borrowed [`WeightsRef`]) and [`gemv_f32`] (f32 weights held as a
+//! slice, e.g. a model's parameter vector, no copy). [`naive`] holds the twins.
+//!
 //! Kernels ([`Kernel`]), chosen at run time:
 //! * [`Kernel::Avx512`] (x86-64 with AVX-512 F/BW/VL): 16-lane FMAs, 4 rows of `W` × up to 4 rows
 //!   of `x` per micro-kernel (4–16 accumulators), masked loads for the `k % 16` tail, and a
@@ -47,7 +51,7 @@
 //! (f64 accumulation over the dequantised weights).
 
 use crate::matmul::Par;
-use crate::quant::{bf16_bits_to_f32, quantize_i8, Weights};
+use crate::quant::{bf16_bits_to_f32, quantize_i8, Weights, WeightsRef};
 use rayon::prelude::*;
 
 /// Which implementation [`gemv_with`] runs.
@@ -137,6 +141,23 @@ pub fn gemv(y: &mut [f32], x: &[f32], w: &Weights, m: usize, par: Par) {
 /// # Panics
 /// On mismatched lengths, or if this CPU cannot run `kernel` (see [`Kernel::available`]).
 pub fn gemv_with(y: &mut [f32], x: &[f32], w: &Weights, m: usize, par: Par, kernel: Kernel) {
+    gemv_ref(y, x, w.view(), m, par, kernel);
+}
+
+/// [`gemv`] on f32 weights the caller holds as a slice `w` (`[n, k]`), without copying them.
+///
+/// # Panics
+/// If `w.len() != n·k`, `x.len() != m·k` or `y.len() != m·n`.
+#[allow(clippy::too_many_arguments)]
+pub fn gemv_f32(y: &mut [f32], x: &[f32], w: &[f32], n: usize, k: usize, m: usize, par: Par) {
+    gemv_ref(y, x, WeightsRef::f32(w, n, k), m, par, Kernel::Auto);
+}
+
+/// [`gemv_with`] on borrowed weights (any format).
+///
+/// # Panics
+/// As [`gemv_with`].
+pub fn gemv_ref(y: &mut [f32], x: &[f32], w: WeightsRef<'_>, m: usize, par: Par, kernel: Kernel) {
     let (n, k) = (w.n(), w.k());
     assert_eq!(x.len(), m * k, "gemv: x has {} elements, expected m·k = {m}·{k}", x.len());
     assert_eq!(y.len(), m * n, "gemv: y has {} elements, expected m·n = {m}·{n}", y.len());
@@ -156,8 +177,8 @@ pub fn gemv_with(y: &mut [f32], x: &[f32], w: &Weights, m: usize, par: Par, kern
                 Kernel::Portable
             }
         }
-        (Kernel::Avx512Bf16Dot, Weights::F32(_) | Weights::I8(_)) => Kernel::Avx512,
-        (Kernel::Avx512Vnni, Weights::F32(_) | Weights::Bf16(_)) => Kernel::Avx512,
+        (Kernel::Avx512Bf16Dot, WeightsRef::F32 { .. } | WeightsRef::I8 { .. }) => Kernel::Avx512,
+        (Kernel::Avx512Vnni, WeightsRef::F32 { .. } | WeightsRef::Bf16 { .. }) => Kernel::Avx512,
         (kr, _) => kr,
     };
     // x rearranged once per call (m·k values, negligible next to the n·k weights).
@@ -170,7 +191,7 @@ pub fn gemv_with(y: &mut [f32], x: &[f32], w: &Weights, m: usize, par: Par, kern
             PreparedX::U8(xq.q.iter().map(|&v| (v as i16 + 128) as u8).collect(), xq.scale)
         }
         #[cfg(target_arch = "x86_64")]
-        (Kernel::Avx512, Weights::Bf16(_)) => {
+        (Kernel::Avx512, WeightsRef::Bf16 { .. }) => {
             let (xs, kp) = x86::split_even_odd(x, m, k);
             PreparedX::EvenOdd(xs, kp)
         }
@@ -235,23 +256,23 @@ impl SyncPtr {
 /// `y` points to `m·n` writable f32 (n = w.n()) that nothing else touches in columns `j0..j1`;
 /// `kernel` is resolved (not `Auto`) and available; `prep` is what `gemv_with` prepared for it.
 #[allow(clippy::too_many_arguments)]
-unsafe fn run_rows(kernel: Kernel, y: *mut f32, x: &[f32], prep: &PreparedX, w: &Weights, m: usize, j0: usize, j1: usize) {
+unsafe fn run_rows(kernel: Kernel, y: *mut f32, x: &[f32], prep: &PreparedX, w: WeightsRef<'_>, m: usize, j0: usize, j1: usize) {
     match (kernel, prep) {
         #[cfg(target_arch = "x86_64")]
         (Kernel::Avx512, _) => match (w, prep) {
-            (Weights::F32(w), _) => x86::rows::<x86::F32>(y, x, &w.w, None, m, w.n, w.k, j0, j1),
-            (Weights::Bf16(w), PreparedX::EvenOdd(xs, kp)) => x86::rows_bf16(y, xs, *kp, &w.bits, m, w.n, w.k, j0, j1),
-            (Weights::I8(w), _) => x86::rows::<x86::I8>(y, x, &w.q, Some(&w.scale), m, w.n, w.k, j0, j1),
+            (WeightsRef::F32 { w, n, k }, _) => x86::rows::<x86::F32>(y, x, w, None, m, n, k, j0, j1),
+            (WeightsRef::Bf16 { bits, n, k }, PreparedX::EvenOdd(xs, kp)) => x86::rows_bf16(y, xs, *kp, bits, m, n, k, j0, j1),
+            (WeightsRef::I8 { q, scale, n, k }, _) => x86::rows::<x86::I8>(y, x, q, Some(scale), m, n, k, j0, j1),
             _ => unreachable!("bf16 weights need the even/odd x"),
         },
         #[cfg(target_arch = "x86_64")]
         (Kernel::Avx512Bf16Dot, PreparedX::Bf16(xb)) => match w {
-            Weights::Bf16(w) => x86::rows_dpbf16(y, xb, &w.bits, m, w.n, w.k, j0, j1),
+            WeightsRef::Bf16 { bits, n, k } => x86::rows_dpbf16(y, xb, bits, m, n, k, j0, j1),
             _ => unreachable!("resolved to Avx512"),
         },
         #[cfg(target_arch = "x86_64")]
         (Kernel::Avx512Vnni, PreparedX::U8(xu, sx)) => match w {
-            Weights::I8(w) => x86::rows_vnni(y, xu, sx, &w.q, &w.scale, m, w.n, w.k, j0, j1),
+            WeightsRef::I8 { q, scale, n, k } => x86::rows_vnni(y, xu, sx, q, scale, m, n, k, j0, j1),
             _ => unreachable!("resolved to Avx512"),
         },
         _ => portable::rows(y, x, w, m, j0, j1),
@@ -298,26 +319,26 @@ pub mod portable {
     ///
     /// # Safety
     /// As `run_rows`: `y` points to `m·n` f32, columns `j0..j1` exclusively ours.
-    pub(super) unsafe fn rows(y: *mut f32, x: &[f32], w: &Weights, m: usize, j0: usize, j1: usize) {
+    pub(super) unsafe fn rows(y: *mut f32, x: &[f32], w: WeightsRef<'_>, m: usize, j0: usize, j1: usize) {
         let (n, k) = (w.n(), w.k());
-        let mut scratch = vec![0.0f32; if matches!(w, Weights::F32(_)) { 0 } else { k }];
+        let mut scratch = vec![0.0f32; if matches!(w, WeightsRef::F32 { .. }) { 0 } else { k }];
         for j in j0..j1 {
             let (row, scale): (&[f32], f32) = match w {
-                Weights::F32(w) => (&w.w[j * k..(j + 1) * k], 1.0),
-                Weights::Bf16(w) => {
-                    for (s, &b) in scratch.iter_mut().zip(&w.bits[j * k..(j + 1) * k]) {
+                WeightsRef::F32 { w, .. } => (&w[j * k..(j + 1) * k], 1.0),
+                WeightsRef::Bf16 { bits, .. } => {
+                    for (s, &b) in scratch.iter_mut().zip(&bits[j * k..(j + 1) * k]) {
                         *s = bf16_bits_to_f32(b);
                     }
                     (&scratch, 1.0)
                 }
-                Weights::I8(w) => {
-                    for (s, &q) in scratch.iter_mut().zip(&w.q[j * k..(j + 1) * k]) {
-                        *s = q as f32;
+                WeightsRef::I8 { q, scale, .. } => {
+                    for (s, &v) in scratch.iter_mut().zip(&q[j * k..(j + 1) * k]) {
+                        *s = v as f32;
                     }
-                    (&scratch, w.scale[j])
+                    (&scratch, scale[j])
                 }
             };
-            let is_i8 = matches!(w, Weights::I8(_));
+            let is_i8 = matches!(w, WeightsRef::I8 { .. });
             let xr = |i: usize| &x[i * k..(i + 1) * k];
             let mut i = 0;
             while i < m {

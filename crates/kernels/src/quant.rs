@@ -207,6 +207,89 @@ impl Weights {
     }
 }
 
+/// A borrowed weight matrix `[n, k]` in one of the storage formats: what the GEMV kernels read.
+/// Lets callers run [`crate::gemv`] on weights they already hold as slices (e.g. a model's f32
+/// parameter vector) without copying them into a [`Weights`].
+#[derive(Clone, Copy, Debug)]
+pub enum WeightsRef<'a> {
+    /// f32 `[n, k]`
+    F32 {
+        /// values
+        w: &'a [f32],
+        /// rows
+        n: usize,
+        /// columns
+        k: usize,
+    },
+    /// bf16 bit patterns `[n, k]`
+    Bf16 {
+        /// bits
+        bits: &'a [u16],
+        /// rows
+        n: usize,
+        /// columns
+        k: usize,
+    },
+    /// per-row symmetric int8 `[n, k]` with scales `[n]`
+    I8 {
+        /// quantised values
+        q: &'a [i8],
+        /// per-row scales
+        scale: &'a [f32],
+        /// rows
+        n: usize,
+        /// columns
+        k: usize,
+    },
+}
+
+impl<'a> WeightsRef<'a> {
+    /// f32 weights `w` (`[n, k]`, length checked).
+    pub fn f32(w: &'a [f32], n: usize, k: usize) -> Self {
+        check_len(w.len(), n, k, "WeightsRef::f32");
+        WeightsRef::F32 { w, n, k }
+    }
+    /// Rows (output features).
+    pub fn n(&self) -> usize {
+        match *self {
+            WeightsRef::F32 { n, .. } | WeightsRef::Bf16 { n, .. } | WeightsRef::I8 { n, .. } => n,
+        }
+    }
+    /// Columns (input features).
+    pub fn k(&self) -> usize {
+        match *self {
+            WeightsRef::F32 { k, .. } | WeightsRef::Bf16 { k, .. } | WeightsRef::I8 { k, .. } => k,
+        }
+    }
+    /// Storage format.
+    pub fn dtype(&self) -> WeightDtype {
+        match self {
+            WeightsRef::F32 { .. } => WeightDtype::F32,
+            WeightsRef::Bf16 { .. } => WeightDtype::Bf16,
+            WeightsRef::I8 { .. } => WeightDtype::I8,
+        }
+    }
+    /// Bytes of storage, as [`Weights::bytes`].
+    pub fn bytes(&self) -> usize {
+        match self {
+            WeightsRef::F32 { w, .. } => 4 * w.len(),
+            WeightsRef::Bf16 { bits, .. } => 2 * bits.len(),
+            WeightsRef::I8 { q, scale, .. } => q.len() + 4 * scale.len(),
+        }
+    }
+}
+
+impl Weights {
+    /// A borrowed view for the GEMV kernels.
+    pub fn view(&self) -> WeightsRef<'_> {
+        match self {
+            Weights::F32(w) => WeightsRef::F32 { w: &w.w, n: w.n, k: w.k },
+            Weights::Bf16(w) => WeightsRef::Bf16 { bits: &w.bits, n: w.n, k: w.k },
+            Weights::I8(w) => WeightsRef::I8 { q: &w.q, scale: &w.scale, n: w.n, k: w.k },
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

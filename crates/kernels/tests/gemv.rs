@@ -9,8 +9,8 @@
 mod common;
 
 use common::*;
-use moe_kernels::gemv::{gemv, gemv_with, naive, portable, Kernel};
-use moe_kernels::quant::{quantize_bf16, quantize_i8, WeightDtype, Weights};
+use moe_kernels::gemv::{gemv, gemv_f32, gemv_ref, gemv_with, naive, portable, Kernel};
+use moe_kernels::quant::{quantize_bf16, quantize_i8, WeightDtype, Weights, WeightsRef};
 use moe_kernels::rng::Rng;
 use moe_kernels::Par;
 
@@ -206,6 +206,34 @@ fn auto_dispatch_matches_naive_on_many_chunks() {
             check_close(&y, &want, &abs_scale(&x, &w, m), k, 0.0, &format!("auto {dtype:?} m={m}"));
         }
     }
+}
+
+/// The borrowed entry points run the same kernels: bit-identical to the owned ones.
+#[test]
+fn borrowed_entry_points_match_owned() {
+    let mut g = Rng::new(18);
+    let (m, n, k) = (5, 77, 130);
+    let wf = randn_f32(&mut g, n * k);
+    let x = randn_f32(&mut g, m * k);
+    let (mut a, mut b) = (vec![0.0; m * n], vec![0.0; m * n]);
+    gemv(&mut a, &x, &Weights::from_f32(&wf, n, k, WeightDtype::F32), m, Par::Pool);
+    gemv_f32(&mut b, &x, &wf, n, k, m, Par::Pool);
+    assert_eq!(a, b);
+    for kernel in Kernel::available_kernels() {
+        for dtype in WeightDtype::ALL {
+            let w = Weights::from_f32(&wf, n, k, dtype);
+            gemv_with(&mut a, &x, &w, m, Par::Seq, kernel);
+            gemv_ref(&mut b, &x, w.view(), m, Par::Pool, kernel);
+            assert_eq!(a, b, "{kernel:?} {dtype:?}");
+            assert_eq!((w.view().n(), w.view().k(), w.view().dtype(), w.view().bytes()), (n, k, dtype, w.bytes()));
+        }
+    }
+}
+
+#[test]
+#[should_panic(expected = "WeightsRef::f32")]
+fn borrowed_f32_wrong_length_panics() {
+    let _ = WeightsRef::f32(&[1.0; 5], 2, 3);
 }
 
 #[test]
