@@ -28,14 +28,48 @@ pub fn adamw_update(p: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32], s: A
     let step = (s.lr as f64 / bc1) as f32;
     let bc2_sqrt = bc2.sqrt() as f32;
     let decay = 1.0 - s.lr * s.weight_decay;
-    p.par_iter_mut()
-        .zip(g.par_iter())
-        .zip(m.par_iter_mut().zip(v.par_iter_mut()))
-        .with_min_len(4096)
-        .for_each(|((p, &g), (m, v))| {
-            *p *= decay;
-            *m = s.beta1 * *m + (1.0 - s.beta1) * g;
-            *v = s.beta2 * *v + (1.0 - s.beta2) * g * g;
-            *p -= step * *m / ((*v).sqrt() / bc2_sqrt + s.eps);
-        });
+    let k = Consts { decay, beta1: s.beta1, beta2: s.beta2, step, bc2_sqrt, eps: s.eps };
+    // Chunks of plain slices (not zipped element iterators) so the loop vectorises; on CPUs
+    // with AVX-512 the same loop is compiled for it and picked at run time.
+    p.par_chunks_mut(CHUNK).zip(g.par_chunks(CHUNK)).zip(m.par_chunks_mut(CHUNK).zip(v.par_chunks_mut(CHUNK))).for_each(|((p, g), (m, v))| {
+        #[cfg(target_arch = "x86_64")]
+        if is_x86_feature_detected!("avx512f") {
+            // SAFETY: the CPU supports AVX-512F (checked just above).
+            unsafe { update_avx512(p, g, m, v, k) };
+            return;
+        }
+        update(p, g, m, v, k);
+    });
+}
+
+const CHUNK: usize = 1 << 14;
+
+#[derive(Clone, Copy)]
+struct Consts {
+    decay: f32,
+    beta1: f32,
+    beta2: f32,
+    step: f32,
+    bc2_sqrt: f32,
+    eps: f32,
+}
+
+#[inline(always)]
+fn update(p: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32], k: Consts) {
+    let n = p.len().min(g.len()).min(m.len()).min(v.len());
+    let (p, g, m, v) = (&mut p[..n], &g[..n], &mut m[..n], &mut v[..n]);
+    for i in 0..n {
+        let gi = g[i];
+        let mi = k.beta1 * m[i] + (1.0 - k.beta1) * gi;
+        let vi = k.beta2 * v[i] + (1.0 - k.beta2) * gi * gi;
+        m[i] = mi;
+        v[i] = vi;
+        p[i] = p[i] * k.decay - k.step * mi / (vi.sqrt() / k.bc2_sqrt + k.eps);
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn update_avx512(p: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32], k: Consts) {
+    update(p, g, m, v, k)
 }
