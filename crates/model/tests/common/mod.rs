@@ -1,6 +1,8 @@
 //! Helpers shared by the model's integration tests (not a test target itself).
 #![allow(dead_code)]
 
+pub mod fd;
+
 use moe_kernels::Real;
 use moe_model::params::Init;
 use moe_model::{ModelConfig, Transformer};
