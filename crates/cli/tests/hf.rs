@@ -1,42 +1,15 @@
 //! End-to-end tests of the Hugging Face commands of the `moe` binary on the tiny checkpoints of
 //! `tests/golden_hf/`: `moe info/logits/generate/bench infer --model` and `moe export`.
 
+mod common;
+
+use common::{fails, ok, repo, s};
 use moe_model::checkpoint::tensor_f32;
 use safetensors::SafeTensors;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
 
 fn golden(case: &str) -> PathBuf {
     repo().join("tests/golden_hf").join(case)
-}
-
-fn moe(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_moe")).args(args).current_dir(repo()).env("RAYON_NUM_THREADS", "2").output().expect("run moe")
-}
-
-fn ok(args: &[&str]) -> String {
-    let o = moe(args);
-    let (out, err) = (String::from_utf8_lossy(&o.stdout).into_owned(), String::from_utf8_lossy(&o.stderr).into_owned());
-    assert!(o.status.success(), "moe {args:?} failed ({:?})\nstdout:\n{out}\nstderr:\n{err}", o.status);
-    out
-}
-
-fn fails(args: &[&str], needles: &[&str]) {
-    let o = moe(args);
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert_eq!(o.status.code(), Some(2), "moe {args:?} should fail with exit 2; stderr:\n{err}");
-    assert!(!err.contains("panicked"), "moe {args:?} panicked:\n{err}");
-    for n in needles {
-        assert!(err.contains(n), "moe {args:?}: stderr should mention {n:?}:\n{err}");
-    }
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().expect("utf-8 path")
 }
 
 fn i64s(st: &SafeTensors<'_>, name: &str) -> Vec<u32> {
