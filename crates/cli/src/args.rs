@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 /// Train, evaluate, inspect and compare dense and Mixture-of-Experts Transformers on the CPU.
 #[derive(Parser, Debug)]
-#[command(name = "moe", version, about)]
+#[command(name = "moe", version)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
