@@ -221,6 +221,9 @@ pub struct CompareArgs {
     /// Size of the built-in models and default budget: `default` (≈ 5 min) or `tiny` (seconds).
     #[arg(long, default_value = "default")]
     pub scale: moe_compare::Scale,
+    /// Leave out the dense model widened to the MoE's total parameters.
+    #[arg(long)]
+    pub no_wide: bool,
     /// No progress bars.
     #[arg(long)]
     pub quiet: bool,

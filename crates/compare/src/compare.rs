@@ -41,11 +41,13 @@ pub struct CompareOptions {
     pub progress: bool,
     /// size of the built-in models and default budget (`Tiny` for tests)
     pub scale: Scale,
+    /// leave out the dense model widened to the MoE's total parameters (saves its training time)
+    pub no_wide: bool,
 }
 
 impl Default for CompareOptions {
     fn default() -> Self {
-        CompareOptions { data: None, budget_flops: None, budget_minutes: None, dense: None, moe: Vec::new(), seeds: 1, out: PathBuf::from("compare"), progress: false, scale: Scale::Default }
+        CompareOptions { data: None, budget_flops: None, budget_minutes: None, dense: None, moe: Vec::new(), seeds: 1, out: PathBuf::from("compare"), progress: false, scale: Scale::Default, no_wide: false }
     }
 }
 
@@ -153,6 +155,14 @@ pub(crate) fn resolve_budget(budget_flops: Option<f64>, budget_minutes: Option<f
 
 /// The models of a comparison.
 fn build_plans(dense: &ExperimentConfig, opts: &CompareOptions) -> Result<Vec<ModelPlan>> {
+    let mut plans = all_plans(dense, opts)?;
+    if opts.no_wide {
+        plans.retain(|p| p.role != Role::DenseWide);
+    }
+    Ok(plans)
+}
+
+fn all_plans(dense: &ExperimentConfig, opts: &CompareOptions) -> Result<Vec<ModelPlan>> {
     if opts.moe.is_empty() {
         let mut trio = default_trio(dense);
         if let Some(p) = &opts.dense {

@@ -114,7 +114,7 @@ pub fn base_experiment(scale: Scale) -> ExperimentConfig {
                 activation: moe_model::Activation::Swiglu,
                 moe: None,
             },
-            TrainConfig { steps: 200, batch_size: 16, seq_len: 128, lr: 2e-3, min_lr_ratio: 0.1, warmup_steps: 20, eval_batches: 8, ..TrainConfig::default() },
+            TrainConfig { steps: 200, batch_size: 16, seq_len: 128, lr: 2e-3, min_lr_ratio: 0.1, warmup_steps: 20, eval_batches: 8, final_eval_batches: 64, ..TrainConfig::default() },
             DataConfig { source: "synthetic".into(), synthetic_bytes: 3_000_000, tokenizer: "byte".into(), val_fraction: 0.02, seed: 0 },
         ),
         Scale::Tiny => (
@@ -158,8 +158,8 @@ pub fn steps_for_budget(cfg: &ExperimentConfig, budget_flops: f64) -> usize {
 }
 
 /// The MoE twin of a dense config: every FFN an MoE of `n_expert` experts, top-`k`, expert width
-/// `d_ff / k` (so the active FFN width is `d_ff`), softmax gating renormalised over the top-k,
-/// dropless, load-balancing loss 0.01 and z-loss 0.001.
+/// `d_ff / k` (so the active FFN width is `d_ff`), softmax gating (renormalised over the top-k when
+/// k > 1; a top-1 token is weighted by its probability, as in Switch), dropless, load-balancing loss 0.01 and z-loss 0.001.
 pub fn moe_twin(dense: &ModelConfig, n_expert: usize, k: usize) -> ModelConfig {
     let mut m = dense.clone();
     m.moe = Some(MoeConfig {
@@ -170,7 +170,9 @@ pub fn moe_twin(dense: &ModelConfig, n_expert: usize, k: usize) -> ModelConfig {
         d_expert_shared: None,
         shared_gate: false,
         gating: moe_model::Gating::Softmax,
-        renormalize: true,
+        // top-1 keeps the softmax probability as its weight (Switch): renormalising a single
+        // weight makes it exactly 1, and the router would get no gradient from the loss
+        renormalize: k > 1,
         route_scale: 1.0,
         capacity_factor: 0.0,
         aux_loss_coef: 0.01,

@@ -124,3 +124,15 @@ fn compare_rejects_bad_options() {
     let e = compare(&CompareOptions { dense: Some(moe_as_dense), ..base }).unwrap_err().to_string();
     assert!(e.contains("mixtral.toml") && e.contains("model.moe"), "{e}");
 }
+
+#[test]
+fn compare_without_the_wide_model() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("cmp");
+    let rep = compare(&CompareOptions { out: out.clone(), scale: Scale::Tiny, no_wide: true, ..Default::default() }).unwrap();
+    let names: Vec<&str> = rep.summary.models.iter().map(|m| m.name.as_str()).collect();
+    assert_eq!(names, ["dense", "moe-8x2"]);
+    assert!(!out.join("runs/dense-wide-s0").exists());
+    assert_eq!(rep.summary.verdict.len(), 1, "{:?}", rep.summary.verdict);
+    assert!(std::fs::read_to_string(&rep.report_md).unwrap().contains("moe-8x2 reached val loss"));
+}

@@ -127,12 +127,17 @@ impl<T: Real> Transformer<T> {
 
     /// A freshly initialised model (GPT-2 style: N(0, 0.02), output projections scaled by
     /// 1/√(2·n_layer), norms at one), deterministic in `seed`.
+    ///
+    /// Each tensor draws from its own stream, derived from `seed` and the tensor's name, so two
+    /// models that share a tensor (name and shape) start with the same values for it: a dense model
+    /// and its MoE twin of one seed share embeddings, attention, norms and LM head, which pairs
+    /// their runs more tightly than a common seed alone.
     pub fn new(cfg: ModelConfig, seed: u64) -> Result<Self> {
         let mut m = Self::zeros(cfg)?;
-        let mut rng = Rng::derive(seed, 0x1417);
         let mut buf = Vec::new();
         for e in &m.table.entries {
             if let Init::Normal(std) = e.init {
+                let mut rng = Rng::derive(seed, 0x1417 ^ name_hash(&e.name));
                 buf.resize(e.len, 0.0f32);
                 rng.fill_normal(&mut buf, std);
                 for (p, &v) in m.params[e.range()].iter_mut().zip(&buf) {
@@ -358,8 +363,40 @@ impl<T: Real> Transformer<T> {
     }
 }
 
+/// FNV-1a of a tensor name: the label of its initialisation stream.
+fn name_hash(name: &str) -> u64 {
+    name.bytes().fold(0xCBF2_9CE4_8422_2325, |h, b| (h ^ b as u64).wrapping_mul(0x0100_0000_01B3))
+}
+
 fn report(ce: f64, moe: Vec<MoeLayerReport>) -> LossReport {
     let aux: f64 = moe.iter().map(|m| m.aux.aux).sum();
     let z: f64 = moe.iter().map(|m| m.aux.z).sum();
     LossReport { loss: ce + aux + z, ce, aux, z, moe }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tensor<'a>(m: &'a Transformer<f32>, name: &str) -> &'a [f32] {
+        let e = m.table.entries.iter().find(|e| e.name == name).unwrap_or_else(|| panic!("{name}"));
+        &m.params[e.range()]
+    }
+
+    #[test]
+    fn a_dense_model_and_its_moe_twin_share_the_init_of_common_tensors() {
+        let dense: ModelConfig = toml::from_str("n_vocab = 32\nn_ctx = 8\nn_layer = 2\nd_model = 16\nn_head = 2\nn_head_kv = 1\nd_ff = 32\n").unwrap();
+        let mut moe_cfg = dense.clone();
+        moe_cfg.moe = Some(toml::from_str("n_expert = 4\nn_expert_active = 2\nd_expert = 16\n").unwrap());
+        let (d, m) = (Transformer::<f32>::new(dense, 7).unwrap(), Transformer::<f32>::new(moe_cfg, 7).unwrap());
+        for name in ["tok_embeddings.weight", "layers.0.attn.wq.weight", "layers.1.attn.wo.weight", "lm_head.weight"] {
+            let a = tensor(&d, name);
+            assert!(a.iter().any(|&v| v != 0.0), "{name} is initialised");
+            assert_eq!(a, tensor(&m, name), "{name}");
+        }
+        // different tensors of one model and another seed draw different values
+        assert_ne!(tensor(&d, "layers.0.attn.wq.weight"), tensor(&d, "layers.1.attn.wq.weight"));
+        let d8 = Transformer::<f32>::new(d.cfg.clone(), 8).unwrap();
+        assert_ne!(tensor(&d, "lm_head.weight"), tensor(&d8, "lm_head.weight"));
+    }
 }

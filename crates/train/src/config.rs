@@ -57,6 +57,9 @@ pub struct TrainConfig {
     pub eval_every: usize,
     /// validation batches per evaluation
     pub eval_batches: usize,
+    /// validation batches of the evaluation after the last step (0 = `eval_batches`): a larger
+    /// final evaluation makes the number runs are compared by less noisy at little cost
+    pub final_eval_batches: usize,
     /// checkpoint every this many steps (0 = only at the end)
     pub checkpoint_every: usize,
     /// write a train line to `metrics.jsonl` every this many steps
@@ -83,6 +86,7 @@ impl Default for TrainConfig {
             seed: 1,
             eval_every: 100,
             eval_batches: 20,
+            final_eval_batches: 0,
             checkpoint_every: 500,
             log_every: 1,
             decay_embeddings: false,

@@ -156,6 +156,11 @@ pub fn train_until(cfg: &ExperimentConfig, out: &Path, opts: &TrainOptions, stop
     let cfg_file = rd.config_path();
     let t = &cfg.train;
     cfg.validate(&cfg_file)?;
+    if let Some(m) = &cfg.model.moe {
+        if m.n_expert_active == 1 && m.n_expert > 1 && m.renormalize && m.gating == moe_model::Gating::Softmax {
+            tracing::warn!("model.moe: softmax top-1 with renormalize = true weights every token's expert by exactly 1, so the router learns only from the aux and z losses; set renormalize = false (Switch) or use sigmoid gating");
+        }
+    }
 
     // data
     let tok = load_tokenizer(cfg)?;
@@ -233,7 +238,8 @@ pub fn train_until(cfg: &ExperimentConfig, out: &Path, opts: &TrainOptions, stop
         pb.set_position(state.step as u64);
         pb.set_message(format!("loss {:.4} {:.0} tok/s", r.loss, tok_s));
         if (t.eval_every > 0 && state.step % t.eval_every == 0) || state.step == t.steps {
-            let e = evaluate(&model, &ds.val, t.batch_size, t.seq_len, Some(t.eval_batches))?;
+            let n_eval = if state.step == t.steps && t.final_eval_batches > 0 { t.final_eval_batches } else { t.eval_batches };
+            let e = evaluate(&model, &ds.val, t.batch_size, t.seq_len, Some(n_eval))?;
             state.last_val_loss = Some(e.ce);
             metrics.write(&eval_record(&state, &e))?;
             pb.suspend(|| tracing::info!(step = state.step, val_loss = e.ce, val_ppl = e.ppl(), "eval"));

@@ -259,3 +259,15 @@ fn train_with_bpe_tokenizer_copies_it_and_checks_the_vocabulary() {
     let r = evaluate_run(&out, None, Some(2)).unwrap();
     assert!(r.val_loss.is_finite() && r.step == 2);
 }
+
+#[test]
+fn final_evaluation_uses_final_eval_batches() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("run");
+    let c = cfg(DENSE, &["train.steps=4", "train.eval_every=2", "train.eval_batches=1", "train.final_eval_batches=3"]);
+    train(&c, &out, &TrainOptions::default()).unwrap();
+    let evals = records(&out, "eval");
+    let toks: Vec<u64> = evals.iter().map(|r| r["val_tokens"].as_u64().unwrap()).collect();
+    // batch 4 × seq 16 tokens per validation batch: 1 batch at step 2, 3 at the last step
+    assert_eq!(toks, vec![64, 192], "{evals:?}");
+}

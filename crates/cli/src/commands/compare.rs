@@ -14,6 +14,7 @@ pub fn run_compare(a: CompareArgs) -> anyhow::Result<()> {
         out: a.out,
         progress: !a.quiet,
         scale: a.scale,
+        no_wide: a.no_wide,
     };
     let r = compare(&opts)?;
     for line in &r.summary.verdict {
