@@ -1,39 +1,49 @@
 //! Activations: SwiGLU (`silu(gate) ⊙ up`) and tanh-approximated GELU.
 
+use crate::exp::sigmoid;
 use crate::Real;
 use rayon::prelude::*;
 
 const PAR_MIN: usize = 1 << 15;
+/// Elements per parallel task (inner loops over slices vectorise).
+const CHUNK: usize = 1 << 13;
 
-#[inline(always)]
-fn sigmoid<T: Real>(x: T) -> T {
-    T::ONE / (T::ONE + (-x).exp())
+fn swiglu_forward_slice<T: Real>(out: &mut [T], gate: &[T], up: &[T]) {
+    for (o, (&g, &u)) in out.iter_mut().zip(gate.iter().zip(up)) {
+        *o = g * sigmoid(g) * u;
+    }
 }
 
 /// `out = silu(gate) ⊙ up`, elementwise.
 pub fn swiglu_forward<T: Real>(out: &mut [T], gate: &[T], up: &[T]) {
     assert!(out.len() == gate.len() && gate.len() == up.len(), "swiglu_forward: lengths");
-    let f = |(o, (&g, &u)): (&mut T, (&T, &T))| *o = g * sigmoid(g) * u;
     if out.len() >= PAR_MIN {
-        out.par_iter_mut().zip(gate.par_iter().zip(up.par_iter())).for_each(f);
+        out.par_chunks_mut(CHUNK).zip(gate.par_chunks(CHUNK).zip(up.par_chunks(CHUNK))).for_each(|(o, (g, u))| swiglu_forward_slice(o, g, u));
     } else {
-        out.iter_mut().zip(gate.iter().zip(up.iter())).for_each(f);
+        swiglu_forward_slice(out, gate, up);
+    }
+}
+
+fn swiglu_backward_slice<T: Real>(d_gate: &mut [T], d_up: &mut [T], d_out: &[T], gate: &[T], up: &[T]) {
+    for ((dg, du), ((&dy, &g), &u)) in d_gate.iter_mut().zip(d_up.iter_mut()).zip(d_out.iter().zip(gate).zip(up)) {
+        let s = sigmoid(g);
+        let silu = g * s;
+        *du = dy * silu;
+        *dg = dy * u * s * (T::ONE + g * (T::ONE - s));
     }
 }
 
 /// Backward of [`swiglu_forward`]: **overwrites** `d_gate` and `d_up`.
 pub fn swiglu_backward<T: Real>(d_gate: &mut [T], d_up: &mut [T], d_out: &[T], gate: &[T], up: &[T]) {
-    assert!(d_gate.len() == d_out.len() && d_up.len() == d_out.len(), "swiglu_backward: lengths");
-    let f = |((dg, du), ((&dy, &g), &u)): ((&mut T, &mut T), ((&T, &T), &T))| {
-        let s = sigmoid(g);
-        let silu = g * s;
-        *du = dy * silu;
-        *dg = dy * u * s * (T::ONE + g * (T::ONE - s));
-    };
+    assert!(d_gate.len() == d_out.len() && d_up.len() == d_out.len() && gate.len() == d_out.len() && up.len() == d_out.len(), "swiglu_backward: lengths");
     if d_out.len() >= PAR_MIN {
-        d_gate.par_iter_mut().zip(d_up.par_iter_mut()).zip(d_out.par_iter().zip(gate.par_iter()).zip(up.par_iter())).for_each(f);
+        d_gate
+            .par_chunks_mut(CHUNK)
+            .zip(d_up.par_chunks_mut(CHUNK))
+            .zip(d_out.par_chunks(CHUNK).zip(gate.par_chunks(CHUNK)).zip(up.par_chunks(CHUNK)))
+            .for_each(|((dg, du), ((dy, g), u))| swiglu_backward_slice(dg, du, dy, g, u));
     } else {
-        d_gate.iter_mut().zip(d_up.iter_mut()).zip(d_out.iter().zip(gate.iter()).zip(up.iter())).for_each(f);
+        swiglu_backward_slice(d_gate, d_up, d_out, gate, up);
     }
 }
 

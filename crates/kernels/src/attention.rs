@@ -5,6 +5,7 @@
 //! Query head `h` reads key/value head `h / (n_head / n_head_kv)`. Each (sequence, head) pair is one
 //! rayon task running small sequential GEMMs.
 
+use crate::exp::{exp_shifted_sum, row_max};
 use crate::matmul::{matmul, MatmulShape, Par};
 use crate::Real;
 use rayon::prelude::*;
@@ -74,16 +75,9 @@ pub fn attention_forward<T: Real>(out: &mut [T], probs: &mut [T], q: &[T], k: &[
             matmul(p, &qh, &kg, MatmulShape::nt(t, d, t), T::ZERO, Par::Seq); // [t, t]
             for i in 0..t {
                 let row = &mut p[i * t..(i + 1) * t];
-                let mut m = T::from_f64(f64::NEG_INFINITY);
-                for x in row[..=i].iter_mut() {
-                    *x *= scale;
-                    m = m.max(*x);
-                }
-                let mut sum = T::ZERO;
-                for x in row[..=i].iter_mut() {
-                    *x = (*x - m).exp();
-                    sum += *x;
-                }
+                row[..=i].iter_mut().for_each(|x| *x *= scale);
+                let m = row_max(&row[..=i]);
+                let sum = exp_shifted_sum(&mut row[..=i], m);
                 let inv = T::ONE / sum;
                 for x in row[..=i].iter_mut() {
                     *x *= inv;

@@ -1,25 +1,21 @@
 //! Softmax cross-entropy over rows of logits, and row softmax.
 
+use crate::exp::{exp_shifted_sum, row_max, sum_exp_shifted};
 use crate::Real;
 use rayon::prelude::*;
 
 /// Numerically stable log-sum-exp of a row.
 pub fn logsumexp<T: Real>(row: &[T]) -> T {
-    let m = row.iter().copied().fold(T::from_f64(f64::NEG_INFINITY), T::max);
-    let s: T = row.iter().map(|&v| (v - m).exp()).sum();
-    m + s.ln()
+    let m = row_max(row);
+    m + sum_exp_shifted(row, m).ln()
 }
 
 /// In-place softmax of each row of width `d` (`x.len()` must be a multiple of `d > 0`).
 pub fn softmax_rows<T: Real>(x: &mut [T], d: usize) {
     assert!(d > 0 && x.len().is_multiple_of(d), "softmax_rows: length {} is not a multiple of row width {d}", x.len());
     x.par_chunks_mut(d).with_min_len(16).for_each(|row| {
-        let m = row.iter().copied().fold(T::from_f64(f64::NEG_INFINITY), T::max);
-        let mut s = T::ZERO;
-        for v in row.iter_mut() {
-            *v = (*v - m).exp();
-            s += *v;
-        }
+        let m = row_max(row);
+        let s = exp_shifted_sum(row, m);
         let inv = T::ONE / s;
         for v in row.iter_mut() {
             *v *= inv;
@@ -47,7 +43,7 @@ pub fn cross_entropy_backward_inplace<T: Real>(logits: &mut [T], targets: &[u32]
         assert!((t as usize) < n_vocab, "cross_entropy_backward: target {t} >= n_vocab {n_vocab}");
         let lse = logsumexp(row);
         for v in row.iter_mut() {
-            *v = (*v - lse).exp() * scale;
+            *v = (*v - lse).exp_fast() * scale;
         }
         row[t as usize] -= scale;
     });
@@ -64,13 +60,9 @@ pub fn cross_entropy_fused_inplace<T: Real>(losses: &mut [T], logits: &mut [T], 
     logits.par_chunks_mut(n_vocab).zip(targets.par_iter().zip(losses.par_iter_mut())).for_each(|(row, (&t, loss))| {
         let t = t as usize;
         assert!(t < n_vocab, "cross_entropy_fused: target {t} >= n_vocab {n_vocab}");
-        let m = row.iter().copied().fold(T::from_f64(f64::NEG_INFINITY), T::max);
+        let m = row_max(row);
         let target_logit = row[t];
-        let mut s = T::ZERO;
-        for v in row.iter_mut() {
-            *v = (*v - m).exp();
-            s += *v;
-        }
+        let s = exp_shifted_sum(row, m);
         *loss = m + s.ln() - target_logit;
         let c = scale / s;
         for v in row.iter_mut() {

@@ -12,6 +12,7 @@ pub mod attention;
 pub mod bandwidth;
 pub mod cross_entropy;
 pub mod embedding;
+pub mod exp;
 pub mod gemv;
 pub mod linear;
 pub mod matmul;

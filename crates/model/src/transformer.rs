@@ -20,8 +20,9 @@ use moe_kernels::rope::RopeTable;
 use moe_kernels::{Par, Real};
 use serde::{Deserialize, Serialize};
 
-/// Logit elements per LM-head chunk (7 Mi floats = 28 MiB, under glibc's largest mmap threshold).
-const HEAD_CHUNK_ELEMS: usize = 7 << 20;
+/// Logit elements per LM-head chunk (64 Mi floats = 256 MiB): large chunks pack the `[n_vocab, d_model]`
+/// weight fewer times (every chunk packs it for the forward and again for the input gradient).
+const HEAD_CHUNK_ELEMS: usize = 64 << 20;
 
 /// A dense or MoE Transformer with all parameters in one flat buffer.
 #[derive(Clone, Debug)]
