@@ -62,6 +62,8 @@ pub struct EvalPoint {
     pub val_loss: f64,
     /// `exp(val_loss)`
     pub val_ppl: f64,
+    /// the larger evaluation after the last step (`train.final_eval_batches`), if any
+    pub final_val_loss: Option<f64>,
 }
 
 /// All records of one run.

@@ -27,10 +27,14 @@ pub struct SeedResult {
     pub tokens: u64,
     /// training FLOPs (accounting)
     pub flops: f64,
-    /// final validation cross-entropy (nats)
+    /// final validation cross-entropy (nats): the run's larger final evaluation when it made one
     pub val_loss: f64,
     /// `exp(val_loss)`
     pub val_ppl: f64,
+    /// final validation loss on the batches of the loss curve (what the compute multiplier is
+    /// read against: the dense curve uses the same batches)
+    #[serde(default)]
+    pub curve_val_loss: f64,
     /// training throughput (tokens/s of step time, last session)
     pub tokens_per_s: f64,
     /// wall-clock seconds of training over all sessions
@@ -52,8 +56,9 @@ impl SeedResult {
             steps: last.step,
             tokens: last.tokens,
             flops: last.flops,
-            val_loss: last.val_loss,
-            val_ppl: last.val_ppl,
+            val_loss: last.final_val_loss.unwrap_or(last.val_loss),
+            val_ppl: last.final_val_loss.unwrap_or(last.val_loss).exp(),
+            curve_val_loss: last.val_loss,
             tokens_per_s: o.metrics.tokens_per_s(),
             elapsed_s,
             curve: o.metrics.loss_curve(),

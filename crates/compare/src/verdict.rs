@@ -49,7 +49,7 @@ pub fn verdict(moe: &ModelResult, dense: &ModelResult) -> Verdict {
     let mut method = Method::Interpolated;
     let mut per_seed = Vec::with_capacity(n);
     for i in 0..n {
-        let est = compute_to_reach(&dense.seeds[i].curve, moe.seeds[i].val_loss);
+        let est = compute_to_reach(&dense.seeds[i].curve, moe.seeds[i].curve_val_loss);
         if rank(est.method) > rank(method) {
             method = est.method;
         }
@@ -103,7 +103,7 @@ mod tests {
     use crate::run::RunStatus;
 
     fn seed(i: usize, final_loss: f64, curve: Vec<(f64, f64)>) -> SeedResult {
-        SeedResult { seed: i, train_seed: i as u64, run_dir: "r".into(), status: RunStatus::Trained, steps: 10, tokens: 100, flops: 1e10, val_loss: final_loss, val_ppl: final_loss.exp(), tokens_per_s: 1.0, elapsed_s: 1.0, curve }
+        SeedResult { seed: i, train_seed: i as u64, run_dir: "r".into(), status: RunStatus::Trained, steps: 10, tokens: 100, flops: 1e10, val_loss: final_loss, val_ppl: final_loss.exp(), curve_val_loss: final_loss, tokens_per_s: 1.0, elapsed_s: 1.0, curve }
     }
 
     #[test]
@@ -121,5 +121,18 @@ mod tests {
         let v = verdict(&better, &dense);
         assert_eq!(v.method, Method::Unreachable);
         assert!(v.text.contains("never reaches") && v.text.contains("seed noise not measured"), "{}", v.text);
+    }
+
+    #[test]
+    fn the_multiplier_reads_the_curve_loss_not_the_larger_final_evaluation() {
+        let trio = default_trio(&base_experiment(Scale::Tiny));
+        let curve = vec![(2.5e9, 3.0), (5e9, 2.5), (1e10, 2.2)];
+        // the whole validation split is harder than the curve's batches: finals are 0.3 higher
+        let with_final = |i, curve_loss: f64, c: Vec<(f64, f64)>| SeedResult { val_loss: curve_loss + 0.3, curve_val_loss: curve_loss, ..seed(i, curve_loss, c) };
+        let dense = ModelResult::new(&trio[0], 10, vec![with_final(0, 2.2, curve)]);
+        let moe = ModelResult::new(&trio[1], 10, vec![with_final(0, 2.5, vec![])]);
+        let v = verdict(&moe, &dense);
+        assert!((v.multiplier.unwrap().mean - 0.5).abs() < 1e-9, "{}", v.text);
+        assert!(v.text.contains("2.8000") && v.text.contains("2.5000"), "{}", v.text);
     }
 }

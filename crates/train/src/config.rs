@@ -57,8 +57,10 @@ pub struct TrainConfig {
     pub eval_every: usize,
     /// validation batches per evaluation
     pub eval_batches: usize,
-    /// validation batches of the evaluation after the last step (0 = `eval_batches`): a larger
-    /// final evaluation makes the number runs are compared by less noisy at little cost
+    /// after the last step, also evaluate on this many validation batches (0 = no such extra
+    /// evaluation) and record it as `final_val_loss`: a larger final evaluation makes the number
+    /// runs are compared by less noisy at little cost, while the loss curve (`val_loss` of every
+    /// evaluation) stays on the same `eval_batches` batches throughout
     pub final_eval_batches: usize,
     /// checkpoint every this many steps (0 = only at the end)
     pub checkpoint_every: usize,

@@ -238,11 +238,19 @@ pub fn train_until(cfg: &ExperimentConfig, out: &Path, opts: &TrainOptions, stop
         pb.set_position(state.step as u64);
         pb.set_message(format!("loss {:.4} {:.0} tok/s", r.loss, tok_s));
         if (t.eval_every > 0 && state.step % t.eval_every == 0) || state.step == t.steps {
-            let n_eval = if state.step == t.steps && t.final_eval_batches > 0 { t.final_eval_batches } else { t.eval_batches };
-            let e = evaluate(&model, &ds.val, t.batch_size, t.seq_len, Some(n_eval))?;
+            let e = evaluate(&model, &ds.val, t.batch_size, t.seq_len, Some(t.eval_batches))?;
+            let mut rec = eval_record(&state, &e);
             state.last_val_loss = Some(e.ce);
-            metrics.write(&eval_record(&state, &e))?;
-            pb.suspend(|| tracing::info!(step = state.step, val_loss = e.ce, val_ppl = e.ppl(), "eval"));
+            if state.step == t.steps && t.final_eval_batches > 0 {
+                // the curve stays on `eval_batches`; the number runs are compared by uses more
+                let f = evaluate(&model, &ds.val, t.batch_size, t.seq_len, Some(t.final_eval_batches))?;
+                rec["final_val_loss"] = json!(f.ce);
+                rec["final_val_ppl"] = json!(f.ppl());
+                rec["final_val_tokens"] = json!(f.n_tokens);
+                state.last_val_loss = Some(f.ce);
+            }
+            metrics.write(&rec)?;
+            pb.suspend(|| tracing::info!(step = state.step, val_loss = state.last_val_loss, val_ppl = state.last_val_loss.map(f64::exp), "eval"));
         }
         if (t.checkpoint_every > 0 && state.step % t.checkpoint_every == 0) || state.step == end {
             state.elapsed_s = elapsed0 + session.elapsed().as_secs_f64();

@@ -268,6 +268,11 @@ fn final_evaluation_uses_final_eval_batches() {
     train(&c, &out, &TrainOptions::default()).unwrap();
     let evals = records(&out, "eval");
     let toks: Vec<u64> = evals.iter().map(|r| r["val_tokens"].as_u64().unwrap()).collect();
-    // batch 4 × seq 16 tokens per validation batch: 1 batch at step 2, 3 at the last step
-    assert_eq!(toks, vec![64, 192], "{evals:?}");
+    // batch 4 × seq 16 tokens per validation batch: the curve stays on 1 batch, the final
+    // evaluation adds 3
+    assert_eq!(toks, vec![64, 64], "{evals:?}");
+    assert!(evals[0].get("final_val_loss").is_none());
+    assert_eq!(evals[1]["final_val_tokens"].as_u64(), Some(192));
+    let (curve, fin) = (evals[1]["val_loss"].as_f64().unwrap(), evals[1]["final_val_loss"].as_f64().unwrap());
+    assert!(fin.is_finite() && fin != curve, "{curve} {fin}");
 }
