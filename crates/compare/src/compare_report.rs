@@ -128,7 +128,8 @@ pub fn build_doc(s: &CompareSummary, f: &CompareFigures) -> Doc {
     let reused = s.models.iter().flat_map(|m| &m.seeds).filter(|r| r.status == crate::run::RunStatus::Reused).count();
     d.bullets(vec![
         format!("Budget: {} training FLOPs per run ({}).", fmt_flops(s.budget_flops), s.budget_from),
-        format!("Data: `{}`; every model of a seed trains on the same batches (same `train.seed`, batch shape and data).", s.data),
+        format!("Data: `{}`; every model of a seed trains on the same batches (same `train.seed`, batch shape and data) and starts from the same values of the tensors it shares with the others (embeddings, attention, norms, head).", s.data),
+        "Validation loss: each run's final evaluation (on `train.final_eval_batches` batches where set, else `train.eval_batches`); the curves and the compute multiplier use the `train.eval_batches` batches of every evaluation.".to_string(),
         format!("Seeds: {} per model ({} runs; {} reused from an earlier call).", s.seeds, runs, reused),
         format!(
             "Time: {:.0} s in all ({:.0} s training in this call, {:.0} s decode benchmarks and routing analysis, {:.0} s probe).",
