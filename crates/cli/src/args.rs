@@ -243,8 +243,9 @@ pub struct SweepArgs {
     /// Dense experiment TOML the ladders derive from (default: built in).
     #[arg(long)]
     pub dense: Option<PathBuf>,
-    /// Experts per token of the MoE rungs.
-    #[arg(long, default_value_t = 1)]
+    /// Experts per token of the MoE rungs (top-1 rungs weight by the softmax probability, Switch-style;
+    /// top-2 renormalises the pair).
+    #[arg(long, default_value_t = 2)]
     pub top_k: usize,
     /// The sparsity ladder (comma-separated; default 1,2,4,8,16,32).
     #[arg(long, value_delimiter = ',')]

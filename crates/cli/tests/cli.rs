@@ -143,7 +143,7 @@ fn cli_compare_and_sweep_tiny_write_reports_with_verdicts() {
     let first_verdict = text.lines().next().unwrap();
     assert!(md.contains(first_verdict), "report.md carries the printed verdict");
     let sw = dir.path().join("sweep");
-    let text = ok(&["sweep", "--scale", "tiny", "--n-experts", "1,2,4", "--out", s(&sw), "--quiet"]);
+    let text = ok(&["sweep", "--scale", "tiny", "--top-k", "1", "--n-experts", "1,2,4", "--out", s(&sw), "--quiet"]);
     assert!(sw.join("report.md").exists() && sw.join("summary.json").exists(), "{text}");
     fails(&["compare", "--scale", "tiny", "--seeds", "0", "--out", s(&dir.path().join("x"))], &["--seeds"]);
 }

@@ -61,7 +61,7 @@ impl Default for SweepOptions {
             budget_flops: None,
             budget_minutes: None,
             dense: None,
-            top_k: 1,
+            top_k: 2,
             n_experts: vec![1, 2, 4, 8, 16, 32],
             dense_multipliers: vec![0.5, 1.0, 2.0, 4.0],
             seeds: 1,
@@ -69,6 +69,16 @@ impl Default for SweepOptions {
             progress: false,
             scale: Scale::Default,
         }
+    }
+}
+
+/// Training FLOPs of each MoE rung by default: at the default scale 2.5× `moe compare`'s budget
+/// (1.5e13), because the MoE rungs overtake the dense model only after ≈ 6e12 FLOPs at this size
+/// (on the built-in corpus and on KJV prose alike); the tiny scale keeps its budget.
+pub fn default_sweep_budget(scale: Scale) -> f64 {
+    match scale {
+        Scale::Default => 2.5 * scale.default_budget_flops(),
+        Scale::Tiny => scale.default_budget_flops(),
     }
 }
 
@@ -221,7 +231,7 @@ pub fn sweep(opts: &SweepOptions) -> Result<SweepReport> {
             }
             (min * 60.0 / (inv * opts.seeds as f64), format!("--budget-minutes {min} (probe)"))
         }
-        (None, None) => (opts.scale.default_budget_flops(), format!("default for scale {:?}", opts.scale)),
+        (None, None) => (default_sweep_budget(opts.scale), format!("default for scale {:?}", opts.scale)),
     };
     if opts.progress {
         eprintln!("moe sweep: {} MoE rungs (top-{}) + {} dense rungs × {} seeds, {:.2e} FLOPs per MoE rung ({budget_from})", moe_plans.len(), opts.top_k, dense_plans.len(), opts.seeds, budget);

@@ -7,7 +7,7 @@ use moe_compare::{sweep, Scale, SweepOptions};
 #[test]
 fn sweep_tiny_end_to_end() {
     let tmp = tempfile::tempdir().unwrap();
-    let opts = SweepOptions { out: tmp.path().join("sw"), scale: Scale::Tiny, n_experts: vec![1, 2, 4], dense_multipliers: vec![0.5, 1.0, 2.0], seeds: 2, ..Default::default() };
+    let opts = SweepOptions { out: tmp.path().join("sw"), scale: Scale::Tiny, top_k: 1, n_experts: vec![1, 2, 4], dense_multipliers: vec![0.5, 1.0, 2.0], seeds: 2, ..Default::default() };
     let rep = sweep(&opts).unwrap();
     let s = &rep.summary;
     assert_eq!(s.moe.iter().map(|r| r.n_expert).collect::<Vec<_>>(), vec![1, 2, 4]);
