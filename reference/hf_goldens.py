@@ -32,7 +32,11 @@ import torch
 import transformers
 from safetensors.torch import save_file
 from transformers import (
+    DeepseekV3Config,
+    DeepseekV3ForCausalLM,
     GenerationConfig,
+    GptOssConfig,
+    GptOssForCausalLM,
     LlamaConfig,
     LlamaForCausalLM,
     MixtralConfig,
@@ -145,6 +149,51 @@ def cases():
             {},
             [1, 2],
         ),
+        (
+            "deepseek_v3",
+            DeepseekV3Config,
+            DeepseekV3ForCausalLM,
+            # MLA with a q latent and interleaved RoPE; layer 0 dense; layers 1, 2: sigmoid top-2 of 8
+            # in 4 groups (2 kept), e_score_correction_bias, renormalised, × 2.5, one shared expert
+            dict(COMMON, hidden_size=48, intermediate_size=64, moe_intermediate_size=16, num_hidden_layers=3,
+                 num_attention_heads=4, num_key_value_heads=4, n_routed_experts=8, n_shared_experts=1,
+                 num_experts_per_tok=2, n_group=4, topk_group=2, norm_topk_prob=True, routed_scaling_factor=2.5,
+                 first_k_dense_replace=1, q_lora_rank=24, kv_lora_rank=16, qk_nope_head_dim=8,
+                 qk_rope_head_dim=8, v_head_dim=12, rope_interleave=True,
+                 rope_parameters={"rope_type": "default", "rope_theta": 10000.0}, tie_word_embeddings=False),
+            {},
+            [1, 2],
+        ),
+        (
+            "deepseek_v3_noq",
+            DeepseekV3Config,
+            DeepseekV3ForCausalLM,
+            # no q latent (one q_proj), half-split RoPE, no groups, no renormalisation, two shared experts
+            dict(COMMON, hidden_size=48, intermediate_size=64, moe_intermediate_size=16, num_hidden_layers=2,
+                 num_attention_heads=4, num_key_value_heads=4, n_routed_experts=6, n_shared_experts=2,
+                 num_experts_per_tok=2, n_group=1, topk_group=1, norm_topk_prob=False, routed_scaling_factor=1.5,
+                 first_k_dense_replace=0, q_lora_rank=None, kv_lora_rank=16, qk_nope_head_dim=8,
+                 qk_rope_head_dim=4, v_head_dim=8, rope_interleave=False,
+                 rope_parameters={"rope_type": "default", "rope_theta": 10000.0}, tie_word_embeddings=False),
+            {},
+            [0, 1],
+        ),
+        (
+            "gpt_oss",
+            GptOssConfig,
+            GptOssForCausalLM,
+            # sinks, sliding window 4 on layers 0 and 2, biases everywhere, top-2 of 4 biased experts with the
+            # clamped SwiGLU (limit 1.5 so the clamp bites), YaRN RoPE (factor 4 over 16 original positions)
+            dict(COMMON, hidden_size=48, intermediate_size=24, num_hidden_layers=3, num_attention_heads=4,
+                 num_key_value_heads=2, head_dim=16, num_local_experts=4, num_experts_per_tok=2,
+                 sliding_window=4, layer_types=["sliding_attention", "full_attention", "sliding_attention"],
+                 swiglu_limit=1.5, attention_bias=True, rms_norm_eps=1e-5,
+                 rope_parameters={"rope_type": "yarn", "rope_theta": 150000.0, "factor": 4.0, "beta_fast": 32.0,
+                                  "beta_slow": 1.0, "truncate": False, "original_max_position_embeddings": 16},
+                 tie_word_embeddings=False),
+            {},
+            [0, 1, 2],
+        ),
     ]
 
 
@@ -152,14 +201,19 @@ def perturb_norms(model, gen):
     """Every norm weight to 1 ± 0.3 and every q/k/v bias to ±0.3 so a missing or misplaced one shows."""
     with torch.no_grad():
         for name, p in model.named_parameters():
-            if name.endswith("_proj.bias"):
-                assert any(f"{x}_proj.bias" in name for x in "qkv"), name
+            if name.endswith(("q_proj.bias", "k_proj.bias", "v_proj.bias")):
                 p.copy_(0.3 * (2 * torch.rand(p.shape, generator=gen) - 1))
-            elif p.dim() == 1:
-                assert name.endswith("norm.weight"), name
+            elif p.dim() == 1 and name.endswith("norm.weight"):
                 p.copy_(1.0 + 0.3 * (2 * torch.rand(p.shape, generator=gen) - 1))
-            elif "bias" in name:
-                raise AssertionError(f"unexpected bias {name}")
+            elif name.endswith(("o_proj.bias", "router.bias", "experts.gate_up_proj_bias", "experts.down_proj_bias")):
+                p.copy_(0.3 * (2 * torch.rand(p.shape, generator=gen) - 1))  # GPT-OSS
+            elif name.endswith("self_attn.sinks"):
+                p.copy_(2 * torch.rand(p.shape, generator=gen) - 0.5)  # GPT-OSS: some sinks dominate
+            elif p.dim() == 1 or "bias" in name:
+                raise AssertionError(f"unexpected vector or bias {name}")
+        for name, b in model.named_buffers():
+            if name.endswith("e_score_correction_bias"):  # DeepSeek-V3: shifts the choice, not the weights
+                b.copy_(0.2 * (2 * torch.rand(b.shape, generator=gen) - 1))
 
 
 def make_case(name, cfg_cls, model_cls, kw, save_kw, moe_layers, seed):

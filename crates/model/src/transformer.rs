@@ -4,6 +4,7 @@
 use crate::config::ModelConfig;
 use crate::error::{Error, Result};
 use crate::layers::attention::{attention_block_backward, attention_block_forward, AttnSaved};
+use crate::layers::attention_ext::attention_ext_forward;
 use crate::layers::mlp::{mlp_backward, mlp_forward, MlpSaved};
 use crate::moe::aux::AuxLosses;
 use crate::moe::router::Routing;
@@ -190,7 +191,11 @@ impl<T: Real> Transformer<T> {
         let mut h1 = vec![T::ZERO; n * d];
         let mut rstd1 = vec![T::ZERO; n];
         rmsnorm_forward(&mut h1, &mut rstd1, &x_in, &p[b.attn_norm.clone()], n, d, eps); // [n, d_model]
-        let (a, attn) = attention_block_forward(p, &b.attn, &self.rope, &h1, self.attn_shape(n_seq, seq_len), d, eps);
+        let (a, attn) = if self.cfg.attn_ext.is_some() {
+            (attention_ext_forward(p, &b.attn, &self.cfg, i, &h1, n_seq, seq_len), AttnSaved::default()) // inference only
+        } else {
+            attention_block_forward(p, &b.attn, &self.rope, &h1, self.attn_shape(n_seq, seq_len), d, eps)
+        };
         let mut x_mid = x_in.clone();
         x_mid.iter_mut().zip(&a).for_each(|(x, &v)| *x += v); // [n, d_model]
         let mut h2 = vec![T::ZERO; n * d];
@@ -316,6 +321,9 @@ impl<T: Real> Transformer<T> {
     /// (same layout as `params`). Use `scale = 1 / n_micro` for gradient accumulation.
     pub fn forward_backward(&self, inputs: &[u32], targets: &[u32], n_seq: usize, seq_len: usize, grads: &mut [T], scale: f64) -> Result<LossReport> {
         self.check_input(inputs, Some(targets), n_seq, seq_len)?;
+        if let Some(field) = self.cfg.inference_only_field() {
+            return Err(Error::InvalidConfig { field: field.into(), reason: "is inference-only: the backward is not implemented for it (forward and KV-cached decode work)".into() });
+        }
         if grads.len() != self.params.len() {
             return Err(Error::BadInput(format!("gradient buffer has {} elements, the model {}", grads.len(), self.params.len())));
         }

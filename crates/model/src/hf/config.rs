@@ -10,7 +10,16 @@ use serde_json::{Map, Value};
 use std::path::{Path, PathBuf};
 
 /// The architectures (`architectures[0]`) this module loads.
-pub const SUPPORTED: &[&str] = &["LlamaForCausalLM", "MixtralForCausalLM", "Qwen3ForCausalLM", "Qwen3MoeForCausalLM", "Qwen2MoeForCausalLM", "OlmoeForCausalLM"];
+pub const SUPPORTED: &[&str] = &[
+    "LlamaForCausalLM",
+    "MixtralForCausalLM",
+    "Qwen3ForCausalLM",
+    "Qwen3MoeForCausalLM",
+    "Qwen2MoeForCausalLM",
+    "OlmoeForCausalLM",
+    "DeepseekV3ForCausalLM",
+    "GptOssForCausalLM",
+];
 
 /// Which weight-naming family an architecture uses.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -27,6 +36,10 @@ pub enum Family {
     Olmoe,
     /// Qwen2MoeForCausalLM (q/k/v biases, sigmoid-gated shared expert)
     Qwen2Moe,
+    /// DeepseekV3ForCausalLM (latent attention, grouped sigmoid routing, shared experts; inference only)
+    DeepseekV3,
+    /// GptOssForCausalLM (sinks, sliding windows, biased clamped-SwiGLU experts, YaRN; inference only)
+    GptOss,
 }
 
 /// A parsed and checked `config.json`.
@@ -53,7 +66,7 @@ pub struct HfOptions {
 }
 
 pub(crate) struct Fields<'a> {
-    obj: &'a Map<String, Value>,
+    pub(crate) obj: &'a Map<String, Value>,
     path: PathBuf,
 }
 
@@ -61,38 +74,38 @@ impl<'a> Fields<'a> {
     pub(crate) fn err(&self, field: &str, msg: impl std::fmt::Display) -> Error {
         Error::ConfigParse { path: Some(self.path.clone()), message: format!("field `{field}`: {msg}") }
     }
-    fn get(&self, field: &str) -> Option<&'a Value> {
+    pub(crate) fn get(&self, field: &str) -> Option<&'a Value> {
         self.obj.get(field).filter(|v| !v.is_null())
     }
-    fn usize_opt(&self, field: &str) -> Result<Option<usize>> {
+    pub(crate) fn usize_opt(&self, field: &str) -> Result<Option<usize>> {
         match self.get(field) {
             None => Ok(None),
             Some(v) => v.as_u64().map(|x| Some(x as usize)).ok_or_else(|| self.err(field, format!("expected a non-negative integer, got {v}"))),
         }
     }
-    fn usize(&self, field: &str) -> Result<usize> {
+    pub(crate) fn usize(&self, field: &str) -> Result<usize> {
         self.usize_opt(field)?.ok_or_else(|| self.err(field, "is missing"))
     }
-    fn f64_or(&self, field: &str, default: f64) -> Result<f64> {
+    pub(crate) fn f64_or(&self, field: &str, default: f64) -> Result<f64> {
         match self.get(field) {
             None => Ok(default),
             Some(v) => v.as_f64().ok_or_else(|| self.err(field, format!("expected a number, got {v}"))),
         }
     }
-    fn bool_or(&self, field: &str, default: bool) -> Result<bool> {
+    pub(crate) fn bool_or(&self, field: &str, default: bool) -> Result<bool> {
         match self.get(field) {
             None => Ok(default),
             Some(v) => v.as_bool().ok_or_else(|| self.err(field, format!("expected true or false, got {v}"))),
         }
     }
-    fn str_opt(&self, field: &str) -> Result<Option<&'a str>> {
+    pub(crate) fn str_opt(&self, field: &str) -> Result<Option<&'a str>> {
         match self.get(field) {
             None => Ok(None),
             Some(v) => v.as_str().map(Some).ok_or_else(|| self.err(field, format!("expected a string, got {v}"))),
         }
     }
     /// Must be absent, null or `false`.
-    fn must_be_off(&self, field: &str, why: &str) -> Result<()> {
+    pub(crate) fn must_be_off(&self, field: &str, why: &str) -> Result<()> {
         match self.get(field) {
             None | Some(Value::Bool(false)) => Ok(()),
             Some(v) => Err(self.err(field, format!("{v} is not supported ({why})"))),
@@ -125,8 +138,15 @@ pub fn parse_config(text: &str, path: &Path, opts: &HfOptions) -> Result<HfConfi
         "Qwen3MoeForCausalLM" => Family::Qwen3Moe,
         "OlmoeForCausalLM" => Family::Olmoe,
         "Qwen2MoeForCausalLM" => Family::Qwen2Moe,
+        "DeepseekV3ForCausalLM" => Family::DeepseekV3,
+        "GptOssForCausalLM" => Family::GptOss,
         other => return Err(f.err("architectures", format!("architecture `{other}` is not supported (supported: {})", SUPPORTED.join(", ")))),
     };
+
+    if matches!(family, Family::DeepseekV3 | Family::GptOss) {
+        let cfg = super::config_ext::parse(&f, family, opts)?;
+        return Ok(HfConfig { arch, family, cfg, bos_token_id: token_ids(f.get("bos_token_id")).first().copied(), eos_token_ids: token_ids(f.get("eos_token_id")) });
+    }
 
     // ---- options that change the math and are not expressible ----
     if let Some(act) = f.str_opt("hidden_act")? {
@@ -171,11 +191,11 @@ pub fn parse_config(text: &str, path: &Path, opts: &HfOptions) -> Result<HfConfi
     let qk_norm = match family {
         Family::Qwen3 | Family::Qwen3Moe => QkNorm::Head,
         Family::Olmoe => QkNorm::Full,
-        Family::Llama | Family::Mixtral | Family::Qwen2Moe => QkNorm::None,
+        _ => QkNorm::None,
     };
     let intermediate = f.usize_opt("intermediate_size")?;
     let moe = match family {
-        Family::Llama | Family::Qwen3 => None,
+        Family::Llama | Family::Qwen3 | Family::DeepseekV3 | Family::GptOss => None,
         Family::Mixtral => Some(moe_cfg(f.usize("num_local_experts")?, f.usize("num_experts_per_tok")?, f.usize("intermediate_size")?, true)),
         Family::Olmoe => {
             let n_expert = num_experts(&f)?;
@@ -236,12 +256,13 @@ pub fn parse_config(text: &str, path: &Path, opts: &HfOptions) -> Result<HfConfi
         d_ff,
         activation: Activation::Swiglu,
         moe,
+        attn_ext: None,
     };
     cfg.validate().map_err(|e| f.err("(mapped config)", e))?;
     Ok(HfConfig { arch, family, cfg, bos_token_id: token_ids(f.get("bos_token_id")).first().copied(), eos_token_ids: token_ids(f.get("eos_token_id")) })
 }
 
-fn moe_cfg(n_expert: usize, k: usize, d_expert: usize, renormalize: bool) -> MoeConfig {
+pub(crate) fn moe_cfg(n_expert: usize, k: usize, d_expert: usize, renormalize: bool) -> MoeConfig {
     MoeConfig {
         n_expert,
         n_expert_active: k,
@@ -259,6 +280,7 @@ fn moe_cfg(n_expert: usize, k: usize, d_expert: usize, renormalize: bool) -> Moe
         every: 1,
         first_dense: 0,
         n_expert_per_layer: Vec::new(),
+        ext: None,
     }
 }
 
@@ -312,7 +334,7 @@ fn sliding_window(f: &Fields<'_>, family: Family, n_ctx: usize) -> Result<()> {
         Family::Qwen3 | Family::Qwen3Moe | Family::Qwen2Moe => f.bool_or("use_sliding_window", false)?,
         // transformers' Mixtral and OLMoE pass `sliding_window` to attention; Llama never reads it
         Family::Mixtral | Family::Olmoe => true,
-        Family::Llama => false,
+        Family::Llama | Family::DeepseekV3 | Family::GptOss => false,
     };
     if !active {
         return Ok(());

@@ -8,6 +8,7 @@
 //! ```
 
 pub mod config;
+mod config_ext;
 pub mod export;
 pub mod weights;
 

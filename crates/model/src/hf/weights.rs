@@ -136,11 +136,37 @@ pub fn load_weights(dir: &Path, files: &[PathBuf], hc: &HfConfig) -> Result<Tran
             Ok(())
         };
         direct(&mut src, &mut m, "input_layernorm.weight", "attn_norm.weight", &[d])?;
-        direct(&mut src, &mut m, "self_attn.q_proj.weight", "attn.wq.weight", &[dq, d])?;
-        direct(&mut src, &mut m, "self_attn.k_proj.weight", "attn.wk.weight", &[dkv, d])?;
-        direct(&mut src, &mut m, "self_attn.v_proj.weight", "attn.wv.weight", &[dkv, d])?;
-        direct(&mut src, &mut m, "self_attn.o_proj.weight", "attn.wo.weight", &[d, dq])?;
         let block = m.layout.blocks[i].clone();
+        match cfg.attn_ext.as_ref().and_then(|a| a.mla.as_ref()) {
+            Some(ml) => {
+                // DeepSeek-V3 latent attention
+                let (kvr, dv) = (ml.kv_lora_rank, ml.d_v);
+                match ml.q_lora_rank {
+                    Some(r) => {
+                        direct(&mut src, &mut m, "self_attn.q_a_proj.weight", "attn.wq_a.weight", &[r, d])?;
+                        direct(&mut src, &mut m, "self_attn.q_a_layernorm.weight", "attn.q_a_norm.weight", &[r])?;
+                        direct(&mut src, &mut m, "self_attn.q_b_proj.weight", "attn.wq_b.weight", &[dq, r])?;
+                    }
+                    None => direct(&mut src, &mut m, "self_attn.q_proj.weight", "attn.wq_b.weight", &[dq, d])?,
+                }
+                direct(&mut src, &mut m, "self_attn.kv_a_proj_with_mqa.weight", "attn.wkv_a.weight", &[kvr + ml.d_rope, d])?;
+                direct(&mut src, &mut m, "self_attn.kv_a_layernorm.weight", "attn.kv_a_norm.weight", &[kvr])?;
+                direct(&mut src, &mut m, "self_attn.kv_b_proj.weight", "attn.wkv_b.weight", &[cfg.n_head * (ml.d_nope + dv), kvr])?;
+                direct(&mut src, &mut m, "self_attn.o_proj.weight", "attn.wo.weight", &[d, cfg.n_head * dv])?;
+            }
+            None => {
+                direct(&mut src, &mut m, "self_attn.q_proj.weight", "attn.wq.weight", &[dq, d])?;
+                direct(&mut src, &mut m, "self_attn.k_proj.weight", "attn.wk.weight", &[dkv, d])?;
+                direct(&mut src, &mut m, "self_attn.v_proj.weight", "attn.wv.weight", &[dkv, d])?;
+                direct(&mut src, &mut m, "self_attn.o_proj.weight", "attn.wo.weight", &[d, dq])?;
+            }
+        }
+        if block.attn.sinks.is_some() {
+            direct(&mut src, &mut m, "self_attn.sinks", "attn.sinks", &[cfg.n_head])?;
+        }
+        if block.attn.out_bias.is_some() {
+            direct(&mut src, &mut m, "self_attn.o_proj.bias", "attn.wo.bias", &[d])?;
+        }
         if let (Some(qn), Some(kn)) = (&block.attn.q_norm, &block.attn.k_norm) {
             direct(&mut src, &mut m, "self_attn.q_norm.weight", "attn.q_norm.weight", &[qn.len()])?;
             direct(&mut src, &mut m, "self_attn.k_norm.weight", "attn.k_norm.weight", &[kn.len()])?;
@@ -162,10 +188,41 @@ pub fn load_weights(dir: &Path, files: &[PathBuf], hc: &HfConfig) -> Result<Tran
                 let (ne, de) = (ml.n_expert, cfg.moe.as_ref().expect("moe layer").d_expert);
                 // Mixtral checkpoints say `block_sparse_moe`; transformers 5 in memory says `mlp`
                 let prefix = if hc.family == Family::Mixtral && !src.has(&format!("{hf}.mlp.gate.weight")) { "block_sparse_moe" } else { "mlp" };
-                direct(&mut src, &mut m, &format!("{prefix}.gate.weight"), "ffn.router.weight", &[ne, d])?;
+                let router = if hc.family == Family::GptOss { "router" } else { "gate" };
+                direct(&mut src, &mut m, &format!("{prefix}.{router}.weight"), "ffn.router.weight", &[ne, d])?;
+                if ml.router_bias.is_some() {
+                    direct(&mut src, &mut m, &format!("{prefix}.{router}.bias"), "ffn.router.bias", &[ne])?;
+                }
+                if ml.selection_bias.is_some() {
+                    direct(&mut src, &mut m, &format!("{prefix}.{router}.e_score_correction_bias"), "ffn.router.selection_bias", &[ne])?;
+                }
                 let fused = format!("{hf}.{prefix}.experts.gate_up_proj");
                 let (mut gate, mut up, mut down) = (Vec::with_capacity(ne * de * d), Vec::with_capacity(ne * de * d), Vec::with_capacity(ne * de * d));
-                if src.has(&fused) {
+                if hc.family == Family::GptOss {
+                    // GPT-OSS: x·W layout, gate_up [E, d_model, 2·d_expert] with gate and up interleaved
+                    // column by column, biases [E, 2·d_expert] likewise; down [E, d_expert, d_model]
+                    let gu = src.take(&fused, &[ne, d, 2 * de])?;
+                    let gub = src.take(&format!("{fused}_bias"), &[ne, 2 * de])?;
+                    let dn = src.take(&format!("{hf}.{prefix}.experts.down_proj"), &[ne, de, d])?;
+                    let dnb = src.take(&format!("{hf}.{prefix}.experts.down_proj_bias"), &[ne, d])?;
+                    let (mut bg, mut bu) = (Vec::with_capacity(ne * de), Vec::with_capacity(ne * de));
+                    for e in 0..ne {
+                        let w = &gu[e * d * 2 * de..(e + 1) * d * 2 * de]; // [d_model, 2·d_expert]
+                        for j in 0..de {
+                            gate.extend((0..d).map(|c| w[c * 2 * de + 2 * j]));
+                            up.extend((0..d).map(|c| w[c * 2 * de + 2 * j + 1]));
+                            bg.push(gub[e * 2 * de + 2 * j]);
+                            bu.push(gub[e * 2 * de + 2 * j + 1]);
+                        }
+                        let w = &dn[e * de * d..(e + 1) * de * d]; // [d_expert, d_model]
+                        for r in 0..d {
+                            down.extend((0..de).map(|j| w[j * d + r]));
+                        }
+                    }
+                    put(&mut m, &format!("{ours}.ffn.experts.b_gate"), &bg);
+                    put(&mut m, &format!("{ours}.ffn.experts.b_up"), &bu);
+                    put(&mut m, &format!("{ours}.ffn.experts.b_down"), &dnb);
+                } else if src.has(&fused) {
                     // transformers ≥ 5 fused layout: gate_up [E, 2·d_expert, d_model] (gate rows first), down [E, d_model, d_expert]
                     let gu = src.take(&fused, &[ne, 2 * de, d])?;
                     for e in gu.chunks(2 * de * d) {
@@ -186,11 +243,13 @@ pub fn load_weights(dir: &Path, files: &[PathBuf], hc: &HfConfig) -> Result<Tran
                 put(&mut m, &format!("{ours}.ffn.experts.w_up"), &up);
                 put(&mut m, &format!("{ours}.ffn.experts.w_down"), &down);
                 if let Some(sl) = &ml.shared {
-                    // Qwen2-MoE: mlp.shared_expert.{gate,up,down}_proj + mlp.shared_expert_gate [1, d]
+                    // Qwen2-MoE: mlp.shared_expert.{gate,up,down}_proj + mlp.shared_expert_gate [1, d];
+                    // DeepSeek-V3: mlp.shared_experts.* (all shared experts as one MLP)
                     let f = sl.d_ff;
-                    direct(&mut src, &mut m, &format!("{prefix}.shared_expert.gate_proj.weight"), "ffn.shared.w_gate.weight", &[f, d])?;
-                    direct(&mut src, &mut m, &format!("{prefix}.shared_expert.up_proj.weight"), "ffn.shared.w_up.weight", &[f, d])?;
-                    direct(&mut src, &mut m, &format!("{prefix}.shared_expert.down_proj.weight"), "ffn.shared.w_down.weight", &[d, f])?;
+                    let sh = if hc.family == Family::DeepseekV3 { "shared_experts" } else { "shared_expert" };
+                    direct(&mut src, &mut m, &format!("{prefix}.{sh}.gate_proj.weight"), "ffn.shared.w_gate.weight", &[f, d])?;
+                    direct(&mut src, &mut m, &format!("{prefix}.{sh}.up_proj.weight"), "ffn.shared.w_up.weight", &[f, d])?;
+                    direct(&mut src, &mut m, &format!("{prefix}.{sh}.down_proj.weight"), "ffn.shared.w_down.weight", &[d, f])?;
                     if ml.shared_gate.is_some() {
                         direct(&mut src, &mut m, &format!("{prefix}.shared_expert_gate.weight"), "ffn.shared_gate.weight", &[1, d])?;
                     }
@@ -206,6 +265,11 @@ pub fn load_weights(dir: &Path, files: &[PathBuf], hc: &HfConfig) -> Result<Tran
     }
     let tied = cfg.tie_embeddings;
     // a tied checkpoint may still carry a copy of the head; transformers ties over it
-    src.check_all_used(|n| n.ends_with("rotary_emb.inv_freq") || (tied && n == "lm_head.weight"))?;
+    // DeepSeek-V3 checkpoints carry multi-token-prediction layers after the last one; transformers skips them
+    let mtp = |n: &str| {
+        hc.family == Family::DeepseekV3
+            && n.strip_prefix("model.layers.").and_then(|r| r.split('.').next()).and_then(|x| x.parse::<usize>().ok()).is_some_and(|l| l >= cfg.n_layer)
+    };
+    src.check_all_used(|n| n.ends_with("rotary_emb.inv_freq") || (tied && n == "lm_head.weight") || mtp(n))?;
     Ok(m)
 }

@@ -61,9 +61,14 @@ pub fn moe_forward<T: Real>(
 ) -> MoeForward<T> {
     let settings = RouterSettings::new(cfg, lay.n_expert);
     let k = settings.k;
-    let routing = route(&p[lay.router.clone()], h, n_tok, d_model, settings, selection_bias);
+    // a fixed selection bias among the parameters (DeepSeek-V3) replaces the balancing one
+    let fixed: Option<Vec<f32>> = lay.selection_bias.as_ref().map(|r| p[r.clone()].iter().map(|v| v.to_f32()).collect());
+    let selection_bias = fixed.as_deref().unwrap_or(selection_bias);
+    let router_bias = lay.router_bias.as_ref().map(|r| &p[r.clone()]);
+    let routing = route(&p[lay.router.clone()], router_bias, h, n_tok, d_model, settings, selection_bias);
     let disp = dispatch(&routing);
-    let experts = experts_forward(p, lay, h, &disp, d_model, cfg.d_expert);
+    let act = cfg.ext.as_ref().and_then(|x| x.clamped_swiglu);
+    let experts = experts_forward(p, lay, h, &disp, d_model, cfg.d_expert, act);
     let (mut out, shared, shared_gate) = match &lay.shared {
         Some(sl) => {
             let (mut o, s) = mlp_forward(p, sl, h, n_tok, d_model, Par::Pool);

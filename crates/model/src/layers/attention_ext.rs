@@ -1,0 +1,310 @@
+//! Inference-only attention of imported architectures (`ModelConfig::attn_ext`): plain grouped-query
+//! or multi-head latent attention (MLA) projections, partial / interleaved / scaled RoPE, learned
+//! sink logits and sliding windows.
+//!
+//! One code path serves both the full-sequence forward ([`attention_ext_forward`]) and the KV-cached
+//! decode of `moe_infer`: new rows are projected and rotated by [`project`], attended per sequence by
+//! [`attend_seq`] against keys/values laid out per KV head, and finished by [`output`]. There is no
+//! backward: `Transformer::forward_backward` refuses such configs.
+//!
+//! The loops are plain (one dot product per score); this is the reference path, not a fast one.
+
+use crate::config::{ModelConfig, RopeScaling};
+use crate::params::AttnLayout;
+use moe_kernels::linear::linear_forward;
+use moe_kernels::norm::rmsnorm_forward;
+use moe_kernels::{Par, Real};
+use rayon::prelude::*;
+use std::f64::consts::PI;
+
+/// RoPE frequencies of one model: which part of a head rotates, how, and how fast.
+#[derive(Clone, Debug)]
+pub struct Rope {
+    /// inverse frequency of each rotated pair `[dim / 2]`
+    pub inv_freq: Vec<f32>,
+    /// multiplier of cos and sin (YaRN's attention factor; 1 otherwise)
+    pub factor: f32,
+    /// rotate `(2i, 2i+1)` (output de-interleaved, as transformers' DeepSeek-V3) instead of `(i, i + dim/2)`
+    pub interleave: bool,
+    /// first rotated value inside a head
+    pub offset: usize,
+    /// rotated values per head
+    pub dim: usize,
+}
+
+/// Inverse frequencies `[dim / 2]` and the cos/sin factor of RoPE with base `theta` and optional
+/// scaling, computed as transformers' `ROPE_INIT_FUNCTIONS` do.
+pub fn rope_frequencies(theta: f64, dim: usize, scaling: Option<&RopeScaling>) -> (Vec<f32>, f32) {
+    // transformers: base ** (arange(0, dim, 2).float() / dim) in f32
+    let pos_freq: Vec<f32> = (0..dim / 2).map(|i| (theta as f32).powf((2 * i) as f32 / dim as f32)).collect();
+    let base: Vec<f32> = pos_freq.iter().map(|&p| 1.0 / p).collect();
+    match scaling {
+        None => (base, 1.0),
+        Some(RopeScaling::Linear { factor }) => (base.iter().map(|&f| f / *factor as f32).collect(), 1.0),
+        Some(RopeScaling::Llama3 { factor, low_freq_factor, high_freq_factor, original_max_position_embeddings }) => {
+            let old = *original_max_position_embeddings as f64;
+            let (low_wl, high_wl) = (old / low_freq_factor, old / high_freq_factor);
+            let out = base
+                .iter()
+                .map(|&f| {
+                    let wl = 2.0 * PI / f as f64;
+                    let scaled = if wl > low_wl { f as f64 / factor } else { f as f64 };
+                    if wl < high_wl || wl > low_wl {
+                        scaled as f32
+                    } else {
+                        let smooth = (old / wl - low_freq_factor) / (high_freq_factor - low_freq_factor);
+                        ((1.0 - smooth) * scaled / factor + smooth * scaled) as f32
+                    }
+                })
+                .collect();
+            (out, 1.0)
+        }
+        Some(RopeScaling::Yarn { factor, beta_fast, beta_slow, original_max_position_embeddings, truncate, attention_factor }) => {
+            let d = dim as f64;
+            let corr = |rot: f64| d * ((*original_max_position_embeddings as f64) / (rot * 2.0 * PI)).ln() / (2.0 * theta.ln());
+            let (mut low, mut high) = (corr(*beta_fast), corr(*beta_slow));
+            if *truncate {
+                low = low.floor();
+                high = high.ceil();
+            }
+            let (low, mut high) = (low.max(0.0), high.min(d - 1.0));
+            if low == high {
+                high += 0.001;
+            }
+            let out = pos_freq
+                .iter()
+                .enumerate()
+                .map(|(i, &p)| {
+                    let ramp = ((i as f32 - low as f32) / (high as f32 - low as f32)).clamp(0.0, 1.0);
+                    let extra = 1.0 - ramp; // share of the extrapolated (unscaled) frequency
+                    let (fe, fi) = (1.0 / p, 1.0 / (*factor as f32 * p));
+                    fi * (1.0 - extra) + fe * extra
+                })
+                .collect();
+            (out, *attention_factor as f32)
+        }
+    }
+}
+
+impl Rope {
+    /// The RoPE of `cfg`: the whole head, or the `d_rope` tail of each head with latent attention.
+    pub fn new(cfg: &ModelConfig) -> Self {
+        let ext = cfg.attn_ext.as_ref();
+        let (offset, dim) = match ext.and_then(|a| a.mla.as_ref()) {
+            Some(m) => (m.d_nope, m.d_rope),
+            None => (0, cfg.d_head()),
+        };
+        let (inv_freq, factor) = rope_frequencies(cfg.rope_theta, dim, ext.and_then(|a| a.rope_scaling.as_ref()));
+        Rope { inv_freq, factor, interleave: ext.is_some_and(|a| a.rope_interleave), offset, dim }
+    }
+
+    /// Rotate the RoPE part of every head of one row `x [n_head, d_head]` to position `pos`.
+    pub fn rotate_row<T: Real>(&self, x: &mut [T], d_head: usize, pos: usize) {
+        let half = self.dim / 2;
+        let cs: Vec<(T, T)> = self
+            .inv_freq
+            .iter()
+            .map(|&f| {
+                let a = pos as f32 * f;
+                (T::from_f32(a.cos() * self.factor), T::from_f32(a.sin() * self.factor))
+            })
+            .collect();
+        let mut tmp = vec![T::ZERO; self.dim];
+        for head in x.chunks_mut(d_head) {
+            let r = &mut head[self.offset..self.offset + self.dim];
+            for (i, &(c, s)) in cs.iter().enumerate() {
+                let (x1, x2) = if self.interleave { (r[2 * i], r[2 * i + 1]) } else { (r[i], r[i + half]) };
+                tmp[i] = x1 * c - x2 * s;
+                tmp[i + half] = x2 * c + x1 * s;
+            }
+            r.copy_from_slice(&tmp);
+        }
+    }
+}
+
+/// Per-layer attention settings that the score loop needs.
+#[derive(Clone, Debug)]
+pub struct LayerSpec<T> {
+    /// query heads
+    pub n_head: usize,
+    /// key/value heads
+    pub n_head_kv: usize,
+    /// q/k width per head
+    pub d_head: usize,
+    /// value width per head
+    pub d_head_v: usize,
+    /// logit scale
+    pub scale: T,
+    /// keys with `pos_q − pos_k < window` are visible (`None` = all earlier keys)
+    pub window: Option<usize>,
+    /// sink logit per head `[n_head]` (empty = none)
+    pub sinks: Vec<T>,
+}
+
+impl<T: Real> LayerSpec<T> {
+    /// Settings of layer `layer`.
+    pub fn new(p: &[T], lay: &AttnLayout, cfg: &ModelConfig, layer: usize) -> Self {
+        let ext = cfg.attn_ext.clone().unwrap_or_default();
+        let window = (ext.sliding_window > 0 && ext.window_layers.get(layer).copied().unwrap_or(false)).then_some(ext.sliding_window);
+        LayerSpec {
+            n_head: cfg.n_head,
+            n_head_kv: cfg.n_head_kv,
+            d_head: cfg.d_head(),
+            d_head_v: cfg.d_head_v(),
+            scale: T::from_f64(ext.softmax_scale.unwrap_or(1.0 / (cfg.d_head() as f64).sqrt())),
+            window,
+            sinks: lay.sinks.as_ref().map(|r| p[r.clone()].to_vec()).unwrap_or_default(),
+        }
+    }
+}
+
+fn rmsnorm_rows<T: Real>(x: &mut [T], w: &[T], eps: f64) {
+    let width = w.len();
+    let rows = x.len() / width;
+    let pre = x.to_vec();
+    let mut rstd = vec![T::ZERO; rows];
+    rmsnorm_forward(x, &mut rstd, &pre, w, rows, width, eps);
+}
+
+fn add_bias<T: Real>(x: &mut [T], b: &[T]) {
+    for row in x.chunks_mut(b.len()) {
+        row.iter_mut().zip(b).for_each(|(a, &c)| *a += c);
+    }
+}
+
+/// Project `h [n, d_model]` (rows at `positions`) to rotated queries `[n, n_head·d_head]`, rotated
+/// keys `[n, n_head_kv·d_head]` and values `[n, n_head_kv·d_head_v]`.
+pub fn project<T: Real>(p: &[T], lay: &AttnLayout, cfg: &ModelConfig, h: &[T], positions: &[usize]) -> (Vec<T>, Vec<T>, Vec<T>) {
+    let n = positions.len();
+    let d = cfg.d_model;
+    let (nh, nkv, dh, dv) = (cfg.n_head, cfg.n_head_kv, cfg.d_head(), cfg.d_head_v());
+    let rope = Rope::new(cfg);
+    let mut q = vec![T::ZERO; n * nh * dh];
+    let mut k = vec![T::ZERO; n * nkv * dh];
+    let mut v = vec![T::ZERO; n * nkv * dv];
+    match (&lay.mla, cfg.attn_ext.as_ref().and_then(|a| a.mla.as_ref())) {
+        (Some(ml), Some(m)) => {
+            let eps = m.norm_eps;
+            match (&ml.wq_a, &ml.q_a_norm, m.q_lora_rank) {
+                (Some(wa), Some(na), Some(r)) => {
+                    let mut qa = vec![T::ZERO; n * r];
+                    linear_forward(&mut qa, h, &p[wa.clone()], n, d, r, Par::Pool); // [n, q_lora_rank]
+                    rmsnorm_rows(&mut qa, &p[na.clone()], eps);
+                    linear_forward(&mut q, &qa, &p[ml.wq_b.clone()], n, r, nh * dh, Par::Pool); // [n, n_head·d_head]
+                }
+                _ => linear_forward(&mut q, h, &p[ml.wq_b.clone()], n, d, nh * dh, Par::Pool), // [n, n_head·d_head]
+            }
+            let (kvr, dr, dn) = (m.kv_lora_rank, m.d_rope, m.d_nope);
+            let mut ckv = vec![T::ZERO; n * (kvr + dr)];
+            linear_forward(&mut ckv, h, &p[ml.wkv_a.clone()], n, d, kvr + dr, Par::Pool); // [n, kv_lora_rank + d_rope]
+            let mut latent: Vec<T> = ckv.chunks(kvr + dr).flat_map(|r| r[..kvr].to_vec()).collect(); // [n, kv_lora_rank]
+            rmsnorm_rows(&mut latent, &p[ml.kv_a_norm.clone()], eps);
+            let mut kvb = vec![T::ZERO; n * nh * (dn + dv)];
+            linear_forward(&mut kvb, &latent, &p[ml.wkv_b.clone()], n, kvr, nh * (dn + dv), Par::Pool); // [n, n_head·(d_nope + d_v)]
+            let k_rope = Rope { offset: 0, ..rope.clone() };
+            for t in 0..n {
+                let mut kr = ckv[t * (kvr + dr) + kvr..(t + 1) * (kvr + dr)].to_vec(); // [d_rope], shared by all heads
+                k_rope.rotate_row(&mut kr, dr, positions[t]);
+                for hd in 0..nh {
+                    let src = &kvb[(t * nh + hd) * (dn + dv)..(t * nh + hd + 1) * (dn + dv)];
+                    let kd = &mut k[(t * nh + hd) * dh..(t * nh + hd + 1) * dh];
+                    kd[..dn].copy_from_slice(&src[..dn]);
+                    kd[dn..].copy_from_slice(&kr);
+                    v[(t * nh + hd) * dv..(t * nh + hd + 1) * dv].copy_from_slice(&src[dn..]);
+                }
+            }
+            q.chunks_mut(nh * dh).zip(positions).for_each(|(row, &pos)| rope.rotate_row(row, dh, pos));
+        }
+        _ => {
+            linear_forward(&mut q, h, &p[lay.wq.clone()], n, d, nh * dh, Par::Pool); // [n, n_head·d_head]
+            linear_forward(&mut k, h, &p[lay.wk.clone()], n, d, nkv * dh, Par::Pool); // [n, n_head_kv·d_head]
+            linear_forward(&mut v, h, &p[lay.wv.clone()], n, d, nkv * dv, Par::Pool); // [n, n_head_kv·d_head]
+            if let Some(b) = &lay.bias {
+                add_bias(&mut q, &p[b[0].clone()]);
+                add_bias(&mut k, &p[b[1].clone()]);
+                add_bias(&mut v, &p[b[2].clone()]);
+            }
+            if let (Some(qn), Some(kn)) = (&lay.q_norm, &lay.k_norm) {
+                rmsnorm_rows(&mut q, &p[qn.clone()], cfg.norm_eps);
+                rmsnorm_rows(&mut k, &p[kn.clone()], cfg.norm_eps);
+            }
+            q.chunks_mut(nh * dh).zip(positions).for_each(|(row, &pos)| rope.rotate_row(row, dh, pos));
+            k.chunks_mut(nkv * dh).zip(positions).for_each(|(row, &pos)| rope.rotate_row(row, dh, pos));
+        }
+    }
+    (q, k, v)
+}
+
+/// Attention of the rows `q [nn, n_head·d_head]` of one sequence, row t at position `pos0 + t`,
+/// against that sequence's keys `keys[g] [≥ pos0 + nn, d_head]` and values `values[g]
+/// [≥ pos0 + nn, d_head_v]` per KV head `g`; writes `o [nn, n_head·d_head_v]`.
+pub fn attend_seq<T: Real>(s: &LayerSpec<T>, q: &[T], pos0: usize, keys: &[&[T]], values: &[&[T]], o: &mut [T]) {
+    let (nh, dh, dv) = (s.n_head, s.d_head, s.d_head_v);
+    let group = nh / s.n_head_kv;
+    o.par_chunks_mut(nh * dv).zip(q.par_chunks(nh * dh)).enumerate().for_each(|(t, (orow, qrow))| {
+        let pos = pos0 + t;
+        let lo = s.window.map_or(0, |w| (pos + 1).saturating_sub(w));
+        let mut sc = vec![T::ZERO; pos + 1 - lo];
+        for hq in 0..nh {
+            let g = hq / group;
+            let qh = &qrow[hq * dh..(hq + 1) * dh];
+            let mut m = T::from_f64(f64::NEG_INFINITY);
+            for (j, x) in (lo..=pos).zip(sc.iter_mut()) {
+                *x = qh.iter().zip(&keys[g][j * dh..(j + 1) * dh]).map(|(&a, &b)| a * b).sum::<T>() * s.scale;
+                m = m.max(*x);
+            }
+            let sink = s.sinks.get(hq).copied();
+            if let Some(z) = sink {
+                m = m.max(z);
+            }
+            let mut sum = sink.map_or(T::ZERO, |z| (z - m).exp());
+            for x in sc.iter_mut() {
+                *x = (*x - m).exp();
+                sum += *x;
+            }
+            let inv = T::ONE / sum;
+            let oh = &mut orow[hq * dv..(hq + 1) * dv];
+            oh.fill(T::ZERO);
+            for (j, &w) in (lo..=pos).zip(sc.iter()) {
+                let w = w * inv;
+                oh.iter_mut().zip(&values[g][j * dv..(j + 1) * dv]).for_each(|(a, &b)| *a += w * b);
+            }
+        }
+    });
+}
+
+/// Output projection (plus its bias) of the attention rows `o [n, n_head·d_head_v]` → `[n, d_model]`.
+pub fn output<T: Real>(p: &[T], lay: &AttnLayout, cfg: &ModelConfig, o: &[T]) -> Vec<T> {
+    let (d, w) = (cfg.d_model, cfg.n_head * cfg.d_head_v());
+    let n = o.len() / w;
+    let mut out = vec![T::ZERO; n * d];
+    linear_forward(&mut out, o, &p[lay.wo.clone()], n, w, d, Par::Pool); // [n, d_model]
+    if let Some(b) = &lay.out_bias {
+        add_bias(&mut out, &p[b.clone()]);
+    }
+    out
+}
+
+/// Rows `[n, n_kv·w]` of one sequence → per KV head `[n, w]`.
+pub fn per_head<T: Real>(x: &[T], n_kv: usize, w: usize) -> Vec<Vec<T>> {
+    (0..n_kv).map(|g| x.chunks(n_kv * w).flat_map(|r| r[g * w..(g + 1) * w].to_vec()).collect()).collect()
+}
+
+/// Full-sequence attention of layer `layer` over `h [n_seq·seq_len, d_model]` → `[n, d_model]`.
+pub fn attention_ext_forward<T: Real>(p: &[T], lay: &AttnLayout, cfg: &ModelConfig, layer: usize, h: &[T], n_seq: usize, seq_len: usize) -> Vec<T> {
+    let positions: Vec<usize> = (0..n_seq * seq_len).map(|r| r % seq_len).collect();
+    let (q, k, v) = project(p, lay, cfg, h, &positions);
+    let spec = LayerSpec::new(p, lay, cfg, layer);
+    let (nkv, dh, dv, wq) = (cfg.n_head_kv, cfg.d_head(), cfg.d_head_v(), cfg.n_head * cfg.d_head());
+    let mut o = vec![T::ZERO; n_seq * seq_len * cfg.n_head * dv];
+    for s in 0..n_seq {
+        let rows = s * seq_len..(s + 1) * seq_len;
+        let kh = per_head(&k[rows.start * nkv * dh..rows.end * nkv * dh], nkv, dh); // n_kv × [seq_len, d_head]
+        let vh = per_head(&v[rows.start * nkv * dv..rows.end * nkv * dv], nkv, dv); // n_kv × [seq_len, d_head_v]
+        let kr: Vec<&[T]> = kh.iter().map(|x| x.as_slice()).collect();
+        let vr: Vec<&[T]> = vh.iter().map(|x| x.as_slice()).collect();
+        let ow = cfg.n_head * dv;
+        attend_seq(&spec, &q[rows.start * wq..rows.end * wq], 0, &kr, &vr, &mut o[rows.start * ow..rows.end * ow]);
+    }
+    output(p, lay, cfg, &o)
+}
