@@ -37,6 +37,8 @@ from transformers import (
     GenerationConfig,
     GptOssConfig,
     GptOssForCausalLM,
+    Llama4ForCausalLM,
+    Llama4TextConfig,
     LlamaConfig,
     LlamaForCausalLM,
     MixtralConfig,
@@ -193,6 +195,24 @@ def cases():
                  tie_word_embeddings=False),
             {},
             [0, 1, 2],
+        ),
+        (
+            "llama4",
+            Llama4TextConfig,
+            Llama4ForCausalLM,
+            # MoE in layers 1, 3 (sigmoid top-2 scaling the expert inputs + shared expert), dense layers 0, 2;
+            # layer 2 without RoPE and with temperature tuning (floor 4, scale 0.5); chunked attention of 5 on
+            # the RoPE layers with L2 q/k norm; interleaved RoPE with llama3 scaling
+            dict(COMMON, hidden_size=48, intermediate_size=16, intermediate_size_mlp=64, num_hidden_layers=4,
+                 num_attention_heads=4, num_key_value_heads=2, head_dim=16, num_local_experts=4,
+                 num_experts_per_tok=2, interleave_moe_layer_step=2, no_rope_layer_interval=3,
+                 attention_chunk_size=5, use_qk_norm=True, attn_temperature_tuning=True, floor_scale=4,
+                 attn_scale=0.5, rms_norm_eps=1e-5,
+                 rope_parameters={"rope_type": "llama3", "rope_theta": 10000.0, "factor": 4.0, "low_freq_factor": 1.0,
+                                  "high_freq_factor": 4.0, "original_max_position_embeddings": 8},
+                 tie_word_embeddings=False),
+            {},
+            [1, 3],
         ),
     ]
 

@@ -227,13 +227,13 @@ pub fn forward_step_with<T: Real, S: AsRef<[u32]>>(
 }
 
 /// Attention of layer `layer` for models with `attn_ext` (latent attention, sinks, sliding windows,
-/// scaled RoPE): the projection and score code of the full forward
+/// chunks, NoPE layers, scaled RoPE): the projection and score code of the full forward
 /// (`moe_model::layers::attention_ext`), against each sequence's cache. Writes this step's keys
 /// and values into the caches; returns `[n, d_model]`.
 fn ext_attention<T: Real>(model: &Transformer<T>, caches: &mut [&mut KvCache<T>], layer: usize, h: &[T], positions: &[usize], offs: &[usize], len0: &[usize]) -> Vec<T> {
     let (cfg, p) = (&model.cfg, &model.params);
     let lay = &model.layout.blocks[layer].attn;
-    let (q, k, v) = attention_ext::project(p, lay, cfg, h, positions); // [n, n_head·d_head], [n, n_head_kv·d_head], [n, n_head_kv·d_head_v]
+    let (q, k, v) = attention_ext::project(p, lay, cfg, layer, h, positions); // [n, n_head·d_head], [n, n_head_kv·d_head], [n, n_head_kv·d_head_v]
     let (nh, nkv, dh, dv) = (cfg.n_head, cfg.n_head_kv, cfg.d_head(), cfg.d_head_v());
     for (s, c) in caches.iter_mut().enumerate() {
         let r = offs[s]..offs[s + 1];

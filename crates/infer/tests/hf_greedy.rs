@@ -50,12 +50,13 @@ fn kv_cached_greedy_of_every_golden_hf_model_equals_transformers() {
     }
 }
 
-/// Latent attention, sinks, sliding windows (4 < sequence length) and YaRN through the cache: two
+/// Latent attention, sinks, sliding windows (4 < sequence length), YaRN, chunked attention (5) and
+/// NoPE layers with temperature tuning through the cache: two
 /// sequences of different lengths advance together in uneven chunks; every position's logits equal
 /// one full forward of that sequence.
 #[test]
 fn kv_cached_batched_chunks_of_inference_only_models_equal_full_forward() {
-    for name in ["deepseek_v3", "deepseek_v3_noq", "gpt_oss"] {
+    for name in ["deepseek_v3", "deepseek_v3_noq", "gpt_oss", "llama4"] {
         let m = load_hf_dir(&golden_dir().join(name)).unwrap();
         let v = m.cfg.n_vocab;
         let seqs: [Vec<u32>; 2] = [(0..15).map(|i| (i * 37 + 5) % 128).collect(), (0..10).map(|i| (i * 11 + 60) % 128).collect()];

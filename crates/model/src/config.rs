@@ -204,6 +204,33 @@ pub struct AttnExt {
     /// per layer: the sliding window applies (empty = no layer)
     #[serde(default)]
     pub window_layers: Vec<bool>,
+    /// chunked attention (Llama 4): key j is visible to query i only when `j / chunk = i / chunk`,
+    /// in the layers flagged by `chunk_layers` (0 = off)
+    #[serde(default)]
+    pub attention_chunk: usize,
+    /// per layer: chunked attention applies (empty = no layer)
+    #[serde(default)]
+    pub chunk_layers: Vec<bool>,
+    /// per layer: RoPE applies (empty = every layer; Llama 4's NoPE layers are `false`)
+    #[serde(default)]
+    pub rope_layers: Vec<bool>,
+    /// weightless RMSNorm ("L2 norm", eps `norm_eps`) of each q and k head after RoPE, in RoPE layers
+    #[serde(default)]
+    pub qk_l2_norm: bool,
+    /// Llama 4 attention temperature in layers without RoPE: q at position p is multiplied by
+    /// `1 + attn_scale · ln(1 + floor((p + 1) / floor_scale))`
+    #[serde(default)]
+    pub temperature: Option<AttnTemperature>,
+}
+
+/// Position-dependent query scaling of Llama 4's NoPE layers.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AttnTemperature {
+    /// positions per step of the logarithm
+    pub floor_scale: f64,
+    /// slope
+    pub attn_scale: f64,
 }
 
 /// GPT-OSS expert activation: `(clamp(up, ±limit) + 1) · g · σ(alpha · g)`, `g = min(gate, limit)`.
@@ -241,6 +268,9 @@ pub struct MoeExt {
     /// clamped SwiGLU of GPT-OSS instead of SwiGLU in the routed experts
     #[serde(default)]
     pub clamped_swiglu: Option<ClampedSwiglu>,
+    /// the combine weight multiplies the expert's input instead of its output (Llama 4)
+    #[serde(default)]
+    pub scale_input: bool,
 }
 
 /// Mixture-of-Experts FFN settings.
@@ -410,8 +440,13 @@ impl ModelConfig {
                     return Err(invalid("model.attn_ext.mla", "d_rope must be even; ranks and d_v must be > 0"));
                 }
             }
-            if !a.window_layers.is_empty() && a.window_layers.len() != self.n_layer {
-                return Err(invalid("model.attn_ext.window_layers", format!("has {} entries for {} layers", a.window_layers.len(), self.n_layer)));
+            for (field, v) in [("window_layers", &a.window_layers), ("chunk_layers", &a.chunk_layers), ("rope_layers", &a.rope_layers)] {
+                if !v.is_empty() && v.len() != self.n_layer {
+                    return Err(invalid(&format!("model.attn_ext.{field}"), format!("has {} entries for {} layers", v.len(), self.n_layer)));
+                }
+            }
+            if a.temperature.is_some_and(|t| !(t.floor_scale > 0.0)) {
+                return Err(invalid("model.attn_ext.temperature.floor_scale", "must be > 0"));
             }
         }
         if !(self.rope_theta > 0.0) {

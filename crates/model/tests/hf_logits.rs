@@ -503,3 +503,17 @@ fn hf_gpt_oss_sinks_sliding_window_biased_clamped_experts_and_yarn_match_transfo
     let mut g = vec![0.0; m.model.params.len()];
     assert!(m.model.forward_backward(&[3, 4], &[4, 5], 1, 2, &mut g, 1.0).is_err());
 }
+
+#[test]
+fn hf_llama4_nope_chunked_attention_input_scaled_experts_and_llama3_rope_match_transformers() {
+    // router: sigmoid of the top-k logits, so softmax order = logit order picks the same experts
+    check_case("llama4", logits_tol());
+    let m = load_hf_dir(&golden_dir().join("llama4")).unwrap();
+    let ext = m.cfg.attn_ext.as_ref().unwrap();
+    assert_eq!((ext.rope_layers.clone(), ext.chunk_layers.clone(), ext.attention_chunk), (vec![true, true, false, true], vec![true, true, false, true], 5));
+    assert!(ext.qk_l2_norm && ext.rope_interleave && ext.temperature.is_some());
+    assert!(matches!(ext.rope_scaling, Some(moe_model::RopeScaling::Llama3 { original_max_position_embeddings: 8, .. })));
+    let mc = m.cfg.moe.as_ref().unwrap();
+    assert_eq!((mc.every, mc.first_dense, mc.n_expert_shared, mc.d_expert, m.cfg.d_ff), (2, 0, 1, 16, 64));
+    assert!(mc.ext.as_ref().unwrap().scale_input);
+}

@@ -19,6 +19,7 @@ pub const SUPPORTED: &[&str] = &[
     "OlmoeForCausalLM",
     "DeepseekV3ForCausalLM",
     "GptOssForCausalLM",
+    "Llama4ForCausalLM",
 ];
 
 /// Which weight-naming family an architecture uses.
@@ -40,6 +41,8 @@ pub enum Family {
     DeepseekV3,
     /// GptOssForCausalLM (sinks, sliding windows, biased clamped-SwiGLU experts, YaRN; inference only)
     GptOss,
+    /// Llama4ForCausalLM text model (NoPE layers, chunked attention, input-scaled experts; inference only)
+    Llama4,
 }
 
 /// A parsed and checked `config.json`.
@@ -140,10 +143,11 @@ pub fn parse_config(text: &str, path: &Path, opts: &HfOptions) -> Result<HfConfi
         "Qwen2MoeForCausalLM" => Family::Qwen2Moe,
         "DeepseekV3ForCausalLM" => Family::DeepseekV3,
         "GptOssForCausalLM" => Family::GptOss,
+        "Llama4ForCausalLM" => Family::Llama4,
         other => return Err(f.err("architectures", format!("architecture `{other}` is not supported (supported: {})", SUPPORTED.join(", ")))),
     };
 
-    if matches!(family, Family::DeepseekV3 | Family::GptOss) {
+    if matches!(family, Family::DeepseekV3 | Family::GptOss | Family::Llama4) {
         let cfg = super::config_ext::parse(&f, family, opts)?;
         return Ok(HfConfig { arch, family, cfg, bos_token_id: token_ids(f.get("bos_token_id")).first().copied(), eos_token_ids: token_ids(f.get("eos_token_id")) });
     }
@@ -195,7 +199,7 @@ pub fn parse_config(text: &str, path: &Path, opts: &HfOptions) -> Result<HfConfi
     };
     let intermediate = f.usize_opt("intermediate_size")?;
     let moe = match family {
-        Family::Llama | Family::Qwen3 | Family::DeepseekV3 | Family::GptOss => None,
+        Family::Llama | Family::Qwen3 | Family::DeepseekV3 | Family::GptOss | Family::Llama4 => None,
         Family::Mixtral => Some(moe_cfg(f.usize("num_local_experts")?, f.usize("num_experts_per_tok")?, f.usize("intermediate_size")?, true)),
         Family::Olmoe => {
             let n_expert = num_experts(&f)?;
@@ -334,7 +338,7 @@ fn sliding_window(f: &Fields<'_>, family: Family, n_ctx: usize) -> Result<()> {
         Family::Qwen3 | Family::Qwen3Moe | Family::Qwen2Moe => f.bool_or("use_sliding_window", false)?,
         // transformers' Mixtral and OLMoE pass `sliding_window` to attention; Llama never reads it
         Family::Mixtral | Family::Olmoe => true,
-        Family::Llama | Family::DeepseekV3 | Family::GptOss => false,
+        Family::Llama | Family::DeepseekV3 | Family::GptOss | Family::Llama4 => false,
     };
     if !active {
         return Ok(());

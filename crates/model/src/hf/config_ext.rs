@@ -1,9 +1,9 @@
-//! `config.json` of the inference-only architectures (DeepSeek-V3, GPT-OSS) → [`ModelConfig`] with
+//! `config.json` of the inference-only architectures (DeepSeek-V3, GPT-OSS, Llama 4) → [`ModelConfig`] with
 //! `attn_ext` / `moe.ext`, and RoPE scaling (`rope_parameters` / `rope_scaling`) for every family.
 //! Errors name the file and the field, as in [`super::config`].
 
 use super::config::{moe_cfg, Family, Fields, HfOptions};
-use crate::config::{Activation, AttnExt, ClampedSwiglu, Gating, Mla, ModelConfig, MoeExt, QkNorm, RopeScaling};
+use crate::config::{Activation, AttnExt, AttnTemperature, ClampedSwiglu, Gating, Mla, ModelConfig, MoeExt, QkNorm, RopeScaling};
 use crate::error::Result;
 use serde_json::{Map, Value};
 
@@ -139,7 +139,32 @@ fn check_common(f: &Fields<'_>) -> Result<()> {
     Ok(())
 }
 
-/// DeepSeek-V3 or GPT-OSS `config.json` → our config.
+/// Our `(every, first_dense)` placing MoE layers exactly where `want` says.
+fn placement(want: &[bool]) -> Option<(usize, usize)> {
+    let n = want.len();
+    (1..=n.max(1)).flat_map(|every| (0..n).map(move |fd| (every, fd))).find(|&(every, fd)| (0..n).all(|i| want[i] == (i >= fd && (i + 1) % every == 0)))
+}
+
+/// A list of layer flags given as 0/1 numbers or booleans.
+fn flags(f: &Fields<'_>, field: &str, n_layer: usize) -> Result<Option<Vec<bool>>> {
+    match f.get(field) {
+        None => Ok(None),
+        Some(Value::Array(a)) if a.is_empty() => Ok(None),
+        Some(Value::Array(a)) => {
+            let v: Vec<bool> = a
+                .iter()
+                .map(|x| x.as_bool().or_else(|| x.as_u64().map(|u| u != 0)).ok_or_else(|| f.err(field, format!("entries must be 0/1 or booleans, got {x}"))))
+                .collect::<Result<_>>()?;
+            if v.len() != n_layer {
+                return Err(f.err(field, format!("has {} entries for {n_layer} layers", v.len())));
+            }
+            Ok(Some(v))
+        }
+        Some(v) => Err(f.err(field, format!("expected a list, got {v}"))),
+    }
+}
+
+/// DeepSeek-V3, GPT-OSS or Llama 4 `config.json` → our config.
 pub(crate) fn parse(f: &Fields<'_>, family: Family, opts: &HfOptions) -> Result<ModelConfig> {
     check_common(f)?;
     let d_model = f.usize("hidden_size")?;
@@ -265,7 +290,71 @@ pub(crate) fn parse(f: &Fields<'_>, family: Family, opts: &HfOptions) -> Result<
             });
             cfg.moe = Some(m);
         }
-        _ => unreachable!("only DeepSeek-V3 and GPT-OSS come here"),
+        Family::Llama4 => {
+            cfg.n_head_kv = f.usize_opt("num_key_value_heads")?.unwrap_or(n_head);
+            if let Some(h) = f.usize_opt("head_dim")? {
+                cfg.d_head = Some(h);
+            }
+            let bias = f.bool_or("attention_bias", false)?;
+            cfg.attn_bias = bias;
+            ext.out_bias = bias;
+            ext.rope_interleave = true; // complex multiplication over (2i, 2i+1)
+            // `no_rope_layers[i]` = 1 means layer i *uses* RoPE (transformers' naming)
+            let interval = f.usize_opt("no_rope_layer_interval")?.unwrap_or(4).max(1);
+            let rope_layers = flags(f, "no_rope_layers", n_layer)?.unwrap_or_else(|| (0..n_layer).map(|i| (i + 1) % interval != 0).collect());
+            let layer_types: Vec<String> = match f.get("layer_types") {
+                None => rope_layers.iter().map(|&r| if r { "chunked_attention" } else { "full_attention" }.to_string()).collect(),
+                Some(Value::Array(a)) => a.iter().map(|x| x.as_str().map(str::to_string).ok_or_else(|| f.err("layer_types", "entries must be strings"))).collect::<Result<_>>()?,
+                Some(v) => return Err(f.err("layer_types", format!("expected a list, got {v}"))),
+            };
+            if layer_types.len() != n_layer {
+                return Err(f.err("layer_types", format!("has {} entries for {n_layer} layers", layer_types.len())));
+            }
+            ext.chunk_layers = layer_types
+                .iter()
+                .map(|t| match t.as_str() {
+                    "chunked_attention" => Ok(true),
+                    "full_attention" => Ok(false),
+                    other => Err(f.err("layer_types", format!("`{other}` is not supported (chunked_attention, full_attention)"))),
+                })
+                .collect::<Result<_>>()?;
+            ext.attention_chunk = f.usize_opt("attention_chunk_size")?.unwrap_or(0);
+            if ext.attention_chunk == 0 {
+                ext.chunk_layers.clear();
+            }
+            ext.rope_layers = rope_layers;
+            ext.qk_l2_norm = f.bool_or("use_qk_norm", true)?;
+            if f.bool_or("attn_temperature_tuning", true)? {
+                ext.temperature = Some(AttnTemperature { floor_scale: f.f64_or("floor_scale", 8192.0)?, attn_scale: f.f64_or("attn_scale", 0.1)? });
+            }
+            let d_expert = f.usize("intermediate_size")?;
+            let mut m = moe_cfg(n_expert, f.usize_opt("num_experts_per_tok")?.unwrap_or(1), d_expert, false);
+            m.gating = Gating::Sigmoid;
+            m.n_expert_shared = 1;
+            m.d_expert_shared = Some(d_expert);
+            m.ext = Some(MoeExt { scale_input: true, ..MoeExt::default() });
+            let want: Vec<bool> = match f.get("moe_layers") {
+                Some(Value::Array(a)) => {
+                    let l: Vec<usize> = a.iter().map(|x| x.as_u64().map(|v| v as usize).ok_or_else(|| f.err("moe_layers", "entries must be integers"))).collect::<Result<_>>()?;
+                    (0..n_layer).map(|i| l.contains(&i)).collect()
+                }
+                Some(v) => return Err(f.err("moe_layers", format!("expected a list, got {v}"))),
+                None => {
+                    let step = f.usize_opt("interleave_moe_layer_step")?.unwrap_or(1).max(1);
+                    (0..n_layer).map(|i| (i + 1) % step == 0).collect()
+                }
+            };
+            if want.iter().any(|&w| !w) {
+                cfg.d_ff = f.usize("intermediate_size_mlp")?;
+            }
+            if want.iter().any(|&w| w) {
+                let (every, first_dense) = placement(&want).ok_or_else(|| f.err("moe_layers", "this placement of MoE layers is not expressible (first_dense + every)"))?;
+                m.every = every;
+                m.first_dense = first_dense;
+                cfg.moe = Some(m);
+            }
+        }
+        _ => unreachable!("only DeepSeek-V3, GPT-OSS and Llama 4 come here"),
     }
     cfg.attn_ext = Some(ext);
     cfg.validate().map_err(|e| f.err("(mapped config)", e))?;

@@ -180,15 +180,20 @@ pub fn load_weights(dir: &Path, files: &[PathBuf], hc: &HfConfig) -> Result<Tran
         match &block.ffn {
             FfnLayout::Dense(ml) => {
                 let f = ml.d_ff;
-                direct(&mut src, &mut m, "mlp.gate_proj.weight", "ffn.w_gate.weight", &[f, d])?;
-                direct(&mut src, &mut m, "mlp.up_proj.weight", "ffn.w_up.weight", &[f, d])?;
-                direct(&mut src, &mut m, "mlp.down_proj.weight", "ffn.w_down.weight", &[d, f])?;
+                let fp = if hc.family == Family::Llama4 { "feed_forward" } else { "mlp" };
+                direct(&mut src, &mut m, &format!("{fp}.gate_proj.weight"), "ffn.w_gate.weight", &[f, d])?;
+                direct(&mut src, &mut m, &format!("{fp}.up_proj.weight"), "ffn.w_up.weight", &[f, d])?;
+                direct(&mut src, &mut m, &format!("{fp}.down_proj.weight"), "ffn.w_down.weight", &[d, f])?;
             }
             FfnLayout::Moe(ml) => {
                 let (ne, de) = (ml.n_expert, cfg.moe.as_ref().expect("moe layer").d_expert);
                 // Mixtral checkpoints say `block_sparse_moe`; transformers 5 in memory says `mlp`
-                let prefix = if hc.family == Family::Mixtral && !src.has(&format!("{hf}.mlp.gate.weight")) { "block_sparse_moe" } else { "mlp" };
-                let router = if hc.family == Family::GptOss { "router" } else { "gate" };
+                let prefix = match hc.family {
+                    Family::Mixtral if !src.has(&format!("{hf}.mlp.gate.weight")) => "block_sparse_moe",
+                    Family::Llama4 => "feed_forward",
+                    _ => "mlp",
+                };
+                let router = if matches!(hc.family, Family::GptOss | Family::Llama4) { "router" } else { "gate" };
                 direct(&mut src, &mut m, &format!("{prefix}.{router}.weight"), "ffn.router.weight", &[ne, d])?;
                 if ml.router_bias.is_some() {
                     direct(&mut src, &mut m, &format!("{prefix}.{router}.bias"), "ffn.router.bias", &[ne])?;
@@ -222,6 +227,21 @@ pub fn load_weights(dir: &Path, files: &[PathBuf], hc: &HfConfig) -> Result<Tran
                     put(&mut m, &format!("{ours}.ffn.experts.b_gate"), &bg);
                     put(&mut m, &format!("{ours}.ffn.experts.b_up"), &bu);
                     put(&mut m, &format!("{ours}.ffn.experts.b_down"), &dnb);
+                } else if hc.family == Family::Llama4 {
+                    // Llama 4: x·W layout, gate_up [E, d_model, 2·d_expert] (gate columns first), down [E, d_expert, d_model]
+                    let gu = src.take(&fused, &[ne, d, 2 * de])?;
+                    let dn = src.take(&format!("{hf}.{prefix}.experts.down_proj"), &[ne, de, d])?;
+                    for e in 0..ne {
+                        let w = &gu[e * d * 2 * de..(e + 1) * d * 2 * de]; // [d_model, 2·d_expert]
+                        for j in 0..de {
+                            gate.extend((0..d).map(|c| w[c * 2 * de + j]));
+                            up.extend((0..d).map(|c| w[c * 2 * de + de + j]));
+                        }
+                        let w = &dn[e * de * d..(e + 1) * de * d]; // [d_expert, d_model]
+                        for r in 0..d {
+                            down.extend((0..de).map(|j| w[j * d + r]));
+                        }
+                    }
                 } else if src.has(&fused) {
                     // transformers ≥ 5 fused layout: gate_up [E, 2·d_expert, d_model] (gate rows first), down [E, d_model, d_expert]
                     let gu = src.take(&fused, &[ne, 2 * de, d])?;

@@ -1,6 +1,7 @@
 //! Inference-only attention of imported architectures (`ModelConfig::attn_ext`): plain grouped-query
 //! or multi-head latent attention (MLA) projections, partial / interleaved / scaled RoPE, learned
-//! sink logits and sliding windows.
+//! sink logits, sliding windows, chunked attention, NoPE layers with temperature tuning and L2 q/k
+//! norms (Llama 4).
 //!
 //! One code path serves both the full-sequence forward ([`attention_ext_forward`]) and the KV-cached
 //! decode of `moe_infer`: new rows are projected and rotated by [`project`], attended per sequence by
@@ -137,6 +138,8 @@ pub struct LayerSpec<T> {
     pub scale: T,
     /// keys with `pos_q − pos_k < window` are visible (`None` = all earlier keys)
     pub window: Option<usize>,
+    /// only keys in the query's chunk of this many positions are visible
+    pub chunk: Option<usize>,
     /// sink logit per head `[n_head]` (empty = none)
     pub sinks: Vec<T>,
 }
@@ -153,6 +156,7 @@ impl<T: Real> LayerSpec<T> {
             d_head_v: cfg.d_head_v(),
             scale: T::from_f64(ext.softmax_scale.unwrap_or(1.0 / (cfg.d_head() as f64).sqrt())),
             window,
+            chunk: (ext.attention_chunk > 0 && ext.chunk_layers.get(layer).copied().unwrap_or(false)).then_some(ext.attention_chunk),
             sinks: lay.sinks.as_ref().map(|r| p[r.clone()].to_vec()).unwrap_or_default(),
         }
     }
@@ -172,9 +176,9 @@ fn add_bias<T: Real>(x: &mut [T], b: &[T]) {
     }
 }
 
-/// Project `h [n, d_model]` (rows at `positions`) to rotated queries `[n, n_head·d_head]`, rotated
-/// keys `[n, n_head_kv·d_head]` and values `[n, n_head_kv·d_head_v]`.
-pub fn project<T: Real>(p: &[T], lay: &AttnLayout, cfg: &ModelConfig, h: &[T], positions: &[usize]) -> (Vec<T>, Vec<T>, Vec<T>) {
+/// Project `h [n, d_model]` (rows at `positions`) of layer `layer` to rotated queries
+/// `[n, n_head·d_head]`, rotated keys `[n, n_head_kv·d_head]` and values `[n, n_head_kv·d_head_v]`.
+pub fn project<T: Real>(p: &[T], lay: &AttnLayout, cfg: &ModelConfig, layer: usize, h: &[T], positions: &[usize]) -> (Vec<T>, Vec<T>, Vec<T>) {
     let n = positions.len();
     let d = cfg.d_model;
     let (nh, nkv, dh, dv) = (cfg.n_head, cfg.n_head_kv, cfg.d_head(), cfg.d_head_v());
@@ -228,8 +232,22 @@ pub fn project<T: Real>(p: &[T], lay: &AttnLayout, cfg: &ModelConfig, h: &[T], p
                 rmsnorm_rows(&mut q, &p[qn.clone()], cfg.norm_eps);
                 rmsnorm_rows(&mut k, &p[kn.clone()], cfg.norm_eps);
             }
-            q.chunks_mut(nh * dh).zip(positions).for_each(|(row, &pos)| rope.rotate_row(row, dh, pos));
-            k.chunks_mut(nkv * dh).zip(positions).for_each(|(row, &pos)| rope.rotate_row(row, dh, pos));
+            let ext = cfg.attn_ext.clone().unwrap_or_default();
+            if ext.rope_layers.get(layer).copied().unwrap_or(true) {
+                q.chunks_mut(nh * dh).zip(positions).for_each(|(row, &pos)| rope.rotate_row(row, dh, pos));
+                k.chunks_mut(nkv * dh).zip(positions).for_each(|(row, &pos)| rope.rotate_row(row, dh, pos));
+                if ext.qk_l2_norm {
+                    let ones = vec![T::ONE; dh];
+                    rmsnorm_rows(&mut q, &ones, cfg.norm_eps);
+                    rmsnorm_rows(&mut k, &ones, cfg.norm_eps);
+                }
+            } else if let Some(t) = ext.temperature {
+                // NoPE layer: q · (1 + attn_scale · ln(1 + floor((p + 1) / floor_scale)))
+                for (row, &pos) in q.chunks_mut(nh * dh).zip(positions) {
+                    let f = ((pos as f32 + 1.0) / t.floor_scale as f32).floor().ln_1p() * t.attn_scale as f32 + 1.0;
+                    row.iter_mut().for_each(|x| *x *= T::from_f32(f));
+                }
+            }
         }
     }
     (q, k, v)
@@ -243,7 +261,7 @@ pub fn attend_seq<T: Real>(s: &LayerSpec<T>, q: &[T], pos0: usize, keys: &[&[T]]
     let group = nh / s.n_head_kv;
     o.par_chunks_mut(nh * dv).zip(q.par_chunks(nh * dh)).enumerate().for_each(|(t, (orow, qrow))| {
         let pos = pos0 + t;
-        let lo = s.window.map_or(0, |w| (pos + 1).saturating_sub(w));
+        let lo = s.window.map_or(0, |w| (pos + 1).saturating_sub(w)).max(s.chunk.map_or(0, |c| pos / c * c));
         let mut sc = vec![T::ZERO; pos + 1 - lo];
         for hq in 0..nh {
             let g = hq / group;
@@ -293,7 +311,7 @@ pub fn per_head<T: Real>(x: &[T], n_kv: usize, w: usize) -> Vec<Vec<T>> {
 /// Full-sequence attention of layer `layer` over `h [n_seq·seq_len, d_model]` → `[n, d_model]`.
 pub fn attention_ext_forward<T: Real>(p: &[T], lay: &AttnLayout, cfg: &ModelConfig, layer: usize, h: &[T], n_seq: usize, seq_len: usize) -> Vec<T> {
     let positions: Vec<usize> = (0..n_seq * seq_len).map(|r| r % seq_len).collect();
-    let (q, k, v) = project(p, lay, cfg, h, &positions);
+    let (q, k, v) = project(p, lay, cfg, layer, h, &positions);
     let spec = LayerSpec::new(p, lay, cfg, layer);
     let (nkv, dh, dv, wq) = (cfg.n_head_kv, cfg.d_head(), cfg.d_head_v(), cfg.n_head * cfg.d_head());
     let mut o = vec![T::ZERO; n_seq * seq_len * cfg.n_head * dv];

@@ -61,13 +61,19 @@ fn add_rows<T: Real>(x: &mut [T], b: &[T]) {
 
 /// Run every expert over its rows of `h [n_tok, d_model]`; `clamp` replaces SwiGLU by the clamped
 /// variant. Expert biases (`lay.expert_bias`) are added after each projection.
-pub fn experts_forward<T: Real>(p: &[T], lay: &MoeLayout, h: &[T], d: &Dispatch, d_model: usize, d_expert: usize, clamp: Option<ClampedSwiglu>) -> ExpertsSaved<T> {
+/// `in_scale [n_rows]`, when given, multiplies each gathered input row (Llama 4 scales the expert
+/// input by the combine weight).
+#[allow(clippy::too_many_arguments)]
+pub fn experts_forward<T: Real>(p: &[T], lay: &MoeLayout, h: &[T], d: &Dispatch, d_model: usize, d_expert: usize, clamp: Option<ClampedSwiglu>, in_scale: Option<&[T]>) -> ExpertsSaved<T> {
     let n_rows = d.n_rows();
     let (wsz_in, wsz_out) = (d_expert * d_model, d_model * d_expert);
     let mut x = vec![T::ZERO; n_rows * d_model];
     x.par_chunks_mut(d_model).zip(d.token.par_iter()).for_each(|(xr, &t)| {
         xr.copy_from_slice(&h[t as usize * d_model..(t as usize + 1) * d_model]);
     });
+    if let Some(sc) = in_scale {
+        x.par_chunks_mut(d_model).zip(sc.par_iter()).for_each(|(xr, &w)| xr.iter_mut().for_each(|v| *v *= w));
+    }
     let mut gate = vec![T::ZERO; n_rows * d_expert];
     let mut up = vec![T::ZERO; n_rows * d_expert];
     let mut act = vec![T::ZERO; n_rows * d_expert];
