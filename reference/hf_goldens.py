@@ -214,6 +214,40 @@ def cases():
             {},
             [1, 3],
         ),
+        (
+            "llama_rope_llama3",
+            LlamaConfig,
+            LlamaForCausalLM,
+            # Llama 3.1-style RoPE scaling with a pretraining context of 16 so all three bands occur
+            dict(COMMON, hidden_size=32, intermediate_size=48, num_hidden_layers=2, num_attention_heads=4,
+                 num_key_value_heads=1, rope_parameters={"rope_type": "llama3", "rope_theta": 10000.0, "factor": 8.0,
+                 "low_freq_factor": 1.0, "high_freq_factor": 4.0, "original_max_position_embeddings": 16},
+                 tie_word_embeddings=True, rms_norm_eps=1e-5),
+            {},
+            [],
+        ),
+        (
+            "llama_rope_linear",
+            LlamaConfig,
+            LlamaForCausalLM,
+            dict(COMMON, hidden_size=32, intermediate_size=48, num_hidden_layers=2, num_attention_heads=4,
+                 num_key_value_heads=2, rope_parameters={"rope_type": "linear", "rope_theta": 10000.0, "factor": 3.0},
+                 tie_word_embeddings=True, rms_norm_eps=1e-5),
+            {},
+            [],
+        ),
+        (
+            "qwen3_rope_yarn",
+            Qwen3Config,
+            Qwen3ForCausalLM,
+            # YaRN with the default truncation and the derived attention factor, per-head q/k norm
+            dict(COMMON, hidden_size=32, intermediate_size=48, num_hidden_layers=2, num_attention_heads=4,
+                 num_key_value_heads=2, head_dim=16, rope_parameters={"rope_type": "yarn", "rope_theta": 10000.0,
+                 "factor": 4.0, "original_max_position_embeddings": 16}, tie_word_embeddings=True,
+                 use_sliding_window=False),
+            {},
+            [],
+        ),
     ]
 
 

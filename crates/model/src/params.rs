@@ -288,11 +288,14 @@ pub fn build_layout(cfg: &ModelConfig) -> (ParamTable, ModelLayout) {
                 let router_bias = x.router_bias.then(|| t.push(format!("layers.{i}.ffn.router.bias"), &[n_expert], false, Init::Zeros));
                 let selection_bias = x.selection_bias.then(|| t.push(format!("layers.{i}.ffn.router.selection_bias"), &[n_expert], false, Init::Zeros));
                 let expert_bias = x.expert_bias.then(|| {
-                    [
+                    let b = [
                         t.push(format!("layers.{i}.ffn.experts.b_gate"), &[n_expert, de], false, Init::Zeros),
                         t.push(format!("layers.{i}.ffn.experts.b_up"), &[n_expert, de], false, Init::Zeros),
                         t.push(format!("layers.{i}.ffn.experts.b_down"), &[n_expert, d], false, Init::Zeros),
-                    ]
+                    ];
+                    let n = t.entries.len();
+                    t.entries[n - 3..].iter_mut().for_each(|e| e.routed_expert = true);
+                    b
                 });
                 FfnLayout::Moe(MoeLayout { n_expert, router, w_gate, w_up, w_down, shared, shared_gate, router_bias, selection_bias, expert_bias })
             }

@@ -332,8 +332,17 @@ fn hf_unused_tensor_is_an_error_naming_it() {
 fn hf_unsupported_options_are_errors_naming_the_field() {
     type Edit = Box<dyn Fn(&mut Value)>;
     let cases: Vec<(&str, Edit, &str)> = vec![
-        ("llama", Box::new(|c| c["rope_parameters"] = serde_json::json!({"rope_type": "llama3", "rope_theta": 500000.0, "factor": 8.0})), "rope_parameters.rope_type"),
-        ("llama", Box::new(|c| c["rope_scaling"] = serde_json::json!({"type": "linear", "factor": 2.0})), "rope_scaling.type"),
+        ("llama", Box::new(|c| c["rope_parameters"] = serde_json::json!({"rope_type": "longrope", "rope_theta": 500000.0, "factor": 8.0})), "rope_parameters.rope_type"),
+        ("llama", Box::new(|c| {
+            c["rope_parameters"] = Value::Null;
+            c["rope_scaling"] = serde_json::json!({"type": "dynamic", "factor": 2.0});
+        }), "rope_scaling.type"),
+        ("llama", Box::new(|c| c["rope_parameters"] = serde_json::json!({"rope_type": "llama3", "rope_theta": 500000.0, "factor": 8.0})), "rope_parameters.low_freq_factor"),
+        ("llama", Box::new(|c| c["rope_parameters"] = serde_json::json!({"rope_type": "linear", "rope_theta": 1e4, "factor": 2.0, "beta_fast": 3.0})), "rope_parameters.beta_fast"),
+        ("gpt_oss", Box::new(|c| c["layer_types"] = serde_json::json!(["sliding_attention", "full_attention"])), "layer_types"),
+        ("deepseek_v3", Box::new(|c| c["n_group"] = serde_json::json!(3)), "n_group"),
+        ("deepseek_v3", Box::new(|c| c["num_key_value_heads"] = serde_json::json!(2)), "num_key_value_heads"),
+        ("llama4", Box::new(|c| c["moe_layers"] = serde_json::json!([1, 2])), "moe_layers"),
         ("llama", Box::new(|c| c["attention_bias"] = Value::Bool(true)), "attention_bias"),
         ("llama", Box::new(|c| c["mlp_bias"] = Value::Bool(true)), "mlp_bias"),
         ("llama", Box::new(|c| c["hidden_act"] = Value::String("gelu".into())), "hidden_act"),
@@ -516,4 +525,19 @@ fn hf_llama4_nope_chunked_attention_input_scaled_experts_and_llama3_rope_match_t
     let mc = m.cfg.moe.as_ref().unwrap();
     assert_eq!((mc.every, mc.first_dense, mc.n_expert_shared, mc.d_expert, m.cfg.d_ff), (2, 0, 1, 16, 64));
     assert!(mc.ext.as_ref().unwrap().scale_input);
+}
+
+#[test]
+fn hf_rope_scaling_llama3_linear_and_yarn_match_transformers() {
+    for case in ["llama_rope_llama3", "llama_rope_linear", "qwen3_rope_yarn"] {
+        check_case(case, logits_tol());
+        let m = load_hf_dir(&golden_dir().join(case)).unwrap();
+        let ext = m.cfg.attn_ext.as_ref().unwrap();
+        let want = match case {
+            "llama_rope_llama3" => matches!(ext.rope_scaling, Some(moe_model::RopeScaling::Llama3 { factor, .. }) if factor == 8.0),
+            "llama_rope_linear" => matches!(ext.rope_scaling, Some(moe_model::RopeScaling::Linear { factor }) if factor == 3.0),
+            _ => matches!(ext.rope_scaling, Some(moe_model::RopeScaling::Yarn { truncate: true, attention_factor, .. }) if (attention_factor - (0.1 * 4f64.ln() + 1.0)).abs() < 1e-12),
+        };
+        assert!(want, "{case}: {:?}", ext.rope_scaling);
+    }
 }

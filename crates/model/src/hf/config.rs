@@ -4,7 +4,7 @@
 //! the file and the field; options that only matter for training or serving in transformers
 //! (dropout, jitter noise, `use_cache`, …) are ignored. See `docs/hf-support.md`.
 
-use crate::config::{Activation, Gating, ModelConfig, MoeConfig, QkNorm};
+use crate::config::{Activation, AttnExt, Gating, ModelConfig, MoeConfig, QkNorm};
 use crate::error::{Error, Result};
 use serde_json::{Map, Value};
 use std::path::{Path, PathBuf};
@@ -173,7 +173,9 @@ pub fn parse_config(text: &str, path: &Path, opts: &HfOptions) -> Result<HfConfi
             return Err(f.err(field, "is not supported"));
         }
     }
-    let rope_theta = rope_theta(&f)?;
+    // RoPE base and scaling (linear, llama3, yarn: through the inference-only attention path)
+    let rope = super::config_ext::rope_spec(&f, f.usize("max_position_embeddings")?)?;
+    let rope_theta = rope.theta;
 
     let d_model = f.usize("hidden_size")?;
     let n_head = f.usize("num_attention_heads")?;
@@ -260,7 +262,7 @@ pub fn parse_config(text: &str, path: &Path, opts: &HfOptions) -> Result<HfConfi
         d_ff,
         activation: Activation::Swiglu,
         moe,
-        attn_ext: None,
+        attn_ext: rope.scaling.map(|r| AttnExt { rope_scaling: Some(r), ..AttnExt::default() }),
     };
     cfg.validate().map_err(|e| f.err("(mapped config)", e))?;
     Ok(HfConfig { arch, family, cfg, bos_token_id: token_ids(f.get("bos_token_id")).first().copied(), eos_token_ids: token_ids(f.get("eos_token_id")) })
@@ -295,41 +297,6 @@ fn num_experts(f: &Fields<'_>) -> Result<usize> {
         (Some(a), _) | (None, Some(a)) => Ok(a),
         (None, None) => Err(f.err("num_experts", "is missing")),
     }
-}
-
-/// RoPE base from `rope_parameters` (transformers ≥ 5) or `rope_theta` + `rope_scaling` (older);
-/// any scaling other than the default is an error.
-fn rope_theta(f: &Fields<'_>) -> Result<f64> {
-    let mut theta = f.f64_or("rope_theta", 10000.0)?;
-    for field in ["rope_scaling", "rope_parameters"] {
-        let Some(v) = f.get(field) else { continue };
-        let o = v.as_object().ok_or_else(|| f.err(field, format!("expected an object, got {v}")))?;
-        for key in ["rope_type", "type"] {
-            if let Some(t) = o.get(key).filter(|t| !t.is_null()) {
-                if t.as_str() != Some("default") {
-                    return Err(f.err(&format!("{field}.{key}"), format!("RoPE scaling {t} is not supported (only \"default\")")));
-                }
-            }
-        }
-        for (key, val) in o {
-            match key.as_str() {
-                "rope_type" | "type" => {}
-                "rope_theta" => theta = val.as_f64().ok_or_else(|| f.err(&format!("{field}.rope_theta"), "expected a number"))?,
-                "partial_rotary_factor" if val.as_f64() == Some(1.0) => {}
-                "factor" if val.as_f64() == Some(1.0) => {}
-                _ => return Err(f.err(&format!("{field}.{key}"), format!("{val} is not supported"))),
-            }
-        }
-    }
-    if let Some(v) = f.get("partial_rotary_factor") {
-        if v.as_f64() != Some(1.0) {
-            return Err(f.err("partial_rotary_factor", format!("{v} is not supported (only full rotary)")));
-        }
-    }
-    if !(theta > 0.0) {
-        return Err(f.err("rope_theta", "must be > 0"));
-    }
-    Ok(theta)
 }
 
 /// A sliding window is fine only when it covers the whole context (it then masks nothing).

@@ -55,13 +55,17 @@ pub(crate) fn rope_spec(f: &Fields<'_>, max_pos: usize) -> Result<RopeSpec> {
     if !(theta > 0.0) {
         return Err(f.err("rope_theta", "must be > 0"));
     }
-    let ty = keys.get("rope_type").or_else(|| keys.get("type")).and_then(|v| v.as_str()).unwrap_or("default").to_string();
+    let ty_key = if keys.contains_key("rope_type") { "rope_type" } else { "type" };
+    let ty = match keys.get(ty_key) {
+        None => "default".to_string(),
+        Some(v) => v.as_str().ok_or_else(|| f.err(&name(ty_key), format!("expected a string, got {v}")))?.to_string(),
+    };
     let allowed: &[&str] = match ty.as_str() {
         "default" => &[],
         "linear" => &["factor"],
         "llama3" => &["factor", "low_freq_factor", "high_freq_factor", "original_max_position_embeddings"],
         "yarn" => &["factor", "beta_fast", "beta_slow", "original_max_position_embeddings", "truncate", "attention_factor", "mscale", "mscale_all_dim"],
-        other => return Err(f.err(&name("rope_type"), format!("RoPE type `{other}` is not supported (default, linear, llama3, yarn)"))),
+        other => return Err(f.err(&name(ty_key), format!("RoPE type `{other}` is not supported (default, linear, llama3, yarn)"))),
     };
     for (k, v) in &keys {
         let ok = matches!(k.as_str(), "rope_type" | "type" | "rope_theta")
