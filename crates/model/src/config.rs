@@ -255,7 +255,7 @@ pub struct MoeExt {
     /// groups kept per token
     #[serde(default)]
     pub topk_group: usize,
-    /// a fixed per-expert selection bias `layers.{i}.ffn.router.selection_bias [n_expert]`
+    /// a fixed per-expert selection bias `layers.{i}.ffn.router.fixed_selection_bias [n_expert]`
     /// (DeepSeek-V3 `e_score_correction_bias`): changes which experts are chosen, never the weights
     #[serde(default)]
     pub selection_bias: bool,
@@ -492,6 +492,9 @@ impl ModelConfig {
                 return Err(invalid("model.moe.capacity_factor", "must be ≥ 0 (0 = dropless)"));
             }
             if let Some(x) = &m.ext {
+                if x.selection_bias && m.bias_update_rate > 0.0 {
+                    return Err(invalid("model.moe.ext.selection_bias", "a fixed selection bias excludes aux-loss-free balancing (bias_update_rate > 0)"));
+                }
                 if x.n_group > 0 {
                     let e_min = self.ffn_kinds().iter().filter_map(|k| if let FfnKind::Moe { n_expert } = k { Some(*n_expert) } else { None }).min().unwrap_or(0);
                     if e_min % x.n_group != 0 || x.topk_group == 0 || x.topk_group > x.n_group {

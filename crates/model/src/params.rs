@@ -286,7 +286,7 @@ pub fn build_layout(cfg: &ModelConfig) -> (ParamTable, ModelLayout) {
                 let shared_gate = (shared.is_some() && m.shared_gate).then(|| t.push(format!("layers.{i}.ffn.shared_gate.weight"), &[1, d], true, Init::Normal(std)));
                 let x = m.ext.clone().unwrap_or_default();
                 let router_bias = x.router_bias.then(|| t.push(format!("layers.{i}.ffn.router.bias"), &[n_expert], false, Init::Zeros));
-                let selection_bias = x.selection_bias.then(|| t.push(format!("layers.{i}.ffn.router.selection_bias"), &[n_expert], false, Init::Zeros));
+                let selection_bias = x.selection_bias.then(|| t.push(format!("layers.{i}.ffn.router.fixed_selection_bias"), &[n_expert], false, Init::Zeros));
                 let expert_bias = x.expert_bias.then(|| {
                     let b = [
                         t.push(format!("layers.{i}.ffn.experts.b_gate"), &[n_expert, de], false, Init::Zeros),

@@ -484,7 +484,7 @@ fn hf_deepseek_v3_mla_grouped_sigmoid_routing_and_greedy_match_transformers() {
     assert_eq!((x.n_group, x.topk_group, x.selection_bias), (4, 2, true));
     let mla = m.cfg.attn_ext.as_ref().unwrap().mla.as_ref().unwrap();
     assert_eq!((mla.q_lora_rank, mla.kv_lora_rank, m.cfg.d_head(), m.cfg.d_head_v()), (Some(24), 16, 16, 12));
-    assert_eq!(m.model.table.get("layers.1.ffn.router.selection_bias").unwrap().shape, vec![8]);
+    assert_eq!(m.model.table.get("layers.1.ffn.router.fixed_selection_bias").unwrap().shape, vec![8]);
     // the backward is not implemented for latent attention: a clear error, no panic
     let mut g = vec![0.0; m.model.params.len()];
     let e = m.model.forward_backward(&[3, 4, 5], &[4, 5, 6], 1, 3, &mut g, 1.0).unwrap_err().to_string();

@@ -199,7 +199,7 @@ pub fn load_weights(dir: &Path, files: &[PathBuf], hc: &HfConfig) -> Result<Tran
                     direct(&mut src, &mut m, &format!("{prefix}.{router}.bias"), "ffn.router.bias", &[ne])?;
                 }
                 if ml.selection_bias.is_some() {
-                    direct(&mut src, &mut m, &format!("{prefix}.{router}.e_score_correction_bias"), "ffn.router.selection_bias", &[ne])?;
+                    direct(&mut src, &mut m, &format!("{prefix}.{router}.e_score_correction_bias"), "ffn.router.fixed_selection_bias", &[ne])?;
                 }
                 let fused = format!("{hf}.{prefix}.experts.gate_up_proj");
                 let (mut gate, mut up, mut down) = (Vec::with_capacity(ne * de * d), Vec::with_capacity(ne * de * d), Vec::with_capacity(ne * de * d));
