@@ -367,7 +367,7 @@ fn hf_unsupported_options_are_errors_naming_the_field() {
 fn hf_sliding_window_that_covers_the_context_is_accepted() {
     // a window ≥ the context masks nothing: Mixtral with window 16 loads with n_ctx 16
     let dir = variant("mixtral", |_| {}, |c| c["sliding_window"] = serde_json::json!(16));
-    let m = load_hf_dir_with(dir.path(), &HfOptions { n_ctx: Some(16) }).unwrap();
+    let m = load_hf_dir_with(dir.path(), &HfOptions { n_ctx: Some(16), ..Default::default() }).unwrap();
     assert_eq!(m.cfg.n_ctx, 16);
 }
 
@@ -408,7 +408,7 @@ fn hf_hub_style_qwen3_moe_config_maps_placement_and_rope() {
     c["sliding_window"] = serde_json::json!(64);
     let e = parse_config(&c.to_string(), p, &HfOptions::default()).unwrap_err().to_string();
     assert!(e.contains("`sliding_window`") && e.contains("hub/config.json"), "{e}");
-    assert_eq!(parse_config(&c.to_string(), p, &HfOptions { n_ctx: Some(64) }).unwrap().cfg.n_ctx, 64);
+    assert_eq!(parse_config(&c.to_string(), p, &HfOptions { n_ctx: Some(64), ..Default::default() }).unwrap().cfg.n_ctx, 64);
 }
 
 #[test]
@@ -540,4 +540,19 @@ fn hf_rope_scaling_llama3_linear_and_yarn_match_transformers() {
         };
         assert!(want, "{case}: {:?}", ext.rope_scaling);
     }
+}
+
+#[test]
+fn hf_memory_check_refuses_a_model_larger_than_available_memory() {
+    use moe_model::hf::weights::{check_memory, mem_available};
+    let meminfo = "MemTotal:       16384000 kB\nMemFree:         1000000 kB\nMemAvailable:    2097152 kB\n";
+    assert_eq!(mem_available(meminfo), Some(2 << 30));
+    assert_eq!(mem_available("MemTotal: 5 kB\n"), None);
+    let dir = Path::new("some/checkpoint");
+    let e = check_memory(dir, 3 << 30, Some(2 << 30)).unwrap_err().to_string();
+    assert!(e.contains("some/checkpoint") && e.contains("3.00 GiB") && e.contains("2.00 GiB") && e.contains("MemAvailable"), "{e}");
+    assert!(check_memory(dir, 1 << 30, Some(2 << 30)).is_ok());
+    assert!(check_memory(dir, 1 << 40, None).is_ok(), "no /proc/meminfo: no check");
+    // the real loader runs the check (these tiny models fit) and can skip it
+    assert!(load_hf_dir_with(&golden_dir().join("llama"), &HfOptions { skip_memory_check: true, ..Default::default() }).is_ok());
 }

@@ -66,6 +66,8 @@ pub struct HfOptions {
     /// context length; default `max_position_embeddings`. A sliding window is accepted only when it
     /// covers the whole context (then it changes nothing).
     pub n_ctx: Option<usize>,
+    /// load even when the f32 parameters need more memory than `/proc/meminfo` reports available
+    pub skip_memory_check: bool,
 }
 
 pub(crate) struct Fields<'a> {

@@ -1,8 +1,10 @@
 //! Hugging Face safetensors weights (one file or shards + `model.safetensors.index.json`) →
 //! the flat parameter buffer of a [`Transformer`], renaming tensors onto ours.
 //!
-//! Files are read whole with `std::fs::read` (no memory map yet), so loading needs the checkpoint's
-//! size plus the f32 parameters in memory. bf16/f16/f32 are converted to f32. A missing tensor,
+//! Files are memory-mapped (read-only): the checkpoint's pages come from the page cache as tensors
+//! are converted, so loading needs about the f32 parameters in memory, not the checkpoint's size on
+//! top. [`check_memory`] refuses, before anything is allocated, a model whose f32 parameters exceed
+//! `MemAvailable` of `/proc/meminfo`. bf16/f16/f32 are converted to f32. A missing tensor,
 //! a tensor of the wrong shape and a tensor that nothing uses are errors naming the tensor and file.
 
 use super::config::{Family, HfConfig};
@@ -56,11 +58,11 @@ struct Source<'a> {
 }
 
 impl<'a> Source<'a> {
-    fn new(dir: &Path, arch: &str, bytes: &'a [(PathBuf, Vec<u8>)]) -> Result<Self> {
+    fn new<B: AsRef<[u8]>>(dir: &Path, arch: &str, bytes: &'a [(PathBuf, B)]) -> Result<Self> {
         let mut files = Vec::with_capacity(bytes.len());
         let mut loc = HashMap::new();
         for (i, (p, b)) in bytes.iter().enumerate() {
-            let st = SafeTensors::deserialize(b).map_err(|e| Error::Checkpoint { path: p.clone(), message: format!("not a valid safetensors file: {e}") })?;
+            let st = SafeTensors::deserialize(b.as_ref()).map_err(|e| Error::Checkpoint { path: p.clone(), message: format!("not a valid safetensors file: {e}") })?;
             for name in st.names() {
                 if let Some(j) = loc.insert(name.to_string(), i) {
                     return Err(Error::Checkpoint { path: p.clone(), message: format!("tensor `{name}` is also in {}", bytes[j].0.display()) });
@@ -107,6 +109,41 @@ impl<'a> Source<'a> {
     }
 }
 
+/// Map `path` read-only.
+fn map_file(path: &Path) -> Result<memmap2::Mmap> {
+    let f = std::fs::File::open(path).map_err(|source| Error::Io { path: path.to_path_buf(), source })?;
+    // SAFETY: the map is read-only and lives only while the weights are copied out; like every
+    // mmap-based loader this assumes nobody truncates or rewrites the file meanwhile.
+    unsafe { memmap2::Mmap::map(&f) }.map_err(|source| Error::Io { path: path.to_path_buf(), source })
+}
+
+/// `MemAvailable` of a `/proc/meminfo` text, in bytes.
+pub fn mem_available(meminfo: &str) -> Option<u64> {
+    let line = meminfo.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let mut it = line.split_whitespace().skip(1);
+    let v: u64 = it.next()?.parse().ok()?;
+    match it.next() {
+        Some("kB") | None => Some(v * 1024),
+        Some(_) => None,
+    }
+}
+
+/// Error (naming `dir`) when `need` bytes exceed the `available` ones.
+pub fn check_memory(dir: &Path, need: u64, available: Option<u64>) -> Result<()> {
+    match available {
+        Some(avail) if need > avail => Err(Error::Checkpoint {
+            path: dir.to_path_buf(),
+            message: format!(
+                "the model needs {:.2} GiB for its f32 parameters but only {:.2} GiB of memory is available (MemAvailable in /proc/meminfo); \
+                 free memory or set HfOptions::skip_memory_check",
+                need as f64 / (1u64 << 30) as f64,
+                avail as f64 / (1u64 << 30) as f64
+            ),
+        }),
+        _ => Ok(()),
+    }
+}
+
 /// Copy `vals` into our tensor `ours`.
 fn put(m: &mut Transformer<f32>, ours: &str, vals: &[f32]) {
     let e = m.table.get(ours).unwrap_or_else(|| panic!("tensor {ours} is in the layout"));
@@ -115,10 +152,7 @@ fn put(m: &mut Transformer<f32>, ours: &str, vals: &[f32]) {
 
 /// Load `files` into a zero-initialised model of `hc.cfg`.
 pub fn load_weights(dir: &Path, files: &[PathBuf], hc: &HfConfig) -> Result<Transformer<f32>> {
-    let bytes: Vec<(PathBuf, Vec<u8>)> = files
-        .iter()
-        .map(|p| std::fs::read(p).map(|b| (p.clone(), b)).map_err(|source| Error::Io { path: p.clone(), source }))
-        .collect::<Result<_>>()?;
+    let bytes: Vec<(PathBuf, memmap2::Mmap)> = files.iter().map(|p| map_file(p).map(|m| (p.clone(), m))).collect::<Result<_>>()?;
     let mut src = Source::new(dir, &hc.arch, &bytes)?;
     let mut m = Transformer::<f32>::zeros(hc.cfg.clone())?;
     let cfg = hc.cfg.clone();
