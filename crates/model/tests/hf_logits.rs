@@ -556,3 +556,72 @@ fn hf_memory_check_refuses_a_model_larger_than_available_memory() {
     // the real loader runs the check (these tiny models fit) and can skip it
     assert!(load_hf_dir_with(&golden_dir().join("llama"), &HfOptions { skip_memory_check: true, ..Default::default() }).is_ok());
 }
+
+// ---------- Hub-style configs of the inference-only architectures (transformers 4 key names) ----------
+
+fn parse_json(v: &Value) -> moe_model::Result<moe_model::hf::HfConfig> {
+    moe_model::hf::parse_config(&v.to_string(), Path::new("hub/config.json"), &HfOptions::default())
+}
+
+#[test]
+fn hf_hub_style_deepseek_v3_gpt_oss_and_llama4_configs_map() {
+    // DeepSeek-V3 as published (sizes shrunk): yarn in `rope_scaling` with mscale, extra routing keys
+    let ds = serde_json::json!({
+        "architectures": ["DeepseekV3ForCausalLM"], "vocab_size": 1000, "hidden_size": 64, "intermediate_size": 96,
+        "moe_intermediate_size": 16, "num_hidden_layers": 4, "num_attention_heads": 4, "num_key_value_heads": 4,
+        "n_shared_experts": 1, "n_routed_experts": 16, "routed_scaling_factor": 2.5, "kv_lora_rank": 32,
+        "q_lora_rank": 48, "qk_rope_head_dim": 8, "v_head_dim": 16, "qk_nope_head_dim": 16, "topk_method": "noaux_tc",
+        "n_group": 8, "topk_group": 4, "num_experts_per_tok": 8, "moe_layer_freq": 1, "first_k_dense_replace": 3,
+        "norm_topk_prob": true, "scoring_func": "sigmoid", "aux_loss_alpha": 0.001, "seq_aux": true, "ep_size": 1,
+        "num_nextn_predict_layers": 1, "hidden_act": "silu", "max_position_embeddings": 163840, "rms_norm_eps": 1e-6,
+        "rope_theta": 10000, "rope_scaling": {"beta_fast": 32, "beta_slow": 1, "factor": 40, "mscale": 1.0,
+        "mscale_all_dim": 1.0, "original_max_position_embeddings": 4096, "type": "yarn"},
+        "attention_bias": false, "tie_word_embeddings": false, "bos_token_id": 0, "eos_token_id": 1
+    });
+    let hc = parse_json(&ds).unwrap();
+    let ext = hc.cfg.attn_ext.as_ref().unwrap();
+    let m = 0.1 * 40f64.ln() + 1.0;
+    assert!((ext.softmax_scale.unwrap() - m * m / 24f64.sqrt()).abs() < 1e-12);
+    assert!(matches!(ext.rope_scaling, Some(moe_model::RopeScaling::Yarn { attention_factor, truncate: true, .. }) if attention_factor == 1.0));
+    let mc = hc.cfg.moe.as_ref().unwrap();
+    assert_eq!((mc.first_dense, mc.n_expert, mc.n_expert_active, mc.ext.as_ref().unwrap().n_group), (3, 16, 8, 8));
+    // the FP8 release is refused by name
+    let mut q = ds.clone();
+    q["quantization_config"] = serde_json::json!({"quant_method": "fp8", "weight_block_size": [128, 128]});
+    let e = parse_json(&q).unwrap_err().to_string();
+    assert!(e.contains("`quantization_config`") && e.contains("fp8"), "{e}");
+
+    // GPT-OSS as published: yarn in `rope_scaling`, default layer types
+    let oss = serde_json::json!({
+        "architectures": ["GptOssForCausalLM"], "vocab_size": 1000, "hidden_size": 64, "intermediate_size": 64,
+        "head_dim": 16, "num_attention_heads": 8, "num_key_value_heads": 2, "num_hidden_layers": 4,
+        "num_local_experts": 8, "num_experts_per_tok": 4, "sliding_window": 128, "max_position_embeddings": 131072,
+        "rope_theta": 150000, "rope_scaling": {"beta_fast": 32.0, "beta_slow": 1.0, "factor": 32.0,
+        "original_max_position_embeddings": 4096, "rope_type": "yarn", "truncate": false},
+        "swiglu_limit": 7.0, "rms_norm_eps": 1e-5, "tie_word_embeddings": false, "attention_bias": true,
+        "experts_per_token": 4, "initial_context_length": 4096
+    });
+    let hc = parse_json(&oss).unwrap();
+    let ext = hc.cfg.attn_ext.as_ref().unwrap();
+    assert_eq!((ext.sliding_window, ext.window_layers.clone()), (128, vec![true, false, true, false]));
+    assert!(matches!(ext.rope_scaling, Some(moe_model::RopeScaling::Yarn { factor, truncate: false, .. }) if factor == 32.0));
+
+    // Llama 4 Scout-like text config: llama3 RoPE, every layer MoE, NoPE every 4th layer
+    let l4 = serde_json::json!({
+        "architectures": ["Llama4ForCausalLM"], "vocab_size": 1000, "hidden_size": 64, "intermediate_size": 32,
+        "intermediate_size_mlp": 96, "num_hidden_layers": 8, "num_attention_heads": 4, "num_key_value_heads": 2,
+        "head_dim": 16, "num_local_experts": 16, "num_experts_per_tok": 1, "interleave_moe_layer_step": 1,
+        "max_position_embeddings": 10485760, "rope_theta": 500000.0, "rope_scaling": {"factor": 16.0,
+        "high_freq_factor": 1.0, "low_freq_factor": 1.0, "original_max_position_embeddings": 8192, "rope_type": "llama3"},
+        "attention_chunk_size": 8192, "use_qk_norm": true, "attn_temperature_tuning": 4, "floor_scale": 8192,
+        "attn_scale": 0.1, "rms_norm_eps": 1e-5
+    });
+    // `attn_temperature_tuning: 4` (transformers 4) counts as true
+    let hc = parse_json(&l4).unwrap();
+    assert!(hc.cfg.attn_ext.as_ref().unwrap().temperature.is_some());
+    let ext = hc.cfg.attn_ext.as_ref().unwrap();
+    assert_eq!(ext.rope_layers, vec![true, true, true, false, true, true, true, false]);
+    assert_eq!(ext.chunk_layers, ext.rope_layers);
+    let mc = hc.cfg.moe.as_ref().unwrap();
+    assert_eq!((mc.every, mc.first_dense, mc.n_expert_active), (1, 0, 1));
+}

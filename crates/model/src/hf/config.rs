@@ -165,6 +165,7 @@ pub fn parse_config(text: &str, path: &Path, opts: &HfOptions) -> Result<HfConfi
         Family::Qwen2Moe => f.bool_or("qkv_bias", true)?,
         _ => false,
     };
+    super::config_ext::check_quantization(&f)?;
     f.must_be_off("attention_bias", "no attention biases")?;
     f.must_be_off("mlp_bias", "no MLP biases")?;
     if f.get("clip_qkv").is_some() {

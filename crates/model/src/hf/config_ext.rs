@@ -140,7 +140,18 @@ fn check_common(f: &Fields<'_>) -> Result<()> {
             return Err(f.err(field, "is not supported"));
         }
     }
-    Ok(())
+    check_quantization(f)
+}
+
+/// Quantized checkpoints (FP8 blocks with scales, MXFP4, GPTQ, …) are an error naming the method.
+pub(crate) fn check_quantization(f: &Fields<'_>) -> Result<()> {
+    match f.get("quantization_config") {
+        None => Ok(()),
+        Some(q) => {
+            let method = q.get("quant_method").and_then(|m| m.as_str()).unwrap_or("unknown");
+            Err(f.err("quantization_config", format!("quantized weights (`{method}`) are not supported; use a bf16/f16/f32 checkpoint")))
+        }
+    }
 }
 
 /// Our `(every, first_dense)` placing MoE layers exactly where `want` says.
@@ -328,7 +339,14 @@ pub(crate) fn parse(f: &Fields<'_>, family: Family, opts: &HfOptions) -> Result<
             }
             ext.rope_layers = rope_layers;
             ext.qk_l2_norm = f.bool_or("use_qk_norm", true)?;
-            if f.bool_or("attn_temperature_tuning", true)? {
+            // a flag; transformers 4 configs wrote a number there (used only for its truth value)
+            let tuning = match f.get("attn_temperature_tuning") {
+                None => true,
+                Some(Value::Bool(b)) => *b,
+                Some(Value::Number(n)) => n.as_f64() != Some(0.0),
+                Some(v) => return Err(f.err("attn_temperature_tuning", format!("expected true/false, got {v}"))),
+            };
+            if tuning {
                 ext.temperature = Some(AttnTemperature { floor_scale: f.f64_or("floor_scale", 8192.0)?, attn_scale: f.f64_or("attn_scale", 0.1)? });
             }
             let d_expert = f.usize("intermediate_size")?;
