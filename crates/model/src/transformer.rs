@@ -122,7 +122,7 @@ impl<T: Real> Transformer<T> {
                 _ => Vec::new(),
             })
             .collect();
-        let rope = RopeTable::new(cfg.d_head(), cfg.rope_theta, cfg.n_ctx);
+        let rope = rope_table(&cfg);
         Ok(Transformer { cfg, table, layout, params, selection_bias, rope })
     }
 
@@ -152,7 +152,7 @@ impl<T: Real> Transformer<T> {
             layout: self.layout.clone(),
             params: self.params.iter().map(|v| U::from_f64(v.to_f64())).collect(),
             selection_bias: self.selection_bias.clone(),
-            rope: RopeTable::new(self.cfg.d_head(), self.cfg.rope_theta, self.cfg.n_ctx),
+            rope: rope_table(&self.cfg),
         }
     }
 
@@ -364,6 +364,12 @@ impl<T: Real> Transformer<T> {
             }
         }
     }
+}
+
+/// RoPE cos/sin of the plain attention; empty with `attn_ext` (that path computes its own, possibly
+/// scaled or partial, rotation), so large-context imports do not pay for an unused table.
+fn rope_table<T: Real>(cfg: &ModelConfig) -> RopeTable<T> {
+    RopeTable::new(cfg.d_head(), cfg.rope_theta, if cfg.attn_ext.is_some() { 0 } else { cfg.n_ctx })
 }
 
 fn report(ce: f64, moe: Vec<MoeLayerReport>) -> LossReport {

@@ -217,7 +217,7 @@ pub fn project<T: Real>(p: &[T], lay: &AttnLayout, cfg: &ModelConfig, layer: usi
                     v[(t * nh + hd) * dv..(t * nh + hd + 1) * dv].copy_from_slice(&src[dn..]);
                 }
             }
-            q.chunks_mut(nh * dh).zip(positions).for_each(|(row, &pos)| rope.rotate_row(row, dh, pos));
+            q.par_chunks_mut(nh * dh).zip(positions.par_iter()).for_each(|(row, &pos)| rope.rotate_row(row, dh, pos));
         }
         _ => {
             linear_forward(&mut q, h, &p[lay.wq.clone()], n, d, nh * dh, Par::Pool); // [n, n_head·d_head]
@@ -234,8 +234,8 @@ pub fn project<T: Real>(p: &[T], lay: &AttnLayout, cfg: &ModelConfig, layer: usi
             }
             let ext = cfg.attn_ext.clone().unwrap_or_default();
             if ext.rope_layers.get(layer).copied().unwrap_or(true) {
-                q.chunks_mut(nh * dh).zip(positions).for_each(|(row, &pos)| rope.rotate_row(row, dh, pos));
-                k.chunks_mut(nkv * dh).zip(positions).for_each(|(row, &pos)| rope.rotate_row(row, dh, pos));
+                q.par_chunks_mut(nh * dh).zip(positions.par_iter()).for_each(|(row, &pos)| rope.rotate_row(row, dh, pos));
+                k.par_chunks_mut(nkv * dh).zip(positions.par_iter()).for_each(|(row, &pos)| rope.rotate_row(row, dh, pos));
                 if ext.qk_l2_norm {
                     let ones = vec![T::ONE; dh];
                     rmsnorm_rows(&mut q, &ones, cfg.norm_eps);
@@ -259,34 +259,33 @@ pub fn project<T: Real>(p: &[T], lay: &AttnLayout, cfg: &ModelConfig, layer: usi
 pub fn attend_seq<T: Real>(s: &LayerSpec<T>, q: &[T], pos0: usize, keys: &[&[T]], values: &[&[T]], o: &mut [T]) {
     let (nh, dh, dv) = (s.n_head, s.d_head, s.d_head_v);
     let group = nh / s.n_head_kv;
-    o.par_chunks_mut(nh * dv).zip(q.par_chunks(nh * dh)).enumerate().for_each(|(t, (orow, qrow))| {
+    // one task per (row, head): decode steps have one row per sequence but many heads
+    o.par_chunks_mut(dv).enumerate().for_each(|(idx, oh)| {
+        let (t, hq) = (idx / nh, idx % nh);
         let pos = pos0 + t;
         let lo = s.window.map_or(0, |w| (pos + 1).saturating_sub(w)).max(s.chunk.map_or(0, |c| pos / c * c));
+        let g = hq / group;
+        let qh = &q[(t * nh + hq) * dh..(t * nh + hq + 1) * dh];
         let mut sc = vec![T::ZERO; pos + 1 - lo];
-        for hq in 0..nh {
-            let g = hq / group;
-            let qh = &qrow[hq * dh..(hq + 1) * dh];
-            let mut m = T::from_f64(f64::NEG_INFINITY);
-            for (j, x) in (lo..=pos).zip(sc.iter_mut()) {
-                *x = qh.iter().zip(&keys[g][j * dh..(j + 1) * dh]).map(|(&a, &b)| a * b).sum::<T>() * s.scale;
-                m = m.max(*x);
-            }
-            let sink = s.sinks.get(hq).copied();
-            if let Some(z) = sink {
-                m = m.max(z);
-            }
-            let mut sum = sink.map_or(T::ZERO, |z| (z - m).exp());
-            for x in sc.iter_mut() {
-                *x = (*x - m).exp();
-                sum += *x;
-            }
-            let inv = T::ONE / sum;
-            let oh = &mut orow[hq * dv..(hq + 1) * dv];
-            oh.fill(T::ZERO);
-            for (j, &w) in (lo..=pos).zip(sc.iter()) {
-                let w = w * inv;
-                oh.iter_mut().zip(&values[g][j * dv..(j + 1) * dv]).for_each(|(a, &b)| *a += w * b);
-            }
+        let mut m = T::from_f64(f64::NEG_INFINITY);
+        for (j, x) in (lo..=pos).zip(sc.iter_mut()) {
+            *x = qh.iter().zip(&keys[g][j * dh..(j + 1) * dh]).map(|(&a, &b)| a * b).sum::<T>() * s.scale;
+            m = m.max(*x);
+        }
+        let sink = s.sinks.get(hq).copied();
+        if let Some(z) = sink {
+            m = m.max(z);
+        }
+        let mut sum = sink.map_or(T::ZERO, |z| (z - m).exp());
+        for x in sc.iter_mut() {
+            *x = (*x - m).exp();
+            sum += *x;
+        }
+        let inv = T::ONE / sum;
+        oh.fill(T::ZERO);
+        for (j, &w) in (lo..=pos).zip(sc.iter()) {
+            let w = w * inv;
+            oh.iter_mut().zip(&values[g][j * dv..(j + 1) * dv]).for_each(|(a, &b)| *a += w * b);
         }
     });
 }
