@@ -248,6 +248,41 @@ def cases():
             {},
             [],
         ),
+        (
+            "mixtral_window",
+            MixtralConfig,
+            MixtralForCausalLM,
+            # a sliding window of 6 < the 20 positions of the test, every layer
+            dict(COMMON, hidden_size=32, intermediate_size=24, num_hidden_layers=2, num_attention_heads=4,
+                 num_key_value_heads=2, num_local_experts=4, num_experts_per_tok=2, sliding_window=6,
+                 rope_parameters={"rope_type": "default", "rope_theta": 10000.0}),
+            {},
+            [0, 1],
+        ),
+        (
+            "qwen3_window",
+            Qwen3Config,
+            Qwen3ForCausalLM,
+            # layer 0 full, layers 1, 2 with a window of 5 (max_window_layers 1)
+            dict(COMMON, hidden_size=32, intermediate_size=48, num_hidden_layers=3, num_attention_heads=4,
+                 num_key_value_heads=2, head_dim=8, use_sliding_window=True, sliding_window=5, max_window_layers=1,
+                 rope_parameters={"rope_type": "default", "rope_theta": 10000.0}, tie_word_embeddings=True),
+            {},
+            [],
+        ),
+        (
+            "qwen2_moe_window",
+            Qwen2MoeConfig,
+            Qwen2MoeForCausalLM,
+            # windows of 6 on layers 0 and 2 (odd-numbered below max_window_layers), biases, shared expert
+            dict(COMMON, hidden_size=32, intermediate_size=48, moe_intermediate_size=16,
+                 shared_expert_intermediate_size=24, num_hidden_layers=3, num_attention_heads=4,
+                 num_key_value_heads=2, num_experts=4, num_experts_per_tok=2, norm_topk_prob=True,
+                 use_sliding_window=True, sliding_window=6, max_window_layers=3,
+                 rope_parameters={"rope_type": "default", "rope_theta": 10000.0}, tie_word_embeddings=True),
+            {},
+            [0, 1, 2],
+        ),
     ]
 
 

@@ -195,7 +195,7 @@ pub fn parse_config(text: &str, path: &Path, opts: &HfOptions) -> Result<HfConfi
     };
     let max_pos = f.usize("max_position_embeddings")?;
     let n_ctx = opts.n_ctx.unwrap_or(max_pos);
-    sliding_window(&f, family, n_ctx)?;
+    let window = sliding_window(&f, family, n_ctx, n_layer)?;
 
     let qk_norm = match family {
         Family::Qwen3 | Family::Qwen3Moe => QkNorm::Head,
@@ -265,8 +265,14 @@ pub fn parse_config(text: &str, path: &Path, opts: &HfOptions) -> Result<HfConfi
         d_ff,
         activation: Activation::Swiglu,
         moe,
-        attn_ext: rope.scaling.map(|r| AttnExt { rope_scaling: Some(r), ..AttnExt::default() }),
+        attn_ext: None,
     };
+    // a scaled RoPE or a window shorter than the context: the inference-only attention path
+    let mut cfg = cfg;
+    if rope.scaling.is_some() || window.is_some() {
+        let (sliding_window, window_layers) = window.unwrap_or_default();
+        cfg.attn_ext = Some(AttnExt { rope_scaling: rope.scaling, sliding_window, window_layers, ..AttnExt::default() });
+    }
     cfg.validate().map_err(|e| f.err("(mapped config)", e))?;
     Ok(HfConfig { arch, family, cfg, bos_token_id: token_ids(f.get("bos_token_id")).first().copied(), eos_token_ids: token_ids(f.get("eos_token_id")) })
 }
@@ -302,26 +308,55 @@ fn num_experts(f: &Fields<'_>) -> Result<usize> {
     }
 }
 
-/// A sliding window is fine only when it covers the whole context (it then masks nothing).
-fn sliding_window(f: &Fields<'_>, family: Family, n_ctx: usize) -> Result<()> {
-    let active = match family {
-        Family::Qwen3 | Family::Qwen3Moe | Family::Qwen2Moe => f.bool_or("use_sliding_window", false)?,
-        // transformers' Mixtral and OLMoE pass `sliding_window` to attention; Llama never reads it
-        Family::Mixtral | Family::Olmoe => true,
-        Family::Llama | Family::DeepseekV3 | Family::GptOss | Family::Llama4 => false,
-    };
-    if !active {
-        return Ok(());
-    }
-    if let Some(w) = f.usize_opt("sliding_window")? {
-        if w < n_ctx {
-            return Err(f.err(
-                "sliding_window",
-                format!("a sliding window of {w} < context {n_ctx} is not supported; load with a context of at most {w} (HfOptions::n_ctx)"),
-            ));
+/// The sliding window of the families that have one, as transformers 5 applies it: `(window,
+/// per-layer flags)`, or `None` when no layer's window is shorter than the context (then it masks
+/// nothing). Mixtral: every layer. Qwen3-MoE: every layer with `use_sliding_window`. Qwen3 and
+/// Qwen2-MoE: the `sliding_attention` entries of `layer_types` (default as their configs compute
+/// it from `use_sliding_window` and `max_window_layers`). OLMoE passes the window only to fused
+/// attention kernels, so a short one is refused rather than guessed.
+fn sliding_window(f: &Fields<'_>, family: Family, n_ctx: usize, n_layer: usize) -> Result<Option<(usize, Vec<bool>)>> {
+    let use_sw = f.bool_or("use_sliding_window", false)?;
+    let layers: Vec<bool> = match family {
+        Family::Mixtral => vec![true; n_layer],
+        Family::Qwen3Moe if use_sw => vec![true; n_layer],
+        Family::Qwen3 | Family::Qwen2Moe if use_sw => match f.get("layer_types") {
+            Some(Value::Array(a)) => {
+                let v: Vec<bool> = a
+                    .iter()
+                    .map(|t| match t.as_str() {
+                        Some("sliding_attention") => Ok(true),
+                        Some("full_attention") => Ok(false),
+                        _ => Err(f.err("layer_types", format!("`{t}` is not supported (sliding_attention, full_attention)"))),
+                    })
+                    .collect::<Result<_>>()?;
+                if v.len() != n_layer {
+                    return Err(f.err("layer_types", format!("has {} entries for {n_layer} layers", v.len())));
+                }
+                v
+            }
+            _ => {
+                let mwl = f.usize_opt("max_window_layers")?.unwrap_or(28);
+                (0..n_layer).map(|i| if family == Family::Qwen3 { i >= mwl } else { i % 2 == 0 && i < mwl }).collect()
+            }
+        },
+        Family::Olmoe => {
+            if let Some(w) = f.usize_opt("sliding_window")? {
+                if w < n_ctx {
+                    return Err(f.err(
+                        "sliding_window",
+                        format!("a sliding window of {w} < context {n_ctx} is not supported for OLMoE; load with a context of at most {w} (HfOptions::n_ctx)"),
+                    ));
+                }
+            }
+            return Ok(None);
         }
+        _ => return Ok(None),
+    };
+    match f.usize_opt("sliding_window")? {
+        Some(0) => Err(f.err("sliding_window", "must be > 0")),
+        Some(w) if w < n_ctx && layers.iter().any(|&l| l) => Ok(Some((w, layers))),
+        _ => Ok(None),
     }
-    Ok(())
 }
 
 /// Qwen3-MoE: layer i is MoE iff `i ∉ mlp_only_layers && (i + 1) % decoder_sparse_step == 0`;
