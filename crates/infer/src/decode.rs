@@ -229,18 +229,32 @@ pub fn forward_step_with<T: Real, S: AsRef<[u32]>>(
 /// Attention of layer `layer` for models with `attn_ext` (latent attention, sinks, sliding windows,
 /// chunks, NoPE layers, scaled RoPE): the projection and score code of the full forward
 /// (`moe_model::layers::attention_ext`), against each sequence's cache. Writes this step's keys
-/// and values into the caches; returns `[n, d_model]`.
+/// and values into the caches — for latent attention only the compressed rows, attended in the
+/// absorbed form (`attend_latent`) — and returns `[n, d_model]`.
 fn ext_attention<T: Real>(model: &Transformer<T>, caches: &mut [&mut KvCache<T>], layer: usize, h: &[T], positions: &[usize], offs: &[usize], len0: &[usize]) -> Vec<T> {
     let (cfg, p) = (&model.cfg, &model.params);
     let lay = &model.layout.blocks[layer].attn;
+    let n = *offs.last().expect("offsets");
+    let spec = attention_ext::LayerSpec::new(p, lay, cfg, layer);
+    if let (Some(ml), Some(m)) = (&lay.mla, cfg.attn_ext.as_ref().and_then(|a| a.mla.as_ref())) {
+        // latent attention: cache the compressed rows, attend in the absorbed form
+        let (q, rows) = attention_ext::mla_q_and_latent(p, ml, m, cfg, h, positions); // [n, n_head·d_head], [n, kv_lora_rank + d_rope]
+        let (w, wq, wo) = (m.kv_lora_rank + m.d_rope, cfg.n_head * cfg.d_head(), cfg.n_head * m.d_v);
+        let mut o = vec![T::ZERO; n * wo]; // [n, n_head·d_v]
+        for (s, c) in caches.iter_mut().enumerate() {
+            let r = offs[s]..offs[s + 1];
+            c.write(layer, &rows[r.start * w..r.end * w], &[]);
+            let cached = c.keys_upto(layer, 0, len0[s] + r.len()); // [l, kv_lora_rank + d_rope]
+            attention_ext::attend_latent(&spec, p, ml, m, &q[r.start * wq..r.end * wq], len0[s], cached, &mut o[r.start * wo..r.end * wo]);
+        }
+        return attention_ext::output(p, lay, cfg, &o);
+    }
     let (q, k, v) = attention_ext::project(p, lay, cfg, layer, h, positions); // [n, n_head·d_head], [n, n_head_kv·d_head], [n, n_head_kv·d_head_v]
     let (nh, nkv, dh, dv) = (cfg.n_head, cfg.n_head_kv, cfg.d_head(), cfg.d_head_v());
     for (s, c) in caches.iter_mut().enumerate() {
         let r = offs[s]..offs[s + 1];
         c.write(layer, &k[r.start * nkv * dh..r.end * nkv * dh], &v[r.start * nkv * dv..r.end * nkv * dv]);
     }
-    let spec = attention_ext::LayerSpec::new(p, lay, cfg, layer);
-    let n = *offs.last().expect("offsets");
     let mut o = vec![T::ZERO; n * nh * dv]; // [n, n_head·d_head_v]
     for (s, c) in caches.iter().enumerate() {
         let r = offs[s]..offs[s + 1];

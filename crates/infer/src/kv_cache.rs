@@ -34,11 +34,12 @@ impl<T: Real> KvCache<T> {
 
     /// An empty cache with room for `capacity` tokens (clamped to `n_ctx`) allocated up front.
     pub fn with_capacity(cfg: &ModelConfig, capacity: usize) -> Self {
+        let (n_head_kv, d_head, d_head_v) = cfg.kv_cache_shape();
         let mut c = KvCache {
             n_layer: cfg.n_layer,
-            n_head_kv: cfg.n_head_kv,
-            d_head: cfg.d_head(),
-            d_head_v: cfg.d_head_v(),
+            n_head_kv,
+            d_head,
+            d_head_v,
             n_ctx: cfg.n_ctx,
             len: 0,
             cap: 0,
@@ -100,8 +101,9 @@ impl<T: Real> KvCache<T> {
         &self.k[layer][base..base + self.len * self.d_head]
     }
 
-    /// Values of layer `layer`, KV head `g`, positions `0..len`: `[len, d_head_v]` (`d_head_v` =
-    /// `d_head` except with latent attention).
+    /// Values of layer `layer`, KV head `g`, positions `0..len`: `[len, d_head_v]`. With latent
+    /// attention (`ModelConfig::kv_cache_shape`) there is one "head" whose keys are the compressed
+    /// rows `[len, kv_lora_rank + d_rope]` and no values.
     pub fn values(&self, layer: usize, g: usize) -> &[T] {
         let base = g * self.cap * self.d_head_v;
         &self.v[layer][base..base + self.len * self.d_head_v]
@@ -121,7 +123,7 @@ impl<T: Real> KvCache<T> {
 
     /// Check that this cache was made for a model with `cfg`.
     pub fn check_model(&self, cfg: &ModelConfig) -> Result<()> {
-        if self.n_layer != cfg.n_layer || self.n_head_kv != cfg.n_head_kv || self.d_head != cfg.d_head() || self.d_head_v != cfg.d_head_v() || self.n_ctx != cfg.n_ctx {
+        if self.n_layer != cfg.n_layer || (self.n_head_kv, self.d_head, self.d_head_v) != cfg.kv_cache_shape() || self.n_ctx != cfg.n_ctx {
             return Err(Error::BadInput(format!(
                 "KV cache (n_layer {}, n_head_kv {}, d_head {}, n_ctx {}) does not match the model (n_layer {}, n_head_kv {}, d_head {}, n_ctx {})",
                 self.n_layer,

@@ -93,3 +93,18 @@ fn kv_cached_batched_chunks_of_inference_only_models_equal_full_forward() {
         eprintln!("{name}: batched KV decode vs full forward max-abs-rel {max_rel:.2e}");
     }
 }
+
+/// DeepSeek-V3's cache holds the compressed latent rows (kv_lora_rank + d_rope = 24 floats per token
+/// and layer instead of 4 heads × (16 + 12) = 112 expanded), and decoding from it equals the full
+/// (expanded) forward — checked above; here the layout.
+#[test]
+fn latent_attention_caches_compressed_rows() {
+    let m = load_hf_dir(&golden_dir().join("deepseek_v3")).unwrap();
+    assert_eq!(m.cfg.kv_cache_shape(), (1, 24, 0));
+    let mut c = KvCache::new(&m.cfg);
+    moe_infer::forward_one(&m.model, &mut c, &[5, 6, 7]).unwrap();
+    for layer in 0..m.cfg.n_layer {
+        assert_eq!((c.keys(layer, 0).len(), c.values(layer, 0).len()), (3 * 24, 0));
+    }
+    assert_eq!(c.memory_bytes(), m.cfg.n_layer * c.capacity() * 24 * 4);
+}

@@ -372,6 +372,16 @@ impl ModelConfig {
         }
     }
 
+    /// What a KV cache keeps per layer and token: `(heads, key width, value width)` =
+    /// `(n_head_kv, d_head, d_head_v)`, or for latent attention one compressed row
+    /// `(1, kv_lora_rank + d_rope, 0)` (the normed latent and the rotated shared RoPE key).
+    pub fn kv_cache_shape(&self) -> (usize, usize, usize) {
+        match self.attn_ext.as_ref().and_then(|a| a.mla.as_ref()) {
+            Some(m) => (1, m.kv_lora_rank + m.d_rope, 0),
+            None => (self.n_head_kv, self.d_head(), self.d_head_v()),
+        }
+    }
+
     /// Uses options the backward does not implement (forward and decode only).
     pub fn inference_only(&self) -> bool {
         self.attn_ext.is_some() || self.moe.as_ref().is_some_and(|m| m.ext.is_some())

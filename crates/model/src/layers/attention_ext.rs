@@ -10,8 +10,8 @@
 //!
 //! The loops are plain (one dot product per score); this is the reference path, not a fast one.
 
-use crate::config::{ModelConfig, RopeScaling};
-use crate::params::AttnLayout;
+use crate::config::{Mla, ModelConfig, RopeScaling};
+use crate::params::{AttnLayout, MlaLayout};
 use moe_kernels::linear::linear_forward;
 use moe_kernels::norm::rmsnorm_forward;
 use moe_kernels::{Par, Real};
@@ -182,44 +182,30 @@ pub fn project<T: Real>(p: &[T], lay: &AttnLayout, cfg: &ModelConfig, layer: usi
     let n = positions.len();
     let d = cfg.d_model;
     let (nh, nkv, dh, dv) = (cfg.n_head, cfg.n_head_kv, cfg.d_head(), cfg.d_head_v());
-    let rope = Rope::new(cfg);
     let mut q = vec![T::ZERO; n * nh * dh];
     let mut k = vec![T::ZERO; n * nkv * dh];
     let mut v = vec![T::ZERO; n * nkv * dv];
     match (&lay.mla, cfg.attn_ext.as_ref().and_then(|a| a.mla.as_ref())) {
         (Some(ml), Some(m)) => {
-            let eps = m.norm_eps;
-            match (&ml.wq_a, &ml.q_a_norm, m.q_lora_rank) {
-                (Some(wa), Some(na), Some(r)) => {
-                    let mut qa = vec![T::ZERO; n * r];
-                    linear_forward(&mut qa, h, &p[wa.clone()], n, d, r, Par::Pool); // [n, q_lora_rank]
-                    rmsnorm_rows(&mut qa, &p[na.clone()], eps);
-                    linear_forward(&mut q, &qa, &p[ml.wq_b.clone()], n, r, nh * dh, Par::Pool); // [n, n_head·d_head]
-                }
-                _ => linear_forward(&mut q, h, &p[ml.wq_b.clone()], n, d, nh * dh, Par::Pool), // [n, n_head·d_head]
-            }
+            let (qr, rows) = mla_q_and_latent(p, ml, m, cfg, h, positions); // [n, n_head·d_head], [n, kv_lora_rank + d_rope]
+            q = qr;
             let (kvr, dr, dn) = (m.kv_lora_rank, m.d_rope, m.d_nope);
-            let mut ckv = vec![T::ZERO; n * (kvr + dr)];
-            linear_forward(&mut ckv, h, &p[ml.wkv_a.clone()], n, d, kvr + dr, Par::Pool); // [n, kv_lora_rank + d_rope]
-            let mut latent: Vec<T> = ckv.chunks(kvr + dr).flat_map(|r| r[..kvr].to_vec()).collect(); // [n, kv_lora_rank]
-            rmsnorm_rows(&mut latent, &p[ml.kv_a_norm.clone()], eps);
+            let latent: Vec<T> = rows.chunks(kvr + dr).flat_map(|r| r[..kvr].to_vec()).collect(); // [n, kv_lora_rank]
             let mut kvb = vec![T::ZERO; n * nh * (dn + dv)];
             linear_forward(&mut kvb, &latent, &p[ml.wkv_b.clone()], n, kvr, nh * (dn + dv), Par::Pool); // [n, n_head·(d_nope + d_v)]
-            let k_rope = Rope { offset: 0, ..rope.clone() };
             for t in 0..n {
-                let mut kr = ckv[t * (kvr + dr) + kvr..(t + 1) * (kvr + dr)].to_vec(); // [d_rope], shared by all heads
-                k_rope.rotate_row(&mut kr, dr, positions[t]);
+                let kr = &rows[t * (kvr + dr) + kvr..(t + 1) * (kvr + dr)]; // [d_rope], shared by all heads
                 for hd in 0..nh {
                     let src = &kvb[(t * nh + hd) * (dn + dv)..(t * nh + hd + 1) * (dn + dv)];
                     let kd = &mut k[(t * nh + hd) * dh..(t * nh + hd + 1) * dh];
                     kd[..dn].copy_from_slice(&src[..dn]);
-                    kd[dn..].copy_from_slice(&kr);
+                    kd[dn..].copy_from_slice(kr);
                     v[(t * nh + hd) * dv..(t * nh + hd + 1) * dv].copy_from_slice(&src[dn..]);
                 }
             }
-            q.par_chunks_mut(nh * dh).zip(positions.par_iter()).for_each(|(row, &pos)| rope.rotate_row(row, dh, pos));
         }
         _ => {
+            let rope = Rope::new(cfg);
             linear_forward(&mut q, h, &p[lay.wq.clone()], n, d, nh * dh, Par::Pool); // [n, n_head·d_head]
             linear_forward(&mut k, h, &p[lay.wk.clone()], n, d, nkv * dh, Par::Pool); // [n, n_head_kv·d_head]
             linear_forward(&mut v, h, &p[lay.wv.clone()], n, d, nkv * dv, Par::Pool); // [n, n_head_kv·d_head]
@@ -253,6 +239,93 @@ pub fn project<T: Real>(p: &[T], lay: &AttnLayout, cfg: &ModelConfig, layer: usi
     (q, k, v)
 }
 
+/// Latent attention of `h [n, d_model]` at `positions`: rotated queries `[n, n_head·d_head]` and
+/// the compressed rows `[n, kv_lora_rank + d_rope]` (the normed key/value latent, then the rotated
+/// RoPE key shared by all heads) — what the KV-cached decode stores per token.
+pub fn mla_q_and_latent<T: Real>(p: &[T], ml: &MlaLayout, m: &Mla, cfg: &ModelConfig, h: &[T], positions: &[usize]) -> (Vec<T>, Vec<T>) {
+    let n = positions.len();
+    let (d, nh, dh) = (cfg.d_model, cfg.n_head, cfg.d_head());
+    let rope = Rope::new(cfg);
+    let eps = m.norm_eps;
+    let mut q = vec![T::ZERO; n * nh * dh];
+    match (&ml.wq_a, &ml.q_a_norm, m.q_lora_rank) {
+        (Some(wa), Some(na), Some(r)) => {
+            let mut qa = vec![T::ZERO; n * r];
+            linear_forward(&mut qa, h, &p[wa.clone()], n, d, r, Par::Pool); // [n, q_lora_rank]
+            rmsnorm_rows(&mut qa, &p[na.clone()], eps);
+            linear_forward(&mut q, &qa, &p[ml.wq_b.clone()], n, r, nh * dh, Par::Pool); // [n, n_head·d_head]
+        }
+        _ => linear_forward(&mut q, h, &p[ml.wq_b.clone()], n, d, nh * dh, Par::Pool), // [n, n_head·d_head]
+    }
+    q.par_chunks_mut(nh * dh).zip(positions.par_iter()).for_each(|(row, &pos)| rope.rotate_row(row, dh, pos));
+    let (kvr, dr) = (m.kv_lora_rank, m.d_rope);
+    let mut rows = vec![T::ZERO; n * (kvr + dr)];
+    linear_forward(&mut rows, h, &p[ml.wkv_a.clone()], n, d, kvr + dr, Par::Pool); // [n, kv_lora_rank + d_rope]
+    let k_rope = Rope { offset: 0, ..rope };
+    let norm = &p[ml.kv_a_norm.clone()];
+    rows.par_chunks_mut(kvr + dr).zip(positions.par_iter()).for_each(|(row, &pos)| {
+        let (lat, kr) = row.split_at_mut(kvr);
+        rmsnorm_rows(lat, norm, eps);
+        k_rope.rotate_row(kr, dr, pos);
+    });
+    (q, rows)
+}
+
+/// Scaled logits `sc` → softmax probabilities in place; a sink logit joins the normalisation.
+fn softmax_with_sink<T: Real>(sc: &mut [T], sink: Option<T>) {
+    let mut m = sc.iter().fold(T::from_f64(f64::NEG_INFINITY), |a, &x| a.max(x));
+    if let Some(z) = sink {
+        m = m.max(z);
+    }
+    let mut sum = sink.map_or(T::ZERO, |z| (z - m).exp());
+    for x in sc.iter_mut() {
+        *x = (*x - m).exp();
+        sum += *x;
+    }
+    let inv = T::ONE / sum;
+    sc.iter_mut().for_each(|x| *x *= inv);
+}
+
+/// Absorbed latent attention of one sequence (KV-cached MLA decode): queries `q [nn, n_head·d_head]`
+/// (rotated), row t at position `pos0 + t`, against cache rows `rows [≥ pos0 + nn, kv_lora_rank +
+/// d_rope]` from [`mla_q_and_latent`]; writes `o [nn, n_head·d_v]`. Per head the key half of
+/// `wkv_b` is folded into the query and the value half applied to the attention-weighted latent:
+/// the numbers of expanding every cached row ([`attend_seq`] after [`project`]) at the latent's width.
+#[allow(clippy::too_many_arguments)]
+pub fn attend_latent<T: Real>(s: &LayerSpec<T>, p: &[T], ml: &MlaLayout, m: &Mla, q: &[T], pos0: usize, rows: &[T], o: &mut [T]) {
+    let (nh, dh, dv) = (s.n_head, s.d_head, m.d_v);
+    let (kvr, dr, dn) = (m.kv_lora_rank, m.d_rope, m.d_nope);
+    let wb = &p[ml.wkv_b.clone()]; // [n_head·(d_nope + d_v), kv_lora_rank]
+    o.par_chunks_mut(dv).enumerate().for_each(|(idx, oh)| {
+        let (t, hq) = (idx / nh, idx % nh);
+        let pos = pos0 + t;
+        let lo = s.window.map_or(0, |w| (pos + 1).saturating_sub(w)).max(s.chunk.map_or(0, |c| pos / c * c));
+        let qh = &q[(t * nh + hq) * dh..(t * nh + hq + 1) * dh];
+        let wk = &wb[hq * (dn + dv) * kvr..(hq * (dn + dv) + dn) * kvr]; // [d_nope, kv_lora_rank]
+        let wv = &wb[(hq * (dn + dv) + dn) * kvr..(hq + 1) * (dn + dv) * kvr]; // [d_v, kv_lora_rank]
+        let mut q_lat = vec![T::ZERO; kvr]; // Wkᵀ q_nope
+        for (i, &qi) in qh[..dn].iter().enumerate() {
+            q_lat.iter_mut().zip(&wk[i * kvr..(i + 1) * kvr]).for_each(|(a, &w)| *a += qi * w);
+        }
+        let mut sc: Vec<T> = (lo..=pos)
+            .map(|j| {
+                let r = &rows[j * (kvr + dr)..(j + 1) * (kvr + dr)];
+                let nope: T = q_lat.iter().zip(&r[..kvr]).map(|(&a, &b)| a * b).sum();
+                let rope: T = qh[dn..].iter().zip(&r[kvr..]).map(|(&a, &b)| a * b).sum();
+                (nope + rope) * s.scale
+            })
+            .collect();
+        softmax_with_sink(&mut sc, s.sinks.get(hq).copied());
+        let mut o_lat = vec![T::ZERO; kvr];
+        for (j, &w) in (lo..=pos).zip(&sc) {
+            o_lat.iter_mut().zip(&rows[j * (kvr + dr)..j * (kvr + dr) + kvr]).for_each(|(a, &b)| *a += w * b);
+        }
+        for (i, x) in oh.iter_mut().enumerate() {
+            *x = wv[i * kvr..(i + 1) * kvr].iter().zip(&o_lat).map(|(&a, &b)| a * b).sum();
+        }
+    });
+}
+
 /// Attention of the rows `q [nn, n_head·d_head]` of one sequence, row t at position `pos0 + t`,
 /// against that sequence's keys `keys[g] [≥ pos0 + nn, d_head]` and values `values[g]
 /// [≥ pos0 + nn, d_head_v]` per KV head `g`; writes `o [nn, n_head·d_head_v]`.
@@ -266,25 +339,10 @@ pub fn attend_seq<T: Real>(s: &LayerSpec<T>, q: &[T], pos0: usize, keys: &[&[T]]
         let lo = s.window.map_or(0, |w| (pos + 1).saturating_sub(w)).max(s.chunk.map_or(0, |c| pos / c * c));
         let g = hq / group;
         let qh = &q[(t * nh + hq) * dh..(t * nh + hq + 1) * dh];
-        let mut sc = vec![T::ZERO; pos + 1 - lo];
-        let mut m = T::from_f64(f64::NEG_INFINITY);
-        for (j, x) in (lo..=pos).zip(sc.iter_mut()) {
-            *x = qh.iter().zip(&keys[g][j * dh..(j + 1) * dh]).map(|(&a, &b)| a * b).sum::<T>() * s.scale;
-            m = m.max(*x);
-        }
-        let sink = s.sinks.get(hq).copied();
-        if let Some(z) = sink {
-            m = m.max(z);
-        }
-        let mut sum = sink.map_or(T::ZERO, |z| (z - m).exp());
-        for x in sc.iter_mut() {
-            *x = (*x - m).exp();
-            sum += *x;
-        }
-        let inv = T::ONE / sum;
+        let mut sc: Vec<T> = (lo..=pos).map(|j| qh.iter().zip(&keys[g][j * dh..(j + 1) * dh]).map(|(&a, &b)| a * b).sum::<T>() * s.scale).collect();
+        softmax_with_sink(&mut sc, s.sinks.get(hq).copied());
         oh.fill(T::ZERO);
         for (j, &w) in (lo..=pos).zip(sc.iter()) {
-            let w = w * inv;
             oh.iter_mut().zip(&values[g][j * dv..(j + 1) * dv]).for_each(|(a, &b)| *a += w * b);
         }
     });
