@@ -37,7 +37,9 @@ from transformers import (
     GenerationConfig,
     GptOssConfig,
     GptOssForCausalLM,
+    Llama4Config,
     Llama4ForCausalLM,
+    Llama4ForConditionalGeneration,
     Llama4TextConfig,
     LlamaConfig,
     LlamaForCausalLM,
@@ -283,6 +285,25 @@ def cases():
             {},
             [0, 1, 2],
         ),
+        (
+            "llama4_multimodal",
+            Llama4Config,
+            Llama4ForConditionalGeneration,
+            # the Hub's Llama 4 layout: text model under `language_model.`, a (tiny, unused) vision tower;
+            # top-1 routing as released, every layer MoE, NoPE every 2nd layer, chunks of 7
+            dict(text_config=dict(COMMON, hidden_size=32, intermediate_size=16, intermediate_size_mlp=48,
+                                  num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, head_dim=8,
+                                  num_local_experts=4, num_experts_per_tok=1, no_rope_layer_interval=2,
+                                  attention_chunk_size=7, floor_scale=4, attn_scale=0.5, rms_norm_eps=1e-5,
+                                  rope_parameters={"rope_type": "default", "rope_theta": 500000.0},
+                                  tie_word_embeddings=False),
+                 vision_config=dict(hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32,
+                                    image_size=28, patch_size=14, vision_output_dim=32, projector_input_dim=32,
+                                    projector_output_dim=32),
+                 tie_word_embeddings=False),
+            {},
+            [0, 1],
+        ),
     ]
 
 
@@ -290,6 +311,8 @@ def perturb_norms(model, gen):
     """Every norm weight to 1 ± 0.3 and every q/k/v bias to ±0.3 so a missing or misplaced one shows."""
     with torch.no_grad():
         for name, p in model.named_parameters():
+            if name.startswith(("vision_model.", "multi_modal_projector.", "model.vision_model.", "model.multi_modal_projector.")):
+                continue  # Llama 4's vision tower: not part of the text model under test
             if name.endswith(("q_proj.bias", "k_proj.bias", "v_proj.bias")):
                 p.copy_(0.3 * (2 * torch.rand(p.shape, generator=gen) - 1))
             elif p.dim() == 1 and name.endswith("norm.weight"):
@@ -313,7 +336,8 @@ def make_case(name, cfg_cls, model_cls, kw, save_kw, moe_layers, seed):
     model = model_cls(cfg).to(torch.float32).eval()
     perturb_norms(model, gen)
 
-    tokens = torch.randint(3, cfg.vocab_size, (N_SEQ, SEQ_LEN), generator=gen)
+    tcfg = getattr(cfg, "text_config", None) or cfg  # multimodal configs keep the text model's settings apart
+    tokens = torch.randint(3, tcfg.vocab_size, (N_SEQ, SEQ_LEN), generator=gen)
     with torch.no_grad():
         kwargs = dict(output_router_logits=True) if moe_layers else {}
         out = model(input_ids=tokens, **kwargs)
@@ -322,8 +346,8 @@ def make_case(name, cfg_cls, model_cls, kw, save_kw, moe_layers, seed):
         assert len(router) == len(moe_layers), (name, len(router), moe_layers)
 
         gcfg = GenerationConfig(do_sample=False, max_new_tokens=N_NEW, min_new_tokens=N_NEW,
-                                bos_token_id=cfg.bos_token_id, eos_token_id=cfg.eos_token_id,
-                                pad_token_id=cfg.pad_token_id)
+                                bos_token_id=tcfg.bos_token_id, eos_token_id=tcfg.eos_token_id,
+                                pad_token_id=tcfg.pad_token_id)
         gen_out = model.generate(tokens[:1], generation_config=gcfg, output_scores=True,
                                  return_dict_in_generate=True)
         greedy = gen_out.sequences[0, SEQ_LEN:]

@@ -650,3 +650,18 @@ fn hf_sliding_windows_of_mixtral_qwen3_and_qwen2_moe_match_transformers() {
         assert!(rel > 1e-3, "{case}: the window changed nothing ({rel:e})");
     }
 }
+
+#[test]
+fn hf_llama4_multimodal_checkpoint_loads_its_text_model_and_matches_transformers() {
+    // `language_model.` prefix, `text_config`, an ignored vision tower, top-1 routing
+    check_case("llama4_multimodal", logits_tol());
+    let m = load_hf_dir(&golden_dir().join("llama4_multimodal")).unwrap();
+    assert_eq!((m.cfg.moe.as_ref().unwrap().n_expert_active, m.cfg.attn_ext.as_ref().unwrap().attention_chunk), (1, 7));
+    // a text-model tensor is still required, and errors name the field inside text_config
+    let dir = variant("llama4_multimodal", |t| t.retain(|x| x.0 != "language_model.model.norm.weight"), |_| {});
+    let e = load_err(dir.path());
+    assert!(e.contains("model.norm.weight") && e.contains("missing"), "{e}");
+    let dir = variant("llama4_multimodal", |_| {}, |c| c["text_config"]["hidden_act"] = Value::String("gelu".into()));
+    let e = load_err(dir.path());
+    assert!(e.contains("`text_config.hidden_act`"), "{e}");
+}

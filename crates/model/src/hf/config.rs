@@ -20,6 +20,7 @@ pub const SUPPORTED: &[&str] = &[
     "DeepseekV3ForCausalLM",
     "GptOssForCausalLM",
     "Llama4ForCausalLM",
+    "Llama4ForConditionalGeneration",
 ];
 
 /// Which weight-naming family an architecture uses.
@@ -73,11 +74,13 @@ pub struct HfOptions {
 pub(crate) struct Fields<'a> {
     pub(crate) obj: &'a Map<String, Value>,
     path: PathBuf,
+    /// where `obj` sits in the file (`text_config.` for multimodal configs), for error messages
+    prefix: &'static str,
 }
 
 impl<'a> Fields<'a> {
     pub(crate) fn err(&self, field: &str, msg: impl std::fmt::Display) -> Error {
-        Error::ConfigParse { path: Some(self.path.clone()), message: format!("field `{field}`: {msg}") }
+        Error::ConfigParse { path: Some(self.path.clone()), message: format!("field `{}{field}`: {msg}", self.prefix) }
     }
     pub(crate) fn get(&self, field: &str) -> Option<&'a Value> {
         self.obj.get(field).filter(|v| !v.is_null())
@@ -131,7 +134,7 @@ pub(crate) fn token_ids(v: Option<&Value>) -> Vec<u32> {
 pub fn parse_config(text: &str, path: &Path, opts: &HfOptions) -> Result<HfConfig> {
     let root: Value = serde_json::from_str(text).map_err(|e| Error::ConfigParse { path: Some(path.to_path_buf()), message: format!("not valid JSON: {e}") })?;
     let obj = root.as_object().ok_or_else(|| Error::ConfigParse { path: Some(path.to_path_buf()), message: "not a JSON object".into() })?;
-    let f = Fields { obj, path: path.to_path_buf() };
+    let f = Fields { obj, path: path.to_path_buf(), prefix: "" };
     let arch = match f.get("architectures") {
         Some(Value::Array(a)) if !a.is_empty() => a[0].as_str().ok_or_else(|| f.err("architectures", "entries must be strings"))?.to_string(),
         _ => return Err(f.err("architectures", "is missing or empty; cannot tell the architecture")),
@@ -145,13 +148,24 @@ pub fn parse_config(text: &str, path: &Path, opts: &HfOptions) -> Result<HfConfi
         "Qwen2MoeForCausalLM" => Family::Qwen2Moe,
         "DeepseekV3ForCausalLM" => Family::DeepseekV3,
         "GptOssForCausalLM" => Family::GptOss,
-        "Llama4ForCausalLM" => Family::Llama4,
+        "Llama4ForCausalLM" | "Llama4ForConditionalGeneration" => Family::Llama4,
         other => return Err(f.err("architectures", format!("architecture `{other}` is not supported (supported: {})", SUPPORTED.join(", ")))),
     };
 
     if matches!(family, Family::DeepseekV3 | Family::GptOss | Family::Llama4) {
-        let cfg = super::config_ext::parse(&f, family, opts)?;
-        return Ok(HfConfig { arch, family, cfg, bos_token_id: token_ids(f.get("bos_token_id")).first().copied(), eos_token_ids: token_ids(f.get("eos_token_id")) });
+        // Llama 4 as released: the text model's settings under `text_config`
+        let text = match arch.as_str() {
+            "Llama4ForConditionalGeneration" => match f.get("text_config") {
+                Some(Value::Object(o)) => Some(Fields { obj: o, path: path.to_path_buf(), prefix: "text_config." }),
+                _ => return Err(f.err("text_config", "is missing; Llama4ForConditionalGeneration keeps the text model's settings there")),
+            },
+            _ => None,
+        };
+        let tf = text.as_ref().unwrap_or(&f);
+        let cfg = super::config_ext::parse(tf, family, opts)?;
+        let bos = token_ids(tf.get("bos_token_id").or_else(|| f.get("bos_token_id"))).first().copied();
+        let eos = token_ids(tf.get("eos_token_id").or_else(|| f.get("eos_token_id")));
+        return Ok(HfConfig { arch, family, cfg, bos_token_id: bos, eos_token_ids: eos });
     }
 
     // ---- options that change the math and are not expressible ----

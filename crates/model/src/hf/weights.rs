@@ -54,23 +54,37 @@ struct Source<'a> {
     arch: String,
     files: Vec<(PathBuf, SafeTensors<'a>)>,
     loc: HashMap<String, usize>,
+    /// canonical name → the name in the file, where a prefix was stripped
+    stored: HashMap<String, String>,
     used: HashSet<String>,
 }
 
 impl<'a> Source<'a> {
-    fn new<B: AsRef<[u8]>>(dir: &Path, arch: &str, bytes: &'a [(PathBuf, B)]) -> Result<Self> {
+    /// `strip`: a prefix the file puts before the canonical names (`language_model.` of Llama 4's
+    /// multimodal checkpoints).
+    fn new<B: AsRef<[u8]>>(dir: &Path, arch: &str, bytes: &'a [(PathBuf, B)], strip: Option<&str>) -> Result<Self> {
         let mut files = Vec::with_capacity(bytes.len());
         let mut loc = HashMap::new();
+        let mut stored = HashMap::new();
         for (i, (p, b)) in bytes.iter().enumerate() {
             let st = SafeTensors::deserialize(b.as_ref()).map_err(|e| Error::Checkpoint { path: p.clone(), message: format!("not a valid safetensors file: {e}") })?;
             for name in st.names() {
-                if let Some(j) = loc.insert(name.to_string(), i) {
+                let canon = strip.and_then(|s| name.strip_prefix(s)).unwrap_or(name);
+                if canon != name {
+                    stored.insert(canon.to_string(), name.to_string());
+                }
+                if let Some(j) = loc.insert(canon.to_string(), i) {
                     return Err(Error::Checkpoint { path: p.clone(), message: format!("tensor `{name}` is also in {}", bytes[j].0.display()) });
                 }
             }
             files.push((p.clone(), st));
         }
-        Ok(Source { dir: dir.to_path_buf(), arch: arch.to_string(), files, loc, used: HashSet::new() })
+        Ok(Source { dir: dir.to_path_buf(), arch: arch.to_string(), files, loc, stored, used: HashSet::new() })
+    }
+
+    /// The name of canonical tensor `name` in its file.
+    fn file_name<'n>(&'n self, name: &'n str) -> &'n str {
+        self.stored.get(name).map_or(name, |s| s.as_str())
     }
 
     fn has(&self, name: &str) -> bool {
@@ -83,9 +97,10 @@ impl<'a> Source<'a> {
             return Err(Error::Checkpoint { path: self.dir.clone(), message: format!("tensor `{name}` is missing ({} needs it)", self.arch) });
         };
         let (path, st) = &self.files[i];
-        let (got, vals) = tensor_f32(st, name, path)?;
+        let stored = self.file_name(name);
+        let (got, vals) = tensor_f32(st, stored, path)?;
         if got != shape {
-            return Err(Error::Checkpoint { path: path.clone(), message: format!("tensor `{name}` has shape {got:?}; config.json needs {shape:?}") });
+            return Err(Error::Checkpoint { path: path.clone(), message: format!("tensor `{stored}` has shape {got:?}; config.json needs {shape:?}") });
         }
         self.used.insert(name.to_string());
         Ok(vals)
@@ -96,6 +111,7 @@ impl<'a> Source<'a> {
         let mut unused: Vec<(&String, &usize)> = self.loc.iter().filter(|(n, _)| !self.used.contains(*n) && !ignorable(n)).collect();
         unused.sort();
         if let Some((name, &i)) = unused.first() {
+            let name = self.file_name(name);
             return Err(Error::Checkpoint {
                 path: self.files[i].0.clone(),
                 message: format!(
@@ -153,7 +169,9 @@ fn put(m: &mut Transformer<f32>, ours: &str, vals: &[f32]) {
 /// Load `files` into a zero-initialised model of `hc.cfg`.
 pub fn load_weights(dir: &Path, files: &[PathBuf], hc: &HfConfig) -> Result<Transformer<f32>> {
     let bytes: Vec<(PathBuf, memmap2::Mmap)> = files.iter().map(|p| map_file(p).map(|m| (p.clone(), m))).collect::<Result<_>>()?;
-    let mut src = Source::new(dir, &hc.arch, &bytes)?;
+    // Llama 4 as released (multimodal): the text model under `language_model.`, the vision tower unused
+    let multimodal = hc.arch == "Llama4ForConditionalGeneration";
+    let mut src = Source::new(dir, &hc.arch, &bytes, multimodal.then_some("language_model."))?;
     let mut m = Transformer::<f32>::zeros(hc.cfg.clone())?;
     let cfg = hc.cfg.clone();
     let (d, dh) = (cfg.d_model, cfg.d_head());
@@ -324,6 +342,7 @@ pub fn load_weights(dir: &Path, files: &[PathBuf], hc: &HfConfig) -> Result<Tran
         hc.family == Family::DeepseekV3
             && n.strip_prefix("model.layers.").and_then(|r| r.split('.').next()).and_then(|x| x.parse::<usize>().ok()).is_some_and(|l| l >= cfg.n_layer)
     };
-    src.check_all_used(|n| n.ends_with("rotary_emb.inv_freq") || (tied && n == "lm_head.weight") || mtp(n))?;
+    let vision = |n: &str| multimodal && (n.starts_with("vision_model.") || n.starts_with("multi_modal_projector."));
+    src.check_all_used(|n| n.ends_with("rotary_emb.inv_freq") || (tied && n == "lm_head.weight") || mtp(n) || vision(n))?;
     Ok(m)
 }
