@@ -96,6 +96,10 @@ pub struct ModelConfig {
     /// RoPE base
     #[serde(default = "default_theta")]
     pub rope_theta: f64,
+    /// RoPE frequency scaling (linear, llama3, yarn); absent = plain RoPE. Trainable: the rotation
+    /// table changes, the math of the layer does not
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rope_scaling: Option<RopeScaling>,
     /// RMSNorm epsilon
     #[serde(default = "default_eps")]
     pub norm_eps: f64,
@@ -184,9 +188,6 @@ pub struct AttnExt {
     /// RoPE rotates the pairs `(2i, 2i+1)` instead of `(i, i + d/2)`
     #[serde(default)]
     pub rope_interleave: bool,
-    /// RoPE frequency scaling
-    #[serde(default)]
-    pub rope_scaling: Option<RopeScaling>,
     /// attention logit scale; absent = `1/√d_head`
     #[serde(default)]
     pub softmax_scale: Option<f64>,
@@ -457,6 +458,20 @@ impl ModelConfig {
             }
             if a.temperature.is_some_and(|t| !(t.floor_scale > 0.0)) {
                 return Err(invalid("model.attn_ext.temperature.floor_scale", "must be > 0"));
+            }
+        }
+        if let Some(r) = &self.rope_scaling {
+            let (factor, ok) = match r {
+                RopeScaling::Linear { factor } => (*factor, true),
+                RopeScaling::Llama3 { factor, low_freq_factor, high_freq_factor, original_max_position_embeddings } => {
+                    (*factor, high_freq_factor >= low_freq_factor && *low_freq_factor > 0.0 && *original_max_position_embeddings > 0)
+                }
+                RopeScaling::Yarn { factor, beta_fast, beta_slow, original_max_position_embeddings, attention_factor, .. } => {
+                    (*factor, *beta_fast > 0.0 && *beta_slow > 0.0 && *original_max_position_embeddings > 0 && attention_factor.is_finite())
+                }
+            };
+            if !(factor > 0.0) || !ok {
+                return Err(invalid("model.rope_scaling", format!("{r:?} has a factor ≤ 0 or inconsistent parameters")));
             }
         }
         if !(self.rope_theta > 0.0) {

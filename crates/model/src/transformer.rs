@@ -4,7 +4,7 @@
 use crate::config::ModelConfig;
 use crate::error::{Error, Result};
 use crate::layers::attention::{attention_block_backward, attention_block_forward, AttnSaved};
-use crate::layers::attention_ext::attention_ext_forward;
+use crate::layers::attention_ext::{attention_ext_forward, rope_frequencies};
 use crate::layers::mlp::{mlp_backward, mlp_forward, MlpSaved};
 use crate::moe::aux::AuxLosses;
 use crate::moe::router::Routing;
@@ -366,10 +366,18 @@ impl<T: Real> Transformer<T> {
     }
 }
 
-/// RoPE cos/sin of the plain attention; empty with `attn_ext` (that path computes its own, possibly
-/// scaled or partial, rotation), so large-context imports do not pay for an unused table.
+/// RoPE cos/sin of the plain attention (scaled frequencies with `rope_scaling`); empty with
+/// `attn_ext` (that path computes its own, possibly partial, rotation), so large-context imports do
+/// not pay for an unused table.
 fn rope_table<T: Real>(cfg: &ModelConfig) -> RopeTable<T> {
-    RopeTable::new(cfg.d_head(), cfg.rope_theta, if cfg.attn_ext.is_some() { 0 } else { cfg.n_ctx })
+    let n_pos = if cfg.attn_ext.is_some() { 0 } else { cfg.n_ctx };
+    match &cfg.rope_scaling {
+        None => RopeTable::new(cfg.d_head(), cfg.rope_theta, n_pos),
+        Some(r) => {
+            let (inv_freq, factor) = rope_frequencies(cfg.rope_theta, cfg.d_head(), Some(r));
+            RopeTable::from_frequencies(&inv_freq, factor, n_pos)
+        }
+    }
 }
 
 fn report(ce: f64, moe: Vec<MoeLayerReport>) -> LossReport {

@@ -78,6 +78,8 @@ fn export_of_configs_that_do_not_map_names_the_field() {
         (format!("{BASE}{MIXTRAL}route_scale = 2.0\n"), "model.moe.route_scale"),
         (format!("{BASE}{MIXTRAL}bias_update_rate = 0.01\n"), "model.moe.bias_update_rate"),
         (format!("{BASE}{MIXTRAL}n_expert_per_layer = [4, 2]\n"), "model.moe.n_expert_per_layer"),
+        (format!("{BASE}[rope_scaling]\ntype = \"linear\"\nfactor = 2.0\n"), "model.rope_scaling"),
+        (format!("{BASE}[attn_ext]\nsinks = true\n"), "model.attn_ext"),
     ];
     for (text, field) in cases {
         let c = cfg(&text);

@@ -190,7 +190,7 @@ pub fn parse_config(text: &str, path: &Path, opts: &HfOptions) -> Result<HfConfi
             return Err(f.err(field, "is not supported"));
         }
     }
-    // RoPE base and scaling (linear, llama3, yarn: through the inference-only attention path)
+    // RoPE base and scaling (linear, llama3, yarn)
     let rope = super::config_ext::rope_spec(&f, f.usize("max_position_embeddings")?)?;
     let rope_theta = rope.theta;
 
@@ -279,14 +279,11 @@ pub fn parse_config(text: &str, path: &Path, opts: &HfOptions) -> Result<HfConfi
         d_ff,
         activation: Activation::Swiglu,
         moe,
-        attn_ext: None,
+        attn_ext: window.map(|(sliding_window, window_layers)| AttnExt { sliding_window, window_layers, ..AttnExt::default() }),
+        rope_scaling: rope.scaling,
     };
-    // a scaled RoPE or a window shorter than the context: the inference-only attention path
-    let mut cfg = cfg;
-    if rope.scaling.is_some() || window.is_some() {
-        let (sliding_window, window_layers) = window.unwrap_or_default();
-        cfg.attn_ext = Some(AttnExt { rope_scaling: rope.scaling, sliding_window, window_layers, ..AttnExt::default() });
-    }
+    // a window shorter than the context takes the inference-only attention path; a scaled RoPE
+    // only changes the rotation table
     cfg.validate().map_err(|e| f.err("(mapped config)", e))?;
     Ok(HfConfig { arch, family, cfg, bos_token_id: token_ids(f.get("bos_token_id")).first().copied(), eos_token_ids: token_ids(f.get("eos_token_id")) })
 }

@@ -214,8 +214,10 @@ pub(crate) fn parse(f: &Fields<'_>, family: Family, opts: &HfOptions) -> Result<
         activation: Activation::Swiglu,
         moe: None,
         attn_ext: None,
+        rope_scaling: None,
     };
-    let mut ext = AttnExt { rope_scaling: rope.scaling.clone(), ..AttnExt::default() };
+    cfg.rope_scaling = rope.scaling.clone();
+    let mut ext = AttnExt::default();
     match family {
         Family::DeepseekV3 => {
             f.must_be_off("attention_bias", "DeepSeek-V3 without projection biases")?;

@@ -37,6 +37,12 @@ pub fn export_architecture(cfg: &ModelConfig) -> Result<&'static str> {
     if cfg.attn_bias {
         return no("model.attn_bias", "Llama and Mixtral export has no attention biases");
     }
+    if cfg.rope_scaling.is_some() {
+        return no("model.rope_scaling", "export writes plain RoPE only");
+    }
+    if let Some(f) = cfg.inference_only_field() {
+        return no(f, "inference-only options are not exported");
+    }
     let Some(m) = &cfg.moe else { return Ok("LlamaForCausalLM") };
     if m.first_dense > 0 || m.every != 1 {
         return no(if m.first_dense > 0 { "model.moe.first_dense" } else { "model.moe.every" }, "Mixtral has an MoE FFN in every layer");

@@ -95,7 +95,7 @@ impl Rope {
             Some(m) => (m.d_nope, m.d_rope),
             None => (0, cfg.d_head()),
         };
-        let (inv_freq, factor) = rope_frequencies(cfg.rope_theta, dim, ext.and_then(|a| a.rope_scaling.as_ref()));
+        let (inv_freq, factor) = rope_frequencies(cfg.rope_theta, dim, cfg.rope_scaling.as_ref());
         Rope { inv_freq, factor, interleave: ext.is_some_and(|a| a.rope_interleave), offset, dim }
     }
 
