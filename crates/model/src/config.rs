@@ -564,6 +564,22 @@ mod tests {
     }
 
     #[test]
+    fn config_with_rope_scaling_and_inference_only_options_round_trips_through_toml() {
+        let text = format!(
+            "{BASE}[rope_scaling]\ntype = \"yarn\"\nfactor = 4.0\nbeta_fast = 32.0\nbeta_slow = 1.0\n\
+             original_max_position_embeddings = 8\ntruncate = false\nattention_factor = 1.1\n\
+             [attn_ext]\nsinks = true\nsliding_window = 4\nwindow_layers = [true, false, true, false]\n\
+             [moe]\nn_expert = 4\nn_expert_active = 2\nd_expert = 16\n[moe.ext]\nrouter_bias = true\n"
+        );
+        let c = parse(&text).unwrap();
+        assert!(c.inference_only() && c.rope_scaling.is_some());
+        let back: toml::Value = toml::from_str(&toml::to_string(&c).unwrap()).unwrap();
+        assert_eq!(ModelConfig::from_toml_value(back).unwrap(), c);
+        let e = parse(&text.replace("factor = 4.0", "factor = -1.0")).unwrap_err().to_string();
+        assert!(e.contains("model.rope_scaling"), "{e}");
+    }
+
+    #[test]
     fn config_unknown_key_is_rejected_with_its_name() {
         let e = parse(&format!("{BASE}d_modle = 3\n")).unwrap_err().to_string();
         assert!(e.contains("d_modle"), "{e}");
