@@ -8,11 +8,14 @@
 //! [`attend_seq`] against keys/values laid out per KV head, and finished by [`output`]. There is no
 //! backward: `Transformer::forward_backward` refuses such configs.
 //!
-//! The loops are plain (one dot product per score); this is the reference path, not a fast one.
+//! Scores and outputs are two GEMMs per query head ([`attend_seq`]); [`attend_seq_reference`] is
+//! its slow twin (one dot product per score). Latent-attention decode ([`attend_latent`]) is plain
+//! loops, checked against the expanded full forward.
 
 use crate::config::{Mla, ModelConfig, RopeScaling};
 use crate::params::{AttnLayout, MlaLayout};
 use moe_kernels::linear::linear_forward;
+use moe_kernels::matmul::{matmul, MatmulShape};
 use moe_kernels::norm::rmsnorm_forward;
 use moe_kernels::{Par, Real};
 use rayon::prelude::*;
@@ -326,10 +329,11 @@ pub fn attend_latent<T: Real>(s: &LayerSpec<T>, p: &[T], ml: &MlaLayout, m: &Mla
     });
 }
 
+/// The slow twin of [`attend_seq`]: one dot product per score, one task per (row, head).
 /// Attention of the rows `q [nn, n_head·d_head]` of one sequence, row t at position `pos0 + t`,
 /// against that sequence's keys `keys[g] [≥ pos0 + nn, d_head]` and values `values[g]
 /// [≥ pos0 + nn, d_head_v]` per KV head `g`; writes `o [nn, n_head·d_head_v]`.
-pub fn attend_seq<T: Real>(s: &LayerSpec<T>, q: &[T], pos0: usize, keys: &[&[T]], values: &[&[T]], o: &mut [T]) {
+pub fn attend_seq_reference<T: Real>(s: &LayerSpec<T>, q: &[T], pos0: usize, keys: &[&[T]], values: &[&[T]], o: &mut [T]) {
     let (nh, dh, dv) = (s.n_head, s.d_head, s.d_head_v);
     let group = nh / s.n_head_kv;
     // one task per (row, head): decode steps have one row per sequence but many heads
@@ -346,6 +350,45 @@ pub fn attend_seq<T: Real>(s: &LayerSpec<T>, q: &[T], pos0: usize, keys: &[&[T]]
             oh.iter_mut().zip(&values[g][j * dv..(j + 1) * dv]).for_each(|(a, &b)| *a += w * b);
         }
     });
+}
+
+/// Attention of the rows `q [nn, n_head·d_head]` of one sequence, row t at position `pos0 + t`,
+/// against that sequence's keys `keys[g] [≥ pos0 + nn, d_head]` and values `values[g]
+/// [≥ pos0 + nn, d_head_v]` per KV head `g`; writes `o [nn, n_head·d_head_v]`. One task per query
+/// head: two GEMMs over the keys any row can see (from the first row's window or chunk start),
+/// masked softmax (with the sink) in between. Equals [`attend_seq_reference`] (unit-tested).
+pub fn attend_seq<T: Real>(s: &LayerSpec<T>, q: &[T], pos0: usize, keys: &[&[T]], values: &[&[T]], o: &mut [T]) {
+    let (nh, dh, dv) = (s.n_head, s.d_head, s.d_head_v);
+    let group = nh / s.n_head_kv;
+    let nn = q.len() / (nh * dh);
+    let lo = |pos: usize| s.window.map_or(0, |w| (pos + 1).saturating_sub(w)).max(s.chunk.map_or(0, |c| pos / c * c));
+    let (k0, l) = (lo(pos0), pos0 + nn); // keys k0..l are visible to some row
+    let lk = l - k0;
+    let heads: Vec<Vec<T>> = (0..nh)
+        .into_par_iter()
+        .map(|hq| {
+            let g = hq / group;
+            let qh: Vec<T> = (0..nn).flat_map(|t| q[(t * nh + hq) * dh..(t * nh + hq + 1) * dh].to_vec()).collect(); // [nn, d_head]
+            let mut sc = vec![T::ZERO; nn * lk];
+            matmul(&mut sc, &qh, &keys[g][k0 * dh..l * dh], MatmulShape::nt(nn, dh, lk), T::ZERO, Par::Seq); // [nn, lk]
+            for (t, row) in sc.chunks_mut(lk).enumerate() {
+                let pos = pos0 + t;
+                let (a, b) = (lo(pos) - k0, pos + 1 - k0);
+                row.iter_mut().for_each(|x| *x *= s.scale);
+                softmax_with_sink(&mut row[a..b], s.sinks.get(hq).copied());
+                row[..a].fill(T::ZERO);
+                row[b..].fill(T::ZERO);
+            }
+            let mut oh = vec![T::ZERO; nn * dv];
+            matmul(&mut oh, &sc, &values[g][k0 * dv..l * dv], MatmulShape::nn(nn, lk, dv), T::ZERO, Par::Seq); // [nn, d_head_v]
+            oh
+        })
+        .collect();
+    for (hq, oh) in heads.iter().enumerate() {
+        for t in 0..nn {
+            o[(t * nh + hq) * dv..(t * nh + hq + 1) * dv].copy_from_slice(&oh[t * dv..(t + 1) * dv]);
+        }
+    }
 }
 
 /// Output projection (plus its bias) of the attention rows `o [n, n_head·d_head_v]` → `[n, d_model]`.
@@ -382,4 +425,30 @@ pub fn attention_ext_forward<T: Real>(p: &[T], lay: &AttnLayout, cfg: &ModelConf
         attend_seq(&spec, &q[rows.start * wq..rows.end * wq], 0, &kr, &vr, &mut o[rows.start * ow..rows.end * ow]);
     }
     output(p, lay, cfg, &o)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use moe_kernels::rng::Rng;
+
+    #[test]
+    fn attend_seq_equals_its_slow_twin_with_windows_chunks_sinks_and_gqa() {
+        let mut rng = Rng::new(7);
+        let mut rand = |n: usize| -> Vec<f64> { (0..n).map(|_| rng.normal() as f64).collect() };
+        for (window, chunk, sinks, pos0, nn) in [(None, None, false, 0, 9), (Some(3), None, true, 0, 9), (None, Some(4), false, 5, 6), (Some(5), Some(4), true, 7, 1), (None, None, true, 11, 2)] {
+            let (nh, nkv, dh, dv) = (4, 2, 6, 5);
+            let l = pos0 + nn;
+            let s = LayerSpec { n_head: nh, n_head_kv: nkv, d_head: dh, d_head_v: dv, scale: 0.4, window, chunk, sinks: if sinks { rand(nh) } else { Vec::new() } };
+            let q = rand(nn * nh * dh);
+            let (kh, vh): (Vec<Vec<f64>>, Vec<Vec<f64>>) = (0..nkv).map(|_| (rand(l * dh), rand(l * dv))).unzip();
+            let keys: Vec<&[f64]> = kh.iter().map(|x| x.as_slice()).collect();
+            let values: Vec<&[f64]> = vh.iter().map(|x| x.as_slice()).collect();
+            let (mut fast, mut slow) = (vec![0.0; nn * nh * dv], vec![0.0; nn * nh * dv]);
+            attend_seq(&s, &q, pos0, &keys, &values, &mut fast);
+            attend_seq_reference(&s, &q, pos0, &keys, &values, &mut slow);
+            let err = fast.iter().zip(&slow).fold(0f64, |a, (x, y)| a.max((x - y).abs()));
+            assert!(err < 1e-12, "window {window:?} chunk {chunk:?} sinks {sinks} pos0 {pos0}: {err}");
+        }
+    }
 }
