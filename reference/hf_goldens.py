@@ -32,7 +32,15 @@ import torch
 import transformers
 from safetensors.torch import save_file
 from transformers import (
+    DeepseekV3Config,
+    DeepseekV3ForCausalLM,
     GenerationConfig,
+    GptOssConfig,
+    GptOssForCausalLM,
+    Llama4Config,
+    Llama4ForCausalLM,
+    Llama4ForConditionalGeneration,
+    Llama4TextConfig,
     LlamaConfig,
     LlamaForCausalLM,
     MixtralConfig,
@@ -145,6 +153,157 @@ def cases():
             {},
             [1, 2],
         ),
+        (
+            "deepseek_v3",
+            DeepseekV3Config,
+            DeepseekV3ForCausalLM,
+            # MLA with a q latent and interleaved RoPE; layer 0 dense; layers 1, 2: sigmoid top-2 of 8
+            # in 4 groups (2 kept), e_score_correction_bias, renormalised, × 2.5, one shared expert
+            dict(COMMON, hidden_size=48, intermediate_size=64, moe_intermediate_size=16, num_hidden_layers=3,
+                 num_attention_heads=4, num_key_value_heads=4, n_routed_experts=8, n_shared_experts=1,
+                 num_experts_per_tok=2, n_group=4, topk_group=2, norm_topk_prob=True, routed_scaling_factor=2.5,
+                 first_k_dense_replace=1, q_lora_rank=24, kv_lora_rank=16, qk_nope_head_dim=8,
+                 qk_rope_head_dim=8, v_head_dim=12, rope_interleave=True,
+                 rope_parameters={"rope_type": "default", "rope_theta": 10000.0}, tie_word_embeddings=False),
+            {},
+            [1, 2],
+        ),
+        (
+            "deepseek_v3_noq",
+            DeepseekV3Config,
+            DeepseekV3ForCausalLM,
+            # no q latent (one q_proj), half-split RoPE, no groups, no renormalisation, two shared experts
+            dict(COMMON, hidden_size=48, intermediate_size=64, moe_intermediate_size=16, num_hidden_layers=2,
+                 num_attention_heads=4, num_key_value_heads=4, n_routed_experts=6, n_shared_experts=2,
+                 num_experts_per_tok=2, n_group=1, topk_group=1, norm_topk_prob=False, routed_scaling_factor=1.5,
+                 first_k_dense_replace=0, q_lora_rank=None, kv_lora_rank=16, qk_nope_head_dim=8,
+                 qk_rope_head_dim=4, v_head_dim=8, rope_interleave=False,
+                 rope_parameters={"rope_type": "default", "rope_theta": 10000.0}, tie_word_embeddings=False),
+            {},
+            [0, 1],
+        ),
+        (
+            "gpt_oss",
+            GptOssConfig,
+            GptOssForCausalLM,
+            # sinks, sliding window 4 on layers 0 and 2, biases everywhere, top-2 of 4 biased experts with the
+            # clamped SwiGLU (limit 1.5 so the clamp bites), YaRN RoPE (factor 4 over 16 original positions)
+            dict(COMMON, hidden_size=48, intermediate_size=24, num_hidden_layers=3, num_attention_heads=4,
+                 num_key_value_heads=2, head_dim=16, num_local_experts=4, num_experts_per_tok=2,
+                 sliding_window=4, layer_types=["sliding_attention", "full_attention", "sliding_attention"],
+                 swiglu_limit=1.5, attention_bias=True, rms_norm_eps=1e-5,
+                 rope_parameters={"rope_type": "yarn", "rope_theta": 150000.0, "factor": 4.0, "beta_fast": 32.0,
+                                  "beta_slow": 1.0, "truncate": False, "original_max_position_embeddings": 16},
+                 tie_word_embeddings=False),
+            {},
+            [0, 1, 2],
+        ),
+        (
+            "llama4",
+            Llama4TextConfig,
+            Llama4ForCausalLM,
+            # MoE in layers 1, 3 (sigmoid top-2 scaling the expert inputs + shared expert), dense layers 0, 2;
+            # layer 2 without RoPE and with temperature tuning (floor 4, scale 0.5); chunked attention of 5 on
+            # the RoPE layers with L2 q/k norm; interleaved RoPE with llama3 scaling
+            dict(COMMON, hidden_size=48, intermediate_size=16, intermediate_size_mlp=64, num_hidden_layers=4,
+                 num_attention_heads=4, num_key_value_heads=2, head_dim=16, num_local_experts=4,
+                 num_experts_per_tok=2, interleave_moe_layer_step=2, no_rope_layer_interval=3,
+                 attention_chunk_size=5, use_qk_norm=True, attn_temperature_tuning=True, floor_scale=4,
+                 attn_scale=0.5, rms_norm_eps=1e-5,
+                 rope_parameters={"rope_type": "llama3", "rope_theta": 10000.0, "factor": 4.0, "low_freq_factor": 1.0,
+                                  "high_freq_factor": 4.0, "original_max_position_embeddings": 8},
+                 tie_word_embeddings=False),
+            {},
+            [1, 3],
+        ),
+        (
+            "llama_rope_llama3",
+            LlamaConfig,
+            LlamaForCausalLM,
+            # Llama 3.1-style RoPE scaling with a pretraining context of 16 so all three bands occur
+            dict(COMMON, hidden_size=32, intermediate_size=48, num_hidden_layers=2, num_attention_heads=4,
+                 num_key_value_heads=1, rope_parameters={"rope_type": "llama3", "rope_theta": 10000.0, "factor": 8.0,
+                 "low_freq_factor": 1.0, "high_freq_factor": 4.0, "original_max_position_embeddings": 16},
+                 tie_word_embeddings=True, rms_norm_eps=1e-5),
+            {},
+            [],
+        ),
+        (
+            "llama_rope_linear",
+            LlamaConfig,
+            LlamaForCausalLM,
+            dict(COMMON, hidden_size=32, intermediate_size=48, num_hidden_layers=2, num_attention_heads=4,
+                 num_key_value_heads=2, rope_parameters={"rope_type": "linear", "rope_theta": 10000.0, "factor": 3.0},
+                 tie_word_embeddings=True, rms_norm_eps=1e-5),
+            {},
+            [],
+        ),
+        (
+            "qwen3_rope_yarn",
+            Qwen3Config,
+            Qwen3ForCausalLM,
+            # YaRN with the default truncation and the derived attention factor, per-head q/k norm
+            dict(COMMON, hidden_size=32, intermediate_size=48, num_hidden_layers=2, num_attention_heads=4,
+                 num_key_value_heads=2, head_dim=16, rope_parameters={"rope_type": "yarn", "rope_theta": 10000.0,
+                 "factor": 4.0, "original_max_position_embeddings": 16}, tie_word_embeddings=True,
+                 use_sliding_window=False),
+            {},
+            [],
+        ),
+        (
+            "mixtral_window",
+            MixtralConfig,
+            MixtralForCausalLM,
+            # a sliding window of 6 < the 20 positions of the test, every layer
+            dict(COMMON, hidden_size=32, intermediate_size=24, num_hidden_layers=2, num_attention_heads=4,
+                 num_key_value_heads=2, num_local_experts=4, num_experts_per_tok=2, sliding_window=6,
+                 rope_parameters={"rope_type": "default", "rope_theta": 10000.0}),
+            {},
+            [0, 1],
+        ),
+        (
+            "qwen3_window",
+            Qwen3Config,
+            Qwen3ForCausalLM,
+            # layer 0 full, layers 1, 2 with a window of 5 (max_window_layers 1)
+            dict(COMMON, hidden_size=32, intermediate_size=48, num_hidden_layers=3, num_attention_heads=4,
+                 num_key_value_heads=2, head_dim=8, use_sliding_window=True, sliding_window=5, max_window_layers=1,
+                 rope_parameters={"rope_type": "default", "rope_theta": 10000.0}, tie_word_embeddings=True),
+            {},
+            [],
+        ),
+        (
+            "qwen2_moe_window",
+            Qwen2MoeConfig,
+            Qwen2MoeForCausalLM,
+            # windows of 6 on layers 0 and 2 (odd-numbered below max_window_layers), biases, shared expert
+            dict(COMMON, hidden_size=32, intermediate_size=48, moe_intermediate_size=16,
+                 shared_expert_intermediate_size=24, num_hidden_layers=3, num_attention_heads=4,
+                 num_key_value_heads=2, num_experts=4, num_experts_per_tok=2, norm_topk_prob=True,
+                 use_sliding_window=True, sliding_window=6, max_window_layers=3,
+                 rope_parameters={"rope_type": "default", "rope_theta": 10000.0}, tie_word_embeddings=True),
+            {},
+            [0, 1, 2],
+        ),
+        (
+            "llama4_multimodal",
+            Llama4Config,
+            Llama4ForConditionalGeneration,
+            # the Hub's Llama 4 layout: text model under `language_model.`, a (tiny, unused) vision tower;
+            # top-1 routing as released, every layer MoE, NoPE every 2nd layer, chunks of 7
+            dict(text_config=dict(COMMON, hidden_size=32, intermediate_size=16, intermediate_size_mlp=48,
+                                  num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, head_dim=8,
+                                  num_local_experts=4, num_experts_per_tok=1, no_rope_layer_interval=2,
+                                  attention_chunk_size=7, floor_scale=4, attn_scale=0.5, rms_norm_eps=1e-5,
+                                  rope_parameters={"rope_type": "default", "rope_theta": 500000.0},
+                                  tie_word_embeddings=False),
+                 vision_config=dict(hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32,
+                                    image_size=28, patch_size=14, vision_output_dim=32, projector_input_dim=32,
+                                    projector_output_dim=32),
+                 tie_word_embeddings=False),
+            {},
+            [0, 1],
+        ),
     ]
 
 
@@ -152,14 +311,21 @@ def perturb_norms(model, gen):
     """Every norm weight to 1 ± 0.3 and every q/k/v bias to ±0.3 so a missing or misplaced one shows."""
     with torch.no_grad():
         for name, p in model.named_parameters():
-            if name.endswith("_proj.bias"):
-                assert any(f"{x}_proj.bias" in name for x in "qkv"), name
+            if name.startswith(("vision_model.", "multi_modal_projector.", "model.vision_model.", "model.multi_modal_projector.")):
+                continue  # Llama 4's vision tower: not part of the text model under test
+            if name.endswith(("q_proj.bias", "k_proj.bias", "v_proj.bias")):
                 p.copy_(0.3 * (2 * torch.rand(p.shape, generator=gen) - 1))
-            elif p.dim() == 1:
-                assert name.endswith("norm.weight"), name
+            elif p.dim() == 1 and name.endswith("norm.weight"):
                 p.copy_(1.0 + 0.3 * (2 * torch.rand(p.shape, generator=gen) - 1))
-            elif "bias" in name:
-                raise AssertionError(f"unexpected bias {name}")
+            elif name.endswith(("o_proj.bias", "router.bias", "experts.gate_up_proj_bias", "experts.down_proj_bias")):
+                p.copy_(0.3 * (2 * torch.rand(p.shape, generator=gen) - 1))  # GPT-OSS
+            elif name.endswith("self_attn.sinks"):
+                p.copy_(2 * torch.rand(p.shape, generator=gen) - 0.5)  # GPT-OSS: some sinks dominate
+            elif p.dim() == 1 or "bias" in name:
+                raise AssertionError(f"unexpected vector or bias {name}")
+        for name, b in model.named_buffers():
+            if name.endswith("e_score_correction_bias"):  # DeepSeek-V3: shifts the choice, not the weights
+                b.copy_(0.2 * (2 * torch.rand(b.shape, generator=gen) - 1))
 
 
 def make_case(name, cfg_cls, model_cls, kw, save_kw, moe_layers, seed):
@@ -170,7 +336,8 @@ def make_case(name, cfg_cls, model_cls, kw, save_kw, moe_layers, seed):
     model = model_cls(cfg).to(torch.float32).eval()
     perturb_norms(model, gen)
 
-    tokens = torch.randint(3, cfg.vocab_size, (N_SEQ, SEQ_LEN), generator=gen)
+    tcfg = getattr(cfg, "text_config", None) or cfg  # multimodal configs keep the text model's settings apart
+    tokens = torch.randint(3, tcfg.vocab_size, (N_SEQ, SEQ_LEN), generator=gen)
     with torch.no_grad():
         kwargs = dict(output_router_logits=True) if moe_layers else {}
         out = model(input_ids=tokens, **kwargs)
@@ -179,8 +346,8 @@ def make_case(name, cfg_cls, model_cls, kw, save_kw, moe_layers, seed):
         assert len(router) == len(moe_layers), (name, len(router), moe_layers)
 
         gcfg = GenerationConfig(do_sample=False, max_new_tokens=N_NEW, min_new_tokens=N_NEW,
-                                bos_token_id=cfg.bos_token_id, eos_token_id=cfg.eos_token_id,
-                                pad_token_id=cfg.pad_token_id)
+                                bos_token_id=tcfg.bos_token_id, eos_token_id=tcfg.eos_token_id,
+                                pad_token_id=tcfg.pad_token_id)
         gen_out = model.generate(tokens[:1], generation_config=gcfg, output_scores=True,
                                  return_dict_in_generate=True)
         greedy = gen_out.sequences[0, SEQ_LEN:]

@@ -147,12 +147,19 @@ pub struct GenerateArgs {
     /// Run directory.
     #[arg(long, conflicts_with = "model", required_unless_present = "model")]
     pub run: Option<PathBuf>,
-    /// Hugging Face checkpoint directory (needs its tokenizer.json; the chat template is not applied).
+    /// Hugging Face checkpoint directory (needs its tokenizer.json; see --chat for its chat template).
     #[arg(long)]
     pub model: Option<PathBuf>,
     /// Prepend the checkpoint's bos_token_id (--model only; tokenizer post-processors are not run).
     #[arg(long, requires = "model")]
     pub add_bos: bool,
+    /// Wrap the prompt as a user message in the checkpoint's chat template (chat_template.jinja or
+    /// tokenizer_config.json) with the generation prompt; only the reply is printed (--model only).
+    #[arg(long, requires = "model")]
+    pub chat: bool,
+    /// System message placed before the prompt (with --chat).
+    #[arg(long, requires = "chat")]
+    pub system: Option<String>,
     /// Prompt text.
     #[arg(long)]
     pub prompt: String,

@@ -121,6 +121,41 @@ fn cli_generate_model_is_greedy_kv_cached_and_needs_a_tokenizer() {
 }
 
 #[test]
+fn cli_generate_chat_applies_the_checkpoint_chat_template() {
+    let dir = tempfile::tempdir().unwrap();
+    for f in std::fs::read_dir(golden("gpt_oss")).unwrap() {
+        let p = f.unwrap().path();
+        std::fs::copy(&p, dir.path().join(p.file_name().unwrap())).unwrap();
+    }
+    std::fs::write(dir.path().join("tokenizer.json"), word_tokenizer(128)).unwrap();
+    let d = s(dir.path());
+    let base = ["generate", "--model", d, "--max-tokens", "5", "--temperature", "0"];
+    fails(&[&base[..], &["--prompt", "w9", "--chat"]].concat(), &["no chat template", "tokenizer_config.json"]);
+    let template = "{% for m in messages %}{{ m['content'].strip() }} {% endfor %}{% if add_generation_prompt %}w7{% endif %}";
+    std::fs::write(dir.path().join("tokenizer_config.json"), serde_json::json!({ "chat_template": template }).to_string()).unwrap();
+    // the reply alone, equal to generating after the rendered conversation
+    let chat = ok(&[&base[..], &["--prompt", " w9 w10 ", "--chat", "--system", "w4"]].concat());
+    let plain = ok(&[&base[..], &["--prompt", "w4 w9 w10 w7"]].concat());
+    assert_eq!(format!("w4 w9 w10 w7{}", chat.trim_end()), plain.trim_end());
+}
+
+#[test]
+fn cli_info_names_the_inference_only_options() {
+    let out = ok(&["info", "--model", s(&golden("deepseek_v3"))]);
+    for needle in ["latent attention (q_lora 24, kv_lora 16, rope 8, d_v 12)", "top-2 of 4 expert groups", "fixed selection bias", "(inference only)"] {
+        assert!(out.contains(needle), "{needle:?} missing:\n{out}");
+    }
+    let out = ok(&["info", "--model", s(&golden("gpt_oss"))]);
+    for needle in ["RoPE yarn ×4 from 16", "attention sinks", "sliding window 4 on 2 of 3 layers", "clamped SwiGLU (alpha 1.702, limit 1.5)"] {
+        assert!(out.contains(needle), "{needle:?} missing:\n{out}");
+    }
+    let out = ok(&["info", "--model", s(&golden("llama_rope_llama3"))]);
+    assert!(out.contains("RoPE llama3 ×8 from 16") && !out.contains("inference only"), "{out}");
+    let out = ok(&["info", "--model", s(&golden("llama4"))]);
+    assert!(out.contains("1 NoPE layers") && out.contains("chunks of 5 on 3 layers") && out.contains("weights scale the expert input"), "{out}");
+}
+
+#[test]
 fn cli_bench_infer_reports_throughput_and_experts() {
     let out = ok(&["bench", "infer", "--model", s(&golden("mixtral")), "--batch", "1,3", "--prompt-len", "6", "--n-decode", "3"]);
     for needle in ["prefill tok/s", "decode tok/s", "latency ms/tok", "distinct experts/step", "(uniform"] {

@@ -113,6 +113,8 @@ pub fn base_experiment(scale: Scale) -> ExperimentConfig {
                 d_ff: 512,
                 activation: moe_model::Activation::Swiglu,
                 moe: None,
+                attn_ext: None,
+                rope_scaling: None,
             },
             TrainConfig { steps: 200, batch_size: 16, seq_len: 128, lr: 2e-3, min_lr_ratio: 0.1, warmup_steps: 20, eval_batches: 8, final_eval_batches: 64, ..TrainConfig::default() },
             DataConfig { source: "synthetic".into(), synthetic_bytes: 3_000_000, tokenizer: "byte".into(), val_fraction: 0.02, seed: 0 },
@@ -134,6 +136,8 @@ pub fn base_experiment(scale: Scale) -> ExperimentConfig {
                 d_ff: 64,
                 activation: moe_model::Activation::Swiglu,
                 moe: None,
+                attn_ext: None,
+                rope_scaling: None,
             },
             TrainConfig { steps: 8, batch_size: 4, seq_len: 32, lr: 3e-3, min_lr_ratio: 0.1, warmup_steps: 2, eval_batches: 2, ..TrainConfig::default() },
             DataConfig { source: "synthetic".into(), synthetic_bytes: 60_000, tokenizer: "byte".into(), val_fraction: 0.1, seed: 0 },
@@ -181,6 +185,7 @@ pub fn moe_twin(dense: &ModelConfig, n_expert: usize, k: usize) -> ModelConfig {
         every: 1,
         first_dense: 0,
         n_expert_per_layer: Vec::new(),
+        ext: None,
     });
     m
 }

@@ -47,6 +47,15 @@ pub enum Error {
         path: PathBuf,
     },
 
+    /// A chat template could not be read, compiled or rendered.
+    #[error("{}: chat template: {message}", path.display())]
+    ChatTemplate {
+        /// The file holding the template (`tokenizer_config.json` or `chat_template.jinja`).
+        path: PathBuf,
+        /// What went wrong (the template engine's message, or the template's own exception).
+        message: String,
+    },
+
     /// A tokenizer file could not be parsed.
     #[error("{}: cannot load tokenizer (expected a Hugging Face tokenizer.json): {message}", path.display())]
     TokenizerLoad {

@@ -20,6 +20,7 @@ use crate::kv_cache::KvCache;
 use moe_kernels::embedding::embedding_forward;
 use moe_kernels::linear::linear_forward;
 use moe_model::layers::attention::{qk_norm_forward, qkv_bias_forward};
+use moe_model::layers::attention_ext;
 use moe_kernels::matmul::{matmul, MatmulShape};
 use moe_kernels::norm::rmsnorm_forward;
 use moe_kernels::{Par, Real};
@@ -156,20 +157,24 @@ pub fn forward_step_with<T: Real, S: AsRef<[u32]>>(
     for (i, b) in model.layout.blocks.iter().enumerate() {
         // attention
         rmsnorm_forward(&mut h, &mut rstd, &x, &p[b.attn_norm.clone()], n, d, eps); // [n, d_model]
-        linear_forward(&mut q, &h, &p[b.attn.wq.clone()], n, d, dq, Par::Pool); // [n, n_head·d_head]
-        linear_forward(&mut k, &h, &p[b.attn.wk.clone()], n, d, dkv, Par::Pool); // [n, n_head_kv·d_head]
-        linear_forward(&mut v, &h, &p[b.attn.wv.clone()], n, d, dkv, Par::Pool); // [n, n_head_kv·d_head]
-        qkv_bias_forward(p, &b.attn, &mut q, &mut k, &mut v);
-        qk_norm_forward(p, &b.attn, &mut q, &mut k, model.cfg.norm_eps);
-        model.rope.apply_at(&mut q, &positions, n_head);
-        model.rope.apply_at(&mut k, &positions, n_kv);
-        for (s, c) in caches.iter_mut().enumerate() {
-            let r = offs[s]..offs[s + 1];
-            c.write(i, &k[r.start * dkv..r.end * dkv], &v[r.start * dkv..r.end * dkv]);
+        if cfg.attn_ext.is_some() {
+            a = ext_attention(model, caches, i, &h, &positions, &offs, &len0); // [n, d_model]
+        } else {
+            linear_forward(&mut q, &h, &p[b.attn.wq.clone()], n, d, dq, Par::Pool); // [n, n_head·d_head]
+            linear_forward(&mut k, &h, &p[b.attn.wk.clone()], n, d, dkv, Par::Pool); // [n, n_head_kv·d_head]
+            linear_forward(&mut v, &h, &p[b.attn.wv.clone()], n, d, dkv, Par::Pool); // [n, n_head_kv·d_head]
+            qkv_bias_forward(p, &b.attn, &mut q, &mut k, &mut v);
+            qk_norm_forward(p, &b.attn, &mut q, &mut k, model.cfg.norm_eps);
+            model.rope.apply_at(&mut q, &positions, n_head);
+            model.rope.apply_at(&mut k, &positions, n_kv);
+            for (s, c) in caches.iter_mut().enumerate() {
+                let r = offs[s]..offs[s + 1];
+                c.write(i, &k[r.start * dkv..r.end * dkv], &v[r.start * dkv..r.end * dkv]);
+            }
+            let views: Vec<&KvCache<T>> = caches.iter().map(|c| &**c).collect();
+            let o = cached_attention(&views, i, &q, &offs, &len0, n_head, n_kv, dh); // [n, n_head·d_head]
+            linear_forward(&mut a, &o, &p[b.attn.wo.clone()], n, dq, d, Par::Pool); // [n, d_model]
         }
-        let views: Vec<&KvCache<T>> = caches.iter().map(|c| &**c).collect();
-        let o = cached_attention(&views, i, &q, &offs, &len0, n_head, n_kv, dh); // [n, n_head·d_head]
-        linear_forward(&mut a, &o, &p[b.attn.wo.clone()], n, dq, d, Par::Pool); // [n, d_model]
         x.iter_mut().zip(&a).for_each(|(x, &v)| *x += v);
         // FFN
         rmsnorm_forward(&mut h, &mut rstd, &x, &p[b.ffn_norm.clone()], n, d, eps); // [n, d_model]
@@ -219,6 +224,46 @@ pub fn forward_step_with<T: Real, S: AsRef<[u32]>>(
         logits.chunks(nv).map(|c| c.to_vec()).collect()
     };
     Ok(StepOutput { logits, routing })
+}
+
+/// Attention of layer `layer` for models with `attn_ext` (latent attention, sinks, sliding windows,
+/// chunks, NoPE layers, scaled RoPE): the projection and score code of the full forward
+/// (`moe_model::layers::attention_ext`), against each sequence's cache. Writes this step's keys
+/// and values into the caches — for latent attention only the compressed rows, attended in the
+/// absorbed form (`attend_latent`) — and returns `[n, d_model]`.
+fn ext_attention<T: Real>(model: &Transformer<T>, caches: &mut [&mut KvCache<T>], layer: usize, h: &[T], positions: &[usize], offs: &[usize], len0: &[usize]) -> Vec<T> {
+    let (cfg, p) = (&model.cfg, &model.params);
+    let lay = &model.layout.blocks[layer].attn;
+    let n = *offs.last().expect("offsets");
+    let spec = attention_ext::LayerSpec::new(p, lay, cfg, layer);
+    if let (Some(ml), Some(m)) = (&lay.mla, cfg.attn_ext.as_ref().and_then(|a| a.mla.as_ref())) {
+        // latent attention: cache the compressed rows, attend in the absorbed form
+        let (q, rows) = attention_ext::mla_q_and_latent(p, ml, m, cfg, h, positions); // [n, n_head·d_head], [n, kv_lora_rank + d_rope]
+        let (w, wq, wo) = (m.kv_lora_rank + m.d_rope, cfg.n_head * cfg.d_head(), cfg.n_head * m.d_v);
+        let mut o = vec![T::ZERO; n * wo]; // [n, n_head·d_v]
+        for (s, c) in caches.iter_mut().enumerate() {
+            let r = offs[s]..offs[s + 1];
+            c.write(layer, &rows[r.start * w..r.end * w], &[]);
+            let cached = c.keys_upto(layer, 0, len0[s] + r.len()); // [l, kv_lora_rank + d_rope]
+            attention_ext::attend_latent(&spec, p, ml, m, &q[r.start * wq..r.end * wq], len0[s], cached, &mut o[r.start * wo..r.end * wo]);
+        }
+        return attention_ext::output(p, lay, cfg, &o);
+    }
+    let (q, k, v) = attention_ext::project(p, lay, cfg, layer, h, positions); // [n, n_head·d_head], [n, n_head_kv·d_head], [n, n_head_kv·d_head_v]
+    let (nh, nkv, dh, dv) = (cfg.n_head, cfg.n_head_kv, cfg.d_head(), cfg.d_head_v());
+    for (s, c) in caches.iter_mut().enumerate() {
+        let r = offs[s]..offs[s + 1];
+        c.write(layer, &k[r.start * nkv * dh..r.end * nkv * dh], &v[r.start * nkv * dv..r.end * nkv * dv]);
+    }
+    let mut o = vec![T::ZERO; n * nh * dv]; // [n, n_head·d_head_v]
+    for (s, c) in caches.iter().enumerate() {
+        let r = offs[s]..offs[s + 1];
+        let l = len0[s] + r.len();
+        let keys: Vec<&[T]> = (0..nkv).map(|g| c.keys_upto(layer, g, l)).collect(); // n_kv × [l, d_head]
+        let values: Vec<&[T]> = (0..nkv).map(|g| c.values_upto(layer, g, l)).collect(); // n_kv × [l, d_head_v]
+        attention_ext::attend_seq(&spec, &q[r.start * nh * dh..r.end * nh * dh], len0[s], &keys, &values, &mut o[r.start * nh * dv..r.end * nh * dv]);
+    }
+    attention_ext::output(p, lay, cfg, &o)
 }
 
 /// Attention of the new rows `q [n, n_head·d_head]` (already rotated) against each sequence's cache,

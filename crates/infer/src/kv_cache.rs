@@ -18,11 +18,12 @@ pub struct KvCache<T> {
     n_layer: usize,
     n_head_kv: usize,
     d_head: usize,
+    d_head_v: usize,
     n_ctx: usize,
     len: usize,
     cap: usize,
     k: Vec<Vec<T>>, // per layer [n_head_kv, cap, d_head]
-    v: Vec<Vec<T>>, // per layer [n_head_kv, cap, d_head]
+    v: Vec<Vec<T>>, // per layer [n_head_kv, cap, d_head_v]
 }
 
 impl<T: Real> KvCache<T> {
@@ -33,10 +34,12 @@ impl<T: Real> KvCache<T> {
 
     /// An empty cache with room for `capacity` tokens (clamped to `n_ctx`) allocated up front.
     pub fn with_capacity(cfg: &ModelConfig, capacity: usize) -> Self {
+        let (n_head_kv, d_head, d_head_v) = cfg.kv_cache_shape();
         let mut c = KvCache {
             n_layer: cfg.n_layer,
-            n_head_kv: cfg.n_head_kv,
-            d_head: cfg.d_head(),
+            n_head_kv,
+            d_head,
+            d_head_v,
             n_ctx: cfg.n_ctx,
             len: 0,
             cap: 0,
@@ -89,7 +92,7 @@ impl<T: Real> KvCache<T> {
 
     /// Bytes held by the K and V buffers.
     pub fn memory_bytes(&self) -> usize {
-        2 * self.n_layer * self.n_head_kv * self.cap * self.d_head * std::mem::size_of::<T>()
+        self.n_layer * self.n_head_kv * self.cap * (self.d_head + self.d_head_v) * std::mem::size_of::<T>()
     }
 
     /// Keys of layer `layer`, KV head `g`, positions `0..len`: `[len, d_head]`.
@@ -98,10 +101,12 @@ impl<T: Real> KvCache<T> {
         &self.k[layer][base..base + self.len * self.d_head]
     }
 
-    /// Values of layer `layer`, KV head `g`, positions `0..len`: `[len, d_head]`.
+    /// Values of layer `layer`, KV head `g`, positions `0..len`: `[len, d_head_v]`. With latent
+    /// attention (`ModelConfig::kv_cache_shape`) there is one "head" whose keys are the compressed
+    /// rows `[len, kv_lora_rank + d_rope]` and no values.
     pub fn values(&self, layer: usize, g: usize) -> &[T] {
-        let base = g * self.cap * self.d_head;
-        &self.v[layer][base..base + self.len * self.d_head]
+        let base = g * self.cap * self.d_head_v;
+        &self.v[layer][base..base + self.len * self.d_head_v]
     }
 
     /// Keys of positions `0..n` (which may run past `len` into rows already written by
@@ -112,13 +117,13 @@ impl<T: Real> KvCache<T> {
     }
 
     pub(crate) fn values_upto(&self, layer: usize, g: usize, n: usize) -> &[T] {
-        let base = g * self.cap * self.d_head;
-        &self.v[layer][base..base + n * self.d_head]
+        let base = g * self.cap * self.d_head_v;
+        &self.v[layer][base..base + n * self.d_head_v]
     }
 
     /// Check that this cache was made for a model with `cfg`.
     pub fn check_model(&self, cfg: &ModelConfig) -> Result<()> {
-        if self.n_layer != cfg.n_layer || self.n_head_kv != cfg.n_head_kv || self.d_head != cfg.d_head() || self.n_ctx != cfg.n_ctx {
+        if self.n_layer != cfg.n_layer || (self.n_head_kv, self.d_head, self.d_head_v) != cfg.kv_cache_shape() || self.n_ctx != cfg.n_ctx {
             return Err(Error::BadInput(format!(
                 "KV cache (n_layer {}, n_head_kv {}, d_head {}, n_ctx {}) does not match the model (n_layer {}, n_head_kv {}, d_head {}, n_ctx {})",
                 self.n_layer,
@@ -150,8 +155,9 @@ impl<T: Real> KvCache<T> {
         if new_cap <= self.cap {
             return;
         }
-        let (nk, dh, old) = (self.n_head_kv, self.d_head, self.cap);
-        for buf in self.k.iter_mut().chain(self.v.iter_mut()) {
+        let (nk, old) = (self.n_head_kv, self.cap);
+        let (dk, dv) = (self.d_head, self.d_head_v);
+        for (buf, dh) in self.k.iter_mut().map(|b| (b, dk)).chain(self.v.iter_mut().map(|b| (b, dv))) {
             let mut nb = vec![T::ZERO; nk * new_cap * dh];
             for g in 0..nk {
                 let used = self.len * dh;
@@ -162,15 +168,15 @@ impl<T: Real> KvCache<T> {
         self.cap = new_cap;
     }
 
-    /// Write the new rows `k_new, v_new [n_new, n_head_kv·d_head]` of layer `layer` at positions
+    /// Write the new rows `k_new [n_new, n_head_kv·d_head]`, `v_new [n_new, n_head_kv·d_head_v]` of layer `layer` at positions
     /// `len..len + n_new` (after [`KvCache::reserve`]). `len` itself moves on with [`KvCache::advance`]
     /// once every layer is written.
     pub(crate) fn write(&mut self, layer: usize, k_new: &[T], v_new: &[T]) {
-        let (nk, dh, cap) = (self.n_head_kv, self.d_head, self.cap);
-        let w = nk * dh;
-        let n_new = k_new.len() / w;
+        let (nk, cap) = (self.n_head_kv, self.cap);
+        let n_new = k_new.len() / (nk * self.d_head);
         debug_assert!(self.len + n_new <= cap);
-        for (dst, src) in [(&mut self.k[layer], k_new), (&mut self.v[layer], v_new)] {
+        for (dst, src, dh) in [(&mut self.k[layer], k_new, self.d_head), (&mut self.v[layer], v_new, self.d_head_v)] {
+            let w = nk * dh;
             for r in 0..n_new {
                 let pos = self.len + r;
                 for g in 0..nk {

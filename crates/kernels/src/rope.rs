@@ -29,6 +29,23 @@ impl<T: Real> RopeTable<T> {
         RopeTable { d_head, cos, sin }
     }
 
+    /// Table for `n_pos` positions from explicit inverse frequencies `[d_head / 2]` (scaled RoPE:
+    /// linear, llama3, YaRN), with cos and sin multiplied by `factor` (YaRN's attention factor).
+    /// The backward (`inverse`) then applies `factor · Rᵀ`, the exact gradient of `factor · R`.
+    pub fn from_frequencies(inv_freq: &[f32], factor: f32, n_pos: usize) -> Self {
+        let half = inv_freq.len();
+        let mut cos = Vec::with_capacity(n_pos * half);
+        let mut sin = Vec::with_capacity(n_pos * half);
+        for p in 0..n_pos {
+            for &f in inv_freq {
+                let a = p as f64 * f as f64;
+                cos.push(T::from_f64(a.cos() * factor as f64));
+                sin.push(T::from_f64(a.sin() * factor as f64));
+            }
+        }
+        RopeTable { d_head: 2 * half, cos, sin }
+    }
+
     /// Number of positions covered.
     pub fn n_pos(&self) -> usize {
         self.cos.len() / (self.d_head / 2).max(1)

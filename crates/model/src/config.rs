@@ -96,6 +96,10 @@ pub struct ModelConfig {
     /// RoPE base
     #[serde(default = "default_theta")]
     pub rope_theta: f64,
+    /// RoPE frequency scaling (linear, llama3, yarn); absent = plain RoPE. Trainable: the rotation
+    /// table changes, the math of the layer does not
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rope_scaling: Option<RopeScaling>,
     /// RMSNorm epsilon
     #[serde(default = "default_eps")]
     pub norm_eps: f64,
@@ -110,6 +114,164 @@ pub struct ModelConfig {
     /// MoE settings; `None` = dense everywhere
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub moe: Option<MoeConfig>,
+    /// inference-only attention variants of imported architectures (MLA, sinks, sliding windows,
+    /// RoPE scaling); a model with them runs forward and KV-cached decode but not the backward
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attn_ext: Option<AttnExt>,
+}
+
+/// Multi-head latent attention (DeepSeek-V2/V3): q from an optional low-rank path, keys and values
+/// expanded from one compressed latent per token plus a shared RoPE key.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Mla {
+    /// rank of the q path (`wq_a [q_lora_rank, d_model]`, norm, `wq_b`); `None` = one `wq`
+    #[serde(default)]
+    pub q_lora_rank: Option<usize>,
+    /// width of the compressed key/value latent
+    pub kv_lora_rank: usize,
+    /// per-head q/k width without RoPE
+    pub d_nope: usize,
+    /// per-head q/k width with RoPE (the key part is shared by all heads)
+    pub d_rope: usize,
+    /// per-head value width
+    pub d_v: usize,
+    /// epsilon of the q and kv latent RMSNorms
+    pub norm_eps: f64,
+}
+
+/// RoPE frequency scaling (transformers' `rope_parameters.rope_type`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase", deny_unknown_fields)]
+pub enum RopeScaling {
+    /// every frequency divided by `factor`
+    Linear {
+        /// position interpolation factor
+        factor: f64,
+    },
+    /// Llama 3.1: long wavelengths divided by `factor`, short ones kept, a smooth ramp between
+    Llama3 {
+        /// interpolation factor of the long wavelengths
+        factor: f64,
+        /// wavelengths above `original_max_position_embeddings / low_freq_factor` are scaled
+        low_freq_factor: f64,
+        /// wavelengths below `original_max_position_embeddings / high_freq_factor` are kept
+        high_freq_factor: f64,
+        /// context of pretraining
+        original_max_position_embeddings: usize,
+    },
+    /// YaRN: ramp between interpolated and extrapolated frequencies; cos/sin times `attention_factor`
+    Yarn {
+        /// interpolation factor
+        factor: f64,
+        /// rotations where extrapolation starts
+        beta_fast: f64,
+        /// rotations where interpolation ends
+        beta_slow: f64,
+        /// context of pretraining
+        original_max_position_embeddings: usize,
+        /// floor/ceil the correction range
+        truncate: bool,
+        /// multiplier of cos and sin (already resolved from `mscale` / `mscale_all_dim`)
+        attention_factor: f64,
+    },
+}
+
+/// Inference-only attention options. Absent fields keep the plain attention.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AttnExt {
+    /// multi-head latent attention instead of `wq`/`wk`/`wv` (needs `n_head_kv = n_head`,
+    /// `d_head = d_nope + d_rope`)
+    #[serde(default)]
+    pub mla: Option<Mla>,
+    /// RoPE rotates the pairs `(2i, 2i+1)` instead of `(i, i + d/2)`
+    #[serde(default)]
+    pub rope_interleave: bool,
+    /// attention logit scale; absent = `1/√d_head`
+    #[serde(default)]
+    pub softmax_scale: Option<f64>,
+    /// a learned logit per head that joins every softmax and then is dropped
+    /// (`layers.{i}.attn.sinks [n_head]`, GPT-OSS)
+    #[serde(default)]
+    pub sinks: bool,
+    /// bias of the output projection `layers.{i}.attn.wo.bias [d_model]`
+    #[serde(default)]
+    pub out_bias: bool,
+    /// key j is visible to query i when `i − j < sliding_window`, in the layers flagged by
+    /// `window_layers` (0 = no window)
+    #[serde(default)]
+    pub sliding_window: usize,
+    /// per layer: the sliding window applies (empty = no layer)
+    #[serde(default)]
+    pub window_layers: Vec<bool>,
+    /// chunked attention (Llama 4): key j is visible to query i only when `j / chunk = i / chunk`,
+    /// in the layers flagged by `chunk_layers` (0 = off)
+    #[serde(default)]
+    pub attention_chunk: usize,
+    /// per layer: chunked attention applies (empty = no layer)
+    #[serde(default)]
+    pub chunk_layers: Vec<bool>,
+    /// per layer: RoPE applies (empty = every layer; Llama 4's NoPE layers are `false`)
+    #[serde(default)]
+    pub rope_layers: Vec<bool>,
+    /// weightless RMSNorm ("L2 norm", eps `norm_eps`) of each q and k head after RoPE, in RoPE layers
+    #[serde(default)]
+    pub qk_l2_norm: bool,
+    /// Llama 4 attention temperature in layers without RoPE: q at position p is multiplied by
+    /// `1 + attn_scale · ln(1 + floor((p + 1) / floor_scale))`
+    #[serde(default)]
+    pub temperature: Option<AttnTemperature>,
+}
+
+/// Position-dependent query scaling of Llama 4's NoPE layers.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AttnTemperature {
+    /// positions per step of the logarithm
+    pub floor_scale: f64,
+    /// slope
+    pub attn_scale: f64,
+}
+
+/// GPT-OSS expert activation: `(clamp(up, ±limit) + 1) · g · σ(alpha · g)`, `g = min(gate, limit)`.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClampedSwiglu {
+    /// sigmoid slope
+    pub alpha: f64,
+    /// clamp bound
+    pub limit: f64,
+}
+
+/// Inference-only MoE options of imported architectures. Absent fields keep the plain MoE.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MoeExt {
+    /// group-limited routing (DeepSeek-V3): experts form `n_group` equal groups, the `topk_group`
+    /// groups with the largest sum of their two best selection scores are kept, top-k is taken
+    /// inside them (0 = off)
+    #[serde(default)]
+    pub n_group: usize,
+    /// groups kept per token
+    #[serde(default)]
+    pub topk_group: usize,
+    /// a fixed per-expert selection bias `layers.{i}.ffn.router.fixed_selection_bias [n_expert]`
+    /// (DeepSeek-V3 `e_score_correction_bias`): changes which experts are chosen, never the weights
+    #[serde(default)]
+    pub selection_bias: bool,
+    /// router bias `layers.{i}.ffn.router.bias [n_expert]` (GPT-OSS)
+    #[serde(default)]
+    pub router_bias: bool,
+    /// expert biases `ffn.experts.b_gate`, `b_up [n_expert, d_expert]`, `b_down [n_expert, d_model]`
+    #[serde(default)]
+    pub expert_bias: bool,
+    /// clamped SwiGLU of GPT-OSS instead of SwiGLU in the routed experts
+    #[serde(default)]
+    pub clamped_swiglu: Option<ClampedSwiglu>,
+    /// the combine weight multiplies the expert's input instead of its output (Llama 4)
+    #[serde(default)]
+    pub scale_input: bool,
 }
 
 /// Mixture-of-Experts FFN settings.
@@ -162,6 +324,9 @@ pub struct MoeConfig {
     /// n_expert for each MoE layer in order (pyramid); empty = `n_expert` everywhere
     #[serde(default)]
     pub n_expert_per_layer: Vec<usize>,
+    /// inference-only routing and expert variants of imported architectures
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ext: Option<MoeExt>,
 }
 
 impl MoeConfig {
@@ -195,9 +360,43 @@ impl ModelConfig {
         Ok(cfg)
     }
 
-    /// Width of one attention head (`d_head` when given, else `d_model / n_head`).
+    /// Width of one attention head (`d_head` when given, else `d_model / n_head`); the q/k width.
     pub fn d_head(&self) -> usize {
         self.d_head.unwrap_or(self.d_model / self.n_head.max(1))
+    }
+
+    /// Width of one value head (`mla.d_v` with latent attention, else `d_head`).
+    pub fn d_head_v(&self) -> usize {
+        match self.attn_ext.as_ref().and_then(|a| a.mla.as_ref()) {
+            Some(m) => m.d_v,
+            None => self.d_head(),
+        }
+    }
+
+    /// What a KV cache keeps per layer and token: `(heads, key width, value width)` =
+    /// `(n_head_kv, d_head, d_head_v)`, or for latent attention one compressed row
+    /// `(1, kv_lora_rank + d_rope, 0)` (the normed latent and the rotated shared RoPE key).
+    pub fn kv_cache_shape(&self) -> (usize, usize, usize) {
+        match self.attn_ext.as_ref().and_then(|a| a.mla.as_ref()) {
+            Some(m) => (1, m.kv_lora_rank + m.d_rope, 0),
+            None => (self.n_head_kv, self.d_head(), self.d_head_v()),
+        }
+    }
+
+    /// Uses options the backward does not implement (forward and decode only).
+    pub fn inference_only(&self) -> bool {
+        self.attn_ext.is_some() || self.moe.as_ref().is_some_and(|m| m.ext.is_some())
+    }
+
+    /// The first inference-only field in use, for error messages.
+    pub fn inference_only_field(&self) -> Option<&'static str> {
+        if self.attn_ext.is_some() {
+            Some("model.attn_ext")
+        } else if self.moe.as_ref().is_some_and(|m| m.ext.is_some()) {
+            Some("model.moe.ext")
+        } else {
+            None
+        }
     }
 
     /// The FFN kind of every layer.
@@ -243,6 +442,38 @@ impl ModelConfig {
             let field = if self.d_head.is_some() { "model.d_head" } else { "model.n_head" };
             return Err(invalid(field, format!("d_head = {} must be even for RoPE", self.d_head())));
         }
+        if let Some(a) = &self.attn_ext {
+            if let Some(m) = &a.mla {
+                if self.n_head_kv != self.n_head || self.d_head() != m.d_nope + m.d_rope {
+                    return Err(invalid("model.attn_ext.mla", format!("needs n_head_kv = n_head and d_head = d_nope + d_rope = {}", m.d_nope + m.d_rope)));
+                }
+                if m.d_rope % 2 != 0 || m.kv_lora_rank == 0 || m.d_v == 0 || m.q_lora_rank == Some(0) {
+                    return Err(invalid("model.attn_ext.mla", "d_rope must be even; ranks and d_v must be > 0"));
+                }
+            }
+            for (field, v) in [("window_layers", &a.window_layers), ("chunk_layers", &a.chunk_layers), ("rope_layers", &a.rope_layers)] {
+                if !v.is_empty() && v.len() != self.n_layer {
+                    return Err(invalid(&format!("model.attn_ext.{field}"), format!("has {} entries for {} layers", v.len(), self.n_layer)));
+                }
+            }
+            if a.temperature.is_some_and(|t| !(t.floor_scale > 0.0)) {
+                return Err(invalid("model.attn_ext.temperature.floor_scale", "must be > 0"));
+            }
+        }
+        if let Some(r) = &self.rope_scaling {
+            let (factor, ok) = match r {
+                RopeScaling::Linear { factor } => (*factor, true),
+                RopeScaling::Llama3 { factor, low_freq_factor, high_freq_factor, original_max_position_embeddings } => {
+                    (*factor, high_freq_factor >= low_freq_factor && *low_freq_factor > 0.0 && *original_max_position_embeddings > 0)
+                }
+                RopeScaling::Yarn { factor, beta_fast, beta_slow, original_max_position_embeddings, attention_factor, .. } => {
+                    (*factor, *beta_fast > 0.0 && *beta_slow > 0.0 && *original_max_position_embeddings > 0 && attention_factor.is_finite())
+                }
+            };
+            if !(factor > 0.0) || !ok {
+                return Err(invalid("model.rope_scaling", format!("{r:?} has a factor ≤ 0 or inconsistent parameters")));
+            }
+        }
         if !(self.rope_theta > 0.0) {
             return Err(invalid("model.rope_theta", "must be > 0"));
         }
@@ -285,6 +516,20 @@ impl ModelConfig {
             if m.capacity_factor < 0.0 || !m.capacity_factor.is_finite() {
                 return Err(invalid("model.moe.capacity_factor", "must be ≥ 0 (0 = dropless)"));
             }
+            if let Some(x) = &m.ext {
+                if x.selection_bias && m.bias_update_rate > 0.0 {
+                    return Err(invalid("model.moe.ext.selection_bias", "a fixed selection bias excludes aux-loss-free balancing (bias_update_rate > 0)"));
+                }
+                if x.n_group > 0 {
+                    let e_min = self.ffn_kinds().iter().filter_map(|k| if let FfnKind::Moe { n_expert } = k { Some(*n_expert) } else { None }).min().unwrap_or(0);
+                    if e_min % x.n_group != 0 || x.topk_group == 0 || x.topk_group > x.n_group {
+                        return Err(invalid("model.moe.ext.n_group", format!("n_group {} must divide n_expert {e_min} and 1 ≤ topk_group {} ≤ n_group", x.n_group, x.topk_group)));
+                    }
+                    if x.topk_group * (e_min / x.n_group) < m.n_expert_active {
+                        return Err(invalid("model.moe.ext.topk_group", format!("{} groups of {} experts hold fewer than top-k {}", x.topk_group, e_min / x.n_group, m.n_expert_active)));
+                    }
+                }
+            }
             for (f, v) in [("aux_loss_coef", m.aux_loss_coef), ("z_loss_coef", m.z_loss_coef), ("bias_update_rate", m.bias_update_rate), ("route_scale", m.route_scale)] {
                 if v < 0.0 || !v.is_finite() {
                     return Err(invalid(&format!("model.moe.{f}"), "must be a finite number ≥ 0"));
@@ -316,6 +561,22 @@ mod tests {
     fn config_placement_first_dense_and_pyramid() {
         let c = parse(&format!("{BASE}[moe]\nn_expert = 4\nn_expert_active = 1\nd_expert = 16\nfirst_dense = 1\nn_expert_per_layer = [2, 4, 8]\n")).unwrap();
         assert_eq!(c.ffn_kinds(), vec![FfnKind::Dense, FfnKind::Moe { n_expert: 2 }, FfnKind::Moe { n_expert: 4 }, FfnKind::Moe { n_expert: 8 }]);
+    }
+
+    #[test]
+    fn config_with_rope_scaling_and_inference_only_options_round_trips_through_toml() {
+        let text = format!(
+            "{BASE}[rope_scaling]\ntype = \"yarn\"\nfactor = 4.0\nbeta_fast = 32.0\nbeta_slow = 1.0\n\
+             original_max_position_embeddings = 8\ntruncate = false\nattention_factor = 1.1\n\
+             [attn_ext]\nsinks = true\nsliding_window = 4\nwindow_layers = [true, false, true, false]\n\
+             [moe]\nn_expert = 4\nn_expert_active = 2\nd_expert = 16\n[moe.ext]\nrouter_bias = true\n"
+        );
+        let c = parse(&text).unwrap();
+        assert!(c.inference_only() && c.rope_scaling.is_some());
+        let back: toml::Value = toml::from_str(&toml::to_string(&c).unwrap()).unwrap();
+        assert_eq!(ModelConfig::from_toml_value(back).unwrap(), c);
+        let e = parse(&text.replace("factor = 4.0", "factor = -1.0")).unwrap_err().to_string();
+        assert!(e.contains("model.rope_scaling"), "{e}");
     }
 
     #[test]

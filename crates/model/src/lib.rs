@@ -25,6 +25,6 @@ pub mod moe;
 pub mod params;
 pub mod transformer;
 
-pub use config::{Activation, FfnKind, Gating, ModelConfig, MoeConfig};
+pub use config::{Activation, AttnExt, AttnTemperature, ClampedSwiglu, FfnKind, Gating, Mla, ModelConfig, MoeConfig, MoeExt, RopeScaling};
 pub use error::{Error, Result};
 pub use transformer::{ForwardOutput, LossReport, MoeLayerReport, Transformer};

@@ -86,6 +86,29 @@ pub struct AttnLayout {
     /// q/k/v projection biases `[n_head·d_head]`, `[n_head_kv·d_head]`, `[n_head_kv·d_head]`
     /// (`attn_bias`); `None` = no biases
     pub bias: Option<[Range<usize>; 3]>,
+    /// latent-attention weights (`attn_ext.mla`); then `wq`, `wk`, `wv` are empty
+    pub mla: Option<MlaLayout>,
+    /// per-head sink logits `[n_head]` (`attn_ext.sinks`)
+    pub sinks: Option<Range<usize>>,
+    /// output projection bias `[d_model]` (`attn_ext.out_bias`)
+    pub out_bias: Option<Range<usize>>,
+}
+
+/// Ranges of a multi-head latent attention block (`d_qk = d_nope + d_rope`).
+#[derive(Clone, Debug)]
+pub struct MlaLayout {
+    /// `[q_lora_rank, d_model]`, absent without a q latent
+    pub wq_a: Option<Range<usize>>,
+    /// `[q_lora_rank]`
+    pub q_a_norm: Option<Range<usize>>,
+    /// `[n_head·d_qk, q_lora_rank]` (or `[n_head·d_qk, d_model]` without a q latent)
+    pub wq_b: Range<usize>,
+    /// `[kv_lora_rank + d_rope, d_model]`: the latent, then the shared RoPE key
+    pub wkv_a: Range<usize>,
+    /// `[kv_lora_rank]`
+    pub kv_a_norm: Range<usize>,
+    /// `[n_head·(d_nope + d_v), kv_lora_rank]`: per head the key part, then the value
+    pub wkv_b: Range<usize>,
 }
 
 /// Ranges of a dense MLP (also used for shared experts).
@@ -120,6 +143,12 @@ pub struct MoeLayout {
     pub shared: Option<MlpLayout>,
     /// `[1, d_model]`: sigmoid gate of the shared experts' output (`shared_gate`)
     pub shared_gate: Option<Range<usize>>,
+    /// `[n_expert]` router bias (`moe.ext.router_bias`)
+    pub router_bias: Option<Range<usize>>,
+    /// `[n_expert]` fixed selection bias (`moe.ext.selection_bias`)
+    pub selection_bias: Option<Range<usize>>,
+    /// expert biases `[n_expert, d_expert]` (gate, up) and `[n_expert, d_model]` (down)
+    pub expert_bias: Option<[Range<usize>; 3]>,
 }
 
 /// FFN slot of one block.
@@ -178,16 +207,44 @@ pub fn build_layout(cfg: &ModelConfig) -> (ParamTable, ModelLayout) {
     let mut blocks = Vec::with_capacity(cfg.n_layer);
     for (i, kind) in cfg.ffn_kinds().into_iter().enumerate() {
         let attn_norm = t.push(format!("layers.{i}.attn_norm.weight"), &[d], false, Init::Ones);
-        let attn = AttnLayout {
-            wq: t.push(format!("layers.{i}.attn.wq.weight"), &[cfg.n_head * dh, d], true, Init::Normal(std)),
-            wk: t.push(format!("layers.{i}.attn.wk.weight"), &[cfg.n_head_kv * dh, d], true, Init::Normal(std)),
-            wv: t.push(format!("layers.{i}.attn.wv.weight"), &[cfg.n_head_kv * dh, d], true, Init::Normal(std)),
-            wo: t.push(format!("layers.{i}.attn.wo.weight"), &[d, cfg.n_head * dh], true, Init::Normal(std_out)),
-            q_norm: None,
-            k_norm: None,
-            bias: None,
+        let ext = cfg.attn_ext.as_ref();
+        let mla = ext.and_then(|a| a.mla.as_ref());
+        let d_v = cfg.d_head_v();
+        let mut attn = match mla {
+            None => AttnLayout {
+                wq: t.push(format!("layers.{i}.attn.wq.weight"), &[cfg.n_head * dh, d], true, Init::Normal(std)),
+                wk: t.push(format!("layers.{i}.attn.wk.weight"), &[cfg.n_head_kv * dh, d], true, Init::Normal(std)),
+                wv: t.push(format!("layers.{i}.attn.wv.weight"), &[cfg.n_head_kv * dh, d], true, Init::Normal(std)),
+                wo: t.push(format!("layers.{i}.attn.wo.weight"), &[d, cfg.n_head * dh], true, Init::Normal(std_out)),
+                q_norm: None,
+                k_norm: None,
+                bias: None,
+                mla: None,
+                sinks: None,
+                out_bias: None,
+            },
+            Some(m) => {
+                let empty = t.total..t.total;
+                let (wq_a, q_a_norm, q_in) = match m.q_lora_rank {
+                    Some(r) => (
+                        Some(t.push(format!("layers.{i}.attn.wq_a.weight"), &[r, d], true, Init::Normal(std))),
+                        Some(t.push(format!("layers.{i}.attn.q_a_norm.weight"), &[r], false, Init::Ones)),
+                        r,
+                    ),
+                    None => (None, None, d),
+                };
+                let ml = MlaLayout {
+                    wq_a,
+                    q_a_norm,
+                    wq_b: t.push(format!("layers.{i}.attn.wq_b.weight"), &[cfg.n_head * dh, q_in], true, Init::Normal(std)),
+                    wkv_a: t.push(format!("layers.{i}.attn.wkv_a.weight"), &[m.kv_lora_rank + m.d_rope, d], true, Init::Normal(std)),
+                    kv_a_norm: t.push(format!("layers.{i}.attn.kv_a_norm.weight"), &[m.kv_lora_rank], false, Init::Ones),
+                    wkv_b: t.push(format!("layers.{i}.attn.wkv_b.weight"), &[cfg.n_head * (m.d_nope + m.d_v), m.kv_lora_rank], true, Init::Normal(std)),
+                };
+                let wo = t.push(format!("layers.{i}.attn.wo.weight"), &[d, cfg.n_head * d_v], true, Init::Normal(std_out));
+                AttnLayout { wq: empty.clone(), wk: empty.clone(), wv: empty, wo, q_norm: None, k_norm: None, bias: None, mla: Some(ml), sinks: None, out_bias: None }
+            }
         };
-        let mut attn = attn;
         let qk_widths = match cfg.qk_norm {
             QkNorm::None => None,
             QkNorm::Head => Some((dh, dh)),
@@ -203,6 +260,12 @@ pub fn build_layout(cfg: &ModelConfig) -> (ParamTable, ModelLayout) {
                 t.push(format!("layers.{i}.attn.wk.bias"), &[cfg.n_head_kv * dh], false, Init::Zeros),
                 t.push(format!("layers.{i}.attn.wv.bias"), &[cfg.n_head_kv * dh], false, Init::Zeros),
             ]);
+        }
+        if ext.is_some_and(|a| a.sinks) {
+            attn.sinks = Some(t.push(format!("layers.{i}.attn.sinks"), &[cfg.n_head], false, Init::Zeros));
+        }
+        if ext.is_some_and(|a| a.out_bias) {
+            attn.out_bias = Some(t.push(format!("layers.{i}.attn.wo.bias"), &[d], false, Init::Zeros));
         }
         let ffn_norm = t.push(format!("layers.{i}.ffn_norm.weight"), &[d], false, Init::Ones);
         let ffn = match kind {
@@ -221,7 +284,20 @@ pub fn build_layout(cfg: &ModelConfig) -> (ParamTable, ModelLayout) {
                 let shared = (m.n_expert_shared > 0)
                     .then(|| mlp_layout(&mut t, &format!("layers.{i}.ffn.shared"), d, m.d_shared(), Activation::Swiglu, std, std_out));
                 let shared_gate = (shared.is_some() && m.shared_gate).then(|| t.push(format!("layers.{i}.ffn.shared_gate.weight"), &[1, d], true, Init::Normal(std)));
-                FfnLayout::Moe(MoeLayout { n_expert, router, w_gate, w_up, w_down, shared, shared_gate })
+                let x = m.ext.clone().unwrap_or_default();
+                let router_bias = x.router_bias.then(|| t.push(format!("layers.{i}.ffn.router.bias"), &[n_expert], false, Init::Zeros));
+                let selection_bias = x.selection_bias.then(|| t.push(format!("layers.{i}.ffn.router.fixed_selection_bias"), &[n_expert], false, Init::Zeros));
+                let expert_bias = x.expert_bias.then(|| {
+                    let b = [
+                        t.push(format!("layers.{i}.ffn.experts.b_gate"), &[n_expert, de], false, Init::Zeros),
+                        t.push(format!("layers.{i}.ffn.experts.b_up"), &[n_expert, de], false, Init::Zeros),
+                        t.push(format!("layers.{i}.ffn.experts.b_down"), &[n_expert, d], false, Init::Zeros),
+                    ];
+                    let n = t.entries.len();
+                    t.entries[n - 3..].iter_mut().for_each(|e| e.routed_expert = true);
+                    b
+                });
+                FfnLayout::Moe(MoeLayout { n_expert, router, w_gate, w_up, w_down, shared, shared_gate, router_bias, selection_bias, expert_bias })
             }
         };
         blocks.push(BlockLayout { attn_norm, attn, ffn_norm, ffn });

@@ -4,6 +4,7 @@
 use crate::config::ModelConfig;
 use crate::error::{Error, Result};
 use crate::layers::attention::{attention_block_backward, attention_block_forward, AttnSaved};
+use crate::layers::attention_ext::{attention_ext_forward, rope_frequencies};
 use crate::layers::mlp::{mlp_backward, mlp_forward, MlpSaved};
 use crate::moe::aux::AuxLosses;
 use crate::moe::router::Routing;
@@ -122,7 +123,7 @@ impl<T: Real> Transformer<T> {
                 _ => Vec::new(),
             })
             .collect();
-        let rope = RopeTable::new(cfg.d_head(), cfg.rope_theta, cfg.n_ctx);
+        let rope = rope_table(&cfg);
         Ok(Transformer { cfg, table, layout, params, selection_bias, rope })
     }
 
@@ -157,7 +158,7 @@ impl<T: Real> Transformer<T> {
             layout: self.layout.clone(),
             params: self.params.iter().map(|v| U::from_f64(v.to_f64())).collect(),
             selection_bias: self.selection_bias.clone(),
-            rope: RopeTable::new(self.cfg.d_head(), self.cfg.rope_theta, self.cfg.n_ctx),
+            rope: rope_table(&self.cfg),
         }
     }
 
@@ -196,7 +197,11 @@ impl<T: Real> Transformer<T> {
         let mut h1 = vec![T::ZERO; n * d];
         let mut rstd1 = vec![T::ZERO; n];
         rmsnorm_forward(&mut h1, &mut rstd1, &x_in, &p[b.attn_norm.clone()], n, d, eps); // [n, d_model]
-        let (a, attn) = attention_block_forward(p, &b.attn, &self.rope, &h1, self.attn_shape(n_seq, seq_len), d, eps);
+        let (a, attn) = if self.cfg.attn_ext.is_some() {
+            (attention_ext_forward(p, &b.attn, &self.cfg, i, &h1, n_seq, seq_len), AttnSaved::default()) // inference only
+        } else {
+            attention_block_forward(p, &b.attn, &self.rope, &h1, self.attn_shape(n_seq, seq_len), d, eps)
+        };
         let mut x_mid = x_in.clone();
         x_mid.iter_mut().zip(&a).for_each(|(x, &v)| *x += v); // [n, d_model]
         let mut h2 = vec![T::ZERO; n * d];
@@ -322,6 +327,9 @@ impl<T: Real> Transformer<T> {
     /// (same layout as `params`). Use `scale = 1 / n_micro` for gradient accumulation.
     pub fn forward_backward(&self, inputs: &[u32], targets: &[u32], n_seq: usize, seq_len: usize, grads: &mut [T], scale: f64) -> Result<LossReport> {
         self.check_input(inputs, Some(targets), n_seq, seq_len)?;
+        if let Some(field) = self.cfg.inference_only_field() {
+            return Err(Error::InvalidConfig { field: field.into(), reason: "is inference-only: the backward is not implemented for it (forward and KV-cached decode work)".into() });
+        }
         if grads.len() != self.params.len() {
             return Err(Error::BadInput(format!("gradient buffer has {} elements, the model {}", grads.len(), self.params.len())));
         }
@@ -367,6 +375,20 @@ impl<T: Real> Transformer<T> {
 /// FNV-1a of a tensor name: the label of its initialisation stream.
 fn name_hash(name: &str) -> u64 {
     name.bytes().fold(0xCBF2_9CE4_8422_2325, |h, b| (h ^ b as u64).wrapping_mul(0x0100_0000_01B3))
+}
+
+/// RoPE cos/sin of the plain attention (scaled frequencies with `rope_scaling`); empty with
+/// `attn_ext` (that path computes its own, possibly partial, rotation), so large-context imports do
+/// not pay for an unused table.
+fn rope_table<T: Real>(cfg: &ModelConfig) -> RopeTable<T> {
+    let n_pos = if cfg.attn_ext.is_some() { 0 } else { cfg.n_ctx };
+    match &cfg.rope_scaling {
+        None => RopeTable::new(cfg.d_head(), cfg.rope_theta, n_pos),
+        Some(r) => {
+            let (inv_freq, factor) = rope_frequencies(cfg.rope_theta, cfg.d_head(), Some(r));
+            RopeTable::from_frequencies(&inv_freq, factor, n_pos)
+        }
+    }
 }
 
 fn report(ce: f64, moe: Vec<MoeLayerReport>) -> LossReport {

@@ -59,6 +59,19 @@ fn export_llama_dense_round_trips() {
 }
 
 #[test]
+fn export_with_rope_scaling_round_trips() {
+    // a scaled RoPE is written as transformers 5 `rope_parameters` and read back unchanged
+    for (seed, scaling) in [
+        (6, "type = \"linear\"\nfactor = 2.0\n"),
+        (7, "type = \"llama3\"\nfactor = 8.0\nlow_freq_factor = 1.0\nhigh_freq_factor = 4.0\noriginal_max_position_embeddings = 4\n"),
+        (8, "type = \"yarn\"\nfactor = 4.0\nbeta_fast = 32.0\nbeta_slow = 1.0\noriginal_max_position_embeddings = 4\ntruncate = false\nattention_factor = 1.25\n"),
+    ] {
+        round_trip(&format!("{BASE}[rope_scaling]\n{scaling}"), "LlamaForCausalLM", seed);
+        round_trip(&format!("{BASE}[rope_scaling]\n{scaling}{MIXTRAL}"), "MixtralForCausalLM", seed + 10);
+    }
+}
+
+#[test]
 fn export_mixtral_moe_round_trips() {
     round_trip(&format!("{BASE}{MIXTRAL}"), "MixtralForCausalLM", 4);
     round_trip(&format!("{BASE}tie_embeddings = true\nd_head = 6\n{MIXTRAL}"), "MixtralForCausalLM", 5);
@@ -78,6 +91,7 @@ fn export_of_configs_that_do_not_map_names_the_field() {
         (format!("{BASE}{MIXTRAL}route_scale = 2.0\n"), "model.moe.route_scale"),
         (format!("{BASE}{MIXTRAL}bias_update_rate = 0.01\n"), "model.moe.bias_update_rate"),
         (format!("{BASE}{MIXTRAL}n_expert_per_layer = [4, 2]\n"), "model.moe.n_expert_per_layer"),
+        (format!("{BASE}[attn_ext]\nsinks = true\n"), "model.attn_ext"),
     ];
     for (text, field) in cases {
         let c = cfg(&text);

@@ -86,3 +86,18 @@ fn qk_norm_and_d_head_config_errors_name_the_field() {
     let c = parse(&BASE.replace("n_head = 2", "n_head = 3").replace("n_head_kv = 1", "n_head_kv = 3").replace("d_model = 8", "d_model = 8\nd_head = 4")).unwrap();
     assert_eq!(c.d_head(), 4);
 }
+
+#[test]
+fn rope_scaling_llama3_and_yarn_match_finite_differences() {
+    // a scaled RoPE changes the rotation table (YaRN also scales it by its attention factor); the
+    // backward applies the transposed table, so training works as for plain RoPE
+    for (seed, scaling) in [
+        (41, "type = \"llama3\"\nfactor = 4.0\nlow_freq_factor = 1.0\nhigh_freq_factor = 4.0\noriginal_max_position_embeddings = 4\n"),
+        (42, "type = \"yarn\"\nfactor = 4.0\nbeta_fast = 32.0\nbeta_slow = 1.0\noriginal_max_position_embeddings = 4\ntruncate = false\nattention_factor = 1.2\n"),
+    ] {
+        let text = format!("{BASE}d_head = 6\nqk_norm = \"head\"\n[rope_scaling]\n{scaling}");
+        let mut m = model(&text, seed);
+        assert!(m.cfg.rope_scaling.is_some() && !m.cfg.inference_only());
+        grad_check(&format!("rope scaling {seed}"), &mut m, seed + 10);
+    }
+}

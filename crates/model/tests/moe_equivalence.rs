@@ -476,3 +476,38 @@ fn selection_bias_update_moves_by_gamma_sign_of_mean_minus_count() {
     m.update_selection_bias(&[(1, vec![0, 0, 0, 12])]);
     assert_eq!(m.selection_bias[1], vec![0.0, 1.0, 0.5, -0.5]);
 }
+
+// ---------------------------------------------------------------- inference-only MoE variants
+
+#[test]
+fn grouped_dispatch_group_limited_sigmoid_with_fixed_selection_bias_equals_per_token_reference() {
+    // DeepSeek-V3 routing: 4 groups of 2, 2 groups kept, a fixed selection bias among the parameters
+    let text = format!(
+        "{BASE}[moe]\nn_expert = 8\nn_expert_active = 2\nd_expert = 6\ngating = \"sigmoid\"\nroute_scale = 2.5\n\
+         n_expert_shared = 1\n[moe.ext]\nn_group = 4\ntopk_group = 2\nselection_bias = true\n"
+    );
+    let c = GroupedCase { text, n_tok: 16, bias: vec![] };
+    both_precisions(&c, 5, |r| {
+        for t in 0..16 {
+            let mut groups: Vec<u32> = r.idx[t * 2..t * 2 + 2].iter().map(|&j| j / 2).collect();
+            groups.dedup();
+            assert!(groups.len() <= 2, "token {t}: experts from more than topk_group groups");
+        }
+    });
+}
+
+#[test]
+fn grouped_dispatch_biased_clamped_experts_and_input_scaling_equal_per_token_reference() {
+    // GPT-OSS experts (router and expert biases, clamped SwiGLU that bites at limit 0.5)
+    let gpt = format!(
+        "{BASE}[moe]\nn_expert = 4\nn_expert_active = 2\nd_expert = 6\n\
+         [moe.ext]\nrouter_bias = true\nexpert_bias = true\nclamped_swiglu = {{ alpha = 1.702, limit = 0.5 }}\n"
+    );
+    both_precisions(&GroupedCase { text: gpt, n_tok: 12, bias: vec![] }, 6, |_| {});
+    // Llama 4: sigmoid weights scale the experts' inputs, plus a shared expert
+    let llama4 = format!(
+        "{BASE}[moe]\nn_expert = 4\nn_expert_active = 2\nd_expert = 6\ngating = \"sigmoid\"\nrenormalize = false\n\
+         n_expert_shared = 1\n[moe.ext]\nscale_input = true\n"
+    );
+    both_precisions(&GroupedCase { text: llama4, n_tok: 12, bias: vec![] }, 7, |_| {});
+}

@@ -2,7 +2,7 @@
 
 use crate::args::GenerateArgs;
 use anyhow::Context;
-use moe_data::Tokenizer;
+use moe_data::{ChatMessage, ChatTemplate, Tokenizer};
 use moe_infer::{generate, SamplerConfig};
 use moe_model::hf::load_hf_dir;
 use moe_model::Transformer;
@@ -26,12 +26,23 @@ pub fn run(a: GenerateArgs) -> anyhow::Result<()> {
                 );
             }
             let tok = Tokenizer::from_file(&tok_path)?;
+            // with --chat the model sees the rendered conversation (special tokens as text, which
+            // the tokenizer recognises); the template adds bos itself when it wants one
+            let text = if a.chat {
+                let t = ChatTemplate::from_dir(dir)?
+                    .with_context(|| format!("--chat: {} has no chat template (chat_template.jinja or `chat_template` in tokenizer_config.json)", dir.display()))?;
+                let mut msgs: Vec<ChatMessage> = a.system.iter().map(|s| ChatMessage::new("system", s)).collect();
+                msgs.push(ChatMessage::new("user", &a.prompt));
+                t.render(&msgs, true)?
+            } else {
+                a.prompt.clone()
+            };
             let m = load_hf_dir(dir).with_context(|| format!("loading {}", dir.display()))?;
             let mut prompt = Vec::new();
             if a.add_bos {
                 prompt.push(m.bos_token_id.with_context(|| format!("--add-bos: {} defines no bos_token_id", dir.display()))?);
             }
-            prompt.extend(tok.encode(&a.prompt).context("encoding the prompt")?);
+            prompt.extend(tok.encode(&text).context("encoding the prompt")?);
             if let Some(&bad) = prompt.iter().find(|&&t| t as usize >= m.cfg.n_vocab) {
                 anyhow::bail!("the tokenizer produced id {bad}, outside the model's vocabulary ({})", m.cfg.n_vocab);
             }
@@ -54,7 +65,9 @@ fn stream(a: &GenerateArgs, model: &Transformer<f32>, tok: &Tokenizer, prompt: V
     let max_new = a.max_tokens.min(room);
     let sampler = SamplerConfig { temperature: a.temperature, top_k: a.top_k, top_p: a.top_p, seed: a.seed };
     let mut stdout = std::io::stdout();
-    write!(stdout, "{}", a.prompt)?;
+    if !a.chat {
+        write!(stdout, "{}", a.prompt)?;
+    }
     let mut pending: Vec<u32> = Vec::new();
     let out = generate(model, &prompt, max_new, &sampler, stop, |t| {
         // decode incrementally; hold back bytes that do not form complete UTF-8 yet

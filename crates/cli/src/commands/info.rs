@@ -4,7 +4,7 @@ use crate::args::InfoArgs;
 use anyhow::Context;
 use moe_model::accounting::{account, ModelAccount};
 use moe_model::hf::{parse_config, HfOptions};
-use moe_model::ModelConfig;
+use moe_model::{ModelConfig, RopeScaling};
 use moe_train::load_experiment;
 
 fn human(x: f64) -> String {
@@ -62,6 +62,10 @@ fn print_table(m: &ModelConfig, acc: &ModelAccount) -> anyhow::Result<()> {
         if m.attn_bias { ", q/k/v bias" } else { "" },
         if m.tie_embeddings { ", tied embeddings" } else { "" }
     );
+    let opts = options(m);
+    if !opts.is_empty() {
+        println!("options           {}{}", opts.join(", "), if m.inference_only() { " (inference only)" } else { "" });
+    }
     if let Some(moe) = &m.moe {
         println!(
             "moe               {} experts top-{} (d_expert {}), {} shared{}, {:?} gating, capacity {}",
@@ -83,4 +87,57 @@ fn print_table(m: &ModelConfig, acc: &ModelAccount) -> anyhow::Result<()> {
         println!("{:>5}  {:<6} {:>8} {:>12} {:>12} {:>12}", l.layer, l.kind, l.n_expert, human(l.params_total as f64), human(l.params_active as f64), human(l.flops_fwd));
     }
     Ok(())
+}
+
+/// RoPE scaling and the inference-only options of imported architectures, in words.
+fn options(m: &ModelConfig) -> Vec<String> {
+    let mut out = Vec::new();
+    match &m.rope_scaling {
+        Some(RopeScaling::Linear { factor }) => out.push(format!("RoPE linear ×{factor}")),
+        Some(RopeScaling::Llama3 { factor, original_max_position_embeddings, .. }) => out.push(format!("RoPE llama3 ×{factor} from {original_max_position_embeddings}")),
+        Some(RopeScaling::Yarn { factor, original_max_position_embeddings, .. }) => out.push(format!("RoPE yarn ×{factor} from {original_max_position_embeddings}")),
+        None => {}
+    }
+    let count = |v: &[bool]| v.iter().filter(|&&x| x).count();
+    if let Some(a) = &m.attn_ext {
+        if let Some(l) = &a.mla {
+            let q = l.q_lora_rank.map_or("no q latent".to_string(), |r| format!("q_lora {r}"));
+            out.push(format!("latent attention ({q}, kv_lora {}, rope {}, d_v {})", l.kv_lora_rank, l.d_rope, l.d_v));
+        }
+        if a.sinks {
+            out.push("attention sinks".into());
+        }
+        if a.out_bias {
+            out.push("o bias".into());
+        }
+        if a.sliding_window > 0 {
+            out.push(format!("sliding window {} on {} of {} layers", a.sliding_window, count(&a.window_layers), m.n_layer));
+        }
+        if a.attention_chunk > 0 {
+            out.push(format!("chunks of {} on {} layers", a.attention_chunk, count(&a.chunk_layers)));
+        }
+        if !a.rope_layers.is_empty() {
+            out.push(format!("{} NoPE layers", a.rope_layers.len() - count(&a.rope_layers)));
+        }
+        if a.qk_l2_norm {
+            out.push("q/k L2 norm".into());
+        }
+        if a.temperature.is_some() {
+            out.push("attention temperature".into());
+        }
+    }
+    if let Some(x) = m.moe.as_ref().and_then(|mo| mo.ext.as_ref()) {
+        if x.n_group > 1 {
+            out.push(format!("top-{} of {} expert groups", x.topk_group, x.n_group));
+        }
+        for (on, what) in [(x.selection_bias, "fixed selection bias"), (x.router_bias, "router bias"), (x.expert_bias, "expert biases"), (x.scale_input, "weights scale the expert input")] {
+            if on {
+                out.push(what.into());
+            }
+        }
+        if let Some(c) = x.clamped_swiglu {
+            out.push(format!("clamped SwiGLU (alpha {}, limit {})", c.alpha, c.limit));
+        }
+    }
+    out
 }

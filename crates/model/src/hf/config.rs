@@ -4,13 +4,24 @@
 //! the file and the field; options that only matter for training or serving in transformers
 //! (dropout, jitter noise, `use_cache`, …) are ignored. See `docs/hf-support.md`.
 
-use crate::config::{Activation, Gating, ModelConfig, MoeConfig, QkNorm};
+use crate::config::{Activation, AttnExt, Gating, ModelConfig, MoeConfig, QkNorm};
 use crate::error::{Error, Result};
 use serde_json::{Map, Value};
 use std::path::{Path, PathBuf};
 
 /// The architectures (`architectures[0]`) this module loads.
-pub const SUPPORTED: &[&str] = &["LlamaForCausalLM", "MixtralForCausalLM", "Qwen3ForCausalLM", "Qwen3MoeForCausalLM", "Qwen2MoeForCausalLM", "OlmoeForCausalLM"];
+pub const SUPPORTED: &[&str] = &[
+    "LlamaForCausalLM",
+    "MixtralForCausalLM",
+    "Qwen3ForCausalLM",
+    "Qwen3MoeForCausalLM",
+    "Qwen2MoeForCausalLM",
+    "OlmoeForCausalLM",
+    "DeepseekV3ForCausalLM",
+    "GptOssForCausalLM",
+    "Llama4ForCausalLM",
+    "Llama4ForConditionalGeneration",
+];
 
 /// Which weight-naming family an architecture uses.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -27,6 +38,12 @@ pub enum Family {
     Olmoe,
     /// Qwen2MoeForCausalLM (q/k/v biases, sigmoid-gated shared expert)
     Qwen2Moe,
+    /// DeepseekV3ForCausalLM (latent attention, grouped sigmoid routing, shared experts; inference only)
+    DeepseekV3,
+    /// GptOssForCausalLM (sinks, sliding windows, biased clamped-SwiGLU experts, YaRN; inference only)
+    GptOss,
+    /// Llama4ForCausalLM text model (NoPE layers, chunked attention, input-scaled experts; inference only)
+    Llama4,
 }
 
 /// A parsed and checked `config.json`.
@@ -50,49 +67,53 @@ pub struct HfOptions {
     /// context length; default `max_position_embeddings`. A sliding window is accepted only when it
     /// covers the whole context (then it changes nothing).
     pub n_ctx: Option<usize>,
+    /// load even when the f32 parameters need more memory than `/proc/meminfo` reports available
+    pub skip_memory_check: bool,
 }
 
 pub(crate) struct Fields<'a> {
-    obj: &'a Map<String, Value>,
+    pub(crate) obj: &'a Map<String, Value>,
     path: PathBuf,
+    /// where `obj` sits in the file (`text_config.` for multimodal configs), for error messages
+    prefix: &'static str,
 }
 
 impl<'a> Fields<'a> {
     pub(crate) fn err(&self, field: &str, msg: impl std::fmt::Display) -> Error {
-        Error::ConfigParse { path: Some(self.path.clone()), message: format!("field `{field}`: {msg}") }
+        Error::ConfigParse { path: Some(self.path.clone()), message: format!("field `{}{field}`: {msg}", self.prefix) }
     }
-    fn get(&self, field: &str) -> Option<&'a Value> {
+    pub(crate) fn get(&self, field: &str) -> Option<&'a Value> {
         self.obj.get(field).filter(|v| !v.is_null())
     }
-    fn usize_opt(&self, field: &str) -> Result<Option<usize>> {
+    pub(crate) fn usize_opt(&self, field: &str) -> Result<Option<usize>> {
         match self.get(field) {
             None => Ok(None),
             Some(v) => v.as_u64().map(|x| Some(x as usize)).ok_or_else(|| self.err(field, format!("expected a non-negative integer, got {v}"))),
         }
     }
-    fn usize(&self, field: &str) -> Result<usize> {
+    pub(crate) fn usize(&self, field: &str) -> Result<usize> {
         self.usize_opt(field)?.ok_or_else(|| self.err(field, "is missing"))
     }
-    fn f64_or(&self, field: &str, default: f64) -> Result<f64> {
+    pub(crate) fn f64_or(&self, field: &str, default: f64) -> Result<f64> {
         match self.get(field) {
             None => Ok(default),
             Some(v) => v.as_f64().ok_or_else(|| self.err(field, format!("expected a number, got {v}"))),
         }
     }
-    fn bool_or(&self, field: &str, default: bool) -> Result<bool> {
+    pub(crate) fn bool_or(&self, field: &str, default: bool) -> Result<bool> {
         match self.get(field) {
             None => Ok(default),
             Some(v) => v.as_bool().ok_or_else(|| self.err(field, format!("expected true or false, got {v}"))),
         }
     }
-    fn str_opt(&self, field: &str) -> Result<Option<&'a str>> {
+    pub(crate) fn str_opt(&self, field: &str) -> Result<Option<&'a str>> {
         match self.get(field) {
             None => Ok(None),
             Some(v) => v.as_str().map(Some).ok_or_else(|| self.err(field, format!("expected a string, got {v}"))),
         }
     }
     /// Must be absent, null or `false`.
-    fn must_be_off(&self, field: &str, why: &str) -> Result<()> {
+    pub(crate) fn must_be_off(&self, field: &str, why: &str) -> Result<()> {
         match self.get(field) {
             None | Some(Value::Bool(false)) => Ok(()),
             Some(v) => Err(self.err(field, format!("{v} is not supported ({why})"))),
@@ -113,7 +134,7 @@ pub(crate) fn token_ids(v: Option<&Value>) -> Vec<u32> {
 pub fn parse_config(text: &str, path: &Path, opts: &HfOptions) -> Result<HfConfig> {
     let root: Value = serde_json::from_str(text).map_err(|e| Error::ConfigParse { path: Some(path.to_path_buf()), message: format!("not valid JSON: {e}") })?;
     let obj = root.as_object().ok_or_else(|| Error::ConfigParse { path: Some(path.to_path_buf()), message: "not a JSON object".into() })?;
-    let f = Fields { obj, path: path.to_path_buf() };
+    let f = Fields { obj, path: path.to_path_buf(), prefix: "" };
     let arch = match f.get("architectures") {
         Some(Value::Array(a)) if !a.is_empty() => a[0].as_str().ok_or_else(|| f.err("architectures", "entries must be strings"))?.to_string(),
         _ => return Err(f.err("architectures", "is missing or empty; cannot tell the architecture")),
@@ -125,8 +146,27 @@ pub fn parse_config(text: &str, path: &Path, opts: &HfOptions) -> Result<HfConfi
         "Qwen3MoeForCausalLM" => Family::Qwen3Moe,
         "OlmoeForCausalLM" => Family::Olmoe,
         "Qwen2MoeForCausalLM" => Family::Qwen2Moe,
+        "DeepseekV3ForCausalLM" => Family::DeepseekV3,
+        "GptOssForCausalLM" => Family::GptOss,
+        "Llama4ForCausalLM" | "Llama4ForConditionalGeneration" => Family::Llama4,
         other => return Err(f.err("architectures", format!("architecture `{other}` is not supported (supported: {})", SUPPORTED.join(", ")))),
     };
+
+    if matches!(family, Family::DeepseekV3 | Family::GptOss | Family::Llama4) {
+        // Llama 4 as released: the text model's settings under `text_config`
+        let text = match arch.as_str() {
+            "Llama4ForConditionalGeneration" => match f.get("text_config") {
+                Some(Value::Object(o)) => Some(Fields { obj: o, path: path.to_path_buf(), prefix: "text_config." }),
+                _ => return Err(f.err("text_config", "is missing; Llama4ForConditionalGeneration keeps the text model's settings there")),
+            },
+            _ => None,
+        };
+        let tf = text.as_ref().unwrap_or(&f);
+        let cfg = super::config_ext::parse(tf, family, opts)?;
+        let bos = token_ids(tf.get("bos_token_id").or_else(|| f.get("bos_token_id"))).first().copied();
+        let eos = token_ids(tf.get("eos_token_id").or_else(|| f.get("eos_token_id")));
+        return Ok(HfConfig { arch, family, cfg, bos_token_id: bos, eos_token_ids: eos });
+    }
 
     // ---- options that change the math and are not expressible ----
     if let Some(act) = f.str_opt("hidden_act")? {
@@ -139,6 +179,7 @@ pub fn parse_config(text: &str, path: &Path, opts: &HfOptions) -> Result<HfConfi
         Family::Qwen2Moe => f.bool_or("qkv_bias", true)?,
         _ => false,
     };
+    super::config_ext::check_quantization(&f)?;
     f.must_be_off("attention_bias", "no attention biases")?;
     f.must_be_off("mlp_bias", "no MLP biases")?;
     if f.get("clip_qkv").is_some() {
@@ -149,7 +190,9 @@ pub fn parse_config(text: &str, path: &Path, opts: &HfOptions) -> Result<HfConfi
             return Err(f.err(field, "is not supported"));
         }
     }
-    let rope_theta = rope_theta(&f)?;
+    // RoPE base and scaling (linear, llama3, yarn)
+    let rope = super::config_ext::rope_spec(&f, f.usize("max_position_embeddings")?)?;
+    let rope_theta = rope.theta;
 
     let d_model = f.usize("hidden_size")?;
     let n_head = f.usize("num_attention_heads")?;
@@ -166,16 +209,16 @@ pub fn parse_config(text: &str, path: &Path, opts: &HfOptions) -> Result<HfConfi
     };
     let max_pos = f.usize("max_position_embeddings")?;
     let n_ctx = opts.n_ctx.unwrap_or(max_pos);
-    sliding_window(&f, family, n_ctx)?;
+    let window = sliding_window(&f, family, n_ctx, n_layer)?;
 
     let qk_norm = match family {
         Family::Qwen3 | Family::Qwen3Moe => QkNorm::Head,
         Family::Olmoe => QkNorm::Full,
-        Family::Llama | Family::Mixtral | Family::Qwen2Moe => QkNorm::None,
+        _ => QkNorm::None,
     };
     let intermediate = f.usize_opt("intermediate_size")?;
     let moe = match family {
-        Family::Llama | Family::Qwen3 => None,
+        Family::Llama | Family::Qwen3 | Family::DeepseekV3 | Family::GptOss | Family::Llama4 => None,
         Family::Mixtral => Some(moe_cfg(f.usize("num_local_experts")?, f.usize("num_experts_per_tok")?, f.usize("intermediate_size")?, true)),
         Family::Olmoe => {
             let n_expert = num_experts(&f)?;
@@ -236,12 +279,16 @@ pub fn parse_config(text: &str, path: &Path, opts: &HfOptions) -> Result<HfConfi
         d_ff,
         activation: Activation::Swiglu,
         moe,
+        attn_ext: window.map(|(sliding_window, window_layers)| AttnExt { sliding_window, window_layers, ..AttnExt::default() }),
+        rope_scaling: rope.scaling,
     };
+    // a window shorter than the context takes the inference-only attention path; a scaled RoPE
+    // only changes the rotation table
     cfg.validate().map_err(|e| f.err("(mapped config)", e))?;
     Ok(HfConfig { arch, family, cfg, bos_token_id: token_ids(f.get("bos_token_id")).first().copied(), eos_token_ids: token_ids(f.get("eos_token_id")) })
 }
 
-fn moe_cfg(n_expert: usize, k: usize, d_expert: usize, renormalize: bool) -> MoeConfig {
+pub(crate) fn moe_cfg(n_expert: usize, k: usize, d_expert: usize, renormalize: bool) -> MoeConfig {
     MoeConfig {
         n_expert,
         n_expert_active: k,
@@ -259,6 +306,7 @@ fn moe_cfg(n_expert: usize, k: usize, d_expert: usize, renormalize: bool) -> Moe
         every: 1,
         first_dense: 0,
         n_expert_per_layer: Vec::new(),
+        ext: None,
     }
 }
 
@@ -271,61 +319,55 @@ fn num_experts(f: &Fields<'_>) -> Result<usize> {
     }
 }
 
-/// RoPE base from `rope_parameters` (transformers ≥ 5) or `rope_theta` + `rope_scaling` (older);
-/// any scaling other than the default is an error.
-fn rope_theta(f: &Fields<'_>) -> Result<f64> {
-    let mut theta = f.f64_or("rope_theta", 10000.0)?;
-    for field in ["rope_scaling", "rope_parameters"] {
-        let Some(v) = f.get(field) else { continue };
-        let o = v.as_object().ok_or_else(|| f.err(field, format!("expected an object, got {v}")))?;
-        for key in ["rope_type", "type"] {
-            if let Some(t) = o.get(key).filter(|t| !t.is_null()) {
-                if t.as_str() != Some("default") {
-                    return Err(f.err(&format!("{field}.{key}"), format!("RoPE scaling {t} is not supported (only \"default\")")));
+/// The sliding window of the families that have one, as transformers 5 applies it: `(window,
+/// per-layer flags)`, or `None` when no layer's window is shorter than the context (then it masks
+/// nothing). Mixtral: every layer. Qwen3-MoE: every layer with `use_sliding_window`. Qwen3 and
+/// Qwen2-MoE: the `sliding_attention` entries of `layer_types` (default as their configs compute
+/// it from `use_sliding_window` and `max_window_layers`). OLMoE passes the window only to fused
+/// attention kernels, so a short one is refused rather than guessed.
+fn sliding_window(f: &Fields<'_>, family: Family, n_ctx: usize, n_layer: usize) -> Result<Option<(usize, Vec<bool>)>> {
+    let use_sw = f.bool_or("use_sliding_window", false)?;
+    let layers: Vec<bool> = match family {
+        Family::Mixtral => vec![true; n_layer],
+        Family::Qwen3Moe if use_sw => vec![true; n_layer],
+        Family::Qwen3 | Family::Qwen2Moe if use_sw => match f.get("layer_types") {
+            Some(Value::Array(a)) => {
+                let v: Vec<bool> = a
+                    .iter()
+                    .map(|t| match t.as_str() {
+                        Some("sliding_attention") => Ok(true),
+                        Some("full_attention") => Ok(false),
+                        _ => Err(f.err("layer_types", format!("`{t}` is not supported (sliding_attention, full_attention)"))),
+                    })
+                    .collect::<Result<_>>()?;
+                if v.len() != n_layer {
+                    return Err(f.err("layer_types", format!("has {} entries for {n_layer} layers", v.len())));
+                }
+                v
+            }
+            _ => {
+                let mwl = f.usize_opt("max_window_layers")?.unwrap_or(28);
+                (0..n_layer).map(|i| if family == Family::Qwen3 { i >= mwl } else { i % 2 == 0 && i < mwl }).collect()
+            }
+        },
+        Family::Olmoe => {
+            if let Some(w) = f.usize_opt("sliding_window")? {
+                if w < n_ctx {
+                    return Err(f.err(
+                        "sliding_window",
+                        format!("a sliding window of {w} < context {n_ctx} is not supported for OLMoE; load with a context of at most {w} (HfOptions::n_ctx)"),
+                    ));
                 }
             }
+            return Ok(None);
         }
-        for (key, val) in o {
-            match key.as_str() {
-                "rope_type" | "type" => {}
-                "rope_theta" => theta = val.as_f64().ok_or_else(|| f.err(&format!("{field}.rope_theta"), "expected a number"))?,
-                "partial_rotary_factor" if val.as_f64() == Some(1.0) => {}
-                "factor" if val.as_f64() == Some(1.0) => {}
-                _ => return Err(f.err(&format!("{field}.{key}"), format!("{val} is not supported"))),
-            }
-        }
-    }
-    if let Some(v) = f.get("partial_rotary_factor") {
-        if v.as_f64() != Some(1.0) {
-            return Err(f.err("partial_rotary_factor", format!("{v} is not supported (only full rotary)")));
-        }
-    }
-    if !(theta > 0.0) {
-        return Err(f.err("rope_theta", "must be > 0"));
-    }
-    Ok(theta)
-}
-
-/// A sliding window is fine only when it covers the whole context (it then masks nothing).
-fn sliding_window(f: &Fields<'_>, family: Family, n_ctx: usize) -> Result<()> {
-    let active = match family {
-        Family::Qwen3 | Family::Qwen3Moe | Family::Qwen2Moe => f.bool_or("use_sliding_window", false)?,
-        // transformers' Mixtral and OLMoE pass `sliding_window` to attention; Llama never reads it
-        Family::Mixtral | Family::Olmoe => true,
-        Family::Llama => false,
+        _ => return Ok(None),
     };
-    if !active {
-        return Ok(());
+    match f.usize_opt("sliding_window")? {
+        Some(0) => Err(f.err("sliding_window", "must be > 0")),
+        Some(w) if w < n_ctx && layers.iter().any(|&l| l) => Ok(Some((w, layers))),
+        _ => Ok(None),
     }
-    if let Some(w) = f.usize_opt("sliding_window")? {
-        if w < n_ctx {
-            return Err(f.err(
-                "sliding_window",
-                format!("a sliding window of {w} < context {n_ctx} is not supported; load with a context of at most {w} (HfOptions::n_ctx)"),
-            ));
-        }
-    }
-    Ok(())
 }
 
 /// Qwen3-MoE: layer i is MoE iff `i ∉ mlp_only_layers && (i + 1) % decoder_sparse_step == 0`;

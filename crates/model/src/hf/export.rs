@@ -4,7 +4,7 @@
 //! not map (see `docs/hf-support.md`).
 
 use crate::checkpoint::{serialize_tensors, write_atomic};
-use crate::config::{Activation, FfnKind, Gating, ModelConfig};
+use crate::config::{Activation, FfnKind, Gating, ModelConfig, RopeScaling};
 use crate::error::{invalid, Error, Result};
 use crate::params::FfnLayout;
 use crate::transformer::Transformer;
@@ -37,6 +37,9 @@ pub fn export_architecture(cfg: &ModelConfig) -> Result<&'static str> {
     if cfg.attn_bias {
         return no("model.attn_bias", "Llama and Mixtral export has no attention biases");
     }
+    if let Some(f) = cfg.inference_only_field() {
+        return no(f, "inference-only options are not exported");
+    }
     let Some(m) = &cfg.moe else { return Ok("LlamaForCausalLM") };
     if m.first_dense > 0 || m.every != 1 {
         return no(if m.first_dense > 0 { "model.moe.first_dense" } else { "model.moe.every" }, "Mixtral has an MoE FFN in every layer");
@@ -62,6 +65,24 @@ pub fn export_architecture(cfg: &ModelConfig) -> Result<&'static str> {
     Ok("MixtralForCausalLM")
 }
 
+/// `rope_parameters` of transformers 5 for our RoPE (and its scaling).
+fn rope_parameters(cfg: &ModelConfig) -> Value {
+    let theta = cfg.rope_theta;
+    match &cfg.rope_scaling {
+        None => json!({ "rope_type": "default", "rope_theta": theta }),
+        Some(RopeScaling::Linear { factor }) => json!({ "rope_type": "linear", "rope_theta": theta, "factor": factor }),
+        Some(RopeScaling::Llama3 { factor, low_freq_factor, high_freq_factor, original_max_position_embeddings }) => json!({
+            "rope_type": "llama3", "rope_theta": theta, "factor": factor, "low_freq_factor": low_freq_factor,
+            "high_freq_factor": high_freq_factor, "original_max_position_embeddings": original_max_position_embeddings,
+        }),
+        Some(RopeScaling::Yarn { factor, beta_fast, beta_slow, original_max_position_embeddings, truncate, attention_factor }) => json!({
+            "rope_type": "yarn", "rope_theta": theta, "factor": factor, "beta_fast": beta_fast, "beta_slow": beta_slow,
+            "original_max_position_embeddings": original_max_position_embeddings, "truncate": truncate,
+            "attention_factor": attention_factor,
+        }),
+    }
+}
+
 /// config.json of the export (transformers 5 key names, plus `rope_theta` for older readers).
 pub fn export_config(cfg: &ModelConfig, bos: Option<u32>, eos: Option<u32>) -> Result<Value> {
     let arch = export_architecture(cfg)?;
@@ -77,7 +98,7 @@ pub fn export_config(cfg: &ModelConfig, bos: Option<u32>, eos: Option<u32>) -> R
         "max_position_embeddings": cfg.n_ctx,
         "rms_norm_eps": cfg.norm_eps,
         "rope_theta": cfg.rope_theta,
-        "rope_parameters": { "rope_type": "default", "rope_theta": cfg.rope_theta },
+        "rope_parameters": rope_parameters(cfg),
         "hidden_act": "silu",
         "tie_word_embeddings": cfg.tie_embeddings,
         "attention_dropout": 0.0,

@@ -1,8 +1,10 @@
 //! Hugging Face safetensors weights (one file or shards + `model.safetensors.index.json`) →
 //! the flat parameter buffer of a [`Transformer`], renaming tensors onto ours.
 //!
-//! Files are read whole with `std::fs::read` (no memory map yet), so loading needs the checkpoint's
-//! size plus the f32 parameters in memory. bf16/f16/f32 are converted to f32. A missing tensor,
+//! Files are memory-mapped (read-only): the checkpoint's pages come from the page cache as tensors
+//! are converted, so loading needs about the f32 parameters in memory, not the checkpoint's size on
+//! top. [`check_memory`] refuses, before anything is allocated, a model whose f32 parameters exceed
+//! `MemAvailable` of `/proc/meminfo`. bf16/f16/f32 are converted to f32. A missing tensor,
 //! a tensor of the wrong shape and a tensor that nothing uses are errors naming the tensor and file.
 
 use super::config::{Family, HfConfig};
@@ -52,23 +54,37 @@ struct Source<'a> {
     arch: String,
     files: Vec<(PathBuf, SafeTensors<'a>)>,
     loc: HashMap<String, usize>,
+    /// canonical name → the name in the file, where a prefix was stripped
+    stored: HashMap<String, String>,
     used: HashSet<String>,
 }
 
 impl<'a> Source<'a> {
-    fn new(dir: &Path, arch: &str, bytes: &'a [(PathBuf, Vec<u8>)]) -> Result<Self> {
+    /// `strip`: a prefix the file puts before the canonical names (`language_model.` of Llama 4's
+    /// multimodal checkpoints).
+    fn new<B: AsRef<[u8]>>(dir: &Path, arch: &str, bytes: &'a [(PathBuf, B)], strip: Option<&str>) -> Result<Self> {
         let mut files = Vec::with_capacity(bytes.len());
         let mut loc = HashMap::new();
+        let mut stored = HashMap::new();
         for (i, (p, b)) in bytes.iter().enumerate() {
-            let st = SafeTensors::deserialize(b).map_err(|e| Error::Checkpoint { path: p.clone(), message: format!("not a valid safetensors file: {e}") })?;
+            let st = SafeTensors::deserialize(b.as_ref()).map_err(|e| Error::Checkpoint { path: p.clone(), message: format!("not a valid safetensors file: {e}") })?;
             for name in st.names() {
-                if let Some(j) = loc.insert(name.to_string(), i) {
+                let canon = strip.and_then(|s| name.strip_prefix(s)).unwrap_or(name);
+                if canon != name {
+                    stored.insert(canon.to_string(), name.to_string());
+                }
+                if let Some(j) = loc.insert(canon.to_string(), i) {
                     return Err(Error::Checkpoint { path: p.clone(), message: format!("tensor `{name}` is also in {}", bytes[j].0.display()) });
                 }
             }
             files.push((p.clone(), st));
         }
-        Ok(Source { dir: dir.to_path_buf(), arch: arch.to_string(), files, loc, used: HashSet::new() })
+        Ok(Source { dir: dir.to_path_buf(), arch: arch.to_string(), files, loc, stored, used: HashSet::new() })
+    }
+
+    /// The name of canonical tensor `name` in its file.
+    fn file_name<'n>(&'n self, name: &'n str) -> &'n str {
+        self.stored.get(name).map_or(name, |s| s.as_str())
     }
 
     fn has(&self, name: &str) -> bool {
@@ -81,9 +97,10 @@ impl<'a> Source<'a> {
             return Err(Error::Checkpoint { path: self.dir.clone(), message: format!("tensor `{name}` is missing ({} needs it)", self.arch) });
         };
         let (path, st) = &self.files[i];
-        let (got, vals) = tensor_f32(st, name, path)?;
+        let stored = self.file_name(name);
+        let (got, vals) = tensor_f32(st, stored, path)?;
         if got != shape {
-            return Err(Error::Checkpoint { path: path.clone(), message: format!("tensor `{name}` has shape {got:?}; config.json needs {shape:?}") });
+            return Err(Error::Checkpoint { path: path.clone(), message: format!("tensor `{stored}` has shape {got:?}; config.json needs {shape:?}") });
         }
         self.used.insert(name.to_string());
         Ok(vals)
@@ -94,6 +111,7 @@ impl<'a> Source<'a> {
         let mut unused: Vec<(&String, &usize)> = self.loc.iter().filter(|(n, _)| !self.used.contains(*n) && !ignorable(n)).collect();
         unused.sort();
         if let Some((name, &i)) = unused.first() {
+            let name = self.file_name(name);
             return Err(Error::Checkpoint {
                 path: self.files[i].0.clone(),
                 message: format!(
@@ -107,6 +125,41 @@ impl<'a> Source<'a> {
     }
 }
 
+/// Map `path` read-only.
+fn map_file(path: &Path) -> Result<memmap2::Mmap> {
+    let f = std::fs::File::open(path).map_err(|source| Error::Io { path: path.to_path_buf(), source })?;
+    // SAFETY: the map is read-only and lives only while the weights are copied out; like every
+    // mmap-based loader this assumes nobody truncates or rewrites the file meanwhile.
+    unsafe { memmap2::Mmap::map(&f) }.map_err(|source| Error::Io { path: path.to_path_buf(), source })
+}
+
+/// `MemAvailable` of a `/proc/meminfo` text, in bytes.
+pub fn mem_available(meminfo: &str) -> Option<u64> {
+    let line = meminfo.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let mut it = line.split_whitespace().skip(1);
+    let v: u64 = it.next()?.parse().ok()?;
+    match it.next() {
+        Some("kB") | None => Some(v * 1024),
+        Some(_) => None,
+    }
+}
+
+/// Error (naming `dir`) when `need` bytes exceed the `available` ones.
+pub fn check_memory(dir: &Path, need: u64, available: Option<u64>) -> Result<()> {
+    match available {
+        Some(avail) if need > avail => Err(Error::Checkpoint {
+            path: dir.to_path_buf(),
+            message: format!(
+                "the model needs {:.2} GiB for its f32 parameters but only {:.2} GiB of memory is available (MemAvailable in /proc/meminfo); \
+                 free memory or set HfOptions::skip_memory_check",
+                need as f64 / (1u64 << 30) as f64,
+                avail as f64 / (1u64 << 30) as f64
+            ),
+        }),
+        _ => Ok(()),
+    }
+}
+
 /// Copy `vals` into our tensor `ours`.
 fn put(m: &mut Transformer<f32>, ours: &str, vals: &[f32]) {
     let e = m.table.get(ours).unwrap_or_else(|| panic!("tensor {ours} is in the layout"));
@@ -115,11 +168,10 @@ fn put(m: &mut Transformer<f32>, ours: &str, vals: &[f32]) {
 
 /// Load `files` into a zero-initialised model of `hc.cfg`.
 pub fn load_weights(dir: &Path, files: &[PathBuf], hc: &HfConfig) -> Result<Transformer<f32>> {
-    let bytes: Vec<(PathBuf, Vec<u8>)> = files
-        .iter()
-        .map(|p| std::fs::read(p).map(|b| (p.clone(), b)).map_err(|source| Error::Io { path: p.clone(), source }))
-        .collect::<Result<_>>()?;
-    let mut src = Source::new(dir, &hc.arch, &bytes)?;
+    let bytes: Vec<(PathBuf, memmap2::Mmap)> = files.iter().map(|p| map_file(p).map(|m| (p.clone(), m))).collect::<Result<_>>()?;
+    // Llama 4 as released (multimodal): the text model under `language_model.`, the vision tower unused
+    let multimodal = hc.arch == "Llama4ForConditionalGeneration";
+    let mut src = Source::new(dir, &hc.arch, &bytes, multimodal.then_some("language_model."))?;
     let mut m = Transformer::<f32>::zeros(hc.cfg.clone())?;
     let cfg = hc.cfg.clone();
     let (d, dh) = (cfg.d_model, cfg.d_head());
@@ -136,11 +188,37 @@ pub fn load_weights(dir: &Path, files: &[PathBuf], hc: &HfConfig) -> Result<Tran
             Ok(())
         };
         direct(&mut src, &mut m, "input_layernorm.weight", "attn_norm.weight", &[d])?;
-        direct(&mut src, &mut m, "self_attn.q_proj.weight", "attn.wq.weight", &[dq, d])?;
-        direct(&mut src, &mut m, "self_attn.k_proj.weight", "attn.wk.weight", &[dkv, d])?;
-        direct(&mut src, &mut m, "self_attn.v_proj.weight", "attn.wv.weight", &[dkv, d])?;
-        direct(&mut src, &mut m, "self_attn.o_proj.weight", "attn.wo.weight", &[d, dq])?;
         let block = m.layout.blocks[i].clone();
+        match cfg.attn_ext.as_ref().and_then(|a| a.mla.as_ref()) {
+            Some(ml) => {
+                // DeepSeek-V3 latent attention
+                let (kvr, dv) = (ml.kv_lora_rank, ml.d_v);
+                match ml.q_lora_rank {
+                    Some(r) => {
+                        direct(&mut src, &mut m, "self_attn.q_a_proj.weight", "attn.wq_a.weight", &[r, d])?;
+                        direct(&mut src, &mut m, "self_attn.q_a_layernorm.weight", "attn.q_a_norm.weight", &[r])?;
+                        direct(&mut src, &mut m, "self_attn.q_b_proj.weight", "attn.wq_b.weight", &[dq, r])?;
+                    }
+                    None => direct(&mut src, &mut m, "self_attn.q_proj.weight", "attn.wq_b.weight", &[dq, d])?,
+                }
+                direct(&mut src, &mut m, "self_attn.kv_a_proj_with_mqa.weight", "attn.wkv_a.weight", &[kvr + ml.d_rope, d])?;
+                direct(&mut src, &mut m, "self_attn.kv_a_layernorm.weight", "attn.kv_a_norm.weight", &[kvr])?;
+                direct(&mut src, &mut m, "self_attn.kv_b_proj.weight", "attn.wkv_b.weight", &[cfg.n_head * (ml.d_nope + dv), kvr])?;
+                direct(&mut src, &mut m, "self_attn.o_proj.weight", "attn.wo.weight", &[d, cfg.n_head * dv])?;
+            }
+            None => {
+                direct(&mut src, &mut m, "self_attn.q_proj.weight", "attn.wq.weight", &[dq, d])?;
+                direct(&mut src, &mut m, "self_attn.k_proj.weight", "attn.wk.weight", &[dkv, d])?;
+                direct(&mut src, &mut m, "self_attn.v_proj.weight", "attn.wv.weight", &[dkv, d])?;
+                direct(&mut src, &mut m, "self_attn.o_proj.weight", "attn.wo.weight", &[d, dq])?;
+            }
+        }
+        if block.attn.sinks.is_some() {
+            direct(&mut src, &mut m, "self_attn.sinks", "attn.sinks", &[cfg.n_head])?;
+        }
+        if block.attn.out_bias.is_some() {
+            direct(&mut src, &mut m, "self_attn.o_proj.bias", "attn.wo.bias", &[d])?;
+        }
         if let (Some(qn), Some(kn)) = (&block.attn.q_norm, &block.attn.k_norm) {
             direct(&mut src, &mut m, "self_attn.q_norm.weight", "attn.q_norm.weight", &[qn.len()])?;
             direct(&mut src, &mut m, "self_attn.k_norm.weight", "attn.k_norm.weight", &[kn.len()])?;
@@ -154,18 +232,69 @@ pub fn load_weights(dir: &Path, files: &[PathBuf], hc: &HfConfig) -> Result<Tran
         match &block.ffn {
             FfnLayout::Dense(ml) => {
                 let f = ml.d_ff;
-                direct(&mut src, &mut m, "mlp.gate_proj.weight", "ffn.w_gate.weight", &[f, d])?;
-                direct(&mut src, &mut m, "mlp.up_proj.weight", "ffn.w_up.weight", &[f, d])?;
-                direct(&mut src, &mut m, "mlp.down_proj.weight", "ffn.w_down.weight", &[d, f])?;
+                let fp = if hc.family == Family::Llama4 { "feed_forward" } else { "mlp" };
+                direct(&mut src, &mut m, &format!("{fp}.gate_proj.weight"), "ffn.w_gate.weight", &[f, d])?;
+                direct(&mut src, &mut m, &format!("{fp}.up_proj.weight"), "ffn.w_up.weight", &[f, d])?;
+                direct(&mut src, &mut m, &format!("{fp}.down_proj.weight"), "ffn.w_down.weight", &[d, f])?;
             }
             FfnLayout::Moe(ml) => {
                 let (ne, de) = (ml.n_expert, cfg.moe.as_ref().expect("moe layer").d_expert);
                 // Mixtral checkpoints say `block_sparse_moe`; transformers 5 in memory says `mlp`
-                let prefix = if hc.family == Family::Mixtral && !src.has(&format!("{hf}.mlp.gate.weight")) { "block_sparse_moe" } else { "mlp" };
-                direct(&mut src, &mut m, &format!("{prefix}.gate.weight"), "ffn.router.weight", &[ne, d])?;
+                let prefix = match hc.family {
+                    Family::Mixtral if !src.has(&format!("{hf}.mlp.gate.weight")) => "block_sparse_moe",
+                    Family::Llama4 => "feed_forward",
+                    _ => "mlp",
+                };
+                let router = if matches!(hc.family, Family::GptOss | Family::Llama4) { "router" } else { "gate" };
+                direct(&mut src, &mut m, &format!("{prefix}.{router}.weight"), "ffn.router.weight", &[ne, d])?;
+                if ml.router_bias.is_some() {
+                    direct(&mut src, &mut m, &format!("{prefix}.{router}.bias"), "ffn.router.bias", &[ne])?;
+                }
+                if ml.selection_bias.is_some() {
+                    direct(&mut src, &mut m, &format!("{prefix}.{router}.e_score_correction_bias"), "ffn.router.fixed_selection_bias", &[ne])?;
+                }
                 let fused = format!("{hf}.{prefix}.experts.gate_up_proj");
                 let (mut gate, mut up, mut down) = (Vec::with_capacity(ne * de * d), Vec::with_capacity(ne * de * d), Vec::with_capacity(ne * de * d));
-                if src.has(&fused) {
+                if hc.family == Family::GptOss {
+                    // GPT-OSS: x·W layout, gate_up [E, d_model, 2·d_expert] with gate and up interleaved
+                    // column by column, biases [E, 2·d_expert] likewise; down [E, d_expert, d_model]
+                    let gu = src.take(&fused, &[ne, d, 2 * de])?;
+                    let gub = src.take(&format!("{fused}_bias"), &[ne, 2 * de])?;
+                    let dn = src.take(&format!("{hf}.{prefix}.experts.down_proj"), &[ne, de, d])?;
+                    let dnb = src.take(&format!("{hf}.{prefix}.experts.down_proj_bias"), &[ne, d])?;
+                    let (mut bg, mut bu) = (Vec::with_capacity(ne * de), Vec::with_capacity(ne * de));
+                    for e in 0..ne {
+                        let w = &gu[e * d * 2 * de..(e + 1) * d * 2 * de]; // [d_model, 2·d_expert]
+                        for j in 0..de {
+                            gate.extend((0..d).map(|c| w[c * 2 * de + 2 * j]));
+                            up.extend((0..d).map(|c| w[c * 2 * de + 2 * j + 1]));
+                            bg.push(gub[e * 2 * de + 2 * j]);
+                            bu.push(gub[e * 2 * de + 2 * j + 1]);
+                        }
+                        let w = &dn[e * de * d..(e + 1) * de * d]; // [d_expert, d_model]
+                        for r in 0..d {
+                            down.extend((0..de).map(|j| w[j * d + r]));
+                        }
+                    }
+                    put(&mut m, &format!("{ours}.ffn.experts.b_gate"), &bg);
+                    put(&mut m, &format!("{ours}.ffn.experts.b_up"), &bu);
+                    put(&mut m, &format!("{ours}.ffn.experts.b_down"), &dnb);
+                } else if hc.family == Family::Llama4 {
+                    // Llama 4: x·W layout, gate_up [E, d_model, 2·d_expert] (gate columns first), down [E, d_expert, d_model]
+                    let gu = src.take(&fused, &[ne, d, 2 * de])?;
+                    let dn = src.take(&format!("{hf}.{prefix}.experts.down_proj"), &[ne, de, d])?;
+                    for e in 0..ne {
+                        let w = &gu[e * d * 2 * de..(e + 1) * d * 2 * de]; // [d_model, 2·d_expert]
+                        for j in 0..de {
+                            gate.extend((0..d).map(|c| w[c * 2 * de + j]));
+                            up.extend((0..d).map(|c| w[c * 2 * de + de + j]));
+                        }
+                        let w = &dn[e * de * d..(e + 1) * de * d]; // [d_expert, d_model]
+                        for r in 0..d {
+                            down.extend((0..de).map(|j| w[j * d + r]));
+                        }
+                    }
+                } else if src.has(&fused) {
                     // transformers ≥ 5 fused layout: gate_up [E, 2·d_expert, d_model] (gate rows first), down [E, d_model, d_expert]
                     let gu = src.take(&fused, &[ne, 2 * de, d])?;
                     for e in gu.chunks(2 * de * d) {
@@ -186,11 +315,13 @@ pub fn load_weights(dir: &Path, files: &[PathBuf], hc: &HfConfig) -> Result<Tran
                 put(&mut m, &format!("{ours}.ffn.experts.w_up"), &up);
                 put(&mut m, &format!("{ours}.ffn.experts.w_down"), &down);
                 if let Some(sl) = &ml.shared {
-                    // Qwen2-MoE: mlp.shared_expert.{gate,up,down}_proj + mlp.shared_expert_gate [1, d]
+                    // Qwen2-MoE: mlp.shared_expert.{gate,up,down}_proj + mlp.shared_expert_gate [1, d];
+                    // DeepSeek-V3: mlp.shared_experts.* (all shared experts as one MLP)
                     let f = sl.d_ff;
-                    direct(&mut src, &mut m, &format!("{prefix}.shared_expert.gate_proj.weight"), "ffn.shared.w_gate.weight", &[f, d])?;
-                    direct(&mut src, &mut m, &format!("{prefix}.shared_expert.up_proj.weight"), "ffn.shared.w_up.weight", &[f, d])?;
-                    direct(&mut src, &mut m, &format!("{prefix}.shared_expert.down_proj.weight"), "ffn.shared.w_down.weight", &[d, f])?;
+                    let sh = if hc.family == Family::DeepseekV3 { "shared_experts" } else { "shared_expert" };
+                    direct(&mut src, &mut m, &format!("{prefix}.{sh}.gate_proj.weight"), "ffn.shared.w_gate.weight", &[f, d])?;
+                    direct(&mut src, &mut m, &format!("{prefix}.{sh}.up_proj.weight"), "ffn.shared.w_up.weight", &[f, d])?;
+                    direct(&mut src, &mut m, &format!("{prefix}.{sh}.down_proj.weight"), "ffn.shared.w_down.weight", &[d, f])?;
                     if ml.shared_gate.is_some() {
                         direct(&mut src, &mut m, &format!("{prefix}.shared_expert_gate.weight"), "ffn.shared_gate.weight", &[1, d])?;
                     }
@@ -206,6 +337,12 @@ pub fn load_weights(dir: &Path, files: &[PathBuf], hc: &HfConfig) -> Result<Tran
     }
     let tied = cfg.tie_embeddings;
     // a tied checkpoint may still carry a copy of the head; transformers ties over it
-    src.check_all_used(|n| n.ends_with("rotary_emb.inv_freq") || (tied && n == "lm_head.weight"))?;
+    // DeepSeek-V3 checkpoints carry multi-token-prediction layers after the last one; transformers skips them
+    let mtp = |n: &str| {
+        hc.family == Family::DeepseekV3
+            && n.strip_prefix("model.layers.").and_then(|r| r.split('.').next()).and_then(|x| x.parse::<usize>().ok()).is_some_and(|l| l >= cfg.n_layer)
+    };
+    let vision = |n: &str| multimodal && (n.starts_with("vision_model.") || n.starts_with("multi_modal_projector."));
+    src.check_all_used(|n| n.ends_with("rotary_emb.inv_freq") || (tied && n == "lm_head.weight") || mtp(n) || vision(n))?;
     Ok(m)
 }

@@ -3,6 +3,7 @@
 //! to keep every core busy; otherwise each GEMM uses the whole pool).
 
 use super::dispatch::Dispatch;
+use crate::config::ClampedSwiglu;
 use crate::params::MoeLayout;
 use moe_kernels::act::{swiglu_backward, swiglu_forward};
 use moe_kernels::linear::{linear_backward, linear_forward};
@@ -42,14 +43,37 @@ fn plan(d: &Dispatch) -> (bool, Par) {
     }
 }
 
-/// Run every expert over its rows of `h [n_tok, d_model]`.
-pub fn experts_forward<T: Real>(p: &[T], lay: &MoeLayout, h: &[T], d: &Dispatch, d_model: usize, d_expert: usize) -> ExpertsSaved<T> {
+/// `(clamp(up, ±limit) + 1) · g · σ(alpha · g)`, `g = min(gate, limit)` (GPT-OSS; inference only).
+fn clamped_swiglu_forward<T: Real>(a: &mut [T], gate: &[T], up: &[T], c: ClampedSwiglu) {
+    let (alpha, limit) = (T::from_f64(c.alpha), T::from_f64(c.limit));
+    for ((o, &g), &u) in a.iter_mut().zip(gate).zip(up) {
+        let g = g.min(limit);
+        let u = u.max(T::ZERO - limit).min(limit);
+        *o = (u + T::ONE) * g / (T::ONE + (T::ZERO - alpha * g).exp());
+    }
+}
+
+fn add_rows<T: Real>(x: &mut [T], b: &[T]) {
+    for row in x.chunks_mut(b.len()) {
+        row.iter_mut().zip(b).for_each(|(a, &c)| *a += c);
+    }
+}
+
+/// Run every expert over its rows of `h [n_tok, d_model]`; `clamp` replaces SwiGLU by the clamped
+/// variant. Expert biases (`lay.expert_bias`) are added after each projection.
+/// `in_scale [n_rows]`, when given, multiplies each gathered input row (Llama 4 scales the expert
+/// input by the combine weight).
+#[allow(clippy::too_many_arguments)]
+pub fn experts_forward<T: Real>(p: &[T], lay: &MoeLayout, h: &[T], d: &Dispatch, d_model: usize, d_expert: usize, clamp: Option<ClampedSwiglu>, in_scale: Option<&[T]>) -> ExpertsSaved<T> {
     let n_rows = d.n_rows();
     let (wsz_in, wsz_out) = (d_expert * d_model, d_model * d_expert);
     let mut x = vec![T::ZERO; n_rows * d_model];
     x.par_chunks_mut(d_model).zip(d.token.par_iter()).for_each(|(xr, &t)| {
         xr.copy_from_slice(&h[t as usize * d_model..(t as usize + 1) * d_model]);
     });
+    if let Some(sc) = in_scale {
+        x.par_chunks_mut(d_model).zip(sc.par_iter()).for_each(|(xr, &w)| xr.iter_mut().for_each(|v| *v *= w));
+    }
     let mut gate = vec![T::ZERO; n_rows * d_expert];
     let mut up = vec![T::ZERO; n_rows * d_expert];
     let mut act = vec![T::ZERO; n_rows * d_expert];
@@ -73,8 +97,18 @@ pub fn experts_forward<T: Real>(p: &[T], lay: &MoeLayout, h: &[T], d: &Dispatch,
         let xe = &x[d.offsets[e] * d_model..d.offsets[e + 1] * d_model]; // [n, d_model]
         linear_forward(g, xe, &wg[e * wsz_in..(e + 1) * wsz_in], n, d_model, d_expert, par); // [n, d_expert]
         linear_forward(u, xe, &wu[e * wsz_in..(e + 1) * wsz_in], n, d_model, d_expert, par); // [n, d_expert]
-        swiglu_forward(a, g, u);
+        if let Some(b) = &lay.expert_bias {
+            add_rows(g, &p[b[0].start + e * d_expert..b[0].start + (e + 1) * d_expert]);
+            add_rows(u, &p[b[1].start + e * d_expert..b[1].start + (e + 1) * d_expert]);
+        }
+        match clamp {
+            None => swiglu_forward(a, g, u),
+            Some(c) => clamped_swiglu_forward(a, g, u, c),
+        }
         linear_forward(yy, a, &wd[e * wsz_out..(e + 1) * wsz_out], n, d_expert, d_model, par); // [n, d_model]
+        if let Some(b) = &lay.expert_bias {
+            add_rows(yy, &p[b[2].start + e * d_model..b[2].start + (e + 1) * d_model]);
+        }
     };
     if per_expert {
         jobs.into_par_iter().for_each(run);

@@ -61,9 +61,25 @@ pub fn moe_forward<T: Real>(
 ) -> MoeForward<T> {
     let settings = RouterSettings::new(cfg, lay.n_expert);
     let k = settings.k;
-    let routing = route(&p[lay.router.clone()], h, n_tok, d_model, settings, selection_bias);
+    // a fixed selection bias among the parameters (DeepSeek-V3) replaces the balancing one
+    let fixed: Option<Vec<f32>> = lay.selection_bias.as_ref().map(|r| p[r.clone()].iter().map(|v| v.to_f32()).collect());
+    let selection_bias = fixed.as_deref().unwrap_or(selection_bias);
+    let router_bias = lay.router_bias.as_ref().map(|r| &p[r.clone()]);
+    let routing = route(&p[lay.router.clone()], router_bias, h, n_tok, d_model, settings, selection_bias);
     let disp = dispatch(&routing);
-    let experts = experts_forward(p, lay, h, &disp, d_model, cfg.d_expert);
+    let act = cfg.ext.as_ref().and_then(|x| x.clamped_swiglu);
+    let scale_input = cfg.ext.as_ref().is_some_and(|x| x.scale_input);
+    // Llama 4: the weight scales the expert's input, the output joins unweighted
+    let row_weight: Option<Vec<T>> = scale_input.then(|| {
+        let mut w = vec![T::ZERO; disp.n_rows()];
+        for (a, &row) in disp.row_of.iter().enumerate() {
+            if row != u32::MAX {
+                w[row as usize] = routing.weight[a];
+            }
+        }
+        w
+    });
+    let experts = experts_forward(p, lay, h, &disp, d_model, cfg.d_expert, act, row_weight.as_deref());
     let (mut out, shared, shared_gate) = match &lay.shared {
         Some(sl) => {
             let (mut o, s) = mlp_forward(p, sl, h, n_tok, d_model, Par::Pool);
@@ -86,7 +102,7 @@ pub fn moe_forward<T: Real>(
             if row == u32::MAX {
                 continue;
             }
-            let w = routing.weight[t * k + s];
+            let w = if scale_input { T::ONE } else { routing.weight[t * k + s] };
             let y = &experts.y[row as usize * d_model..(row as usize + 1) * d_model];
             for (a, &b) in o.iter_mut().zip(y) {
                 *a += w * b;

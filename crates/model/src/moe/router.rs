@@ -21,6 +21,10 @@ pub struct RouterSettings {
     pub route_scale: f64,
     /// 0 = dropless
     pub capacity_factor: f64,
+    /// group-limited routing: expert groups (0 or 1 = off)
+    pub n_group: usize,
+    /// groups kept per token
+    pub topk_group: usize,
 }
 
 impl RouterSettings {
@@ -33,6 +37,8 @@ impl RouterSettings {
             renormalize: cfg.renormalize,
             route_scale: cfg.route_scale,
             capacity_factor: cfg.capacity_factor,
+            n_group: cfg.ext.as_ref().map_or(0, |x| x.n_group),
+            topk_group: cfg.ext.as_ref().map_or(0, |x| x.topk_group),
         }
     }
 
@@ -90,12 +96,37 @@ pub fn top_k<T: Real>(score: &[T], out: &mut [u32]) {
     }
 }
 
-/// Route `h [n_tok, d_model]` with router weight `w_router [n_expert, d_model]`.
-/// `selection_bias` is empty or `[n_expert]`; it changes which experts are chosen, never the weights.
-pub fn route<T: Real>(w_router: &[T], h: &[T], n_tok: usize, d_model: usize, s: RouterSettings, selection_bias: &[f32]) -> Routing<T> {
+/// Group-limited selection (DeepSeek-V3): keep the `topk_group` groups of `choice` whose two best
+/// scores sum highest, set every other expert to −∞.
+fn limit_groups<T: Real>(choice: &mut [T], n_group: usize, topk_group: usize) {
+    let gs = choice.len() / n_group;
+    let score: Vec<T> = choice
+        .chunks(gs)
+        .map(|c| {
+            let mut two = [0u32; 2];
+            top_k(c, &mut two[..gs.min(2)]);
+            two[..gs.min(2)].iter().map(|&j| c[j as usize]).sum()
+        })
+        .collect();
+    let mut keep = vec![0u32; topk_group];
+    top_k(&score, &mut keep);
+    for (g, c) in choice.chunks_mut(gs).enumerate() {
+        if !keep.contains(&(g as u32)) {
+            c.fill(T::from_f64(f64::NEG_INFINITY));
+        }
+    }
+}
+
+/// Route `h [n_tok, d_model]` with router weight `w_router [n_expert, d_model]` and optional bias
+/// `[n_expert]`. `selection_bias` is empty or `[n_expert]`; it changes which experts are chosen,
+/// never the weights.
+pub fn route<T: Real>(w_router: &[T], router_bias: Option<&[T]>, h: &[T], n_tok: usize, d_model: usize, s: RouterSettings, selection_bias: &[f32]) -> Routing<T> {
     let (e, k) = (s.n_expert, s.k);
     let mut logits = vec![T::ZERO; n_tok * e];
     linear_forward(&mut logits, h, w_router, n_tok, d_model, e, Par::Pool); // [n_tok, n_expert]
+    if let Some(b) = router_bias {
+        logits.chunks_mut(e).for_each(|row| row.iter_mut().zip(b).for_each(|(z, &c)| *z += c));
+    }
     let mut probs = logits.clone();
     match s.gating {
         Gating::Softmax => moe_kernels::cross_entropy::softmax_rows(&mut probs, e),
@@ -110,10 +141,14 @@ pub fn route<T: Real>(w_router: &[T], h: &[T], n_tok: usize, d_model: usize, s: 
         .zip(sel_sum.par_iter_mut())
         .zip(probs.par_chunks(e))
         .for_each(|(((ix, w), ss), p)| {
-            if selection_bias.is_empty() {
+            if selection_bias.is_empty() && s.n_group <= 1 {
                 top_k(p, ix);
             } else {
-                let choice: Vec<T> = p.iter().zip(selection_bias).map(|(&v, &b)| v + T::from_f32(b)).collect();
+                let mut choice: Vec<T> = p.to_vec();
+                choice.iter_mut().zip(selection_bias).for_each(|(v, &b)| *v += T::from_f32(b));
+                if s.n_group > 1 {
+                    limit_groups(&mut choice, s.n_group, s.topk_group);
+                }
                 top_k(&choice, ix);
             }
             let sum: T = ix.iter().map(|&j| p[j as usize]).sum();
