@@ -51,7 +51,7 @@
 //! (f64 accumulation over the dequantised weights).
 
 use crate::matmul::Par;
-use crate::quant::{bf16_bits_to_f32, quantize_i8, Weights, WeightsRef};
+use crate::quant::{bf16_bits_to_f32, quantize_i8, WeightDtype, Weights, WeightsRef};
 use rayon::prelude::*;
 
 /// Which implementation [`gemv_with`] runs.
@@ -169,34 +169,8 @@ pub fn gemv_ref(y: &mut [f32], x: &[f32], w: WeightsRef<'_>, m: usize, par: Par,
         y.fill(0.0);
         return;
     }
-    let kernel = match (kernel, w) {
-        (Kernel::Auto, _) => {
-            if has_avx512() {
-                Kernel::Avx512
-            } else {
-                Kernel::Portable
-            }
-        }
-        (Kernel::Avx512Bf16Dot, WeightsRef::F32 { .. } | WeightsRef::I8 { .. }) => Kernel::Avx512,
-        (Kernel::Avx512Vnni, WeightsRef::F32 { .. } | WeightsRef::Bf16 { .. }) => Kernel::Avx512,
-        (kr, _) => kr,
-    };
-    // x rearranged once per call (m·k values, negligible next to the n·k weights).
-    let prep = match (kernel, w) {
-        (Kernel::Avx512Bf16Dot, _) => PreparedX::Bf16(x.iter().map(|&v| half::bf16::from_f32(v).to_bits()).collect()),
-        (Kernel::Avx512Vnni, _) => {
-            assert!(k <= 1 << 17, "gemv: the VNNI kernel's i32 dot products could overflow for k > 2^17");
-            let xq = quantize_i8(x, m, k);
-            // u = q + 128 ∈ [1, 255]: vpdpbusd wants one unsigned operand.
-            PreparedX::U8(xq.q.iter().map(|&v| (v as i16 + 128) as u8).collect(), xq.scale)
-        }
-        #[cfg(target_arch = "x86_64")]
-        (Kernel::Avx512, WeightsRef::Bf16 { .. }) => {
-            let (xs, kp) = x86::split_even_odd(x, m, k);
-            PreparedX::EvenOdd(xs, kp)
-        }
-        _ => PreparedX::None,
-    };
+    let kernel = resolve(kernel, w.dtype());
+    let prep = prepare_x(kernel, w.dtype(), x, m, k);
 
     let threads = match par {
         Par::Seq => 1,
@@ -218,6 +192,43 @@ pub fn gemv_ref(y: &mut [f32], x: &[f32], w: WeightsRef<'_>, m: usize, par: Par,
     }
 }
 
+/// The concrete kernel `kernel` stands for on weights of `dtype` (`Auto` → best exact kernel;
+/// the dot-product kernels fall back to [`Kernel::Avx512`] on formats they do not handle).
+pub(crate) fn resolve(kernel: Kernel, dtype: WeightDtype) -> Kernel {
+    match (kernel, dtype) {
+        (Kernel::Auto, _) => {
+            if has_avx512() {
+                Kernel::Avx512
+            } else {
+                Kernel::Portable
+            }
+        }
+        (Kernel::Avx512Bf16Dot, WeightDtype::F32 | WeightDtype::I8) => Kernel::Avx512,
+        (Kernel::Avx512Vnni, WeightDtype::F32 | WeightDtype::Bf16) => Kernel::Avx512,
+        (kr, _) => kr,
+    }
+}
+
+/// `x [m, k]` rearranged once per call for a resolved `kernel` (m·k values, negligible next to
+/// the n·k weights).
+pub(crate) fn prepare_x(kernel: Kernel, dtype: WeightDtype, x: &[f32], m: usize, k: usize) -> PreparedX {
+    match (kernel, dtype) {
+        (Kernel::Avx512Bf16Dot, _) => PreparedX::Bf16(x.iter().map(|&v| half::bf16::from_f32(v).to_bits()).collect()),
+        (Kernel::Avx512Vnni, _) => {
+            assert!(k <= 1 << 17, "gemv: the VNNI kernel's i32 dot products could overflow for k > 2^17");
+            let xq = quantize_i8(x, m, k);
+            // u = q + 128 ∈ [1, 255]: vpdpbusd wants one unsigned operand.
+            PreparedX::U8(xq.q.iter().map(|&v| (v as i16 + 128) as u8).collect(), xq.scale)
+        }
+        #[cfg(target_arch = "x86_64")]
+        (Kernel::Avx512, WeightDtype::Bf16) => {
+            let (xs, kp) = x86::split_even_odd(x, m, k);
+            PreparedX::EvenOdd(xs, kp)
+        }
+        _ => PreparedX::None,
+    }
+}
+
 /// Rows of `W` per task: at least 64 KiB of weights (so scheduling is noise), otherwise about
 /// four tasks per thread for load balance; a multiple of 4 (the micro-kernel's row block).
 fn rows_per_task(n: usize, row_bytes: usize, threads: usize) -> usize {
@@ -228,7 +239,7 @@ fn rows_per_task(n: usize, row_bytes: usize, threads: usize) -> usize {
 
 /// `x` in the form a kernel wants it.
 #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
-enum PreparedX {
+pub(crate) enum PreparedX {
     /// as given
     None,
     /// rounded to bf16 (for `vdpbf16ps`)
@@ -256,7 +267,7 @@ impl SyncPtr {
 /// `y` points to `m·n` writable f32 (n = w.n()) that nothing else touches in columns `j0..j1`;
 /// `kernel` is resolved (not `Auto`) and available; `prep` is what `gemv_with` prepared for it.
 #[allow(clippy::too_many_arguments)]
-unsafe fn run_rows(kernel: Kernel, y: *mut f32, x: &[f32], prep: &PreparedX, w: WeightsRef<'_>, m: usize, j0: usize, j1: usize) {
+pub(crate) unsafe fn run_rows(kernel: Kernel, y: *mut f32, x: &[f32], prep: &PreparedX, w: WeightsRef<'_>, m: usize, j0: usize, j1: usize) {
     match (kernel, prep) {
         #[cfg(target_arch = "x86_64")]
         (Kernel::Avx512, _) => match (w, prep) {
