@@ -29,6 +29,7 @@
 
 pub mod bench;
 pub mod decode;
+pub mod engine;
 pub mod error;
 pub mod generate;
 pub mod kv_cache;
@@ -36,6 +37,10 @@ pub mod sampler;
 
 pub use bench::{bench_decode, expected_distinct, DecodeBench};
 pub use decode::{forward_one, forward_step, forward_step_with, StepOptions, StepOutput, StepRouting};
+pub use engine::bench::{bench_infer, EngineBench, Machine, Runner};
+pub use engine::quality::{weight_format_quality, FormatQuality};
+pub use engine::generate::generate_with_engine;
+pub use engine::{Engine, StepStats};
 pub use error::{Error, Result};
 pub use generate::{generate, FinishReason, GenerateOutput};
 pub use kv_cache::KvCache;

@@ -3,7 +3,8 @@
 use crate::args::GenerateArgs;
 use anyhow::Context;
 use moe_data::Tokenizer;
-use moe_infer::{generate, SamplerConfig};
+use crate::args::EngineArg;
+use moe_infer::{generate, generate_with_engine, Engine, SamplerConfig};
 use moe_model::hf::load_hf_dir;
 use moe_model::Transformer;
 use moe_train::load_run;
@@ -56,7 +57,7 @@ fn stream(a: &GenerateArgs, model: &Transformer<f32>, tok: &Tokenizer, prompt: V
     let mut stdout = std::io::stdout();
     write!(stdout, "{}", a.prompt)?;
     let mut pending: Vec<u32> = Vec::new();
-    let out = generate(model, &prompt, max_new, &sampler, stop, |t| {
+    let on_token = |t| {
         // decode incrementally; hold back bytes that do not form complete UTF-8 yet
         pending.push(t);
         if let Ok(s) = tok.decode(&pending) {
@@ -66,7 +67,14 @@ fn stream(a: &GenerateArgs, model: &Transformer<f32>, tok: &Tokenizer, prompt: V
                 pending.clear();
             }
         }
-    })?;
+    };
+    let out = match a.engine {
+        EngineArg::Reference => generate(model, &prompt, max_new, &sampler, stop, on_token)?,
+        EngineArg::Fast => {
+            let mut engine = Engine::new(model, super::bench::dtype_of(a.dtype));
+            generate_with_engine(&mut engine, &prompt, max_new, &sampler, stop, on_token)?
+        }
+    };
     if !pending.is_empty() {
         write!(stdout, "{}", tok.decode(&pending).unwrap_or_default())?;
     }

@@ -1,0 +1,80 @@
+//! Attention of the new rows against each sequence's KV cache, written for decoding: one task per
+//! (sequence, KV head), plain dot products over the cached keys (no GEMM set-up for a single query
+//! row), scores in a per-thread buffer, outputs written in place. Same maths as
+//! `decode::cached_attention` (the slow twin, compared in `tests/engine.rs`).
+
+use super::linear::SharedOut;
+use crate::kv_cache::KvCache;
+use moe_kernels::gemv::portable::dot;
+use rayon::prelude::*;
+use std::cell::RefCell;
+
+thread_local! {
+    static SCORES: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Shapes of one attention call.
+#[derive(Clone, Copy, Debug)]
+pub struct AttnDims {
+    /// query heads
+    pub n_head: usize,
+    /// key/value heads
+    pub n_head_kv: usize,
+    /// width of one head
+    pub d_head: usize,
+}
+
+/// `o [n, n_head·d_head]` (**overwritten**) from the rotated queries `q [n, n_head·d_head]`;
+/// sequence `s` owns rows `offs[s]..offs[s + 1]` at positions `len0[s]..`, and its cache already
+/// holds this step's keys/values. Causal inside the new chunk. `tasks` is a reusable buffer.
+#[allow(clippy::too_many_arguments)]
+pub fn cached_attention(o: &mut [f32], caches: &[&KvCache<f32>], layer: usize, q: &[f32], offs: &[usize], len0: &[usize], dims: AttnDims, tasks: &mut Vec<(usize, usize)>) {
+    let AttnDims { n_head, n_head_kv, d_head: dh } = dims;
+    let dq = n_head * dh;
+    let group = n_head / n_head_kv;
+    let scale = 1.0 / (dh as f32).sqrt();
+    tasks.clear();
+    tasks.extend((0..caches.len()).flat_map(|s| (0..n_head_kv).map(move |g| (s, g))));
+    let out = SharedOut::new(o);
+    tasks.par_iter().for_each(|&(s, g)| {
+        let (r0, nn) = (offs[s], offs[s + 1] - offs[s]);
+        let l = len0[s] + nn;
+        let kg = caches[s].keys_upto(layer, g, l); // [l, d_head]
+        let vg = caches[s].values_upto(layer, g, l); // [l, d_head]
+        SCORES.with(|sc| {
+            let mut sc = sc.borrow_mut();
+            if sc.len() < l {
+                sc.resize(l, 0.0);
+            }
+            for t in 0..nn {
+                let vis = len0[s] + t + 1; // causal: keys 0..=position
+                let scores = &mut sc[..vis]; // [vis]
+                for j in 0..group {
+                    let hq = g * group + j;
+                    let base = (r0 + t) * dq + hq * dh;
+                    let qh = &q[base..base + dh]; // [d_head]
+                    let mut mx = f32::NEG_INFINITY;
+                    for (p, sp) in scores.iter_mut().enumerate() {
+                        *sp = dot(qh, &kg[p * dh..(p + 1) * dh]) * scale;
+                        mx = mx.max(*sp);
+                    }
+                    let mut sum = 0.0f32;
+                    for sp in scores.iter_mut() {
+                        *sp = (*sp - mx).exp();
+                        sum += *sp;
+                    }
+                    let inv = 1.0 / sum;
+                    // SAFETY: row r0 + t, head hq belongs to this (sequence, KV head) task alone.
+                    let oh = unsafe { out.slice(base, dh) }; // [d_head]
+                    oh.fill(0.0);
+                    for (p, &sp) in scores.iter().enumerate() {
+                        let w = sp * inv;
+                        for (a, &v) in oh.iter_mut().zip(&vg[p * dh..(p + 1) * dh]) {
+                            *a += w * v;
+                        }
+                    }
+                }
+            }
+        });
+    });
+}
