@@ -14,11 +14,13 @@ use rayon::prelude::*;
 use std::cell::RefCell;
 use std::sync::OnceLock;
 
-/// Rows of `x` from which a product uses the `gemm` crate instead of the GEMV kernels (default 16;
+/// Rows of `x` from which a product uses the `gemm` crate instead of the GEMV kernels (default 256:
+/// `examples/crossover.rs` measured the GEMV kernels ahead of the `gemm` crate, which packs the
+/// whole weight matrix per call, up to about 256 rows on every engine shape;
 /// `MOE_GEMM_MIN_ROWS` overrides it, for measurements).
 pub fn gemm_min_rows() -> usize {
     static V: OnceLock<usize> = OnceLock::new();
-    *V.get_or_init(|| std::env::var("MOE_GEMM_MIN_ROWS").ok().and_then(|v| v.parse().ok()).unwrap_or(16))
+    *V.get_or_init(|| std::env::var("MOE_GEMM_MIN_ROWS").ok().and_then(|v| v.parse().ok()).unwrap_or(256))
 }
 
 thread_local! {
