@@ -200,9 +200,9 @@ pub struct BenchInferArgs {
     /// Timed passes per batch size (the fastest kept), after one warm-up pass.
     #[arg(long, default_value_t = 2)]
     pub reps: usize,
-    /// Directory for bench_infer.csv and the plot (bench_infer.png/.svg).
-    #[arg(long, default_value = "bench-infer")]
-    pub out: PathBuf,
+    /// Write bench_infer.csv and the plot (bench_infer.png/.svg) into this directory.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
 }

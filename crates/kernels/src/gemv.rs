@@ -486,21 +486,49 @@ mod x86 {
     #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
     pub(super) unsafe fn rows<L: Load>(y: *mut f32, x: &[f32], w: &[L::T], scale: Option<&[f32]>, m: usize, n: usize, k: usize, j0: usize, j1: usize) {
         let (xp, wp) = (x.as_ptr(), w.as_ptr());
-        let mut j = j0;
-        while j < j1 {
-            let wr = [0, 1, 2, 3].map(|r| wp.add((j + r).min(j1 - 1) * k));
-            let mut i = 0;
-            while i < m {
+        for_blocks(m, j0, j1, |ib, ie, _, je, j| {
+            let wr = [0, 1, 2, 3].map(|r| wp.add((j + r).min(je - 1) * k));
+            let mut i = ib;
+            while i < ie {
                 let xr = |d: usize| xp.add((i + d) * k);
-                match m - i {
-                    1 => store::<1>(y, n, i, j, j1, scale, block::<L, 1>([xr(0)], wr, k)),
-                    2 => store::<2>(y, n, i, j, j1, scale, block::<L, 2>([xr(0), xr(1)], wr, k)),
-                    3 => store::<3>(y, n, i, j, j1, scale, block::<L, 3>([xr(0), xr(1), xr(2)], wr, k)),
-                    _ => store::<4>(y, n, i, j, j1, scale, block::<L, 4>([xr(0), xr(1), xr(2), xr(3)], wr, k)),
+                match ie - i {
+                    1 => store::<1>(y, n, i, j, je, scale, block::<L, 1>([xr(0)], wr, k)),
+                    2 => store::<2>(y, n, i, j, je, scale, block::<L, 2>([xr(0), xr(1)], wr, k)),
+                    3 => store::<3>(y, n, i, j, je, scale, block::<L, 3>([xr(0), xr(1), xr(2)], wr, k)),
+                    _ => store::<4>(y, n, i, j, je, scale, block::<L, 4>([xr(0), xr(1), xr(2), xr(3)], wr, k)),
                 }
                 i += 4;
             }
-            j += 4;
+        });
+    }
+
+    /// Rows of `x` per pass over a chunk of weight rows (8 rows: 16 KiB of f32 `x` at k = 512,
+    /// stays in L1 while the chunk's four-row blocks go by).
+    const I_BLOCK: usize = 8;
+    /// Weight rows per chunk (64 rows: 128 KiB of f32 at k = 512, stays in L2 while every block of
+    /// `x` rows passes over it; read from DRAM once).
+    const J_CHUNK: usize = 64;
+
+    /// Visit the four-row weight blocks `j` of `j0..j1` chunk by chunk (`jc..je`), and inside a
+    /// chunk each block of at most [`I_BLOCK`] rows `ib..ie` of `x`: `f(ib, ie, jc, je, j)`. With
+    /// many rows of `x` this keeps both operands in cache; every output still comes from the
+    /// same block call on the same data, so results do not depend on `m` (batch invariance).
+    #[inline(always)]
+    fn for_blocks(m: usize, j0: usize, j1: usize, mut f: impl FnMut(usize, usize, usize, usize, usize)) {
+        let mut jc = j0;
+        while jc < j1 {
+            let je = (jc + J_CHUNK).min(j1);
+            let mut ib = 0;
+            while ib < m {
+                let ie = (ib + I_BLOCK).min(m);
+                let mut j = jc;
+                while j < je {
+                    f(ib, ie, jc, je, j);
+                    j += 4;
+                }
+                ib = ie;
+            }
+            jc = je;
         }
     }
 
@@ -563,22 +591,20 @@ mod x86 {
     #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
     pub(super) unsafe fn rows_bf16(y: *mut f32, xs: &[f32], kp: usize, w: &[u16], m: usize, n: usize, k: usize, j0: usize, j1: usize) {
         let (xp, wp) = (xs.as_ptr(), w.as_ptr());
-        let mut j = j0;
-        while j < j1 {
-            let wr = [0, 1, 2, 3].map(|r| wp.add((j + r).min(j1 - 1) * k));
-            let mut i = 0;
-            while i < m {
+        for_blocks(m, j0, j1, |ib, ie, _, je, j| {
+            let wr = [0, 1, 2, 3].map(|r| wp.add((j + r).min(je - 1) * k));
+            let mut i = ib;
+            while i < ie {
                 let xr = |d: usize| xp.add((i + d) * kp);
-                match m - i {
-                    1 => store::<1>(y, n, i, j, j1, None, block_bf16::<1>([xr(0)], wr, k)),
-                    2 => store::<2>(y, n, i, j, j1, None, block_bf16::<2>([xr(0), xr(1)], wr, k)),
-                    3 => store::<3>(y, n, i, j, j1, None, block_bf16::<3>([xr(0), xr(1), xr(2)], wr, k)),
-                    _ => store::<4>(y, n, i, j, j1, None, block_bf16::<4>([xr(0), xr(1), xr(2), xr(3)], wr, k)),
+                match ie - i {
+                    1 => store::<1>(y, n, i, j, je, None, block_bf16::<1>([xr(0)], wr, k)),
+                    2 => store::<2>(y, n, i, j, je, None, block_bf16::<2>([xr(0), xr(1)], wr, k)),
+                    3 => store::<3>(y, n, i, j, je, None, block_bf16::<3>([xr(0), xr(1), xr(2)], wr, k)),
+                    _ => store::<4>(y, n, i, j, je, None, block_bf16::<4>([xr(0), xr(1), xr(2), xr(3)], wr, k)),
                 }
                 i += 4;
             }
-            j += 4;
-        }
+        });
     }
 
     /// `MR × 4` exact integer dot products `Σ u·q` (u8 × i8, `vpdpbusd`, 64 per step) and the four

@@ -102,19 +102,19 @@ fn infer(a: BenchInferArgs) -> anyhow::Result<()> {
         println!();
         println!("engine {eng}, weights {}", dt.name());
         println!(
-            "{:>5} {:>11} {:>11} {:>9} {:>10} {:>8} {:>9} {:>8} {:>17}",
-            "batch", "prefill/s", "decode/s", "ms/token", "MB/step", "GB/s", "GFLOP/s", "roofline", "experts (D(B))"
+            "{:>5} {:>13} {:>12} {:>14} {:>8} {:>6} {:>7} {:>8} {:>22}",
+            "batch", "prefill tok/s", "decode tok/s", "latency ms/tok", "MB/step", "GB/s", "GFLOP/s", "roofline", "distinct experts/step"
         );
         let rows: Vec<EngineBench> = bench_infer(&mut runner, &machine, &a.batch, a.prompt_len, a.n_decode, a.reps, a.seed)?;
         let mut pts = Vec::new();
         let mut roof = Vec::new();
         for r in &rows {
             let experts = match (r.distinct_experts, r.expected_distinct) {
-                (Some(dd), Some(e)) => format!("{dd:.2} ({e:.2})"),
+                (Some(dd), Some(e)) => format!("{dd:.2} (uniform {e:.2})"),
                 _ => "- (dense)".into(),
             };
             println!(
-                "{:>5} {:>11.0} {:>11.1} {:>9.2} {:>10} {:>8} {:>9} {:>8} {:>17}",
+                "{:>5} {:>13.0} {:>12.1} {:>14.2} {:>8} {:>6} {:>7} {:>8} {:>22}",
                 r.batch,
                 r.prefill_tokens_per_s,
                 r.decode_tokens_per_s,
@@ -154,8 +154,13 @@ fn infer(a: BenchInferArgs) -> anyhow::Result<()> {
             series.push(Series { name: format!("roofline {}", dt.name()), points: roof, thin: true, ..Default::default() });
         }
     }
-    std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
-    let csv_path = a.out.join("bench_infer.csv");
+    let Some(out) = &a.out else {
+        println!();
+        println!("(--out DIR writes bench_infer.csv and the plot)");
+        return Ok(());
+    };
+    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    let csv_path = out.join("bench_infer.csv");
     std::fs::write(&csv_path, csv).with_context(|| format!("writing {}", csv_path.display()))?;
     let chart = LineChart {
         title: format!("decode throughput, {} threads", machine.threads),
@@ -165,7 +170,7 @@ fn infer(a: BenchInferArgs) -> anyhow::Result<()> {
         int_x: true,
         series,
     };
-    let fig = line_chart(&a.out, "bench_infer", &chart)?;
+    let fig = line_chart(out, "bench_infer", &chart)?;
     println!();
     println!("wrote {} and {}", csv_path.display(), fig.png.display());
     Ok(())
