@@ -1,16 +1,40 @@
-//! Attention of the new rows against each sequence's KV cache, written for decoding: one task per
-//! (sequence, KV head), plain dot products over the cached keys (no GEMM set-up for a single query
-//! row), scores in a per-thread buffer, outputs written in place. Same maths as
+//! Attention of the new rows against each sequence's KV cache: one task per (sequence, KV head).
+//! Decode rows (fewer than [`GEMM_MIN_ROWS`] new tokens) use plain dot products over the cached
+//! keys (no GEMM set-up for a single query row); prefill chunks use two small GEMMs per query
+//! head. Scores live in per-thread buffers and outputs are written in place. Same maths as
 //! `decode::cached_attention` (the slow twin, compared in `tests/engine.rs`).
 
 use super::linear::SharedOut;
 use crate::kv_cache::KvCache;
 use moe_kernels::gemv::portable::dot;
+use moe_kernels::{matmul, MatmulShape, Par};
 use rayon::prelude::*;
 use std::cell::RefCell;
 
+/// New tokens of one sequence from which its attention uses GEMMs.
+pub const GEMM_MIN_ROWS: usize = 16;
+
 thread_local! {
     static SCORES: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+    /// (gathered queries of one head, their outputs) for the GEMM path
+    static HEAD: RefCell<(Vec<f32>, Vec<f32>)> = const { RefCell::new((Vec::new(), Vec::new())) };
+}
+
+/// Softmax of `row[..vis]` scaled by `scale`, zeros after (causal mask).
+fn masked_softmax(row: &mut [f32], vis: usize, scale: f32) {
+    let mut mx = f32::NEG_INFINITY;
+    for x in row[..vis].iter_mut() {
+        *x *= scale;
+        mx = mx.max(*x);
+    }
+    let mut sum = 0.0f32;
+    for x in row[..vis].iter_mut() {
+        *x = (*x - mx).exp();
+        sum += *x;
+    }
+    let inv = 1.0 / sum;
+    row[..vis].iter_mut().for_each(|x| *x *= inv);
+    row[vis..].fill(0.0);
 }
 
 /// Shapes of one attention call.
@@ -41,6 +65,35 @@ pub fn cached_attention(o: &mut [f32], caches: &[&KvCache<f32>], layer: usize, q
         let l = len0[s] + nn;
         let kg = caches[s].keys_upto(layer, g, l); // [l, d_head]
         let vg = caches[s].values_upto(layer, g, l); // [l, d_head]
+        if nn >= GEMM_MIN_ROWS {
+            SCORES.with(|sc| {
+                HEAD.with(|hb| {
+                    let mut sc = sc.borrow_mut();
+                    let mut hb = hb.borrow_mut();
+                    let (qh, oh) = &mut *hb;
+                    sc.resize(nn * l, 0.0);
+                    qh.resize(nn * dh, 0.0);
+                    oh.resize(nn * dh, 0.0);
+                    for j in 0..group {
+                        let hq = g * group + j;
+                        for t in 0..nn {
+                            let base = (r0 + t) * dq + hq * dh;
+                            qh[t * dh..(t + 1) * dh].copy_from_slice(&q[base..base + dh]);
+                        }
+                        matmul(&mut sc[..], qh, kg, MatmulShape::nt(nn, dh, l), 0.0, Par::Seq); // [nn, l]
+                        for t in 0..nn {
+                            masked_softmax(&mut sc[t * l..(t + 1) * l], len0[s] + t + 1, scale);
+                        }
+                        matmul(oh, &sc[..], vg, MatmulShape::nn(nn, l, dh), 0.0, Par::Seq); // [nn, d_head]
+                        for t in 0..nn {
+                            // SAFETY: row r0 + t, head hq belongs to this (sequence, KV head) task alone.
+                            unsafe { out.slice((r0 + t) * dq + hq * dh, dh) }.copy_from_slice(&oh[t * dh..(t + 1) * dh]);
+                        }
+                    }
+                })
+            });
+            return;
+        }
         SCORES.with(|sc| {
             let mut sc = sc.borrow_mut();
             if sc.len() < l {
