@@ -197,6 +197,10 @@ pub struct BenchInferArgs {
     /// fast (default) or reference.
     #[arg(long, value_enum, default_value_t = EngineArg::Fast)]
     pub engine: EngineArg,
+    /// Dot-product kernels that quantise the activations too (int8: VNNI, bf16: vdpbf16ps), as
+    /// llama.cpp does; costs accuracy (see `moe bench quality --fast-dot`).
+    #[arg(long)]
+    pub fast_dot: bool,
     /// Timed passes per batch size (the fastest kept), after one warm-up pass.
     #[arg(long, default_value_t = 2)]
     pub reps: usize,

@@ -4,6 +4,7 @@ use crate::args::{BenchCommand, BenchInferArgs, DtypeArg, EngineArg, ModelSource
 use anyhow::Context;
 use moe_compare::plot::{line_chart, LineChart, Series};
 use moe_infer::{bench_infer, weight_format_quality, Engine, EngineBench, Machine, Runner};
+use moe_kernels::gemv::Kernel;
 use moe_kernels::quant::WeightDtype;
 use moe_model::hf::load_hf_dir;
 use moe_model::Transformer;
@@ -93,14 +94,23 @@ fn infer(a: BenchInferArgs) -> anyhow::Result<()> {
         let mut engine;
         let mut runner = match a.engine {
             EngineArg::Fast => {
-                engine = Engine::new(&model, dt);
+                let kernel = match (a.fast_dot, dt) {
+                    (true, WeightDtype::I8) => Kernel::Avx512Vnni,
+                    (true, WeightDtype::Bf16) => Kernel::Avx512Bf16Dot,
+                    _ => Kernel::Auto,
+                };
+                engine = Engine::with_kernel(&model, dt, kernel)?;
                 Runner::Engine(&mut engine)
             }
             EngineArg::Reference => Runner::Reference(&model),
         };
         let eng = if a.engine == EngineArg::Fast { "fast" } else { "reference" };
         println!();
-        println!("engine {eng}, weights {}", dt.name());
+        let kname = match &runner {
+            Runner::Engine(e) => e.kernel().name(),
+            Runner::Reference(_) => "gemm",
+        };
+        println!("engine {eng}, weights {}, kernel {kname}", dt.name());
         println!(
             "{:>5} {:>13} {:>12} {:>14} {:>8} {:>6} {:>7} {:>8} {:>22}",
             "batch", "prefill tok/s", "decode tok/s", "latency ms/tok", "MB/step", "GB/s", "GFLOP/s", "roofline", "distinct experts/step"

@@ -57,7 +57,7 @@ fn chunk(total: usize, unit: usize) -> usize {
 
 /// `out[row0 + i, ·] = mlp(x[i, ·])` for every group (**overwrites** those rows of `out`,
 /// `[·, d_model]`); rows of `out` not covered by a group are left alone.
-pub fn grouped_mlp_forward(out: &mut [f32], groups: &[Group<'_>], d_model: usize, s: &mut FfnScratch) {
+pub fn grouped_mlp_forward(out: &mut [f32], groups: &[Group<'_>], d_model: usize, kernel: Kernel, s: &mut FfnScratch) {
     if groups.is_empty() {
         return;
     }
@@ -82,7 +82,7 @@ pub fn grouped_mlp_forward(out: &mut [f32], groups: &[Group<'_>], d_model: usize
         }
     }
     let inputs: Vec<Option<TileInput<'_>>> =
-        groups.iter().map(|g| (g.m < min_gemm).then(|| TileInput::new(g.x, g.m, d_model, g.mlp.gate_up.dtype(), Kernel::Auto))).collect();
+        groups.iter().map(|g| (g.m < min_gemm).then(|| TileInput::new(g.x, g.m, d_model, g.mlp.gate_up.dtype(), kernel))).collect();
     let act = SharedOut::new(&mut s.act);
     let act_off = &s.act_off;
     s.tasks.par_iter().for_each(|&(gi, f0, f1)| {
@@ -132,7 +132,7 @@ pub fn grouped_mlp_forward(out: &mut [f32], groups: &[Group<'_>], d_model: usize
     }
     let acts: Vec<&[f32]> = groups.iter().enumerate().map(|(gi, g)| &s.act[s.act_off[gi]..s.act_off[gi] + g.m * g.mlp.d_ff]).collect();
     let inputs: Vec<Option<TileInput<'_>>> =
-        groups.iter().zip(&acts).map(|(g, a)| (g.m < min_gemm).then(|| TileInput::new(a, g.m, g.mlp.d_ff, g.mlp.down.dtype(), Kernel::Auto))).collect();
+        groups.iter().zip(&acts).map(|(g, a)| (g.m < min_gemm).then(|| TileInput::new(a, g.m, g.mlp.d_ff, g.mlp.down.dtype(), kernel))).collect();
     let o = SharedOut::new(out);
     s.tasks.par_iter().for_each(|&(gi, r0, r1)| {
         let g = &groups[gi];

@@ -73,13 +73,14 @@ impl SharedOut {
 /// Rows of a weight tile in the wide (gemm) path of [`linear`].
 const GEMM_TILE_ROWS: usize = 128;
 
-/// `y[m, n] = x[m, k] · Wᵀ` (**overwrites** `y`), `W [n, k]` in any format, on the rayon pool.
-pub fn linear(y: &mut [f32], x: &[f32], w: &Weights, m: usize) {
+/// `y[m, n] = x[m, k] · Wᵀ` (**overwrites** `y`), `W [n, k]` in any format, on the rayon pool;
+/// `kernel` picks the GEMV kernel (see [`moe_kernels::gemv::Kernel`]).
+pub fn linear(y: &mut [f32], x: &[f32], w: &Weights, m: usize, kernel: Kernel) {
     let (n, k) = (w.n(), w.k());
     debug_assert_eq!(x.len(), m * k);
     debug_assert_eq!(y.len(), m * n);
     if m < gemm_min_rows() {
-        gemv_ref(y, x, w.view(), m, Par::Pool, Kernel::Auto); // [m, n]
+        gemv_ref(y, x, w.view(), m, Par::Pool, kernel); // [m, n]
         return;
     }
     match w {

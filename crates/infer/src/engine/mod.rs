@@ -36,6 +36,7 @@ use ffn::{grouped_mlp_forward, FfnScratch, Group};
 use linear::linear;
 use moe::{moe_forward, MoeScratch};
 use moe_kernels::embedding::embedding_forward;
+use moe_kernels::gemv::Kernel;
 use moe_kernels::norm::rmsnorm_forward;
 use moe_kernels::quant::WeightDtype;
 use moe_model::layers::attention::{qk_norm_forward, qkv_bias_forward};
@@ -117,6 +118,7 @@ pub struct Engine<'m> {
     model: &'m Transformer<f32>,
     w: EngineWeights,
     dropless: Option<MoeConfig>,
+    kernel: Kernel,
     s: Scratch,
     stats: StepStats,
 }
@@ -145,13 +147,30 @@ fn validate<S: AsRef<[u32]>>(cfg: &moe_model::ModelConfig, caches: &[&mut KvCach
 }
 
 impl<'m> Engine<'m> {
-    /// An engine for `model` with every matrix stored as `dtype` (the MoE router stays f32).
+    /// An engine for `model` with every matrix stored as `dtype` (the MoE router stays f32), on
+    /// the exact GEMV kernels (activations stay f32).
     pub fn new(model: &'m Transformer<f32>, dtype: WeightDtype) -> Self {
+        Self::with_kernel(model, dtype, Kernel::Auto).expect("Kernel::Auto runs everywhere")
+    }
+
+    /// [`Engine::new`] with an explicit GEMV kernel: [`Kernel::Avx512Vnni`] (int8 weights: the
+    /// activations are quantised to int8 per row, as llama.cpp's q8_0 does) or
+    /// [`Kernel::Avx512Bf16Dot`] (bf16 weights: activations rounded to bf16) trade accuracy for
+    /// speed; other formats fall back to the exact kernel. Errors when this CPU lacks the kernel.
+    pub fn with_kernel(model: &'m Transformer<f32>, dtype: WeightDtype, kernel: Kernel) -> Result<Self> {
+        if !kernel.available() {
+            return Err(Error::BadInput(format!("the {} GEMV kernel is not supported by this CPU", kernel.name())));
+        }
         let dropless = model.cfg.moe.clone().map(|mut m| {
             m.capacity_factor = 0.0;
             m
         });
-        Engine { model, w: EngineWeights::new(model, dtype), dropless, s: Scratch::default(), stats: StepStats::default() }
+        Ok(Engine { model, w: EngineWeights::new(model, dtype), dropless, kernel, s: Scratch::default(), stats: StepStats::default() })
+    }
+
+    /// The GEMV kernel in use.
+    pub fn kernel(&self) -> Kernel {
+        self.kernel
     }
 
     /// The model this engine runs.
@@ -201,6 +220,7 @@ impl<'m> Engine<'m> {
         let (dq, dkv) = (n_head * dh, n_kv * dh);
         let dims = AttnDims { n_head, n_head_kv: n_kv, d_head: dh };
         let eps = cfg.norm_eps;
+        let kernel = self.kernel;
         let s = &mut self.s;
         let st = &mut self.stats;
         st.clear();
@@ -228,7 +248,7 @@ impl<'m> Engine<'m> {
         for (i, (b, lw)) in model.layout.blocks.iter().zip(&self.w.layers).enumerate() {
             // ---- attention
             rmsnorm_forward(&mut s.h, &mut s.rstd, &s.x, &p[b.attn_norm.clone()], n, d, eps); // [n_tok, d_model]
-            linear(&mut s.qkv, &s.h, &lw.wqkv, n); // [n_tok, dq + 2·dkv]
+            linear(&mut s.qkv, &s.h, &lw.wqkv, n, kernel); // [n_tok, dq + 2·dkv]
             st.add_matmul(n, dq + 2 * dkv, d, lw.wqkv.bytes());
             for r in 0..n {
                 let row = &s.qkv[r * (dq + 2 * dkv)..(r + 1) * (dq + 2 * dkv)];
@@ -254,19 +274,19 @@ impl<'m> Engine<'m> {
                 let keys = nn * l0 + nn * (nn + 1) / 2;
                 st.flops += (4 * dh * n_head * keys) as u64;
             }
-            linear(&mut s.a, &s.o, &lw.wo, n); // [n_tok, d_model]
+            linear(&mut s.a, &s.o, &lw.wo, n, kernel); // [n_tok, d_model]
             st.add_matmul(n, d, dq, lw.wo.bytes());
             s.x.iter_mut().zip(&s.a).for_each(|(x, &v)| *x += v);
             // ---- FFN
             rmsnorm_forward(&mut s.h, &mut s.rstd, &s.x, &p[b.ffn_norm.clone()], n, d, eps); // [n_tok, d_model]
             match &lw.ffn {
                 FfnWeights::Dense(mlp) => {
-                    grouped_mlp_forward(&mut s.a, &[Group { mlp, x: &s.h, m: n, row0: 0 }], d, &mut s.ffn); // [n_tok, d_model]
+                    grouped_mlp_forward(&mut s.a, &[Group { mlp, x: &s.h, m: n, row0: 0 }], d, kernel, &mut s.ffn); // [n_tok, d_model]
                     st.add_mlp(mlp, n, d);
                 }
                 FfnWeights::Moe(mw) => {
                     let mc = self.dropless.as_ref().ok_or_else(|| Error::BadInput("MoE layer without a moe config".into()))?;
-                    moe_forward(&mut s.a, &s.h, mw, mc, &model.selection_bias[i], n, d, &mut s.moe, st); // [n_tok, d_model]
+                    moe_forward(&mut s.a, &s.h, mw, mc, &model.selection_bias[i], n, d, kernel, &mut s.moe, st); // [n_tok, d_model]
                 }
             }
             s.x.iter_mut().zip(&s.a).for_each(|(x, &v)| *x += v);
@@ -292,7 +312,7 @@ impl<'m> Engine<'m> {
         rmsnorm_forward(&mut s.xf, &mut s.rstd, &s.xs, &p[model.layout.norm.clone()], m, d, eps); // [n_out, d_model]
         let nv = cfg.n_vocab;
         s.logits.resize(m * nv, 0.0);
-        linear(&mut s.logits, &s.xf, &self.w.lm_head, m); // [n_out, n_vocab]
+        linear(&mut s.logits, &s.xf, &self.w.lm_head, m, kernel); // [n_out, n_vocab]
         st.add_matmul(m, nv, d, self.w.lm_head.bytes());
         Ok(&s.logits)
     }

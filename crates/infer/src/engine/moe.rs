@@ -35,9 +35,10 @@ fn sigmoid(z: f32) -> f32 {
     1.0 / (1.0 + (-z).exp())
 }
 
-/// `out [n_tok, d_model]` (**overwritten**) = MoE FFN of `h [n_tok, d_model]`.
+/// `out [n_tok, d_model]` (**overwritten**) = MoE FFN of `h [n_tok, d_model]`; `kernel` is the
+/// experts' GEMV kernel (the router always uses the exact one).
 #[allow(clippy::too_many_arguments)]
-pub fn moe_forward(out: &mut [f32], h: &[f32], w: &MoeWeights, mc: &MoeConfig, selection_bias: &[f32], n_tok: usize, d_model: usize, s: &mut MoeScratch, stats: &mut StepStats) {
+pub fn moe_forward(out: &mut [f32], h: &[f32], w: &MoeWeights, mc: &MoeConfig, selection_bias: &[f32], n_tok: usize, d_model: usize, kernel: Kernel, s: &mut MoeScratch, stats: &mut StepStats) {
     let (e, k) = (w.n_expert, mc.n_expert_active);
     let d = d_model;
     // ---- router: z = h·Wrᵀ → gate values p
@@ -110,7 +111,7 @@ pub fn moe_forward(out: &mut [f32], h: &[f32], w: &MoeWeights, mc: &MoeConfig, s
         groups.push(Group { mlp: sh, x: h, m: n_tok, row0: n_rows });
         stats.add_mlp(sh, n_tok, d);
     }
-    grouped_mlp_forward(&mut s.ys, &groups, d, &mut s.ffn);
+    grouped_mlp_forward(&mut s.ys, &groups, d, kernel, &mut s.ffn);
     // ---- combine: out[t] = (gated) shared[t] + Σ_slots w · y[row]
     for t in 0..n_tok {
         let o = &mut out[t * d..(t + 1) * d];
