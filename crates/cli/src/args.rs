@@ -140,6 +140,9 @@ pub enum BenchCommand {
         /// At most this many windows.
         #[arg(long, default_value_t = 16)]
         windows: usize,
+        /// Use the activation-quantising kernels (int8: VNNI, bf16: vdpbf16ps).
+        #[arg(long)]
+        fast_dot: bool,
     },
 }
 

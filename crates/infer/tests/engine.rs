@@ -5,6 +5,7 @@
 //! byte/FLOP counters equal hand-computed values.
 
 use moe_infer::*;
+use moe_kernels::gemv::Kernel;
 use moe_kernels::quant::WeightDtype;
 use moe_kernels::rng::Rng;
 use moe_model::{ModelConfig, Transformer};
@@ -182,9 +183,29 @@ fn bf16_and_int8_within_tolerance_of_f32() {
             let err = l.iter().zip(&l32).fold(0f32, |a, (x, y)| a.max((x - y).abs()));
             eprintln!("{name} {dtype:?}: max |Δlogit| / max |logit| = {:.2e}", err / scale);
             assert_close(&l, &l32, tol, &format!("{name} {dtype:?}"));
-            let q = weight_format_quality(&m, &tokens(200, nv, 32), dtype, 24, 4).unwrap();
+            let q = weight_format_quality(&m, &tokens(200, nv, 32), dtype, Kernel::Auto, 24, 4).unwrap();
             assert!(q.kl_mean.is_finite() && q.kl_mean >= 0.0 && q.kl_mean < 0.05, "{name} {dtype:?}: KL {}", q.kl_mean);
             assert!(q.ppl > 0.0 && (q.ppl / q.ppl_f32 - 1.0).abs() < 0.1, "{name} {dtype:?}: ppl {} vs {}", q.ppl, q.ppl_f32);
+        }
+    }
+}
+
+/// The activation-quantising kernels (where this CPU has them) stay close too: int8 activations
+/// (VNNI) within 5% of max |logit|, bf16 activations within 2%.
+#[test]
+fn fast_dot_kernels_within_tolerance_of_f32() {
+    for (name, c) in [("dense", cfg(DENSE)), ("moe", moe_cfg()), ("qwen-like", qwen_like_cfg())] {
+        let m = Transformer::<f32>::new(c, 9).unwrap();
+        let seq = tokens(24, m.cfg.n_vocab, 33);
+        let l32 = Engine::new(&m, WeightDtype::F32).step_all_logits(&mut [&mut KvCache::new(&m.cfg)], &[&seq]).unwrap().to_vec();
+        for (dtype, kernel, tol) in [(WeightDtype::I8, Kernel::Avx512Vnni, 0.05f32), (WeightDtype::Bf16, Kernel::Avx512Bf16Dot, 0.02)] {
+            if !kernel.available() {
+                assert!(Engine::with_kernel(&m, dtype, kernel).is_err());
+                continue;
+            }
+            let mut e = Engine::with_kernel(&m, dtype, kernel).unwrap();
+            let l = e.step_all_logits(&mut [&mut KvCache::new(&m.cfg)], &[&seq]).unwrap().to_vec();
+            assert_close(&l, &l32, tol, &format!("{name} {dtype:?} {kernel:?}"));
         }
     }
 }

@@ -30,18 +30,27 @@ pub fn run(c: BenchCommand) -> anyhow::Result<()> {
             Ok(())
         }
         BenchCommand::Infer(a) => infer(a),
-        BenchCommand::Quality { run, dtype, seq_len, windows } => {
+        BenchCommand::Quality { run, dtype, seq_len, windows, fast_dot } => {
             let r = load_run(&run)?;
             let val = build_dataset(&r.cfg, &r.tokenizer)?.val;
             let sl = seq_len.unwrap_or(r.cfg.train.seq_len).min(r.model.cfg.n_ctx);
             println!("run      {} (step {}), {} validation tokens, windows of {sl}", run.display(), r.step, val.len());
-            println!("{:>6} {:>8} {:>10} {:>10} {:>12} {:>10} {:>10}", "dtype", "tokens", "ppl f32", "ppl", "KL mean", "KL max", "top-1 =");
+            println!("{:>6} {:>14} {:>8} {:>10} {:>10} {:>12} {:>10} {:>10}", "dtype", "kernel", "tokens", "ppl f32", "ppl", "KL mean", "KL max", "top-1 =");
             for d in dtype {
-                let q = weight_format_quality(&r.model, &val, dtype_of(d), sl, windows)?;
-                println!("{:>6} {:>8} {:>10.4} {:>10.4} {:>12.3e} {:>10.3e} {:>9.2}%", q.dtype, q.n_tok, q.ppl_f32, q.ppl, q.kl_mean, q.kl_max, 100.0 * q.top1_agree);
+                let q = weight_format_quality(&r.model, &val, dtype_of(d), kernel_of(fast_dot, dtype_of(d)), sl, windows)?;
+                println!("{:>6} {:>14} {:>8} {:>10.4} {:>10.4} {:>12.3e} {:>10.3e} {:>9.2}%", q.dtype, q.kernel, q.n_tok, q.ppl_f32, q.ppl, q.kl_mean, q.kl_max, 100.0 * q.top1_agree);
             }
             Ok(())
         }
+    }
+}
+
+/// The GEMV kernel for `dtype`: exact, or with `fast_dot` the activation-quantising one.
+pub fn kernel_of(fast_dot: bool, dtype: WeightDtype) -> Kernel {
+    match (fast_dot, dtype) {
+        (true, WeightDtype::I8) => Kernel::Avx512Vnni,
+        (true, WeightDtype::Bf16) => Kernel::Avx512Bf16Dot,
+        _ => Kernel::Auto,
     }
 }
 
@@ -94,12 +103,7 @@ fn infer(a: BenchInferArgs) -> anyhow::Result<()> {
         let mut engine;
         let mut runner = match a.engine {
             EngineArg::Fast => {
-                let kernel = match (a.fast_dot, dt) {
-                    (true, WeightDtype::I8) => Kernel::Avx512Vnni,
-                    (true, WeightDtype::Bf16) => Kernel::Avx512Bf16Dot,
-                    _ => Kernel::Auto,
-                };
-                engine = Engine::with_kernel(&model, dt, kernel)?;
+                engine = Engine::with_kernel(&model, dt, kernel_of(a.fast_dot, dt))?;
                 Runner::Engine(&mut engine)
             }
             EngineArg::Reference => Runner::Reference(&model),

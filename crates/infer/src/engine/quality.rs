@@ -4,6 +4,7 @@
 use super::Engine;
 use crate::error::{Error, Result};
 use crate::kv_cache::KvCache;
+use moe_kernels::gemv::Kernel;
 use moe_kernels::quant::WeightDtype;
 use moe_model::Transformer;
 use serde::{Deserialize, Serialize};
@@ -13,6 +14,8 @@ use serde::{Deserialize, Serialize};
 pub struct FormatQuality {
     /// the format compared with f32
     pub dtype: String,
+    /// the GEMV kernel of the `dtype` engine
+    pub kernel: String,
     /// predicted tokens
     pub n_tok: usize,
     /// perplexity with f32 weights
@@ -34,10 +37,10 @@ fn log_softmax(row: &[f32], out: &mut [f64]) {
     out.iter_mut().zip(row).for_each(|(o, &v)| *o = v as f64 - lse);
 }
 
-/// Perplexity and KL of `dtype` against f32 on consecutive windows of `seq_len + 1` tokens of
+/// Perplexity and KL of `dtype` (on `kernel`, see [`Engine::with_kernel`]) against exact f32 on consecutive windows of `seq_len + 1` tokens of
 /// `tokens` (at most `max_windows`): each window's first `seq_len` tokens are prefilled with all
 /// logits, and predict the next token at every position.
-pub fn weight_format_quality(model: &Transformer<f32>, tokens: &[u32], dtype: WeightDtype, seq_len: usize, max_windows: usize) -> Result<FormatQuality> {
+pub fn weight_format_quality(model: &Transformer<f32>, tokens: &[u32], dtype: WeightDtype, kernel: Kernel, seq_len: usize, max_windows: usize) -> Result<FormatQuality> {
     if seq_len == 0 || seq_len > model.cfg.n_ctx {
         return Err(Error::BadInput(format!("quality: seq_len {seq_len} must be in 1..=n_ctx ({})", model.cfg.n_ctx)));
     }
@@ -47,7 +50,7 @@ pub fn weight_format_quality(model: &Transformer<f32>, tokens: &[u32], dtype: We
     }
     let nv = model.cfg.n_vocab;
     let mut e32 = Engine::new(model, WeightDtype::F32);
-    let mut eq = Engine::new(model, dtype);
+    let mut eq = Engine::with_kernel(model, dtype, kernel)?;
     let (mut ce32, mut ceq, mut kl_sum, mut kl_max, mut agree, mut n) = (0.0f64, 0.0f64, 0.0f64, 0.0f64, 0usize, 0usize);
     let (mut lp, mut lq) = (vec![0.0f64; nv], vec![0.0f64; nv]);
     for w in 0..n_win {
@@ -73,6 +76,7 @@ pub fn weight_format_quality(model: &Transformer<f32>, tokens: &[u32], dtype: We
     let nf = n as f64;
     Ok(FormatQuality {
         dtype: dtype.name().to_string(),
+        kernel: eq.kernel().name().to_string(),
         n_tok: n,
         ppl_f32: (ce32 / nf).exp(),
         ppl: (ceq / nf).exp(),
