@@ -8,6 +8,10 @@
 //! - [`Sampler`] / [`SamplerConfig`]: greedy, temperature, top-k, top-p, deterministic in a seed.
 //! - [`generate`]: prefill + KV-cached decoding of one prompt with streaming callback.
 //! - [`bench_decode`]: prefill/decode throughput per batch size and distinct experts per step.
+//! - [`Engine`] ([`engine`]): the fast engine — same contract as [`forward_step`] (its slow twin),
+//!   f32/bf16/int8 weights, grouped MoE experts, per-step weight-byte and FLOP counters;
+//!   [`generate_with_engine`], [`bench_infer`] (roofline report), [`weight_format_quality`]
+//!   (perplexity and KL of bf16/int8 against f32). See `docs/inference.md`.
 //!
 //! MoE routing at inference is always **dropless** (the config's `capacity_factor` is ignored):
 //! capacity is a training-time device, and at inference it would make a token's output depend on
