@@ -14,8 +14,9 @@
 //!   ([`ffn`], [`moe`]);
 //! * decode attention as plain dot products over the cache, one task per (sequence, KV head)
 //!   ([`attention`]);
-//! * every activation buffer kept in the engine and reused: no allocation per step once the
-//!   largest batch has been seen (bf16 weights prepare a copy of `x` per product).
+//! * every activation buffer kept in the engine (or per thread) and reused once the largest batch
+//!   has been seen; what is still allocated per step is bookkeeping of a few words per layer (task
+//!   lists, per-group inputs) and, for bf16 weights, the rearranged copy of `x` per product.
 //!
 //! Each step also counts the weight bytes it read and the FLOPs it did ([`StepStats`]), for the
 //! roofline report of `moe bench infer`.
