@@ -434,8 +434,14 @@ mod x86 {
     unsafe fn block<L: Load, const MR: usize>(x: [*const f32; MR], w: [*const L::T; 4], k: usize) -> [[f32; 4]; MR] {
         let mut acc = [[_mm512_setzero_ps(); 4]; MR];
         let mut p = 0;
+        // one prefetch per 64-byte line (int8: every fourth step); rows of narrow types are short,
+        // so they prefetch two blocks ahead
+        let line = 64 / std::mem::size_of::<L::T>();
+        let ahead = if std::mem::size_of::<L::T>() < 4 { 8 * k } else { 4 * k };
         while p + 16 <= k {
-            prefetch4(w, p + 4 * k);
+            if p % line == 0 {
+                prefetch4(w, p + ahead);
+            }
             let wv = [L::load(w[0].add(p)), L::load(w[1].add(p)), L::load(w[2].add(p)), L::load(w[3].add(p))];
             for i in 0..MR {
                 let xv = _mm512_loadu_ps(x[i].add(p));
