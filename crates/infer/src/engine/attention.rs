@@ -37,6 +37,49 @@ fn masked_softmax(row: &mut [f32], vis: usize, scale: f32) {
     row[vis..].fill(0.0);
 }
 
+/// One query row against `vis = scores.len()` cached keys/values `[vis, d_head]`:
+/// `o = softmax(scale · K·q) · V` (**overwrites** `o`). Compiled twice, for AVX-512 (chosen at
+/// run time) and for the baseline target, from the same plain loops.
+fn attend_one(o: &mut [f32], q: &[f32], k: &[f32], v: &[f32], scores: &mut [f32], scale: f32) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::is_x86_feature_detected!("avx512f") && std::is_x86_feature_detected!("fma") {
+            // SAFETY: the CPU has the features the function is compiled for (checked just above).
+            return unsafe { attend_one_avx512(o, q, k, v, scores, scale) };
+        }
+    }
+    attend_one_body(o, q, k, v, scores, scale)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma")]
+unsafe fn attend_one_avx512(o: &mut [f32], q: &[f32], k: &[f32], v: &[f32], scores: &mut [f32], scale: f32) {
+    attend_one_body(o, q, k, v, scores, scale)
+}
+
+#[inline(always)]
+fn attend_one_body(o: &mut [f32], q: &[f32], k: &[f32], v: &[f32], scores: &mut [f32], scale: f32) {
+    let dh = q.len();
+    let mut mx = f32::NEG_INFINITY;
+    for (p, sp) in scores.iter_mut().enumerate() {
+        *sp = dot(q, &k[p * dh..(p + 1) * dh]) * scale;
+        mx = mx.max(*sp);
+    }
+    let mut sum = 0.0f32;
+    for sp in scores.iter_mut() {
+        *sp = (*sp - mx).exp();
+        sum += *sp;
+    }
+    let inv = 1.0 / sum;
+    o.fill(0.0);
+    for (p, &sp) in scores.iter().enumerate() {
+        let w = sp * inv;
+        for (a, &x) in o.iter_mut().zip(&v[p * dh..(p + 1) * dh]) {
+            *a += w * x;
+        }
+    }
+}
+
 /// Shapes of one attention call.
 #[derive(Clone, Copy, Debug)]
 pub struct AttnDims {
@@ -106,26 +149,9 @@ pub fn cached_attention(o: &mut [f32], caches: &[&KvCache<f32>], layer: usize, q
                     let hq = g * group + j;
                     let base = (r0 + t) * dq + hq * dh;
                     let qh = &q[base..base + dh]; // [d_head]
-                    let mut mx = f32::NEG_INFINITY;
-                    for (p, sp) in scores.iter_mut().enumerate() {
-                        *sp = dot(qh, &kg[p * dh..(p + 1) * dh]) * scale;
-                        mx = mx.max(*sp);
-                    }
-                    let mut sum = 0.0f32;
-                    for sp in scores.iter_mut() {
-                        *sp = (*sp - mx).exp();
-                        sum += *sp;
-                    }
-                    let inv = 1.0 / sum;
                     // SAFETY: row r0 + t, head hq belongs to this (sequence, KV head) task alone.
                     let oh = unsafe { out.slice(base, dh) }; // [d_head]
-                    oh.fill(0.0);
-                    for (p, &sp) in scores.iter().enumerate() {
-                        let w = sp * inv;
-                        for (a, &v) in oh.iter_mut().zip(&vg[p * dh..(p + 1) * dh]) {
-                            *a += w * v;
-                        }
-                    }
+                    attend_one(oh, qh, kg, vg, scores, scale);
                 }
             }
         });
