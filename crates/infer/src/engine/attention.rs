@@ -11,6 +11,9 @@ use moe_kernels::{matmul, MatmulShape, Par};
 use rayon::prelude::*;
 use std::cell::RefCell;
 
+/// (query head × visible key) pairs up to which one call runs on the calling thread.
+const SEQ_MAX_PAIRS: usize = 2048;
+
 /// New tokens of one sequence from which its attention uses GEMMs.
 pub const GEMM_MIN_ROWS: usize = 16;
 
@@ -103,7 +106,10 @@ pub fn cached_attention(o: &mut [f32], caches: &[&KvCache<f32>], layer: usize, q
     tasks.clear();
     tasks.extend((0..caches.len()).flat_map(|s| (0..n_head_kv).map(move |g| (s, g))));
     let out = SharedOut::new(o);
-    tasks.par_iter().for_each(|&(s, g)| {
+    // (query head, visible key) pairs: below SEQ_MAX_PAIRS (a batch-1 decode step) the work is
+    // smaller than a rayon round trip, so it stays on this thread
+    let pairs: usize = (0..caches.len()).map(|s| (offs[s + 1] - offs[s]) * (len0[s] + offs[s + 1] - offs[s])).sum::<usize>() * n_head;
+    let task = |&(s, g): &(usize, usize)| {
         let (r0, nn) = (offs[s], offs[s + 1] - offs[s]);
         let l = len0[s] + nn;
         let kg = caches[s].keys_upto(layer, g, l); // [l, d_head]
@@ -155,5 +161,10 @@ pub fn cached_attention(o: &mut [f32], caches: &[&KvCache<f32>], layer: usize, q
                 }
             }
         });
-    });
+    };
+    if pairs <= SEQ_MAX_PAIRS {
+        tasks.iter().for_each(task);
+    } else {
+        tasks.par_iter().for_each(task);
+    }
 }

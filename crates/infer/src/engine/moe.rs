@@ -9,7 +9,6 @@
 use super::ffn::{grouped_mlp_forward, FfnScratch, Group};
 use super::weights::MoeWeights;
 use super::StepStats;
-use moe_kernels::cross_entropy::softmax_rows;
 use moe_kernels::gemv::{gemv_ref, Kernel};
 use moe_kernels::quant::WeightsRef;
 use moe_kernels::Par;
@@ -31,6 +30,18 @@ pub struct MoeScratch {
     ffn: FfnScratch,
 }
 
+/// In-place softmax of one row (the maths of `moe_kernels::cross_entropy::softmax_rows`).
+fn softmax(row: &mut [f32]) {
+    let m = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let mut sum = 0.0f32;
+    for v in row.iter_mut() {
+        *v = (*v - m).exp();
+        sum += *v;
+    }
+    let inv = 1.0 / sum;
+    row.iter_mut().for_each(|v| *v *= inv);
+}
+
 fn sigmoid(z: f32) -> f32 {
     1.0 / (1.0 + (-z).exp())
 }
@@ -46,7 +57,8 @@ pub fn moe_forward(out: &mut [f32], h: &[f32], w: &MoeWeights, mc: &MoeConfig, s
     gemv_ref(&mut s.probs, h, WeightsRef::f32(&w.router, e, d), n_tok, Par::Seq, Kernel::Auto); // [n_tok, n_expert]
     stats.add_matmul(n_tok, e, d, 4 * e * d);
     match mc.gating {
-        Gating::Softmax => softmax_rows(&mut s.probs, e),
+        // on this thread: n_tok·n_expert values, less than one rayon round trip costs
+        Gating::Softmax => s.probs.chunks_mut(e).for_each(softmax),
         Gating::Sigmoid => s.probs.iter_mut().for_each(|v| *v = sigmoid(*v)),
     }
     // ---- top-k and combine weights, as the model's router
