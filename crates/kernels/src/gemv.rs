@@ -86,6 +86,11 @@ impl Kernel {
         }
     }
 
+    /// The concrete kernel this one runs on weights of `dtype` (see `resolve`).
+    pub fn resolved(self, dtype: WeightDtype) -> Kernel {
+        resolve(self, dtype)
+    }
+
     /// The kernels this CPU can run, `Auto` excluded.
     pub fn available_kernels() -> Vec<Kernel> {
         Kernel::ALL.into_iter().filter(|k| k.available()).collect()
@@ -508,17 +513,14 @@ mod x86 {
         });
     }
 
-    /// Rows of `x` per pass over a chunk of weight rows (8 rows: 16 KiB of f32 `x` at k = 512,
-    /// stays in L1 while the chunk's four-row blocks go by).
+    /// Rows of `x` per pass over a chunk (16 KiB of f32 at k = 512: stays in L1).
     const I_BLOCK: usize = 8;
-    /// Weight rows per chunk (64 rows: 128 KiB of f32 at k = 512, stays in L2 while every block of
-    /// `x` rows passes over it; read from DRAM once).
+    /// Weight rows per chunk (128 KiB of f32 at k = 512: stays in L2, read from DRAM once).
     const J_CHUNK: usize = 64;
 
-    /// Visit the four-row weight blocks `j` of `j0..j1` chunk by chunk (`jc..je`), and inside a
-    /// chunk each block of at most [`I_BLOCK`] rows `ib..ie` of `x`: `f(ib, ie, jc, je, j)`. With
-    /// many rows of `x` this keeps both operands in cache; every output still comes from the
-    /// same block call on the same data, so results do not depend on `m` (batch invariance).
+    /// Visit the four-row weight blocks `j` of `j0..j1` chunk by chunk (`jc..je`), inside a chunk
+    /// per block of ≤ [`I_BLOCK`] rows `ib..ie` of `x`: `f(ib, ie, jc, je, j)`. Every output still
+    /// comes from the same block call on the same data (batch invariance).
     #[inline(always)]
     fn for_blocks(m: usize, j0: usize, j1: usize, mut f: impl FnMut(usize, usize, usize, usize, usize)) {
         let mut jc = j0;

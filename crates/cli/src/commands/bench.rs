@@ -111,7 +111,7 @@ fn infer(a: BenchInferArgs) -> anyhow::Result<()> {
         let eng = if a.engine == EngineArg::Fast { "fast" } else { "reference" };
         println!();
         let kname = match &runner {
-            Runner::Engine(e) => e.kernel().name(),
+            Runner::Engine(e) => e.kernel().resolved(dt).name(),
             Runner::Reference(_) => "gemm",
         };
         println!("engine {eng}, weights {}, kernel {kname}", dt.name());

@@ -76,7 +76,7 @@ pub fn weight_format_quality(model: &Transformer<f32>, tokens: &[u32], dtype: We
     let nf = n as f64;
     Ok(FormatQuality {
         dtype: dtype.name().to_string(),
-        kernel: eq.kernel().name().to_string(),
+        kernel: eq.kernel().resolved(dtype).name().to_string(),
         n_tok: n,
         ppl_f32: (ce32 / nf).exp(),
         ppl: (ceq / nf).exp(),
