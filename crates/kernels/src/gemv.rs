@@ -87,9 +87,7 @@ impl Kernel {
     }
 
     /// The concrete kernel this one runs on weights of `dtype` (see `resolve`).
-    pub fn resolved(self, dtype: WeightDtype) -> Kernel {
-        resolve(self, dtype)
-    }
+    pub fn resolved(self, dtype: WeightDtype) -> Kernel { resolve(self, dtype) }
 
     /// The kernels this CPU can run, `Auto` excluded.
     pub fn available_kernels() -> Vec<Kernel> {
@@ -439,8 +437,7 @@ mod x86 {
     unsafe fn block<L: Load, const MR: usize>(x: [*const f32; MR], w: [*const L::T; 4], k: usize) -> [[f32; 4]; MR] {
         let mut acc = [[_mm512_setzero_ps(); 4]; MR];
         let mut p = 0;
-        // one prefetch per 64-byte line (int8: every fourth step); rows of narrow types are short,
-        // so they prefetch two blocks ahead
+        // one prefetch per 64-byte line; short (narrow-type) rows prefetch two blocks ahead
         let line = 64 / std::mem::size_of::<L::T>();
         let ahead = if std::mem::size_of::<L::T>() < 4 { 8 * k } else { 4 * k };
         while p + 16 <= k {
