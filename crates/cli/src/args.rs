@@ -123,23 +123,95 @@ pub enum BenchCommand {
         #[arg(long, default_value_t = 5)]
         steps: usize,
     },
-    /// KV-cached decode throughput of a Hugging Face checkpoint: prefill, decode, latency, experts.
-    Infer {
-        /// Hugging Face checkpoint directory.
+    /// Inference throughput per batch size: prefill and decode tokens/s, latency, weight bytes
+    /// read per decode step, GB/s, GFLOP/s and the fraction of the measured roofline; CSV + plot.
+    Infer(BenchInferArgs),
+    /// Quality cost of bf16/int8 weights: perplexity and KL divergence from f32 on validation text.
+    Quality {
+        /// Run directory (its latest checkpoint and validation split).
         #[arg(long)]
-        model: PathBuf,
-        /// Batch sizes (comma-separated).
-        #[arg(long, value_delimiter = ',', default_value = "1,4,16")]
-        batch: Vec<usize>,
-        /// Random prompt tokens per sequence.
-        #[arg(long, default_value_t = 32)]
-        prompt_len: usize,
-        /// Decode steps.
+        run: PathBuf,
+        /// Formats to compare with f32 (comma-separated: bf16, int8).
+        #[arg(long, value_delimiter = ',', default_value = "bf16,int8")]
+        dtype: Vec<DtypeArg>,
+        /// Tokens per window (default: the run's seq_len, capped at n_ctx).
+        #[arg(long)]
+        seq_len: Option<usize>,
+        /// At most this many windows.
         #[arg(long, default_value_t = 16)]
-        n_decode: usize,
-        #[arg(long, default_value_t = 0)]
-        seed: u64,
+        windows: usize,
+        /// Use the activation-quantising kernels (int8: VNNI, bf16: vdpbf16ps).
+        #[arg(long)]
+        fast_dot: bool,
     },
+}
+
+/// Weight storage format at inference.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum DtypeArg {
+    F32,
+    Bf16,
+    Int8,
+}
+
+/// Which forward runs inference.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum EngineArg {
+    /// the fast engine (moe_infer::Engine)
+    Fast,
+    /// the plainly correct reference path (moe_infer::forward_step)
+    Reference,
+}
+
+/// Where a model comes from: a run, a config (random weights) or a Hugging Face directory.
+#[derive(Args, Debug)]
+#[group(required = true, multiple = false)]
+pub struct ModelSource {
+    /// Run directory (latest checkpoint).
+    #[arg(long)]
+    pub run: Option<PathBuf>,
+    /// Experiment TOML: the [model] is built with random weights (seed --seed).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Hugging Face checkpoint directory.
+    #[arg(long)]
+    pub model: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+pub struct BenchInferArgs {
+    #[command(flatten)]
+    pub source: ModelSource,
+    /// Override a config key with --config (repeatable).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub set: Vec<String>,
+    /// Batch sizes (comma-separated).
+    #[arg(long, value_delimiter = ',', default_value = "1,2,4,8,16,32,64")]
+    pub batch: Vec<usize>,
+    /// Random prompt tokens per sequence.
+    #[arg(long, default_value_t = 128)]
+    pub prompt_len: usize,
+    /// Timed decode steps.
+    #[arg(long, default_value_t = 32)]
+    pub n_decode: usize,
+    /// Weight formats (comma-separated: f32, bf16, int8).
+    #[arg(long, value_delimiter = ',', default_value = "f32")]
+    pub dtype: Vec<DtypeArg>,
+    /// fast (default) or reference.
+    #[arg(long, value_enum, default_value_t = EngineArg::Fast)]
+    pub engine: EngineArg,
+    /// Dot-product kernels that quantise the activations too (int8: VNNI, bf16: vdpbf16ps), as
+    /// llama.cpp does; costs accuracy (see `moe bench quality --fast-dot`).
+    #[arg(long)]
+    pub fast_dot: bool,
+    /// Timed passes per batch size (the fastest kept), after one warm-up pass.
+    #[arg(long, default_value_t = 2)]
+    pub reps: usize,
+    /// Write bench_infer.csv and the plot (bench_infer.png/.svg) into this directory.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
 }
 
 #[derive(Args, Debug)]
@@ -177,6 +249,12 @@ pub struct GenerateArgs {
     pub top_p: f32,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// fast (default) or reference.
+    #[arg(long, value_enum, default_value_t = EngineArg::Fast)]
+    pub engine: EngineArg,
+    /// Weight format of the fast engine.
+    #[arg(long, value_enum, default_value_t = DtypeArg::F32)]
+    pub dtype: DtypeArg,
 }
 
 #[derive(Args, Debug)]

@@ -8,6 +8,10 @@
 //! - [`Sampler`] / [`SamplerConfig`]: greedy, temperature, top-k, top-p, deterministic in a seed.
 //! - [`generate`]: prefill + KV-cached decoding of one prompt with streaming callback.
 //! - [`bench_decode`]: prefill/decode throughput per batch size and distinct experts per step.
+//! - [`Engine`] ([`engine`]): the fast engine — same contract as [`forward_step`] (its slow twin),
+//!   f32/bf16/int8 weights, grouped MoE experts, per-step weight-byte and FLOP counters;
+//!   [`generate_with_engine`], [`bench_infer`] (roofline report), [`weight_format_quality`]
+//!   (perplexity and KL of bf16/int8 against f32). See `docs/inference.md`.
 //!
 //! MoE routing at inference is always **dropless** (the config's `capacity_factor` is ignored):
 //! capacity is a training-time device, and at inference it would make a token's output depend on
@@ -29,6 +33,7 @@
 
 pub mod bench;
 pub mod decode;
+pub mod engine;
 pub mod error;
 pub mod generate;
 pub mod kv_cache;
@@ -36,6 +41,10 @@ pub mod sampler;
 
 pub use bench::{bench_decode, expected_distinct, DecodeBench};
 pub use decode::{forward_one, forward_step, forward_step_with, StepOptions, StepOutput, StepRouting};
+pub use engine::bench::{bench_infer, EngineBench, Machine, Runner};
+pub use engine::quality::{weight_format_quality, FormatQuality};
+pub use engine::generate::generate_with_engine;
+pub use engine::{Engine, StepStats};
 pub use error::{Error, Result};
 pub use generate::{generate, FinishReason, GenerateOutput};
 pub use kv_cache::KvCache;

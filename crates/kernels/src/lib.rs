@@ -22,6 +22,7 @@ pub mod quant;
 mod real;
 pub mod rng;
 pub mod rope;
+pub mod tile;
 
 pub use matmul::{matmul, MatmulShape, Par};
 pub use real::Real;

@@ -2,8 +2,9 @@
 
 use crate::args::GenerateArgs;
 use anyhow::Context;
+use crate::args::EngineArg;
 use moe_data::{ChatMessage, ChatTemplate, Tokenizer};
-use moe_infer::{generate, SamplerConfig};
+use moe_infer::{generate, generate_with_engine, Engine, SamplerConfig};
 use moe_model::hf::load_hf_dir;
 use moe_model::Transformer;
 use moe_train::load_run;
@@ -69,7 +70,7 @@ fn stream(a: &GenerateArgs, model: &Transformer<f32>, tok: &Tokenizer, prompt: V
         write!(stdout, "{}", a.prompt)?;
     }
     let mut pending: Vec<u32> = Vec::new();
-    let out = generate(model, &prompt, max_new, &sampler, stop, |t| {
+    let on_token = |t| {
         // decode incrementally; hold back bytes that do not form complete UTF-8 yet
         pending.push(t);
         if let Ok(s) = tok.decode(&pending) {
@@ -79,7 +80,21 @@ fn stream(a: &GenerateArgs, model: &Transformer<f32>, tok: &Tokenizer, prompt: V
                 pending.clear();
             }
         }
-    })?;
+    };
+    let engine = match (a.engine, Engine::unsupported(&model.cfg)) {
+        (EngineArg::Fast, Some(why)) => {
+            eprintln!("[the fast engine cannot run this model: {why}; generating on the reference path]");
+            EngineArg::Reference
+        }
+        (e, _) => e,
+    };
+    let out = match engine {
+        EngineArg::Reference => generate(model, &prompt, max_new, &sampler, stop, on_token)?,
+        EngineArg::Fast => {
+            let mut engine = Engine::new(model, super::bench::dtype_of(a.dtype))?;
+            generate_with_engine(&mut engine, &prompt, max_new, &sampler, stop, on_token)?
+        }
+    };
     if !pending.is_empty() {
         write!(stdout, "{}", tok.decode(&pending).unwrap_or_default())?;
     }

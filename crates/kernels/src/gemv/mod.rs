@@ -51,7 +51,7 @@
 //! (f64 accumulation over the dequantised weights).
 
 use crate::matmul::Par;
-use crate::quant::{bf16_bits_to_f32, quantize_i8, Weights, WeightsRef};
+use crate::quant::{bf16_bits_to_f32, quantize_i8, WeightDtype, Weights, WeightsRef};
 use rayon::prelude::*;
 
 /// Which implementation [`gemv_with`] runs.
@@ -84,6 +84,11 @@ impl Kernel {
             Kernel::Avx512Bf16Dot => has_avx512() && has_avx512bf16(),
             Kernel::Avx512Vnni => has_avx512() && has_avx512vnni(),
         }
+    }
+
+    /// The concrete kernel this one runs on weights of `dtype` (see `resolve`).
+    pub fn resolved(self, dtype: WeightDtype) -> Kernel {
+        resolve(self, dtype)
     }
 
     /// The kernels this CPU can run, `Auto` excluded.
@@ -169,34 +174,8 @@ pub fn gemv_ref(y: &mut [f32], x: &[f32], w: WeightsRef<'_>, m: usize, par: Par,
         y.fill(0.0);
         return;
     }
-    let kernel = match (kernel, w) {
-        (Kernel::Auto, _) => {
-            if has_avx512() {
-                Kernel::Avx512
-            } else {
-                Kernel::Portable
-            }
-        }
-        (Kernel::Avx512Bf16Dot, WeightsRef::F32 { .. } | WeightsRef::I8 { .. }) => Kernel::Avx512,
-        (Kernel::Avx512Vnni, WeightsRef::F32 { .. } | WeightsRef::Bf16 { .. }) => Kernel::Avx512,
-        (kr, _) => kr,
-    };
-    // x rearranged once per call (m·k values, negligible next to the n·k weights).
-    let prep = match (kernel, w) {
-        (Kernel::Avx512Bf16Dot, _) => PreparedX::Bf16(x.iter().map(|&v| half::bf16::from_f32(v).to_bits()).collect()),
-        (Kernel::Avx512Vnni, _) => {
-            assert!(k <= 1 << 17, "gemv: the VNNI kernel's i32 dot products could overflow for k > 2^17");
-            let xq = quantize_i8(x, m, k);
-            // u = q + 128 ∈ [1, 255]: vpdpbusd wants one unsigned operand.
-            PreparedX::U8(xq.q.iter().map(|&v| (v as i16 + 128) as u8).collect(), xq.scale)
-        }
-        #[cfg(target_arch = "x86_64")]
-        (Kernel::Avx512, WeightsRef::Bf16 { .. }) => {
-            let (xs, kp) = x86::split_even_odd(x, m, k);
-            PreparedX::EvenOdd(xs, kp)
-        }
-        _ => PreparedX::None,
-    };
+    let kernel = resolve(kernel, w.dtype());
+    let prep = prepare_x(kernel, w.dtype(), x, m, k);
 
     let threads = match par {
         Par::Seq => 1,
@@ -218,6 +197,43 @@ pub fn gemv_ref(y: &mut [f32], x: &[f32], w: WeightsRef<'_>, m: usize, par: Par,
     }
 }
 
+/// The concrete kernel `kernel` stands for on weights of `dtype` (`Auto` → best exact kernel;
+/// the dot-product kernels fall back to [`Kernel::Avx512`] on formats they do not handle).
+pub(crate) fn resolve(kernel: Kernel, dtype: WeightDtype) -> Kernel {
+    match (kernel, dtype) {
+        (Kernel::Auto, _) => {
+            if has_avx512() {
+                Kernel::Avx512
+            } else {
+                Kernel::Portable
+            }
+        }
+        (Kernel::Avx512Bf16Dot, WeightDtype::F32 | WeightDtype::I8) => Kernel::Avx512,
+        (Kernel::Avx512Vnni, WeightDtype::F32 | WeightDtype::Bf16) => Kernel::Avx512,
+        (kr, _) => kr,
+    }
+}
+
+/// `x [m, k]` rearranged once per call for a resolved `kernel` (m·k values, negligible next to
+/// the n·k weights).
+pub(crate) fn prepare_x(kernel: Kernel, dtype: WeightDtype, x: &[f32], m: usize, k: usize) -> PreparedX {
+    match (kernel, dtype) {
+        (Kernel::Avx512Bf16Dot, _) => PreparedX::Bf16(x.iter().map(|&v| half::bf16::from_f32(v).to_bits()).collect()),
+        (Kernel::Avx512Vnni, _) => {
+            assert!(k <= 1 << 17, "gemv: the VNNI kernel's i32 dot products could overflow for k > 2^17");
+            let xq = quantize_i8(x, m, k);
+            // u = q + 128 ∈ [1, 255]: vpdpbusd wants one unsigned operand.
+            PreparedX::U8(xq.q.iter().map(|&v| (v as i16 + 128) as u8).collect(), xq.scale)
+        }
+        #[cfg(target_arch = "x86_64")]
+        (Kernel::Avx512, WeightDtype::Bf16) => {
+            let (xs, kp) = x86::split_even_odd(x, m, k);
+            PreparedX::EvenOdd(xs, kp)
+        }
+        _ => PreparedX::None,
+    }
+}
+
 /// Rows of `W` per task: at least 64 KiB of weights (so scheduling is noise), otherwise about
 /// four tasks per thread for load balance; a multiple of 4 (the micro-kernel's row block).
 fn rows_per_task(n: usize, row_bytes: usize, threads: usize) -> usize {
@@ -228,7 +244,7 @@ fn rows_per_task(n: usize, row_bytes: usize, threads: usize) -> usize {
 
 /// `x` in the form a kernel wants it.
 #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
-enum PreparedX {
+pub(crate) enum PreparedX {
     /// as given
     None,
     /// rounded to bf16 (for `vdpbf16ps`)
@@ -256,7 +272,7 @@ impl SyncPtr {
 /// `y` points to `m·n` writable f32 (n = w.n()) that nothing else touches in columns `j0..j1`;
 /// `kernel` is resolved (not `Auto`) and available; `prep` is what `gemv_with` prepared for it.
 #[allow(clippy::too_many_arguments)]
-unsafe fn run_rows(kernel: Kernel, y: *mut f32, x: &[f32], prep: &PreparedX, w: WeightsRef<'_>, m: usize, j0: usize, j1: usize) {
+pub(crate) unsafe fn run_rows(kernel: Kernel, y: *mut f32, x: &[f32], prep: &PreparedX, w: WeightsRef<'_>, m: usize, j0: usize, j1: usize) {
     match (kernel, prep) {
         #[cfg(target_arch = "x86_64")]
         (Kernel::Avx512, _) => match (w, prep) {
@@ -417,14 +433,35 @@ mod x86 {
         }
     }
 
+    /// The four horizontal sums of `a` at once (halve to 256 bits, then three `hadd`s and one
+    /// 128-bit add): about half the shuffles of four separate reductions.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+    unsafe fn reduce4(a: [__m512; 4]) -> [f32; 4] {
+        let half = |v: __m512| _mm256_add_ps(_mm512_castps512_ps256(v), _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(v))));
+        let h01 = _mm256_hadd_ps(half(a[0]), half(a[1])); // [a0+a1, a2+a3, b0+b1, b2+b3 | a4+a5, …]
+        let h23 = _mm256_hadd_ps(half(a[2]), half(a[3]));
+        let h = _mm256_hadd_ps(h01, h23); // [Σa lo, Σb lo, Σc lo, Σd lo | Σa hi, …]
+        let r = _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps::<1>(h));
+        let mut out = [0.0f32; 4];
+        _mm_storeu_ps(out.as_mut_ptr(), r);
+        out
+    }
+
     /// `MR × 4` dot products of length `k`: rows `x[i]` against weight rows `w[r]`.
     #[inline]
     #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
     unsafe fn block<L: Load, const MR: usize>(x: [*const f32; MR], w: [*const L::T; 4], k: usize) -> [[f32; 4]; MR] {
         let mut acc = [[_mm512_setzero_ps(); 4]; MR];
         let mut p = 0;
+        // one prefetch per 64-byte line (int8: every fourth step); rows of narrow types are short,
+        // so they prefetch two blocks ahead
+        let line = 64 / std::mem::size_of::<L::T>();
+        let ahead = if std::mem::size_of::<L::T>() < 4 { 8 * k } else { 4 * k };
         while p + 16 <= k {
-            prefetch4(w, p + 4 * k);
+            if p % line == 0 {
+                prefetch4(w, p + ahead);
+            }
             let wv = [L::load(w[0].add(p)), L::load(w[1].add(p)), L::load(w[2].add(p)), L::load(w[3].add(p))];
             for i in 0..MR {
                 let xv = _mm512_loadu_ps(x[i].add(p));
@@ -446,9 +483,7 @@ mod x86 {
         }
         let mut out = [[0.0f32; 4]; MR];
         for i in 0..MR {
-            for r in 0..4 {
-                out[i][r] = _mm512_reduce_add_ps(acc[i][r]);
-            }
+            out[i] = reduce4(acc[i]);
         }
         out
     }
@@ -475,21 +510,46 @@ mod x86 {
     #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
     pub(super) unsafe fn rows<L: Load>(y: *mut f32, x: &[f32], w: &[L::T], scale: Option<&[f32]>, m: usize, n: usize, k: usize, j0: usize, j1: usize) {
         let (xp, wp) = (x.as_ptr(), w.as_ptr());
-        let mut j = j0;
-        while j < j1 {
-            let wr = [0, 1, 2, 3].map(|r| wp.add((j + r).min(j1 - 1) * k));
-            let mut i = 0;
-            while i < m {
+        for_blocks(m, j0, j1, |ib, ie, _, je, j| {
+            let wr = [0, 1, 2, 3].map(|r| wp.add((j + r).min(je - 1) * k));
+            let mut i = ib;
+            while i < ie {
                 let xr = |d: usize| xp.add((i + d) * k);
-                match m - i {
-                    1 => store::<1>(y, n, i, j, j1, scale, block::<L, 1>([xr(0)], wr, k)),
-                    2 => store::<2>(y, n, i, j, j1, scale, block::<L, 2>([xr(0), xr(1)], wr, k)),
-                    3 => store::<3>(y, n, i, j, j1, scale, block::<L, 3>([xr(0), xr(1), xr(2)], wr, k)),
-                    _ => store::<4>(y, n, i, j, j1, scale, block::<L, 4>([xr(0), xr(1), xr(2), xr(3)], wr, k)),
+                match ie - i {
+                    1 => store::<1>(y, n, i, j, je, scale, block::<L, 1>([xr(0)], wr, k)),
+                    2 => store::<2>(y, n, i, j, je, scale, block::<L, 2>([xr(0), xr(1)], wr, k)),
+                    3 => store::<3>(y, n, i, j, je, scale, block::<L, 3>([xr(0), xr(1), xr(2)], wr, k)),
+                    _ => store::<4>(y, n, i, j, je, scale, block::<L, 4>([xr(0), xr(1), xr(2), xr(3)], wr, k)),
                 }
                 i += 4;
             }
-            j += 4;
+        });
+    }
+
+    /// Rows of `x` per pass over a chunk (16 KiB of f32 at k = 512: stays in L1).
+    const I_BLOCK: usize = 8;
+    /// Weight rows per chunk (128 KiB of f32 at k = 512: stays in L2, read from DRAM once).
+    const J_CHUNK: usize = 64;
+
+    /// Visit the four-row weight blocks `j` of `j0..j1` chunk by chunk (`jc..je`), inside a chunk
+    /// per block of ≤ [`I_BLOCK`] rows `ib..ie` of `x`: `f(ib, ie, jc, je, j)`. Every output still
+    /// comes from the same block call on the same data (batch invariance).
+    #[inline(always)]
+    fn for_blocks(m: usize, j0: usize, j1: usize, mut f: impl FnMut(usize, usize, usize, usize, usize)) {
+        let mut jc = j0;
+        while jc < j1 {
+            let je = (jc + J_CHUNK).min(j1);
+            let mut ib = 0;
+            while ib < m {
+                let ie = (ib + I_BLOCK).min(m);
+                let mut j = jc;
+                while j < je {
+                    f(ib, ie, jc, je, j);
+                    j += 4;
+                }
+                ib = ie;
+            }
+            jc = je;
         }
     }
 
@@ -537,9 +597,7 @@ mod x86 {
         }
         let mut out = [[0.0f32; 4]; MR];
         for i in 0..MR {
-            for r in 0..4 {
-                out[i][r] = _mm512_reduce_add_ps(acc[i][r]);
-            }
+            out[i] = reduce4(acc[i]);
         }
         out
     }
@@ -552,22 +610,20 @@ mod x86 {
     #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
     pub(super) unsafe fn rows_bf16(y: *mut f32, xs: &[f32], kp: usize, w: &[u16], m: usize, n: usize, k: usize, j0: usize, j1: usize) {
         let (xp, wp) = (xs.as_ptr(), w.as_ptr());
-        let mut j = j0;
-        while j < j1 {
-            let wr = [0, 1, 2, 3].map(|r| wp.add((j + r).min(j1 - 1) * k));
-            let mut i = 0;
-            while i < m {
+        for_blocks(m, j0, j1, |ib, ie, _, je, j| {
+            let wr = [0, 1, 2, 3].map(|r| wp.add((j + r).min(je - 1) * k));
+            let mut i = ib;
+            while i < ie {
                 let xr = |d: usize| xp.add((i + d) * kp);
-                match m - i {
-                    1 => store::<1>(y, n, i, j, j1, None, block_bf16::<1>([xr(0)], wr, k)),
-                    2 => store::<2>(y, n, i, j, j1, None, block_bf16::<2>([xr(0), xr(1)], wr, k)),
-                    3 => store::<3>(y, n, i, j, j1, None, block_bf16::<3>([xr(0), xr(1), xr(2)], wr, k)),
-                    _ => store::<4>(y, n, i, j, j1, None, block_bf16::<4>([xr(0), xr(1), xr(2), xr(3)], wr, k)),
+                match ie - i {
+                    1 => store::<1>(y, n, i, j, je, None, block_bf16::<1>([xr(0)], wr, k)),
+                    2 => store::<2>(y, n, i, j, je, None, block_bf16::<2>([xr(0), xr(1)], wr, k)),
+                    3 => store::<3>(y, n, i, j, je, None, block_bf16::<3>([xr(0), xr(1), xr(2)], wr, k)),
+                    _ => store::<4>(y, n, i, j, je, None, block_bf16::<4>([xr(0), xr(1), xr(2), xr(3)], wr, k)),
                 }
                 i += 4;
             }
-            j += 4;
-        }
+        });
     }
 
     /// `MR × 4` exact integer dot products `Σ u·q` (u8 × i8, `vpdpbusd`, 64 per step) and the four
@@ -717,40 +773,4 @@ mod x86 {
 }
 
 /// The slow, plainly correct twins.
-pub mod naive {
-    use crate::quant::Weights;
-
-    /// `y[m, n] = x[m, k] · W[n, k]ᵀ` (**overwrites** `y`), f64 accumulation over the exact values
-    /// the weights stand for (`scale · q` for int8, applied after the sum as the fast kernels do).
-    pub fn gemv(y: &mut [f32], x: &[f32], w: &Weights, m: usize) {
-        let (n, k) = (w.n(), w.k());
-        assert_eq!(x.len(), m * k);
-        assert_eq!(y.len(), m * n);
-        let (wd, scale): (Vec<f64>, Option<&[f32]>) = match w {
-            Weights::I8(q) => (q.q.iter().map(|&v| v as f64).collect(), Some(&q.scale)),
-            _ => (w.dequantize().into_iter().map(|v| v as f64).collect(), None),
-        };
-        for i in 0..m {
-            for j in 0..n {
-                let mut acc = 0.0f64;
-                for p in 0..k {
-                    acc += x[i * k + p] as f64 * wd[j * k + p];
-                }
-                y[i * n + j] = (acc * scale.map_or(1.0, |s| s[j] as f64)) as f32;
-            }
-        }
-    }
-
-    /// Twin of [`super::Kernel::Avx512Vnni`]: [`gemv`] with each row of `x` first quantised to
-    /// symmetric int8 and back (`quantize_i8(x, m, k)`).
-    pub fn gemv_x_i8(y: &mut [f32], x: &[f32], w: &Weights, m: usize) {
-        let xr = crate::quant::quantize_i8(x, m, w.k()).dequantize();
-        gemv(y, &xr, w, m);
-    }
-
-    /// Twin of [`super::Kernel::Avx512Bf16Dot`]: [`gemv`] with `x` first rounded to bf16.
-    pub fn gemv_x_bf16(y: &mut [f32], x: &[f32], w: &Weights, m: usize) {
-        let xr: Vec<f32> = x.iter().map(|&v| half::bf16::from_f32(v).to_f32()).collect();
-        gemv(y, &xr, w, m);
-    }
-}
+pub mod naive;

@@ -1,0 +1,170 @@
+//! Attention of the new rows against each sequence's KV cache: one task per (sequence, KV head).
+//! Decode rows (fewer than [`GEMM_MIN_ROWS`] new tokens) use plain dot products over the cached
+//! keys (no GEMM set-up for a single query row); prefill chunks use two small GEMMs per query
+//! head. Scores live in per-thread buffers and outputs are written in place. Same maths as
+//! `decode::cached_attention` (the slow twin, compared in `tests/engine.rs`).
+
+use super::linear::SharedOut;
+use crate::kv_cache::KvCache;
+use moe_kernels::gemv::portable::dot;
+use moe_kernels::{matmul, MatmulShape, Par};
+use rayon::prelude::*;
+use std::cell::RefCell;
+
+/// (query head × visible key) pairs up to which one call runs on the calling thread.
+const SEQ_MAX_PAIRS: usize = 2048;
+
+/// New tokens of one sequence from which its attention uses GEMMs.
+pub const GEMM_MIN_ROWS: usize = 16;
+
+thread_local! {
+    static SCORES: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+    /// (gathered queries of one head, their outputs) for the GEMM path
+    static HEAD: RefCell<(Vec<f32>, Vec<f32>)> = const { RefCell::new((Vec::new(), Vec::new())) };
+}
+
+/// Softmax of `row[..vis]` scaled by `scale`, zeros after (causal mask).
+fn masked_softmax(row: &mut [f32], vis: usize, scale: f32) {
+    let mut mx = f32::NEG_INFINITY;
+    for x in row[..vis].iter_mut() {
+        *x *= scale;
+        mx = mx.max(*x);
+    }
+    let mut sum = 0.0f32;
+    for x in row[..vis].iter_mut() {
+        *x = (*x - mx).exp();
+        sum += *x;
+    }
+    let inv = 1.0 / sum;
+    row[..vis].iter_mut().for_each(|x| *x *= inv);
+    row[vis..].fill(0.0);
+}
+
+/// One query row against `vis = scores.len()` cached keys/values `[vis, d_head]`:
+/// `o = softmax(scale · K·q) · V` (**overwrites** `o`). Compiled twice, for AVX-512 (chosen at
+/// run time) and for the baseline target, from the same plain loops.
+fn attend_one(o: &mut [f32], q: &[f32], k: &[f32], v: &[f32], scores: &mut [f32], scale: f32) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::is_x86_feature_detected!("avx512f") && std::is_x86_feature_detected!("fma") {
+            // SAFETY: the CPU has the features the function is compiled for (checked just above).
+            return unsafe { attend_one_avx512(o, q, k, v, scores, scale) };
+        }
+    }
+    attend_one_body(o, q, k, v, scores, scale)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma")]
+unsafe fn attend_one_avx512(o: &mut [f32], q: &[f32], k: &[f32], v: &[f32], scores: &mut [f32], scale: f32) {
+    attend_one_body(o, q, k, v, scores, scale)
+}
+
+#[inline(always)]
+fn attend_one_body(o: &mut [f32], q: &[f32], k: &[f32], v: &[f32], scores: &mut [f32], scale: f32) {
+    let dh = q.len();
+    let mut mx = f32::NEG_INFINITY;
+    for (p, sp) in scores.iter_mut().enumerate() {
+        *sp = dot(q, &k[p * dh..(p + 1) * dh]) * scale;
+        mx = mx.max(*sp);
+    }
+    let mut sum = 0.0f32;
+    for sp in scores.iter_mut() {
+        *sp = (*sp - mx).exp();
+        sum += *sp;
+    }
+    let inv = 1.0 / sum;
+    o.fill(0.0);
+    for (p, &sp) in scores.iter().enumerate() {
+        let w = sp * inv;
+        for (a, &x) in o.iter_mut().zip(&v[p * dh..(p + 1) * dh]) {
+            *a += w * x;
+        }
+    }
+}
+
+/// Shapes of one attention call.
+#[derive(Clone, Copy, Debug)]
+pub struct AttnDims {
+    /// query heads
+    pub n_head: usize,
+    /// key/value heads
+    pub n_head_kv: usize,
+    /// width of one head
+    pub d_head: usize,
+}
+
+/// `o [n, n_head·d_head]` (**overwritten**) from the rotated queries `q [n, n_head·d_head]`;
+/// sequence `s` owns rows `offs[s]..offs[s + 1]` at positions `len0[s]..`, and its cache already
+/// holds this step's keys/values. Causal inside the new chunk. `tasks` is a reusable buffer.
+#[allow(clippy::too_many_arguments)]
+pub fn cached_attention(o: &mut [f32], caches: &[&KvCache<f32>], layer: usize, q: &[f32], offs: &[usize], len0: &[usize], dims: AttnDims, tasks: &mut Vec<(usize, usize)>) {
+    let AttnDims { n_head, n_head_kv, d_head: dh } = dims;
+    let dq = n_head * dh;
+    let group = n_head / n_head_kv;
+    let scale = 1.0 / (dh as f32).sqrt();
+    tasks.clear();
+    tasks.extend((0..caches.len()).flat_map(|s| (0..n_head_kv).map(move |g| (s, g))));
+    let out = SharedOut::new(o);
+    // (query head, visible key) pairs: below SEQ_MAX_PAIRS (a batch-1 decode step) the work is
+    // smaller than a rayon round trip, so it stays on this thread
+    let pairs: usize = (0..caches.len()).map(|s| (offs[s + 1] - offs[s]) * (len0[s] + offs[s + 1] - offs[s])).sum::<usize>() * n_head;
+    let task = |&(s, g): &(usize, usize)| {
+        let (r0, nn) = (offs[s], offs[s + 1] - offs[s]);
+        let l = len0[s] + nn;
+        let kg = caches[s].keys_upto(layer, g, l); // [l, d_head]
+        let vg = caches[s].values_upto(layer, g, l); // [l, d_head]
+        if nn >= GEMM_MIN_ROWS {
+            SCORES.with(|sc| {
+                HEAD.with(|hb| {
+                    let mut sc = sc.borrow_mut();
+                    let mut hb = hb.borrow_mut();
+                    let (qh, oh) = &mut *hb;
+                    sc.resize(nn * l, 0.0);
+                    qh.resize(nn * dh, 0.0);
+                    oh.resize(nn * dh, 0.0);
+                    for j in 0..group {
+                        let hq = g * group + j;
+                        for t in 0..nn {
+                            let base = (r0 + t) * dq + hq * dh;
+                            qh[t * dh..(t + 1) * dh].copy_from_slice(&q[base..base + dh]);
+                        }
+                        matmul(&mut sc[..], qh, kg, MatmulShape::nt(nn, dh, l), 0.0, Par::Seq); // [nn, l]
+                        for t in 0..nn {
+                            masked_softmax(&mut sc[t * l..(t + 1) * l], len0[s] + t + 1, scale);
+                        }
+                        matmul(oh, &sc[..], vg, MatmulShape::nn(nn, l, dh), 0.0, Par::Seq); // [nn, d_head]
+                        for t in 0..nn {
+                            // SAFETY: row r0 + t, head hq belongs to this (sequence, KV head) task alone.
+                            unsafe { out.slice((r0 + t) * dq + hq * dh, dh) }.copy_from_slice(&oh[t * dh..(t + 1) * dh]);
+                        }
+                    }
+                })
+            });
+            return;
+        }
+        SCORES.with(|sc| {
+            let mut sc = sc.borrow_mut();
+            if sc.len() < l {
+                sc.resize(l, 0.0);
+            }
+            for t in 0..nn {
+                let vis = len0[s] + t + 1; // causal: keys 0..=position
+                let scores = &mut sc[..vis]; // [vis]
+                for j in 0..group {
+                    let hq = g * group + j;
+                    let base = (r0 + t) * dq + hq * dh;
+                    let qh = &q[base..base + dh]; // [d_head]
+                    // SAFETY: row r0 + t, head hq belongs to this (sequence, KV head) task alone.
+                    let oh = unsafe { out.slice(base, dh) }; // [d_head]
+                    attend_one(oh, qh, kg, vg, scores, scale);
+                }
+            }
+        });
+    };
+    if pairs <= SEQ_MAX_PAIRS {
+        tasks.iter().for_each(task);
+    } else {
+        tasks.par_iter().for_each(task);
+    }
+}

@@ -1,0 +1,338 @@
+//! The fast inference engine, shared by dense and MoE models: a batch of sequences, each with its
+//! own [`KvCache`], prefill and decode in the same call, sequences joining and leaving between
+//! calls (every cache is independent; pass whichever sequences take part in a step).
+//!
+//! [`Engine::step`] computes what [`crate::decode::forward_step`] computes (the slow twin, kept
+//! as the reference and compared in `tests/engine.rs`), faster:
+//!
+//! * weights converted once to the chosen [`WeightDtype`] (f32, bf16, int8 per-row), q/k/v stacked
+//!   and gate/up interleaved ([`weights`]) so each is one pass over memory;
+//! * skinny products (decode) through the GEMV kernels, which stream each weight once for all
+//!   rows, and wide products (prefill) through the `gemm` crate ([`linear`]);
+//! * MoE: counting sort of the assignments by expert, each touched expert run once over its
+//!   tokens, gate/up/SiLU fused, one parallel domain over (expert × output tile) per projection
+//!   ([`ffn`], [`moe`]);
+//! * decode attention as plain dot products over the cache, one task per (sequence, KV head)
+//!   ([`attention`]);
+//! * every activation buffer kept in the engine (or per thread) and reused once the largest batch
+//!   has been seen; what is still allocated per step is bookkeeping of a few words per layer (task
+//!   lists, per-group inputs) and, for bf16 weights, the rearranged copy of `x` per product.
+//!
+//! Each step also counts the weight bytes it read and the FLOPs it did ([`StepStats`]), for the
+//! roofline report of `moe bench infer`.
+
+pub mod attention;
+pub mod bench;
+pub mod ffn;
+pub mod generate;
+pub mod linear;
+pub mod moe;
+pub mod quality;
+pub mod weights;
+
+use crate::error::{Error, Result};
+use crate::kv_cache::KvCache;
+use attention::{cached_attention, AttnDims};
+use ffn::{grouped_mlp_forward, FfnScratch, Group};
+use linear::linear;
+use moe::{moe_forward, MoeScratch};
+use moe_kernels::embedding::embedding_forward;
+use moe_kernels::gemv::Kernel;
+use moe_kernels::norm::rmsnorm_forward;
+use moe_kernels::quant::WeightDtype;
+use moe_model::layers::attention::{qk_norm_forward, qkv_bias_forward};
+use moe_model::{ModelConfig, MoeConfig, Transformer};
+use weights::{EngineWeights, FfnWeights, MlpWeights};
+
+/// What one [`Engine::step`] did.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct StepStats {
+    /// new tokens processed (all sequences)
+    pub n_tok: usize,
+    /// bytes of weight matrices read: every matrix used once, only the experts the step touched
+    /// (norm vectors and the embedding rows gathered are not counted)
+    pub weight_bytes: u64,
+    /// multiply-add FLOPs (2 per multiply-add) of the matrix products and attention
+    pub flops: u64,
+    /// per MoE layer in order: assignments per expert `[n_expert]`
+    pub expert_counts: Vec<Vec<usize>>,
+}
+
+impl StepStats {
+    fn clear(&mut self) {
+        self.n_tok = 0;
+        self.weight_bytes = 0;
+        self.flops = 0;
+        self.expert_counts.clear();
+    }
+
+    /// One product `[m, k] · [n, k]ᵀ` reading `bytes` of weights.
+    pub(crate) fn add_matmul(&mut self, m: usize, n: usize, k: usize, bytes: usize) {
+        self.flops += 2 * (m * n * k) as u64;
+        self.weight_bytes += bytes as u64;
+    }
+
+    /// One MLP over `m` rows.
+    pub(crate) fn add_mlp(&mut self, mlp: &MlpWeights, m: usize, d_model: usize) {
+        self.flops += 2 * (m * d_model * (mlp.gate_up.n() + mlp.d_ff)) as u64;
+        self.weight_bytes += mlp.bytes() as u64;
+    }
+
+    pub(crate) fn record_routing(&mut self, counts: &[usize]) {
+        self.expert_counts.push(counts.to_vec());
+    }
+
+    /// Distinct experts touched, per MoE layer.
+    pub fn distinct_experts(&self) -> Vec<usize> {
+        self.expert_counts.iter().map(|c| c.iter().filter(|&&n| n > 0).count()).collect()
+    }
+}
+
+/// Activation buffers, reused across steps.
+#[derive(Default, Debug)]
+struct Scratch {
+    flat: Vec<u32>,
+    positions: Vec<usize>,
+    offs: Vec<usize>,
+    len0: Vec<usize>,
+    x: Vec<f32>,    // [n_tok, d_model]
+    h: Vec<f32>,    // [n_tok, d_model]
+    rstd: Vec<f32>, // [n_tok]
+    qkv: Vec<f32>,  // [n_tok, n_head·d_head + 2·n_head_kv·d_head]
+    q: Vec<f32>,    // [n_tok, n_head·d_head]
+    k: Vec<f32>,    // [n_tok, n_head_kv·d_head]
+    v: Vec<f32>,    // [n_tok, n_head_kv·d_head]
+    o: Vec<f32>,    // [n_tok, n_head·d_head]
+    a: Vec<f32>,    // [n_tok, d_model]
+    rows: Vec<usize>,
+    xs: Vec<f32>,     // [n_out, d_model]
+    xf: Vec<f32>,     // [n_out, d_model]
+    logits: Vec<f32>, // [n_out, n_vocab]
+    tasks: Vec<(usize, usize)>,
+    ffn: FfnScratch,
+    moe: MoeScratch,
+}
+
+/// The fast engine over a borrowed model (its norms, embedding, RoPE tables and selection biases
+/// are read in place; its matrices are converted once).
+pub struct Engine<'m> {
+    model: &'m Transformer<f32>,
+    w: EngineWeights,
+    dropless: Option<MoeConfig>,
+    kernel: Kernel,
+    s: Scratch,
+    stats: StepStats,
+}
+
+fn validate<S: AsRef<[u32]>>(cfg: &moe_model::ModelConfig, caches: &[&mut KvCache<f32>], tokens: &[S]) -> Result<()> {
+    if caches.len() != tokens.len() {
+        return Err(Error::BadInput(format!("{} caches for {} token lists", caches.len(), tokens.len())));
+    }
+    if tokens.is_empty() {
+        return Err(Error::BadInput("empty batch".into()));
+    }
+    for (s, (c, t)) in caches.iter().zip(tokens).enumerate() {
+        let t = t.as_ref();
+        c.check_model(cfg)?;
+        if t.is_empty() {
+            return Err(Error::BadInput(format!("sequence {s} has no new tokens")));
+        }
+        if let Some(&bad) = t.iter().find(|&&x| x as usize >= cfg.n_vocab) {
+            return Err(Error::BadInput(format!("sequence {s}: token id {bad} is outside the vocabulary (n_vocab {})", cfg.n_vocab)));
+        }
+        if c.len() + t.len() > cfg.n_ctx {
+            return Err(Error::ContextOverflow { seq: s, len: c.len(), n_new: t.len(), n_ctx: cfg.n_ctx });
+        }
+    }
+    Ok(())
+}
+
+impl<'m> Engine<'m> {
+    /// An engine for `model` with every matrix stored as `dtype` (the MoE router stays f32), on
+    /// the exact GEMV kernels (activations stay f32). Errors for a model the engine does not run
+    /// yet (see [`Engine::unsupported`]).
+    pub fn new(model: &'m Transformer<f32>, dtype: WeightDtype) -> Result<Self> {
+        Self::with_kernel(model, dtype, Kernel::Auto)
+    }
+
+    /// Why the engine cannot run a model of this config, if it cannot: the inference-only
+    /// architecture features of some Hugging Face families (latent attention, sinks, sliding
+    /// windows, chunked or NoPE layers; grouped, biased or input-scaled routing, clamped experts)
+    /// run only on the reference path (`moe_infer::forward_step`).
+    pub fn unsupported(cfg: &ModelConfig) -> Option<String> {
+        if cfg.attn_ext.is_some() {
+            return Some("its attention (latent attention, sinks, sliding windows, chunked or NoPE layers) runs only on the reference path".into());
+        }
+        if cfg.moe.as_ref().is_some_and(|m| m.ext.is_some()) {
+            return Some("its MoE routing or experts (grouped, biased or input-scaled routing, clamped experts) run only on the reference path".into());
+        }
+        None
+    }
+
+    /// [`Engine::new`] with an explicit GEMV kernel: [`Kernel::Avx512Vnni`] (int8 weights: the
+    /// activations are quantised to int8 per row, as llama.cpp's q8_0 does) or
+    /// [`Kernel::Avx512Bf16Dot`] (bf16 weights: activations rounded to bf16) trade accuracy for
+    /// speed; other formats fall back to the exact kernel. Errors when this CPU lacks the kernel.
+    pub fn with_kernel(model: &'m Transformer<f32>, dtype: WeightDtype, kernel: Kernel) -> Result<Self> {
+        if !kernel.available() {
+            return Err(Error::BadInput(format!("the {} GEMV kernel is not supported by this CPU", kernel.name())));
+        }
+        if let Some(why) = Self::unsupported(&model.cfg) {
+            return Err(Error::BadInput(format!("the fast engine cannot run this model: {why} (`--engine reference`)")));
+        }
+        let dropless = model.cfg.moe.clone().map(|mut m| {
+            m.capacity_factor = 0.0;
+            m
+        });
+        Ok(Engine { model, w: EngineWeights::new(model, dtype), dropless, kernel, s: Scratch::default(), stats: StepStats::default() })
+    }
+
+    /// The GEMV kernel in use.
+    pub fn kernel(&self) -> Kernel {
+        self.kernel
+    }
+
+    /// The model this engine runs.
+    pub fn model(&self) -> &'m Transformer<f32> {
+        self.model
+    }
+
+    /// Storage format of the matrices.
+    pub fn dtype(&self) -> WeightDtype {
+        self.w.dtype
+    }
+
+    /// The converted weights.
+    pub fn weights(&self) -> &EngineWeights {
+        &self.w
+    }
+
+    /// What the last step did.
+    pub fn last_stats(&self) -> &StepStats {
+        &self.stats
+    }
+
+    /// Append `tokens[i]` to sequence `i` (cache `caches[i]`) and return the logits of each
+    /// sequence's last new token, `[n_seq, n_vocab]` (valid until the next call).
+    ///
+    /// Errors (leaving every cache unchanged) as [`crate::decode::forward_step`].
+    pub fn step<S: AsRef<[u32]>>(&mut self, caches: &mut [&mut KvCache<f32>], tokens: &[S]) -> Result<&[f32]> {
+        self.forward(caches, tokens, false)
+    }
+
+    /// [`Engine::step`] returning the logits of every new position, `[n_tok, n_vocab]` in
+    /// sequence order.
+    pub fn step_all_logits<S: AsRef<[u32]>>(&mut self, caches: &mut [&mut KvCache<f32>], tokens: &[S]) -> Result<&[f32]> {
+        self.forward(caches, tokens, true)
+    }
+
+    fn forward<S: AsRef<[u32]>>(&mut self, caches: &mut [&mut KvCache<f32>], tokens: &[S], all_logits: bool) -> Result<&[f32]> {
+        let model = self.model;
+        let cfg = &model.cfg;
+        validate(cfg, caches, tokens)?;
+        for (c, t) in caches.iter_mut().zip(tokens) {
+            c.reserve(t.as_ref().len())?;
+        }
+        let p = &model.params;
+        let d = cfg.d_model;
+        let (n_head, n_kv, dh) = (cfg.n_head, cfg.n_head_kv, cfg.d_head());
+        let (dq, dkv) = (n_head * dh, n_kv * dh);
+        let dims = AttnDims { n_head, n_head_kv: n_kv, d_head: dh };
+        let eps = cfg.norm_eps;
+        let kernel = self.kernel;
+        let s = &mut self.s;
+        let st = &mut self.stats;
+        st.clear();
+
+        s.flat.clear();
+        s.positions.clear();
+        s.offs.clear();
+        s.offs.push(0);
+        s.len0.clear();
+        for (c, t) in caches.iter().zip(tokens) {
+            let t = t.as_ref();
+            s.flat.extend_from_slice(t);
+            s.positions.extend(c.len()..c.len() + t.len());
+            s.offs.push(s.flat.len());
+            s.len0.push(c.len());
+        }
+        let n = s.flat.len();
+        st.n_tok = n;
+        for (buf, w) in [(&mut s.x, d), (&mut s.h, d), (&mut s.a, d), (&mut s.q, dq), (&mut s.o, dq), (&mut s.k, dkv), (&mut s.v, dkv), (&mut s.qkv, dq + 2 * dkv)] {
+            buf.resize(n * w, 0.0);
+        }
+        s.rstd.resize(n, 0.0);
+
+        embedding_forward(&mut s.x, &p[model.layout.tok_embeddings.clone()], &s.flat, d); // [n_tok, d_model]
+        for (i, (b, lw)) in model.layout.blocks.iter().zip(&self.w.layers).enumerate() {
+            // ---- attention
+            rmsnorm_forward(&mut s.h, &mut s.rstd, &s.x, &p[b.attn_norm.clone()], n, d, eps); // [n_tok, d_model]
+            linear(&mut s.qkv, &s.h, &lw.wqkv, n, kernel); // [n_tok, dq + 2·dkv]
+            st.add_matmul(n, dq + 2 * dkv, d, lw.wqkv.bytes());
+            for r in 0..n {
+                let row = &s.qkv[r * (dq + 2 * dkv)..(r + 1) * (dq + 2 * dkv)];
+                s.q[r * dq..(r + 1) * dq].copy_from_slice(&row[..dq]); // [n_head·d_head]
+                s.k[r * dkv..(r + 1) * dkv].copy_from_slice(&row[dq..dq + dkv]); // [n_head_kv·d_head]
+                s.v[r * dkv..(r + 1) * dkv].copy_from_slice(&row[dq + dkv..]); // [n_head_kv·d_head]
+            }
+            qkv_bias_forward(p, &b.attn, &mut s.q, &mut s.k, &mut s.v);
+            qk_norm_forward(p, &b.attn, &mut s.q, &mut s.k, eps);
+            model.rope.apply_at(&mut s.q, &s.positions, n_head);
+            model.rope.apply_at(&mut s.k, &s.positions, n_kv);
+            for (si, c) in caches.iter_mut().enumerate() {
+                let (r0, r1) = (s.offs[si], s.offs[si + 1]);
+                c.write(i, &s.k[r0 * dkv..r1 * dkv], &s.v[r0 * dkv..r1 * dkv]);
+            }
+            {
+                let views: Vec<&KvCache<f32>> = caches.iter().map(|c| &**c).collect();
+                cached_attention(&mut s.o, &views, i, &s.q, &s.offs, &s.len0, dims, &mut s.tasks); // [n_tok, dq]
+            }
+            for (si, &l0) in s.len0.iter().enumerate() {
+                let nn = s.offs[si + 1] - s.offs[si];
+                // Σ_t vis_t = nn·l0 + nn(nn+1)/2 keys per query head; 4·d_head FLOPs per key
+                let keys = nn * l0 + nn * (nn + 1) / 2;
+                st.flops += (4 * dh * n_head * keys) as u64;
+            }
+            linear(&mut s.a, &s.o, &lw.wo, n, kernel); // [n_tok, d_model]
+            st.add_matmul(n, d, dq, lw.wo.bytes());
+            s.x.iter_mut().zip(&s.a).for_each(|(x, &v)| *x += v);
+            // ---- FFN
+            rmsnorm_forward(&mut s.h, &mut s.rstd, &s.x, &p[b.ffn_norm.clone()], n, d, eps); // [n_tok, d_model]
+            match &lw.ffn {
+                FfnWeights::Dense(mlp) => {
+                    grouped_mlp_forward(&mut s.a, &[Group { mlp, x: &s.h, m: n, row0: 0 }], d, kernel, &mut s.ffn); // [n_tok, d_model]
+                    st.add_mlp(mlp, n, d);
+                }
+                FfnWeights::Moe(mw) => {
+                    let mc = self.dropless.as_ref().ok_or_else(|| Error::BadInput("MoE layer without a moe config".into()))?;
+                    moe_forward(&mut s.a, &s.h, mw, mc, &model.selection_bias[i], n, d, kernel, &mut s.moe, st); // [n_tok, d_model]
+                }
+            }
+            s.x.iter_mut().zip(&s.a).for_each(|(x, &v)| *x += v);
+        }
+        for (c, t) in caches.iter_mut().zip(tokens) {
+            c.advance(t.as_ref().len());
+        }
+
+        // ---- final norm + LM head on the rows whose logits are wanted
+        s.rows.clear();
+        if all_logits {
+            s.rows.extend(0..n);
+        } else {
+            s.rows.extend(s.offs[1..].iter().map(|&e| e - 1));
+        }
+        let m = s.rows.len();
+        s.xs.resize(m * d, 0.0);
+        for (j, &r) in s.rows.iter().enumerate() {
+            s.xs[j * d..(j + 1) * d].copy_from_slice(&s.x[r * d..(r + 1) * d]);
+        }
+        s.xf.resize(m * d, 0.0);
+        s.rstd.resize(m, 0.0);
+        rmsnorm_forward(&mut s.xf, &mut s.rstd, &s.xs, &p[model.layout.norm.clone()], m, d, eps); // [n_out, d_model]
+        let nv = cfg.n_vocab;
+        s.logits.resize(m * nv, 0.0);
+        linear(&mut s.logits, &s.xf, &self.w.lm_head, m, kernel); // [n_out, n_vocab]
+        st.add_matmul(m, nv, d, self.w.lm_head.bytes());
+        Ok(&s.logits)
+    }
+}

@@ -1,0 +1,87 @@
+//! Quality cost of a weight format: perplexity and KL divergence from the f32 model on a token
+//! stream, both through the engine (f32 engine vs `dtype` engine) on the same windows.
+
+use super::Engine;
+use crate::error::{Error, Result};
+use crate::kv_cache::KvCache;
+use moe_kernels::gemv::Kernel;
+use moe_kernels::quant::WeightDtype;
+use moe_model::Transformer;
+use serde::{Deserialize, Serialize};
+
+/// Result of [`weight_format_quality`].
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct FormatQuality {
+    /// the format compared with f32
+    pub dtype: String,
+    /// the GEMV kernel of the `dtype` engine
+    pub kernel: String,
+    /// predicted tokens
+    pub n_tok: usize,
+    /// perplexity with f32 weights
+    pub ppl_f32: f64,
+    /// perplexity with `dtype` weights
+    pub ppl: f64,
+    /// mean over positions of KL(p_f32 ‖ p_dtype), nats
+    pub kl_mean: f64,
+    /// largest KL at one position, nats
+    pub kl_max: f64,
+    /// fraction of positions where both pick the same argmax
+    pub top1_agree: f64,
+}
+
+/// `(log-softmax of row)` into `out`.
+fn log_softmax(row: &[f32], out: &mut [f64]) {
+    let m = row.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b)) as f64;
+    let lse = m + row.iter().map(|&v| (v as f64 - m).exp()).sum::<f64>().ln();
+    out.iter_mut().zip(row).for_each(|(o, &v)| *o = v as f64 - lse);
+}
+
+/// Perplexity and KL of `dtype` (on `kernel`, see [`Engine::with_kernel`]) against exact f32 on consecutive windows of `seq_len + 1` tokens of
+/// `tokens` (at most `max_windows`): each window's first `seq_len` tokens are prefilled with all
+/// logits, and predict the next token at every position.
+pub fn weight_format_quality(model: &Transformer<f32>, tokens: &[u32], dtype: WeightDtype, kernel: Kernel, seq_len: usize, max_windows: usize) -> Result<FormatQuality> {
+    if seq_len == 0 || seq_len > model.cfg.n_ctx {
+        return Err(Error::BadInput(format!("quality: seq_len {seq_len} must be in 1..=n_ctx ({})", model.cfg.n_ctx)));
+    }
+    let n_win = (tokens.len().saturating_sub(1) / seq_len).min(max_windows);
+    if n_win == 0 {
+        return Err(Error::BadInput(format!("quality: {} tokens cannot fill one window of {seq_len} + 1", tokens.len())));
+    }
+    let nv = model.cfg.n_vocab;
+    let mut e32 = Engine::new(model, WeightDtype::F32)?;
+    let mut eq = Engine::with_kernel(model, dtype, kernel)?;
+    let (mut ce32, mut ceq, mut kl_sum, mut kl_max, mut agree, mut n) = (0.0f64, 0.0f64, 0.0f64, 0.0f64, 0usize, 0usize);
+    let (mut lp, mut lq) = (vec![0.0f64; nv], vec![0.0f64; nv]);
+    for w in 0..n_win {
+        let win = &tokens[w * seq_len..w * seq_len + seq_len + 1];
+        let mut c32 = KvCache::with_capacity(&model.cfg, seq_len);
+        let mut cq = KvCache::with_capacity(&model.cfg, seq_len);
+        let l32 = e32.step_all_logits(&mut [&mut c32], &[&win[..seq_len]])?;
+        let lqv = eq.step_all_logits(&mut [&mut cq], &[&win[..seq_len]])?;
+        for t in 0..seq_len {
+            let (a, b) = (&l32[t * nv..(t + 1) * nv], &lqv[t * nv..(t + 1) * nv]);
+            log_softmax(a, &mut lp);
+            log_softmax(b, &mut lq);
+            let target = win[t + 1] as usize;
+            ce32 -= lp[target];
+            ceq -= lq[target];
+            let kl: f64 = lp.iter().zip(&lq).map(|(&x, &y)| x.exp() * (x - y)).sum();
+            kl_sum += kl;
+            kl_max = kl_max.max(kl);
+            agree += (crate::sampler::argmax(a) == crate::sampler::argmax(b)) as usize;
+            n += 1;
+        }
+    }
+    let nf = n as f64;
+    Ok(FormatQuality {
+        dtype: dtype.name().to_string(),
+        kernel: eq.kernel().resolved(dtype).name().to_string(),
+        n_tok: n,
+        ppl_f32: (ce32 / nf).exp(),
+        ppl: (ceq / nf).exp(),
+        kl_mean: kl_sum / nf,
+        kl_max,
+        top1_agree: agree as f64 / nf,
+    })
+}

@@ -1,0 +1,185 @@
+//! The engine's copy of a model's matrices, in the storage format chosen for inference and laid
+//! out for one pass per matrix group:
+//!
+//! * `wqkv [n_head·d_head + 2·n_head_kv·d_head, d_model]`: q, k and v projections stacked, so that
+//!   one GEMV reads all three (one parallel region instead of three);
+//! * each SwiGLU MLP's gate and up projections **interleaved in tiles** of [`FF_TILE`] features:
+//!   rows `2·f0 .. 2·f0 + t` are gate rows `f0 .. f0 + t` and the next `t` rows the matching up rows
+//!   (`t = min(FF_TILE, d_ff − f0)`), so that a task owning features `f0..f1` (multiples of
+//!   `FF_TILE`) reads one contiguous block of rows and applies `silu(gate) · up` in its epilogue;
+//! * the router stays f32 (it is `n_expert × d_model`, noise next to the experts).
+//!
+//! Norm weights and the embedding table are read from the model's own parameter vector.
+
+use moe_kernels::quant::{WeightDtype, Weights};
+use moe_model::config::Activation;
+use moe_model::params::{FfnLayout, MlpLayout};
+use moe_model::Transformer;
+use std::ops::Range;
+
+/// Features per gate/up tile (the unit of the interleaved layout).
+pub const FF_TILE: usize = 16;
+
+/// One MLP (dense FFN, routed expert or shared experts).
+#[derive(Clone, Debug)]
+pub struct MlpWeights {
+    /// SwiGLU: interleaved gate/up `[2·d_ff, d_model]`; GELU: up `[d_ff, d_model]`
+    pub gate_up: Weights,
+    /// `[d_model, d_ff]`
+    pub down: Weights,
+    /// hidden width
+    pub d_ff: usize,
+    /// SwiGLU or GELU
+    pub activation: Activation,
+}
+
+impl MlpWeights {
+    /// Bytes read by one pass over this MLP.
+    pub fn bytes(&self) -> usize {
+        self.gate_up.bytes() + self.down.bytes()
+    }
+
+    /// Rows of `gate_up` holding features `f0..f1` (`f0` a multiple of [`FF_TILE`]).
+    pub fn gate_up_rows(&self, f0: usize, f1: usize) -> Range<usize> {
+        match self.activation {
+            Activation::Swiglu => 2 * f0..2 * f1,
+            Activation::Gelu => f0..f1,
+        }
+    }
+}
+
+/// A MoE FFN.
+#[derive(Clone, Debug)]
+pub struct MoeWeights {
+    /// routed experts
+    pub n_expert: usize,
+    /// `[n_expert, d_model]` f32
+    pub router: Vec<f32>,
+    /// one MLP per routed expert
+    pub experts: Vec<MlpWeights>,
+    /// shared experts as one MLP
+    pub shared: Option<MlpWeights>,
+    /// `[d_model]` f32 shared-expert gate
+    pub shared_gate: Option<Vec<f32>>,
+}
+
+/// The FFN slot of one layer.
+#[derive(Clone, Debug)]
+pub enum FfnWeights {
+    /// dense MLP
+    Dense(MlpWeights),
+    /// mixture of experts
+    Moe(MoeWeights),
+}
+
+/// The matrices of one block.
+#[derive(Clone, Debug)]
+pub struct LayerWeights {
+    /// `[n_head·d_head + 2·n_head_kv·d_head, d_model]`
+    pub wqkv: Weights,
+    /// `[d_model, n_head·d_head]`
+    pub wo: Weights,
+    /// dense or MoE
+    pub ffn: FfnWeights,
+}
+
+/// All matrices of a model in one storage format.
+#[derive(Clone, Debug)]
+pub struct EngineWeights {
+    /// format of every matrix but the router
+    pub dtype: WeightDtype,
+    /// per block
+    pub layers: Vec<LayerWeights>,
+    /// `[n_vocab, d_model]`
+    pub lm_head: Weights,
+}
+
+fn mat(p: &[f32], r: Range<usize>, n: usize, k: usize, dtype: WeightDtype) -> Weights {
+    Weights::from_f32(&p[r], n, k, dtype)
+}
+
+/// Gate and up `[d_ff, d_model]` each → the interleaved `[2·d_ff, d_model]` (see the module doc).
+fn interleave_gate_up(gate: &[f32], up: &[f32], d_ff: usize, d_model: usize) -> Vec<f32> {
+    let mut out = Vec::with_capacity(2 * d_ff * d_model);
+    let mut f0 = 0;
+    while f0 < d_ff {
+        let f1 = (f0 + FF_TILE).min(d_ff);
+        out.extend_from_slice(&gate[f0 * d_model..f1 * d_model]);
+        out.extend_from_slice(&up[f0 * d_model..f1 * d_model]);
+        f0 = f1;
+    }
+    out
+}
+
+fn mlp(gate: Option<&[f32]>, up: &[f32], down: &[f32], d_ff: usize, d_model: usize, activation: Activation, dtype: WeightDtype) -> MlpWeights {
+    let gate_up = match (activation, gate) {
+        (Activation::Swiglu, Some(g)) => Weights::from_f32(&interleave_gate_up(g, up, d_ff, d_model), 2 * d_ff, d_model, dtype),
+        _ => Weights::from_f32(up, d_ff, d_model, dtype),
+    };
+    MlpWeights { gate_up, down: Weights::from_f32(down, d_model, d_ff, dtype), d_ff, activation }
+}
+
+fn dense_mlp(p: &[f32], l: &MlpLayout, d_model: usize, dtype: WeightDtype) -> MlpWeights {
+    let gate = l.w_gate.clone().map(|r| &p[r]);
+    mlp(gate, &p[l.w_up.clone()], &p[l.w_down.clone()], l.d_ff, d_model, l.activation, dtype)
+}
+
+impl EngineWeights {
+    /// Convert every matrix of `model` to `dtype` (f32 copies the values).
+    pub fn new(model: &Transformer<f32>, dtype: WeightDtype) -> Self {
+        let cfg = &model.cfg;
+        let p = &model.params;
+        let d = cfg.d_model;
+        let dh = cfg.d_head();
+        let (dq, dkv) = (cfg.n_head * dh, cfg.n_head_kv * dh);
+        let layers = model
+            .layout
+            .blocks
+            .iter()
+            .map(|b| {
+                let mut qkv = Vec::with_capacity((dq + 2 * dkv) * d);
+                qkv.extend_from_slice(&p[b.attn.wq.clone()]);
+                qkv.extend_from_slice(&p[b.attn.wk.clone()]);
+                qkv.extend_from_slice(&p[b.attn.wv.clone()]);
+                let ffn = match &b.ffn {
+                    FfnLayout::Dense(l) => FfnWeights::Dense(dense_mlp(p, l, d, dtype)),
+                    FfnLayout::Moe(l) => {
+                        let de = cfg.moe.as_ref().map_or(0, |m| m.d_expert);
+                        let sz = de * d;
+                        let (wg, wu, wd) = (&p[l.w_gate.clone()], &p[l.w_up.clone()], &p[l.w_down.clone()]);
+                        let experts = (0..l.n_expert)
+                            .map(|e| {
+                                let r = e * sz..(e + 1) * sz;
+                                mlp(Some(&wg[r.clone()]), &wu[r.clone()], &wd[r], de, d, Activation::Swiglu, dtype)
+                            })
+                            .collect();
+                        FfnWeights::Moe(MoeWeights {
+                            n_expert: l.n_expert,
+                            router: p[l.router.clone()].to_vec(),
+                            experts,
+                            shared: l.shared.as_ref().map(|s| dense_mlp(p, s, d, dtype)),
+                            shared_gate: l.shared_gate.clone().map(|r| p[r].to_vec()),
+                        })
+                    }
+                };
+                LayerWeights { wqkv: Weights::from_f32(&qkv, dq + 2 * dkv, d, dtype), wo: mat(p, b.attn.wo.clone(), d, dq, dtype), ffn }
+            })
+            .collect();
+        EngineWeights { dtype, layers, lm_head: mat(p, model.layout.lm_head.clone(), cfg.n_vocab, d, dtype) }
+    }
+
+    /// Bytes of every matrix held (all experts included).
+    pub fn total_bytes(&self) -> usize {
+        let mut b = self.lm_head.bytes();
+        for l in &self.layers {
+            b += l.wqkv.bytes() + l.wo.bytes();
+            b += match &l.ffn {
+                FfnWeights::Dense(m) => m.bytes(),
+                FfnWeights::Moe(m) => {
+                    4 * m.router.len() + m.experts.iter().map(|e| e.bytes()).sum::<usize>() + m.shared.as_ref().map_or(0, |s| s.bytes()) + m.shared_gate.as_ref().map_or(0, |g| 4 * g.len())
+                }
+            };
+        }
+        b
+    }
+}
