@@ -87,8 +87,9 @@ pub(crate) fn validate_tokens(cfg: &ModelConfig, tokens: &[u32]) -> Result<()> {
     }
 }
 
-fn validate<T: Real, S: AsRef<[u32]>>(model: &Transformer<T>, caches: &[&mut KvCache<T>], tokens: &[S]) -> Result<()> {
-    let cfg = &model.cfg;
+/// Check a batch step's inputs against the model config (shared by the reference path and the
+/// engine): one cache per token list, no empty sequence, ids in the vocabulary, room in `n_ctx`.
+pub(crate) fn validate<T: Real, S: AsRef<[u32]>>(cfg: &moe_model::ModelConfig, caches: &[&mut KvCache<T>], tokens: &[S]) -> Result<()> {
     if caches.len() != tokens.len() {
         return Err(Error::BadInput(format!("{} caches for {} token lists", caches.len(), tokens.len())));
     }
@@ -116,7 +117,7 @@ pub fn forward_step_with<T: Real, S: AsRef<[u32]>>(
     tokens: &[S],
     opts: StepOptions,
 ) -> Result<StepOutput<T>> {
-    validate(model, caches, tokens)?;
+    validate(&model.cfg, caches, tokens)?;
     for (c, t) in caches.iter_mut().zip(tokens) {
         c.reserve(t.as_ref().len())?;
     }

@@ -56,9 +56,24 @@ pub fn generate<T: Real>(
     max_new_tokens: usize,
     sampler: &SamplerConfig,
     stop_token: Option<u32>,
-    mut on_token: impl FnMut(u32),
+    on_token: impl FnMut(u32),
 ) -> Result<GenerateOutput> {
-    let n_ctx = model.cfg.n_ctx;
+    generate_loop(&model.cfg, prompt, max_new_tokens, sampler, stop_token, on_token, |cache, tokens, s| Ok(s.sample(&forward_one(model, cache, tokens)?)))
+}
+
+/// The generation loop shared by [`generate`] and [`crate::engine::generate_with_engine`]: checks,
+/// one prefill step over the prompt, then one step per token; `step` runs the forward of the new
+/// tokens on the cache and samples the next token from the last position's logits.
+pub(crate) fn generate_loop<T: Real>(
+    cfg: &moe_model::ModelConfig,
+    prompt: &[u32],
+    max_new_tokens: usize,
+    sampler: &SamplerConfig,
+    stop_token: Option<u32>,
+    mut on_token: impl FnMut(u32),
+    mut step: impl FnMut(&mut KvCache<T>, &[u32], &mut Sampler) -> Result<u32>,
+) -> Result<GenerateOutput> {
+    let n_ctx = cfg.n_ctx;
     if prompt.is_empty() {
         return Err(Error::BadInput("empty prompt".into()));
     }
@@ -66,7 +81,7 @@ pub fn generate<T: Real>(
         return Err(Error::ContextOverflow { seq: 0, len: prompt.len(), n_new: max_new_tokens, n_ctx });
     }
     let mut sampler = Sampler::new(*sampler)?;
-    let mut cache = KvCache::with_capacity(&model.cfg, prompt.len() + max_new_tokens);
+    let mut cache = KvCache::with_capacity(cfg, prompt.len() + max_new_tokens);
     let mut out = GenerateOutput {
         tokens: Vec::with_capacity(max_new_tokens),
         n_prompt: prompt.len(),
@@ -77,15 +92,14 @@ pub fn generate<T: Real>(
         decode_tokens_per_s: 0.0,
     };
     if max_new_tokens == 0 {
-        crate::decode::validate_tokens(&model.cfg, prompt)?;
+        crate::decode::validate_tokens(cfg, prompt)?;
         return Ok(out);
     }
     let t0 = Instant::now();
-    let mut logits = forward_one(model, &mut cache, prompt)?;
+    let mut tok = step(&mut cache, prompt, &mut sampler)?;
     out.prefill_s = t0.elapsed().as_secs_f64();
     let t1 = Instant::now();
     loop {
-        let tok = sampler.sample(&logits);
         out.tokens.push(tok);
         on_token(tok);
         if stop_token == Some(tok) {
@@ -95,7 +109,7 @@ pub fn generate<T: Real>(
         if out.tokens.len() == max_new_tokens {
             break;
         }
-        logits = forward_one(model, &mut cache, &[tok])?;
+        tok = step(&mut cache, &[tok], &mut sampler)?;
     }
     out.decode_s = t1.elapsed().as_secs_f64();
     out.prefill_tokens_per_s = prompt.len() as f64 / out.prefill_s.max(1e-12);

@@ -124,29 +124,6 @@ pub struct Engine<'m> {
     stats: StepStats,
 }
 
-fn validate<S: AsRef<[u32]>>(cfg: &moe_model::ModelConfig, caches: &[&mut KvCache<f32>], tokens: &[S]) -> Result<()> {
-    if caches.len() != tokens.len() {
-        return Err(Error::BadInput(format!("{} caches for {} token lists", caches.len(), tokens.len())));
-    }
-    if tokens.is_empty() {
-        return Err(Error::BadInput("empty batch".into()));
-    }
-    for (s, (c, t)) in caches.iter().zip(tokens).enumerate() {
-        let t = t.as_ref();
-        c.check_model(cfg)?;
-        if t.is_empty() {
-            return Err(Error::BadInput(format!("sequence {s} has no new tokens")));
-        }
-        if let Some(&bad) = t.iter().find(|&&x| x as usize >= cfg.n_vocab) {
-            return Err(Error::BadInput(format!("sequence {s}: token id {bad} is outside the vocabulary (n_vocab {})", cfg.n_vocab)));
-        }
-        if c.len() + t.len() > cfg.n_ctx {
-            return Err(Error::ContextOverflow { seq: s, len: c.len(), n_new: t.len(), n_ctx: cfg.n_ctx });
-        }
-    }
-    Ok(())
-}
-
 impl<'m> Engine<'m> {
     /// An engine for `model` with every matrix stored as `dtype` (the MoE router stays f32), on
     /// the exact GEMV kernels (activations stay f32). Errors for a model the engine does not run
@@ -229,7 +206,7 @@ impl<'m> Engine<'m> {
     fn forward<S: AsRef<[u32]>>(&mut self, caches: &mut [&mut KvCache<f32>], tokens: &[S], all_logits: bool) -> Result<&[f32]> {
         let model = self.model;
         let cfg = &model.cfg;
-        validate(cfg, caches, tokens)?;
+        crate::decode::validate(cfg, caches, tokens)?;
         for (c, t) in caches.iter_mut().zip(tokens) {
             c.reserve(t.as_ref().len())?;
         }
