@@ -224,27 +224,10 @@ pub fn parse_config(text: &str, path: &Path, opts: &HfOptions) -> Result<HfConfi
             let n_expert = num_experts(&f)?;
             Some(moe_cfg(n_expert, f.usize("num_experts_per_tok")?, f.usize("intermediate_size")?, f.bool_or("norm_topk_prob", false)?))
         }
-        Family::Qwen3Moe => {
-            let n_expert = num_experts(&f)?;
-            if n_expert == 0 {
-                None
-            } else {
-                let mut m = moe_cfg(n_expert, f.usize("num_experts_per_tok")?, f.usize("moe_intermediate_size")?, f.bool_or("norm_topk_prob", false)?);
-                let (every, first_dense) = qwen3_moe_placement(&f, n_layer)?;
-                m.every = every;
-                m.first_dense = first_dense;
-                Some(m)
-            }
-        }
-        Family::Qwen2Moe => {
-            let n_expert = num_experts(&f)?;
-            if n_expert == 0 {
-                None
-            } else {
-                let mut m = moe_cfg(n_expert, f.usize("num_experts_per_tok")?, f.usize("moe_intermediate_size")?, f.bool_or("norm_topk_prob", false)?);
-                let (every, first_dense) = qwen3_moe_placement(&f, n_layer)?;
-                m.every = every;
-                m.first_dense = first_dense;
+        Family::Qwen3Moe => qwen_moe_cfg(&f, n_layer)?,
+        Family::Qwen2Moe => match qwen_moe_cfg(&f, n_layer)? {
+            None => None,
+            Some(mut m) => {
                 // one shared expert whose output is scaled by sigmoid(shared_expert_gate · h)
                 let d_shared = f.usize("shared_expert_intermediate_size")?;
                 if d_shared == 0 {
@@ -255,7 +238,7 @@ pub fn parse_config(text: &str, path: &Path, opts: &HfOptions) -> Result<HfConfi
                 m.shared_gate = true;
                 Some(m)
             }
-        }
+        },
     };
     // Mixtral and OLMoE use intermediate_size for the experts; their layers are all MoE
     let needs_dense = moe.as_ref().is_none_or(|m| m.first_dense > 0 || m.every > 1);
@@ -372,6 +355,19 @@ fn sliding_window(f: &Fields<'_>, family: Family, n_ctx: usize, n_layer: usize) 
 
 /// Qwen3-MoE: layer i is MoE iff `i ∉ mlp_only_layers && (i + 1) % decoder_sparse_step == 0`;
 /// find our `(every, first_dense)` with the same placement.
+/// The routed experts of Qwen3-MoE and Qwen2-MoE (`None` when `num_experts` is 0: a dense model).
+fn qwen_moe_cfg(f: &Fields<'_>, n_layer: usize) -> Result<Option<MoeConfig>> {
+    let n_expert = num_experts(f)?;
+    if n_expert == 0 {
+        return Ok(None);
+    }
+    let mut m = moe_cfg(n_expert, f.usize("num_experts_per_tok")?, f.usize("moe_intermediate_size")?, f.bool_or("norm_topk_prob", false)?);
+    let (every, first_dense) = qwen3_moe_placement(f, n_layer)?;
+    m.every = every;
+    m.first_dense = first_dense;
+    Ok(Some(m))
+}
+
 fn qwen3_moe_placement(f: &Fields<'_>, n_layer: usize) -> Result<(usize, usize)> {
     let step = f.usize_opt("decoder_sparse_step")?.unwrap_or(1);
     if step == 0 {
