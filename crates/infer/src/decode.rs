@@ -118,6 +118,7 @@ pub fn forward_step_with<T: Real, S: AsRef<[u32]>>(
     opts: StepOptions,
 ) -> Result<StepOutput<T>> {
     validate(&model.cfg, caches, tokens)?;
+    model.check_materialized()?;
     for (c, t) in caches.iter_mut().zip(tokens) {
         c.reserve(t.as_ref().len())?;
     }

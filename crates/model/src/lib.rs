@@ -23,6 +23,7 @@ pub mod hf;
 pub mod layers;
 pub mod moe;
 pub mod params;
+pub mod stored;
 pub mod transformer;
 
 pub use config::{Activation, AttnExt, AttnTemperature, ClampedSwiglu, FfnKind, Gating, Mla, ModelConfig, MoeConfig, MoeExt, RopeScaling};

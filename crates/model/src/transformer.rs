@@ -11,6 +11,7 @@ use crate::moe::router::Routing;
 use crate::moe::stats::RoutingStats;
 use crate::moe::{moe_backward, moe_forward, MoeSaved};
 use crate::params::{build_layout, FfnLayout, Init, ModelLayout, ParamTable};
+use crate::stored::MatrixStore;
 use moe_kernels::attention::AttnShape;
 use moe_kernels::cross_entropy::{cross_entropy_forward, cross_entropy_fused_inplace};
 use moe_kernels::embedding::{embedding_backward, embedding_forward};
@@ -40,6 +41,9 @@ pub struct Transformer<T: Real = f32> {
     pub selection_bias: Vec<Vec<f32>>,
     /// RoPE cos/sin for positions `0..n_ctx`
     pub rope: RopeTable<T>,
+    /// matrices kept in their checkpoint format instead of `params` (empty unless loaded with
+    /// `HfOptions::keep_dtype`; see [`crate::stored`])
+    pub stored: MatrixStore,
 }
 
 /// Loss and balance report of one MoE layer.
@@ -124,7 +128,7 @@ impl<T: Real> Transformer<T> {
             })
             .collect();
         let rope = rope_table(&cfg);
-        Ok(Transformer { cfg, table, layout, params, selection_bias, rope })
+        Ok(Transformer { cfg, table, layout, params, selection_bias, rope, stored: MatrixStore::default() })
     }
 
     /// A freshly initialised model (GPT-2 style: N(0, 0.02), output projections scaled by
@@ -159,10 +163,23 @@ impl<T: Real> Transformer<T> {
             params: self.params.iter().map(|v| U::from_f64(v.to_f64())).collect(),
             selection_bias: self.selection_bias.clone(),
             rope: rope_table(&self.cfg),
+            stored: self.stored.clone(),
+        }
+    }
+
+    /// Error unless every parameter is in `params` (see [`crate::stored`]).
+    pub fn check_materialized(&self) -> Result<()> {
+        match self.stored.dtype_name() {
+            Some(dt) => Err(Error::BadInput(format!(
+                "{} matrices of this model are kept in {dt} for the fast engine; the f32 reference path needs `Transformer::materialize` first",
+                self.stored.len()
+            ))),
+            None => Ok(()),
         }
     }
 
     fn check_input(&self, inputs: &[u32], targets: Option<&[u32]>, n_seq: usize, seq_len: usize) -> Result<()> {
+        self.check_materialized()?;
         if n_seq == 0 || seq_len == 0 {
             return Err(Error::BadInput("empty batch".into()));
         }

@@ -6,7 +6,7 @@ use moe_compare::plot::{line_chart, LineChart, Series};
 use moe_infer::{bench_infer, weight_format_quality, Engine, EngineBench, Machine, Runner};
 use moe_kernels::gemv::Kernel;
 use moe_kernels::quant::WeightDtype;
-use moe_model::hf::load_hf_dir;
+use moe_model::hf::{load_hf_dir_with, HfOptions};
 use moe_model::Transformer;
 use moe_train::bench::bench_train;
 use moe_train::run_data::build_dataset;
@@ -63,7 +63,8 @@ pub fn dtype_of(d: DtypeArg) -> WeightDtype {
 }
 
 /// The model of `--run`, `--config` (random weights from `seed`) or `--model`, and a description.
-fn load_model(src: &ModelSource, set: &[String], seed: u64) -> anyhow::Result<(Transformer<f32>, String)> {
+/// With `keep_dtype`, a bf16/f16 checkpoint's matrices stay in that format (for the fast engine).
+fn load_model(src: &ModelSource, set: &[String], seed: u64, keep_dtype: bool) -> anyhow::Result<(Transformer<f32>, String)> {
     if let Some(run) = &src.run {
         let r = load_run(run)?;
         return Ok((r.model, format!("run {} (step {})", run.display(), r.step)));
@@ -74,8 +75,11 @@ fn load_model(src: &ModelSource, set: &[String], seed: u64) -> anyhow::Result<(T
         return Ok((m, format!("config {} (random weights, seed {seed})", cfg.display())));
     }
     let dir = src.model.as_ref().context("give --run, --config or --model")?;
-    let m = load_hf_dir(dir).with_context(|| format!("loading {}", dir.display()))?;
-    let desc = format!("{} ({})", dir.display(), m.arch);
+    let m = load_hf_dir_with(dir, &HfOptions { keep_dtype, ..Default::default() }).with_context(|| format!("loading {}", dir.display()))?;
+    let mut desc = format!("{} ({})", dir.display(), m.arch);
+    if let Some(dt) = m.model.stored.dtype_name() {
+        desc += &format!("; {} matrices kept as {dt} at load ({:.1} MB)", m.model.stored.len(), m.model.stored.bytes() as f64 / 1e6);
+    }
     Ok((m.model, desc))
 }
 
@@ -84,7 +88,7 @@ fn opt(v: Option<f64>, scale: f64, prec: usize) -> String {
 }
 
 fn infer(a: BenchInferArgs) -> anyhow::Result<()> {
-    let (model, desc) = load_model(&a.source, &a.set, a.seed)?;
+    let (model, desc) = load_model(&a.source, &a.set, a.seed, a.engine == EngineArg::Fast)?;
     let n_ctx = model.cfg.n_ctx;
     if a.prompt_len + a.n_decode > n_ctx {
         anyhow::bail!("--prompt-len {} + --n-decode {} exceed the model's context of {n_ctx}", a.prompt_len, a.n_decode);

@@ -5,7 +5,7 @@ use anyhow::Context;
 use crate::args::EngineArg;
 use moe_data::{ChatMessage, ChatTemplate, Tokenizer};
 use moe_infer::{generate, generate_with_engine, Engine, SamplerConfig};
-use moe_model::hf::load_hf_dir;
+use moe_model::hf::{load_hf_dir_with, HfOptions};
 use moe_model::Transformer;
 use moe_train::load_run;
 use std::io::Write;
@@ -38,7 +38,12 @@ pub fn run(a: GenerateArgs) -> anyhow::Result<()> {
             } else {
                 a.prompt.clone()
             };
-            let m = load_hf_dir(dir).with_context(|| format!("loading {}", dir.display()))?;
+            // the fast engine converts the matrices itself: a bf16/f16 checkpoint's stay 2-byte until then
+            let keep_dtype = a.engine == EngineArg::Fast;
+            let mut m = load_hf_dir_with(dir, &HfOptions { keep_dtype, ..Default::default() }).with_context(|| format!("loading {}", dir.display()))?;
+            if Engine::unsupported(&m.model.cfg).is_some() {
+                m.model.materialize(); // generated on the reference path below
+            }
             let mut prompt = Vec::new();
             if a.add_bos {
                 prompt.push(m.bos_token_id.with_context(|| format!("--add-bos: {} defines no bos_token_id", dir.display()))?);

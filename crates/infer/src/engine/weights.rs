@@ -94,8 +94,10 @@ pub struct EngineWeights {
     pub lm_head: Weights,
 }
 
-fn mat(p: &[f32], r: Range<usize>, n: usize, k: usize, dtype: WeightDtype) -> Weights {
-    Weights::from_f32(&p[r], n, k, dtype)
+/// Matrix `r` of `model` (`[n, k]`) as `dtype`, read from the parameter buffer or from the matrices
+/// kept in the checkpoint's format (`Transformer::matrix_f32`).
+fn mat(model: &Transformer<f32>, r: Range<usize>, n: usize, k: usize, dtype: WeightDtype) -> Weights {
+    Weights::from_f32(&model.matrix_f32(r), n, k, dtype)
 }
 
 /// Gate and up `[d_ff, d_model]` each → the interleaved `[2·d_ff, d_model]` (see the module doc).
@@ -119,9 +121,9 @@ fn mlp(gate: Option<&[f32]>, up: &[f32], down: &[f32], d_ff: usize, d_model: usi
     MlpWeights { gate_up, down: Weights::from_f32(down, d_model, d_ff, dtype), d_ff, activation }
 }
 
-fn dense_mlp(p: &[f32], l: &MlpLayout, d_model: usize, dtype: WeightDtype) -> MlpWeights {
-    let gate = l.w_gate.clone().map(|r| &p[r]);
-    mlp(gate, &p[l.w_up.clone()], &p[l.w_down.clone()], l.d_ff, d_model, l.activation, dtype)
+fn dense_mlp(model: &Transformer<f32>, l: &MlpLayout, d_model: usize, dtype: WeightDtype) -> MlpWeights {
+    let gate = l.w_gate.clone().map(|r| model.matrix_f32(r));
+    mlp(gate.as_deref(), &model.matrix_f32(l.w_up.clone()), &model.matrix_f32(l.w_down.clone()), l.d_ff, d_model, l.activation, dtype)
 }
 
 impl EngineWeights {
@@ -138,34 +140,35 @@ impl EngineWeights {
             .iter()
             .map(|b| {
                 let mut qkv = Vec::with_capacity((dq + 2 * dkv) * d);
-                qkv.extend_from_slice(&p[b.attn.wq.clone()]);
-                qkv.extend_from_slice(&p[b.attn.wk.clone()]);
-                qkv.extend_from_slice(&p[b.attn.wv.clone()]);
+                qkv.extend_from_slice(&model.matrix_f32(b.attn.wq.clone()));
+                qkv.extend_from_slice(&model.matrix_f32(b.attn.wk.clone()));
+                qkv.extend_from_slice(&model.matrix_f32(b.attn.wv.clone()));
                 let ffn = match &b.ffn {
-                    FfnLayout::Dense(l) => FfnWeights::Dense(dense_mlp(p, l, d, dtype)),
+                    FfnLayout::Dense(l) => FfnWeights::Dense(dense_mlp(model, l, d, dtype)),
                     FfnLayout::Moe(l) => {
                         let de = cfg.moe.as_ref().map_or(0, |m| m.d_expert);
                         let sz = de * d;
-                        let (wg, wu, wd) = (&p[l.w_gate.clone()], &p[l.w_up.clone()], &p[l.w_down.clone()]);
+                        // one expert at a time: a kept bf16 stack is widened to f32 an expert at a time
+                        let part = |r: &Range<usize>, e: usize| model.matrix_f32(r.start + e * sz..r.start + (e + 1) * sz);
                         let experts = (0..l.n_expert)
                             .map(|e| {
-                                let r = e * sz..(e + 1) * sz;
-                                mlp(Some(&wg[r.clone()]), &wu[r.clone()], &wd[r], de, d, Activation::Swiglu, dtype)
+                                let (wg, wu, wd) = (part(&l.w_gate, e), part(&l.w_up, e), part(&l.w_down, e));
+                                mlp(Some(&wg), &wu, &wd, de, d, Activation::Swiglu, dtype)
                             })
                             .collect();
                         FfnWeights::Moe(MoeWeights {
                             n_expert: l.n_expert,
                             router: p[l.router.clone()].to_vec(),
                             experts,
-                            shared: l.shared.as_ref().map(|s| dense_mlp(p, s, d, dtype)),
+                            shared: l.shared.as_ref().map(|s| dense_mlp(model, s, d, dtype)),
                             shared_gate: l.shared_gate.clone().map(|r| p[r].to_vec()),
                         })
                     }
                 };
-                LayerWeights { wqkv: Weights::from_f32(&qkv, dq + 2 * dkv, d, dtype), wo: mat(p, b.attn.wo.clone(), d, dq, dtype), ffn }
+                LayerWeights { wqkv: Weights::from_f32(&qkv, dq + 2 * dkv, d, dtype), wo: mat(model, b.attn.wo.clone(), d, dq, dtype), ffn }
             })
             .collect();
-        EngineWeights { dtype, layers, lm_head: mat(p, model.layout.lm_head.clone(), cfg.n_vocab, d, dtype) }
+        EngineWeights { dtype, layers, lm_head: mat(model, model.layout.lm_head.clone(), cfg.n_vocab, d, dtype) }
     }
 
     /// Bytes of every matrix held (all experts included).

@@ -67,8 +67,12 @@ pub struct HfOptions {
     /// context length; default `max_position_embeddings`. A sliding window is accepted only when it
     /// covers the whole context (then it changes nothing).
     pub n_ctx: Option<usize>,
-    /// load even when the f32 parameters need more memory than `/proc/meminfo` reports available
+    /// load even when the parameters need more memory than `/proc/meminfo` reports available
     pub skip_memory_check: bool,
+    /// keep the matrices of a bf16 (or f16) checkpoint in that format for the fast inference
+    /// engine instead of converting them to f32 (see [`crate::stored`]); the f32 reference path
+    /// then needs `Transformer::materialize`
+    pub keep_dtype: bool,
 }
 
 pub(crate) struct Fields<'a> {

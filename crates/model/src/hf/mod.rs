@@ -45,13 +45,7 @@ pub fn load_hf_dir_with(dir: &Path, opts: &HfOptions) -> Result<HfModel> {
     let text = std::fs::read_to_string(&cfg_path).map_err(|source| Error::Io { path: cfg_path.clone(), source })?;
     let hc = parse_config(&text, &cfg_path, opts)?;
     let files = weights::weight_files(dir)?;
-    if !opts.skip_memory_check {
-        // f32 parameters of the mapped layout; the memory-mapped checkpoint itself is page cache
-        let need = 4 * crate::params::build_layout(&hc.cfg).0.total as u64;
-        let avail = std::fs::read_to_string("/proc/meminfo").ok().and_then(|t| weights::mem_available(&t));
-        weights::check_memory(dir, need, avail)?;
-    }
-    let model = weights::load_weights(dir, &files, &hc)?;
+    let model = weights::load_weights(dir, &files, &hc, opts)?;
     let (mut bos, mut eos) = (hc.bos_token_id, hc.eos_token_ids.clone());
     let gen_path = dir.join("generation_config.json");
     if gen_path.exists() {

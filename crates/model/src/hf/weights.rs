@@ -3,16 +3,21 @@
 //!
 //! Files are memory-mapped (read-only): the checkpoint's pages come from the page cache as tensors
 //! are converted, so loading needs about the f32 parameters in memory, not the checkpoint's size on
-//! top. [`check_memory`] refuses, before anything is allocated, a model whose f32 parameters exceed
-//! `MemAvailable` of `/proc/meminfo`. bf16/f16/f32 are converted to f32. A missing tensor,
-//! a tensor of the wrong shape and a tensor that nothing uses are errors naming the tensor and file.
+//! top. [`check_memory`] refuses, before anything is allocated, a model whose parameters exceed
+//! `MemAvailable` of `/proc/meminfo`. bf16/f16/f32 are converted to f32 — except, with
+//! `HfOptions::keep_dtype`, the matrices the fast engine converts ([`crate::stored`]) of a checkpoint
+//! whose matrices are all bf16 (or all f16): those stay in that format, 2 bytes per value, in
+//! `Transformer::stored`. A missing tensor, a tensor of the wrong shape and a tensor that nothing
+//! uses are errors naming the tensor and file.
 
 use super::config::{Family, HfConfig};
 use crate::checkpoint::tensor_f32;
 use crate::error::{Error, Result};
+use super::HfOptions;
 use crate::params::FfnLayout;
+use crate::stored::{is_engine_matrix, StoredData};
 use crate::transformer::Transformer;
-use safetensors::SafeTensors;
+use safetensors::{Dtype, SafeTensors};
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
@@ -57,6 +62,8 @@ struct Source<'a> {
     /// canonical name → the name in the file, where a prefix was stripped
     stored: HashMap<String, String>,
     used: HashSet<String>,
+    /// bf16 or f16 when every matrix (tensor of two or more dimensions) of the checkpoint has that format
+    half: Option<StoredData>,
 }
 
 impl<'a> Source<'a> {
@@ -79,7 +86,14 @@ impl<'a> Source<'a> {
             }
             files.push((p.clone(), st));
         }
-        Ok(Source { dir: dir.to_path_buf(), arch: arch.to_string(), files, loc, stored, used: HashSet::new() })
+        let mut formats = files.iter().flat_map(|(_, st)| st.tensors().into_iter().filter(|(_, t)| t.shape().len() >= 2).map(|(_, t)| t.dtype()).collect::<Vec<_>>());
+        let first = formats.next();
+        let half = match first {
+            Some(Dtype::BF16) if formats.all(|d| d == Dtype::BF16) => Some(StoredData::Bf16(Vec::new())),
+            Some(Dtype::F16) if formats.all(|d| d == Dtype::F16) => Some(StoredData::F16(Vec::new())),
+            _ => None,
+        };
+        Ok(Source { dir: dir.to_path_buf(), arch: arch.to_string(), files, loc, stored, used: HashSet::new(), half })
     }
 
     /// The name of canonical tensor `name` in its file.
@@ -150,7 +164,7 @@ pub fn check_memory(dir: &Path, need: u64, available: Option<u64>) -> Result<()>
         Some(avail) if need > avail => Err(Error::Checkpoint {
             path: dir.to_path_buf(),
             message: format!(
-                "the model needs {:.2} GiB for its f32 parameters but only {:.2} GiB of memory is available (MemAvailable in /proc/meminfo); \
+                "the model needs {:.2} GiB for its parameters but only {:.2} GiB of memory is available (MemAvailable in /proc/meminfo); \
                  free memory or set HfOptions::skip_memory_check",
                 need as f64 / (1u64 << 30) as f64,
                 avail as f64 / (1u64 << 30) as f64
@@ -160,31 +174,51 @@ pub fn check_memory(dir: &Path, need: u64, available: Option<u64>) -> Result<()>
     }
 }
 
-/// Copy `vals` into our tensor `ours`.
-fn put(m: &mut Transformer<f32>, ours: &str, vals: &[f32]) {
+/// Copy `vals` into our tensor `ours`, or keep it in the checkpoint's format `keep` when it is a
+/// matrix the engine converts (its range of `params` then stays untouched zeros).
+fn put(m: &mut Transformer<f32>, keep: Option<&StoredData>, ours: &str, vals: &[f32]) {
     let e = m.table.get(ours).unwrap_or_else(|| panic!("tensor {ours} is in the layout"));
-    m.params[e.range()].copy_from_slice(vals);
+    match keep {
+        Some(fmt) if is_engine_matrix(ours) => m.stored.insert(e.range(), fmt.like(vals)),
+        _ => m.params[e.range()].copy_from_slice(vals),
+    }
 }
 
-/// Load `files` into a zero-initialised model of `hc.cfg`.
-pub fn load_weights(dir: &Path, files: &[PathBuf], hc: &HfConfig) -> Result<Transformer<f32>> {
+/// Bytes the loaded parameters of `hc.cfg` take: 4 per value, 2 for the matrices kept as bf16/f16.
+fn param_bytes(hc: &HfConfig, keep_half: bool) -> u64 {
+    let (table, _) = crate::params::build_layout(&hc.cfg);
+    let kept: usize = if keep_half { table.entries.iter().filter(|e| is_engine_matrix(&e.name)).map(|e| e.len).sum() } else { 0 };
+    4 * (table.total - kept) as u64 + 2 * kept as u64
+}
+
+/// Load `files` into a zero-initialised model of `hc.cfg`, after checking (unless
+/// `opts.skip_memory_check`) that the parameters fit in the memory available.
+pub fn load_weights(dir: &Path, files: &[PathBuf], hc: &HfConfig, opts: &HfOptions) -> Result<Transformer<f32>> {
     let bytes: Vec<(PathBuf, memmap2::Mmap)> = files.iter().map(|p| map_file(p).map(|m| (p.clone(), m))).collect::<Result<_>>()?;
     // Llama 4 as released (multimodal): the text model under `language_model.`, the vision tower unused
     let multimodal = hc.arch == "Llama4ForConditionalGeneration";
     let mut src = Source::new(dir, &hc.arch, &bytes, multimodal.then_some("language_model."))?;
+    let keep = if opts.keep_dtype { src.half.take() } else { None };
+    let keep = keep.as_ref();
+    if !opts.skip_memory_check {
+        // the memory-mapped checkpoint itself is page cache
+        let avail = std::fs::read_to_string("/proc/meminfo").ok().and_then(|t| mem_available(&t));
+        check_memory(dir, param_bytes(hc, keep.is_some()), avail)?;
+    }
+    // zeroed allocation: the ranges of kept matrices are never written, so never paged in
     let mut m = Transformer::<f32>::zeros(hc.cfg.clone())?;
     let cfg = hc.cfg.clone();
     let (d, dh) = (cfg.d_model, cfg.d_head());
     let (dq, dkv) = (cfg.n_head * dh, cfg.n_head_kv * dh);
 
     let emb = src.take("model.embed_tokens.weight", &[cfg.n_vocab, d])?;
-    put(&mut m, "tok_embeddings.weight", &emb);
+    put(&mut m, keep, "tok_embeddings.weight", &emb);
     for i in 0..cfg.n_layer {
         let hf = format!("model.layers.{i}");
         let ours = format!("layers.{i}");
         let direct = |src: &mut Source<'_>, m: &mut Transformer<f32>, h: &str, o: &str, shape: &[usize]| -> Result<()> {
             let v = src.take(&format!("{hf}.{h}"), shape)?;
-            put(m, &format!("{ours}.{o}"), &v);
+            put(m, keep, &format!("{ours}.{o}"), &v);
             Ok(())
         };
         direct(&mut src, &mut m, "input_layernorm.weight", "attn_norm.weight", &[d])?;
@@ -276,9 +310,9 @@ pub fn load_weights(dir: &Path, files: &[PathBuf], hc: &HfConfig) -> Result<Tran
                             down.extend((0..de).map(|j| w[j * d + r]));
                         }
                     }
-                    put(&mut m, &format!("{ours}.ffn.experts.b_gate"), &bg);
-                    put(&mut m, &format!("{ours}.ffn.experts.b_up"), &bu);
-                    put(&mut m, &format!("{ours}.ffn.experts.b_down"), &dnb);
+                    put(&mut m, keep, &format!("{ours}.ffn.experts.b_gate"), &bg);
+                    put(&mut m, keep, &format!("{ours}.ffn.experts.b_up"), &bu);
+                    put(&mut m, keep, &format!("{ours}.ffn.experts.b_down"), &dnb);
                 } else if hc.family == Family::Llama4 {
                     // Llama 4: x·W layout, gate_up [E, d_model, 2·d_expert] (gate columns first), down [E, d_expert, d_model]
                     let gu = src.take(&fused, &[ne, d, 2 * de])?;
@@ -311,9 +345,9 @@ pub fn load_weights(dir: &Path, files: &[PathBuf], hc: &HfConfig) -> Result<Tran
                         down.extend(src.take(&format!("{x}.{dn}.weight"), &[d, de])?);
                     }
                 }
-                put(&mut m, &format!("{ours}.ffn.experts.w_gate"), &gate);
-                put(&mut m, &format!("{ours}.ffn.experts.w_up"), &up);
-                put(&mut m, &format!("{ours}.ffn.experts.w_down"), &down);
+                put(&mut m, keep, &format!("{ours}.ffn.experts.w_gate"), &gate);
+                put(&mut m, keep, &format!("{ours}.ffn.experts.w_up"), &up);
+                put(&mut m, keep, &format!("{ours}.ffn.experts.w_down"), &down);
                 if let Some(sl) = &ml.shared {
                     // Qwen2-MoE: mlp.shared_expert.{gate,up,down}_proj + mlp.shared_expert_gate [1, d];
                     // DeepSeek-V3: mlp.shared_experts.* (all shared experts as one MLP)
@@ -330,10 +364,10 @@ pub fn load_weights(dir: &Path, files: &[PathBuf], hc: &HfConfig) -> Result<Tran
         }
     }
     let norm = src.take("model.norm.weight", &[d])?;
-    put(&mut m, "norm.weight", &norm);
+    put(&mut m, keep, "norm.weight", &norm);
     if !cfg.tie_embeddings {
         let head = src.take("lm_head.weight", &[cfg.n_vocab, d])?;
-        put(&mut m, "lm_head.weight", &head);
+        put(&mut m, keep, "lm_head.weight", &head);
     }
     let tied = cfg.tie_embeddings;
     // a tied checkpoint may still carry a copy of the head; transformers ties over it

@@ -1,0 +1,123 @@
+//! A bf16 (or f16) Hugging Face checkpoint loaded for the fast engine keeps its matrices 2-byte
+//! (`HfOptions::keep_dtype`): the f32 parameter buffer holds zeros in their place, the engine's
+//! logits are bit-identical to those of the same checkpoint converted to f32 at load, the reference
+//! path refuses the model until `materialize`, and then equals the f32 load exactly.
+
+use moe_infer::{Engine, KvCache};
+use moe_kernels::quant::WeightDtype;
+use moe_model::hf::{load_hf_dir_with, HfOptions};
+use moe_model::stored::is_engine_matrix;
+use safetensors::{Dtype, SafeTensors};
+use std::path::{Path, PathBuf};
+
+fn golden_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/golden_hf")
+}
+
+/// Copy the golden checkpoint `name` into `out` with every f32 tensor but `keep_f32` rounded to
+/// `half` (BF16 or F16).
+fn convert(name: &str, out: &Path, half: Dtype, keep_f32: Option<&str>) {
+    for entry in std::fs::read_dir(golden_dir().join(name)).unwrap() {
+        let p = entry.unwrap().path();
+        let file = p.file_name().unwrap().to_str().unwrap().to_string();
+        if file == "expected.safetensors" {
+            continue;
+        }
+        if !file.ends_with(".safetensors") {
+            std::fs::copy(&p, out.join(&file)).unwrap();
+            continue;
+        }
+        let bytes = std::fs::read(&p).unwrap();
+        let st = SafeTensors::deserialize(&bytes).unwrap();
+        let mut tensors: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
+        for (n, t) in st.tensors() {
+            assert_eq!(t.dtype(), Dtype::F32, "{name}/{n}: golden models are f32");
+            if keep_f32 == Some(n.as_str()) {
+                tensors.push((n.to_string(), t.shape().to_vec(), t.data().to_vec()));
+                continue;
+            }
+            let data: Vec<u8> = t
+                .data()
+                .chunks_exact(4)
+                .flat_map(|b| {
+                    let x = f32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+                    match half {
+                        Dtype::BF16 => half::bf16::from_f32(x).to_le_bytes(),
+                        _ => half::f16::from_f32(x).to_le_bytes(),
+                    }
+                })
+                .collect();
+            tensors.push((n.to_string(), t.shape().to_vec(), data));
+        }
+        let views: Vec<(String, safetensors::tensor::TensorView<'_>)> = tensors
+            .iter()
+            .map(|(n, s, d)| {
+                let dt = if keep_f32 == Some(n.as_str()) { Dtype::F32 } else { half };
+                (n.clone(), safetensors::tensor::TensorView::new(dt, s.clone(), d).unwrap())
+            })
+            .collect();
+        safetensors::serialize_to_file(views, None, &out.join(&file)).unwrap();
+    }
+}
+
+fn engine_logits(model: &moe_model::Transformer<f32>, dtype: WeightDtype, prompt: &[u32]) -> Vec<f32> {
+    let mut e = Engine::new(model, dtype).unwrap();
+    let mut cache = KvCache::new(&model.cfg);
+    let mut out = e.step_all_logits(&mut [&mut cache], &[prompt]).unwrap().to_vec();
+    out.extend_from_slice(e.step(&mut [&mut cache], &[[7u32]]).unwrap());
+    out
+}
+
+#[test]
+fn half_checkpoints_keep_their_matrices_two_byte_and_give_the_same_logits() {
+    let prompt: Vec<u32> = (0..9).map(|i| (i * 13 + 3) % 100).collect();
+    // mixtral: four shards; qwen2_moe: shared expert with its gate; llama_tied: tied head
+    for (name, half) in [("mixtral", Dtype::BF16), ("qwen2_moe", Dtype::BF16), ("llama_tied", Dtype::F16)] {
+        let dir = tempfile::tempdir().unwrap();
+        convert(name, dir.path(), half, None);
+        let kept = load_hf_dir_with(dir.path(), &HfOptions { keep_dtype: true, ..Default::default() }).unwrap().model;
+        let full = load_hf_dir_with(dir.path(), &HfOptions::default()).unwrap().model;
+        assert!(full.stored.is_empty(), "{name}: without keep_dtype everything is f32");
+        let want = if half == Dtype::BF16 { "bf16" } else { "f16" };
+        assert_eq!(kept.stored.dtype_name(), Some(want), "{name}");
+        // exactly the engine's matrices are kept, 2 bytes per value, and their f32 ranges stay zero
+        let matrices: Vec<_> = kept.table.entries.iter().filter(|e| is_engine_matrix(&e.name)).collect();
+        assert_eq!(kept.stored.len(), matrices.len(), "{name}");
+        assert_eq!(kept.stored.bytes(), 2 * matrices.iter().map(|e| e.len).sum::<usize>(), "{name}");
+        for e in &kept.table.entries {
+            let zeros = kept.params[e.range()].iter().all(|&v| v == 0.0);
+            if is_engine_matrix(&e.name) {
+                assert!(zeros, "{name}: {} was written to the f32 buffer", e.name);
+                assert_eq!(kept.matrix_f32(e.range()).as_ref(), &full.params[e.range()], "{name}: {}", e.name);
+            } else {
+                assert_eq!(kept.params[e.range()], full.params[e.range()], "{name}: {}", e.name);
+            }
+        }
+        for dtype in [WeightDtype::F32, WeightDtype::Bf16] {
+            assert_eq!(engine_logits(&kept, dtype, &prompt), engine_logits(&full, dtype, &prompt), "{name} {dtype:?}: engine logits");
+        }
+        // the reference path refuses, then after materialize equals the f32 load exactly
+        let e = kept.forward(&prompt, 1, prompt.len()).unwrap_err().to_string();
+        assert!(e.contains(want) && e.contains("materialize"), "{name}: {e}");
+        let mut cache = KvCache::new(&kept.cfg);
+        assert!(moe_infer::forward_one(&kept, &mut cache, &prompt).is_err(), "{name}: KV decode on the reference path");
+        let mut m = kept.clone();
+        m.materialize();
+        assert!(m.stored.is_empty());
+        assert_eq!(m.forward(&prompt, 1, prompt.len()).unwrap().logits, full.forward(&prompt, 1, prompt.len()).unwrap().logits, "{name}");
+    }
+}
+
+#[test]
+fn f32_and_mixed_checkpoints_keep_nothing() {
+    let opts = HfOptions { keep_dtype: true, ..Default::default() };
+    let kept = load_hf_dir_with(&golden_dir().join("qwen2_moe"), &opts).unwrap().model;
+    assert!(kept.stored.is_empty(), "an f32 checkpoint is already f32");
+    assert!(kept.forward(&[1, 2, 3], 1, 3).is_ok());
+    // one f32 matrix among bf16 ones: no single format to keep, everything is converted to f32
+    let dir = tempfile::tempdir().unwrap();
+    convert("qwen2_moe", dir.path(), Dtype::BF16, Some("model.layers.0.self_attn.q_proj.weight"));
+    let mixed = load_hf_dir_with(dir.path(), &opts).unwrap().model;
+    assert!(mixed.stored.is_empty(), "a mixed checkpoint keeps nothing");
+    assert!(mixed.forward(&[1, 2, 3], 1, 3).is_ok());
+}

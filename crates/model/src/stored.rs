@@ -1,0 +1,198 @@
+//! Matrices kept in their checkpoint's storage format instead of the f32 parameter buffer.
+//!
+//! A Hugging Face checkpoint in bf16 or f16 loaded for the fast inference engine
+//! (`HfOptions::keep_dtype`) keeps its projection and expert matrices here, 2 bytes per value, and
+//! leaves their ranges of `Transformer::params` as untouched zero pages (the buffer is allocated
+//! zeroed, so those pages are never written and take no memory). The engine converts each matrix
+//! once into its own format ([`Transformer::matrix_f32`] gives it the values); the f32 reference
+//! path refuses such a model until [`Transformer::materialize`] has copied the matrices into the
+//! parameter buffer.
+//!
+//! Which tensors are matrices kept here is decided by [`is_engine_matrix`]: the attention and FFN
+//! projections, the expert stacks and the LM head — what the engine converts — but never the
+//! token embedding (read row by row), the router, norms or biases.
+
+use crate::transformer::Transformer;
+use moe_kernels::Real;
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+use std::ops::Range;
+
+/// Values of one stored matrix.
+#[derive(Clone, Debug, PartialEq)]
+pub enum StoredData {
+    /// bfloat16 bit patterns
+    Bf16(Vec<u16>),
+    /// IEEE half bit patterns
+    F16(Vec<u16>),
+}
+
+impl StoredData {
+    /// Elements held.
+    pub fn len(&self) -> usize {
+        match self {
+            StoredData::Bf16(v) | StoredData::F16(v) => v.len(),
+        }
+    }
+
+    /// No element held.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Bytes held.
+    pub fn bytes(&self) -> usize {
+        2 * self.len()
+    }
+
+    /// Elements `r` as f32 (exact: every bf16 and f16 value is an f32).
+    pub fn to_f32(&self, r: Range<usize>) -> Vec<f32> {
+        match self {
+            StoredData::Bf16(v) => v[r].iter().map(|&b| half::bf16::from_bits(b).to_f32()).collect(),
+            StoredData::F16(v) => v[r].iter().map(|&b| half::f16::from_bits(b).to_f32()).collect(),
+        }
+    }
+
+    /// `vals` rounded to the format of `self` (exact for values read from such a tensor).
+    pub fn like(&self, vals: &[f32]) -> StoredData {
+        match self {
+            StoredData::Bf16(_) => StoredData::Bf16(vals.iter().map(|&x| half::bf16::from_f32(x).to_bits()).collect()),
+            StoredData::F16(_) => StoredData::F16(vals.iter().map(|&x| half::f16::from_f32(x).to_bits()).collect()),
+        }
+    }
+
+    /// Name of the format.
+    pub fn dtype_name(&self) -> &'static str {
+        match self {
+            StoredData::Bf16(_) => "bf16",
+            StoredData::F16(_) => "f16",
+        }
+    }
+}
+
+/// Stored matrices by the start of their range in the parameter buffer.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct MatrixStore {
+    by_start: BTreeMap<usize, (Range<usize>, StoredData)>,
+}
+
+impl MatrixStore {
+    /// Keep `data` for the parameter range `range` (same length).
+    pub fn insert(&mut self, range: Range<usize>, data: StoredData) {
+        assert_eq!(range.len(), data.len(), "stored matrix length");
+        self.by_start.insert(range.start, (range, data));
+    }
+
+    /// No matrix stored.
+    pub fn is_empty(&self) -> bool {
+        self.by_start.is_empty()
+    }
+
+    /// Matrices stored.
+    pub fn len(&self) -> usize {
+        self.by_start.len()
+    }
+
+    /// Bytes held by all stored matrices.
+    pub fn bytes(&self) -> usize {
+        self.by_start.values().map(|(_, d)| d.bytes()).sum()
+    }
+
+    /// Elements held by all stored matrices.
+    pub fn elems(&self) -> usize {
+        self.by_start.values().map(|(_, d)| d.len()).sum()
+    }
+
+    /// The stored matrix containing all of `r`, and `r` relative to it.
+    fn find(&self, r: &Range<usize>) -> Option<(&StoredData, Range<usize>)> {
+        let (_, (whole, data)) = self.by_start.range(..=r.start).next_back()?;
+        (r.end <= whole.end && !r.is_empty()).then(|| (data, r.start - whole.start..r.end - whole.start))
+    }
+
+    /// Elements `r` of the parameter buffer as f32 when they lie inside one stored matrix.
+    pub fn get_f32(&self, r: Range<usize>) -> Option<Vec<f32>> {
+        self.find(&r).map(|(d, rel)| d.to_f32(rel))
+    }
+
+    /// Every stored matrix: (range, data).
+    pub fn iter(&self) -> impl Iterator<Item = (&Range<usize>, &StoredData)> {
+        self.by_start.values().map(|(r, d)| (r, d))
+    }
+
+    /// Format of the stored matrices (the first one's), if any.
+    pub fn dtype_name(&self) -> Option<&'static str> {
+        self.by_start.values().next().map(|(_, d)| d.dtype_name())
+    }
+}
+
+/// Whether the parameter `name` is a matrix the fast engine converts (and so may be kept in its
+/// checkpoint format): attention projections (incl. latent attention's), dense and shared FFN
+/// projections, routed expert stacks and the untied LM head.
+pub fn is_engine_matrix(name: &str) -> bool {
+    const SUFFIXES: [&str; 15] = [
+        "attn.wq.weight",
+        "attn.wk.weight",
+        "attn.wv.weight",
+        "attn.wo.weight",
+        "attn.wq_a.weight",
+        "attn.wq_b.weight",
+        "attn.wkv_a.weight",
+        "attn.wkv_b.weight",
+        "ffn.w_gate.weight",
+        "ffn.w_up.weight",
+        "ffn.w_down.weight",
+        "ffn.experts.w_gate",
+        "ffn.experts.w_up",
+        "ffn.experts.w_down",
+        "lm_head.weight",
+    ];
+    SUFFIXES.iter().any(|s| name.ends_with(s)) || (name.contains("ffn.shared.w_") && name.ends_with(".weight"))
+}
+
+impl Transformer<f32> {
+    /// Parameters `r` (a matrix or part of one), from the parameter buffer or, for a matrix kept
+    /// in its checkpoint format, from the [`MatrixStore`] (converted).
+    pub fn matrix_f32(&self, r: Range<usize>) -> Cow<'_, [f32]> {
+        match self.stored.get_f32(r.clone()) {
+            Some(v) => Cow::Owned(v),
+            None => Cow::Borrowed(&self.params[r]),
+        }
+    }
+}
+
+impl<T: Real> Transformer<T> {
+
+    /// Copy every stored matrix into the parameter buffer (as `T`) and empty the store, so that the
+    /// reference path can run the model.
+    pub fn materialize(&mut self) {
+        let store = std::mem::take(&mut self.stored);
+        for (r, d) in store.iter() {
+            for (p, v) in self.params[r.clone()].iter_mut().zip(d.to_f32(0..d.len())) {
+                *p = T::from_f32(v);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stored_rows_come_back_exactly_and_only_from_inside_one_matrix() {
+        let vals: Vec<f32> = (0..12).map(|i| i as f32 * 0.375 - 2.0).collect();
+        let mut s = MatrixStore::default();
+        let like = StoredData::Bf16(Vec::new());
+        s.insert(10..22, like.like(&vals));
+        s.insert(30..34, StoredData::F16(vals[..4].iter().map(|&x| half::f16::from_f32(x).to_bits()).collect()));
+        assert_eq!(s.get_f32(10..22).unwrap(), vals);
+        assert_eq!(s.get_f32(14..18).unwrap(), vals[4..8]);
+        assert_eq!(s.get_f32(31..33).unwrap(), vals[1..3]);
+        assert_eq!(s.get_f32(20..24), None, "runs past the matrix");
+        assert_eq!(s.get_f32(0..4), None, "before every matrix");
+        assert_eq!(s.get_f32(22..30), None, "between matrices");
+        assert_eq!((s.len(), s.elems(), s.bytes()), (2, 16, 32));
+        assert!(is_engine_matrix("layers.3.ffn.experts.w_up") && is_engine_matrix("layers.0.ffn.shared.w_down.weight"));
+        assert!(!is_engine_matrix("tok_embeddings.weight") && !is_engine_matrix("layers.0.ffn.router.weight") && !is_engine_matrix("layers.0.attn.wq.bias"));
+    }
+}
