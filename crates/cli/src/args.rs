@@ -252,9 +252,9 @@ pub struct GenerateArgs {
     /// fast (default) or reference.
     #[arg(long, value_enum, default_value_t = EngineArg::Fast)]
     pub engine: EngineArg,
-    /// Weight format of the fast engine.
-    #[arg(long, value_enum, default_value_t = DtypeArg::F32)]
-    pub dtype: DtypeArg,
+    /// Weight format of the fast engine [default: bf16 for a bf16 checkpoint, else f32].
+    #[arg(long, value_enum)]
+    pub dtype: Option<DtypeArg>,
 }
 
 #[derive(Args, Debug)]

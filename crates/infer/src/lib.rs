@@ -44,6 +44,7 @@ pub use decode::{forward_one, forward_step, forward_step_with, StepOptions, Step
 pub use engine::bench::{bench_infer, EngineBench, Machine, Runner};
 pub use engine::quality::{weight_format_quality, FormatQuality};
 pub use engine::generate::generate_with_engine;
+pub use engine::weights::EngineWeights;
 pub use engine::{Engine, StepStats};
 pub use error::{Error, Result};
 pub use generate::{generate, FinishReason, GenerateOutput};

@@ -3,7 +3,8 @@
 //! logits are bit-identical to those of the same checkpoint converted to f32 at load, the reference
 //! path refuses the model until `materialize`, and then equals the f32 load exactly.
 
-use moe_infer::{Engine, KvCache};
+use moe_infer::{Engine, EngineWeights, KvCache};
+use moe_kernels::gemv::Kernel;
 use moe_kernels::quant::WeightDtype;
 use moe_model::hf::{load_hf_dir_with, HfOptions};
 use moe_model::stored::is_engine_matrix;
@@ -61,7 +62,11 @@ fn convert(name: &str, out: &Path, half: Dtype, keep_f32: Option<&str>) {
 }
 
 fn engine_logits(model: &moe_model::Transformer<f32>, dtype: WeightDtype, prompt: &[u32]) -> Vec<f32> {
-    let mut e = Engine::new(model, dtype).unwrap();
+    run(Engine::new(model, dtype).unwrap(), prompt)
+}
+
+fn run(mut e: Engine<'_>, prompt: &[u32]) -> Vec<f32> {
+    let model = e.model();
     let mut cache = KvCache::new(&model.cfg);
     let mut out = e.step_all_logits(&mut [&mut cache], &[prompt]).unwrap().to_vec();
     out.extend_from_slice(e.step(&mut [&mut cache], &[[7u32]]).unwrap());
@@ -82,7 +87,9 @@ fn half_checkpoints_keep_their_matrices_two_byte_and_give_the_same_logits() {
         assert_eq!(kept.stored.dtype_name(), Some(want), "{name}");
         // exactly the engine's matrices are kept, 2 bytes per value, and their f32 ranges stay zero
         let matrices: Vec<_> = kept.table.entries.iter().filter(|e| is_engine_matrix(&e.name)).collect();
-        assert_eq!(kept.stored.len(), matrices.len(), "{name}");
+        // an expert stack [n_expert, ·, ·] is kept one expert per entry
+        let parts: usize = matrices.iter().map(|e| if e.shape.len() == 3 { e.shape[0] } else { 1 }).sum();
+        assert_eq!(kept.stored.len(), parts, "{name}");
         assert_eq!(kept.stored.bytes(), 2 * matrices.iter().map(|e| e.len).sum::<usize>(), "{name}");
         for e in &kept.table.entries {
             let zeros = kept.params[e.range()].iter().all(|&v| v == 0.0);
@@ -105,6 +112,16 @@ fn half_checkpoints_keep_their_matrices_two_byte_and_give_the_same_logits() {
         m.materialize();
         assert!(m.stored.is_empty());
         assert_eq!(m.forward(&prompt, 1, prompt.len()).unwrap().logits, full.forward(&prompt, 1, prompt.len()).unwrap().logits, "{name}");
+        // converting while releasing the kept matrices: same logits, and the model says they are gone
+        let mut moved = kept.clone();
+        let w = EngineWeights::new_taking(&mut moved, WeightDtype::Bf16);
+        assert!(moved.stored.is_empty() && moved.stored.taken() == parts, "{name}");
+        let logits = run(Engine::with_weights(&moved, w, Kernel::Auto).unwrap(), &prompt);
+        assert_eq!(logits, engine_logits(&full, WeightDtype::Bf16, &prompt), "{name}: new_taking");
+        let e = Engine::new(&moved, WeightDtype::F32).err().expect("a second engine from moved-out weights").to_string();
+        assert!(e.contains("new_taking"), "{name}: {e}");
+        let e = moved.forward(&prompt, 1, prompt.len()).unwrap_err().to_string();
+        assert!(e.contains("moved into a fast engine"), "{name}: {e}");
     }
 }
 

@@ -70,10 +70,13 @@ impl StoredData {
     }
 }
 
-/// Stored matrices by the start of their range in the parameter buffer.
+/// Stored matrices by the start of their range in the parameter buffer (an expert stack is
+/// stored one expert per entry, so that each can be released on its own).
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct MatrixStore {
     by_start: BTreeMap<usize, (Range<usize>, StoredData)>,
+    /// matrices removed by [`MatrixStore::take_f32`] (their values now live elsewhere)
+    taken: usize,
 }
 
 impl MatrixStore {
@@ -93,6 +96,11 @@ impl MatrixStore {
         self.by_start.len()
     }
 
+    /// Matrices taken out by [`MatrixStore::take_f32`]: the model no longer has their values.
+    pub fn taken(&self) -> usize {
+        self.taken
+    }
+
     /// Bytes held by all stored matrices.
     pub fn bytes(&self) -> usize {
         self.by_start.values().map(|(_, d)| d.bytes()).sum()
@@ -103,15 +111,40 @@ impl MatrixStore {
         self.by_start.values().map(|(_, d)| d.len()).sum()
     }
 
-    /// The stored matrix containing all of `r`, and `r` relative to it.
-    fn find(&self, r: &Range<usize>) -> Option<(&StoredData, Range<usize>)> {
-        let (_, (whole, data)) = self.by_start.range(..=r.start).next_back()?;
-        (r.end <= whole.end && !r.is_empty()).then(|| (data, r.start - whole.start..r.end - whole.start))
+    /// Elements `r` of the parameter buffer as f32 when stored matrices cover all of `r` (one
+    /// matrix, part of one, or several adjacent ones such as the per-expert parts of a stack).
+    pub fn get_f32(&self, r: Range<usize>) -> Option<Vec<f32>> {
+        if r.is_empty() {
+            return None;
+        }
+        // the entry holding r.start, then the adjacent ones up to r.end
+        let first = *self.by_start.range(..=r.start).next_back()?.0;
+        let mut out = Vec::with_capacity(r.len());
+        let mut at = r.start;
+        for (whole, data) in self.by_start.range(first..).map(|(_, v)| v) {
+            if at >= r.end {
+                break;
+            }
+            if whole.start > at || whole.end <= at {
+                return None; // a gap: not (all) stored
+            }
+            let end = whole.end.min(r.end);
+            out.extend(data.to_f32(at - whole.start..end - whole.start));
+            at = end;
+        }
+        (at == r.end).then_some(out)
     }
 
-    /// Elements `r` of the parameter buffer as f32 when they lie inside one stored matrix.
-    pub fn get_f32(&self, r: Range<usize>) -> Option<Vec<f32>> {
-        self.find(&r).map(|(d, rel)| d.to_f32(rel))
+    /// [`MatrixStore::get_f32`], removing every stored matrix that lies inside `r` (its memory is
+    /// released once the caller has its own copy).
+    pub fn take_f32(&mut self, r: Range<usize>) -> Option<Vec<f32>> {
+        let v = self.get_f32(r.clone())?;
+        let inside: Vec<usize> = self.by_start.range(r.clone()).filter(|(_, (w, _))| w.end <= r.end).map(|(&s, _)| s).collect();
+        for s in inside {
+            self.by_start.remove(&s);
+            self.taken += 1;
+        }
+        Some(v)
     }
 
     /// Every stored matrix: (range, data).
@@ -189,9 +222,20 @@ mod tests {
         assert_eq!(s.get_f32(14..18).unwrap(), vals[4..8]);
         assert_eq!(s.get_f32(31..33).unwrap(), vals[1..3]);
         assert_eq!(s.get_f32(20..24), None, "runs past the matrix");
+        assert_eq!(s.get_f32(20..31), None, "spans a gap");
         assert_eq!(s.get_f32(0..4), None, "before every matrix");
         assert_eq!(s.get_f32(22..30), None, "between matrices");
         assert_eq!((s.len(), s.elems(), s.bytes()), (2, 16, 32));
+        // adjacent parts read as one; taking removes only what lies inside the range
+        s.insert(22..26, like.like(&vals[..4]));
+        let mut both = vals.clone();
+        both.extend_from_slice(&vals[..4]);
+        assert_eq!(s.get_f32(10..26).unwrap(), both);
+        assert_eq!(s.take_f32(12..26).unwrap(), both[2..]);
+        assert_eq!(s.len(), 2, "10..22 is only partly inside 12..26: kept");
+        assert_eq!(s.take_f32(22..26), None, "22..26 was taken");
+        assert_eq!(s.take_f32(10..22).unwrap(), vals);
+        assert_eq!((s.len(), s.taken()), (1, 2));
         assert!(is_engine_matrix("layers.3.ffn.experts.w_up") && is_engine_matrix("layers.0.ffn.shared.w_down.weight"));
         assert!(!is_engine_matrix("tok_embeddings.weight") && !is_engine_matrix("layers.0.ffn.router.weight") && !is_engine_matrix("layers.0.attn.wq.bias"));
     }

@@ -169,6 +169,12 @@ impl<T: Real> Transformer<T> {
 
     /// Error unless every parameter is in `params` (see [`crate::stored`]).
     pub fn check_materialized(&self) -> Result<()> {
+        if self.stored.taken() > 0 {
+            return Err(Error::BadInput(format!(
+                "{} matrices of this model were moved into a fast engine (`EngineWeights::new_taking`); load the checkpoint again to run it otherwise",
+                self.stored.taken()
+            )));
+        }
         match self.stored.dtype_name() {
             Some(dt) => Err(Error::BadInput(format!(
                 "{} matrices of this model are kept in {dt} for the fast engine; the f32 reference path needs `Transformer::materialize` first",

@@ -3,7 +3,7 @@
 use crate::args::{BenchCommand, BenchInferArgs, DtypeArg, EngineArg, ModelSource};
 use anyhow::Context;
 use moe_compare::plot::{line_chart, LineChart, Series};
-use moe_infer::{bench_infer, weight_format_quality, Engine, EngineBench, Machine, Runner};
+use moe_infer::{bench_infer, weight_format_quality, Engine, EngineBench, EngineWeights, Machine, Runner};
 use moe_kernels::gemv::Kernel;
 use moe_kernels::quant::WeightDtype;
 use moe_model::hf::{load_hf_dir_with, HfOptions};
@@ -88,7 +88,7 @@ fn opt(v: Option<f64>, scale: f64, prec: usize) -> String {
 }
 
 fn infer(a: BenchInferArgs) -> anyhow::Result<()> {
-    let (model, desc) = load_model(&a.source, &a.set, a.seed, a.engine == EngineArg::Fast)?;
+    let (mut model, desc) = load_model(&a.source, &a.set, a.seed, a.engine == EngineArg::Fast)?;
     let n_ctx = model.cfg.n_ctx;
     if a.prompt_len + a.n_decode > n_ctx {
         anyhow::bail!("--prompt-len {} + --n-decode {} exceed the model's context of {n_ctx}", a.prompt_len, a.n_decode);
@@ -102,12 +102,19 @@ fn infer(a: BenchInferArgs) -> anyhow::Result<()> {
     let dtypes: Vec<DtypeArg> = if a.engine == EngineArg::Reference { vec![DtypeArg::F32] } else { a.dtype.clone() };
     let mut csv = String::from("engine,dtype,batch,prompt_len,n_decode,prefill_tok_s,decode_tok_s,latency_ms,weight_bytes_per_step,gflop_per_step,achieved_gbs,achieved_gflops,roofline_fraction,distinct_experts,expected_distinct\n");
     let mut series = Vec::new();
+    let single = dtypes.len() == 1;
     for d in dtypes {
         let dt = dtype_of(d);
         let mut engine;
         let mut runner = match a.engine {
             EngineArg::Fast => {
-                engine = Engine::with_kernel(&model, dt, kernel_of(a.fast_dot, dt))?;
+                engine = if single {
+                    // one format: convert while releasing a kept bf16 checkpoint's matrices
+                    let w = EngineWeights::new_taking(&mut model, dt);
+                    Engine::with_weights(&model, w, kernel_of(a.fast_dot, dt))?
+                } else {
+                    Engine::with_kernel(&model, dt, kernel_of(a.fast_dot, dt))?
+                };
                 Runner::Engine(&mut engine)
             }
             EngineArg::Reference => Runner::Reference(&model),

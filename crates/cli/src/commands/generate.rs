@@ -4,7 +4,9 @@ use crate::args::GenerateArgs;
 use anyhow::Context;
 use crate::args::EngineArg;
 use moe_data::{ChatMessage, ChatTemplate, Tokenizer};
-use moe_infer::{generate, generate_with_engine, Engine, SamplerConfig};
+use moe_infer::{generate, generate_with_engine, Engine, EngineWeights, SamplerConfig};
+use moe_kernels::gemv::Kernel;
+use moe_kernels::quant::WeightDtype;
 use moe_model::hf::{load_hf_dir_with, HfOptions};
 use moe_model::Transformer;
 use moe_train::load_run;
@@ -16,7 +18,8 @@ pub fn run(a: GenerateArgs) -> anyhow::Result<()> {
             let run = load_run(run)?;
             let prompt = run.tokenizer.encode(&a.prompt).context("encoding the prompt")?;
             let stop = run.tokenizer.eos_token();
-            stream(&a, &run.model, &run.tokenizer, prompt, stop)
+            let mut run = run;
+            stream(&a, &mut run.model, &run.tokenizer, prompt, stop)
         }
         (None, Some(dir)) => {
             let tok_path = dir.join("tokenizer.json");
@@ -53,13 +56,13 @@ pub fn run(a: GenerateArgs) -> anyhow::Result<()> {
                 anyhow::bail!("the tokenizer produced id {bad}, outside the model's vocabulary ({})", m.cfg.n_vocab);
             }
             let stop = m.eos_token_ids.first().copied().or_else(|| tok.eos_token());
-            stream(&a, &m.model, &tok, prompt, stop)
+            stream(&a, &mut m.model, &tok, prompt, stop)
         }
         (None, None) => anyhow::bail!("give --run DIR or --model HF_DIR"),
     }
 }
 
-fn stream(a: &GenerateArgs, model: &Transformer<f32>, tok: &Tokenizer, prompt: Vec<u32>, stop: Option<u32>) -> anyhow::Result<()> {
+fn stream(a: &GenerateArgs, model: &mut Transformer<f32>, tok: &Tokenizer, prompt: Vec<u32>, stop: Option<u32>) -> anyhow::Result<()> {
     if prompt.is_empty() {
         anyhow::bail!("the prompt encodes to no tokens");
     }
@@ -96,7 +99,15 @@ fn stream(a: &GenerateArgs, model: &Transformer<f32>, tok: &Tokenizer, prompt: V
     let out = match engine {
         EngineArg::Reference => generate(model, &prompt, max_new, &sampler, stop, on_token)?,
         EngineArg::Fast => {
-            let mut engine = Engine::new(model, super::bench::dtype_of(a.dtype))?;
+            // converts the matrices, releasing a kept bf16/f16 checkpoint's 2-byte copies as it goes
+            // default: the format a bf16 checkpoint already has (kept at load), else exact f32
+            let dtype = match (a.dtype, model.stored.dtype_name()) {
+                (Some(d), _) => super::bench::dtype_of(d),
+                (None, Some("bf16")) => WeightDtype::Bf16,
+                (None, _) => WeightDtype::F32,
+            };
+            let w = EngineWeights::new_taking(model, dtype);
+            let mut engine = Engine::with_weights(model, w, Kernel::Auto)?;
             generate_with_engine(&mut engine, &prompt, max_new, &sampler, stop, on_token)?
         }
     };

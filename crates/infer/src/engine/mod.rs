@@ -151,17 +151,32 @@ impl<'m> Engine<'m> {
     /// [`Kernel::Avx512Bf16Dot`] (bf16 weights: activations rounded to bf16) trade accuracy for
     /// speed; other formats fall back to the exact kernel. Errors when this CPU lacks the kernel.
     pub fn with_kernel(model: &'m Transformer<f32>, dtype: WeightDtype, kernel: Kernel) -> Result<Self> {
+        Self::check(model, kernel)?;
+        if model.stored.taken() > 0 {
+            return Err(Error::BadInput("this model's matrices were already moved into another engine (`EngineWeights::new_taking`)".into()));
+        }
+        Self::with_weights(model, EngineWeights::new(model, dtype), kernel)
+    }
+
+    /// An engine over `model` with matrices converted beforehand, e.g. by
+    /// [`EngineWeights::new_taking`], which releases a kept bf16 checkpoint's matrices as it goes.
+    pub fn with_weights(model: &'m Transformer<f32>, w: EngineWeights, kernel: Kernel) -> Result<Self> {
+        Self::check(model, kernel)?;
+        let dropless = model.cfg.moe.clone().map(|mut m| {
+            m.capacity_factor = 0.0;
+            m
+        });
+        Ok(Engine { model, w, dropless, kernel, s: Scratch::default(), stats: StepStats::default() })
+    }
+
+    fn check(model: &Transformer<f32>, kernel: Kernel) -> Result<()> {
         if !kernel.available() {
             return Err(Error::BadInput(format!("the {} GEMV kernel is not supported by this CPU", kernel.name())));
         }
         if let Some(why) = Self::unsupported(&model.cfg) {
             return Err(Error::BadInput(format!("the fast engine cannot run this model: {why} (`--engine reference`)")));
         }
-        let dropless = model.cfg.moe.clone().map(|mut m| {
-            m.capacity_factor = 0.0;
-            m
-        });
-        Ok(Engine { model, w: EngineWeights::new(model, dtype), dropless, kernel, s: Scratch::default(), stats: StepStats::default() })
+        Ok(())
     }
 
     /// The GEMV kernel in use.

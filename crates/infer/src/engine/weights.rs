@@ -14,7 +14,9 @@
 use moe_kernels::quant::{WeightDtype, Weights};
 use moe_model::config::Activation;
 use moe_model::params::{FfnLayout, MlpLayout};
+use moe_model::stored::MatrixStore;
 use moe_model::Transformer;
+use std::borrow::Cow;
 use std::ops::Range;
 
 /// Features per gate/up tile (the unit of the interleaved layout).
@@ -94,10 +96,27 @@ pub struct EngineWeights {
     pub lm_head: Weights,
 }
 
-/// Matrix `r` of `model` (`[n, k]`) as `dtype`, read from the parameter buffer or from the matrices
-/// kept in the checkpoint's format (`Transformer::matrix_f32`).
-fn mat(model: &Transformer<f32>, r: Range<usize>, n: usize, k: usize, dtype: WeightDtype) -> Weights {
-    Weights::from_f32(&model.matrix_f32(r), n, k, dtype)
+/// Where the conversion reads a model's matrices: its parameter buffer or the matrices it keeps in
+/// the checkpoint's format (`Transformer::matrix_f32`) — or, when `take` holds that store, taken
+/// out of it one matrix at a time, so that each 2-byte copy is released as soon as it is converted.
+struct MatrixSource<'a> {
+    model: &'a Transformer<f32>,
+    take: Option<&'a mut MatrixStore>,
+}
+
+impl<'a> MatrixSource<'a> {
+    /// Parameters `r` as f32.
+    fn get(&mut self, r: Range<usize>) -> Cow<'a, [f32]> {
+        if let Some(v) = self.take.as_deref_mut().and_then(|st| st.take_f32(r.clone())) {
+            return Cow::Owned(v);
+        }
+        self.model.matrix_f32(r)
+    }
+
+    /// Matrix `r` (`[n, k]`) as `dtype`.
+    fn mat(&mut self, r: Range<usize>, n: usize, k: usize, dtype: WeightDtype) -> Weights {
+        Weights::from_f32(&self.get(r), n, k, dtype)
+    }
 }
 
 /// Gate and up `[d_ff, d_model]` each → the interleaved `[2·d_ff, d_model]` (see the module doc).
@@ -121,14 +140,32 @@ fn mlp(gate: Option<&[f32]>, up: &[f32], down: &[f32], d_ff: usize, d_model: usi
     MlpWeights { gate_up, down: Weights::from_f32(down, d_model, d_ff, dtype), d_ff, activation }
 }
 
-fn dense_mlp(model: &Transformer<f32>, l: &MlpLayout, d_model: usize, dtype: WeightDtype) -> MlpWeights {
-    let gate = l.w_gate.clone().map(|r| model.matrix_f32(r));
-    mlp(gate.as_deref(), &model.matrix_f32(l.w_up.clone()), &model.matrix_f32(l.w_down.clone()), l.d_ff, d_model, l.activation, dtype)
+fn dense_mlp(src: &mut MatrixSource<'_>, l: &MlpLayout, d_model: usize, dtype: WeightDtype) -> MlpWeights {
+    let gate = l.w_gate.clone().map(|r| src.get(r));
+    mlp(gate.as_deref(), &src.get(l.w_up.clone()), &src.get(l.w_down.clone()), l.d_ff, d_model, l.activation, dtype)
 }
 
 impl EngineWeights {
     /// Convert every matrix of `model` to `dtype` (f32 copies the values).
     pub fn new(model: &Transformer<f32>, dtype: WeightDtype) -> Self {
+        Self::build(MatrixSource { model, take: None }, dtype)
+    }
+
+    /// [`EngineWeights::new`] for a model that keeps matrices in its checkpoint's format
+    /// (`HfOptions::keep_dtype`), releasing each kept matrix once converted: memory stays near one
+    /// copy of the weights. The kept matrices are gone afterwards (`model.stored` empties and
+    /// remembers it), so a second engine for the same model, or its reference path, would find
+    /// zeros in their place: both refuse such a model (`Transformer::check_materialized`).
+    pub fn new_taking(model: &mut Transformer<f32>, dtype: WeightDtype) -> Self {
+        let mut store = std::mem::take(&mut model.stored);
+        let w = Self::build(MatrixSource { model, take: Some(&mut store) }, dtype);
+        debug_assert!(store.is_empty(), "every kept matrix is one the engine converts");
+        model.stored = store;
+        w
+    }
+
+    fn build(mut src: MatrixSource<'_>, dtype: WeightDtype) -> Self {
+        let model = src.model;
         let cfg = &model.cfg;
         let p = &model.params;
         let d = cfg.d_model;
@@ -140,16 +177,16 @@ impl EngineWeights {
             .iter()
             .map(|b| {
                 let mut qkv = Vec::with_capacity((dq + 2 * dkv) * d);
-                qkv.extend_from_slice(&model.matrix_f32(b.attn.wq.clone()));
-                qkv.extend_from_slice(&model.matrix_f32(b.attn.wk.clone()));
-                qkv.extend_from_slice(&model.matrix_f32(b.attn.wv.clone()));
+                qkv.extend_from_slice(&src.get(b.attn.wq.clone()));
+                qkv.extend_from_slice(&src.get(b.attn.wk.clone()));
+                qkv.extend_from_slice(&src.get(b.attn.wv.clone()));
                 let ffn = match &b.ffn {
-                    FfnLayout::Dense(l) => FfnWeights::Dense(dense_mlp(model, l, d, dtype)),
+                    FfnLayout::Dense(l) => FfnWeights::Dense(dense_mlp(&mut src, l, d, dtype)),
                     FfnLayout::Moe(l) => {
                         let de = cfg.moe.as_ref().map_or(0, |m| m.d_expert);
                         let sz = de * d;
                         // one expert at a time: a kept bf16 stack is widened to f32 an expert at a time
-                        let part = |r: &Range<usize>, e: usize| model.matrix_f32(r.start + e * sz..r.start + (e + 1) * sz);
+                        let mut part = |r: &Range<usize>, e: usize| src.get(r.start + e * sz..r.start + (e + 1) * sz);
                         let experts = (0..l.n_expert)
                             .map(|e| {
                                 let (wg, wu, wd) = (part(&l.w_gate, e), part(&l.w_up, e), part(&l.w_down, e));
@@ -160,15 +197,15 @@ impl EngineWeights {
                             n_expert: l.n_expert,
                             router: p[l.router.clone()].to_vec(),
                             experts,
-                            shared: l.shared.as_ref().map(|s| dense_mlp(model, s, d, dtype)),
+                            shared: l.shared.as_ref().map(|s| dense_mlp(&mut src, s, d, dtype)),
                             shared_gate: l.shared_gate.clone().map(|r| p[r].to_vec()),
                         })
                     }
                 };
-                LayerWeights { wqkv: Weights::from_f32(&qkv, dq + 2 * dkv, d, dtype), wo: mat(model, b.attn.wo.clone(), d, dq, dtype), ffn }
+                LayerWeights { wqkv: Weights::from_f32(&qkv, dq + 2 * dkv, d, dtype), wo: src.mat(b.attn.wo.clone(), d, dq, dtype), ffn }
             })
             .collect();
-        EngineWeights { dtype, layers, lm_head: mat(model, model.layout.lm_head.clone(), cfg.n_vocab, d, dtype) }
+        EngineWeights { dtype, layers, lm_head: src.mat(model.layout.lm_head.clone(), cfg.n_vocab, d, dtype) }
     }
 
     /// Bytes of every matrix held (all experts included).

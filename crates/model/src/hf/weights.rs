@@ -179,7 +179,13 @@ pub fn check_memory(dir: &Path, need: u64, available: Option<u64>) -> Result<()>
 fn put(m: &mut Transformer<f32>, keep: Option<&StoredData>, ours: &str, vals: &[f32]) {
     let e = m.table.get(ours).unwrap_or_else(|| panic!("tensor {ours} is in the layout"));
     match keep {
-        Some(fmt) if is_engine_matrix(ours) => m.stored.insert(e.range(), fmt.like(vals)),
+        Some(fmt) if is_engine_matrix(ours) => {
+            // a stack [n_expert, ·, ·] is kept one expert per entry
+            let part = if e.shape.len() == 3 { e.len / e.shape[0] } else { e.len };
+            for (i, chunk) in vals.chunks(part).enumerate() {
+                m.stored.insert(e.offset + i * part..e.offset + (i + 1) * part, fmt.like(chunk));
+            }
+        }
         _ => m.params[e.range()].copy_from_slice(vals),
     }
 }
