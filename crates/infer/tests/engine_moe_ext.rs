@@ -134,7 +134,7 @@ fn engine_equals_reference_on_inference_only_moe_variants() {
                 gemm_groups += usize::from(n >= GEMM_MIN_ROWS);
                 gemv_groups += usize::from(n > 0 && n < GEMM_MIN_ROWS);
             }
-            if it >= 1 && it < 6 {
+            if (1..6).contains(&it) {
                 // decode: the reference's greedy token of each sequence's last position
                 let last = |s: usize| &r.logits[s][r.logits[s].len() - nv..];
                 steps.push([vec![argmax(last(0))], vec![argmax(last(1))]]);
