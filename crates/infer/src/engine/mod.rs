@@ -50,7 +50,8 @@ pub struct StepStats {
     /// new tokens processed (all sequences)
     pub n_tok: usize,
     /// bytes of weight matrices read: every matrix used once, only the experts the step touched
-    /// (norm vectors and the embedding rows gathered are not counted)
+    /// (with their biases, if any; other vectors — norms, attention, router and selection biases —
+    /// and the embedding rows gathered are not counted)
     pub weight_bytes: u64,
     /// multiply-add FLOPs (2 per multiply-add) of the matrix products and attention
     pub flops: u64,
