@@ -210,3 +210,25 @@ fn byte_counter_counts_expert_biases() {
     let bytes = 4 * (16 * 8 + 8 * 8 + 4 * 8 + 10 * 8) + distinct * 4 * (12 * 8 + 8 * 6 + 6 + 6 + 8);
     assert_eq!(st.weight_bytes, bytes as u64);
 }
+
+/// A GELU dense layer (the ungated [`MlpAct`]) next to clamped, biased experts: engine equals
+/// reference on a prefill of ≥ 16 rows (GEMM tiles) and on decode steps (GEMV).
+#[test]
+fn gelu_dense_layer_beside_clamped_experts_equals_reference() {
+    setup();
+    let c = cfg(&format!(
+        "{BASE}n_layer = 2\nactivation = \"gelu\"\n[moe]\nn_expert = 4\nn_expert_active = 2\nd_expert = 24\nfirst_dense = 1\n\
+         [moe.ext]\nexpert_bias = true\nclamped_swiglu = {{ alpha = 1.702, limit = 0.5 }}\n"
+    ));
+    let m = model(c, 12, 4.0, 0.3);
+    let nv = m.cfg.n_vocab;
+    let mut eng = Engine::new(&m, WeightDtype::F32).unwrap();
+    let (mut ce, mut cr) = (KvCache::new(&m.cfg), KvCache::new(&m.cfg));
+    let mut step = tokens(24, nv, 13);
+    for it in 0..4 {
+        let le = eng.step_all_logits(&mut [&mut ce], &[&step]).unwrap().to_vec();
+        let lr = forward_step_with(&m, &mut [&mut cr], &[&step], StepOptions { all_logits: true, routing: false }).unwrap().logits.concat();
+        assert_close(&le, &lr, 1e-4, &format!("step {it}"));
+        step = vec![argmax(&lr[lr.len() - nv..])];
+    }
+}
