@@ -3,8 +3,9 @@
 //!
 //! 1. tasks over (group × feature tile): `act[rows, f0..f1] = silu(x·W_gateᵀ) ⊙ (x·W_upᵀ)` from one
 //!    contiguous block of the interleaved gate/up matrix (see [`super::weights`]), SiLU·up fused
-//!    into the tile's epilogue;
-//! 2. tasks over (group × output tile): `y[rows, r0..r1] = act · W_down[r0..r1]ᵀ`.
+//!    into the tile's epilogue — or whichever [`MlpAct`] the MLP has (clamped SwiGLU, GELU), with
+//!    the gate/up biases of biased experts added in the same epilogue, before the activation;
+//! 2. tasks over (group × output tile): `y[rows, r0..r1] = act · W_down[r0..r1]ᵀ (+ b_down[r0..r1])`.
 //!
 //! No barrier per expert: a thread that finishes one expert's tile takes the next task, whatever
 //! expert it belongs to. Each tile uses the GEMV kernels when its group has few rows
@@ -12,10 +13,9 @@
 //! model crate's per-expert `linear_forward` path (`decode.rs`), compared in `tests/engine.rs`.
 
 use super::linear::{gemm_min_rows, with_tile_scratch, SharedOut};
-use super::weights::{MlpWeights, FF_TILE};
+use super::weights::{MlpAct, MlpWeights, FF_TILE};
 use moe_kernels::gemv::Kernel;
 use moe_kernels::tile::{tile_gemm, tile_gemv, TileInput};
-use moe_model::config::Activation;
 use rayon::prelude::*;
 
 /// One MLP over a block of rows.
@@ -41,6 +41,31 @@ pub struct FfnScratch {
 #[inline(always)]
 fn silu_mul(g: f32, u: f32) -> f32 {
     g * (1.0 / (1.0 + (-g).exp())) * u
+}
+
+/// GPT-OSS's clamped SwiGLU (the arithmetic of `moe_model::moe::experts`, in f32).
+#[inline(always)]
+fn clamped_swiglu(g: f32, u: f32, alpha: f32, limit: f32) -> f32 {
+    let g = g.min(limit);
+    let u = u.max(0.0 - limit).min(limit);
+    (u + 1.0) * g / (1.0 + (0.0 - alpha * g).exp())
+}
+
+/// `a[f] = act(gate[f] (+ b_gate[f]), up[f] (+ b_up[f]))` over one gate/up tile of a gated MLP;
+/// `bias` is `(b_gate, b_up)` for these features. One loop per case, so the plain SwiGLU stays
+/// the loop it always was.
+#[inline(always)]
+fn gated_epilogue(a: &mut [f32], gate: &[f32], up: &[f32], act: MlpAct, bias: Option<(&[f32], &[f32])>) {
+    let it = a.iter_mut().zip(gate).zip(up);
+    match (act, bias) {
+        (MlpAct::Swiglu, None) => it.for_each(|((a, &g), &u)| *a = silu_mul(g, u)),
+        (MlpAct::Swiglu, Some((bg, bu))) => it.zip(bg.iter().zip(bu)).for_each(|(((a, &g), &u), (&cg, &cu))| *a = silu_mul(g + cg, u + cu)),
+        (MlpAct::ClampedSwiglu { alpha, limit }, None) => it.for_each(|((a, &g), &u)| *a = clamped_swiglu(g, u, alpha, limit)),
+        (MlpAct::ClampedSwiglu { alpha, limit }, Some((bg, bu))) => {
+            it.zip(bg.iter().zip(bu)).for_each(|(((a, &g), &u), (&cg, &cu))| *a = clamped_swiglu(g + cg, u + cu, alpha, limit))
+        }
+        (MlpAct::Gelu, _) => unreachable!("GELU has no gate"),
+    }
 }
 
 #[inline(always)]
@@ -101,20 +126,18 @@ pub fn grouped_mlp_forward(out: &mut [f32], groups: &[Group<'_>], d_model: usize
                 let trow = &tile[i * nr..(i + 1) * nr];
                 // SAFETY: this task alone writes act[group gi][row i][f0..f1].
                 let arow = unsafe { act.slice(base + i * dff + f0, f1 - f0) };
-                match g.mlp.activation {
-                    Activation::Swiglu => {
-                        let mut t0 = f0;
-                        while t0 < f1 {
-                            let tl = (t0 + FF_TILE).min(f1) - t0;
-                            let c = 2 * (t0 - f0);
-                            let (gate, up) = (&trow[c..c + tl], &trow[c + tl..c + 2 * tl]);
-                            for ((a, &gv), &uv) in arow[t0 - f0..t0 - f0 + tl].iter_mut().zip(gate).zip(up) {
-                                *a = silu_mul(gv, uv);
-                            }
-                            t0 += tl;
-                        }
+                if g.mlp.act.gated() {
+                    let mut t0 = f0;
+                    while t0 < f1 {
+                        let tl = (t0 + FF_TILE).min(f1) - t0;
+                        let c = 2 * (t0 - f0);
+                        let (gate, up) = (&trow[c..c + tl], &trow[c + tl..c + 2 * tl]); // [tl] each
+                        let bias = g.mlp.bias.as_ref().map(|b| (&b.gate[t0..t0 + tl], &b.up[t0..t0 + tl]));
+                        gated_epilogue(&mut arow[t0 - f0..t0 - f0 + tl], gate, up, g.mlp.act, bias);
+                        t0 += tl;
                     }
-                    Activation::Gelu => arow.iter_mut().zip(trow).for_each(|(a, &u)| *a = gelu(u)),
+                } else {
+                    arow.iter_mut().zip(trow).for_each(|(a, &u)| *a = gelu(u));
                 }
             }
         });
@@ -144,10 +167,15 @@ pub fn grouped_mlp_forward(out: &mut [f32], groups: &[Group<'_>], d_model: usize
                 Some(inp) => tile_gemv(tile, inp, w), // [m, nr]
                 None => tile_gemm(tile, acts[gi], m, w, deq), // [m, nr]
             }
+            let bias = g.mlp.bias.as_ref().map(|b| &b.down[r0..r1]); // [nr]
             for i in 0..m {
                 // SAFETY: this task alone writes out[row0 + i][r0..r1].
                 let orow = unsafe { o.slice((g.row0 + i) * d_model + r0, nr) };
-                orow.copy_from_slice(&tile[i * nr..(i + 1) * nr]);
+                let trow = &tile[i * nr..(i + 1) * nr];
+                match bias {
+                    None => orow.copy_from_slice(trow),
+                    Some(b) => orow.iter_mut().zip(trow).zip(b).for_each(|((o, &y), &c)| *o = y + c),
+                }
             }
         });
     });

@@ -50,7 +50,8 @@ pub struct StepStats {
     /// new tokens processed (all sequences)
     pub n_tok: usize,
     /// bytes of weight matrices read: every matrix used once, only the experts the step touched
-    /// (norm vectors and the embedding rows gathered are not counted)
+    /// (with their biases, if any; other vectors — norms, attention, router and selection biases —
+    /// and the embedding rows gathered are not counted)
     pub weight_bytes: u64,
     /// multiply-add FLOPs (2 per multiply-add) of the matrix products and attention
     pub flops: u64,
@@ -133,15 +134,13 @@ impl<'m> Engine<'m> {
     }
 
     /// Why the engine cannot run a model of this config, if it cannot: the inference-only
-    /// architecture features of some Hugging Face families (latent attention, sinks, sliding
-    /// windows, chunked or NoPE layers; grouped, biased or input-scaled routing, clamped experts)
-    /// run only on the reference path (`moe_infer::forward_step`).
+    /// attention features of some Hugging Face families (latent attention, sinks, sliding
+    /// windows, chunked or NoPE layers) run only on the reference path (`moe_infer::forward_step`).
+    /// The inference-only MoE variants (`moe.ext`: grouped, biased or input-scaled routing, biased
+    /// or clamped experts) run here ([`moe`], [`ffn`]).
     pub fn unsupported(cfg: &ModelConfig) -> Option<String> {
         if cfg.attn_ext.is_some() {
             return Some("its attention (latent attention, sinks, sliding windows, chunked or NoPE layers) runs only on the reference path".into());
-        }
-        if cfg.moe.as_ref().is_some_and(|m| m.ext.is_some()) {
-            return Some("its MoE routing or experts (grouped, biased or input-scaled routing, clamped experts) run only on the reference path".into());
         }
         None
     }

@@ -1,10 +1,17 @@
 //! The MoE FFN at inference: route → counting sort by expert → grouped experts (+ shared experts,
 //! in the same two parallel regions) → weighted combine.
 //!
-//! Routing follows `moe_model::moe::router::route` exactly (same gating, top-k with the selection
-//! bias and the same tie rule, renormalisation and scale) and is always dropless, as in
-//! [`crate::decode`]. The (token, slot) assignments are counting-sorted by expert, so each touched
-//! expert sees its tokens as one contiguous block (rows in token order) and runs once.
+//! Routing follows `moe_model::moe::router::route` exactly: the same router bias before gating,
+//! the same gating, and the model crate's own per-token choice
+//! ([`moe_model::moe::router::select_experts`]: top-k with the selection bias, group-limited when
+//! asked, the same tie rule, renormalisation and scale); always dropless, as in [`crate::decode`].
+//! A fixed selection bias of the layer (DeepSeek-V3) replaces the model's balancing one. The
+//! (token, slot) assignments are counting-sorted by expert, so each touched expert sees its tokens
+//! as one contiguous block (rows in token order) and runs once.
+//!
+//! The variants of imported architectures cost no extra pass: expert biases and the clamped
+//! SwiGLU live in the tile epilogues of [`super::ffn`], and with `scale_input` (Llama 4) the
+//! combine weight multiplies each row as it is gathered, the outputs then joining with weight 1.
 
 use super::ffn::{grouped_mlp_forward, FfnScratch, Group};
 use super::weights::MoeWeights;
@@ -12,7 +19,7 @@ use super::StepStats;
 use moe_kernels::gemv::{gemv_ref, Kernel};
 use moe_kernels::quant::WeightsRef;
 use moe_kernels::Par;
-use moe_model::moe::router::top_k;
+use moe_model::moe::router::{select_experts, RouterSettings};
 use moe_model::{Gating, MoeConfig};
 
 /// Reusable buffers of [`moe_forward`].
@@ -47,7 +54,8 @@ fn sigmoid(z: f32) -> f32 {
 }
 
 /// `out [n_tok, d_model]` (**overwritten**) = MoE FFN of `h [n_tok, d_model]`; `kernel` is the
-/// experts' GEMV kernel (the router always uses the exact one).
+/// experts' GEMV kernel (the router always uses the exact one). `selection_bias` is the model's
+/// balancing bias of this layer (empty or `[n_expert]`), unused when the layer has a fixed one.
 #[allow(clippy::too_many_arguments)]
 pub fn moe_forward(out: &mut [f32], h: &[f32], w: &MoeWeights, mc: &MoeConfig, selection_bias: &[f32], n_tok: usize, d_model: usize, kernel: Kernel, s: &mut MoeScratch, stats: &mut StepStats) {
     let (e, k) = (w.n_expert, mc.n_expert_active);
@@ -56,6 +64,9 @@ pub fn moe_forward(out: &mut [f32], h: &[f32], w: &MoeWeights, mc: &MoeConfig, s
     s.probs.resize(n_tok * e, 0.0);
     gemv_ref(&mut s.probs, h, WeightsRef::f32(&w.router, e, d), n_tok, Par::Seq, Kernel::Auto); // [n_tok, n_expert]
     stats.add_matmul(n_tok, e, d, 4 * e * d);
+    if let Some(b) = &w.router_bias {
+        s.probs.chunks_mut(e).for_each(|z| z.iter_mut().zip(b).for_each(|(z, &c)| *z += c));
+    }
     match mc.gating {
         // on this thread: n_tok·n_expert values, less than one rayon round trip costs
         Gating::Softmax => s.probs.chunks_mut(e).for_each(softmax),
@@ -64,22 +75,11 @@ pub fn moe_forward(out: &mut [f32], h: &[f32], w: &MoeWeights, mc: &MoeConfig, s
     // ---- top-k and combine weights, as the model's router
     s.idx.resize(n_tok * k, 0);
     s.weight.resize(n_tok * k, 0.0);
-    let scale = mc.route_scale as f32;
+    let settings = RouterSettings::new(mc, e);
+    let selection_bias = w.selection_bias.as_deref().unwrap_or(selection_bias);
     for t in 0..n_tok {
-        let p = &s.probs[t * e..(t + 1) * e];
-        let ix = &mut s.idx[t * k..(t + 1) * k];
-        if selection_bias.is_empty() {
-            top_k(p, ix);
-        } else {
-            s.choice.clear();
-            s.choice.extend(p.iter().zip(selection_bias).map(|(&v, &b)| v + b));
-            top_k(&s.choice, ix);
-        }
-        let sum: f32 = ix.iter().map(|&j| p[j as usize]).sum();
-        for (wj, &j) in s.weight[t * k..(t + 1) * k].iter_mut().zip(ix.iter()) {
-            let v = p[j as usize];
-            *wj = if mc.renormalize { v / sum } else { v } * scale;
-        }
+        let (ix, wt) = (&mut s.idx[t * k..(t + 1) * k], &mut s.weight[t * k..(t + 1) * k]);
+        select_experts(&s.probs[t * e..(t + 1) * e], selection_bias, &settings, &mut s.choice, ix, wt);
     }
     // ---- counting sort of the (token, slot) assignments by expert
     s.counts.clear();
@@ -103,7 +103,12 @@ pub fn moe_forward(out: &mut [f32], h: &[f32], w: &MoeWeights, mc: &MoeConfig, s
             fill[j as usize] += 1;
             s.row_of[a] = row;
             let t = a / k;
-            s.xs[row * d..(row + 1) * d].copy_from_slice(&h[t * d..(t + 1) * d]);
+            let (x, ht) = (&mut s.xs[row * d..(row + 1) * d], &h[t * d..(t + 1) * d]); // [d_model] each
+            if w.scale_input {
+                x.iter_mut().zip(ht).for_each(|(x, &v)| *x = v * s.weight[a]);
+            } else {
+                x.copy_from_slice(ht);
+            }
         }
     }
     stats.record_routing(&s.counts);
@@ -124,7 +129,7 @@ pub fn moe_forward(out: &mut [f32], h: &[f32], w: &MoeWeights, mc: &MoeConfig, s
         stats.add_mlp(sh, n_tok, d);
     }
     grouped_mlp_forward(&mut s.ys, &groups, d, kernel, &mut s.ffn);
-    // ---- combine: out[t] = (gated) shared[t] + Σ_slots w · y[row]
+    // ---- combine: out[t] = (gated) shared[t] + Σ_slots w · y[row] (w = 1 with scale_input)
     for t in 0..n_tok {
         let o = &mut out[t * d..(t + 1) * d];
         if w.shared.is_some() {
@@ -139,9 +144,12 @@ pub fn moe_forward(out: &mut [f32], h: &[f32], w: &MoeWeights, mc: &MoeConfig, s
         }
         for slot in 0..k {
             let row = s.row_of[t * k + slot];
-            let wt = s.weight[t * k + slot];
-            for (a, &b) in o.iter_mut().zip(&s.ys[row * d..(row + 1) * d]) {
-                *a += wt * b;
+            let y = &s.ys[row * d..(row + 1) * d]; // [d_model]
+            if w.scale_input {
+                o.iter_mut().zip(y).for_each(|(a, &b)| *a += b);
+            } else {
+                let wt = s.weight[t * k + slot];
+                o.iter_mut().zip(y).for_each(|(a, &b)| *a += wt * b);
             }
         }
     }

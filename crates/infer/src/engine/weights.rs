@@ -9,11 +9,17 @@
 //!   `FF_TILE`) reads one contiguous block of rows and applies `silu(gate) · up` in its epilogue;
 //! * the router stays f32 (it is `n_expert × d_model`, noise next to the experts).
 //!
+//! Each MLP carries its activation as an [`MlpAct`] (SwiGLU, the clamped SwiGLU of GPT-OSS, or
+//! GELU) and, for experts with biases (`moe.ext.expert_bias`), its f32 bias vectors ([`MlpBias`]),
+//! copied once here so that a step never reads the parameter vector for an expert. The other small
+//! MoE vectors of the inference-only variants (router bias, fixed selection bias) are copied into
+//! [`MoeWeights`] the same way.
+//!
 //! Norm weights and the embedding table are read from the model's own parameter vector.
 
 use moe_kernels::quant::{WeightDtype, Weights};
-use moe_model::config::Activation;
-use moe_model::params::{FfnLayout, MlpLayout};
+use moe_model::config::{Activation, ClampedSwiglu};
+use moe_model::params::{FfnLayout, MlpLayout, MoeLayout};
 use moe_model::stored::MatrixStore;
 use moe_model::Transformer;
 use std::borrow::Cow;
@@ -22,30 +28,76 @@ use std::ops::Range;
 /// Features per gate/up tile (the unit of the interleaved layout).
 pub const FF_TILE: usize = 16;
 
+/// The activation of one MLP, applied in the epilogue of its gate/up tiles.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum MlpAct {
+    /// `silu(gate) · up`
+    Swiglu,
+    /// GPT-OSS: `(clamp(up, ±limit) + 1) · g · σ(alpha·g)`, `g = min(gate, limit)` (the values of
+    /// the config converted to f32, as the reference path does)
+    ClampedSwiglu {
+        /// sigmoid slope
+        alpha: f32,
+        /// clamp bound
+        limit: f32,
+    },
+    /// `gelu(up)` (no gate)
+    Gelu,
+}
+
+impl MlpAct {
+    fn new(activation: Activation, clamp: Option<ClampedSwiglu>) -> Self {
+        match (activation, clamp) {
+            (Activation::Gelu, _) => MlpAct::Gelu,
+            (Activation::Swiglu, None) => MlpAct::Swiglu,
+            (Activation::Swiglu, Some(c)) => MlpAct::ClampedSwiglu { alpha: c.alpha as f32, limit: c.limit as f32 },
+        }
+    }
+
+    /// Whether the MLP has a gate projection (interleaved with up, see the module doc).
+    pub fn gated(self) -> bool {
+        !matches!(self, MlpAct::Gelu)
+    }
+}
+
+/// Biases of one routed expert (`moe.ext.expert_bias`), f32.
+#[derive(Clone, Debug)]
+pub struct MlpBias {
+    /// `[d_ff]`, added to the gate projection before the activation
+    pub gate: Vec<f32>,
+    /// `[d_ff]`, added to the up projection before the activation
+    pub up: Vec<f32>,
+    /// `[d_model]`, added to the output
+    pub down: Vec<f32>,
+}
+
 /// One MLP (dense FFN, routed expert or shared experts).
 #[derive(Clone, Debug)]
 pub struct MlpWeights {
-    /// SwiGLU: interleaved gate/up `[2·d_ff, d_model]`; GELU: up `[d_ff, d_model]`
+    /// gated: interleaved gate/up `[2·d_ff, d_model]`; GELU: up `[d_ff, d_model]`
     pub gate_up: Weights,
     /// `[d_model, d_ff]`
     pub down: Weights,
     /// hidden width
     pub d_ff: usize,
-    /// SwiGLU or GELU
-    pub activation: Activation,
+    /// the activation
+    pub act: MlpAct,
+    /// biases (routed experts of `moe.ext.expert_bias` only)
+    pub bias: Option<MlpBias>,
 }
 
 impl MlpWeights {
-    /// Bytes read by one pass over this MLP.
+    /// Bytes read by one pass over this MLP (its f32 biases included).
     pub fn bytes(&self) -> usize {
-        self.gate_up.bytes() + self.down.bytes()
+        self.gate_up.bytes() + self.down.bytes() + self.bias.as_ref().map_or(0, |b| 4 * (b.gate.len() + b.up.len() + b.down.len()))
     }
 
     /// Rows of `gate_up` holding features `f0..f1` (`f0` a multiple of [`FF_TILE`]).
     pub fn gate_up_rows(&self, f0: usize, f1: usize) -> Range<usize> {
-        match self.activation {
-            Activation::Swiglu => 2 * f0..2 * f1,
-            Activation::Gelu => f0..f1,
+        if self.act.gated() {
+            2 * f0..2 * f1
+        } else {
+            f0..f1
         }
     }
 }
@@ -63,6 +115,22 @@ pub struct MoeWeights {
     pub shared: Option<MlpWeights>,
     /// `[d_model]` f32 shared-expert gate
     pub shared_gate: Option<Vec<f32>>,
+    /// `[n_expert]` f32 router bias, added to the logits before gating (`moe.ext.router_bias`)
+    pub router_bias: Option<Vec<f32>>,
+    /// `[n_expert]` f32 fixed selection bias (`moe.ext.selection_bias`); replaces the model's
+    /// balancing selection bias, as in `moe_model::moe::moe_forward`
+    pub selection_bias: Option<Vec<f32>>,
+    /// the combine weight scales each expert's input, the outputs join unweighted
+    /// (`moe.ext.scale_input`)
+    pub scale_input: bool,
+}
+
+impl MoeWeights {
+    /// Bytes held (router, vectors, every expert).
+    pub fn bytes(&self) -> usize {
+        let vecs = [&self.shared_gate, &self.router_bias, &self.selection_bias].iter().map(|v| v.as_ref().map_or(0, |v| 4 * v.len())).sum::<usize>();
+        4 * self.router.len() + vecs + self.experts.iter().map(|e| e.bytes()).sum::<usize>() + self.shared.as_ref().map_or(0, |s| s.bytes())
+    }
 }
 
 /// The FFN slot of one layer.
@@ -132,17 +200,49 @@ fn interleave_gate_up(gate: &[f32], up: &[f32], d_ff: usize, d_model: usize) -> 
     out
 }
 
-fn mlp(gate: Option<&[f32]>, up: &[f32], down: &[f32], d_ff: usize, d_model: usize, activation: Activation, dtype: WeightDtype) -> MlpWeights {
-    let gate_up = match (activation, gate) {
-        (Activation::Swiglu, Some(g)) => Weights::from_f32(&interleave_gate_up(g, up, d_ff, d_model), 2 * d_ff, d_model, dtype),
+fn mlp(gate: Option<&[f32]>, up: &[f32], down: &[f32], d_ff: usize, d_model: usize, act: MlpAct, dtype: WeightDtype) -> MlpWeights {
+    let gate_up = match (act.gated(), gate) {
+        (true, Some(g)) => Weights::from_f32(&interleave_gate_up(g, up, d_ff, d_model), 2 * d_ff, d_model, dtype),
         _ => Weights::from_f32(up, d_ff, d_model, dtype),
     };
-    MlpWeights { gate_up, down: Weights::from_f32(down, d_model, d_ff, dtype), d_ff, activation }
+    MlpWeights { gate_up, down: Weights::from_f32(down, d_model, d_ff, dtype), d_ff, act, bias: None }
 }
 
 fn dense_mlp(src: &mut MatrixSource<'_>, l: &MlpLayout, d_model: usize, dtype: WeightDtype) -> MlpWeights {
     let gate = l.w_gate.clone().map(|r| src.get(r));
-    mlp(gate.as_deref(), &src.get(l.w_up.clone()), &src.get(l.w_down.clone()), l.d_ff, d_model, l.activation, dtype)
+    mlp(gate.as_deref(), &src.get(l.w_up.clone()), &src.get(l.w_down.clone()), l.d_ff, d_model, MlpAct::new(l.activation, None), dtype)
+}
+
+/// The routed experts, router and vectors of one MoE layer.
+fn moe_layer(src: &mut MatrixSource<'_>, l: &MoeLayout, mc: &moe_model::MoeConfig, d: usize, dtype: WeightDtype) -> MoeWeights {
+    let p = &src.model.params;
+    let de = mc.d_expert;
+    let sz = de * d;
+    let ext = mc.ext.clone().unwrap_or_default();
+    let act = MlpAct::new(Activation::Swiglu, ext.clamped_swiglu);
+    let mut experts = Vec::with_capacity(l.n_expert);
+    for e in 0..l.n_expert {
+        // one expert at a time: a kept bf16 stack is widened to f32 (and released) an expert at a time
+        let mut part = |r: &Range<usize>| src.get(r.start + e * sz..r.start + (e + 1) * sz);
+        let (wg, wu, wd) = (part(&l.w_gate), part(&l.w_up), part(&l.w_down));
+        let mut m = mlp(Some(&wg), &wu, &wd, de, d, act, dtype);
+        m.bias = l.expert_bias.as_ref().map(|[bg, bu, bd]| MlpBias {
+            gate: p[bg.start + e * de..bg.start + (e + 1) * de].to_vec(), // [d_expert]
+            up: p[bu.start + e * de..bu.start + (e + 1) * de].to_vec(),   // [d_expert]
+            down: p[bd.start + e * d..bd.start + (e + 1) * d].to_vec(),   // [d_model]
+        });
+        experts.push(m);
+    }
+    MoeWeights {
+        n_expert: l.n_expert,
+        router: p[l.router.clone()].to_vec(),
+        experts,
+        shared: l.shared.as_ref().map(|s| dense_mlp(src, s, d, dtype)),
+        shared_gate: l.shared_gate.clone().map(|r| p[r].to_vec()),
+        router_bias: l.router_bias.clone().map(|r| p[r].to_vec()),
+        selection_bias: l.selection_bias.clone().map(|r| p[r].to_vec()),
+        scale_input: ext.scale_input,
+    }
 }
 
 impl EngineWeights {
@@ -167,7 +267,6 @@ impl EngineWeights {
     fn build(mut src: MatrixSource<'_>, dtype: WeightDtype) -> Self {
         let model = src.model;
         let cfg = &model.cfg;
-        let p = &model.params;
         let d = cfg.d_model;
         let dh = cfg.d_head();
         let (dq, dkv) = (cfg.n_head * dh, cfg.n_head_kv * dh);
@@ -182,25 +281,7 @@ impl EngineWeights {
                 qkv.extend_from_slice(&src.get(b.attn.wv.clone()));
                 let ffn = match &b.ffn {
                     FfnLayout::Dense(l) => FfnWeights::Dense(dense_mlp(&mut src, l, d, dtype)),
-                    FfnLayout::Moe(l) => {
-                        let de = cfg.moe.as_ref().map_or(0, |m| m.d_expert);
-                        let sz = de * d;
-                        // one expert at a time: a kept bf16 stack is widened to f32 an expert at a time
-                        let mut part = |r: &Range<usize>, e: usize| src.get(r.start + e * sz..r.start + (e + 1) * sz);
-                        let experts = (0..l.n_expert)
-                            .map(|e| {
-                                let (wg, wu, wd) = (part(&l.w_gate, e), part(&l.w_up, e), part(&l.w_down, e));
-                                mlp(Some(&wg), &wu, &wd, de, d, Activation::Swiglu, dtype)
-                            })
-                            .collect();
-                        FfnWeights::Moe(MoeWeights {
-                            n_expert: l.n_expert,
-                            router: p[l.router.clone()].to_vec(),
-                            experts,
-                            shared: l.shared.as_ref().map(|s| dense_mlp(&mut src, s, d, dtype)),
-                            shared_gate: l.shared_gate.clone().map(|r| p[r].to_vec()),
-                        })
-                    }
+                    FfnLayout::Moe(l) => FfnWeights::Moe(moe_layer(&mut src, l, cfg.moe.as_ref().expect("MoE layer implies a moe config"), d, dtype)),
                 };
                 LayerWeights { wqkv: Weights::from_f32(&qkv, dq + 2 * dkv, d, dtype), wo: src.mat(b.attn.wo.clone(), d, dq, dtype), ffn }
             })
@@ -215,9 +296,7 @@ impl EngineWeights {
             b += l.wqkv.bytes() + l.wo.bytes();
             b += match &l.ffn {
                 FfnWeights::Dense(m) => m.bytes(),
-                FfnWeights::Moe(m) => {
-                    4 * m.router.len() + m.experts.iter().map(|e| e.bytes()).sum::<usize>() + m.shared.as_ref().map_or(0, |s| s.bytes()) + m.shared_gate.as_ref().map_or(0, |g| 4 * g.len())
-                }
+                FfnWeights::Moe(m) => m.bytes(),
             };
         }
         b

@@ -98,7 +98,7 @@ pub fn top_k<T: Real>(score: &[T], out: &mut [u32]) {
 
 /// Group-limited selection (DeepSeek-V3): keep the `topk_group` groups of `choice` whose two best
 /// scores sum highest, set every other expert to −∞.
-fn limit_groups<T: Real>(choice: &mut [T], n_group: usize, topk_group: usize) {
+pub fn limit_groups<T: Real>(choice: &mut [T], n_group: usize, topk_group: usize) {
     let gs = choice.len() / n_group;
     let score: Vec<T> = choice
         .chunks(gs)
@@ -115,6 +115,32 @@ fn limit_groups<T: Real>(choice: &mut [T], n_group: usize, topk_group: usize) {
             c.fill(T::from_f64(f64::NEG_INFINITY));
         }
     }
+}
+
+/// One token's choice, shared by [`route`] and the inference engine: top-k of
+/// `choice = p + selection_bias` (`selection_bias` empty or `[n_expert]`), restricted to the best
+/// groups when group-limited ([`limit_groups`]), into `ix [k]`; the combine weights `w [k]` are the
+/// selected gate values `p [n_expert]` (renormalised when asked) times `route_scale`. Returns the sum
+/// of the selected gate values. `choice` is scratch (untouched when there is no bias and no group).
+pub fn select_experts<T: Real>(p: &[T], selection_bias: &[f32], s: &RouterSettings, choice: &mut Vec<T>, ix: &mut [u32], w: &mut [T]) -> T {
+    if selection_bias.is_empty() && s.n_group <= 1 {
+        top_k(p, ix);
+    } else {
+        choice.clear();
+        choice.extend_from_slice(p);
+        choice.iter_mut().zip(selection_bias).for_each(|(v, &b)| *v += T::from_f32(b));
+        if s.n_group > 1 {
+            limit_groups(choice, s.n_group, s.topk_group);
+        }
+        top_k(choice, ix);
+    }
+    let sum: T = ix.iter().map(|&j| p[j as usize]).sum();
+    let scale = T::from_f64(s.route_scale);
+    for (wj, &j) in w.iter_mut().zip(ix.iter()) {
+        let v = p[j as usize];
+        *wj = if s.renormalize { v / sum } else { v } * scale;
+    }
+    sum
 }
 
 /// Route `h [n_tok, d_model]` with router weight `w_router [n_expert, d_model]` and optional bias
@@ -135,29 +161,11 @@ pub fn route<T: Real>(w_router: &[T], router_bias: Option<&[T]>, h: &[T], n_tok:
     let mut idx = vec![0u32; n_tok * k];
     let mut weight = vec![T::ZERO; n_tok * k];
     let mut sel_sum = vec![T::ZERO; n_tok];
-    let scale = T::from_f64(s.route_scale);
     idx.par_chunks_mut(k)
         .zip(weight.par_chunks_mut(k))
         .zip(sel_sum.par_iter_mut())
         .zip(probs.par_chunks(e))
-        .for_each(|(((ix, w), ss), p)| {
-            if selection_bias.is_empty() && s.n_group <= 1 {
-                top_k(p, ix);
-            } else {
-                let mut choice: Vec<T> = p.to_vec();
-                choice.iter_mut().zip(selection_bias).for_each(|(v, &b)| *v += T::from_f32(b));
-                if s.n_group > 1 {
-                    limit_groups(&mut choice, s.n_group, s.topk_group);
-                }
-                top_k(&choice, ix);
-            }
-            let sum: T = ix.iter().map(|&j| p[j as usize]).sum();
-            *ss = sum;
-            for (wj, &j) in w.iter_mut().zip(ix.iter()) {
-                let v = p[j as usize];
-                *wj = if s.renormalize { v / sum } else { v } * scale;
-            }
-        });
+        .for_each_init(Vec::new, |choice, (((ix, w), ss), p)| *ss = select_experts(p, selection_bias, &s, choice, ix, w));
     let mut counts = vec![0u32; e];
     for &j in &idx {
         counts[j as usize] += 1;
