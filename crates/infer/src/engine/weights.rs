@@ -2,7 +2,10 @@
 //! out for one pass per matrix group:
 //!
 //! * `wqkv [n_head·d_head + 2·n_head_kv·d_head, d_model]`: q, k and v projections stacked, so that
-//!   one GEMV reads all three (one parallel region instead of three);
+//!   one GEMV reads all three (one parallel region instead of three); for latent attention
+//!   (`attn_ext.mla`) the two products of `h` instead: `wq_a` (or `wq` without a q latent) stacked
+//!   on `wkv_a`, and [`MlaWeights`] holds the rest, `wkv_b` split per head with its key half
+//!   transposed for the absorbed attention;
 //! * each SwiGLU MLP's gate and up projections **interleaved in tiles** of [`FF_TILE`] features:
 //!   rows `2·f0 .. 2·f0 + t` are gate rows `f0 .. f0 + t` and the next `t` rows the matching up rows
 //!   (`t = min(FF_TILE, d_ff − f0)`), so that a task owning features `f0..f1` (multiples of
@@ -13,8 +16,9 @@
 
 use moe_kernels::quant::{WeightDtype, Weights};
 use moe_model::config::Activation;
-use moe_model::params::{FfnLayout, MlpLayout};
-use moe_model::Transformer;
+use moe_model::config::Mla;
+use moe_model::params::{AttnLayout, FfnLayout, MlaLayout, MlpLayout};
+use moe_model::{ModelConfig, Transformer};
 use std::ops::Range;
 
 /// Features per gate/up tile (the unit of the interleaved layout).
@@ -72,13 +76,37 @@ pub enum FfnWeights {
     Moe(MoeWeights),
 }
 
+/// The latent-attention matrices of one block besides `wqkv` (the products of `h`) and `wo`.
+#[derive(Clone, Debug)]
+pub struct MlaWeights {
+    /// rows of `wqkv` that make the q input: `q_lora_rank`, or `n_head·d_head` without a q latent
+    pub q_width: usize,
+    /// `[n_head·d_head, q_lora_rank]`, `None` without a q latent
+    pub wq_b: Option<Weights>,
+    /// per head: the key half of `wkv_b` **transposed**, `[kv_lora_rank, d_nope]`, so that the
+    /// absorbed query `q_lat = W_kᵀ·q_nope` is a GEMV
+    pub wk_t: Vec<Weights>,
+    /// per head: the value half of `wkv_b`, `[d_v, kv_lora_rank]`
+    pub wv: Vec<Weights>,
+}
+
+impl MlaWeights {
+    /// Bytes of `wq_b` and `wkv_b`.
+    pub fn bytes(&self) -> usize {
+        self.wq_b.as_ref().map_or(0, |w| w.bytes()) + self.wk_t.iter().chain(&self.wv).map(|w| w.bytes()).sum::<usize>()
+    }
+}
+
 /// The matrices of one block.
 #[derive(Clone, Debug)]
 pub struct LayerWeights {
-    /// `[n_head·d_head + 2·n_head_kv·d_head, d_model]`
+    /// `[n_head·d_head + n_head_kv·(d_head + d_head_v), d_model]`; with latent attention
+    /// `[q_width + kv_lora_rank + d_rope, d_model]` (`wq_a` or `wq`, then `wkv_a`)
     pub wqkv: Weights,
-    /// `[d_model, n_head·d_head]`
+    /// `[d_model, n_head·d_head_v]`
     pub wo: Weights,
+    /// latent attention's other matrices
+    pub mla: Option<MlaWeights>,
     /// dense or MoE
     pub ffn: FfnWeights,
 }
@@ -124,23 +152,62 @@ fn dense_mlp(p: &[f32], l: &MlpLayout, d_model: usize, dtype: WeightDtype) -> Ml
     mlp(gate, &p[l.w_up.clone()], &p[l.w_down.clone()], l.d_ff, d_model, l.activation, dtype)
 }
 
+/// `wqkv`, `wo` and the latent-attention matrices of one block (see the module doc).
+fn attention(p: &[f32], a: &AttnLayout, cfg: &ModelConfig, dtype: WeightDtype) -> (Weights, Weights, Option<MlaWeights>) {
+    let d = cfg.d_model;
+    let (nh, dh, dv) = (cfg.n_head, cfg.d_head(), cfg.d_head_v());
+    let wo = mat(p, a.wo.clone(), d, nh * dv, dtype);
+    if let (Some(ml), Some(m)) = (&a.mla, cfg.attn_ext.as_ref().and_then(|x| x.mla.as_ref())) {
+        let (wqkv, mw) = mla(p, ml, m, cfg, dtype);
+        return (wqkv, wo, Some(mw));
+    }
+    let (dq, dk, dvv) = (nh * dh, cfg.n_head_kv * dh, cfg.n_head_kv * dv);
+    let mut qkv = Vec::with_capacity((dq + dk + dvv) * d);
+    qkv.extend_from_slice(&p[a.wq.clone()]);
+    qkv.extend_from_slice(&p[a.wk.clone()]);
+    qkv.extend_from_slice(&p[a.wv.clone()]);
+    (Weights::from_f32(&qkv, dq + dk + dvv, d, dtype), wo, None)
+}
+
+fn mla(p: &[f32], ml: &MlaLayout, m: &Mla, cfg: &ModelConfig, dtype: WeightDtype) -> (Weights, MlaWeights) {
+    let d = cfg.d_model;
+    let (nh, dh) = (cfg.n_head, cfg.d_head());
+    let (kvr, dr, dn, dv) = (m.kv_lora_rank, m.d_rope, m.d_nope, m.d_v);
+    let (first, q_width, wq_b) = match (&ml.wq_a, m.q_lora_rank) {
+        (Some(wa), Some(r)) => (&p[wa.clone()], r, Some(mat(p, ml.wq_b.clone(), nh * dh, r, dtype))),
+        _ => (&p[ml.wq_b.clone()], nh * dh, None),
+    };
+    let mut a = Vec::with_capacity((q_width + kvr + dr) * d);
+    a.extend_from_slice(first);
+    a.extend_from_slice(&p[ml.wkv_a.clone()]);
+    let wb = &p[ml.wkv_b.clone()]; // [n_head·(d_nope + d_v), kv_lora_rank]
+    let (mut wk_t, mut wv) = (Vec::with_capacity(nh), Vec::with_capacity(nh));
+    for hd in 0..nh {
+        let r0 = hd * (dn + dv);
+        let mut t = vec![0.0f32; kvr * dn]; // [kv_lora_rank, d_nope]
+        for i in 0..dn {
+            for (c, &w) in wb[(r0 + i) * kvr..(r0 + i + 1) * kvr].iter().enumerate() {
+                t[c * dn + i] = w;
+            }
+        }
+        wk_t.push(Weights::from_f32(&t, kvr, dn, dtype));
+        wv.push(Weights::from_f32(&wb[(r0 + dn) * kvr..(r0 + dn + dv) * kvr], dv, kvr, dtype));
+    }
+    (Weights::from_f32(&a, q_width + kvr + dr, d, dtype), MlaWeights { q_width, wq_b, wk_t, wv })
+}
+
 impl EngineWeights {
     /// Convert every matrix of `model` to `dtype` (f32 copies the values).
     pub fn new(model: &Transformer<f32>, dtype: WeightDtype) -> Self {
         let cfg = &model.cfg;
         let p = &model.params;
         let d = cfg.d_model;
-        let dh = cfg.d_head();
-        let (dq, dkv) = (cfg.n_head * dh, cfg.n_head_kv * dh);
         let layers = model
             .layout
             .blocks
             .iter()
             .map(|b| {
-                let mut qkv = Vec::with_capacity((dq + 2 * dkv) * d);
-                qkv.extend_from_slice(&p[b.attn.wq.clone()]);
-                qkv.extend_from_slice(&p[b.attn.wk.clone()]);
-                qkv.extend_from_slice(&p[b.attn.wv.clone()]);
+                let (wqkv, wo, mla) = attention(p, &b.attn, cfg, dtype);
                 let ffn = match &b.ffn {
                     FfnLayout::Dense(l) => FfnWeights::Dense(dense_mlp(p, l, d, dtype)),
                     FfnLayout::Moe(l) => {
@@ -162,7 +229,7 @@ impl EngineWeights {
                         })
                     }
                 };
-                LayerWeights { wqkv: Weights::from_f32(&qkv, dq + 2 * dkv, d, dtype), wo: mat(p, b.attn.wo.clone(), d, dq, dtype), ffn }
+                LayerWeights { wqkv, wo, mla, ffn }
             })
             .collect();
         EngineWeights { dtype, layers, lm_head: mat(p, model.layout.lm_head.clone(), cfg.n_vocab, d, dtype) }
@@ -172,7 +239,7 @@ impl EngineWeights {
     pub fn total_bytes(&self) -> usize {
         let mut b = self.lm_head.bytes();
         for l in &self.layers {
-            b += l.wqkv.bytes() + l.wo.bytes();
+            b += l.wqkv.bytes() + l.wo.bytes() + l.mla.as_ref().map_or(0, |m| m.bytes());
             b += match &l.ffn {
                 FfnWeights::Dense(m) => m.bytes(),
                 FfnWeights::Moe(m) => {
