@@ -174,6 +174,20 @@ pub fn rmsnorm_rows<T: Real>(x: &mut [T], w: &[T], eps: f64) {
     rmsnorm_forward(x, &mut rstd, &pre, w, rows, width, eps);
 }
 
+/// Rows below which [`for_rows`] stays on the calling thread (a decode step's few rows cost less
+/// than a round trip to the rayon pool).
+const PAR_MIN_ROWS: usize = 16;
+
+/// `f(row, pos)` on every `w`-wide row of `x` with its position, on the rayon pool from
+/// [`PAR_MIN_ROWS`] rows.
+fn for_rows<T: Real>(x: &mut [T], w: usize, positions: &[usize], f: impl Fn(&mut [T], usize) + Sync + Send) {
+    if positions.len() < PAR_MIN_ROWS {
+        x.chunks_mut(w).zip(positions).for_each(|(row, &pos)| f(row, pos));
+    } else {
+        x.par_chunks_mut(w).zip(positions.par_iter()).for_each(|(row, &pos)| f(row, pos));
+    }
+}
+
 fn add_bias<T: Real>(x: &mut [T], b: &[T]) {
     for row in x.chunks_mut(b.len()) {
         row.iter_mut().zip(b).for_each(|(a, &c)| *a += c);
@@ -234,16 +248,16 @@ pub fn finish_qkv<T: Real>(p: &[T], lay: &AttnLayout, cfg: &ModelConfig, layer: 
         rmsnorm_rows(q, &p[qn.clone()], cfg.norm_eps);
         rmsnorm_rows(k, &p[kn.clone()], cfg.norm_eps);
     }
-    let ext = cfg.attn_ext.clone().unwrap_or_default();
-    if ext.rope_layers.get(layer).copied().unwrap_or(true) {
-        q.par_chunks_mut(nh * dh).zip(positions.par_iter()).for_each(|(row, &pos)| rope.rotate_row(row, dh, pos));
-        k.par_chunks_mut(nkv * dh).zip(positions.par_iter()).for_each(|(row, &pos)| rope.rotate_row(row, dh, pos));
-        if ext.qk_l2_norm {
+    let ext = cfg.attn_ext.as_ref();
+    if ext.and_then(|a| a.rope_layers.get(layer).copied()).unwrap_or(true) {
+        for_rows(q, nh * dh, positions, |row, pos| rope.rotate_row(row, dh, pos));
+        for_rows(k, nkv * dh, positions, |row, pos| rope.rotate_row(row, dh, pos));
+        if ext.is_some_and(|a| a.qk_l2_norm) {
             let ones = vec![T::ONE; dh];
             rmsnorm_rows(q, &ones, cfg.norm_eps);
             rmsnorm_rows(k, &ones, cfg.norm_eps);
         }
-    } else if let Some(t) = ext.temperature {
+    } else if let Some(t) = ext.and_then(|a| a.temperature) {
         // NoPE layer: q · (1 + attn_scale · ln(1 + floor((p + 1) / floor_scale)))
         for (row, &pos) in q.chunks_mut(nh * dh).zip(positions) {
             let f = ((pos as f32 + 1.0) / t.floor_scale as f32).floor().ln_1p() * t.attn_scale as f32 + 1.0;
@@ -281,7 +295,7 @@ pub fn mla_q_and_latent<T: Real>(p: &[T], ml: &MlaLayout, m: &Mla, cfg: &ModelCo
 /// RoPE of the latent-attention queries `q [n, n_head·d_head]` (the `d_rope` tail of each head).
 pub fn mla_rotate_q<T: Real>(rope: &Rope, q: &mut [T], d_head: usize, positions: &[usize]) {
     let w = q.len() / positions.len().max(1);
-    q.par_chunks_mut(w).zip(positions.par_iter()).for_each(|(row, &pos)| rope.rotate_row(row, d_head, pos));
+    for_rows(q, w, positions, |row, pos| rope.rotate_row(row, d_head, pos));
 }
 
 /// The products `h · wkv_aᵀ` `rows [n, kv_lora_rank + d_rope]` → cache rows: RMSNorm of the latent
@@ -291,7 +305,7 @@ pub fn mla_finish_rows<T: Real>(p: &[T], ml: &MlaLayout, m: &Mla, rope: &Rope, r
     let k_rope = Rope { offset: 0, ..rope.clone() };
     let norm = &p[ml.kv_a_norm.clone()];
     let eps = m.norm_eps;
-    rows.par_chunks_mut(kvr + dr).zip(positions.par_iter()).for_each(|(row, &pos)| {
+    for_rows(rows, kvr + dr, positions, |row, pos| {
         let (lat, kr) = row.split_at_mut(kvr);
         rmsnorm_rows(lat, norm, eps);
         k_rope.rotate_row(kr, dr, pos);
