@@ -7,6 +7,7 @@
 //! only inference-only feature is their attention (logits and greedy continuation).
 
 use moe_infer::*;
+use moe_kernels::gemv::Kernel;
 use moe_kernels::quant::WeightDtype;
 use moe_kernels::rng::Rng;
 use moe_model::hf::load_hf_dir;
@@ -198,6 +199,27 @@ fn bf16_and_int8_within_tolerance_of_f32_on_extensions() {
             let err = l.iter().zip(&l32).fold(0f32, |a, (x, y)| a.max((x - y).abs()));
             eprintln!("{name} {dtype:?}: max |Δlogit| / max |logit| = {:.2e}", err / scale);
             assert_close(&l, &l32, tol, &format!("{name} {dtype:?}"));
+        }
+    }
+}
+
+/// The activation-quantising dot kernels (where this CPU has them) on every attention matrix,
+/// latent attention's per-head halves of `wkv_b` included: int8 (VNNI) within 5% of max |logit|,
+/// bf16 within 2%; a CPU without them is refused with an error.
+#[test]
+fn fast_dot_kernels_within_tolerance_of_f32_on_extensions() {
+    for (name, c) in [("window+sinks", window_sinks_cfg()), ("mla", mla_cfg()), ("mla-noq", mla_noq_cfg())] {
+        let m = Transformer::<f32>::new(c, 9).unwrap();
+        let seq = tokens(24, m.cfg.n_vocab, 33);
+        let l32 = Engine::new(&m, WeightDtype::F32).unwrap().step_all_logits(&mut [&mut KvCache::new(&m.cfg)], &[&seq]).unwrap().to_vec();
+        for (dtype, kernel, tol) in [(WeightDtype::I8, Kernel::Avx512Vnni, 0.05f32), (WeightDtype::Bf16, Kernel::Avx512Bf16Dot, 0.02)] {
+            if !kernel.available() {
+                assert!(Engine::with_kernel(&m, dtype, kernel).is_err());
+                continue;
+            }
+            let mut e = Engine::with_kernel(&m, dtype, kernel).unwrap();
+            let l = e.step_all_logits(&mut [&mut KvCache::new(&m.cfg)], &[&seq]).unwrap().to_vec();
+            assert_close(&l, &l32, tol, &format!("{name} {dtype:?} {kernel:?}"));
         }
     }
 }

@@ -280,6 +280,7 @@ impl<'m> Engine<'m> {
             if let (Some(ml), Some(mw), Some(e), Some(m)) = (&b.attn.mla, &lw.mla, ext, cfg.attn_ext.as_ref().and_then(|a| a.mla.as_ref())) {
                 mla::mla_layer(s, st, caches, model, i, lw, (ml, mw, m), &e.rope, dims, sinks, kernel); // s.o [n_tok, n_head·d_v]
             } else {
+                s.qkv.resize(n * (dq + 2 * dkv), 0.0);
                 linear(&mut s.qkv, &s.h, &lw.wqkv, n, kernel); // [n_tok, dq + 2·dkv]
                 st.add_matmul(n, dq + 2 * dkv, d, lw.wqkv.bytes());
                 for r in 0..n {
