@@ -44,7 +44,7 @@ fn chunk_nope_cfg() -> ModelConfig {
     ))
 }
 
-const MLA_BASE: &str = "n_vocab = 48\nn_ctx = 96\nn_layer = 3\nd_model = 32\nn_head = 4\nn_head_kv = 4\nd_head = 12\nd_ff = 48\n";
+const MLA_BASE: &str = "n_vocab = 48\nn_ctx = 96\nn_layer = 3\nd_model = 32\nn_head = 4\nn_head_kv = 4\nd_head = 16\nd_ff = 48\n";
 const YARN: &str = "[rope_scaling]\ntype = \"yarn\"\nfactor = 4.0\nbeta_fast = 32.0\nbeta_slow = 1.0\n\
                     original_max_position_embeddings = 16\ntruncate = true\nattention_factor = 1.2\n";
 
@@ -53,7 +53,7 @@ const YARN: &str = "[rope_scaling]\ntype = \"yarn\"\nfactor = 4.0\nbeta_fast = 3
 fn mla_cfg() -> ModelConfig {
     cfg(&format!(
         "{MLA_BASE}{YARN}[attn_ext]\nrope_interleave = true\nsoftmax_scale = 0.25\nsinks = true\nsliding_window = 5\n\
-         window_layers = [false, true, false]\n[attn_ext.mla]\nq_lora_rank = 16\nkv_lora_rank = 12\nd_nope = 8\nd_rope = 4\n\
+         window_layers = [false, true, false]\n[attn_ext.mla]\nq_lora_rank = 16\nkv_lora_rank = 24\nd_nope = 12\nd_rope = 4\n\
          d_v = 10\nnorm_eps = 1e-6\n"
     ))
 }
@@ -62,7 +62,7 @@ fn mla_cfg() -> ModelConfig {
 fn mla_noq_cfg() -> ModelConfig {
     cfg(&format!(
         "{MLA_BASE}[attn_ext]\nout_bias = true\nattention_chunk = 7\nchunk_layers = [true, false, true]\n[attn_ext.mla]\n\
-         kv_lora_rank = 12\nd_nope = 8\nd_rope = 4\nd_v = 6\nnorm_eps = 1e-6\n"
+         kv_lora_rank = 12\nd_nope = 12\nd_rope = 4\nd_v = 6\nnorm_eps = 1e-6\n"
     ))
 }
 
@@ -139,12 +139,14 @@ fn engine_equals_reference_on_every_attention_extension() {
     }
 }
 
-/// Token-by-token decoding equals one full prefill (all logits) on the engine itself.
+/// Token-by-token decoding equals one full prefill (all logits) on the engine itself; the 60-row
+/// prefill is big enough for the parallel regions of the attention (and of latent attention's
+/// per-head products, `mla`).
 #[test]
 fn engine_kv_cached_decoding_equals_its_full_prefill() {
     for (name, m) in ext_models() {
         let nv = m.cfg.n_vocab;
-        let seq = tokens(30, nv, 11);
+        let seq = tokens(60, nv, 11);
         let mut eng = Engine::new(&m, WeightDtype::F32).unwrap();
         let full = eng.step_all_logits(&mut [&mut KvCache::new(&m.cfg)], &[&seq]).unwrap().to_vec();
         let mut cache = KvCache::new(&m.cfg);

@@ -7,14 +7,16 @@
 //!   then `wq_b` when there is a q latent, all through [`super::linear::linear`] in the engine's
 //!   storage format; the cache keeps one row `[kv_lora_rank + d_rope]` per token (normed latent,
 //!   rotated shared RoPE key);
-//! * per (sequence, query head) task, the key half of `wkv_b` is folded into the query: at build
-//!   time each head's key half is stored **transposed** (`[kv_lora_rank, d_nope]`), so
-//!   `q_lat = W_kᵀ·q_nope` is a GEMV, and `[q_lat, q_rope]` scores a whole cached row with one dot
-//!   product (the latent part against `q_lat`, the RoPE part against `q_rope`);
-//! * decode rows (fewer than [`GEMM_MIN_ROWS`]) use the SIMD dot loop of [`super::attention`];
-//!   prefill chunks one GEMM for the scores `[nn, l]` and one for the attention-weighted rows;
-//! * the weighted latent `o_lat [nn, kv_lora_rank]` goes through the head's value half
-//!   `[d_v, kv_lora_rank]` (a GEMV) straight into the head's slice of the output.
+//! * the key half of `wkv_b` is folded into the query: at build time each head's key half is
+//!   stored **transposed** (`[kv_lora_rank, d_nope]`), so `q_lat = W_kᵀ·q_nope` is a GEMV, one
+//!   task per head over the rows of every sequence (each head's matrix streamed once per step, not
+//!   once per sequence); `[q_lat, q_rope]` then scores a whole cached row with one dot product (the
+//!   latent part against `q_lat`, the RoPE part against `q_rope`);
+//! * scores and the attention-weighted latent rows: one task per (sequence, head); decode rows
+//!   (fewer than [`GEMM_MIN_ROWS`]) use the SIMD dot loop of [`super::attention`], prefill chunks
+//!   one GEMM for the scores `[nn, l]` and one for the weighted rows;
+//! * the weighted latent `o_lat [n, kv_lora_rank]` goes through each head's value half
+//!   `[d_v, kv_lora_rank]` (a GEMV, one task per head) straight into the head's slice of the output.
 //!
 //! Windows, chunks and sinks mask exactly as in [`super::attention::cached_attention`].
 
@@ -35,20 +37,26 @@ use std::cell::RefCell;
 /// Multiply-adds of one call up to which it runs on the calling thread.
 const SEQ_MAX_MACS: usize = 1 << 16;
 
-/// Per-thread buffers of one (sequence, head) task.
+/// Per-thread buffers of one task.
 #[derive(Default)]
 struct HeadScratch {
-    qn: Vec<f32>, // [nn, d_nope]
-    ql: Vec<f32>, // [nn, kv_lora_rank]
-    qf: Vec<f32>, // [nn, kv_lora_rank + d_rope]
+    x: Vec<f32>,  // one head's GEMV input: [n, d_nope] or [n, kv_lora_rank]
+    y: Vec<f32>,  // one head's GEMV output: [n, kv_lora_rank] or [n, d_v]
     sc: Vec<f32>, // [nn, visible keys]
     of: Vec<f32>, // [nn, kv_lora_rank + d_rope]
-    ol: Vec<f32>, // [nn, kv_lora_rank]
-    ov: Vec<f32>, // [nn, d_v]
 }
 
 thread_local! {
     static HEAD: RefCell<HeadScratch> = RefCell::new(HeadScratch::default());
+}
+
+/// Run `task` over `items`, on the rayon pool unless `work` (multiply-adds) is small.
+fn run<T: Sync>(items: &[T], work: usize, task: impl Fn(&T) + Sync + Send) {
+    if work <= SEQ_MAX_MACS {
+        items.iter().for_each(task);
+    } else {
+        items.par_iter().for_each(task);
+    }
 }
 
 /// Latent attention of layer `layer` over `s.h [n_tok, d_model]`: projects, writes this step's
@@ -102,7 +110,8 @@ pub(super) fn mla_layer(
     }
     s.o.resize(n * nh * dv, 0.0);
     let views: Vec<&KvCache<f32>> = caches.iter().map(|c| &**c).collect();
-    latent_attention(&mut s.o, &views, layer, &s.q, &s.offs, &s.len0, dims, m, mw, sinks, kernel, &mut s.tasks); // [n_tok, n_head·d_v]
+    let bufs = (&mut s.qf, &mut s.ol, &mut s.tasks);
+    latent_attention(&mut s.o, &views, layer, &s.q, &s.offs, &s.len0, dims, (m, mw), sinks, kernel, bufs); // [n_tok, n_head·d_v]
     // per head: W_kᵀ·q_nope and W_v·o_lat on every row, scores and weighted rows over the visible keys
     let keys: usize = (0..views.len()).map(|si| dims.visible_keys(s.len0[si], s.offs[si + 1] - s.offs[si])).sum();
     st.add_matmul(n, nh * kvr, m.d_nope, mw.wk_t.iter().map(|w| w.bytes()).sum());
@@ -112,7 +121,11 @@ pub(super) fn mla_layer(
 
 /// `o [n, n_head·d_v]` (**overwritten**) from the rotated queries `q [n, n_head·d_head]` against
 /// the compressed rows each cache holds (this step's included); sequence `s` owns rows
-/// `offs[s]..offs[s + 1]` at positions `len0[s]..`. One task per (sequence, query head).
+/// `offs[s]..offs[s + 1]` at positions `len0[s]..`. Three parallel regions: per head the absorbed
+/// queries of every row (`W_kᵀ·q_nope`, one GEMV streaming that head's key half once for all
+/// sequences) into `qf [n, n_head, kv_lora_rank + d_rope]`; per (sequence, head) the scores and the
+/// weighted latent rows into `ol [n, n_head, kv_lora_rank]`; per head the value half into `o`.
+/// `qf`, `ol` and `tasks` are reusable buffers.
 #[allow(clippy::too_many_arguments)]
 pub fn latent_attention(
     o: &mut [f32],
@@ -122,83 +135,109 @@ pub fn latent_attention(
     offs: &[usize],
     len0: &[usize],
     dims: AttnDims,
-    m: &Mla,
-    w: &MlaWeights,
+    (m, w): (&Mla, &MlaWeights),
     sinks: &[f32],
     kernel: Kernel,
-    tasks: &mut Vec<(usize, usize)>,
+    (qf, ol, tasks): (&mut Vec<f32>, &mut Vec<f32>, &mut Vec<(usize, usize)>),
 ) {
     let (nh, dh) = (dims.n_head, dims.d_head);
     let (kvr, dr, dn, dv) = (m.kv_lora_rank, m.d_rope, m.d_nope, m.d_v);
     let wr = kvr + dr;
-    tasks.clear();
-    tasks.extend((0..caches.len()).flat_map(|s| (0..nh).map(move |h| (s, h))));
-    let out = SharedOut::new(o);
-    let macs: usize = (0..caches.len())
-        .map(|s| {
-            let nn = offs[s + 1] - offs[s];
-            nh * (dims.visible_keys(len0[s], nn) * (wr + kvr) + nn * kvr * (dn + dv))
-        })
-        .sum();
-    let task = |&(s, hq): &(usize, usize)| {
-        let (r0, nn) = (offs[s], offs[s + 1] - offs[s]);
-        let l = len0[s] + nn;
-        let rows = caches[s].keys_upto(layer, 0, l); // [l, kv_lora_rank + d_rope]
+    let n = q.len() / (nh * dh);
+    qf.resize(n * nh * wr, 0.0);
+    ol.resize(n * nh * kvr, 0.0);
+    let heads: Vec<usize> = (0..nh).collect();
+    let keys: usize = (0..caches.len()).map(|s| dims.visible_keys(len0[s], offs[s + 1] - offs[s])).sum();
+
+    // ---- absorbed queries: qf[r, h] = [W_kᵀ·q_nope, q_rope]
+    let qf_out = SharedOut::new(qf);
+    run(&heads, n * nh * kvr * dn, |&hq| {
         HEAD.with(|hb| {
             let mut hb = hb.borrow_mut();
             let b = &mut *hb;
-            b.qn.resize(nn * dn, 0.0);
-            b.ql.resize(nn * kvr, 0.0);
-            b.qf.resize(nn * wr, 0.0);
-            b.ol.resize(nn * kvr, 0.0);
-            b.ov.resize(nn * dv, 0.0);
-            for t in 0..nn {
-                let base = (r0 + t) * nh * dh + hq * dh;
-                b.qn[t * dn..(t + 1) * dn].copy_from_slice(&q[base..base + dn]);
+            b.x.resize(n * dn, 0.0);
+            b.y.resize(n * kvr, 0.0);
+            for r in 0..n {
+                let base = r * nh * dh + hq * dh;
+                b.x[r * dn..(r + 1) * dn].copy_from_slice(&q[base..base + dn]); // [d_nope]
             }
-            gemv_ref(&mut b.ql, &b.qn, w.wk_t[hq].view(), nn, Par::Seq, kernel); // [nn, kv_lora_rank]
-            for t in 0..nn {
-                let base = (r0 + t) * nh * dh + hq * dh;
-                b.qf[t * wr..t * wr + kvr].copy_from_slice(&b.ql[t * kvr..(t + 1) * kvr]);
-                b.qf[t * wr + kvr..(t + 1) * wr].copy_from_slice(&q[base + dn..base + dh]); // [q_lat, q_rope]
+            gemv_ref(&mut b.y, &b.x, w.wk_t[hq].view(), n, Par::Seq, kernel); // [n, kv_lora_rank]
+            for r in 0..n {
+                let base = r * nh * dh + hq * dh;
+                // SAFETY: row r, head hq of qf belongs to this head's task alone.
+                let dst = unsafe { qf_out.slice((r * nh + hq) * wr, wr) }; // [kv_lora_rank + d_rope]
+                dst[..kvr].copy_from_slice(&b.y[r * kvr..(r + 1) * kvr]);
+                dst[kvr..].copy_from_slice(&q[base + dn..base + dh]);
             }
-            let sink = sinks.get(hq).copied();
+        })
+    });
+
+    // ---- scores and weighted latent rows per (sequence, head)
+    let qf: &[f32] = qf;
+    tasks.clear();
+    tasks.extend((0..caches.len()).flat_map(|s| (0..nh).map(move |h| (s, h))));
+    let ol_out = SharedOut::new(ol);
+    run(tasks, nh * keys * (wr + kvr), |&(s, hq)| {
+        let (r0, nn) = (offs[s], offs[s + 1] - offs[s]);
+        let l = len0[s] + nn;
+        let rows = caches[s].keys_upto(layer, 0, l); // [l, kv_lora_rank + d_rope]
+        let sink = sinks.get(hq).copied();
+        HEAD.with(|hb| {
+            let mut hb = hb.borrow_mut();
+            let b = &mut *hb;
             if nn >= GEMM_MIN_ROWS {
                 let k0 = dims.lo(len0[s]);
                 let lk = l - k0;
+                b.x.resize(nn * wr, 0.0);
+                for t in 0..nn {
+                    b.x[t * wr..(t + 1) * wr].copy_from_slice(&qf[((r0 + t) * nh + hq) * wr..((r0 + t) * nh + hq + 1) * wr]);
+                }
                 b.sc.resize(nn * lk, 0.0);
                 b.of.resize(nn * wr, 0.0);
-                matmul(&mut b.sc, &b.qf, &rows[k0 * wr..], MatmulShape::nt(nn, wr, lk), 0.0, Par::Seq); // [nn, lk]
+                matmul(&mut b.sc, &b.x, &rows[k0 * wr..], MatmulShape::nt(nn, wr, lk), 0.0, Par::Seq); // [nn, lk]
                 for t in 0..nn {
                     let pos = len0[s] + t;
                     masked_softmax(&mut b.sc[t * lk..(t + 1) * lk], dims.lo(pos) - k0, pos + 1 - k0, dims.scale, sink);
                 }
                 matmul(&mut b.of, &b.sc, &rows[k0 * wr..], MatmulShape::nn(nn, lk, wr), 0.0, Par::Seq); // [nn, kv_lora_rank + d_rope]
                 for t in 0..nn {
-                    b.ol[t * kvr..(t + 1) * kvr].copy_from_slice(&b.of[t * wr..t * wr + kvr]);
+                    // SAFETY: row r0 + t, head hq of ol belongs to this (sequence, head) task alone.
+                    unsafe { ol_out.slice(((r0 + t) * nh + hq) * kvr, kvr) }.copy_from_slice(&b.of[t * wr..t * wr + kvr]);
                 }
             } else {
                 if b.sc.len() < l {
                     b.sc.resize(l, 0.0);
                 }
                 for t in 0..nn {
-                    let pos = len0[s] + t;
+                    let (pos, r) = (len0[s] + t, r0 + t);
                     let lo = dims.lo(pos);
                     let vis = &rows[lo * wr..(pos + 1) * wr]; // [vis, kv_lora_rank + d_rope]
+                    // SAFETY: row r, head hq of ol belongs to this (sequence, head) task alone.
+                    let dst = unsafe { ol_out.slice((r * nh + hq) * kvr, kvr) }; // [kv_lora_rank]
                     // keys are whole rows, values their latent part (attend_one's output width)
-                    attend_one(&mut b.ol[t * kvr..(t + 1) * kvr], &b.qf[t * wr..(t + 1) * wr], vis, vis, &mut b.sc[..pos + 1 - lo], dims.scale, sink);
+                    attend_one(dst, &qf[(r * nh + hq) * wr..(r * nh + hq + 1) * wr], vis, vis, &mut b.sc[..pos + 1 - lo], dims.scale, sink);
                 }
             }
-            gemv_ref(&mut b.ov, &b.ol, w.wv[hq].view(), nn, Par::Seq, kernel); // [nn, d_v]
-            for t in 0..nn {
-                // SAFETY: row r0 + t, head hq belongs to this (sequence, head) task alone.
-                unsafe { out.slice((r0 + t) * nh * dv + hq * dv, dv) }.copy_from_slice(&b.ov[t * dv..(t + 1) * dv]);
+        })
+    });
+
+    // ---- values: o[r, h] = W_v·o_lat
+    let ol: &[f32] = ol;
+    let out = SharedOut::new(o);
+    run(&heads, n * nh * kvr * dv, |&hq| {
+        HEAD.with(|hb| {
+            let mut hb = hb.borrow_mut();
+            let b = &mut *hb;
+            b.x.resize(n * kvr, 0.0);
+            b.y.resize(n * dv, 0.0);
+            for r in 0..n {
+                b.x[r * kvr..(r + 1) * kvr].copy_from_slice(&ol[(r * nh + hq) * kvr..(r * nh + hq + 1) * kvr]);
             }
-        });
-    };
-    if macs <= SEQ_MAX_MACS {
-        tasks.iter().for_each(task);
-    } else {
-        tasks.par_iter().for_each(task);
-    }
+            gemv_ref(&mut b.y, &b.x, w.wv[hq].view(), n, Par::Seq, kernel); // [n, d_v]
+            for r in 0..n {
+                // SAFETY: row r, head hq of o belongs to this head's task alone.
+                unsafe { out.slice((r * nh + hq) * dv, dv) }.copy_from_slice(&b.y[r * dv..(r + 1) * dv]);
+            }
+        })
+    });
 }

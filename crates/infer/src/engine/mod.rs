@@ -112,6 +112,8 @@ struct Scratch {
     o: Vec<f32>,    // [n_tok, n_head·d_head_v]
     qa: Vec<f32>,   // latent attention: [n_tok, q_lora_rank or n_head·d_head]
     lat: Vec<f32>,  // latent attention: [n_tok, kv_lora_rank + d_rope]
+    qf: Vec<f32>,   // latent attention: absorbed queries [n_tok, n_head, kv_lora_rank + d_rope]
+    ol: Vec<f32>,   // latent attention: weighted latent rows [n_tok, n_head, kv_lora_rank]
     a: Vec<f32>,    // [n_tok, d_model]
     rows: Vec<usize>,
     xs: Vec<f32>,     // [n_out, d_model]
