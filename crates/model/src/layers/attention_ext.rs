@@ -103,25 +103,40 @@ impl Rope {
     }
 
     /// Rotate the RoPE part of every head of one row `x [n_head, d_head]` to position `pos`.
+    /// cos/sin are computed once per row (on the stack up to 64 pairs); no allocation for a plain
+    /// rotation of up to 64 pairs.
     pub fn rotate_row<T: Real>(&self, x: &mut [T], d_head: usize, pos: usize) {
         let half = self.dim / 2;
-        let cs: Vec<(T, T)> = self
-            .inv_freq
-            .iter()
-            .map(|&f| {
-                let a = pos as f32 * f;
-                (T::from_f32(a.cos() * self.factor), T::from_f32(a.sin() * self.factor))
-            })
-            .collect();
-        let mut tmp = vec![T::ZERO; self.dim];
+        let cs_of = |f: f32| {
+            let a = pos as f32 * f;
+            (T::from_f32(a.cos() * self.factor), T::from_f32(a.sin() * self.factor))
+        };
+        let mut stack = [(T::ZERO, T::ZERO); 64];
+        let heap: Vec<(T, T)>;
+        let cs: &[(T, T)] = if half <= stack.len() {
+            stack.iter_mut().zip(&self.inv_freq).for_each(|(c, &f)| *c = cs_of(f));
+            &stack[..half]
+        } else {
+            heap = self.inv_freq.iter().map(|&f| cs_of(f)).collect();
+            &heap
+        };
+        let mut tmp = if self.interleave { vec![T::ZERO; self.dim] } else { Vec::new() };
         for head in x.chunks_mut(d_head) {
             let r = &mut head[self.offset..self.offset + self.dim];
             for (i, &(c, s)) in cs.iter().enumerate() {
-                let (x1, x2) = if self.interleave { (r[2 * i], r[2 * i + 1]) } else { (r[i], r[i + half]) };
-                tmp[i] = x1 * c - x2 * s;
-                tmp[i + half] = x2 * c + x1 * s;
+                if self.interleave {
+                    let (x1, x2) = (r[2 * i], r[2 * i + 1]);
+                    tmp[i] = x1 * c - x2 * s;
+                    tmp[i + half] = x2 * c + x1 * s;
+                } else {
+                    let (x1, x2) = (r[i], r[i + half]);
+                    r[i] = x1 * c - x2 * s;
+                    r[i + half] = x2 * c + x1 * s;
+                }
             }
-            r.copy_from_slice(&tmp);
+            if self.interleave {
+                r.copy_from_slice(&tmp);
+            }
         }
     }
 }
@@ -174,14 +189,15 @@ pub fn rmsnorm_rows<T: Real>(x: &mut [T], w: &[T], eps: f64) {
     rmsnorm_forward(x, &mut rstd, &pre, w, rows, width, eps);
 }
 
-/// Rows below which [`for_rows`] stays on the calling thread (a decode step's few rows cost less
-/// than a round trip to the rayon pool).
+/// Rows and values below which [`for_rows`] stays on the calling thread (a decode step's few rows,
+/// or a small model's prefill, cost less than a round trip to the rayon pool).
 const PAR_MIN_ROWS: usize = 16;
+const PAR_MIN_VALUES: usize = 1 << 15;
 
 /// `f(row, pos)` on every `w`-wide row of `x` with its position, on the rayon pool from
-/// [`PAR_MIN_ROWS`] rows.
+/// [`PAR_MIN_ROWS`] rows and [`PAR_MIN_VALUES`] values.
 fn for_rows<T: Real>(x: &mut [T], w: usize, positions: &[usize], f: impl Fn(&mut [T], usize) + Sync + Send) {
-    if positions.len() < PAR_MIN_ROWS {
+    if positions.len() < PAR_MIN_ROWS || x.len() < PAR_MIN_VALUES {
         x.chunks_mut(w).zip(positions).for_each(|(row, &pos)| f(row, pos));
     } else {
         x.par_chunks_mut(w).zip(positions.par_iter()).for_each(|(row, &pos)| f(row, pos));
