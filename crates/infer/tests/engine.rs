@@ -269,23 +269,3 @@ fn bench_infer_reports_bytes_and_expected_experts() {
     let rows = bench_infer(&mut Runner::Reference(&m), &machine, &[2], 4, 3, 1, 0).unwrap();
     assert!(rows[0].bytes_per_step.is_none() && rows[0].distinct_experts.is_some());
 }
-
-/// The inference-only attention features are refused with a reason; the inference-only MoE
-/// variants alone are not (they run in the engine, `tests/engine_moe_ext.rs`).
-#[test]
-fn models_with_inference_only_features_are_refused_with_a_reason() {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/golden_hf");
-    for name in ["deepseek_v3", "gpt_oss", "llama4"] {
-        let m = moe_model::hf::load_hf_dir(&dir.join(name)).unwrap();
-        let why = Engine::unsupported(&m.model.cfg).unwrap_or_else(|| panic!("{name} is not flagged"));
-        assert!(why.contains("reference path") && why.contains("attention"), "{name}: {why}");
-        let e = Engine::new(&m.model, WeightDtype::F32).err().unwrap_or_else(|| panic!("{name}: the engine accepted it")).to_string();
-        assert!(e.contains("--engine reference"), "{name}: {e}");
-        let mut plain_attention = m.model.cfg.clone();
-        plain_attention.attn_ext = None;
-        assert!(plain_attention.moe.as_ref().is_some_and(|x| x.ext.is_some()), "{name} has MoE variants");
-        assert_eq!(Engine::unsupported(&plain_attention), None, "{name}: its MoE variants alone");
-    }
-    let m = moe_model::hf::load_hf_dir(&dir.join("mixtral")).unwrap();
-    assert_eq!(Engine::unsupported(&m.model.cfg), None);
-}

@@ -14,6 +14,11 @@
 //!   ([`ffn`], [`moe`]);
 //! * decode attention as plain dot products over the cache, one task per (sequence, KV head)
 //!   ([`attention`]);
+//! * the inference-only attention of imported models (`attn_ext`): the reference path's
+//!   projection post-processing (`attention_ext::finish_qkv`: biases, q/k norms, partial /
+//!   interleaved / scaled RoPE, NoPE temperature, L2 norms) on the engine's products, windows,
+//!   chunks and sinks as masks of the same attention ([`attention::AttnDims`]), an output bias, and
+//!   latent attention in the absorbed form over the compressed cache ([`mla`]);
 //! * every activation buffer kept in the engine (or per thread) and reused once the largest batch
 //!   has been seen; what is still allocated per step is bookkeeping of a few words per layer (task
 //!   lists, per-group inputs) and, for bf16 weights, the rearranged copy of `x` per product.
@@ -26,6 +31,7 @@ pub mod bench;
 pub mod ffn;
 pub mod generate;
 pub mod linear;
+pub mod mla;
 pub mod moe;
 pub mod quality;
 pub mod weights;
@@ -41,6 +47,7 @@ use moe_kernels::gemv::Kernel;
 use moe_kernels::norm::rmsnorm_forward;
 use moe_kernels::quant::WeightDtype;
 use moe_model::layers::attention::{qk_norm_forward, qkv_bias_forward};
+use moe_model::layers::attention_ext::{self, LayerSpec, Rope};
 use moe_model::{ModelConfig, MoeConfig, Transformer};
 use weights::{EngineWeights, FfnWeights, MlpWeights};
 
@@ -99,11 +106,15 @@ struct Scratch {
     x: Vec<f32>,    // [n_tok, d_model]
     h: Vec<f32>,    // [n_tok, d_model]
     rstd: Vec<f32>, // [n_tok]
-    qkv: Vec<f32>,  // [n_tok, n_head·d_head + 2·n_head_kv·d_head]
+    qkv: Vec<f32>,  // [n_tok, n_head·d_head + 2·n_head_kv·d_head] (latent attention: [n_tok, wqkv rows])
     q: Vec<f32>,    // [n_tok, n_head·d_head]
     k: Vec<f32>,    // [n_tok, n_head_kv·d_head]
     v: Vec<f32>,    // [n_tok, n_head_kv·d_head]
-    o: Vec<f32>,    // [n_tok, n_head·d_head]
+    o: Vec<f32>,    // [n_tok, n_head·d_head_v]
+    qa: Vec<f32>,   // latent attention: [n_tok, q_lora_rank or n_head·d_head]
+    lat: Vec<f32>,  // latent attention: [n_tok, kv_lora_rank + d_rope]
+    qf: Vec<f32>,   // latent attention: absorbed queries [n_tok, n_head, kv_lora_rank + d_rope]
+    ol: Vec<f32>,   // latent attention: weighted latent rows [n_tok, n_head, kv_lora_rank]
     a: Vec<f32>,    // [n_tok, d_model]
     rows: Vec<usize>,
     xs: Vec<f32>,     // [n_out, d_model]
@@ -114,12 +125,36 @@ struct Scratch {
     moe: MoeScratch,
 }
 
+/// Per-layer settings of the inference-only attention (`attn_ext`), resolved once.
+struct ExtAttn {
+    /// the model's RoPE (partial, interleaved, scaled)
+    rope: Rope,
+    /// per layer: shapes, scale, window, chunk
+    dims: Vec<AttnDims>,
+    /// per layer: sink logits `[n_head]` (empty = none)
+    sinks: Vec<Vec<f32>>,
+}
+
+impl ExtAttn {
+    fn new(model: &Transformer<f32>) -> Option<Self> {
+        let cfg = &model.cfg;
+        cfg.attn_ext.as_ref()?;
+        let specs: Vec<LayerSpec<f32>> = model.layout.blocks.iter().enumerate().map(|(i, b)| LayerSpec::new(&model.params, &b.attn, cfg, i)).collect();
+        Some(ExtAttn {
+            rope: Rope::new(cfg),
+            dims: specs.iter().map(|l| AttnDims { n_head: l.n_head, n_head_kv: l.n_head_kv, d_head: l.d_head, scale: l.scale, window: l.window, chunk: l.chunk }).collect(),
+            sinks: specs.into_iter().map(|l| l.sinks).collect(),
+        })
+    }
+}
+
 /// The fast engine over a borrowed model (its norms, embedding, RoPE tables and selection biases
 /// are read in place; its matrices are converted once).
 pub struct Engine<'m> {
     model: &'m Transformer<f32>,
     w: EngineWeights,
     dropless: Option<MoeConfig>,
+    ext: Option<ExtAttn>,
     kernel: Kernel,
     s: Scratch,
     stats: StepStats,
@@ -133,15 +168,13 @@ impl<'m> Engine<'m> {
         Self::with_kernel(model, dtype, Kernel::Auto)
     }
 
-    /// Why the engine cannot run a model of this config, if it cannot: the inference-only
-    /// attention features of some Hugging Face families (latent attention, sinks, sliding
-    /// windows, chunked or NoPE layers) run only on the reference path (`moe_infer::forward_step`).
-    /// The inference-only MoE variants (`moe.ext`: grouped, biased or input-scaled routing, biased
-    /// or clamped experts) run here ([`moe`], [`ffn`]).
-    pub fn unsupported(cfg: &ModelConfig) -> Option<String> {
-        if cfg.attn_ext.is_some() {
-            return Some("its attention (latent attention, sinks, sliding windows, chunked or NoPE layers) runs only on the reference path".into());
-        }
+    /// Why the engine cannot run a model of this config, if it cannot. Every architecture the
+    /// model crate loads runs here today, the inference-only attention (`attn_ext`: latent
+    /// attention, sinks, sliding windows, chunked or NoPE layers; [`attention`], [`mla`]) and MoE
+    /// variants (`moe.ext`: grouped, biased or input-scaled routing, biased or clamped experts;
+    /// [`moe`], [`ffn`]) included. A feature added to the reference path (`moe_infer::forward_step`)
+    /// before the engine has it belongs here, so that callers fall back instead of erring.
+    pub fn unsupported(_cfg: &ModelConfig) -> Option<String> {
         None
     }
 
@@ -165,7 +198,7 @@ impl<'m> Engine<'m> {
             m.capacity_factor = 0.0;
             m
         });
-        Ok(Engine { model, w, dropless, kernel, s: Scratch::default(), stats: StepStats::default() })
+        Ok(Engine { model, w, dropless, ext: ExtAttn::new(model), kernel, s: Scratch::default(), stats: StepStats::default() })
     }
 
     fn check(model: &Transformer<f32>, kernel: Kernel) -> Result<()> {
@@ -228,9 +261,11 @@ impl<'m> Engine<'m> {
         let d = cfg.d_model;
         let (n_head, n_kv, dh) = (cfg.n_head, cfg.n_head_kv, cfg.d_head());
         let (dq, dkv) = (n_head * dh, n_kv * dh);
-        let dims = AttnDims { n_head, n_head_kv: n_kv, d_head: dh };
+        let plain = AttnDims::plain(n_head, n_kv, dh);
+        let dov = n_head * cfg.d_head_v();
         let eps = cfg.norm_eps;
         let kernel = self.kernel;
+        let ext = self.ext.as_ref();
         let s = &mut self.s;
         let st = &mut self.stats;
         st.clear();
@@ -249,7 +284,7 @@ impl<'m> Engine<'m> {
         }
         let n = s.flat.len();
         st.n_tok = n;
-        for (buf, w) in [(&mut s.x, d), (&mut s.h, d), (&mut s.a, d), (&mut s.q, dq), (&mut s.o, dq), (&mut s.k, dkv), (&mut s.v, dkv), (&mut s.qkv, dq + 2 * dkv)] {
+        for (buf, w) in [(&mut s.x, d), (&mut s.h, d), (&mut s.a, d), (&mut s.q, dq), (&mut s.o, dov), (&mut s.k, dkv), (&mut s.v, dkv), (&mut s.qkv, dq + 2 * dkv)] {
             buf.resize(n * w, 0.0);
         }
         s.rstd.resize(n, 0.0);
@@ -258,34 +293,48 @@ impl<'m> Engine<'m> {
         for (i, (b, lw)) in model.layout.blocks.iter().zip(&self.w.layers).enumerate() {
             // ---- attention
             rmsnorm_forward(&mut s.h, &mut s.rstd, &s.x, &p[b.attn_norm.clone()], n, d, eps); // [n_tok, d_model]
-            linear(&mut s.qkv, &s.h, &lw.wqkv, n, kernel); // [n_tok, dq + 2·dkv]
-            st.add_matmul(n, dq + 2 * dkv, d, lw.wqkv.bytes());
-            for r in 0..n {
-                let row = &s.qkv[r * (dq + 2 * dkv)..(r + 1) * (dq + 2 * dkv)];
-                s.q[r * dq..(r + 1) * dq].copy_from_slice(&row[..dq]); // [n_head·d_head]
-                s.k[r * dkv..(r + 1) * dkv].copy_from_slice(&row[dq..dq + dkv]); // [n_head_kv·d_head]
-                s.v[r * dkv..(r + 1) * dkv].copy_from_slice(&row[dq + dkv..]); // [n_head_kv·d_head]
-            }
-            qkv_bias_forward(p, &b.attn, &mut s.q, &mut s.k, &mut s.v);
-            qk_norm_forward(p, &b.attn, &mut s.q, &mut s.k, eps);
-            model.rope.apply_at(&mut s.q, &s.positions, n_head);
-            model.rope.apply_at(&mut s.k, &s.positions, n_kv);
-            for (si, c) in caches.iter_mut().enumerate() {
-                let (r0, r1) = (s.offs[si], s.offs[si + 1]);
-                c.write(i, &s.k[r0 * dkv..r1 * dkv], &s.v[r0 * dkv..r1 * dkv]);
-            }
-            {
-                let views: Vec<&KvCache<f32>> = caches.iter().map(|c| &**c).collect();
-                cached_attention(&mut s.o, &views, i, &s.q, &s.offs, &s.len0, dims, &mut s.tasks); // [n_tok, dq]
-            }
-            for (si, &l0) in s.len0.iter().enumerate() {
-                let nn = s.offs[si + 1] - s.offs[si];
-                // Σ_t vis_t = nn·l0 + nn(nn+1)/2 keys per query head; 4·d_head FLOPs per key
-                let keys = nn * l0 + nn * (nn + 1) / 2;
-                st.flops += (4 * dh * n_head * keys) as u64;
+            let (dims, sinks) = ext.map_or((plain, &[][..]), |e| (e.dims[i], &e.sinks[i][..]));
+            if let (Some(ml), Some(mw), Some(e), Some(m)) = (&b.attn.mla, &lw.mla, ext, cfg.attn_ext.as_ref().and_then(|a| a.mla.as_ref())) {
+                mla::mla_layer(s, st, caches, model, i, lw, (ml, mw, m), &e.rope, dims, sinks, kernel); // s.o [n_tok, n_head·d_v]
+            } else {
+                s.qkv.resize(n * (dq + 2 * dkv), 0.0);
+                linear(&mut s.qkv, &s.h, &lw.wqkv, n, kernel); // [n_tok, dq + 2·dkv]
+                st.add_matmul(n, dq + 2 * dkv, d, lw.wqkv.bytes());
+                for r in 0..n {
+                    let row = &s.qkv[r * (dq + 2 * dkv)..(r + 1) * (dq + 2 * dkv)];
+                    s.q[r * dq..(r + 1) * dq].copy_from_slice(&row[..dq]); // [n_head·d_head]
+                    s.k[r * dkv..(r + 1) * dkv].copy_from_slice(&row[dq..dq + dkv]); // [n_head_kv·d_head]
+                    s.v[r * dkv..(r + 1) * dkv].copy_from_slice(&row[dq + dkv..]); // [n_head_kv·d_head]
+                }
+                match ext {
+                    Some(e) => attention_ext::finish_qkv(p, &b.attn, cfg, i, &e.rope, &mut s.q, &mut s.k, &mut s.v, &s.positions),
+                    None => {
+                        qkv_bias_forward(p, &b.attn, &mut s.q, &mut s.k, &mut s.v);
+                        qk_norm_forward(p, &b.attn, &mut s.q, &mut s.k, eps);
+                        model.rope.apply_at(&mut s.q, &s.positions, n_head);
+                        model.rope.apply_at(&mut s.k, &s.positions, n_kv);
+                    }
+                }
+                for (si, c) in caches.iter_mut().enumerate() {
+                    let (r0, r1) = (s.offs[si], s.offs[si + 1]);
+                    c.write(i, &s.k[r0 * dkv..r1 * dkv], &s.v[r0 * dkv..r1 * dkv]);
+                }
+                {
+                    let views: Vec<&KvCache<f32>> = caches.iter().map(|c| &**c).collect();
+                    cached_attention(&mut s.o, &views, i, &s.q, &s.offs, &s.len0, dims, sinks, &mut s.tasks); // [n_tok, dq]
+                }
+                for (si, &l0) in s.len0.iter().enumerate() {
+                    // 4·d_head FLOPs per (query head, visible key): exact over windows and chunks
+                    let keys = dims.visible_keys(l0, s.offs[si + 1] - s.offs[si]);
+                    st.flops += (4 * dh * n_head * keys) as u64;
+                }
             }
             linear(&mut s.a, &s.o, &lw.wo, n, kernel); // [n_tok, d_model]
-            st.add_matmul(n, d, dq, lw.wo.bytes());
+            st.add_matmul(n, d, dov, lw.wo.bytes());
+            if let Some(r) = &b.attn.out_bias {
+                let bias = &p[r.clone()]; // [d_model]
+                s.a.chunks_mut(d).for_each(|row| row.iter_mut().zip(bias).for_each(|(a, &c)| *a += c));
+            }
             s.x.iter_mut().zip(&s.a).for_each(|(x, &v)| *x += v);
             // ---- FFN
             rmsnorm_forward(&mut s.h, &mut s.rstd, &s.x, &p[b.ffn_norm.clone()], n, d, eps); // [n_tok, d_model]

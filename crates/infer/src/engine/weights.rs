@@ -2,7 +2,10 @@
 //! out for one pass per matrix group:
 //!
 //! * `wqkv [n_head·d_head + 2·n_head_kv·d_head, d_model]`: q, k and v projections stacked, so that
-//!   one GEMV reads all three (one parallel region instead of three);
+//!   one GEMV reads all three (one parallel region instead of three); for latent attention
+//!   (`attn_ext.mla`) the two products of `h` instead: `wq_a` (or `wq` without a q latent) stacked
+//!   on `wkv_a`, and [`MlaWeights`] holds the rest, `wkv_b` split per head with its key half
+//!   transposed for the absorbed attention;
 //! * each SwiGLU MLP's gate and up projections **interleaved in tiles** of [`FF_TILE`] features:
 //!   rows `2·f0 .. 2·f0 + t` are gate rows `f0 .. f0 + t` and the next `t` rows the matching up rows
 //!   (`t = min(FF_TILE, d_ff − f0)`), so that a task owning features `f0..f1` (multiples of
@@ -18,10 +21,10 @@
 //! Norm weights and the embedding table are read from the model's own parameter vector.
 
 use moe_kernels::quant::{WeightDtype, Weights};
-use moe_model::config::{Activation, ClampedSwiglu};
-use moe_model::params::{FfnLayout, MlpLayout, MoeLayout};
+use moe_model::config::{Activation, ClampedSwiglu, Mla};
+use moe_model::params::{AttnLayout, FfnLayout, MlaLayout, MlpLayout, MoeLayout};
 use moe_model::stored::MatrixStore;
-use moe_model::Transformer;
+use moe_model::{ModelConfig, Transformer};
 use std::borrow::Cow;
 use std::ops::Range;
 
@@ -142,13 +145,37 @@ pub enum FfnWeights {
     Moe(MoeWeights),
 }
 
+/// The latent-attention matrices of one block besides `wqkv` (the products of `h`) and `wo`.
+#[derive(Clone, Debug)]
+pub struct MlaWeights {
+    /// rows of `wqkv` that make the q input: `q_lora_rank`, or `n_head·d_head` without a q latent
+    pub q_width: usize,
+    /// `[n_head·d_head, q_lora_rank]`, `None` without a q latent
+    pub wq_b: Option<Weights>,
+    /// per head: the key half of `wkv_b` **transposed**, `[kv_lora_rank, d_nope]`, so that the
+    /// absorbed query `q_lat = W_kᵀ·q_nope` is a GEMV
+    pub wk_t: Vec<Weights>,
+    /// per head: the value half of `wkv_b`, `[d_v, kv_lora_rank]`
+    pub wv: Vec<Weights>,
+}
+
+impl MlaWeights {
+    /// Bytes of `wq_b` and `wkv_b`.
+    pub fn bytes(&self) -> usize {
+        self.wq_b.as_ref().map_or(0, |w| w.bytes()) + self.wk_t.iter().chain(&self.wv).map(|w| w.bytes()).sum::<usize>()
+    }
+}
+
 /// The matrices of one block.
 #[derive(Clone, Debug)]
 pub struct LayerWeights {
-    /// `[n_head·d_head + 2·n_head_kv·d_head, d_model]`
+    /// `[n_head·d_head + n_head_kv·(d_head + d_head_v), d_model]`; with latent attention
+    /// `[q_width + kv_lora_rank + d_rope, d_model]` (`wq_a` or `wq`, then `wkv_a`)
     pub wqkv: Weights,
-    /// `[d_model, n_head·d_head]`
+    /// `[d_model, n_head·d_head_v]`
     pub wo: Weights,
+    /// latent attention's other matrices
+    pub mla: Option<MlaWeights>,
     /// dense or MoE
     pub ffn: FfnWeights,
 }
@@ -245,6 +272,50 @@ fn moe_layer(src: &mut MatrixSource<'_>, l: &MoeLayout, mc: &moe_model::MoeConfi
     }
 }
 
+/// `wqkv`, `wo` and the latent-attention matrices of one block (see the module doc).
+fn attention(src: &mut MatrixSource<'_>, a: &AttnLayout, cfg: &ModelConfig, dtype: WeightDtype) -> (Weights, Weights, Option<MlaWeights>) {
+    let d = cfg.d_model;
+    let (nh, dh, dv) = (cfg.n_head, cfg.d_head(), cfg.d_head_v());
+    let wo = src.mat(a.wo.clone(), d, nh * dv, dtype);
+    if let (Some(ml), Some(m)) = (&a.mla, cfg.attn_ext.as_ref().and_then(|x| x.mla.as_ref())) {
+        let (wqkv, mw) = mla(src, ml, m, cfg, dtype);
+        return (wqkv, wo, Some(mw));
+    }
+    let (dq, dk, dvv) = (nh * dh, cfg.n_head_kv * dh, cfg.n_head_kv * dv);
+    let mut qkv = Vec::with_capacity((dq + dk + dvv) * d);
+    qkv.extend_from_slice(&src.get(a.wq.clone()));
+    qkv.extend_from_slice(&src.get(a.wk.clone()));
+    qkv.extend_from_slice(&src.get(a.wv.clone()));
+    (Weights::from_f32(&qkv, dq + dk + dvv, d, dtype), wo, None)
+}
+
+fn mla(src: &mut MatrixSource<'_>, ml: &MlaLayout, m: &Mla, cfg: &ModelConfig, dtype: WeightDtype) -> (Weights, MlaWeights) {
+    let d = cfg.d_model;
+    let (nh, dh) = (cfg.n_head, cfg.d_head());
+    let (kvr, dr, dn, dv) = (m.kv_lora_rank, m.d_rope, m.d_nope, m.d_v);
+    let (first, q_width, wq_b) = match (&ml.wq_a, m.q_lora_rank) {
+        (Some(wa), Some(r)) => (src.get(wa.clone()), r, Some(src.mat(ml.wq_b.clone(), nh * dh, r, dtype))),
+        _ => (src.get(ml.wq_b.clone()), nh * dh, None),
+    };
+    let mut a = Vec::with_capacity((q_width + kvr + dr) * d);
+    a.extend_from_slice(&first);
+    a.extend_from_slice(&src.get(ml.wkv_a.clone()));
+    let wb = src.get(ml.wkv_b.clone()); // [n_head·(d_nope + d_v), kv_lora_rank]
+    let (mut wk_t, mut wv) = (Vec::with_capacity(nh), Vec::with_capacity(nh));
+    for hd in 0..nh {
+        let r0 = hd * (dn + dv);
+        let mut t = vec![0.0f32; kvr * dn]; // [kv_lora_rank, d_nope]
+        for i in 0..dn {
+            for (c, &w) in wb[(r0 + i) * kvr..(r0 + i + 1) * kvr].iter().enumerate() {
+                t[c * dn + i] = w;
+            }
+        }
+        wk_t.push(Weights::from_f32(&t, kvr, dn, dtype));
+        wv.push(Weights::from_f32(&wb[(r0 + dn) * kvr..(r0 + dn + dv) * kvr], dv, kvr, dtype));
+    }
+    (Weights::from_f32(&a, q_width + kvr + dr, d, dtype), MlaWeights { q_width, wq_b, wk_t, wv })
+}
+
 impl EngineWeights {
     /// Convert every matrix of `model` to `dtype` (f32 copies the values).
     pub fn new(model: &Transformer<f32>, dtype: WeightDtype) -> Self {
@@ -268,22 +339,17 @@ impl EngineWeights {
         let model = src.model;
         let cfg = &model.cfg;
         let d = cfg.d_model;
-        let dh = cfg.d_head();
-        let (dq, dkv) = (cfg.n_head * dh, cfg.n_head_kv * dh);
         let layers = model
             .layout
             .blocks
             .iter()
             .map(|b| {
-                let mut qkv = Vec::with_capacity((dq + 2 * dkv) * d);
-                qkv.extend_from_slice(&src.get(b.attn.wq.clone()));
-                qkv.extend_from_slice(&src.get(b.attn.wk.clone()));
-                qkv.extend_from_slice(&src.get(b.attn.wv.clone()));
+                let (wqkv, wo, mla) = attention(&mut src, &b.attn, cfg, dtype);
                 let ffn = match &b.ffn {
                     FfnLayout::Dense(l) => FfnWeights::Dense(dense_mlp(&mut src, l, d, dtype)),
                     FfnLayout::Moe(l) => FfnWeights::Moe(moe_layer(&mut src, l, cfg.moe.as_ref().expect("MoE layer implies a moe config"), d, dtype)),
                 };
-                LayerWeights { wqkv: Weights::from_f32(&qkv, dq + 2 * dkv, d, dtype), wo: src.mat(b.attn.wo.clone(), d, dq, dtype), ffn }
+                LayerWeights { wqkv, wo, mla, ffn }
             })
             .collect();
         EngineWeights { dtype, layers, lm_head: src.mat(model.layout.lm_head.clone(), cfg.n_vocab, d, dtype) }
@@ -293,7 +359,7 @@ impl EngineWeights {
     pub fn total_bytes(&self) -> usize {
         let mut b = self.lm_head.bytes();
         for l in &self.layers {
-            b += l.wqkv.bytes() + l.wo.bytes();
+            b += l.wqkv.bytes() + l.wo.bytes() + l.mla.as_ref().map_or(0, |m| m.bytes());
             b += match &l.ffn {
                 FfnWeights::Dense(m) => m.bytes(),
                 FfnWeights::Moe(m) => m.bytes(),

@@ -103,25 +103,40 @@ impl Rope {
     }
 
     /// Rotate the RoPE part of every head of one row `x [n_head, d_head]` to position `pos`.
+    /// cos/sin are computed once per row (on the stack up to 64 pairs); no allocation for a plain
+    /// rotation of up to 64 pairs.
     pub fn rotate_row<T: Real>(&self, x: &mut [T], d_head: usize, pos: usize) {
         let half = self.dim / 2;
-        let cs: Vec<(T, T)> = self
-            .inv_freq
-            .iter()
-            .map(|&f| {
-                let a = pos as f32 * f;
-                (T::from_f32(a.cos() * self.factor), T::from_f32(a.sin() * self.factor))
-            })
-            .collect();
-        let mut tmp = vec![T::ZERO; self.dim];
+        let cs_of = |f: f32| {
+            let a = pos as f32 * f;
+            (T::from_f32(a.cos() * self.factor), T::from_f32(a.sin() * self.factor))
+        };
+        let mut stack = [(T::ZERO, T::ZERO); 64];
+        let heap: Vec<(T, T)>;
+        let cs: &[(T, T)] = if half <= stack.len() {
+            stack.iter_mut().zip(&self.inv_freq).for_each(|(c, &f)| *c = cs_of(f));
+            &stack[..half]
+        } else {
+            heap = self.inv_freq.iter().map(|&f| cs_of(f)).collect();
+            &heap
+        };
+        let mut tmp = if self.interleave { vec![T::ZERO; self.dim] } else { Vec::new() };
         for head in x.chunks_mut(d_head) {
             let r = &mut head[self.offset..self.offset + self.dim];
             for (i, &(c, s)) in cs.iter().enumerate() {
-                let (x1, x2) = if self.interleave { (r[2 * i], r[2 * i + 1]) } else { (r[i], r[i + half]) };
-                tmp[i] = x1 * c - x2 * s;
-                tmp[i + half] = x2 * c + x1 * s;
+                if self.interleave {
+                    let (x1, x2) = (r[2 * i], r[2 * i + 1]);
+                    tmp[i] = x1 * c - x2 * s;
+                    tmp[i + half] = x2 * c + x1 * s;
+                } else {
+                    let (x1, x2) = (r[i], r[i + half]);
+                    r[i] = x1 * c - x2 * s;
+                    r[i + half] = x2 * c + x1 * s;
+                }
             }
-            r.copy_from_slice(&tmp);
+            if self.interleave {
+                r.copy_from_slice(&tmp);
+            }
         }
     }
 }
@@ -165,12 +180,28 @@ impl<T: Real> LayerSpec<T> {
     }
 }
 
-fn rmsnorm_rows<T: Real>(x: &mut [T], w: &[T], eps: f64) {
+/// RMSNorm of every `w.len()`-wide row of `x` in place (weight `w`).
+pub fn rmsnorm_rows<T: Real>(x: &mut [T], w: &[T], eps: f64) {
     let width = w.len();
     let rows = x.len() / width;
     let pre = x.to_vec();
     let mut rstd = vec![T::ZERO; rows];
     rmsnorm_forward(x, &mut rstd, &pre, w, rows, width, eps);
+}
+
+/// Rows and values below which [`for_rows`] stays on the calling thread (a decode step's few rows,
+/// or a small model's prefill, cost less than a round trip to the rayon pool).
+const PAR_MIN_ROWS: usize = 16;
+const PAR_MIN_VALUES: usize = 1 << 15;
+
+/// `f(row, pos)` on every `w`-wide row of `x` with its position, on the rayon pool from
+/// [`PAR_MIN_ROWS`] rows and [`PAR_MIN_VALUES`] values.
+fn for_rows<T: Real>(x: &mut [T], w: usize, positions: &[usize], f: impl Fn(&mut [T], usize) + Sync + Send) {
+    if positions.len() < PAR_MIN_ROWS || x.len() < PAR_MIN_VALUES {
+        x.chunks_mut(w).zip(positions).for_each(|(row, &pos)| f(row, pos));
+    } else {
+        x.par_chunks_mut(w).zip(positions.par_iter()).for_each(|(row, &pos)| f(row, pos));
+    }
 }
 
 fn add_bias<T: Real>(x: &mut [T], b: &[T]) {
@@ -208,38 +239,47 @@ pub fn project<T: Real>(p: &[T], lay: &AttnLayout, cfg: &ModelConfig, layer: usi
             }
         }
         _ => {
-            let rope = Rope::new(cfg);
             linear_forward(&mut q, h, &p[lay.wq.clone()], n, d, nh * dh, Par::Pool); // [n, n_head·d_head]
             linear_forward(&mut k, h, &p[lay.wk.clone()], n, d, nkv * dh, Par::Pool); // [n, n_head_kv·d_head]
             linear_forward(&mut v, h, &p[lay.wv.clone()], n, d, nkv * dv, Par::Pool); // [n, n_head_kv·d_head]
-            if let Some(b) = &lay.bias {
-                add_bias(&mut q, &p[b[0].clone()]);
-                add_bias(&mut k, &p[b[1].clone()]);
-                add_bias(&mut v, &p[b[2].clone()]);
-            }
-            if let (Some(qn), Some(kn)) = (&lay.q_norm, &lay.k_norm) {
-                rmsnorm_rows(&mut q, &p[qn.clone()], cfg.norm_eps);
-                rmsnorm_rows(&mut k, &p[kn.clone()], cfg.norm_eps);
-            }
-            let ext = cfg.attn_ext.clone().unwrap_or_default();
-            if ext.rope_layers.get(layer).copied().unwrap_or(true) {
-                q.par_chunks_mut(nh * dh).zip(positions.par_iter()).for_each(|(row, &pos)| rope.rotate_row(row, dh, pos));
-                k.par_chunks_mut(nkv * dh).zip(positions.par_iter()).for_each(|(row, &pos)| rope.rotate_row(row, dh, pos));
-                if ext.qk_l2_norm {
-                    let ones = vec![T::ONE; dh];
-                    rmsnorm_rows(&mut q, &ones, cfg.norm_eps);
-                    rmsnorm_rows(&mut k, &ones, cfg.norm_eps);
-                }
-            } else if let Some(t) = ext.temperature {
-                // NoPE layer: q · (1 + attn_scale · ln(1 + floor((p + 1) / floor_scale)))
-                for (row, &pos) in q.chunks_mut(nh * dh).zip(positions) {
-                    let f = ((pos as f32 + 1.0) / t.floor_scale as f32).floor().ln_1p() * t.attn_scale as f32 + 1.0;
-                    row.iter_mut().for_each(|x| *x *= T::from_f32(f));
-                }
-            }
+            finish_qkv(p, lay, cfg, layer, &Rope::new(cfg), &mut q, &mut k, &mut v, positions);
         }
     }
     (q, k, v)
+}
+
+/// Everything [`project`] does to the projected rows `q [n, n_head·d_head]`, `k [n,
+/// n_head_kv·d_head]`, `v [n, n_head_kv·d_head]` of a non-latent layer after the products: biases,
+/// q/k RMSNorm, then RoPE at `positions` (and the L2 norm) or, in NoPE layers, the temperature.
+/// Shared with the fast engine, which computes the products itself.
+#[allow(clippy::too_many_arguments)]
+pub fn finish_qkv<T: Real>(p: &[T], lay: &AttnLayout, cfg: &ModelConfig, layer: usize, rope: &Rope, q: &mut [T], k: &mut [T], v: &mut [T], positions: &[usize]) {
+    let (nh, nkv, dh) = (cfg.n_head, cfg.n_head_kv, cfg.d_head());
+    if let Some(b) = &lay.bias {
+        add_bias(q, &p[b[0].clone()]);
+        add_bias(k, &p[b[1].clone()]);
+        add_bias(v, &p[b[2].clone()]);
+    }
+    if let (Some(qn), Some(kn)) = (&lay.q_norm, &lay.k_norm) {
+        rmsnorm_rows(q, &p[qn.clone()], cfg.norm_eps);
+        rmsnorm_rows(k, &p[kn.clone()], cfg.norm_eps);
+    }
+    let ext = cfg.attn_ext.as_ref();
+    if ext.and_then(|a| a.rope_layers.get(layer).copied()).unwrap_or(true) {
+        for_rows(q, nh * dh, positions, |row, pos| rope.rotate_row(row, dh, pos));
+        for_rows(k, nkv * dh, positions, |row, pos| rope.rotate_row(row, dh, pos));
+        if ext.is_some_and(|a| a.qk_l2_norm) {
+            let ones = vec![T::ONE; dh];
+            rmsnorm_rows(q, &ones, cfg.norm_eps);
+            rmsnorm_rows(k, &ones, cfg.norm_eps);
+        }
+    } else if let Some(t) = ext.and_then(|a| a.temperature) {
+        // NoPE layer: q · (1 + attn_scale · ln(1 + floor((p + 1) / floor_scale)))
+        for (row, &pos) in q.chunks_mut(nh * dh).zip(positions) {
+            let f = ((pos as f32 + 1.0) / t.floor_scale as f32).floor().ln_1p() * t.attn_scale as f32 + 1.0;
+            row.iter_mut().for_each(|x| *x *= T::from_f32(f));
+        }
+    }
 }
 
 /// Latent attention of `h [n, d_model]` at `positions`: rotated queries `[n, n_head·d_head]` and
@@ -260,18 +300,32 @@ pub fn mla_q_and_latent<T: Real>(p: &[T], ml: &MlaLayout, m: &Mla, cfg: &ModelCo
         }
         _ => linear_forward(&mut q, h, &p[ml.wq_b.clone()], n, d, nh * dh, Par::Pool), // [n, n_head·d_head]
     }
-    q.par_chunks_mut(nh * dh).zip(positions.par_iter()).for_each(|(row, &pos)| rope.rotate_row(row, dh, pos));
+    mla_rotate_q(&rope, &mut q, dh, positions);
     let (kvr, dr) = (m.kv_lora_rank, m.d_rope);
     let mut rows = vec![T::ZERO; n * (kvr + dr)];
     linear_forward(&mut rows, h, &p[ml.wkv_a.clone()], n, d, kvr + dr, Par::Pool); // [n, kv_lora_rank + d_rope]
-    let k_rope = Rope { offset: 0, ..rope };
+    mla_finish_rows(p, ml, m, &rope, &mut rows, positions);
+    (q, rows)
+}
+
+/// RoPE of the latent-attention queries `q [n, n_head·d_head]` (the `d_rope` tail of each head).
+pub fn mla_rotate_q<T: Real>(rope: &Rope, q: &mut [T], d_head: usize, positions: &[usize]) {
+    let w = q.len() / positions.len().max(1);
+    for_rows(q, w, positions, |row, pos| rope.rotate_row(row, d_head, pos));
+}
+
+/// The products `h · wkv_aᵀ` `rows [n, kv_lora_rank + d_rope]` → cache rows: RMSNorm of the latent
+/// part, RoPE of the shared key part at `positions` (`rope` = [`Rope::new`] of the model).
+pub fn mla_finish_rows<T: Real>(p: &[T], ml: &MlaLayout, m: &Mla, rope: &Rope, rows: &mut [T], positions: &[usize]) {
+    let (kvr, dr) = (m.kv_lora_rank, m.d_rope);
+    let k_rope = Rope { offset: 0, ..rope.clone() };
     let norm = &p[ml.kv_a_norm.clone()];
-    rows.par_chunks_mut(kvr + dr).zip(positions.par_iter()).for_each(|(row, &pos)| {
+    let eps = m.norm_eps;
+    for_rows(rows, kvr + dr, positions, |row, pos| {
         let (lat, kr) = row.split_at_mut(kvr);
         rmsnorm_rows(lat, norm, eps);
         k_rope.rotate_row(kr, dr, pos);
     });
-    (q, rows)
 }
 
 /// Scaled logits `sc` → softmax probabilities in place; a sink logit joins the normalisation.

@@ -1,0 +1,271 @@
+//! The fast engine on the inference-only attention of imported architectures (`attn_ext`) against
+//! the reference path (`forward_step_with`, which runs `moe_model::layers::attention_ext`): sinks,
+//! sliding windows, chunked attention, NoPE layers with temperature, L2 q/k norms, interleaved and
+//! scaled RoPE, softmax scale, output bias, and latent attention with and without a q latent — on
+//! random models (prefill chunks on both the dot and the GEMM paths, windows and chunks shorter
+//! than the sequences, two sequences in uneven chunks) and on the golden Hugging Face models whose
+//! only inference-only feature is their attention (logits and greedy continuation).
+
+use moe_infer::*;
+use moe_kernels::gemv::Kernel;
+use moe_kernels::quant::WeightDtype;
+use moe_kernels::rng::Rng;
+use moe_model::hf::load_hf_dir;
+use moe_model::{ModelConfig, Transformer};
+use safetensors::SafeTensors;
+use std::path::{Path, PathBuf};
+
+const BASE: &str = "n_vocab = 48\nn_ctx = 96\nn_layer = 3\nd_model = 32\nn_head = 4\nn_head_kv = 2\nd_ff = 48\n";
+
+fn cfg(s: &str) -> ModelConfig {
+    let c: ModelConfig = toml::from_str(s).unwrap();
+    c.validate().unwrap();
+    c
+}
+
+/// GPT-OSS-like: sinks, a sliding window (5) in layers 0 and 2, q/k/v and output biases, per-head
+/// q/k norm, interleaved RoPE, explicit softmax scale.
+fn window_sinks_cfg() -> ModelConfig {
+    cfg(&format!(
+        "{BASE}attn_bias = true\nqk_norm = \"head\"\n[attn_ext]\nsinks = true\nout_bias = true\nsliding_window = 5\n\
+         window_layers = [true, false, true]\nrope_interleave = true\nsoftmax_scale = 0.3\n"
+    ))
+}
+
+/// Llama-4-like: chunked attention (6) in layers 0 and 2, a NoPE layer 1 with temperature, L2 q/k
+/// norm in the RoPE layers, llama3 RoPE scaling, a plain MoE FFN.
+fn chunk_nope_cfg() -> ModelConfig {
+    cfg(&format!(
+        "{BASE}[rope_scaling]\ntype = \"llama3\"\nfactor = 8.0\nlow_freq_factor = 1.0\nhigh_freq_factor = 4.0\n\
+         original_max_position_embeddings = 16\n\
+         [attn_ext]\nattention_chunk = 6\nchunk_layers = [true, false, true]\nrope_layers = [true, false, true]\n\
+         qk_l2_norm = true\n[attn_ext.temperature]\nfloor_scale = 4.0\nattn_scale = 0.5\n\
+         [moe]\nn_expert = 4\nn_expert_active = 2\nd_expert = 24\n"
+    ))
+}
+
+const MLA_BASE: &str = "n_vocab = 48\nn_ctx = 96\nn_layer = 3\nd_model = 32\nn_head = 4\nn_head_kv = 4\nd_head = 16\nd_ff = 48\n";
+const YARN: &str = "[rope_scaling]\ntype = \"yarn\"\nfactor = 4.0\nbeta_fast = 32.0\nbeta_slow = 1.0\n\
+                    original_max_position_embeddings = 16\ntruncate = true\nattention_factor = 1.2\n";
+
+/// DeepSeek-V3-like latent attention with a q latent, interleaved YaRN RoPE, softmax scale, and a
+/// sliding window with sinks in layer 1 (the masks of the latent path).
+fn mla_cfg() -> ModelConfig {
+    cfg(&format!(
+        "{MLA_BASE}{YARN}[attn_ext]\nrope_interleave = true\nsoftmax_scale = 0.25\nsinks = true\nsliding_window = 5\n\
+         window_layers = [false, true, false]\n[attn_ext.mla]\nq_lora_rank = 16\nkv_lora_rank = 24\nd_nope = 12\nd_rope = 4\n\
+         d_v = 10\nnorm_eps = 1e-6\n"
+    ))
+}
+
+/// Latent attention without a q latent, chunked attention (7) in layers 0 and 2, an output bias.
+fn mla_noq_cfg() -> ModelConfig {
+    cfg(&format!(
+        "{MLA_BASE}[attn_ext]\nout_bias = true\nattention_chunk = 7\nchunk_layers = [true, false, true]\n[attn_ext.mla]\n\
+         kv_lora_rank = 12\nd_nope = 12\nd_rope = 4\nd_v = 6\nnorm_eps = 1e-6\n"
+    ))
+}
+
+/// A random model scaled ×4 with every norm weight, bias and sink moved away from its default.
+fn model(c: ModelConfig, seed: u64) -> Transformer<f32> {
+    let mut m = Transformer::<f32>::new(c, seed).unwrap();
+    m.params.iter_mut().for_each(|p| *p *= 4.0);
+    let mut rng = Rng::new(seed ^ 77);
+    for e in m.table.entries.clone() {
+        let n = &e.name;
+        let base = if n.ends_with(".bias") || n.ends_with("sinks") {
+            0.0
+        } else if n.contains("norm") {
+            1.0
+        } else {
+            continue;
+        };
+        for v in &mut m.params[e.range()] {
+            *v = base + 0.3 * rng.normal() as f32;
+        }
+    }
+    m
+}
+
+fn ext_models() -> Vec<(&'static str, Transformer<f32>)> {
+    vec![
+        ("window+sinks", model(window_sinks_cfg(), 1)),
+        ("chunk+nope", model(chunk_nope_cfg(), 2)),
+        ("mla", model(mla_cfg(), 3)),
+        ("mla-noq", model(mla_noq_cfg(), 4)),
+    ]
+}
+
+fn tokens(n: usize, n_vocab: usize, seed: u64) -> Vec<u32> {
+    let mut r = Rng::new(seed);
+    (0..n).map(|_| r.below(n_vocab as u64) as u32).collect()
+}
+
+/// max |a − b| ≤ tol · max |b|
+fn assert_close(a: &[f32], b: &[f32], tol: f32, what: &str) {
+    assert_eq!(a.len(), b.len(), "{what}: lengths");
+    let scale = b.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-6);
+    let err = a.iter().zip(b).fold(0f32, |m, (x, y)| m.max((x - y).abs()));
+    assert!(err <= tol * scale, "{what}: max abs diff {err} (max |logit| {scale}, tol {tol})");
+}
+
+/// Two sequences advance together in uneven chunks (prefills of 20 and 18 rows on the GEMM path,
+/// short chunks and single tokens on the dot path, well past every window and chunk): every
+/// position's engine logits equal the reference path's, step by step.
+#[test]
+fn engine_equals_reference_on_every_attention_extension() {
+    for (name, m) in ext_models() {
+        let nv = m.cfg.n_vocab;
+        let seqs = [tokens(60, nv, 5), tokens(50, nv, 6)];
+        let chunks = [[20, 2], [1, 5], [3, 1], [1, 18], [17, 1], [1, 3], [1, 1], [2, 1]];
+        let mut eng = Engine::new(&m, WeightDtype::F32).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let mut ce = [KvCache::new(&m.cfg), KvCache::new(&m.cfg)];
+        let mut cr = [KvCache::new(&m.cfg), KvCache::new(&m.cfg)];
+        let mut pos = [0usize; 2];
+        for (it, ch) in chunks.iter().enumerate() {
+            let toks: Vec<&[u32]> = (0..2).map(|s| &seqs[s][pos[s]..pos[s] + ch[s]]).collect();
+            let le = {
+                let [a, b] = &mut ce;
+                eng.step_all_logits(&mut [a, b], &toks).unwrap().to_vec()
+            };
+            let [a, b] = &mut cr;
+            let lr = forward_step_with(&m, &mut [a, b], &toks, StepOptions { all_logits: true, routing: false }).unwrap().logits;
+            assert_close(&le[..ch[0] * nv], &lr[0], 1e-4, &format!("{name} step {it} seq 0 at {}", pos[0]));
+            assert_close(&le[ch[0] * nv..], &lr[1], 1e-4, &format!("{name} step {it} seq 1 at {}", pos[1]));
+            pos[0] += ch[0];
+            pos[1] += ch[1];
+        }
+        assert_eq!(ce.iter().map(|c| c.len()).collect::<Vec<_>>(), pos.to_vec(), "{name}");
+    }
+}
+
+/// Token-by-token decoding equals one full prefill (all logits) on the engine itself; the 60-row
+/// prefill is big enough for the parallel regions of the attention (and of latent attention's
+/// per-head products, `mla`).
+#[test]
+fn engine_kv_cached_decoding_equals_its_full_prefill() {
+    for (name, m) in ext_models() {
+        let nv = m.cfg.n_vocab;
+        let seq = tokens(60, nv, 11);
+        let mut eng = Engine::new(&m, WeightDtype::F32).unwrap();
+        let full = eng.step_all_logits(&mut [&mut KvCache::new(&m.cfg)], &[&seq]).unwrap().to_vec();
+        let mut cache = KvCache::new(&m.cfg);
+        for p in 0..seq.len() {
+            let l = eng.step(&mut [&mut cache], &[&seq[p..p + 1]]).unwrap();
+            assert_close(l, &full[p * nv..(p + 1) * nv], 1e-4, &format!("{name}: position {p}"));
+        }
+    }
+}
+
+/// A decode step of a dense model reads every matrix once: its byte count is the engine's whole
+/// weight footprint (latent attention's per-head halves of `wkv_b` included), and its FLOPs grow
+/// only with the visible keys once the sequence is past its windows.
+#[test]
+fn decode_step_counts_every_attention_matrix_once() {
+    for (name, c) in [("window+sinks", window_sinks_cfg()), ("mla", mla_cfg()), ("mla-noq", mla_noq_cfg())] {
+        let m = model(c, 8);
+        let mut eng = Engine::new(&m, WeightDtype::F32).unwrap();
+        let mut cache = KvCache::new(&m.cfg);
+        eng.step(&mut [&mut cache], &[tokens(10, m.cfg.n_vocab, 3)]).unwrap();
+        eng.step(&mut [&mut cache], &[[1u32]]).unwrap();
+        let st = eng.last_stats().clone();
+        assert_eq!(st.weight_bytes as usize, eng.weights().total_bytes(), "{name}");
+        assert!(st.flops > 0 && st.n_tok == 1, "{name}");
+    }
+    // window 5 in layers 0 and 2: at positions ≥ 5 those layers see 5 keys, layer 1 all of them
+    let m = model(window_sinks_cfg(), 8);
+    let mut eng = Engine::new(&m, WeightDtype::F32).unwrap();
+    let mut cache = KvCache::new(&m.cfg);
+    eng.step(&mut [&mut cache], &[tokens(10, m.cfg.n_vocab, 3)]).unwrap();
+    let f = |eng: &mut Engine, cache: &mut KvCache<f32>| {
+        eng.step(&mut [cache], &[[1u32]]).unwrap();
+        eng.last_stats().flops
+    };
+    let (f10, f11) = (f(&mut eng, &mut cache), f(&mut eng, &mut cache));
+    let dh = m.cfg.d_head() as u64;
+    assert_eq!(f11 - f10, 4 * dh * m.cfg.n_head as u64, "one more visible key in the unwindowed layer only");
+}
+
+/// bf16 and int8 weights (every attention matrix included) stay within 1% and 2.5% of max |logit|
+/// of the f32 engine on the extension models at their initial scale.
+#[test]
+fn bf16_and_int8_within_tolerance_of_f32_on_extensions() {
+    for (name, c) in [("window+sinks", window_sinks_cfg()), ("mla", mla_cfg())] {
+        let m = Transformer::<f32>::new(c, 9).unwrap();
+        let seq = tokens(24, m.cfg.n_vocab, 31);
+        let l32 = Engine::new(&m, WeightDtype::F32).unwrap().step_all_logits(&mut [&mut KvCache::new(&m.cfg)], &[&seq]).unwrap().to_vec();
+        for (dtype, tol) in [(WeightDtype::Bf16, 0.01f32), (WeightDtype::I8, 0.025)] {
+            let mut e = Engine::new(&m, dtype).unwrap();
+            let l = e.step_all_logits(&mut [&mut KvCache::new(&m.cfg)], &[&seq]).unwrap().to_vec();
+            let scale = l32.iter().fold(0f32, |a, v| a.max(v.abs()));
+            let err = l.iter().zip(&l32).fold(0f32, |a, (x, y)| a.max((x - y).abs()));
+            eprintln!("{name} {dtype:?}: max |Δlogit| / max |logit| = {:.2e}", err / scale);
+            assert_close(&l, &l32, tol, &format!("{name} {dtype:?}"));
+        }
+    }
+}
+
+/// The activation-quantising dot kernels (where this CPU has them) on every attention matrix,
+/// latent attention's per-head halves of `wkv_b` included: int8 (VNNI) within 5% of max |logit|,
+/// bf16 within 2%; a CPU without them is refused with an error.
+#[test]
+fn fast_dot_kernels_within_tolerance_of_f32_on_extensions() {
+    for (name, c) in [("window+sinks", window_sinks_cfg()), ("mla", mla_cfg()), ("mla-noq", mla_noq_cfg())] {
+        let m = Transformer::<f32>::new(c, 9).unwrap();
+        let seq = tokens(24, m.cfg.n_vocab, 33);
+        let l32 = Engine::new(&m, WeightDtype::F32).unwrap().step_all_logits(&mut [&mut KvCache::new(&m.cfg)], &[&seq]).unwrap().to_vec();
+        for (dtype, kernel, tol) in [(WeightDtype::I8, Kernel::Avx512Vnni, 0.05f32), (WeightDtype::Bf16, Kernel::Avx512Bf16Dot, 0.02)] {
+            if !kernel.available() {
+                assert!(Engine::with_kernel(&m, dtype, kernel).is_err());
+                continue;
+            }
+            let mut e = Engine::with_kernel(&m, dtype, kernel).unwrap();
+            let l = e.step_all_logits(&mut [&mut KvCache::new(&m.cfg)], &[&seq]).unwrap().to_vec();
+            assert_close(&l, &l32, tol, &format!("{name} {dtype:?} {kernel:?}"));
+        }
+    }
+}
+
+fn golden_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/golden_hf")
+}
+
+fn i64s(st: &SafeTensors<'_>, name: &str) -> Vec<u32> {
+    st.tensor(name).unwrap().data().chunks_exact(8).map(|b| i64::from_le_bytes(b.try_into().unwrap()) as u32).collect()
+}
+
+/// The golden models whose only inference-only feature is their attention (sliding windows shorter
+/// than the sequences): the engine accepts them, its prefill and decode logits equal the reference
+/// path's, and its greedy continuation equals transformers'.
+#[test]
+fn golden_window_models_on_the_engine_equal_reference_and_transformers() {
+    let manifest: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(golden_dir().join("MANIFEST.json")).unwrap()).unwrap();
+    for name in ["mixtral_window", "qwen3_window", "qwen2_moe_window"] {
+        let case = &manifest["cases"][name];
+        let dir = golden_dir().join(name);
+        let m = load_hf_dir(&dir).unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert!(m.cfg.attn_ext.is_some(), "{name} has attention extensions");
+        assert_eq!(Engine::unsupported(&m.cfg), None, "{name}");
+        let seq_len = case["seq_len"].as_u64().unwrap() as usize;
+        let bytes = std::fs::read(dir.join("expected.safetensors")).unwrap();
+        let st = SafeTensors::deserialize(&bytes).unwrap();
+        let prompt = i64s(&st, "tokens")[..seq_len].to_vec();
+        let want = i64s(&st, "greedy");
+        let mut eng = Engine::new(&m.model, WeightDtype::F32).unwrap();
+        let nv = m.cfg.n_vocab;
+        // prefill, then decode steps, against the reference path on its own cache
+        let (mut ce, mut cr) = (KvCache::new(&m.cfg), KvCache::new(&m.cfg));
+        let le = eng.step_all_logits(&mut [&mut ce], &[&prompt]).unwrap().to_vec();
+        let lr = forward_step_with(&m.model, &mut [&mut cr], &[&prompt], StepOptions { all_logits: true, routing: false }).unwrap().logits;
+        assert_close(&le, &lr[0], 1e-4, &format!("{name}: prefill"));
+        let mut next = argmax(&le[(seq_len - 1) * nv..]);
+        for step in 0..want.len().min(6) {
+            let le = eng.step(&mut [&mut ce], &[[next]]).unwrap().to_vec();
+            let lr = forward_step(&m.model, &mut [&mut cr], &[[next]]).unwrap();
+            assert_close(&le, &lr[0], 1e-4, &format!("{name}: decode step {step}"));
+            next = argmax(&le);
+        }
+        let out = generate_with_engine(&mut eng, &prompt, want.len(), &SamplerConfig::greedy(), None, |_| {}).unwrap();
+        assert_eq!(out.tokens, want, "{name}: engine greedy continuation");
+    }
+}
