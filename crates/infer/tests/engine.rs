@@ -4,6 +4,9 @@
 //! i.e. both the GEMV and the GEMM tile paths), bf16/int8 within stated tolerances of f32, and the
 //! byte/FLOP counters equal hand-computed values.
 
+mod common;
+use common::*;
+
 use moe_infer::*;
 use moe_kernels::gemv::Kernel;
 use moe_kernels::quant::WeightDtype;
@@ -11,12 +14,6 @@ use moe_kernels::rng::Rng;
 use moe_model::{ModelConfig, Transformer};
 
 const DENSE: &str = "n_vocab = 48\nn_ctx = 64\nn_layer = 2\nd_model = 32\nn_head = 4\nn_head_kv = 2\nd_ff = 48\n";
-
-fn cfg(s: &str) -> ModelConfig {
-    let c: ModelConfig = toml::from_str(s).unwrap();
-    c.validate().unwrap();
-    c
-}
 
 /// Every feature the engine handles: leading dense layer, pyramid, shared expert, sigmoid gating,
 /// route scale, selection bias.
@@ -57,19 +54,6 @@ fn model(c: ModelConfig, seed: u64) -> Transformer<f32> {
 
 fn models() -> Vec<(&'static str, Transformer<f32>)> {
     vec![("dense", model(cfg(DENSE), 1)), ("moe", model(moe_cfg(), 2)), ("qwen-like", model(qwen_like_cfg(), 3))]
-}
-
-fn tokens(n: usize, n_vocab: usize, seed: u64) -> Vec<u32> {
-    let mut r = Rng::new(seed);
-    (0..n).map(|_| r.below(n_vocab as u64) as u32).collect()
-}
-
-/// max |a − b| ≤ tol · max |b|
-fn assert_close(a: &[f32], b: &[f32], tol: f32, what: &str) {
-    assert_eq!(a.len(), b.len(), "{what}: lengths");
-    let scale = b.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-6);
-    let err = a.iter().zip(b).fold(0f32, |m, (x, y)| m.max((x - y).abs()));
-    assert!(err <= tol * scale, "{what}: max abs diff {err} (max |logit| {scale}, tol {tol})");
 }
 
 /// Prompts of different lengths (some ≥ 16 rows per expert, so the GEMM tile path runs too), then

@@ -3,25 +3,19 @@
 //! sliding windows, chunked attention, NoPE layers with temperature, L2 q/k norms, interleaved and
 //! scaled RoPE, softmax scale, output bias, and latent attention with and without a q latent — on
 //! random models (prefill chunks on both the dot and the GEMM paths, windows and chunks shorter
-//! than the sequences, two sequences in uneven chunks) and on the golden Hugging Face models whose
-//! only inference-only feature is their attention (logits and greedy continuation).
+//! than the sequences, two sequences in uneven chunks). The golden Hugging Face models, these
+//! features included, run on the engine in `hf_greedy.rs`.
+
+mod common;
+use common::*;
 
 use moe_infer::*;
 use moe_kernels::gemv::Kernel;
 use moe_kernels::quant::WeightDtype;
 use moe_kernels::rng::Rng;
-use moe_model::hf::load_hf_dir;
 use moe_model::{ModelConfig, Transformer};
-use safetensors::SafeTensors;
-use std::path::{Path, PathBuf};
 
 const BASE: &str = "n_vocab = 48\nn_ctx = 96\nn_layer = 3\nd_model = 32\nn_head = 4\nn_head_kv = 2\nd_ff = 48\n";
-
-fn cfg(s: &str) -> ModelConfig {
-    let c: ModelConfig = toml::from_str(s).unwrap();
-    c.validate().unwrap();
-    c
-}
 
 /// GPT-OSS-like: sinks, a sliding window (5) in layers 0 and 2, q/k/v and output biases, per-head
 /// q/k norm, interleaved RoPE, explicit softmax scale.
@@ -94,19 +88,6 @@ fn ext_models() -> Vec<(&'static str, Transformer<f32>)> {
         ("mla", model(mla_cfg(), 3)),
         ("mla-noq", model(mla_noq_cfg(), 4)),
     ]
-}
-
-fn tokens(n: usize, n_vocab: usize, seed: u64) -> Vec<u32> {
-    let mut r = Rng::new(seed);
-    (0..n).map(|_| r.below(n_vocab as u64) as u32).collect()
-}
-
-/// max |a − b| ≤ tol · max |b|
-fn assert_close(a: &[f32], b: &[f32], tol: f32, what: &str) {
-    assert_eq!(a.len(), b.len(), "{what}: lengths");
-    let scale = b.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-6);
-    let err = a.iter().zip(b).fold(0f32, |m, (x, y)| m.max((x - y).abs()));
-    assert!(err <= tol * scale, "{what}: max abs diff {err} (max |logit| {scale}, tol {tol})");
 }
 
 /// Two sequences advance together in uneven chunks (prefills of 20 and 18 rows on the GEMM path,
@@ -223,49 +204,5 @@ fn fast_dot_kernels_within_tolerance_of_f32_on_extensions() {
             let l = e.step_all_logits(&mut [&mut KvCache::new(&m.cfg)], &[&seq]).unwrap().to_vec();
             assert_close(&l, &l32, tol, &format!("{name} {dtype:?} {kernel:?}"));
         }
-    }
-}
-
-fn golden_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/golden_hf")
-}
-
-fn i64s(st: &SafeTensors<'_>, name: &str) -> Vec<u32> {
-    st.tensor(name).unwrap().data().chunks_exact(8).map(|b| i64::from_le_bytes(b.try_into().unwrap()) as u32).collect()
-}
-
-/// The golden models whose only inference-only feature is their attention (sliding windows shorter
-/// than the sequences): the engine accepts them, its prefill and decode logits equal the reference
-/// path's, and its greedy continuation equals transformers'.
-#[test]
-fn golden_window_models_on_the_engine_equal_reference_and_transformers() {
-    let manifest: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(golden_dir().join("MANIFEST.json")).unwrap()).unwrap();
-    for name in ["mixtral_window", "qwen3_window", "qwen2_moe_window"] {
-        let case = &manifest["cases"][name];
-        let dir = golden_dir().join(name);
-        let m = load_hf_dir(&dir).unwrap_or_else(|e| panic!("{name}: {e}"));
-        assert!(m.cfg.attn_ext.is_some(), "{name} has attention extensions");
-        assert_eq!(Engine::unsupported(&m.cfg), None, "{name}");
-        let seq_len = case["seq_len"].as_u64().unwrap() as usize;
-        let bytes = std::fs::read(dir.join("expected.safetensors")).unwrap();
-        let st = SafeTensors::deserialize(&bytes).unwrap();
-        let prompt = i64s(&st, "tokens")[..seq_len].to_vec();
-        let want = i64s(&st, "greedy");
-        let mut eng = Engine::new(&m.model, WeightDtype::F32).unwrap();
-        let nv = m.cfg.n_vocab;
-        // prefill, then decode steps, against the reference path on its own cache
-        let (mut ce, mut cr) = (KvCache::new(&m.cfg), KvCache::new(&m.cfg));
-        let le = eng.step_all_logits(&mut [&mut ce], &[&prompt]).unwrap().to_vec();
-        let lr = forward_step_with(&m.model, &mut [&mut cr], &[&prompt], StepOptions { all_logits: true, routing: false }).unwrap().logits;
-        assert_close(&le, &lr[0], 1e-4, &format!("{name}: prefill"));
-        let mut next = argmax(&le[(seq_len - 1) * nv..]);
-        for step in 0..want.len().min(6) {
-            let le = eng.step(&mut [&mut ce], &[[next]]).unwrap().to_vec();
-            let lr = forward_step(&m.model, &mut [&mut cr], &[[next]]).unwrap();
-            assert_close(&le, &lr[0], 1e-4, &format!("{name}: decode step {step}"));
-            next = argmax(&le);
-        }
-        let out = generate_with_engine(&mut eng, &prompt, want.len(), &SamplerConfig::greedy(), None, |_| {}).unwrap();
-        assert_eq!(out.tokens, want, "{name}: engine greedy continuation");
     }
 }

@@ -13,6 +13,9 @@
 //! This binary sets `MOE_GEMM_MIN_ROWS = 16` before the first step, so that groups of ≥ 16 rows
 //! take the `gemm` tile path and smaller ones the GEMV path; the tests check that both occurred.
 
+mod common;
+use common::*;
+
 use moe_infer::*;
 use moe_kernels::quant::WeightDtype;
 use moe_kernels::rng::Rng;
@@ -30,12 +33,6 @@ fn setup() {
 }
 
 const BASE: &str = "n_vocab = 48\nn_ctx = 128\nd_model = 32\nn_head = 4\nn_head_kv = 2\nd_ff = 40\n";
-
-fn cfg(s: &str) -> ModelConfig {
-    let c: ModelConfig = toml::from_str(s).unwrap();
-    c.validate().unwrap();
-    c
-}
 
 /// DeepSeek-V3-like: 8 experts in 4 groups, the 2 best groups kept, top-2 inside them.
 fn deepseek_like() -> ModelConfig {
@@ -84,19 +81,6 @@ fn model(c: ModelConfig, seed: u64, scale: f32, bias_std: f64) -> Transformer<f3
         }
     }
     m
-}
-
-fn tokens(n: usize, n_vocab: usize, seed: u64) -> Vec<u32> {
-    let mut r = Rng::new(seed);
-    (0..n).map(|_| r.below(n_vocab as u64) as u32).collect()
-}
-
-/// max |a − b| ≤ tol · max |b|
-fn assert_close(a: &[f32], b: &[f32], tol: f32, what: &str) {
-    assert_eq!(a.len(), b.len(), "{what}: lengths");
-    let scale = b.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-6);
-    let err = a.iter().zip(b).fold(0f32, |m, (x, y)| m.max((x - y).abs()));
-    assert!(err <= tol * scale, "{what}: max abs diff {err} (max |logit| {scale}, tol {tol})");
 }
 
 fn argmax(l: &[f32]) -> u32 {

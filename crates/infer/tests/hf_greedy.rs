@@ -1,32 +1,15 @@
 //! KV-cached greedy decoding of every Hugging Face golden model (`tests/golden_hf/`) reproduces
 //! transformers' `generate(do_sample=False)` continuation, and its logits equal a full forward.
 
+mod common;
+use common::*;
+
 use moe_infer::{argmax, forward_step_with, generate, KvCache, SamplerConfig, StepOptions};
 use moe_model::hf::load_hf_dir;
-use safetensors::SafeTensors;
-use std::path::{Path, PathBuf};
-
-fn golden_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/golden_hf")
-}
-
-fn i64s(st: &SafeTensors<'_>, name: &str) -> Vec<u32> {
-    st.tensor(name).unwrap().data().chunks_exact(8).map(|b| i64::from_le_bytes(b.try_into().unwrap()) as u32).collect()
-}
 
 #[test]
 fn kv_cached_greedy_of_every_golden_hf_model_equals_transformers() {
-    let manifest: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(golden_dir().join("MANIFEST.json")).unwrap()).unwrap();
-    let cases = manifest["cases"].as_object().unwrap();
-    assert!(cases.len() >= 10, "every golden case, deepseek_v3 and gpt_oss included");
-    for (name, case) in cases {
-        let dir = golden_dir().join(name);
-        let m = load_hf_dir(&dir).unwrap_or_else(|e| panic!("{name}: {e}"));
-        let seq_len = case["seq_len"].as_u64().unwrap() as usize;
-        let bytes = std::fs::read(dir.join("expected.safetensors")).unwrap();
-        let st = SafeTensors::deserialize(&bytes).unwrap();
-        let prompt = i64s(&st, "tokens")[..seq_len].to_vec();
-        let want = i64s(&st, "greedy");
+    for GoldenCase { name, m, prompt, greedy: want, .. } in golden_cases() {
         // generate(): one prefill, then one KV-cached step per token
         let out = generate(&m.model, &prompt, want.len(), &SamplerConfig::greedy(), None, |_| {}).unwrap();
         assert_eq!(out.tokens, want, "{name}: KV-cached greedy continuation");
@@ -118,17 +101,8 @@ fn latent_attention_caches_compressed_rows() {
 fn fast_engine_greedy_of_every_golden_hf_model_equals_transformers() {
     use moe_infer::Engine;
     use moe_kernels::quant::WeightDtype;
-    let manifest: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(golden_dir().join("MANIFEST.json")).unwrap()).unwrap();
-    for (name, case) in manifest["cases"].as_object().unwrap() {
-        let dir = golden_dir().join(name);
-        let m = load_hf_dir(&dir).unwrap_or_else(|e| panic!("{name}: {e}"));
-        let seq_len = case["seq_len"].as_u64().unwrap() as usize;
-        let bytes = std::fs::read(dir.join("expected.safetensors")).unwrap();
-        let st = SafeTensors::deserialize(&bytes).unwrap();
-        let prompt = i64s(&st, "tokens")[..seq_len].to_vec();
-        let want = i64s(&st, "greedy");
-        let v = m.cfg.n_vocab;
-        let expected: Vec<f32> = st.tensor("logits").unwrap().data().chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().unwrap())).collect();
+    for GoldenCase { name, m, prompt, greedy: want, logits: expected } in golden_cases() {
+        let (v, seq_len) = (m.cfg.n_vocab, prompt.len());
         let mut engine = Engine::new(&m.model, WeightDtype::F32).unwrap_or_else(|e| panic!("{name}: {e}"));
         let mut cache = KvCache::new(&m.cfg);
         let mut ref_cache = KvCache::new(&m.cfg);

@@ -3,17 +3,16 @@
 //! logits are bit-identical to those of the same checkpoint converted to f32 at load, the reference
 //! path refuses the model until `materialize`, and then equals the f32 load exactly.
 
+mod common;
+use common::*;
+
 use moe_infer::{Engine, EngineWeights, KvCache};
 use moe_kernels::gemv::Kernel;
 use moe_kernels::quant::WeightDtype;
 use moe_model::hf::{load_hf_dir_with, HfOptions};
 use moe_model::stored::is_engine_matrix;
 use safetensors::{Dtype, SafeTensors};
-use std::path::{Path, PathBuf};
-
-fn golden_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/golden_hf")
-}
+use std::path::Path;
 
 /// Copy the golden checkpoint `name` into `out` with every f32 tensor but `keep_f32` rounded to
 /// `half` (BF16 or F16).

@@ -1,16 +1,13 @@
 //! KV-cached and batched decoding against full recomputation, sampling, generation, benchmark.
 
+mod common;
+use common::*;
+
 use moe_infer::*;
 use moe_kernels::rng::Rng;
 use moe_model::{ModelConfig, Transformer};
 
 const DENSE: &str = "n_vocab = 48\nn_ctx = 24\nn_layer = 2\nd_model = 32\nn_head = 4\nn_head_kv = 2\nd_ff = 48\n";
-
-fn cfg(s: &str) -> ModelConfig {
-    let c: ModelConfig = toml::from_str(s).unwrap();
-    c.validate().unwrap();
-    c
-}
 
 /// MoE with a leading dense layer, a pyramid, a shared expert, sigmoid gating, selection bias.
 fn moe_cfg() -> ModelConfig {
@@ -32,11 +29,6 @@ fn model(c: ModelConfig, seed: u64) -> Transformer<f32> {
         b.iter_mut().for_each(|v| *v = (rng.normal() * 0.1) as f32);
     }
     m
-}
-
-fn tokens(n: usize, n_vocab: usize, seed: u64) -> Vec<u32> {
-    let mut r = Rng::new(seed);
-    (0..n).map(|_| r.below(n_vocab as u64) as u32).collect()
 }
 
 fn assert_close(a: &[f32], b: &[f32], what: &str) {

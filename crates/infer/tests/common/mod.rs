@@ -1,0 +1,71 @@
+//! Helpers shared by the integration tests of `moe-infer` (each test binary uses a subset).
+#![allow(dead_code)]
+
+use moe_kernels::rng::Rng;
+use moe_model::hf::{load_hf_dir, HfModel};
+use moe_model::ModelConfig;
+use safetensors::SafeTensors;
+use std::path::{Path, PathBuf};
+
+/// A validated model config from TOML.
+pub fn cfg(s: &str) -> ModelConfig {
+    let c: ModelConfig = toml::from_str(s).unwrap();
+    c.validate().unwrap();
+    c
+}
+
+/// `n` random token ids below `n_vocab`.
+pub fn tokens(n: usize, n_vocab: usize, seed: u64) -> Vec<u32> {
+    let mut r = Rng::new(seed);
+    (0..n).map(|_| r.below(n_vocab as u64) as u32).collect()
+}
+
+/// max |a − b| ≤ tol · max |b|
+pub fn assert_close(a: &[f32], b: &[f32], tol: f32, what: &str) {
+    assert_eq!(a.len(), b.len(), "{what}: lengths");
+    let scale = b.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-6);
+    let err = a.iter().zip(b).fold(0f32, |m, (x, y)| m.max((x - y).abs()));
+    assert!(err <= tol * scale, "{what}: max abs diff {err} (max |logit| {scale}, tol {tol})");
+}
+
+/// The golden Hugging Face models (`tests/golden_hf/`).
+pub fn golden_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/golden_hf")
+}
+
+/// An int64 tensor of a golden `expected.safetensors` as token ids.
+pub fn i64s(st: &SafeTensors<'_>, name: &str) -> Vec<u32> {
+    st.tensor(name).unwrap().data().chunks_exact(8).map(|b| i64::from_le_bytes(b.try_into().unwrap()) as u32).collect()
+}
+
+/// One golden Hugging Face case: the loaded model, the first prompt, transformers' greedy
+/// continuation of it and transformers' logits of its positions `[seq_len, n_vocab]`.
+pub struct GoldenCase {
+    pub name: String,
+    pub m: HfModel,
+    pub prompt: Vec<u32>,
+    pub greedy: Vec<u32>,
+    pub logits: Vec<f32>,
+}
+
+/// Every case of `tests/golden_hf/MANIFEST.json`.
+pub fn golden_cases() -> Vec<GoldenCase> {
+    let manifest: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(golden_dir().join("MANIFEST.json")).unwrap()).unwrap();
+    let cases = manifest["cases"].as_object().unwrap();
+    assert!(cases.len() >= 10, "every golden case, deepseek_v3 and gpt_oss included");
+    cases
+        .iter()
+        .map(|(name, case)| {
+            let dir = golden_dir().join(name);
+            let m = load_hf_dir(&dir).unwrap_or_else(|e| panic!("{name}: {e}"));
+            let seq_len = case["seq_len"].as_u64().unwrap() as usize;
+            let bytes = std::fs::read(dir.join("expected.safetensors")).unwrap();
+            let st = SafeTensors::deserialize(&bytes).unwrap();
+            let prompt = i64s(&st, "tokens")[..seq_len].to_vec();
+            let greedy = i64s(&st, "greedy");
+            let all: Vec<f32> = st.tensor("logits").unwrap().data().chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().unwrap())).collect();
+            let logits = all[..seq_len * m.cfg.n_vocab].to_vec();
+            GoldenCase { name: name.clone(), m, prompt, greedy, logits }
+        })
+        .collect()
+}
