@@ -180,17 +180,7 @@ fn bf16_and_int8_within_tolerance_of_f32() {
 fn fast_dot_kernels_within_tolerance_of_f32() {
     for (name, c) in [("dense", cfg(DENSE)), ("moe", moe_cfg()), ("qwen-like", qwen_like_cfg())] {
         let m = Transformer::<f32>::new(c, 9).unwrap();
-        let seq = tokens(24, m.cfg.n_vocab, 33);
-        let l32 = Engine::new(&m, WeightDtype::F32).unwrap().step_all_logits(&mut [&mut KvCache::new(&m.cfg)], &[&seq]).unwrap().to_vec();
-        for (dtype, kernel, tol) in [(WeightDtype::I8, Kernel::Avx512Vnni, 0.05f32), (WeightDtype::Bf16, Kernel::Avx512Bf16Dot, 0.02)] {
-            if !kernel.available() {
-                assert!(Engine::with_kernel(&m, dtype, kernel).is_err());
-                continue;
-            }
-            let mut e = Engine::with_kernel(&m, dtype, kernel).unwrap();
-            let l = e.step_all_logits(&mut [&mut KvCache::new(&m.cfg)], &[&seq]).unwrap().to_vec();
-            assert_close(&l, &l32, tol, &format!("{name} {dtype:?} {kernel:?}"));
-        }
+        check_fast_dot_kernels(name, &m, &tokens(24, m.cfg.n_vocab, 33));
     }
 }
 

@@ -174,10 +174,9 @@ fn bf16_and_int8_within_tolerance_of_f32_on_extensions() {
     for (name, c) in [("window+sinks", window_sinks_cfg()), ("mla", mla_cfg())] {
         let m = Transformer::<f32>::new(c, 9).unwrap();
         let seq = tokens(24, m.cfg.n_vocab, 31);
-        let l32 = Engine::new(&m, WeightDtype::F32).unwrap().step_all_logits(&mut [&mut KvCache::new(&m.cfg)], &[&seq]).unwrap().to_vec();
+        let l32 = engine_prompt_logits(&m, WeightDtype::F32, Kernel::Auto, &seq);
         for (dtype, tol) in [(WeightDtype::Bf16, 0.01f32), (WeightDtype::I8, 0.025)] {
-            let mut e = Engine::new(&m, dtype).unwrap();
-            let l = e.step_all_logits(&mut [&mut KvCache::new(&m.cfg)], &[&seq]).unwrap().to_vec();
+            let l = engine_prompt_logits(&m, dtype, Kernel::Auto, &seq);
             let scale = l32.iter().fold(0f32, |a, v| a.max(v.abs()));
             let err = l.iter().zip(&l32).fold(0f32, |a, (x, y)| a.max((x - y).abs()));
             eprintln!("{name} {dtype:?}: max |Δlogit| / max |logit| = {:.2e}", err / scale);
@@ -193,16 +192,6 @@ fn bf16_and_int8_within_tolerance_of_f32_on_extensions() {
 fn fast_dot_kernels_within_tolerance_of_f32_on_extensions() {
     for (name, c) in [("window+sinks", window_sinks_cfg()), ("mla", mla_cfg()), ("mla-noq", mla_noq_cfg())] {
         let m = Transformer::<f32>::new(c, 9).unwrap();
-        let seq = tokens(24, m.cfg.n_vocab, 33);
-        let l32 = Engine::new(&m, WeightDtype::F32).unwrap().step_all_logits(&mut [&mut KvCache::new(&m.cfg)], &[&seq]).unwrap().to_vec();
-        for (dtype, kernel, tol) in [(WeightDtype::I8, Kernel::Avx512Vnni, 0.05f32), (WeightDtype::Bf16, Kernel::Avx512Bf16Dot, 0.02)] {
-            if !kernel.available() {
-                assert!(Engine::with_kernel(&m, dtype, kernel).is_err());
-                continue;
-            }
-            let mut e = Engine::with_kernel(&m, dtype, kernel).unwrap();
-            let l = e.step_all_logits(&mut [&mut KvCache::new(&m.cfg)], &[&seq]).unwrap().to_vec();
-            assert_close(&l, &l32, tol, &format!("{name} {dtype:?} {kernel:?}"));
-        }
+        check_fast_dot_kernels(name, &m, &tokens(24, m.cfg.n_vocab, 33));
     }
 }

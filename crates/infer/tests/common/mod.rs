@@ -1,9 +1,12 @@
 //! Helpers shared by the integration tests of `moe-infer` (each test binary uses a subset).
 #![allow(dead_code)]
 
+use moe_infer::{Engine, KvCache};
+use moe_kernels::gemv::Kernel;
+use moe_kernels::quant::WeightDtype;
 use moe_kernels::rng::Rng;
 use moe_model::hf::{load_hf_dir, HfModel};
-use moe_model::ModelConfig;
+use moe_model::{ModelConfig, Transformer};
 use safetensors::SafeTensors;
 use std::path::{Path, PathBuf};
 
@@ -68,4 +71,24 @@ pub fn golden_cases() -> Vec<GoldenCase> {
             GoldenCase { name: name.clone(), m, prompt, greedy, logits }
         })
         .collect()
+}
+
+/// Logits of every position of `seq` `[seq.len(), n_vocab]`, one prefill on the engine.
+pub fn engine_prompt_logits(m: &Transformer<f32>, dtype: WeightDtype, kernel: Kernel, seq: &[u32]) -> Vec<f32> {
+    let mut e = Engine::with_kernel(m, dtype, kernel).unwrap();
+    e.step_all_logits(&mut [&mut KvCache::new(&m.cfg)], &[seq]).unwrap().to_vec()
+}
+
+/// The activation-quantising kernels, where this CPU has them, stay within 5% (int8 activations,
+/// VNNI) and 2% (bf16 activations) of max |logit| of the exact f32 engine; where it lacks them,
+/// asking for them is an error.
+pub fn check_fast_dot_kernels(name: &str, m: &Transformer<f32>, seq: &[u32]) {
+    let l32 = engine_prompt_logits(m, WeightDtype::F32, Kernel::Auto, seq);
+    for (dtype, kernel, tol) in [(WeightDtype::I8, Kernel::Avx512Vnni, 0.05f32), (WeightDtype::Bf16, Kernel::Avx512Bf16Dot, 0.02)] {
+        if !kernel.available() {
+            assert!(Engine::with_kernel(m, dtype, kernel).is_err());
+            continue;
+        }
+        assert_close(&engine_prompt_logits(m, dtype, kernel, seq), &l32, tol, &format!("{name} {dtype:?} {kernel:?}"));
+    }
 }
