@@ -15,10 +15,9 @@ use std::io::Write;
 pub fn run(a: GenerateArgs) -> anyhow::Result<()> {
     match (&a.run, &a.model) {
         (Some(run), _) => {
-            let run = load_run(run)?;
+            let mut run = load_run(run)?;
             let prompt = run.tokenizer.encode(&a.prompt).context("encoding the prompt")?;
             let stop = run.tokenizer.eos_token();
-            let mut run = run;
             stream(&a, &mut run.model, &run.tokenizer, prompt, stop)
         }
         (None, Some(dir)) => {
@@ -99,13 +98,13 @@ fn stream(a: &GenerateArgs, model: &mut Transformer<f32>, tok: &Tokenizer, promp
     let out = match engine {
         EngineArg::Reference => generate(model, &prompt, max_new, &sampler, stop, on_token)?,
         EngineArg::Fast => {
-            // converts the matrices, releasing a kept bf16/f16 checkpoint's 2-byte copies as it goes
-            // default: the format a bf16 checkpoint already has (kept at load), else exact f32
+            // default format: the one a bf16 checkpoint already has (kept at load), else exact f32
             let dtype = match (a.dtype, model.stored.dtype_name()) {
                 (Some(d), _) => super::bench::dtype_of(d),
                 (None, Some("bf16")) => WeightDtype::Bf16,
                 (None, _) => WeightDtype::F32,
             };
+            // converts the matrices, releasing a kept bf16/f16 checkpoint's 2-byte copies as it goes
             let w = EngineWeights::new_taking(model, dtype);
             let mut engine = Engine::with_weights(model, w, Kernel::Auto)?;
             generate_with_engine(&mut engine, &prompt, max_new, &sampler, stop, on_token)?

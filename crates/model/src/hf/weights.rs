@@ -11,9 +11,9 @@
 //! uses are errors naming the tensor and file.
 
 use super::config::{Family, HfConfig};
+use super::HfOptions;
 use crate::checkpoint::tensor_f32;
 use crate::error::{Error, Result};
-use super::HfOptions;
 use crate::params::FfnLayout;
 use crate::stored::{is_engine_matrix, StoredData};
 use crate::transformer::Transformer;
