@@ -47,8 +47,24 @@ pub fn serialize_tensors(tensors: &[(String, Vec<usize>, Vec<u8>)], meta: HashMa
 
 /// Read a tensor as f32 values (f32, f16 and bf16 accepted).
 pub fn tensor_f32(st: &SafeTensors<'_>, name: &str, path: &Path) -> Result<(Vec<usize>, Vec<f32>)> {
+    tensor_f32_range(st, name, path, None)
+}
+
+/// [`tensor_f32`] of the elements `range` only (all when `None`), with the whole tensor's shape;
+/// a range past the end is an error.
+pub fn tensor_f32_range(st: &SafeTensors<'_>, name: &str, path: &Path, range: Option<std::ops::Range<usize>>) -> Result<(Vec<usize>, Vec<f32>)> {
     let t = st.tensor(name).map_err(|_| Error::Checkpoint { path: path.to_path_buf(), message: format!("tensor `{name}` is missing") })?;
-    let data = t.data();
+    let width = match t.dtype() {
+        Dtype::F32 => 4,
+        _ => 2,
+    };
+    let data = match range {
+        None => t.data(),
+        Some(r) => t.data().get(r.start * width..r.end * width).ok_or_else(|| Error::Checkpoint {
+            path: path.to_path_buf(),
+            message: format!("tensor `{name}` has no elements {}..{}", r.start, r.end),
+        })?,
+    };
     let vals: Vec<f32> = match t.dtype() {
         Dtype::F32 => data.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect(),
         Dtype::BF16 => data.chunks_exact(2).map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32()).collect(),

@@ -12,7 +12,7 @@
 
 use super::config::{Family, HfConfig};
 use super::HfOptions;
-use crate::checkpoint::tensor_f32;
+use crate::checkpoint::tensor_f32_range;
 use crate::error::{Error, Result};
 use crate::params::FfnLayout;
 use crate::stored::{is_engine_matrix, StoredData};
@@ -107,15 +107,27 @@ impl<'a> Source<'a> {
 
     /// The tensor `name` as f32, which must have `shape`.
     fn take(&mut self, name: &str, shape: &[usize]) -> Result<Vec<f32>> {
+        self.take_range(name, shape, None)
+    }
+
+    /// Part `e` of the tensor `name` (which must have `shape`) along its first dimension, as f32:
+    /// one expert of a stack `[n_expert, ·, ·]`, without converting the others.
+    fn take_part(&mut self, name: &str, shape: &[usize], e: usize) -> Result<Vec<f32>> {
+        let part: usize = shape[1..].iter().product();
+        self.take_range(name, shape, Some(e * part..(e + 1) * part))
+    }
+
+    fn take_range(&mut self, name: &str, shape: &[usize], range: Option<std::ops::Range<usize>>) -> Result<Vec<f32>> {
         let Some(&i) = self.loc.get(name) else {
             return Err(Error::Checkpoint { path: self.dir.clone(), message: format!("tensor `{name}` is missing ({} needs it)", self.arch) });
         };
         let (path, st) = &self.files[i];
         let stored = self.file_name(name);
-        let (got, vals) = tensor_f32(st, stored, path)?;
+        let got = st.tensor(stored).map(|t| t.shape().to_vec()).unwrap_or_default();
         if got != shape {
             return Err(Error::Checkpoint { path: path.clone(), message: format!("tensor `{stored}` has shape {got:?}; config.json needs {shape:?}") });
         }
+        let (_, vals) = tensor_f32_range(st, stored, path, range)?;
         self.used.insert(name.to_string());
         Ok(vals)
     }
@@ -179,15 +191,26 @@ pub fn check_memory(dir: &Path, need: u64, available: Option<u64>) -> Result<()>
 fn put(m: &mut Transformer<f32>, keep: Option<&StoredData>, ours: &str, vals: &[f32]) {
     let e = m.table.get(ours).unwrap_or_else(|| panic!("tensor {ours} is in the layout"));
     match keep {
-        Some(fmt) if is_engine_matrix(ours) => {
-            // a stack [n_expert, ·, ·] is kept one expert per entry
-            let part = if e.shape.len() == 3 { e.len / e.shape[0] } else { e.len };
-            for (i, chunk) in vals.chunks(part).enumerate() {
-                m.stored.insert(e.offset + i * part..e.offset + (i + 1) * part, fmt.like(chunk));
-            }
-        }
+        Some(fmt) if is_engine_matrix(ours) => m.stored.insert(e.range(), fmt.like(vals)),
         _ => m.params[e.range()].copy_from_slice(vals),
     }
+}
+
+/// Part `e` (`vals`) of our stacked tensor `ours` `[n, ·, ·]`: [`put`] one expert at a time, so
+/// that a layer's stack never exists whole in f32.
+fn put_part(m: &mut Transformer<f32>, keep: Option<&StoredData>, ours: &str, e: usize, vals: &[f32]) {
+    let ent = m.table.get(ours).unwrap_or_else(|| panic!("tensor {ours} is in the layout"));
+    let r = ent.offset + e * vals.len()..ent.offset + (e + 1) * vals.len();
+    assert!(r.end <= ent.offset + ent.len, "part {e} of {ours}");
+    match keep {
+        Some(fmt) if is_engine_matrix(ours) => m.stored.insert(r, fmt.like(vals)),
+        _ => m.params[r].copy_from_slice(vals),
+    }
+}
+
+/// `w [rows, cols]` → `[cols, rows]`.
+fn transpose(w: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+    (0..cols).flat_map(|c| (0..rows).map(move |r| w[r * cols + c])).collect()
 }
 
 /// Bytes the loaded parameters of `hc.cfg` take: 4 per value, 2 for the matrices kept as bf16/f16.
@@ -294,66 +317,59 @@ pub fn load_weights(dir: &Path, files: &[PathBuf], hc: &HfConfig, opts: &HfOptio
                     direct(&mut src, &mut m, &format!("{prefix}.{router}.e_score_correction_bias"), "ffn.router.fixed_selection_bias", &[ne])?;
                 }
                 let fused = format!("{hf}.{prefix}.experts.gate_up_proj");
-                let (mut gate, mut up, mut down) = (Vec::with_capacity(ne * de * d), Vec::with_capacity(ne * de * d), Vec::with_capacity(ne * de * d));
+                let down_name = format!("{hf}.{prefix}.experts.down_proj");
+                let ours_w = [format!("{ours}.ffn.experts.w_gate"), format!("{ours}.ffn.experts.w_up"), format!("{ours}.ffn.experts.w_down")];
+                // one expert at a time: gate [d_expert, d_model], up [d_expert, d_model], down [d_model, d_expert]
+                let emit = |m: &mut Transformer<f32>, e: usize, parts: [Vec<f32>; 3]| {
+                    for (name, v) in ours_w.iter().zip(&parts) {
+                        put_part(m, keep, name, e, v);
+                    }
+                };
                 if hc.family == Family::GptOss {
                     // GPT-OSS: x·W layout, gate_up [E, d_model, 2·d_expert] with gate and up interleaved
                     // column by column, biases [E, 2·d_expert] likewise; down [E, d_expert, d_model]
-                    let gu = src.take(&fused, &[ne, d, 2 * de])?;
                     let gub = src.take(&format!("{fused}_bias"), &[ne, 2 * de])?;
-                    let dn = src.take(&format!("{hf}.{prefix}.experts.down_proj"), &[ne, de, d])?;
-                    let dnb = src.take(&format!("{hf}.{prefix}.experts.down_proj_bias"), &[ne, d])?;
+                    let dnb = src.take(&format!("{down_name}_bias"), &[ne, d])?;
                     let (mut bg, mut bu) = (Vec::with_capacity(ne * de), Vec::with_capacity(ne * de));
                     for e in 0..ne {
-                        let w = &gu[e * d * 2 * de..(e + 1) * d * 2 * de]; // [d_model, 2·d_expert]
+                        let w = src.take_part(&fused, &[ne, d, 2 * de], e)?; // [d_model, 2·d_expert]
+                        let (mut gate, mut up) = (Vec::with_capacity(de * d), Vec::with_capacity(de * d));
                         for j in 0..de {
                             gate.extend((0..d).map(|c| w[c * 2 * de + 2 * j]));
                             up.extend((0..d).map(|c| w[c * 2 * de + 2 * j + 1]));
                             bg.push(gub[e * 2 * de + 2 * j]);
                             bu.push(gub[e * 2 * de + 2 * j + 1]);
                         }
-                        let w = &dn[e * de * d..(e + 1) * de * d]; // [d_expert, d_model]
-                        for r in 0..d {
-                            down.extend((0..de).map(|j| w[j * d + r]));
-                        }
+                        let down = transpose(&src.take_part(&down_name, &[ne, de, d], e)?, de, d);
+                        emit(&mut m, e, [gate, up, down]);
                     }
                     put(&mut m, keep, &format!("{ours}.ffn.experts.b_gate"), &bg);
                     put(&mut m, keep, &format!("{ours}.ffn.experts.b_up"), &bu);
                     put(&mut m, keep, &format!("{ours}.ffn.experts.b_down"), &dnb);
                 } else if hc.family == Family::Llama4 {
                     // Llama 4: x·W layout, gate_up [E, d_model, 2·d_expert] (gate columns first), down [E, d_expert, d_model]
-                    let gu = src.take(&fused, &[ne, d, 2 * de])?;
-                    let dn = src.take(&format!("{hf}.{prefix}.experts.down_proj"), &[ne, de, d])?;
                     for e in 0..ne {
-                        let w = &gu[e * d * 2 * de..(e + 1) * d * 2 * de]; // [d_model, 2·d_expert]
-                        for j in 0..de {
-                            gate.extend((0..d).map(|c| w[c * 2 * de + j]));
-                            up.extend((0..d).map(|c| w[c * 2 * de + de + j]));
-                        }
-                        let w = &dn[e * de * d..(e + 1) * de * d]; // [d_expert, d_model]
-                        for r in 0..d {
-                            down.extend((0..de).map(|j| w[j * d + r]));
-                        }
+                        let gu = transpose(&src.take_part(&fused, &[ne, d, 2 * de], e)?, d, 2 * de); // [2·d_expert, d_model]
+                        let (gate, up) = gu.split_at(de * d);
+                        let down = transpose(&src.take_part(&down_name, &[ne, de, d], e)?, de, d);
+                        emit(&mut m, e, [gate.to_vec(), up.to_vec(), down]);
                     }
                 } else if src.has(&fused) {
                     // transformers ≥ 5 fused layout: gate_up [E, 2·d_expert, d_model] (gate rows first), down [E, d_model, d_expert]
-                    let gu = src.take(&fused, &[ne, 2 * de, d])?;
-                    for e in gu.chunks(2 * de * d) {
-                        gate.extend_from_slice(&e[..de * d]);
-                        up.extend_from_slice(&e[de * d..]);
+                    for e in 0..ne {
+                        let gu = src.take_part(&fused, &[ne, 2 * de, d], e)?;
+                        let (gate, up) = gu.split_at(de * d);
+                        let down = src.take_part(&down_name, &[ne, d, de], e)?;
+                        emit(&mut m, e, [gate.to_vec(), up.to_vec(), down]);
                     }
-                    down = src.take(&format!("{hf}.{prefix}.experts.down_proj"), &[ne, d, de])?;
                 } else {
                     let (g, u, dn) = if hc.family == Family::Mixtral { ("w1", "w3", "w2") } else { ("gate_proj", "up_proj", "down_proj") };
                     for e in 0..ne {
                         let x = format!("{hf}.{prefix}.experts.{e}");
-                        gate.extend(src.take(&format!("{x}.{g}.weight"), &[de, d])?);
-                        up.extend(src.take(&format!("{x}.{u}.weight"), &[de, d])?);
-                        down.extend(src.take(&format!("{x}.{dn}.weight"), &[d, de])?);
+                        let parts = [src.take(&format!("{x}.{g}.weight"), &[de, d])?, src.take(&format!("{x}.{u}.weight"), &[de, d])?, src.take(&format!("{x}.{dn}.weight"), &[d, de])?];
+                        emit(&mut m, e, parts);
                     }
                 }
-                put(&mut m, keep, &format!("{ours}.ffn.experts.w_gate"), &gate);
-                put(&mut m, keep, &format!("{ours}.ffn.experts.w_up"), &up);
-                put(&mut m, keep, &format!("{ours}.ffn.experts.w_down"), &down);
                 if let Some(sl) = &ml.shared {
                     // Qwen2-MoE: mlp.shared_expert.{gate,up,down}_proj + mlp.shared_expert_gate [1, d];
                     // DeepSeek-V3: mlp.shared_experts.* (all shared experts as one MLP)
