@@ -115,6 +115,10 @@ fn half_checkpoints_keep_their_matrices_two_byte_and_give_the_same_logits() {
         // converting while releasing the kept matrices: same logits, and the model says they are gone
         let mut moved = kept.clone();
         let w = EngineWeights::new_taking(&mut moved, WeightDtype::Bf16);
+        // the kept embedding is gathered from the engine's own copy, in the checkpoint's bf16 (f16: exact f32)
+        let embed = w.embed.as_ref().map(|e| e.dtype());
+        assert_eq!(embed, Some(if half == Dtype::BF16 { WeightDtype::Bf16 } else { WeightDtype::F32 }), "{name}");
+        assert!(EngineWeights::new(&full, WeightDtype::Bf16).embed.is_none(), "{name}: an f32 model's embedding is read in place");
         assert!(moved.stored.is_empty() && moved.stored.taken() == parts, "{name}");
         let logits = run(Engine::with_weights(&moved, w, Kernel::Auto).unwrap(), &prompt);
         assert_eq!(logits, engine_logits(&full, WeightDtype::Bf16, &prompt), "{name}: new_taking");

@@ -4,13 +4,14 @@
 //! (`HfOptions::keep_dtype`) keeps its projection and expert matrices here, 2 bytes per value, and
 //! leaves their ranges of `Transformer::params` as untouched zero pages (the buffer is allocated
 //! zeroed, so those pages are never written and take no memory). The engine converts each matrix
-//! once into its own format ([`Transformer::matrix_f32`] gives it the values); the f32 reference
-//! path refuses such a model until [`Transformer::materialize`] has copied the matrices into the
-//! parameter buffer.
+//! once into its own format ([`Transformer::matrix_f32`] gives it the values, or it takes them out
+//! of the store: `EngineWeights::new_taking`); the f32 reference path refuses such a model until
+//! [`Transformer::materialize`] has copied the matrices into the parameter buffer. ADR-0007.
 //!
-//! Which tensors are matrices kept here is decided by [`is_engine_matrix`]: the attention and FFN
-//! projections, the expert stacks and the LM head — what the engine converts — but never the
-//! token embedding (read row by row), the router, norms or biases.
+//! Which tensors are matrices kept here is decided by [`is_engine_matrix`]: the token embedding,
+//! the attention and FFN projections, the expert stacks and the LM head — what the engine converts
+//! (it keeps a kept embedding in bf16 and gathers its rows from there) — but never the router,
+//! norms or biases.
 
 use crate::transformer::Transformer;
 use moe_kernels::Real;
@@ -111,6 +112,11 @@ impl MatrixStore {
         self.by_start.values().map(|(_, d)| d.len()).sum()
     }
 
+    /// Format of the stored matrix starting at `start`, if one does.
+    pub fn dtype_at(&self, start: usize) -> Option<&'static str> {
+        self.by_start.get(&start).map(|(_, d)| d.dtype_name())
+    }
+
     /// Elements `r` of the parameter buffer as f32 when stored matrices cover all of `r` (one
     /// matrix, part of one, or several adjacent ones such as the per-expert parts of a stack).
     pub fn get_f32(&self, r: Range<usize>) -> Option<Vec<f32>> {
@@ -147,6 +153,17 @@ impl MatrixStore {
         Some(v)
     }
 
+    /// The stored matrix of exactly the range `r`, removed from the store (its values as stored).
+    pub fn take_exact(&mut self, r: Range<usize>) -> Option<StoredData> {
+        match self.by_start.get(&r.start) {
+            Some((whole, _)) if *whole == r => {
+                self.taken += 1;
+                self.by_start.remove(&r.start).map(|(_, d)| d)
+            }
+            _ => None,
+        }
+    }
+
     /// Every stored matrix: (range, data).
     pub fn iter(&self) -> impl Iterator<Item = (&Range<usize>, &StoredData)> {
         self.by_start.values().map(|(r, d)| (r, d))
@@ -159,10 +176,11 @@ impl MatrixStore {
 }
 
 /// Whether the parameter `name` is a matrix the fast engine converts (and so may be kept in its
-/// checkpoint format): attention projections (incl. latent attention's), dense and shared FFN
-/// projections, routed expert stacks and the untied LM head.
+/// checkpoint format): the token embedding, attention projections (incl. latent attention's),
+/// dense and shared FFN projections, routed expert stacks and the untied LM head.
 pub fn is_engine_matrix(name: &str) -> bool {
-    const SUFFIXES: [&str; 15] = [
+    const SUFFIXES: [&str; 16] = [
+        "tok_embeddings.weight",
         "attn.wq.weight",
         "attn.wk.weight",
         "attn.wv.weight",
@@ -236,7 +254,11 @@ mod tests {
         assert_eq!(s.take_f32(22..26), None, "22..26 was taken");
         assert_eq!(s.take_f32(10..22).unwrap(), vals);
         assert_eq!((s.len(), s.taken()), (1, 2));
+        assert_eq!(s.take_exact(30..33), None, "only a whole matrix");
+        assert_eq!(s.take_exact(30..34).map(|d| d.to_f32(0..4)), Some(vals[..4].to_vec()));
+        assert_eq!((s.len(), s.taken()), (0, 3));
         assert!(is_engine_matrix("layers.3.ffn.experts.w_up") && is_engine_matrix("layers.0.ffn.shared.w_down.weight"));
-        assert!(!is_engine_matrix("tok_embeddings.weight") && !is_engine_matrix("layers.0.ffn.router.weight") && !is_engine_matrix("layers.0.attn.wq.bias"));
+        assert!(is_engine_matrix("tok_embeddings.weight"));
+        assert!(!is_engine_matrix("layers.0.ffn.router.weight") && !is_engine_matrix("layers.0.attn.wq.bias"));
     }
 }

@@ -45,7 +45,7 @@ use moe::{moe_forward, MoeScratch};
 use moe_kernels::embedding::embedding_forward;
 use moe_kernels::gemv::Kernel;
 use moe_kernels::norm::rmsnorm_forward;
-use moe_kernels::quant::WeightDtype;
+use moe_kernels::quant::{WeightDtype, WeightsRef};
 use moe_model::layers::attention::{qk_norm_forward, qkv_bias_forward};
 use moe_model::layers::attention_ext::{self, LayerSpec, Rope};
 use moe_model::{ModelConfig, MoeConfig, Transformer};
@@ -93,6 +93,19 @@ impl StepStats {
     /// Distinct experts touched, per MoE layer.
     pub fn distinct_experts(&self) -> Vec<usize> {
         self.expert_counts.iter().map(|c| c.iter().filter(|&&n| n > 0).count()).collect()
+    }
+}
+
+/// `out [ids.len(), k]` = rows `ids` of the embedding `w [n_vocab, k]` (f32 or bf16), as f32.
+fn gather_rows(out: &mut [f32], w: WeightsRef<'_>, ids: &[u32]) {
+    let k = w.k();
+    for (o, &id) in out.chunks_mut(k).zip(ids) {
+        let r = id as usize * k..(id as usize + 1) * k;
+        match w {
+            WeightsRef::F32 { w, .. } => o.copy_from_slice(&w[r]),
+            WeightsRef::Bf16 { bits, .. } => o.iter_mut().zip(&bits[r]).for_each(|(x, &b)| *x = f32::from_bits((b as u32) << 16)),
+            WeightsRef::I8 { q, scale, .. } => o.iter_mut().zip(&q[r]).for_each(|(x, &v)| *x = v as f32 * scale[id as usize]),
+        }
     }
 }
 
@@ -289,7 +302,10 @@ impl<'m> Engine<'m> {
         }
         s.rstd.resize(n, 0.0);
 
-        embedding_forward(&mut s.x, &p[model.layout.tok_embeddings.clone()], &s.flat, d); // [n_tok, d_model]
+        match &self.w.embed {
+            Some(w) => gather_rows(&mut s.x, w.view(), &s.flat), // [n_tok, d_model]
+            None => embedding_forward(&mut s.x, &p[model.layout.tok_embeddings.clone()], &s.flat, d), // [n_tok, d_model]
+        }
         for (i, (b, lw)) in model.layout.blocks.iter().zip(&self.w.layers).enumerate() {
             // ---- attention
             rmsnorm_forward(&mut s.h, &mut s.rstd, &s.x, &p[b.attn_norm.clone()], n, d, eps); // [n_tok, d_model]

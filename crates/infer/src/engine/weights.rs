@@ -20,10 +20,10 @@
 //!
 //! Norm weights and the embedding table are read from the model's own parameter vector.
 
-use moe_kernels::quant::{WeightDtype, Weights};
+use moe_kernels::quant::{WeightBf16, WeightDtype, Weights};
 use moe_model::config::{Activation, ClampedSwiglu, Mla};
 use moe_model::params::{AttnLayout, FfnLayout, MlaLayout, MlpLayout, MoeLayout};
-use moe_model::stored::MatrixStore;
+use moe_model::stored::{MatrixStore, StoredData};
 use moe_model::{ModelConfig, Transformer};
 use std::borrow::Cow;
 use std::ops::Range;
@@ -189,6 +189,10 @@ pub struct EngineWeights {
     pub layers: Vec<LayerWeights>,
     /// `[n_vocab, d_model]`
     pub lm_head: Weights,
+    /// the token embedding `[n_vocab, d_model]` when the model keeps it in its checkpoint's format
+    /// (bf16 for a bf16 checkpoint, else f32: exact either way); `None`: rows are gathered from
+    /// the model's f32 parameters
+    pub embed: Option<Weights>,
 }
 
 /// Where the conversion reads a model's matrices: its parameter buffer or the matrices it keeps in
@@ -208,8 +212,19 @@ impl<'a> MatrixSource<'a> {
         self.model.matrix_f32(r)
     }
 
-    /// Matrix `r` (`[n, k]`) as `dtype`.
+    /// Format of the kept matrix starting at parameter `start`, if that matrix is kept.
+    fn kept_dtype(&self, start: usize) -> Option<&'static str> {
+        self.take.as_deref().and_then(|st| st.dtype_at(start)).or_else(|| self.model.stored.dtype_at(start))
+    }
+
+    /// Matrix `r` (`[n, k]`) as `dtype`. A kept bf16 matrix taken into bf16 moves as it is (no
+    /// conversion, no copy).
     fn mat(&mut self, r: Range<usize>, n: usize, k: usize, dtype: WeightDtype) -> Weights {
+        if dtype == WeightDtype::Bf16 && self.kept_dtype(r.start) == Some("bf16") {
+            if let Some(StoredData::Bf16(bits)) = self.take.as_deref_mut().and_then(|st| st.take_exact(r.clone())) {
+                return Weights::Bf16(WeightBf16 { n, k, bits });
+            }
+        }
         Weights::from_f32(&self.get(r), n, k, dtype)
     }
 }
@@ -339,6 +354,23 @@ impl EngineWeights {
         let model = src.model;
         let cfg = &model.cfg;
         let d = cfg.d_model;
+        // the head and embedding first, their transient f32 copies (if any) freed before the layers
+        let (emb, head) = (model.layout.tok_embeddings.clone(), model.layout.lm_head.clone());
+        let nv = cfg.n_vocab;
+        let (embed, lm_head) = match src.kept_dtype(emb.start) {
+            // a kept embedding: the engine gathers rows from its own copy, in bf16 for a bf16
+            // checkpoint (else f32: exact either way); a tied head is made from the same values
+            Some(fmt) => {
+                let own = if fmt == "bf16" { WeightDtype::Bf16 } else { WeightDtype::F32 };
+                if head == emb {
+                    let vals = src.get(emb.clone());
+                    (Some(Weights::from_f32(&vals, nv, d, own)), Weights::from_f32(&vals, nv, d, dtype))
+                } else {
+                    (Some(src.mat(emb.clone(), nv, d, own)), src.mat(head, nv, d, dtype))
+                }
+            }
+            None => (None, src.mat(head, nv, d, dtype)),
+        };
         let layers = model
             .layout
             .blocks
@@ -352,10 +384,11 @@ impl EngineWeights {
                 LayerWeights { wqkv, wo, mla, ffn }
             })
             .collect();
-        EngineWeights { dtype, layers, lm_head: src.mat(model.layout.lm_head.clone(), cfg.n_vocab, d, dtype) }
+        EngineWeights { dtype, layers, lm_head, embed }
     }
 
-    /// Bytes of every matrix held (all experts included).
+    /// Bytes of every matrix held (all experts included; not a kept embedding, whose rows are
+    /// gathered, not multiplied).
     pub fn total_bytes(&self) -> usize {
         let mut b = self.lm_head.bytes();
         for l in &self.layers {

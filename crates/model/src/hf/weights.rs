@@ -117,6 +117,28 @@ impl<'a> Source<'a> {
         self.take_range(name, shape, Some(e * part..(e + 1) * part))
     }
 
+    /// The tensor `name` (which must have `shape`) as it is stored, when that is the 2-byte format
+    /// of `like`; `None` (nothing taken) otherwise.
+    fn take_half(&mut self, name: &str, shape: &[usize], like: &StoredData) -> Result<Option<StoredData>> {
+        let Some(&i) = self.loc.get(name) else {
+            return Err(Error::Checkpoint { path: self.dir.clone(), message: format!("tensor `{name}` is missing ({} needs it)", self.arch) });
+        };
+        let (path, st) = &self.files[i];
+        let stored = self.file_name(name);
+        let t = st.tensor(stored).map_err(|e| Error::Checkpoint { path: path.clone(), message: format!("tensor `{stored}`: {e}") })?;
+        if t.shape() != shape {
+            return Err(Error::Checkpoint { path: path.clone(), message: format!("tensor `{stored}` has shape {:?}; config.json needs {shape:?}", t.shape()) });
+        }
+        let bits = || t.data().chunks_exact(2).map(|b| u16::from_le_bytes([b[0], b[1]])).collect();
+        let data = match (t.dtype(), like) {
+            (Dtype::BF16, StoredData::Bf16(_)) => StoredData::Bf16(bits()),
+            (Dtype::F16, StoredData::F16(_)) => StoredData::F16(bits()),
+            _ => return Ok(None),
+        };
+        self.used.insert(name.to_string());
+        Ok(Some(data))
+    }
+
     fn take_range(&mut self, name: &str, shape: &[usize], range: Option<std::ops::Range<usize>>) -> Result<Vec<f32>> {
         let Some(&i) = self.loc.get(name) else {
             return Err(Error::Checkpoint { path: self.dir.clone(), message: format!("tensor `{name}` is missing ({} needs it)", self.arch) });
@@ -196,6 +218,21 @@ fn put(m: &mut Transformer<f32>, keep: Option<&StoredData>, ours: &str, vals: &[
     }
 }
 
+/// The checkpoint's tensor `name` (of `shape`) as our tensor `ours`, unchanged: [`put`], except
+/// that a kept matrix already in the kept format is copied bit for bit, without an f32 detour.
+fn put_tensor(m: &mut Transformer<f32>, src: &mut Source<'_>, keep: Option<&StoredData>, name: &str, shape: &[usize], ours: &str) -> Result<()> {
+    if let Some(fmt) = keep.filter(|_| is_engine_matrix(ours)) {
+        if let Some(data) = src.take_half(name, shape, fmt)? {
+            let e = m.table.get(ours).unwrap_or_else(|| panic!("tensor {ours} is in the layout"));
+            m.stored.insert(e.range(), data);
+            return Ok(());
+        }
+    }
+    let v = src.take(name, shape)?;
+    put(m, keep, ours, &v);
+    Ok(())
+}
+
 /// Part `e` (`vals`) of our stacked tensor `ours` `[n, ·, ·]`: [`put`] one expert at a time, so
 /// that a layer's stack never exists whole in f32.
 fn put_part(m: &mut Transformer<f32>, keep: Option<&StoredData>, ours: &str, e: usize, vals: &[f32]) {
@@ -240,14 +277,12 @@ pub fn load_weights(dir: &Path, files: &[PathBuf], hc: &HfConfig, opts: &HfOptio
     let (d, dh) = (cfg.d_model, cfg.d_head());
     let (dq, dkv) = (cfg.n_head * dh, cfg.n_head_kv * dh);
 
-    let emb = src.take("model.embed_tokens.weight", &[cfg.n_vocab, d])?;
-    put(&mut m, keep, "tok_embeddings.weight", &emb);
+    put_tensor(&mut m, &mut src, keep, "model.embed_tokens.weight", &[cfg.n_vocab, d], "tok_embeddings.weight")?;
     for i in 0..cfg.n_layer {
         let hf = format!("model.layers.{i}");
         let ours = format!("layers.{i}");
         let direct = |src: &mut Source<'_>, m: &mut Transformer<f32>, h: &str, o: &str, shape: &[usize]| -> Result<()> {
-            let v = src.take(&format!("{hf}.{h}"), shape)?;
-            put(m, keep, &format!("{ours}.{o}"), &v);
+            put_tensor(m, src, keep, &format!("{hf}.{h}"), shape, &format!("{ours}.{o}"))?;
             Ok(())
         };
         direct(&mut src, &mut m, "input_layernorm.weight", "attn_norm.weight", &[d])?;
@@ -388,8 +423,7 @@ pub fn load_weights(dir: &Path, files: &[PathBuf], hc: &HfConfig, opts: &HfOptio
     let norm = src.take("model.norm.weight", &[d])?;
     put(&mut m, keep, "norm.weight", &norm);
     if !cfg.tie_embeddings {
-        let head = src.take("lm_head.weight", &[cfg.n_vocab, d])?;
-        put(&mut m, keep, "lm_head.weight", &head);
+        put_tensor(&mut m, &mut src, keep, "lm_head.weight", &[cfg.n_vocab, d], "lm_head.weight")?;
     }
     let tied = cfg.tie_embeddings;
     // a tied checkpoint may still carry a copy of the head; transformers ties over it
