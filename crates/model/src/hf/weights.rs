@@ -120,15 +120,7 @@ impl<'a> Source<'a> {
     /// The tensor `name` (which must have `shape`) as it is stored, when that is the 2-byte format
     /// of `like`; `None` (nothing taken) otherwise.
     fn take_half(&mut self, name: &str, shape: &[usize], like: &StoredData) -> Result<Option<StoredData>> {
-        let Some(&i) = self.loc.get(name) else {
-            return Err(Error::Checkpoint { path: self.dir.clone(), message: format!("tensor `{name}` is missing ({} needs it)", self.arch) });
-        };
-        let (path, st) = &self.files[i];
-        let stored = self.file_name(name);
-        let t = st.tensor(stored).map_err(|e| Error::Checkpoint { path: path.clone(), message: format!("tensor `{stored}`: {e}") })?;
-        if t.shape() != shape {
-            return Err(Error::Checkpoint { path: path.clone(), message: format!("tensor `{stored}` has shape {:?}; config.json needs {shape:?}", t.shape()) });
-        }
+        let (_, _, t) = self.locate(name, shape)?;
         let bits = || t.data().chunks_exact(2).map(|b| u16::from_le_bytes([b[0], b[1]])).collect();
         let data = match (t.dtype(), like) {
             (Dtype::BF16, StoredData::Bf16(_)) => StoredData::Bf16(bits()),
@@ -140,18 +132,26 @@ impl<'a> Source<'a> {
     }
 
     fn take_range(&mut self, name: &str, shape: &[usize], range: Option<std::ops::Range<usize>>) -> Result<Vec<f32>> {
+        let (i, stored, _) = self.locate(name, shape)?;
+        let (path, st) = &self.files[i];
+        let (_, vals) = tensor_f32_range(st, stored, path, range)?;
+        self.used.insert(name.to_string());
+        Ok(vals)
+    }
+
+    /// The file index, the name in that file and the view of canonical tensor `name`, which must
+    /// exist and have `shape`.
+    fn locate<'s>(&'s self, name: &'s str, shape: &[usize]) -> Result<(usize, &'s str, safetensors::tensor::TensorView<'s>)> {
         let Some(&i) = self.loc.get(name) else {
             return Err(Error::Checkpoint { path: self.dir.clone(), message: format!("tensor `{name}` is missing ({} needs it)", self.arch) });
         };
         let (path, st) = &self.files[i];
         let stored = self.file_name(name);
-        let got = st.tensor(stored).map(|t| t.shape().to_vec()).unwrap_or_default();
-        if got != shape {
-            return Err(Error::Checkpoint { path: path.clone(), message: format!("tensor `{stored}` has shape {got:?}; config.json needs {shape:?}") });
+        let t = st.tensor(stored).map_err(|e| Error::Checkpoint { path: path.clone(), message: format!("tensor `{stored}`: {e}") })?;
+        if t.shape() != shape {
+            return Err(Error::Checkpoint { path: path.clone(), message: format!("tensor `{stored}` has shape {:?}; config.json needs {shape:?}", t.shape()) });
         }
-        let (_, vals) = tensor_f32_range(st, stored, path, range)?;
-        self.used.insert(name.to_string());
-        Ok(vals)
+        Ok((i, stored, t))
     }
 
     /// Every tensor not consumed must be one that is safe to ignore.
