@@ -7,15 +7,15 @@ use crate::decode::decode_speed;
 use crate::domains::expert_domains;
 use crate::error::{option, Result};
 use crate::metrics::RunMetrics;
-use crate::plan::{self, base_experiment, budgeted, default_trio, load_config, name_from_path, wide_plan, Matching, ModelPlan, Role, Scale, DECODE_BATCHES};
+use crate::plan::{self, base_experiment, budgeted, default_trio, load_config, name_from_path, wide_plan, ModelPlan, Role, Scale, DECODE_BATCHES};
 use crate::plot::Figure;
 use crate::report::{write_json, write_reports};
 use crate::results::{ModelResult, SeedResult};
 use crate::run::{ensure_run, load_final_model, run_dir};
 use crate::verdict::{verdict, Verdict};
+pub use crate::compare_summary::{CompareSummary, Timing};
 use moe_train::config::DataConfig;
 use moe_train::ExperimentConfig;
-use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -49,48 +49,6 @@ impl Default for CompareOptions {
     fn default() -> Self {
         CompareOptions { data: None, budget_flops: None, budget_minutes: None, dense: None, moe: Vec::new(), seeds: 1, out: PathBuf::from("compare"), progress: false, scale: Scale::Default, no_wide: false }
     }
-}
-
-/// Wall-clock seconds of a comparison.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-pub struct Timing {
-    /// the whole call
-    pub total_s: f64,
-    /// training in this call (0 when every run was reused)
-    pub training_s: f64,
-    /// throughput probe (budget_minutes only)
-    pub probe_s: f64,
-    /// decode benchmarks and domain analysis
-    pub analysis_s: f64,
-}
-
-/// Everything a comparison measured; written as `summary.json`.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct CompareSummary {
-    /// built-in model size
-    pub scale: Scale,
-    /// the corpus (`"synthetic"` or its path)
-    pub data: String,
-    /// training FLOPs per run
-    pub budget_flops: f64,
-    /// where the budget came from (`default`, `--budget-flops`, `--budget-minutes …`)
-    pub budget_from: String,
-    /// runs per model
-    pub seeds: usize,
-    /// every model
-    pub models: Vec<ModelResult>,
-    /// active/total parameter matching of dense, first MoE and wide dense
-    pub matching: Option<Matching>,
-    /// one per MoE model, against the dense baseline
-    pub verdicts: Vec<Verdict>,
-    /// the verdict lines, as printed
-    pub verdict: Vec<String>,
-    /// limits of the comparison
-    pub caveats: Vec<String>,
-    /// charts, paths relative to the output directory
-    pub figures: Vec<Figure>,
-    /// where the time went
-    pub timing: Timing,
 }
 
 /// What [`compare`] returns.

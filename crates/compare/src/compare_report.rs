@@ -1,7 +1,7 @@
 //! The charts and the report document of `moe compare`.
 
 use crate::balance::load_matrix;
-use crate::compare::CompareSummary;
+use crate::compare_summary::CompareSummary;
 use crate::error::Result;
 use crate::metrics::RunMetrics;
 use crate::plot::{heatmap, line_chart, Figure, Heatmap, LineChart, Series};

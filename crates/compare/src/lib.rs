@@ -90,6 +90,7 @@
 pub mod balance;
 pub mod compare;
 pub mod compare_report;
+pub mod compare_summary;
 pub mod curve;
 pub mod decode;
 pub mod domains;
@@ -104,6 +105,7 @@ pub mod run;
 pub mod stats;
 pub mod sweep;
 pub mod sweep_report;
+pub mod sweep_summary;
 pub mod verdict;
 
 pub use compare::{compare, CompareOptions, CompareReport, CompareSummary};

@@ -16,14 +16,13 @@ use crate::compare::{check_budget, relative_figure, shared_data};
 use crate::curve::{interpolate, Method, PowerLaw};
 use crate::error::{option, Result};
 use crate::plan::{base_experiment, budgeted, load_config, moe_twin, ModelPlan, Role, Scale};
-use crate::plot::Figure;
 use crate::report::{write_json, write_reports};
 use crate::results::{ModelResult, SeedResult};
 use crate::run::{ensure_run, run_dir};
 use crate::stats::MeanStd;
+pub use crate::sweep_summary::{DenseRung, MoeRung, SweepSummary};
 use crate::sweep_report::{build_doc, make_figures};
 use moe_train::ExperimentConfig;
-use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -80,67 +79,6 @@ pub fn default_sweep_budget(scale: Scale) -> f64 {
         Scale::Default => 2.5 * scale.default_budget_flops(),
         Scale::Tiny => scale.default_budget_flops(),
     }
-}
-
-/// One rung of the dense compute ladder.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct DenseRung {
-    /// multiple of the budget
-    pub multiplier: f64,
-    /// the runs
-    pub result: ModelResult,
-}
-
-/// One rung of the sparsity ladder.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct MoeRung {
-    /// experts per MoE layer
-    pub n_expert: usize,
-    /// the runs
-    pub result: ModelResult,
-    /// dense compute to reach this loss ÷ this compute, per seed (`None`: unreachable)
-    pub multiplier_per_seed: Vec<Option<f64>>,
-    /// over the seeds where defined
-    pub multiplier: Option<MeanStd>,
-    /// how (the least reliable method over seeds)
-    pub method: Method,
-}
-
-/// Everything a sweep measured; written as `summary.json`.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct SweepSummary {
-    /// built-in model size
-    pub scale: Scale,
-    /// corpus
-    pub data: String,
-    /// training FLOPs of each MoE rung
-    pub budget_flops: f64,
-    /// where the budget came from
-    pub budget_from: String,
-    /// experts per token
-    pub top_k: usize,
-    /// runs per rung
-    pub seeds: usize,
-    /// `"power law L(C) = a + b·(C/C_ref)^-c"` or `"log-linear interpolation"`
-    pub fit_method: String,
-    /// the fit through the seed-mean dense ladder (for the plot and the report)
-    pub fit: Option<PowerLaw>,
-    /// the fit of each seed's dense ladder
-    pub fits_per_seed: Vec<Option<PowerLaw>>,
-    /// dense compute ladder
-    pub dense: Vec<DenseRung>,
-    /// sparsity ladder
-    pub moe: Vec<MoeRung>,
-    /// the headline sentences
-    pub verdict: Vec<String>,
-    /// limits of the sweep
-    pub caveats: Vec<String>,
-    /// charts, relative to the output directory
-    pub figures: Vec<Figure>,
-    /// seconds: whole call, training in this call
-    pub total_s: f64,
-    /// training seconds in this call
-    pub training_s: f64,
 }
 
 /// What [`sweep`] returns.

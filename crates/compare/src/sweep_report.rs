@@ -5,7 +5,7 @@ use crate::error::Result;
 use crate::plot::{line_chart, Figure, LineChart, Series};
 use crate::report::Doc;
 use crate::results::{fmt_count, fmt_flops, fmt_loss};
-use crate::sweep::{MoeRung, SweepSummary};
+use crate::sweep_summary::{MoeRung, SweepSummary};
 use std::path::Path;
 
 fn method_name(m: Method) -> &'static str {
