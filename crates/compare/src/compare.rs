@@ -3,7 +3,7 @@
 //! report everything.
 
 use crate::compare_report::{build_doc, make_figures};
-use crate::decode::decode_speed;
+use crate::decode::{decode_interleaved, DecodeRow};
 use crate::domains::expert_domains;
 use crate::error::{option, Result};
 use crate::metrics::RunMetrics;
@@ -43,11 +43,13 @@ pub struct CompareOptions {
     pub scale: Scale,
     /// leave out the dense model widened to the MoE's total parameters (saves its training time)
     pub no_wide: bool,
+    /// a weight format to measure decode in besides f32 (`--dtype bf16` / `int8`)
+    pub dtype: Option<moe_kernels::quant::WeightDtype>,
 }
 
 impl Default for CompareOptions {
     fn default() -> Self {
-        CompareOptions { data: None, budget_flops: None, budget_minutes: None, dense: None, moe: Vec::new(), seeds: 1, out: PathBuf::from("compare"), progress: false, scale: Scale::Default, no_wide: false }
+        CompareOptions { data: None, budget_flops: None, budget_minutes: None, dense: None, moe: Vec::new(), seeds: 1, out: PathBuf::from("compare"), progress: false, scale: Scale::Default, no_wide: false, dtype: None }
     }
 }
 
@@ -190,18 +192,43 @@ pub fn compare(opts: &CompareOptions) -> Result<CompareReport> {
         moe_train::run_data::build_dataset(&dense0, &tok)?
     };
     let (prompt_len, n_decode) = opts.scale.decode_shape();
+    let byte_tokens = matches!(moe_train::run_data::load_tokenizer(&dense0)?, moe_data::tokenizer::Tokenizer::Byte);
+    let mut models0 = Vec::with_capacity(plans.len());
     for (p, (r, m)) in plans.iter().zip(results.iter_mut().zip(&seed0_metrics)) {
-        let cfg = seed_cfg(p, budget, base_seed, 0, &data, opts.scale);
-        let model = load_final_model(&cfg, &run_dir(out, &p.name, 0))?;
         if opts.progress {
-            eprintln!("measuring {}: decode speed{}", p.name, if p.role == Role::Moe { ", expert balance and domains" } else { "" });
+            eprintln!("measuring {}: validation accuracy{}", p.name, if p.role == Role::Moe { ", expert balance and domains" } else { "" });
         }
-        r.decode = decode_speed(&model, &DECODE_BATCHES, prompt_len, n_decode, cfg.train.seed)?;
-        r.balance = crate::balance::layer_balance(m);
-        if let Some(vd) = ds.val_domains.as_ref().filter(|_| cfg.model.moe.is_some()) {
-            r.domains = expert_domains(&model, &ds.val, vd, &ds.domain_names, cfg.train.batch_size, cfg.train.seq_len, opts.scale.domain_batches())?;
+        for s in 0..opts.seeds {
+            let cfg = seed_cfg(p, budget, base_seed, s, &data, opts.scale);
+            let model = load_final_model(&cfg, &run_dir(out, &p.name, s))?;
+            let t = &cfg.train;
+            let max_b = if t.final_eval_batches > 0 { t.final_eval_batches } else { t.eval_batches };
+            let doms = ds.val_domains.as_deref().map(|d| (d, ds.domain_names.as_slice()));
+            r.seeds[s].accuracy = Some(crate::accuracy::accuracy(&model, &ds.val, doms, byte_tokens, t.batch_size, t.seq_len, Some(max_b))?);
+            if s == 0 {
+                r.balance = crate::balance::layer_balance(m);
+                if let Some(vd) = ds.val_domains.as_ref().filter(|_| cfg.model.moe.is_some()) {
+                    r.domains = expert_domains(&model, &ds.val, vd, &ds.domain_names, t.batch_size, t.seq_len, opts.scale.domain_batches())?;
+                }
+                models0.push(model);
+            }
         }
+        r.refresh_accuracy();
     }
+    let mut dtypes = vec![moe_kernels::quant::WeightDtype::F32];
+    if let Some(d) = opts.dtype.filter(|d| *d != moe_kernels::quant::WeightDtype::F32) {
+        dtypes.push(d);
+    }
+    if opts.progress {
+        eprintln!("measuring decode speed on the engine ({}): {} models interleaved, {} rounds", dtypes.iter().map(|d| d.name()).collect::<Vec<_>>().join(", "), plans.len(), opts.scale.decode_rounds());
+    }
+    let machine = moe_infer::Machine::measure();
+    let named: Vec<(&str, &moe_model::Transformer<f32>)> = plans.iter().map(|p| p.name.as_str()).zip(models0.iter()).collect();
+    let (decode_setup, rows) = decode_interleaved(&named, &dtypes, &DECODE_BATCHES, prompt_len, n_decode, opts.scale.decode_rounds(), base_seed, machine)?;
+    for (r, d) in results.iter_mut().zip(rows) {
+        r.decode = d;
+    }
+    let decode_ranking = decode_ranking(&results);
     timing.analysis_s = t_an.elapsed().as_secs_f64();
 
     // verdicts
@@ -237,6 +264,8 @@ pub fn compare(opts: &CompareOptions) -> Result<CompareReport> {
         verdicts,
         verdict: lines,
         caveats,
+        decode_setup: Some(decode_setup),
+        decode_ranking,
         figures: Vec::new(),
         timing,
     };
@@ -261,13 +290,33 @@ pub(crate) fn relative_figure(f: &Figure, out: &Path) -> Figure {
     Figure { title: f.title.clone(), png: f.png.strip_prefix(out).unwrap_or(&f.png).to_path_buf(), svg: f.svg.strip_prefix(out).unwrap_or(&f.svg).to_path_buf() }
 }
 
+/// For every format and batch size, each model's decode throughput against the first (dense)
+/// model's: faster/slower only when their min–max ranges over the rounds do not overlap.
+pub fn decode_ranking(results: &[ModelResult]) -> Vec<String> {
+    let Some(base) = results.first() else { return Vec::new() };
+    let mut lines = Vec::new();
+    for b in &base.decode {
+        for m in &results[1..] {
+            let Some(o) = m.decode.iter().find(|x: &&DecodeRow| x.batch == b.batch && x.dtype == b.dtype) else { continue };
+            let ratio = o.tokens_per_s.median / b.tokens_per_s.median;
+            let what = match o.tokens_per_s.rank(&b.tokens_per_s) {
+                Some(std::cmp::Ordering::Greater) => format!("faster than {} ({ratio:.2}×, ranges do not overlap)", base.name),
+                Some(_) => format!("slower than {} ({ratio:.2}×, ranges do not overlap)", base.name),
+                None => format!("within noise of {} (median ratio {ratio:.2}×, min–max ranges overlap)", base.name),
+            };
+            lines.push(format!("{} {} @batch {}: {} tokens/s vs {}: {what}", m.name, o.dtype, o.batch, o.tokens_per_s.fmt(0), b.tokens_per_s.fmt(0)));
+        }
+    }
+    lines
+}
+
 /// What the reader should keep in mind.
 fn caveats(plans: &[ModelPlan], opts: &CompareOptions) -> Vec<String> {
     let mut c = vec![
         "FLOPs are accounting FLOPs (2 × active matmul parameters + attention, ×3 for training), not wall time: the tokens/s column shows what routing and dispatch cost on this machine.".to_string(),
         "The compute multiplier reads the dense run's own evaluation curve. Its intermediate points come from a run whose learning rate had not yet decayed, so they overstate the loss a dense run *trained* to that compute would reach; multipliers above 1 are extrapolated beyond the budget with a power-law fit. `moe sweep` trains a separate dense ladder for a cleaner estimate.".to_string(),
         "`train.seed` seeds model initialisation and the batch order: seed i of every model sees the same batches (paired). The corpus and the train/validation split come from `data.seed`, which all seeds share, so every run is evaluated on the same validation tokens.".to_string(),
-        "Decode timings are single measurements on a shared machine; small models are dominated by per-step overhead.".to_string(),
+        format!("Decode timings run on the fast engine, models interleaved (A B C A B C …) over {} rounds, each pass after its own warm-up; the table gives the median and the min–max over rounds, and a rank order whose ranges overlap is reported as within noise. These trained models (a few MB of weights) fit in the CPU cache, so nothing here is memory-bound and per-step overhead dominates: the seeds' batch-size argument (memory-bound decode, experts loaded per step) needs the deployment-scale models of `moe plan` / `moe bench infer`.", opts.scale.decode_rounds()),
     ];
     let shape = |p: &ModelPlan| (p.cfg.train.batch_size, p.cfg.train.seq_len, p.cfg.train.grad_accum);
     if plans.iter().any(|p| shape(p) != shape(&plans[0])) {

@@ -14,6 +14,8 @@ use std::path::Path;
 pub struct CompareFigures {
     /// validation loss vs training FLOPs, every model
     pub loss: Figure,
+    /// paired Δ validation loss (MoE − dense) vs training FLOPs, with the seed band
+    pub delta: Figure,
     /// decode latency per token vs batch size
     pub latency: Figure,
     /// decode throughput vs batch size
@@ -27,7 +29,7 @@ pub struct CompareFigures {
 impl CompareFigures {
     /// Every figure.
     pub fn all(&self) -> Vec<Figure> {
-        let mut v = vec![self.loss.clone(), self.latency.clone(), self.throughput.clone()];
+        let mut v = vec![self.loss.clone(), self.delta.clone(), self.latency.clone(), self.throughput.clone()];
         v.extend(self.load.iter().map(|x| x.2.clone()));
         v.extend(self.domains.iter().map(|x| x.2.clone()));
         v
@@ -49,6 +51,22 @@ pub fn mean_curve(r: &ModelResult) -> Series {
     Series { name: r.name.clone(), points, err, ..Default::default() }
 }
 
+/// Paired Δ curve of `m` against `dense`: per evaluation index the mean over seeds of
+/// `m − dense` (seeds paired by index, points at the MoE's FLOPs) with the std as the band.
+pub fn delta_curve(m: &ModelResult, dense: &ModelResult) -> Series {
+    let ns = m.seeds.len().min(dense.seeds.len());
+    let n = (0..ns).map(|i| m.seeds[i].curve.len().min(dense.seeds[i].curve.len())).min().unwrap_or(0);
+    let mut points = Vec::with_capacity(n);
+    let mut err = Vec::with_capacity(n);
+    for j in 0..n {
+        let d: Vec<f64> = (0..ns).map(|i| m.seeds[i].curve[j].1 - dense.seeds[i].curve[j].1).collect();
+        let st = crate::stats::MeanStd::of(&d);
+        points.push((m.seeds[0].curve[j].0, st.mean));
+        err.push(st.std);
+    }
+    Series { name: format!("{} − {}", m.name, dense.name), points, err, ..Default::default() }
+}
+
 /// Draw every chart into `dir`; `seed0` holds each model's seed-0 metrics in model order.
 pub fn make_figures(dir: &Path, s: &CompareSummary, seed0: &[RunMetrics]) -> Result<CompareFigures> {
     let loss = line_chart(
@@ -63,18 +81,35 @@ pub fn make_figures(dir: &Path, s: &CompareSummary, seed0: &[RunMetrics]) -> Res
             ..Default::default()
         },
     )?;
-    let per_batch = |f: fn(&moe_infer::DecodeBench) -> f64| -> Vec<Series> {
-        s.models.iter().map(|m| Series { name: m.name.clone(), points: m.decode.iter().map(|d| (d.batch as f64, f(d))).collect(), ..Default::default() }).collect()
+    let mut dseries: Vec<Series> = s.models.iter().skip(1).map(|m| delta_curve(m, &s.models[0])).collect();
+    if let Some(first) = dseries.first() {
+        let xs: Vec<f64> = first.points.iter().map(|p| p.0).collect();
+        dseries.push(Series { name: "no difference".into(), points: xs.iter().map(|&x| (x, 0.0)).collect(), thin: true, ..Default::default() });
+    }
+    let delta = line_chart(
+        dir,
+        "delta_loss_vs_flops",
+        &LineChart {
+            title: "Paired Δ validation loss vs dense (error bars: std over seeds)".into(),
+            x_desc: "training FLOPs".into(),
+            y_desc: "Δ val loss (nats/token), < 0: better than dense".into(),
+            log_x: true,
+            series: dseries,
+            ..Default::default()
+        },
+    )?;
+    let per_batch = |f: fn(&crate::decode::DecodeRow) -> f64| -> Vec<Series> {
+        s.models.iter().map(|m| Series { name: m.name.clone(), points: m.decode.iter().filter(|d| d.dtype == "f32").map(|d| (d.batch as f64, f(d))).collect(), ..Default::default() }).collect()
     };
     let latency = line_chart(
         dir,
         "decode_latency",
-        &LineChart { title: "Decode latency per token (KV cache)".into(), x_desc: "batch size".into(), y_desc: "ms per decode step".into(), log_x: true, int_x: true, series: per_batch(|d| d.latency_ms_per_token) },
+        &LineChart { title: "Decode latency per token (engine, f32, median of rounds)".into(), x_desc: "batch size".into(), y_desc: "ms per decode step".into(), log_x: true, int_x: true, series: per_batch(|d| d.latency_ms.median) },
     )?;
     let throughput = line_chart(
         dir,
         "decode_throughput",
-        &LineChart { title: "Decode throughput (KV cache)".into(), x_desc: "batch size".into(), y_desc: "tokens / s".into(), log_x: true, int_x: true, series: per_batch(|d| d.decode_tokens_per_s) },
+        &LineChart { title: "Decode throughput (engine, f32, median of rounds)".into(), x_desc: "batch size".into(), y_desc: "tokens / s".into(), log_x: true, int_x: true, series: per_batch(|d| d.tokens_per_s.median) },
     )?;
     let mut load = Vec::new();
     let mut domains = Vec::new();
@@ -108,7 +143,48 @@ pub fn make_figures(dir: &Path, s: &CompareSummary, seed0: &[RunMetrics]) -> Res
             domains.push((m.name.clone(), d.layer, heatmap(dir, &format!("expert_domains_{}_layer{}", m.name, d.layer), &map)?));
         }
     }
-    Ok(CompareFigures { loss, latency, throughput, load, domains })
+    Ok(CompareFigures { loss, delta, latency, throughput, load, domains })
+}
+
+fn gap_cell(g: &crate::stats::PairedGap) -> String {
+    match (g.p_value, g.beyond_noise) {
+        (None, _) => "n/a (1 seed)".into(),
+        (Some(p), None) => format!("p = {p:.3}: more seeds needed"),
+        (Some(p), Some(true)) => format!("p = {p:.3}: yes"),
+        (Some(p), Some(false)) => format!("p = {p:.3}: no"),
+    }
+}
+
+/// Next-token accuracy: overall is in the models table; here per domain and exact-match answers
+/// (mean over seeds).
+fn accuracy_section(d: &mut Doc, s: &CompareSummary) {
+    let mean_of = |m: &ModelResult, f: &dyn Fn(&crate::accuracy::Accuracy) -> Option<f64>| crate::stats::MeanStd::of(&m.seeds.iter().filter_map(|r| r.accuracy.as_ref().and_then(f)).collect::<Vec<_>>());
+    d.h2("Next-token accuracy");
+    d.p("Greedy (top-1) next-token accuracy on the validation split, over the same windows as the final validation loss, mean ± std over seeds. On the built-in corpus also per domain, and exact match of the checkable answers (teacher-forced: every byte of the answer predicted right): arithmetic results after `=`, and key–value recall queries `?key->value`.");
+    let Some(first) = s.models.iter().find_map(|m| m.seeds.first().and_then(|r| r.accuracy.as_ref())) else { return };
+    if first.per_domain.is_empty() && first.exact.is_empty() {
+        return;
+    }
+    let mut head: Vec<String> = vec!["model".into()];
+    head.extend(first.per_domain.iter().map(|x| format!("top-1 {}", x.domain)));
+    head.extend(first.exact.iter().map(|x| format!("exact match: {}", x.task)));
+    let rows = s
+        .models
+        .iter()
+        .map(|m| {
+            let mut r = vec![m.name.clone()];
+            for (i, _) in first.per_domain.iter().enumerate() {
+                r.push(mean_of(m, &|a| a.per_domain.get(i).map(|x| x.top1)).fmt(3));
+            }
+            for (i, _) in first.exact.iter().enumerate() {
+                let tot = m.seeds.first().and_then(|r| r.accuracy.as_ref()).and_then(|a| a.exact.get(i)).map_or(0, |x| x.total);
+                r.push(format!("{} (n = {tot})", mean_of(m, &|a| a.exact.get(i).map(|x| x.rate)).fmt(3)));
+            }
+            r
+        })
+        .collect();
+    let head_ref: Vec<&str> = head.iter().map(|s| s.as_str()).collect();
+    d.table(&head_ref, rows);
 }
 
 fn opt_f(x: Option<f64>, prec: usize) -> String {
@@ -153,10 +229,11 @@ pub fn build_doc(s: &CompareSummary, f: &CompareFigures) -> Doc {
                 m.tokens_per_s.fmt(0),
                 m.val_loss.fmt(4),
                 m.val_ppl.fmt(3),
+                m.val_top1.fmt(4),
             ]
         })
         .collect();
-    d.table(&["model", "architecture", "params total", "params active", "train FLOPs/token", "steps", "tokens", "train tokens/s", "val loss", "val ppl"], rows);
+    d.table(&["model", "architecture", "params total", "params active", "train FLOPs/token", "steps", "tokens", "train tokens/s", "val loss", "val ppl", "val top-1 acc"], rows);
     if let Some(mm) = &s.matching {
         d.p(format!(
             "Parameter matching: the MoE's active parameters are {:.4}× the dense model's (the difference is the {} router parameters); the wide dense model's total parameters are {:.4}× the MoE's (d_ff rounded to a multiple of 8).",
@@ -171,34 +248,50 @@ pub fn build_doc(s: &CompareSummary, f: &CompareFigures) -> Doc {
 
     d.h2("Validation loss vs training compute");
     d.figure(&f.loss);
+    d.figure(&f.delta);
     let vrows = s
         .verdicts
         .iter()
         .map(|v| {
             let mult = v.multiplier.map_or_else(|| "> 1 (unreachable)".to_string(), |m| m.fmt(2));
-            vec![v.moe.clone(), fmt_loss(v.moe_loss.mean), fmt_loss(v.dense_loss.mean), format!("{:+.4}", v.gap.diff.mean), format!("{:+.2}%", 100.0 * v.rel_gap), mult, format!("{:?}", v.method).to_lowercase(), v.gap.beyond_noise.map_or("n/a (1 seed)".into(), |b| if b { "yes".into() } else { "no".into() })]
+            vec![v.moe.clone(), fmt_loss(v.moe_loss.mean), fmt_loss(v.dense_loss.mean), format!("{:+.4}", v.gap.diff.mean), format!("{:+.2}%", 100.0 * v.rel_gap), mult, format!("{:?}", v.method).to_lowercase(), gap_cell(&v.gap)]
         })
         .collect();
-    d.table(&["MoE", "MoE val loss", "dense val loss", "Δ", "Δ %", "dense compute multiplier", "method", "gap > seed noise"], vrows);
+    d.table(&["MoE", "MoE val loss", "dense val loss", "Δ", "Δ %", "dense compute multiplier", "method", "paired t-test (gap vs seed noise)"], vrows);
+    d.p("The dense compute multiplier is read off the dense run's own validation curve: interpolated in log-FLOPs within the budget, or extrapolated beyond it with a least-squares power-law fit L(C) = a + b·C^−c of the curve's tail (method column). Seed noise: a paired Student's t-test over seeds (df = seeds − 1) with its two-sided p-value and 95% confidence interval of the gap; below 3 seeds the report says \"more seeds needed\" instead of a verdict.");
 
-    d.h2("Decode speed (KV-cached, greedy)");
-    let batches: Vec<usize> = s.models.first().map(|m| m.decode.iter().map(|x| x.batch).collect()).unwrap_or_default();
-    let mut head: Vec<String> = vec!["model".into(), "latency ms/token @1".into()];
-    head.extend(batches.iter().map(|b| format!("tokens/s @{b}")));
-    head.push("distinct experts/step @1/@8/@64".into());
-    let rows = s
-        .models
-        .iter()
-        .map(|m| {
-            let mut r = vec![m.name.clone(), opt_f(m.decode_at(1).map(|x| x.latency_ms_per_token), 3)];
-            r.extend(batches.iter().map(|&b| opt_f(m.decode_at(b).map(|x| x.decode_tokens_per_s), 0)));
-            let de: Vec<String> = m.decode.iter().map(|x| opt_f(x.distinct_experts_per_step, 1)).collect();
+    accuracy_section(&mut d, s);
+
+    d.h2("Decode speed (KV-cached, greedy, fast engine)");
+    if let Some(ds) = &s.decode_setup {
+        d.p(format!(
+            "Measured on the fast engine (`moe_infer::Engine`, as `moe bench infer` and `moe generate`), weights in {}, {} threads; this machine's measured read bandwidth {:.1} GB/s and f32 GEMM peak {:.0} GFLOP/s. Prompts of {} random tokens, {} timed greedy decode steps; the models are measured interleaved (each round times every model and format once, each pass after an untimed warm-up) over {} rounds: median (min–max).",
+            ds.dtypes.join(" and "), ds.machine.threads, ds.machine.bandwidth_gbs, ds.machine.peak_gflops, ds.prompt_len, ds.n_decode, ds.rounds
+        ));
+    }
+    let batches: Vec<usize> = s.models.first().map(|m| m.decode.iter().filter(|x| x.dtype == "f32").map(|x| x.batch).collect()).unwrap_or_default();
+    let dtypes: Vec<String> = s.decode_setup.as_ref().map(|d| d.dtypes.clone()).unwrap_or_else(|| vec!["f32".into()]);
+    let mut head: Vec<String> = vec!["model".into(), "dtype".into(), "latency ms/token @1 (min–max)".into()];
+    head.extend(batches.iter().map(|b| format!("tokens/s @{b} (min–max)")));
+    head.push("roofline fraction @1".into());
+    head.push("distinct experts/step (D(B))".into());
+    let mut rows = Vec::new();
+    for dt in &dtypes {
+        for m in &s.models {
+            let mut r = vec![m.name.clone(), dt.clone(), m.decode_at_dtype(dt, 1).map_or("–".into(), |x| x.latency_ms.fmt(3))];
+            r.extend(batches.iter().map(|&b| m.decode_at_dtype(dt, b).map_or("–".into(), |x| x.tokens_per_s.fmt(0))));
+            r.push(opt_f(m.decode_at_dtype(dt, 1).and_then(|x| x.roofline_fraction), 3));
+            let de: Vec<String> = m.decode.iter().filter(|x| &x.dtype == dt).map(|x| format!("{} ({})", opt_f(x.distinct_experts, 1), opt_f(x.expected_distinct, 1))).collect();
             r.push(de.join(" / "));
-            r
-        })
-        .collect();
+            rows.push(r);
+        }
+    }
     let head_ref: Vec<&str> = head.iter().map(|s| s.as_str()).collect();
     d.table(&head_ref, rows);
+    if !s.decode_ranking.is_empty() {
+        d.p("Rank order against the dense model (a difference whose min–max ranges overlap is not a result):");
+        d.bullets(s.decode_ranking.clone());
+    }
     d.figure(&f.latency);
     d.figure(&f.throughput);
 

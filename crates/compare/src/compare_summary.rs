@@ -43,6 +43,12 @@ pub struct CompareSummary {
     pub verdict: Vec<String>,
     /// limits of the comparison
     pub caveats: Vec<String>,
+    /// how the decode rows were measured (engine, formats, threads, bandwidth, GEMM peak, rounds)
+    #[serde(default)]
+    pub decode_setup: Option<crate::decode::DecodeSetup>,
+    /// per batch size and format: each model against the dense model, or "within noise"
+    #[serde(default)]
+    pub decode_ranking: Vec<String>,
     /// charts, paths relative to the output directory
     pub figures: Vec<Figure>,
     /// where the time went

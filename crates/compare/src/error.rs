@@ -86,6 +86,10 @@ pub enum Error {
         message: String,
     },
 
+    /// A measurement cannot be made as asked (e.g. a model the engine does not run).
+    #[error("{0}")]
+    Invalid(String),
+
     /// Drawing or writing a plot failed.
     #[error("plot {}: {message}", path.display())]
     Plot {

@@ -33,13 +33,17 @@
 //!
 //! Measurements per model: total/active parameters, training FLOPs per token, training tokens/s,
 //! final validation loss and perplexity (mean ± std over seeds), the validation curve against
-//! cumulative FLOPs, decode latency per token at batch 1 and throughput at batch 1, 8 and 64
-//! (KV-cached greedy decoding via [`moe_infer::bench_decode`]), expert balance per MoE layer
+//! cumulative FLOPs, next-token top-1 accuracy on the validation split (per seed; per domain and
+//! exact match of arithmetic answers and key–value recall on the built-in corpus, [`accuracy`]),
+//! decode latency per token at batch 1 and throughput at batch 1, 8 and 64 on the fast engine
+//! (f32, plus `--dtype`; models interleaved over repeated rounds, median with min–max, rank
+//! orders whose ranges overlap reported as "within noise", [`decode`]), expert balance per MoE layer
 //! (max/mean load, router entropy, drop rate over the last 10% of steps of `metrics.jsonl`) and,
 //! on a corpus with domain tags (the built-in synthetic one), which domain each expert serves.
 //!
 //! Verdict ([`verdict`]): per MoE, val loss vs dense at equal compute with Δ, the paired gap over
-//! seeds against seed noise (gap > 2 standard errors), and the dense compute multiplier read off
+//! seeds against seed noise (a paired Student's t-test with its p-value and 95% confidence
+//! interval; below 3 seeds "more seeds needed" instead of a verdict), and the dense compute multiplier read off
 //! the dense run's own eval curve (log-FLOPs interpolation; beyond the budget a power-law fit of
 //! the curve's tail, labelled "extrapolated"; "never reaches" when even that fails).
 //!
@@ -69,6 +73,12 @@
 //! labelled power-law / extrapolated / unreachable; `plots/multiplier_vs_experts` and
 //! `plots/sweep_loss_vs_flops`, `report.md`, `report.html`, `summary.json` ([`SweepSummary`]).
 //!
+//! # `moe plan`
+//!
+//! [`roofline`]: the bytes-and-FLOPs roofline of a decode step (touched experts via `D(B)`, KV
+//! cache, attention, all-to-all / all-reduce on several nodes) against a hardware file
+//! (`configs/hardware/`), for machines we do not have.
+//!
 //! # How long it takes (2-core reference machine, f32)
 //!
 //! - Default `compare` (3 models × 1 seed, 6e12 FLOPs per run ≈ 425 steps of the dense model):
@@ -87,6 +97,7 @@
 //! PNG text is drawn with DejaVu Sans embedded from the `dejavu` crate through plotters' pure-Rust
 //! `ab_glyph` backend: no system fonts, fontconfig or `apt-get install` needed (CI included).
 
+pub mod accuracy;
 pub mod balance;
 pub mod compare;
 pub mod compare_report;
@@ -101,6 +112,7 @@ pub mod plot;
 pub mod probe;
 pub mod report;
 pub mod results;
+pub mod roofline;
 pub mod run;
 pub mod stats;
 pub mod sweep;

@@ -76,6 +76,14 @@ impl Scale {
         }
     }
 
+    /// Interleaved rounds of the decode benchmark (median and min–max over them).
+    pub fn decode_rounds(self) -> usize {
+        match self {
+            Scale::Default => 5,
+            Scale::Tiny => 2,
+        }
+    }
+
     /// Validation batches of the expert–domain analysis.
     pub fn domain_batches(self) -> usize {
         match self {

@@ -181,12 +181,14 @@ fn draw_lines<DB: DrawingBackend>(root: DrawingArea<DB, Shift>, c: &LineChart) -
         (x0, x1, y0, y1) = (0.0, 1.0, 0.0, 1.0);
     }
     let (px, py) = (((x1 - x0) * 0.05).max(1e-3), ((y1 - y0) * 0.08).max(1e-3));
+    // a band above the data for the legend (upper right), so that it never covers a point
+    let legend_room = py + (y1 - y0).max(1e-3) * 0.075 * c.series.len() as f64;
     let mut chart = ChartBuilder::on(&root)
         .caption(&c.title, ("sans-serif", 20))
         .margin(12)
         .x_label_area_size(45)
         .y_label_area_size(70)
-        .build_cartesian_2d((x0 - px)..(x1 + px), (y0 - py)..(y1 + py))?;
+        .build_cartesian_2d((x0 - px)..(x1 + px), (y0 - py)..(y1 + legend_room))?;
     let (log, int) = (c.log_x, c.int_x);
     let xf = move |v: &f64| fmt_x(log, int, *v);
     chart.configure_mesh().x_desc(c.x_desc.as_str()).y_desc(c.y_desc.as_str()).x_label_formatter(&xf).y_label_formatter(&|v| format!("{v:.3}")).light_line_style(WHITE.mix(0.0)).draw()?;

@@ -5,7 +5,8 @@ use crate::domains::LayerDomains;
 use crate::plan::{ModelPlan, Role};
 use crate::run::{RunOutcome, RunStatus};
 use crate::stats::MeanStd;
-use moe_infer::DecodeBench;
+use crate::accuracy::Accuracy;
+use crate::decode::DecodeRow;
 use moe_model::ModelConfig;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -41,6 +42,9 @@ pub struct SeedResult {
     pub elapsed_s: f64,
     /// validation loss against cumulative training FLOPs
     pub curve: Vec<(f64, f64)>,
+    /// next-token accuracy of the final model on the validation split (filled in after training)
+    #[serde(default)]
+    pub accuracy: Option<Accuracy>,
 }
 
 impl SeedResult {
@@ -62,6 +66,7 @@ impl SeedResult {
             tokens_per_s: o.metrics.tokens_per_s(),
             elapsed_s,
             curve: o.metrics.loss_curve(),
+            accuracy: None,
         }
     }
 }
@@ -93,10 +98,14 @@ pub struct ModelResult {
     pub val_ppl: MeanStd,
     /// training tokens/s over seeds
     pub tokens_per_s: MeanStd,
+    /// next-token top-1 accuracy on the validation split over seeds
+    #[serde(default)]
+    pub val_top1: MeanStd,
     /// every run
     pub seeds: Vec<SeedResult>,
-    /// decode latency/throughput per batch size (model of seed 0)
-    pub decode: Vec<DecodeBench>,
+    /// decode latency/throughput per weight format and batch size on the engine (model of
+    /// seed 0; median and min–max over interleaved rounds)
+    pub decode: Vec<DecodeRow>,
     /// expert balance per MoE layer (run of seed 0)
     pub balance: Vec<LayerBalance>,
     /// domain × expert routing per MoE layer (model of seed 0; empty without domain tags)
@@ -120,6 +129,7 @@ impl ModelResult {
             val_loss: vals(|s| s.val_loss),
             val_ppl: vals(|s| s.val_ppl),
             tokens_per_s: vals(|s| s.tokens_per_s),
+            val_top1: vals(|s| s.accuracy.as_ref().map_or(f64::NAN, |a| a.top1)),
             seeds,
             decode: Vec::new(),
             balance: Vec::new(),
@@ -132,9 +142,19 @@ impl ModelResult {
         self.seeds.iter().map(|s| s.val_loss).collect()
     }
 
-    /// The decode result at batch size `b`.
-    pub fn decode_at(&self, b: usize) -> Option<&DecodeBench> {
-        self.decode.iter().find(|d| d.batch == b)
+    /// The f32 decode row at batch size `b`.
+    pub fn decode_at(&self, b: usize) -> Option<&DecodeRow> {
+        self.decode_at_dtype("f32", b)
+    }
+
+    /// The decode row of weight format `dtype` at batch size `b`.
+    pub fn decode_at_dtype(&self, dtype: &str, b: usize) -> Option<&DecodeRow> {
+        self.decode.iter().find(|d| d.batch == b && d.dtype == dtype)
+    }
+
+    /// Recompute `val_top1` from the seeds' accuracies.
+    pub fn refresh_accuracy(&mut self) {
+        self.val_top1 = MeanStd::of(&self.seeds.iter().map(|s| s.accuracy.as_ref().map_or(f64::NAN, |a| a.top1)).collect::<Vec<_>>());
     }
 }
 

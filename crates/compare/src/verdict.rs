@@ -82,15 +82,9 @@ pub fn verdict(moe: &ModelResult, dense: &ModelResult) -> Verdict {
             text.push_str(&format!("; the {} model would need ≈ {val} the compute to match ({how})", dense.name));
         }
     }
-    match gap.beyond_noise {
+    match gap.p_value {
         None => text.push_str(". One seed: seed noise not measured (use --seeds 3 or more)."),
-        Some(b) => text.push_str(&format!(
-            ". Over {n} seeds the paired gap is {:+.4} ± {:.4} (std), {:.1} standard errors: {}.",
-            gap.diff.mean,
-            gap.diff.std,
-            gap.t.unwrap_or(0.0),
-            if b { "larger than the seed noise" } else { "within the seed noise" }
-        )),
+        Some(_) => text.push_str(&format!(". Over {n} seeds the paired gap is {:+.4} ± {:.4} (std); {}.", gap.diff.mean, gap.diff.std, gap.describe(4))),
     }
     Verdict { moe: moe.name.clone(), dense: dense.name.clone(), moe_loss, dense_loss, gap, rel_gap, multiplier_per_seed: per_seed, multiplier, method, text }
 }
@@ -103,7 +97,7 @@ mod tests {
     use crate::run::RunStatus;
 
     fn seed(i: usize, final_loss: f64, curve: Vec<(f64, f64)>) -> SeedResult {
-        SeedResult { seed: i, train_seed: i as u64, run_dir: "r".into(), status: RunStatus::Trained, steps: 10, tokens: 100, flops: 1e10, val_loss: final_loss, val_ppl: final_loss.exp(), curve_val_loss: final_loss, tokens_per_s: 1.0, elapsed_s: 1.0, curve }
+        SeedResult { seed: i, train_seed: i as u64, run_dir: "r".into(), status: RunStatus::Trained, steps: 10, tokens: 100, flops: 1e10, val_loss: final_loss, val_ppl: final_loss.exp(), curve_val_loss: final_loss, tokens_per_s: 1.0, elapsed_s: 1.0, curve, accuracy: None }
     }
 
     #[test]
@@ -116,7 +110,7 @@ mod tests {
         assert_eq!(v.method, Method::Interpolated);
         assert!((v.multiplier.unwrap().mean - 0.5).abs() < 1e-9);
         assert!(v.text.contains("2.5000") && v.text.contains("2.2050"), "{}", v.text);
-        assert!(v.text.contains("0.50×") && v.text.contains("larger than the seed noise"), "{}", v.text);
+        assert!(v.text.contains("0.50×") && v.text.contains("more seeds needed") && v.text.contains("p = "), "{}", v.text);
         let better = ModelResult::new(&trio[1], 10, vec![seed(0, 1.0, vec![])]);
         let v = verdict(&better, &dense);
         assert_eq!(v.method, Method::Unreachable);

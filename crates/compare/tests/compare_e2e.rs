@@ -47,7 +47,29 @@ fn compare_tiny_end_to_end_reports_and_resumes() {
             assert!((r.flops - budget).abs() <= per_step / 2.0 + 1.0, "{}: {} vs {}", m.name, r.flops, budget);
             assert!(r.val_loss.is_finite() && r.val_loss > 0.0);
         }
+        // decode rows come from the engine, f32, with a spread over interleaved rounds
         assert_eq!(m.decode.iter().map(|d| d.batch).collect::<Vec<_>>(), vec![1, 8, 64]);
+        for d in &m.decode {
+            assert_eq!((d.engine.as_str(), d.dtype.as_str()), ("engine", "f32"));
+            assert_eq!(d.rounds.len(), Scale::Tiny.decode_rounds());
+            let sp = d.tokens_per_s;
+            assert!(sp.min > 0.0 && sp.min <= sp.median && sp.median <= sp.max, "{sp:?}");
+            assert!(d.bytes_per_step.unwrap() > 0.0);
+        }
+        // accuracy in [0, 1] for every seed (NaN fails)
+        assert_eq!(m.val_top1.n, m.seeds.len());
+        for r in &m.seeds {
+            let a = r.accuracy.as_ref().unwrap();
+            assert!((0.0..=1.0).contains(&a.top1) && a.tokens > 0, "{a:?}");
+            assert_eq!(a.per_domain.len(), moe_data::synthetic::DOMAINS.len());
+            assert_eq!(a.per_domain.iter().map(|x| x.tokens).sum::<u64>(), a.tokens);
+            assert_eq!(a.exact.len(), 2);
+            for e in &a.exact {
+                // tiny windows may hold no complete answer: then the rate is NaN by definition
+                assert!(e.correct <= e.total && (e.total == 0) == e.rate.is_nan(), "{e:?}");
+                assert!(e.total == 0 || (0.0..=1.0).contains(&e.rate), "{e:?}");
+            }
+        }
     }
     // the trio's parameter matching, checked against accounting
     let trio = default_trio(&dense);
@@ -63,7 +85,37 @@ fn compare_tiny_end_to_end_reports_and_resumes() {
     assert_eq!(moe.domains[0].domains.len(), moe_data::synthetic::DOMAINS.len());
     assert!(sum.models[0].balance.is_empty() && sum.models[0].domains.is_empty());
     assert_eq!(sum.verdicts.len(), 1);
-    assert!(sum.verdicts[0].gap.beyond_noise.is_some(), "two seeds measure noise");
+    // two seeds: a p-value, but no verdict on noise
+    let g = &sum.verdicts[0].gap;
+    assert!(g.p_value.is_some_and(|p| (0.0..=1.0).contains(&p)) && g.beyond_noise.is_none(), "{g:?}");
+    assert!(sum.verdicts[0].text.contains("more seeds needed"), "{}", sum.verdicts[0].text);
+    let setup = sum.decode_setup.as_ref().unwrap();
+    assert_eq!((setup.engine.as_str(), setup.dtypes.clone()), ("engine", vec!["f32".to_string()]));
+    assert!(setup.machine.bandwidth_gbs > 0.0 && setup.machine.peak_gflops > 0.0);
+    assert_eq!(sum.decode_ranking.len(), 2 * 3);
+
+    // accuracy agrees with a direct count on the seed-0 dense model
+    {
+        let cfg = budgeted(&dense, budget, dense.train.seed, &dense.data, Scale::Tiny.n_evals());
+        let model = moe_compare::run::load_final_model(&cfg, &run_dir(&out, "dense", 0)).unwrap();
+        let tok = moe_train::run_data::load_tokenizer(&cfg).unwrap();
+        let ds = moe_train::run_data::build_dataset(&cfg, &tok).unwrap();
+        let (t, nv) = (cfg.train.seq_len, model.cfg.n_vocab);
+        let max_w = cfg.train.batch_size * if cfg.train.final_eval_batches > 0 { cfg.train.final_eval_batches } else { cfg.train.eval_batches };
+        let (mut ok, mut n) = (0u64, 0u64);
+        for w in 0..((ds.val.len() - 1) / t).min(max_w) {
+            let inp = &ds.val[w * t..(w + 1) * t];
+            let logits = model.forward(inp, 1, t).unwrap().logits;
+            for i in 0..t {
+                let row = &logits[i * nv..(i + 1) * nv];
+                let best = (0..nv).fold(0, |b, j| if row[j] > row[b] { j } else { b });
+                ok += (best as u32 == ds.val[w * t + i + 1]) as u64;
+                n += 1;
+            }
+        }
+        let a = sum.models[0].seeds[0].accuracy.as_ref().unwrap();
+        assert_eq!((a.correct, a.tokens), (ok, n));
+    }
 
     // files, and the report prints the numbers summary.json holds
     let md = std::fs::read_to_string(&rep.report_md).unwrap();
@@ -82,6 +134,7 @@ fn compare_tiny_end_to_end_reports_and_resumes() {
     for l in json["verdict"].as_array().unwrap() {
         assert!(md.contains(l.as_str().unwrap()));
     }
+    assert!(md.contains("min–max") && md.contains("fast engine") && md.contains("GB/s") && md.contains("val top-1 acc") && md.contains("## Next-token accuracy"));
     assert!(md.contains("## Verdict") && md.contains("## Decode speed") && md.contains("## Expert balance") && md.contains("## Which domain each expert serves"));
     assert!(html.contains("<svg") && !html.contains("<img"));
     let figs = json["figures"].as_array().unwrap();
