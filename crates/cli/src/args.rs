@@ -35,6 +35,9 @@ pub enum Command {
     Compare(CompareArgs),
     /// Sparsity ladder and dense compute ladder: compute multiplier vs n_expert.
     Sweep(SweepArgs),
+    /// Roofline prediction of decode latency, throughput, memory and cost per token on a
+    /// machine described by a hardware file (or this one), on one or several nodes.
+    Plan(PlanArgs),
 }
 
 #[derive(Args, Debug)]
@@ -288,7 +291,8 @@ pub struct CompareArgs {
     /// Training FLOPs per model.
     #[arg(long, conflicts_with = "budget_minutes")]
     pub budget_flops: Option<f64>,
-    /// Wall-clock training budget per model, converted to FLOPs by a throughput probe.
+    /// Wall-clock minutes for all training of the command (every model × seed), turned into one
+    /// per-run FLOP budget by a short throughput probe of each model.
     #[arg(long)]
     pub budget_minutes: Option<f64>,
     /// Dense experiment TOML (default: built in).
@@ -309,6 +313,9 @@ pub struct CompareArgs {
     /// Leave out the dense model widened to the MoE's total parameters.
     #[arg(long)]
     pub no_wide: bool,
+    /// Also measure decode in this weight format on the engine (f32 is always measured).
+    #[arg(long, value_enum)]
+    pub dtype: Option<DtypeArg>,
     /// No progress bars.
     #[arg(long)]
     pub quiet: bool,
@@ -347,4 +354,41 @@ pub struct SweepArgs {
     /// No progress bars.
     #[arg(long)]
     pub quiet: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct PlanArgs {
+    /// Experiment TOML whose [model] is planned.
+    #[arg(long, conflicts_with = "model", required_unless_present_any = ["model", "calibrate"])]
+    pub config: Option<PathBuf>,
+    /// Hugging Face model directory (only config.json is read).
+    #[arg(long)]
+    pub model: Option<PathBuf>,
+    /// Hardware TOML (default: measure this machine now); see configs/hardware/.
+    #[arg(long)]
+    pub hardware: Option<PathBuf>,
+    /// Batch sizes (sequences decoding together, all nodes).
+    #[arg(long, value_delimiter = ',', default_value = "1,8,32,128,512,1024")]
+    pub batch: Vec<usize>,
+    /// Nodes.
+    #[arg(long, default_value_t = 1)]
+    pub nodes: usize,
+    /// Expert-parallel degree of an MoE (default: all nodes).
+    #[arg(long)]
+    pub expert_parallel: Option<usize>,
+    /// Weight format.
+    #[arg(long, value_enum, default_value_t = DtypeArg::F32)]
+    pub dtype: DtypeArg,
+    /// Tokens in each sequence's KV cache.
+    #[arg(long, default_value_t = 512)]
+    pub context: usize,
+    /// A second model (experiment TOML or HF directory) to compare cost per token with.
+    #[arg(long)]
+    pub against: Option<PathBuf>,
+    /// Measure this machine and write a hardware file to --out (default: stdout).
+    #[arg(long)]
+    pub calibrate: bool,
+    /// With --calibrate: the hardware file; otherwise a JSON file of the predictions.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
 }

@@ -15,6 +15,7 @@ pub fn run_compare(a: CompareArgs) -> anyhow::Result<()> {
         progress: !a.quiet,
         scale: a.scale,
         no_wide: a.no_wide,
+        dtype: a.dtype.map(crate::commands::bench::dtype_of),
     };
     let r = compare(&opts)?;
     for line in &r.summary.verdict {

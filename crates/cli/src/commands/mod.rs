@@ -7,6 +7,7 @@ mod export;
 mod generate;
 mod info;
 mod logits;
+mod plan;
 mod tokenizer;
 mod train;
 
@@ -25,5 +26,6 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Export(a) => export::run(a),
         Command::Compare(a) => compare::run_compare(a),
         Command::Sweep(a) => compare::run_sweep(a),
+        Command::Plan(a) => plan::run(a),
     }
 }
