@@ -113,9 +113,11 @@ fn cli_generate_model_is_greedy_kv_cached_and_needs_a_tokenizer() {
         let (tokens, _, greedy) = expected(case);
         let prompt = tokens.iter().map(|t| format!("w{t}")).collect::<Vec<_>>().join(" ");
         let out = ok(&["generate", "--model", s(dir.path()), "--prompt", &prompt, "--max-tokens", &greedy.len().to_string(), "--temperature", "0"]);
-        // the continuation streams token by token: w{a}w{b}… (eos 2 would stop it early)
-        let n = greedy.iter().position(|&t| t == 2).map_or(greedy.len(), |i| i + 1);
-        let want: String = greedy[..n].iter().map(|t| format!("w{t}")).collect();
+        // the continuation streams token by token and reads as decode(prompt ++ ids): the
+        // WordLevel decoder joins words with spaces, so each new word keeps its separator
+        // (eos 2 would stop it early and is not printed)
+        let n = greedy.iter().position(|&t| t == 2).unwrap_or(greedy.len());
+        let want: String = greedy[..n].iter().map(|t| format!(" w{t}")).collect();
         assert_eq!(out.trim_end(), format!("{prompt}{want}"), "{case}");
     }
 }

@@ -28,4 +28,4 @@ pub use chat::{ChatMessage, ChatTemplate};
 pub use corpus::{load_documents, Document};
 pub use dataset::{eval_batches, Batch, Batcher, BatcherState, TokenDataset};
 pub use error::{Error, Result};
-pub use tokenizer::{train_bpe, Tokenizer};
+pub use tokenizer::{train_bpe, Detokenizer, Tokenizer};

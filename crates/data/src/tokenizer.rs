@@ -242,6 +242,95 @@ pub fn train_bpe(files: &[PathBuf], vocab: usize, out: &Path) -> Result<Tokenize
     Ok(tokenizer)
 }
 
+/// Incremental detokenisation: text of a growing token sequence, piece by piece, such that the
+/// pieces concatenate to `decode(context ++ ids)` minus `decode(context)` — no lost spaces
+/// (SentencePiece/metaspace decoders strip the first word's space, WordLevel joins with spaces),
+/// no broken UTF-8 (byte-level BPE and byte-fallback tokens whose bytes are not yet a whole
+/// character are held back until they are).
+///
+/// Each [`Detokenizer::push`] decodes a short window: the ids from `prefix` (a few tokens before
+/// the last emitted one, for context) to the end, and emits what it adds to the window's text up
+/// to the last emitted id (the offsets scheme of text-generation-inference and vLLM). When the
+/// window's text is not an extension of the shorter text (a decoder that rewrites earlier
+/// characters) it falls back to decoding everything and emitting the difference to what was
+/// already emitted.
+#[derive(Debug)]
+pub struct Detokenizer<'t> {
+    tok: &'t Tokenizer,
+    ids: Vec<u32>,
+    /// start of the decode window
+    prefix: usize,
+    /// ids before this were emitted
+    read: usize,
+    /// `decode(ids[..n_context])` length in bytes, and everything emitted since
+    n_context: usize,
+    context_text: String,
+    emitted: String,
+}
+
+/// Context tokens kept before the first new one.
+const DETOK_CONTEXT: usize = 6;
+
+impl<'t> Detokenizer<'t> {
+    /// A detokeniser whose text continues `context` (e.g. the prompt; may be empty).
+    pub fn new(tok: &'t Tokenizer, context: &[u32]) -> Self {
+        let ids = context[context.len().saturating_sub(DETOK_CONTEXT)..].to_vec();
+        let context_text = tok.decode(&ids).unwrap_or_default();
+        let n = ids.len();
+        Detokenizer { tok, ids, prefix: 0, read: n, n_context: n, context_text, emitted: String::new() }
+    }
+
+    /// Add one id; returns the text it completes (possibly empty: bytes held back).
+    pub fn push(&mut self, id: u32) -> Result<String> {
+        self.ids.push(id);
+        let before = self.tok.decode(&self.ids[self.prefix..self.read])?;
+        let after = self.tok.decode(&self.ids[self.prefix..])?;
+        if after.ends_with('\u{FFFD}') {
+            return Ok(String::new()); // an incomplete character: wait for its other bytes
+        }
+        let piece = match after.strip_prefix(before.as_str()) {
+            Some(p) => p.to_string(),
+            None => {
+                // not an extension: diff the whole text against what was emitted
+                let full = self.full_text()?;
+                match full.strip_prefix(self.emitted.as_str()) {
+                    Some(p) => p.to_string(),
+                    None => return Ok(String::new()),
+                }
+            }
+        };
+        self.prefix = self.read;
+        self.read = self.ids.len();
+        self.emitted.push_str(&piece);
+        Ok(piece)
+    }
+
+    /// What is still held back (incomplete bytes at the end, lossily decoded); call once at the end.
+    pub fn finish(&mut self) -> Result<String> {
+        let full = self.full_text()?;
+        let rest = full.strip_prefix(self.emitted.as_str()).unwrap_or("").to_string();
+        self.emitted.push_str(&rest);
+        self.prefix = self.ids.len();
+        self.read = self.ids.len();
+        Ok(rest)
+    }
+
+    /// All text emitted so far.
+    pub fn text(&self) -> &str {
+        &self.emitted
+    }
+
+    /// The pushed ids (without the context).
+    pub fn ids(&self) -> &[u32] {
+        &self.ids[self.n_context..]
+    }
+
+    fn full_text(&self) -> Result<String> {
+        let all = self.tok.decode(&self.ids)?;
+        Ok(all.strip_prefix(self.context_text.as_str()).map(str::to_string).unwrap_or(all))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -406,4 +495,63 @@ mod tests {
         assert_eq!(Tokenizer::from_file(&out).unwrap().n_vocab(), tok.n_vocab());
         drop(dir);
     }
+
+    /// A Llama-2 style tokenizer: metaspace pieces and byte-fallback tokens (WordLevel model,
+    /// the decoder is what matters).
+    fn metaspace_tokenizer() -> Tokenizer {
+        let json = serde_json::json!({
+            "version": "1.0", "truncation": null, "padding": null, "added_tokens": [], "normalizer": null,
+            "pre_tokenizer": { "type": "WhitespaceSplit" }, "post_processor": null,
+            "decoder": { "type": "Sequence", "decoders": [
+                { "type": "Replace", "pattern": { "String": "\u{2581}" }, "content": " " },
+                { "type": "ByteFallback" }, { "type": "Fuse" },
+                { "type": "Strip", "content": " ", "start": 1, "stop": 0 } ] },
+            "model": { "type": "WordLevel", "unk_token": "!", "vocab": {
+                "\u{2581}Hello": 0, "\u{2581}world": 1, "<0xE2>": 2, "<0x82>": 3, "<0xAC>": 4, "!": 5, "\u{2581}": 6 } }
+        });
+        Tokenizer::Bpe(Box::new(tokenizers::Tokenizer::from_bytes(json.to_string().as_bytes()).unwrap()))
+    }
+
+    fn streamed(tok: &Tokenizer, context: &[u32], ids: &[u32]) -> (Vec<String>, String) {
+        let mut d = Detokenizer::new(tok, context);
+        let mut pieces: Vec<String> = ids.iter().map(|&i| d.push(i).unwrap()).collect();
+        pieces.push(d.finish().unwrap());
+        let text = d.text().to_string();
+        (pieces, text)
+    }
+
+    #[test]
+    fn detokenizer_keeps_metaspace_spaces_and_whole_characters() {
+        let tok = metaspace_tokenizer();
+        let ids = [0u32, 1, 6, 2, 3, 4, 1, 5, 0];
+        let (pieces, text) = streamed(&tok, &[], &ids);
+        assert_eq!(text, tok.decode(&ids).unwrap());
+        assert_eq!(text, "Hello world \u{20AC} world!Hello".replace(" \u{20AC}", " \u{20AC}"));
+        assert_eq!(pieces.concat(), text);
+        assert!(pieces.iter().all(|p| !p.contains('\u{FFFD}')), "{pieces:?}");
+        // the euro sign comes out whole, at its last byte
+        assert_eq!(pieces[3], "");
+        assert_eq!(pieces[4], "");
+        assert_eq!(pieces[5], "\u{20AC}");
+        // after a context, the first word keeps its space: text = decode(context ++ ids) - decode(context)
+        let (_, cont) = streamed(&tok, &[0, 1], &[1, 5]);
+        assert_eq!(cont, " world!");
+        let all = tok.decode(&[0, 1, 1, 5]).unwrap();
+        assert_eq!(format!("{}{cont}", tok.decode(&[0, 1]).unwrap()), all);
+    }
+
+    #[test]
+    fn detokenizer_byte_tokenizer_holds_partial_utf8_and_flushes_at_finish() {
+        let tok = Tokenizer::byte();
+        let text = "a\u{20AC}b\u{1F600}";
+        let ids = tok.encode(text).unwrap();
+        let (pieces, got) = streamed(&tok, &[], &ids);
+        assert_eq!(got, text);
+        assert!(pieces.iter().all(|p| !p.contains('\u{FFFD}')), "{pieces:?}");
+        // an unfinished character is flushed (lossily) by finish
+        let (pieces, got) = streamed(&tok, &[], &ids[..3]);
+        assert_eq!(got, "a\u{FFFD}");
+        assert_eq!(pieces.last().unwrap(), "\u{FFFD}");
+    }
+
 }

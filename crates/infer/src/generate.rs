@@ -15,7 +15,7 @@ use std::time::Instant;
 pub enum FinishReason {
     /// `max_new_tokens` were generated
     Length,
-    /// the stop token was generated (it is the last element of `tokens`)
+    /// a stop token was generated (it is the last element of `tokens`)
     Stop,
 }
 
@@ -58,7 +58,23 @@ pub fn generate<T: Real>(
     stop_token: Option<u32>,
     on_token: impl FnMut(u32),
 ) -> Result<GenerateOutput> {
-    generate_loop(&model.cfg, prompt, max_new_tokens, sampler, stop_token, on_token, |cache, tokens, s| Ok(s.sample(&forward_one(model, cache, tokens)?)))
+    generate_until(model, prompt, max_new_tokens, sampler, stop_token.as_slice(), on_token)
+}
+
+/// [`generate`] stopping after any of `stop_tokens` (a checkpoint may declare several
+/// end-of-sequence ids, e.g. Llama 3's `<|eot_id|>` and `<|end_of_text|>`).
+///
+/// # Errors
+/// As [`generate`].
+pub fn generate_until<T: Real>(
+    model: &Transformer<T>,
+    prompt: &[u32],
+    max_new_tokens: usize,
+    sampler: &SamplerConfig,
+    stop_tokens: &[u32],
+    on_token: impl FnMut(u32),
+) -> Result<GenerateOutput> {
+    generate_loop(&model.cfg, prompt, max_new_tokens, sampler, stop_tokens, on_token, |cache, tokens, s| Ok(s.sample(&forward_one(model, cache, tokens)?)))
 }
 
 /// The generation loop shared by [`generate`] and [`crate::engine::generate_with_engine`]: checks,
@@ -69,7 +85,7 @@ pub(crate) fn generate_loop<T: Real>(
     prompt: &[u32],
     max_new_tokens: usize,
     sampler: &SamplerConfig,
-    stop_token: Option<u32>,
+    stop_tokens: &[u32],
     mut on_token: impl FnMut(u32),
     mut step: impl FnMut(&mut KvCache<T>, &[u32], &mut Sampler) -> Result<u32>,
 ) -> Result<GenerateOutput> {
@@ -102,7 +118,7 @@ pub(crate) fn generate_loop<T: Real>(
     loop {
         out.tokens.push(tok);
         on_token(tok);
-        if stop_token == Some(tok) {
+        if stop_tokens.contains(&tok) {
             out.finish = FinishReason::Stop;
             break;
         }

@@ -47,6 +47,6 @@ pub use engine::generate::generate_with_engine;
 pub use engine::weights::EngineWeights;
 pub use engine::{Engine, StepStats};
 pub use error::{Error, Result};
-pub use generate::{generate, FinishReason, GenerateOutput};
+pub use generate::{generate, generate_until, FinishReason, GenerateOutput};
 pub use kv_cache::KvCache;
 pub use sampler::{argmax, Sampler, SamplerConfig};

@@ -224,7 +224,7 @@ fn engine_errors_instead_of_panicking() {
     assert!(e.step(&mut [], &[vec![1u32]]).is_err());
     assert!(matches!(e.step(&mut [&mut c], &[vec![1u32; 65]]), Err(Error::ContextOverflow { .. })));
     assert_eq!(c.len(), 0);
-    let out = generate_with_engine(&mut e, &[1, 2, 3], 5, &SamplerConfig::greedy(), None, |_| {}).unwrap();
+    let out = generate_with_engine(&mut e, &[1, 2, 3], 5, &SamplerConfig::greedy(), &[], |_| {}).unwrap();
     let reference = generate(&m, &[1, 2, 3], 5, &SamplerConfig::greedy(), None, |_| {}).unwrap();
     assert_eq!(out.tokens, reference.tokens);
 }

@@ -3,8 +3,8 @@
 use crate::args::GenerateArgs;
 use anyhow::Context;
 use crate::args::EngineArg;
-use moe_data::{ChatMessage, ChatTemplate, Tokenizer};
-use moe_infer::{generate, generate_with_engine, Engine, EngineWeights, SamplerConfig};
+use moe_data::{ChatMessage, ChatTemplate, Detokenizer, Tokenizer};
+use moe_infer::{generate_until, generate_with_engine, Engine, EngineWeights, SamplerConfig};
 use moe_kernels::gemv::Kernel;
 use moe_kernels::quant::WeightDtype;
 use moe_model::hf::{load_hf_dir_with, HfOptions};
@@ -17,8 +17,8 @@ pub fn run(a: GenerateArgs) -> anyhow::Result<()> {
         (Some(run), _) => {
             let mut run = load_run(run)?;
             let prompt = run.tokenizer.encode(&a.prompt).context("encoding the prompt")?;
-            let stop = run.tokenizer.eos_token();
-            stream(&a, &mut run.model, &run.tokenizer, prompt, stop)
+            let stop: Vec<u32> = run.tokenizer.eos_token().into_iter().collect();
+            stream(&a, &mut run.model, &run.tokenizer, prompt, &stop)
         }
         (None, Some(dir)) => {
             let tok_path = dir.join("tokenizer.json");
@@ -54,14 +54,15 @@ pub fn run(a: GenerateArgs) -> anyhow::Result<()> {
             if let Some(&bad) = prompt.iter().find(|&&t| t as usize >= m.cfg.n_vocab) {
                 anyhow::bail!("the tokenizer produced id {bad}, outside the model's vocabulary ({})", m.cfg.n_vocab);
             }
-            let stop = m.eos_token_ids.first().copied().or_else(|| tok.eos_token());
-            stream(&a, &mut m.model, &tok, prompt, stop)
+            // every end-of-sequence id the checkpoint declares stops generation
+            let stop: Vec<u32> = if m.eos_token_ids.is_empty() { tok.eos_token().into_iter().collect() } else { m.eos_token_ids.clone() };
+            stream(&a, &mut m.model, &tok, prompt, &stop)
         }
         (None, None) => anyhow::bail!("give --run DIR or --model HF_DIR"),
     }
 }
 
-fn stream(a: &GenerateArgs, model: &mut Transformer<f32>, tok: &Tokenizer, prompt: Vec<u32>, stop: Option<u32>) -> anyhow::Result<()> {
+fn stream(a: &GenerateArgs, model: &mut Transformer<f32>, tok: &Tokenizer, prompt: Vec<u32>, stop: &[u32]) -> anyhow::Result<()> {
     if prompt.is_empty() {
         anyhow::bail!("the prompt encodes to no tokens");
     }
@@ -76,16 +77,15 @@ fn stream(a: &GenerateArgs, model: &mut Transformer<f32>, tok: &Tokenizer, promp
     if !a.chat {
         write!(stdout, "{}", a.prompt)?;
     }
-    let mut pending: Vec<u32> = Vec::new();
-    let on_token = |t| {
-        // decode incrementally; hold back bytes that do not form complete UTF-8 yet
-        pending.push(t);
-        if let Ok(s) = tok.decode(&pending) {
-            if !s.contains('\u{FFFD}') {
-                let _ = write!(stdout, "{s}");
-                let _ = stdout.flush();
-                pending.clear();
-            }
+    // incremental detokenisation, continuing the prompt: the printed text is decode(prompt ++ ids)
+    let mut detok = Detokenizer::new(tok, &prompt);
+    let on_token = |t: u32| {
+        if stop.contains(&t) {
+            return; // the end-of-sequence token is not part of the text
+        }
+        if let Ok(s) = detok.push(t) {
+            let _ = write!(stdout, "{s}");
+            let _ = stdout.flush();
         }
     };
     let engine = match (a.engine, Engine::unsupported(&model.cfg)) {
@@ -96,7 +96,7 @@ fn stream(a: &GenerateArgs, model: &mut Transformer<f32>, tok: &Tokenizer, promp
         (e, _) => e,
     };
     let out = match engine {
-        EngineArg::Reference => generate(model, &prompt, max_new, &sampler, stop, on_token)?,
+        EngineArg::Reference => generate_until(model, &prompt, max_new, &sampler, stop, on_token)?,
         EngineArg::Fast => {
             // default format: the one a bf16 checkpoint already has (kept at load), else exact f32
             let dtype = match (a.dtype, model.stored.dtype_name()) {
@@ -110,9 +110,7 @@ fn stream(a: &GenerateArgs, model: &mut Transformer<f32>, tok: &Tokenizer, promp
             generate_with_engine(&mut engine, &prompt, max_new, &sampler, stop, on_token)?
         }
     };
-    if !pending.is_empty() {
-        write!(stdout, "{}", tok.decode(&pending).unwrap_or_default())?;
-    }
+    write!(stdout, "{}", detok.finish().context("decoding the output")?)?;
     writeln!(stdout)?;
     eprintln!(
         "[{} prompt tokens at {:.0} tok/s; {} new tokens at {:.1} tok/s{}]",

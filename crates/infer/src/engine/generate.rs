@@ -7,7 +7,7 @@ use crate::generate::GenerateOutput;
 use crate::sampler::SamplerConfig;
 
 /// [`crate::generate`] on `engine`: up to `max_new_tokens` tokens after `prompt`, `on_token`
-/// called with each as soon as it is chosen; stops after `stop_token`.
+/// called with each as soon as it is chosen; stops after any of `stop_tokens`.
 ///
 /// # Errors
 /// As [`crate::generate`] (checked up front).
@@ -16,9 +16,9 @@ pub fn generate_with_engine(
     prompt: &[u32],
     max_new_tokens: usize,
     sampler: &SamplerConfig,
-    stop_token: Option<u32>,
+    stop_tokens: &[u32],
     on_token: impl FnMut(u32),
 ) -> Result<GenerateOutput> {
     let model = engine.model();
-    crate::generate::generate_loop(&model.cfg, prompt, max_new_tokens, sampler, stop_token, on_token, |cache, tokens, s| Ok(s.sample(engine.step(&mut [cache], &[tokens])?)))
+    crate::generate::generate_loop(&model.cfg, prompt, max_new_tokens, sampler, stop_tokens, on_token, |cache, tokens, s| Ok(s.sample(engine.step(&mut [cache], &[tokens])?)))
 }
