@@ -1,0 +1,173 @@
+//! Test-only helpers shared by the tests of every crate (a dev-dependency only; depends on nothing).
+//!
+//! **The one numerical comparison of the workspace.** Folding errors with `f32::max` from 0 skips a
+//! NaN (`0.0f32.max(NaN) == 0.0`), so an all-NaN output "matches" anything. Every function here
+//! treats a non-finite value on either side as a failure and names its index.
+//!
+//! - [`diff`] — `max |a − b|`, where, and `max |b|`, or an error naming the first non-finite value;
+//! - [`assert_close_rel`] — `max |a − b| ≤ rtol · max |b|` (the whole-vector relative check);
+//! - [`assert_close_elem`] — `|a_i − b_i| ≤ atol + rtol · |b_i|` for every `i`;
+//! - [`max_abs_rel`] — `max |a − b| / max |b|` as a number (NaN-aware, panics on non-finite);
+//! - [`max_abs`] — `max |v|`, panics on a non-finite value;
+//! - [`skip`] — prints the `SKIPPED: <test>: <reason>` line that `.ci/run` greps, so a kernel test
+//!   that cannot run on this CPU is visible as a skip and not counted as passed.
+
+use std::fmt;
+
+/// Where two vectors differ most.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Diff {
+    /// `max_i |a_i − b_i|`.
+    pub max_abs: f64,
+    /// The index of that maximum.
+    pub at: usize,
+    /// `max_i |b_i|` (the reference's scale).
+    pub scale: f64,
+}
+
+/// Why two vectors cannot be compared.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Incomparable {
+    Lengths { a: usize, b: usize },
+    NonFinite { side: &'static str, at: usize, value: f64 },
+}
+
+impl fmt::Display for Incomparable {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Incomparable::Lengths { a, b } => write!(f, "lengths differ: {a} vs {b}"),
+            Incomparable::NonFinite { side, at, value } => write!(f, "non-finite value {value} in {side} at index {at}"),
+        }
+    }
+}
+
+/// `max |a − b|` with its index and `max |b|`; an error on different lengths or on the first
+/// non-finite value of `a` (the output under test) or `b` (the reference).
+pub fn diff<A: Copy + Into<f64>, B: Copy + Into<f64>>(a: &[A], b: &[B]) -> Result<Diff, Incomparable> {
+    if a.len() != b.len() {
+        return Err(Incomparable::Lengths { a: a.len(), b: b.len() });
+    }
+    let mut d = Diff { max_abs: 0.0, at: 0, scale: 0.0 };
+    for (i, (&x, &y)) in a.iter().zip(b).enumerate() {
+        let (x, y): (f64, f64) = (x.into(), y.into());
+        if !x.is_finite() {
+            return Err(Incomparable::NonFinite { side: "output", at: i, value: x });
+        }
+        if !y.is_finite() {
+            return Err(Incomparable::NonFinite { side: "reference", at: i, value: y });
+        }
+        let e = (x - y).abs();
+        if e > d.max_abs {
+            d.max_abs = e;
+            d.at = i;
+        }
+        d.scale = d.scale.max(y.abs());
+    }
+    Ok(d)
+}
+
+/// `max |a − b| / max |b|` (the scale floored at 1e-30); panics, naming `what`, on a non-finite value.
+#[track_caller]
+pub fn max_abs_rel<A: Copy + Into<f64>, B: Copy + Into<f64>>(what: &str, a: &[A], b: &[B]) -> f64 {
+    let d = diff(a, b).unwrap_or_else(|e| panic!("{what}: {e}"));
+    d.max_abs / d.scale.max(1e-30)
+}
+
+/// `max |v|`; panics, naming `what` and the index, on a non-finite value.
+#[track_caller]
+pub fn max_abs<A: Copy + Into<f64>>(what: &str, v: &[A]) -> f64 {
+    let mut m = 0.0f64;
+    for (i, &x) in v.iter().enumerate() {
+        let x: f64 = x.into();
+        assert!(x.is_finite(), "{what}: non-finite value {x} at index {i}");
+        m = m.max(x.abs());
+    }
+    m
+}
+
+/// Asserts `max |a − b| ≤ rtol · max(max |b|, floor)` with `floor = 1e-6`; non-finite values fail.
+#[track_caller]
+pub fn assert_close_rel<A: Copy + Into<f64>, B: Copy + Into<f64>>(what: &str, a: &[A], b: &[B], rtol: f64) {
+    let d = diff(a, b).unwrap_or_else(|e| panic!("{what}: {e}"));
+    let scale = d.scale.max(1e-6);
+    assert!(
+        d.max_abs <= rtol * scale,
+        "{what}: max abs diff {:e} at index {} (max |ref| {:e}, rtol {rtol:e}: allowed {:e})",
+        d.max_abs,
+        d.at,
+        d.scale,
+        rtol * scale
+    );
+}
+
+/// Asserts `|a_i − b_i| ≤ atol + rtol · |b_i|` for every `i`; non-finite values fail.
+#[track_caller]
+pub fn assert_close_elem<A: Copy + Into<f64>, B: Copy + Into<f64>>(what: &str, a: &[A], b: &[B], atol: f64, rtol: f64) {
+    assert_eq!(a.len(), b.len(), "{what}: lengths");
+    for (i, (&x, &y)) in a.iter().zip(b).enumerate() {
+        let (x, y): (f64, f64) = (x.into(), y.into());
+        assert!(x.is_finite(), "{what}: non-finite value {x} in output at index {i}");
+        assert!(y.is_finite(), "{what}: non-finite value {y} in reference at index {i}");
+        assert!((x - y).abs() <= atol + rtol * y.abs(), "{what}: element {i}: {x:e} vs {y:e} (atol {atol:e}, rtol {rtol:e})");
+    }
+}
+
+/// Marks a test that cannot run here (e.g. the CPU lacks AVX-512): prints one line
+/// `SKIPPED: <test>: <reason>` to stdout, which `.ci/run` greps. Call it, then `return`.
+pub fn skip(test: &str, reason: &str) {
+    println!("SKIPPED: {test}: {reason}");
+}
+
+/// Marks a feature-gated test that did run: prints `RAN: <test>` (what `.ci/run` checks for
+/// when the CPU has the feature).
+pub fn ran(test: &str) {
+    println!("RAN: {test}");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn panics(f: impl FnOnce() + std::panic::UnwindSafe) -> bool {
+        std::panic::catch_unwind(f).is_err()
+    }
+
+    #[test]
+    fn a_nan_or_inf_fails_every_helper() {
+        for bad in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
+            let good = [1.0f32, 2.0, 3.0];
+            let mut out = good;
+            out[1] = bad;
+            let all_bad = [bad; 3];
+            for (a, b) in [(&out, &good), (&good, &out), (&all_bad, &good), (&all_bad, &all_bad)] {
+                let (a, b) = (*a, *b);
+                assert!(diff(&a, &b).is_err(), "diff accepted {a:?} vs {b:?}");
+                assert!(panics(move || assert_close_rel("t", &a, &b, 1e9)), "assert_close_rel accepted {a:?} vs {b:?}");
+                assert!(panics(move || assert_close_elem("t", &a, &b, 1e9, 1e9)), "assert_close_elem accepted {a:?} vs {b:?}");
+                assert!(panics(move || { max_abs_rel("t", &a, &b); }), "max_abs_rel accepted {a:?} vs {b:?}");
+            }
+            assert!(panics(move || { max_abs("t", &out); }));
+        }
+    }
+
+    #[test]
+    fn the_error_names_the_index() {
+        let e = diff(&[0.0f32, 0.0, f32::NAN], &[0.0f32; 3]).unwrap_err();
+        assert!(matches!(e, Incomparable::NonFinite { side: "output", at: 2, value } if value.is_nan()), "{e:?}");
+        assert!(e.to_string().contains("index 2"), "{e}");
+        let e = diff(&[0.0f32; 2], &[0.0f32, f32::INFINITY]).unwrap_err();
+        assert!(matches!(e, Incomparable::NonFinite { side: "reference", at: 1, .. }), "{e:?}");
+    }
+
+    #[test]
+    fn close_values_pass_and_far_values_fail() {
+        assert_close_rel("t", &[1.0f32, 2.0], &[1.0f64, 2.000001], 1e-5);
+        assert!(panics(|| assert_close_rel("t", &[1.0f32, 2.1], &[1.0f32, 2.0], 1e-3)));
+        assert_close_elem("t", &[1.0f64], &[1.0005f64], 1e-3, 0.0);
+        assert!(panics(|| assert_close_elem("t", &[1.0f64], &[1.1f64], 1e-3, 1e-3)));
+        assert!(panics(|| assert_close_rel("t", &[1.0f32], &[1.0f32, 2.0], 1.0)));
+        let d = diff(&[1.0f32, 5.0, 2.0], &[1.0f32, 1.0, 2.5]).unwrap();
+        assert_eq!((d.max_abs, d.at, d.scale), (4.0, 1, 2.5));
+        assert!((max_abs_rel("t", &[1.0f32, 3.0], &[1.0f32, 2.0]) - 0.5).abs() < 1e-12);
+    }
+}
