@@ -4,13 +4,14 @@
 //! NaN (`0.0f32.max(NaN) == 0.0`), so an all-NaN output "matches" anything. Every function here
 //! treats a non-finite value on either side as a failure and names its index.
 //!
-//! - [`diff`] — `max |a − b|`, where, and `max |b|`, or an error naming the first non-finite value;
+//! - [`diff`] — `max |a − b|`, where, and `max |b|`, or an error naming the first non-finite value
+//!   ([`checked_diff`] panics instead);
 //! - [`assert_close_rel`] — `max |a − b| ≤ rtol · max |b|` (the whole-vector relative check);
 //! - [`assert_close_elem`] — `|a_i − b_i| ≤ atol + rtol · |b_i|` for every `i`;
 //! - [`max_abs_rel`] — `max |a − b| / max |b|` as a number (NaN-aware, panics on non-finite);
 //! - [`max_abs`] — `max |v|`, panics on a non-finite value;
-//! - [`skip`] — prints the `SKIPPED: <test>: <reason>` line that `.ci/run` greps, so a kernel test
-//!   that cannot run on this CPU is visible as a skip and not counted as passed.
+//! - [`needs_cpu`] — records a CPU-feature-gated test as run or skipped (a line `.ci/run` checks),
+//!   so a kernel test that cannot run on this CPU is visible as a skip and never counted as passed.
 
 use std::fmt;
 
@@ -66,6 +67,12 @@ pub fn diff<A: Copy + Into<f64>, B: Copy + Into<f64>>(a: &[A], b: &[B]) -> Resul
     Ok(d)
 }
 
+/// [`diff`], panicking with `what` and the reason when the vectors cannot be compared.
+#[track_caller]
+pub fn checked_diff<A: Copy + Into<f64>, B: Copy + Into<f64>>(what: &str, a: &[A], b: &[B]) -> Diff {
+    diff(a, b).unwrap_or_else(|e| panic!("{what}: {e}"))
+}
+
 /// `max |a − b| / max |b|` (the scale floored at 1e-30); panics, naming `what`, on a non-finite value.
 #[track_caller]
 pub fn max_abs_rel<A: Copy + Into<f64>, B: Copy + Into<f64>>(what: &str, a: &[A], b: &[B]) -> f64 {
@@ -112,16 +119,32 @@ pub fn assert_close_elem<A: Copy + Into<f64>, B: Copy + Into<f64>>(what: &str, a
     }
 }
 
-/// Marks a test that cannot run here (e.g. the CPU lacks AVX-512): prints one line
-/// `SKIPPED: <test>: <reason>` to stdout, which `.ci/run` greps. Call it, then `return`.
-pub fn skip(test: &str, reason: &str) {
-    println!("SKIPPED: {test}: {reason}");
-}
-
-/// Marks a feature-gated test that did run: prints `RAN: <test>` (what `.ci/run` checks for
-/// when the CPU has the feature).
-pub fn ran(test: &str) {
-    println!("RAN: {test}");
+/// Records whether a test that needs a CPU feature runs here, so that a skip is visible and
+/// never counted as a pass: returns `available`; when it is false, prints
+/// `SKIPPED: <test>: no <feature> on this CPU` to stderr. Either way, when `MOE_TEST_MARKERS` names
+/// a directory, one line `RAN <feature> <test>` or `SKIPPED <feature> <test>` is appended to
+/// `<dir>/markers`; `.ci/run` fails when the CPU has the feature (per `/proc/cpuinfo`) and its
+/// tests did not all run. Features: `avx512` (F/BW/VL), `avx512_vnni`, `avx512_bf16`.
+///
+/// ```ignore
+/// if !moe_testutil::needs_cpu("avx512_vnni", "gemv::vnni_matches_twin", Kernel::Avx512Vnni.available()) {
+///     return;
+/// }
+/// ```
+pub fn needs_cpu(feature: &str, test: &str, available: bool) -> bool {
+    let verdict = if available { "RAN" } else { "SKIPPED" };
+    if !available {
+        eprintln!("SKIPPED: {test}: no {feature} on this CPU");
+    }
+    if let Some(dir) = std::env::var_os("MOE_TEST_MARKERS") {
+        use std::io::Write;
+        let path = std::path::Path::new(&dir).join("markers");
+        // one short line per O_APPEND write: lines of concurrent test processes do not interleave
+        let line = format!("{verdict} {feature} {test}\n");
+        let mut f = std::fs::OpenOptions::new().create(true).append(true).open(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        f.write_all(line.as_bytes()).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    }
+    available
 }
 
 #[cfg(test)]
@@ -142,6 +165,7 @@ mod tests {
             for (a, b) in [(&out, &good), (&good, &out), (&all_bad, &good), (&all_bad, &all_bad)] {
                 let (a, b) = (*a, *b);
                 assert!(diff(&a, &b).is_err(), "diff accepted {a:?} vs {b:?}");
+                assert!(panics(move || { checked_diff("t", &a, &b); }), "checked_diff accepted {a:?} vs {b:?}");
                 assert!(panics(move || assert_close_rel("t", &a, &b, 1e9)), "assert_close_rel accepted {a:?} vs {b:?}");
                 assert!(panics(move || assert_close_elem("t", &a, &b, 1e9, 1e9)), "assert_close_elem accepted {a:?} vs {b:?}");
                 assert!(panics(move || { max_abs_rel("t", &a, &b); }), "max_abs_rel accepted {a:?} vs {b:?}");
