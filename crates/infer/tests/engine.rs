@@ -243,3 +243,18 @@ fn bench_infer_reports_bytes_and_expected_experts() {
     let rows = bench_infer(&mut Runner::Reference(&m), &machine, &[2], 4, 3, 1, 0).unwrap();
     assert!(rows[0].bytes_per_step.is_none() && rows[0].distinct_experts.is_some());
 }
+
+/// A NaN or Inf weight is an error naming the tensor, for every format (int8 used to map NaN to 0
+/// and panic on Inf), never a panic or silently quantised garbage.
+#[test]
+fn non_finite_weights_are_an_error_naming_the_tensor() {
+    for bad in [f32::NAN, f32::INFINITY] {
+        let mut m = Transformer::<f32>::new(cfg(DENSE), 9).unwrap();
+        let e = m.table.entries.iter().find(|e| e.name.contains("layers.0") && e.shape.len() == 2).unwrap().clone();
+        m.params[e.range().start + 3] = bad;
+        for dtype in [WeightDtype::F32, WeightDtype::Bf16, WeightDtype::I8] {
+            let err = Engine::new(&m, dtype).err().unwrap_or_else(|| panic!("{bad} weight accepted in {dtype:?}")).to_string();
+            assert!(err.contains(&e.name) && err.contains("non-finite"), "{dtype:?}: {err}");
+        }
+    }
+}

@@ -195,3 +195,116 @@ mod tests {
         assert!((max_abs_rel("t", &[1.0f32, 3.0], &[1.0f32, 2.0]) - 0.5).abs() < 1e-12);
     }
 }
+
+/// Mutation fuzzing on stable Rust: deterministic mutants of a real fixture file, generated with
+/// [`arbitrary::Unstructured`] over a fixed-seed byte stream, for tests that assert a loader
+/// answers every one with a clean `Err` or a valid load, never a panic.
+pub mod mutate {
+    use arbitrary::Unstructured;
+
+    /// SplitMix64 bytes: the entropy `arbitrary` draws from (fixed seed → the same mutants).
+    fn entropy(seed: u64, n: usize) -> Vec<u8> {
+        let mut s = seed;
+        let mut out = Vec::with_capacity(n + 8);
+        while out.len() < n {
+            s = s.wrapping_add(0x9E37_79B9_7F4A_7C15);
+            let mut z = s;
+            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+            out.extend_from_slice(&(z ^ (z >> 31)).to_le_bytes());
+        }
+        out
+    }
+
+    const HUGE: &[&str] = &["18446744073709551616", "9223372036854775807", "4294967296", "-1", "1e308", "-0", "1e-320", "NaN", "inf", "0", "65536", "2147483648", "\"x\"", "true", "null", "[]", "{}", "[1,2]"];
+
+    /// One mutant of `base`; `hot` bytes at the start (a safetensors header, a whole text file)
+    /// are where most edits land. 1–3 edits: bit flips, random bytes, truncation, a huge or
+    /// wrong-typed token in place of a number or string, a duplicated or deleted span
+    /// (duplicated keys), a random little-endian u64 (offsets and lengths out of range).
+    pub fn mutant(base: &[u8], hot: usize, u: &mut Unstructured<'_>) -> arbitrary::Result<Vec<u8>> {
+        let mut v = base.to_vec();
+        let edits = u.int_in_range(1..=3)?;
+        for _ in 0..edits {
+            if v.is_empty() {
+                let n = u.int_in_range(0..=8)?;
+                v.extend_from_slice(u.bytes(n)?);
+                continue;
+            }
+            let span = if u.ratio(7, 10)? { hot.clamp(1, v.len()) } else { v.len() };
+            let at = u.int_in_range(0..=span - 1)?;
+            match u.int_in_range(0..=7)? {
+                0 => v[at] ^= 1 << u.int_in_range(0..=7)?,
+                1 => v[at] = u.arbitrary()?,
+                2 => v.truncate(at),
+                3 => {
+                    // replace the token (a run of digits/letters/quotes) at `at` with a huge or wrong-typed one
+                    let is_tok = |b: u8| b.is_ascii_alphanumeric() || b == b'.' || b == b'-' || b == b'"' || b == b'_';
+                    let (mut s, mut e) = (at, at);
+                    while s > 0 && is_tok(v[s - 1]) {
+                        s -= 1;
+                    }
+                    while e < v.len() && is_tok(v[e]) {
+                        e += 1;
+                    }
+                    let t = HUGE[u.choose_index(HUGE.len())?];
+                    v.splice(s..e, t.bytes());
+                }
+                4 => {
+                    // duplicate a span (e.g. a `"key": value,` pair)
+                    let len = u.int_in_range(1..=64usize)?.min(v.len() - at);
+                    let dup = v[at..at + len].to_vec();
+                    v.splice(at..at, dup);
+                }
+                5 => {
+                    let len = u.int_in_range(1..=64usize)?.min(v.len() - at);
+                    v.drain(at..at + len);
+                }
+                6 => {
+                    let x: u64 = if u.arbitrary()? { u.arbitrary()? } else { u.int_in_range(0..=1u64 << 40)? };
+                    let end = (at + 8).min(v.len());
+                    v[at..end].copy_from_slice(&x.to_le_bytes()[..end - at]);
+                }
+                _ => {
+                    let n = u.int_in_range(1..=16)?;
+                    let bytes = u.bytes(n)?.to_vec();
+                    v.splice(at..at, bytes);
+                }
+            }
+        }
+        Ok(v)
+    }
+
+    /// `n` mutants of `base` from `seed` (see [`mutant`]).
+    pub fn mutants(base: &[u8], hot: usize, seed: u64, n: usize) -> Vec<Vec<u8>> {
+        (0..n)
+            .map(|i| {
+                let e = entropy(seed ^ (i as u64).wrapping_mul(0xA24B_AED4_963E_E407), 256);
+                let mut u = Unstructured::new(&e);
+                mutant(base, hot, &mut u).unwrap_or_else(|_| base[..base.len() / 2].to_vec())
+            })
+            .collect()
+    }
+
+    /// Feeds every mutant to `load` (which returns whether it loaded: `Ok` → true), catching
+    /// panics; returns `(loaded, refused)` or panics listing the inputs that panicked.
+    pub fn survive<E>(what: &str, inputs: &[Vec<u8>], mut load: impl FnMut(&[u8]) -> Result<(), E>) -> (usize, usize) {
+        let (mut ok, mut err, mut panics) = (0, 0, Vec::new());
+        let prev = std::panic::take_hook();
+        std::panic::set_hook(Box::new(|_| {}));
+        for (i, x) in inputs.iter().enumerate() {
+            match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| load(x))) {
+                Ok(Ok(())) => ok += 1,
+                Ok(Err(_)) => err += 1,
+                Err(p) => {
+                    let msg = p.downcast_ref::<String>().cloned().or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string())).unwrap_or_default();
+                    panics.push(format!("mutant {i}: {msg}"));
+                }
+            }
+        }
+        std::panic::set_hook(prev);
+        eprintln!("fuzz {what}: {} mutants: {ok} loaded, {err} refused with an error, {} panicked", inputs.len(), panics.len());
+        assert!(panics.is_empty(), "fuzz {what}: {} of {} mutants panicked:\n{}", panics.len(), inputs.len(), panics.join("\n"));
+        (ok, err)
+    }
+}
