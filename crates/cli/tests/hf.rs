@@ -37,10 +37,9 @@ fn read_logits(path: &Path) -> (Vec<usize>, Vec<f32>) {
     tensor_f32(&st, "logits", path).unwrap()
 }
 
+#[track_caller]
 fn max_abs_rel(a: &[f32], b: &[f32]) -> f64 {
-    assert_eq!(a.len(), b.len());
-    let d = a.iter().zip(b).map(|(x, y)| (x - y).abs() as f64).fold(0.0, f64::max);
-    d / b.iter().map(|y| y.abs() as f64).fold(0.0, f64::max)
+    moe_testutil::max_abs_rel("logits", a, b)
 }
 
 #[test]

@@ -163,8 +163,8 @@ fn bf16_and_int8_within_tolerance_of_f32() {
         for (dtype, tol) in [(WeightDtype::Bf16, 0.01f32), (WeightDtype::I8, 0.025)] {
             let mut e = Engine::new(&m, dtype).unwrap();
             let l = e.step_all_logits(&mut [&mut KvCache::new(&m.cfg)], &[&seq]).unwrap().to_vec();
-            let scale = l32.iter().fold(0f32, |a, v| a.max(v.abs()));
-            let err = l.iter().zip(&l32).fold(0f32, |a, (x, y)| a.max((x - y).abs()));
+            let d = moe_testutil::checked_diff("engine.rs", &l, &l32);
+            let (err, scale) = (d.max_abs as f32, d.scale as f32);
             eprintln!("{name} {dtype:?}: max |Δlogit| / max |logit| = {:.2e}", err / scale);
             assert_close(&l, &l32, tol, &format!("{name} {dtype:?}"));
             let q = weight_format_quality(&m, &tokens(200, nv, 32), dtype, Kernel::Auto, 24, 4).unwrap();
@@ -242,4 +242,19 @@ fn bench_infer_reports_bytes_and_expected_experts() {
     }
     let rows = bench_infer(&mut Runner::Reference(&m), &machine, &[2], 4, 3, 1, 0).unwrap();
     assert!(rows[0].bytes_per_step.is_none() && rows[0].distinct_experts.is_some());
+}
+
+/// A NaN or Inf weight is an error naming the tensor, for every format (int8 used to map NaN to 0
+/// and panic on Inf), never a panic or silently quantised garbage.
+#[test]
+fn non_finite_weights_are_an_error_naming_the_tensor() {
+    for bad in [f32::NAN, f32::INFINITY] {
+        let mut m = Transformer::<f32>::new(cfg(DENSE), 9).unwrap();
+        let e = m.table.entries.iter().find(|e| e.name.contains("layers.0") && e.shape.len() == 2).unwrap().clone();
+        m.params[e.range().start + 3] = bad;
+        for dtype in [WeightDtype::F32, WeightDtype::Bf16, WeightDtype::I8] {
+            let err = Engine::new(&m, dtype).err().unwrap_or_else(|| panic!("{bad} weight accepted in {dtype:?}")).to_string();
+            assert!(err.contains(&e.name) && err.contains("non-finite"), "{dtype:?}: {err}");
+        }
+    }
 }

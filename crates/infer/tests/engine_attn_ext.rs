@@ -177,8 +177,8 @@ fn bf16_and_int8_within_tolerance_of_f32_on_extensions() {
         let l32 = engine_prompt_logits(&m, WeightDtype::F32, Kernel::Auto, &seq);
         for (dtype, tol) in [(WeightDtype::Bf16, 0.01f32), (WeightDtype::I8, 0.025)] {
             let l = engine_prompt_logits(&m, dtype, Kernel::Auto, &seq);
-            let scale = l32.iter().fold(0f32, |a, v| a.max(v.abs()));
-            let err = l.iter().zip(&l32).fold(0f32, |a, (x, y)| a.max((x - y).abs()));
+            let d = moe_testutil::checked_diff("engine_attn_ext.rs", &l, &l32);
+            let (err, scale) = (d.max_abs as f32, d.scale as f32);
             eprintln!("{name} {dtype:?}: max |Δlogit| / max |logit| = {:.2e}", err / scale);
             assert_close(&l, &l32, tol, &format!("{name} {dtype:?}"));
         }

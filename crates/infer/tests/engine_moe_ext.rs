@@ -162,8 +162,8 @@ fn bf16_and_int8_within_tolerance_of_f32_on_gpt_oss_like() {
     for (dtype, tol) in [(WeightDtype::Bf16, 0.01f32), (WeightDtype::I8, 0.025)] {
         let mut e = Engine::new(&m, dtype).unwrap();
         let l = e.step_all_logits(&mut [&mut KvCache::new(&m.cfg)], &[&seq]).unwrap().to_vec();
-        let scale = l32.iter().fold(0f32, |a, v| a.max(v.abs()));
-        let err = l.iter().zip(&l32).fold(0f32, |a, (x, y)| a.max((x - y).abs()));
+        let d = moe_testutil::checked_diff("engine_moe_ext.rs", &l, &l32);
+        let (err, scale) = (d.max_abs as f32, d.scale as f32);
         eprintln!("gpt-oss-like {dtype:?}: max |Δlogit| / max |logit| = {:.2e}", err / scale);
         assert_close(&l, &l32, tol, &format!("{dtype:?}"));
         assert_eq!(e.last_stats().expert_counts, c32, "{dtype:?}: expert counts");

@@ -21,8 +21,8 @@ fn kv_cached_greedy_of_every_golden_hf_model_equals_transformers() {
             let full = m.model.forward(&seq, 1, seq.len()).unwrap().logits;
             let v = m.cfg.n_vocab;
             let last = &full[(seq.len() - 1) * v..];
-            let scale = last.iter().fold(0f32, |a, x| a.max(x.abs()));
-            let err = next.iter().zip(last).fold(0f32, |a, (x, y)| a.max((x - y).abs()));
+            let d = moe_testutil::checked_diff("hf_greedy.rs", &next, &last);
+            let (err, scale) = (d.max_abs as f32, d.scale as f32);
             assert!(err <= 1e-4 * scale, "{name}: step {step}: KV logits differ from full recompute by {err}");
             let t = argmax(&next);
             assert_eq!(t, w, "{name}: step {step}");
@@ -66,8 +66,8 @@ fn kv_cached_batched_chunks_of_inference_only_models_equal_full_forward() {
             let out = forward_step_with(&m.model, &mut refs, &toks, StepOptions { all_logits: true, routing: false }).unwrap();
             for ((&s, &t), got) in live.iter().zip(&take).zip(&out.logits) {
                 let want = &full[s][pos[s] * v..(pos[s] + t) * v];
-                let scale = want.iter().fold(0f32, |a, x| a.max(x.abs()));
-                let err = got.iter().zip(want).fold(0f32, |a, (x, y)| a.max((x - y).abs()));
+                let d = moe_testutil::checked_diff("hf_greedy.rs", &got, &want);
+                let (err, scale) = (d.max_abs as f32, d.scale as f32);
                 max_rel = max_rel.max(err / scale);
                 assert!(err <= 1e-4 * scale, "{name}: sequence {s} positions {}..{}: {err}", pos[s], pos[s] + t);
                 pos[s] += t;
@@ -107,14 +107,14 @@ fn fast_engine_greedy_of_every_golden_hf_model_equals_transformers() {
         let mut cache = KvCache::new(&m.cfg);
         let mut ref_cache = KvCache::new(&m.cfg);
         let all = engine.step_all_logits(&mut [&mut cache], &[&prompt[..]]).unwrap().to_vec();
-        let scale = expected[..seq_len * v].iter().fold(0f32, |a, x| a.max(x.abs()));
-        let err = all.iter().zip(&expected[..seq_len * v]).fold(0f32, |a, (x, y)| a.max((x - y).abs()));
+        let d = moe_testutil::checked_diff("hf_greedy.rs", &all, &expected[..seq_len * v]);
+        let (err, scale) = (d.max_abs as f32, d.scale as f32);
         assert!(err <= 1e-4 * scale, "{name}: prompt logits differ from transformers by {err} (max |logit| {scale})");
         let mut next = all[(seq_len - 1) * v..].to_vec();
         let mut want_next = forward_step_with(&m.model, &mut [&mut ref_cache], &[&prompt[..]], StepOptions::default()).unwrap().logits.remove(0);
         for (step, &w) in want.iter().enumerate() {
-            let scale = want_next.iter().fold(0f32, |a, x| a.max(x.abs()));
-            let err = next.iter().zip(&want_next).fold(0f32, |a, (x, y)| a.max((x - y).abs()));
+            let d = moe_testutil::checked_diff("hf_greedy.rs", &next, &want_next);
+            let (err, scale) = (d.max_abs as f32, d.scale as f32);
             assert!(err <= 1e-4 * scale, "{name}: step {step}: engine logits differ from the reference path by {err}");
             let t = argmax(&next);
             assert_eq!(t, w, "{name}: step {step}");

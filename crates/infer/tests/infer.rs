@@ -31,11 +31,9 @@ fn model(c: ModelConfig, seed: u64) -> Transformer<f32> {
     m
 }
 
+#[track_caller]
 fn assert_close(a: &[f32], b: &[f32], what: &str) {
-    assert_eq!(a.len(), b.len(), "{what}: lengths");
-    let scale = b.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-6);
-    let err = a.iter().zip(b).fold(0f32, |m, (x, y)| m.max((x - y).abs()));
-    assert!(err <= 1e-4 * scale, "{what}: max abs diff {err} (max |logit| {scale})");
+    moe_testutil::assert_close_rel(what, a, b, 1e-4);
 }
 
 /// Prefill `split` tokens with all logits, then decode the rest one at a time; compare every

@@ -131,8 +131,9 @@ pub fn quantize_i8(w: &[f32], n: usize, k: usize) -> WeightI8 {
         return WeightI8 { n, k, q, scale };
     }
     for ((row, qrow), s) in w.chunks_exact(k).zip(q.chunks_exact_mut(k)).zip(scale.iter_mut()) {
+        // `f32::max` skips NaN: check every value, so a NaN is not quantised to 0 silently
+        assert!(row.iter().all(|v| v.is_finite()), "quantize_i8: non-finite weight in a row (callers check user data first: `non_finite_at`)");
         let max = row.iter().fold(0.0f32, |m, v| m.max(v.abs()));
-        assert!(max.is_finite(), "quantize_i8: non-finite weight in a row");
         if max == 0.0 {
             continue; // scale 0, q 0
         }
@@ -143,6 +144,12 @@ pub fn quantize_i8(w: &[f32], n: usize, k: usize) -> WeightI8 {
         }
     }
     WeightI8 { n, k, q, scale }
+}
+
+/// Index and value of the first non-finite element of `v`, if any: what callers check before
+/// [`quantize_i8`] / [`Weights::from_f32`] on user data, to refuse it with an error naming the tensor.
+pub fn non_finite_at(v: &[f32]) -> Option<(usize, f32)> {
+    v.iter().position(|x| !x.is_finite()).map(|i| (i, v[i]))
 }
 
 /// A weight matrix `[n, k]` in one of the storage formats.
@@ -309,6 +316,11 @@ mod tests {
         assert_eq!(&w.q[3..], &[127, -127, 64]); // 63.5 rounds away from zero
         let wt = Weights::I8(w);
         assert_eq!(wt.bytes(), 6 + 8);
+        for bad in [f32::NAN, f32::INFINITY] {
+            assert!(std::panic::catch_unwind(|| quantize_i8(&[1.0, bad, 0.5], 1, 3)).is_err(), "{bad} must not quantise");
+            assert_eq!(non_finite_at(&[1.0, 2.0, bad]).map(|(i, _)| i), Some(2));
+        }
+        assert_eq!(non_finite_at(&[1.0, 2.0]), None);
         assert_eq!((wt.n(), wt.k()), (2, 3));
     }
 }

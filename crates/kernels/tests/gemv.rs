@@ -105,8 +105,7 @@ fn rows_do_not_depend_on_batch() {
 
 #[test]
 fn avx512_kernel_matches_naive() {
-    if !Kernel::Avx512.available() {
-        eprintln!("skipped: no AVX-512 F/BW/VL on this CPU");
+    if !moe_testutil::needs_cpu("avx512", "gemv::avx512_kernel_matches_naive", Kernel::Avx512.available()) {
         return;
     }
     check_kernel(Kernel::Avx512, 12);
@@ -114,8 +113,7 @@ fn avx512_kernel_matches_naive() {
 
 #[test]
 fn avx512_bf16_dot_kernel_matches_its_twin() {
-    if !Kernel::Avx512Bf16Dot.available() {
-        eprintln!("skipped: no AVX512_BF16 on this CPU");
+    if !moe_testutil::needs_cpu("avx512_bf16", "gemv::avx512_bf16_dot_kernel_matches_its_twin", Kernel::Avx512Bf16Dot.available()) {
         return;
     }
     check_kernel(Kernel::Avx512Bf16Dot, 13);
@@ -123,8 +121,7 @@ fn avx512_bf16_dot_kernel_matches_its_twin() {
 
 #[test]
 fn avx512_vnni_kernel_matches_its_twin() {
-    if !Kernel::Avx512Vnni.available() {
-        eprintln!("skipped: no AVX512_VNNI on this CPU");
+    if !moe_testutil::needs_cpu("avx512_vnni", "gemv::avx512_vnni_kernel_matches_its_twin", Kernel::Avx512Vnni.available()) {
         return;
     }
     check_kernel(Kernel::Avx512Vnni, 16);
@@ -136,8 +133,7 @@ fn avx512_vnni_kernel_matches_its_twin() {
 /// even for k at the 2¹⁷ limit with extreme values.
 #[test]
 fn avx512_vnni_error_from_quantising_x() {
-    if !Kernel::Avx512Vnni.available() {
-        eprintln!("skipped: no AVX512_VNNI on this CPU");
+    if !moe_testutil::needs_cpu("avx512_vnni", "gemv::avx512_vnni_error_from_quantising_x", Kernel::Avx512Vnni.available()) {
         return;
     }
     let mut g = Rng::new(17);
@@ -176,8 +172,7 @@ fn avx512_vnni_error_from_quantising_x() {
 /// What rounding `x` to bf16 costs: within `2⁻⁸ · Σ|x·w|` of the exact-`x` result.
 #[test]
 fn avx512_bf16_dot_error_from_rounding_x() {
-    if !Kernel::Avx512Bf16Dot.available() {
-        eprintln!("skipped: no AVX512_BF16 on this CPU");
+    if !moe_testutil::needs_cpu("avx512_bf16", "gemv::avx512_bf16_dot_error_from_rounding_x", Kernel::Avx512Bf16Dot.available()) {
         return;
     }
     let mut g = Rng::new(14);

@@ -35,7 +35,12 @@ fn tiles_match_the_naive_twin_on_the_same_rows() {
                     // the twin runs on the dequantised values; int8 applies its scale after the sum
                     let wsub = &wd[j0 * k..j1 * k];
                     for kernel in [Kernel::Auto, Kernel::Portable, Kernel::Avx512] {
-                        if !kernel.available() {
+                        if kernel == Kernel::Avx512 {
+                            // visible as a skip; `.ci/run` fails when the CPU has AVX-512 and this did not run
+                            if !moe_testutil::needs_cpu("avx512", "tile::tiles_match_the_naive_twin_on_the_same_rows", kernel.available()) {
+                                continue;
+                            }
+                        } else if !kernel.available() {
                             continue;
                         }
                         let inp = TileInput::new(&x, m, k, dtype, kernel);

@@ -430,6 +430,46 @@ impl ModelConfig {
         pos("model.d_model", self.d_model)?;
         pos("model.n_head", self.n_head)?;
         pos("model.n_head_kv", self.n_head_kv)?;
+        // sizes that no real checkpoint reaches: products of them stay far inside usize, and a
+        // mutated or hostile config is refused before anything is allocated from it
+        const MAX_DIM: usize = 1 << 24;
+        let mut dims = vec![("model.n_vocab", self.n_vocab), ("model.n_ctx", self.n_ctx), ("model.n_layer", self.n_layer), ("model.d_model", self.d_model), ("model.n_head", self.n_head), ("model.n_head_kv", self.n_head_kv), ("model.d_ff", self.d_ff)];
+        dims.extend(self.d_head.map(|d| ("model.d_head", d)));
+        if let Some(m) = &self.moe {
+            dims.extend([("model.moe.n_expert", m.n_expert), ("model.moe.d_expert", m.d_expert), ("model.moe.n_expert_shared", m.n_expert_shared), ("model.moe.d_expert_shared", m.d_expert_shared.unwrap_or(0))]);
+            dims.extend(m.n_expert_per_layer.iter().map(|&n| ("model.moe.n_expert_per_layer", n)));
+        }
+        for (field, v) in dims {
+            if v > MAX_DIM {
+                return Err(invalid(field, format!("{v} is larger than the supported maximum {MAX_DIM}")));
+            }
+        }
+        if self.n_layer > 4096 {
+            return Err(invalid("model.n_layer", format!("{} is larger than the supported maximum 4096", self.n_layer)));
+        }
+        // a generous bound on the parameter count in u128, so the layout's usize products cannot overflow
+        {
+            let (d, l) = (self.d_model as u128, self.n_layer as u128);
+            let dh = self.d_head.unwrap_or(1).max(self.d_model / self.n_head.max(1)) as u128;
+            let attn = 4 * d * dh * self.n_head.max(self.n_head_kv) as u128;
+            let ffn = match &self.moe {
+                None => 3 * d * self.d_ff as u128,
+                Some(m) => {
+                    let e = m.n_expert_per_layer.iter().copied().chain([m.n_expert]).max().unwrap_or(0) as u128;
+                    3 * d * (self.d_ff as u128 + e * m.d_expert as u128 + (m.n_expert_shared as u128 + 1) * (m.d_expert as u128).max(m.d_expert_shared.unwrap_or(0) as u128)) + e * d
+                }
+            };
+            let total = l * (attn + ffn + 4 * d) + 2 * self.n_vocab as u128 * d;
+            if total > 1u128 << 42 {
+                return Err(invalid("model", format!("about {total} parameters: more than the supported 2^42")));
+            }
+        }
+        // the RoPE table [n_ctx, d_head] (cos and sin, f64 at most) is built eagerly
+        let d_head = self.d_head.unwrap_or(self.d_model / self.n_head);
+        let rope_bytes = self.n_ctx as u128 * d_head as u128 * 8;
+        if rope_bytes > 8u128 << 30 {
+            return Err(invalid("model.n_ctx", format!("n_ctx {} × d_head {d_head} needs a {} MiB RoPE table (at most 8 GiB)", self.n_ctx, rope_bytes >> 20)));
+        }
         if let Some(dh) = self.d_head {
             pos("model.d_head", dh)?;
         } else if self.d_model % self.n_head != 0 {
@@ -521,12 +561,15 @@ impl ModelConfig {
                     return Err(invalid("model.moe.ext.selection_bias", "a fixed selection bias excludes aux-loss-free balancing (bias_update_rate > 0)"));
                 }
                 if x.n_group > 0 {
-                    let e_min = self.ffn_kinds().iter().filter_map(|k| if let FfnKind::Moe { n_expert } = k { Some(*n_expert) } else { None }).min().unwrap_or(0);
-                    if e_min % x.n_group != 0 || x.topk_group == 0 || x.topk_group > x.n_group {
-                        return Err(invalid("model.moe.ext.n_group", format!("n_group {} must divide n_expert {e_min} and 1 ≤ topk_group {} ≤ n_group", x.n_group, x.topk_group)));
-                    }
-                    if x.topk_group * (e_min / x.n_group) < m.n_expert_active {
-                        return Err(invalid("model.moe.ext.topk_group", format!("{} groups of {} experts hold fewer than top-k {}", x.topk_group, e_min / x.n_group, m.n_expert_active)));
+                    // every MoE layer (a pyramid has several expert counts), not only the smallest
+                    for (layer, k) in self.ffn_kinds().iter().enumerate() {
+                        let FfnKind::Moe { n_expert } = *k else { continue };
+                        if n_expert % x.n_group != 0 || x.topk_group == 0 || x.topk_group > x.n_group {
+                            return Err(invalid("model.moe.ext.n_group", format!("n_group {} must divide n_expert {n_expert} of layer {layer} and 1 ≤ topk_group {} ≤ n_group", x.n_group, x.topk_group)));
+                        }
+                        if x.topk_group * (n_expert / x.n_group) < m.n_expert_active {
+                            return Err(invalid("model.moe.ext.topk_group", format!("layer {layer}: {} groups of {} experts hold fewer than top-k {}", x.topk_group, n_expert / x.n_group, m.n_expert_active)));
+                        }
                     }
                 }
             }
@@ -561,6 +604,15 @@ mod tests {
     fn config_placement_first_dense_and_pyramid() {
         let c = parse(&format!("{BASE}[moe]\nn_expert = 4\nn_expert_active = 1\nd_expert = 16\nfirst_dense = 1\nn_expert_per_layer = [2, 4, 8]\n")).unwrap();
         assert_eq!(c.ffn_kinds(), vec![FfnKind::Dense, FfnKind::Moe { n_expert: 2 }, FfnKind::Moe { n_expert: 4 }, FfnKind::Moe { n_expert: 8 }]);
+    }
+
+    #[test]
+    fn config_n_group_is_checked_against_every_pyramid_layer() {
+        let pyramid = |n: &str| parse(&format!("{BASE}[moe]\nn_expert = 4\nn_expert_active = 2\nd_expert = 16\nfirst_dense = 1\nn_expert_per_layer = {n}\n[moe.ext]\nn_group = 4\ntopk_group = 2\n"));
+        pyramid("[4, 8, 16]").unwrap();
+        // the smallest layer (4) divides into 4 groups; layer 2's 6 experts do not
+        let e = pyramid("[4, 6, 8]").unwrap_err().to_string();
+        assert!(e.contains("model.moe.ext.n_group") && e.contains("n_expert 6 of layer 2"), "{e}");
     }
 
     #[test]

@@ -33,6 +33,12 @@ pub enum Error {
         /// what is wrong (names the tensor)
         message: String,
     },
+    /// The computation produced NaN/Inf where a decision needs finite values (e.g. router gates).
+    #[error("numerical divergence: {what}")]
+    Diverged {
+        /// where, and the value
+        what: String,
+    },
     /// I/O error on a named file.
     #[error("{}: {source}", path.display())]
     Io {

@@ -113,7 +113,16 @@ impl<T: Real> Transformer<T> {
     pub fn zeros(cfg: ModelConfig) -> Result<Self> {
         cfg.validate()?;
         let (table, layout) = build_layout(&cfg);
-        let mut params = vec![T::ZERO; table.total];
+        // check the memory need before allocating: refuse with the numbers, never abort
+        let need = table.total as u128 * std::mem::size_of::<T>() as u128;
+        if let Some(avail) = available_memory() {
+            if need > avail as u128 {
+                return Err(Error::BadInput(format!("this model has {} parameters: {} MiB, more than the {} MiB of memory available", table.total, need >> 20, avail >> 20)));
+            }
+        }
+        let mut params = Vec::new();
+        params.try_reserve_exact(table.total).map_err(|e| Error::BadInput(format!("cannot allocate {} MiB for {} parameters: {e}", need >> 20, table.total)))?;
+        params.resize(table.total, T::ZERO);
         for e in &table.entries {
             if e.init == Init::Ones {
                 params[e.range()].fill(T::ONE);
@@ -307,7 +316,8 @@ impl<T: Real> Transformer<T> {
         sum / n as f64
     }
 
-    fn blocks_forward(&self, inputs: &[u32], n_seq: usize, seq_len: usize, keep: bool) -> (Vec<T>, Vec<BlockSaved<T>>, Vec<MoeLayerReport>, Vec<MoeLayerRouting<T>>) {
+    #[allow(clippy::type_complexity)]
+    fn blocks_forward(&self, inputs: &[u32], n_seq: usize, seq_len: usize, keep: bool) -> Result<(Vec<T>, Vec<BlockSaved<T>>, Vec<MoeLayerReport>, Vec<MoeLayerRouting<T>>)> {
         let d = self.cfg.d_model;
         let mut x = vec![T::ZERO; inputs.len() * d];
         embedding_forward(&mut x, &self.params[self.layout.tok_embeddings.clone()], inputs, d); // [n, d_model]
@@ -317,6 +327,13 @@ impl<T: Real> Transformer<T> {
         for i in 0..self.cfg.n_layer {
             let (x_out, s, rep) = self.block_forward(i, x, n_seq, seq_len);
             x = x_out;
+            if let FfnSaved::Moe(ms) = &s.ffn {
+                // NaN/Inf gate values make top-k and capacity dropping meaningless: a clear error
+                if let Some(a) = ms.routing.probs.iter().position(|v| !v.to_f64().is_finite()) {
+                    let e = ms.routing.settings.n_expert;
+                    return Err(Error::Diverged { what: format!("layer {i}: router gate value of token {} expert {} is {}", a / e, a % e, ms.routing.probs[a].to_f64()) });
+                }
+            }
             reports.extend(rep);
             if keep {
                 saved.push(s);
@@ -324,13 +341,13 @@ impl<T: Real> Transformer<T> {
                 routing.push(MoeLayerRouting { layer: i, routing: ms.routing });
             }
         }
-        (x, saved, reports, routing)
+        Ok((x, saved, reports, routing))
     }
 
     /// Logits of a batch `inputs [n_seq, seq_len]` plus routing per MoE layer (no gradients).
     pub fn forward(&self, inputs: &[u32], n_seq: usize, seq_len: usize) -> Result<ForwardOutput<T>> {
         self.check_input(inputs, None, n_seq, seq_len)?;
-        let (x, _, moe, routing) = self.blocks_forward(inputs, n_seq, seq_len, false);
+        let (x, _, moe, routing) = self.blocks_forward(inputs, n_seq, seq_len, false)?;
         let n = inputs.len();
         let (xf, _) = self.final_norm(&x, n);
         let mut logits = vec![T::ZERO; n * self.cfg.n_vocab];
@@ -341,7 +358,7 @@ impl<T: Real> Transformer<T> {
     /// Losses of a batch without gradients.
     pub fn loss(&self, inputs: &[u32], targets: &[u32], n_seq: usize, seq_len: usize) -> Result<LossReport> {
         self.check_input(inputs, Some(targets), n_seq, seq_len)?;
-        let (x, _, moe, _) = self.blocks_forward(inputs, n_seq, seq_len, false);
+        let (x, _, moe, _) = self.blocks_forward(inputs, n_seq, seq_len, false)?;
         let (xf, _) = self.final_norm(&x, inputs.len());
         Ok(report(self.head_loss(&xf, targets, None), moe))
     }
@@ -358,7 +375,7 @@ impl<T: Real> Transformer<T> {
         }
         let n = inputs.len();
         let d = self.cfg.d_model;
-        let (x, saved, moe, _) = self.blocks_forward(inputs, n_seq, seq_len, true);
+        let (x, saved, moe, _) = self.blocks_forward(inputs, n_seq, seq_len, true)?;
         let (xf, rstd) = self.final_norm(&x, n);
         let mut d_xf = vec![T::ZERO; n * d];
         let ce = self.head_loss(&xf, targets, Some((&mut d_xf, &mut *grads, scale)));
@@ -445,4 +462,12 @@ mod tests {
         let d8 = Transformer::<f32>::new(d.cfg.clone(), 8).unwrap();
         assert_ne!(tensor(&d, "lm_head.weight"), tensor(&d8, "lm_head.weight"));
     }
+}
+
+/// `MemAvailable` of `/proc/meminfo` in bytes (Linux), `None` elsewhere or when unreadable.
+pub(crate) fn available_memory() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = text.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
 }

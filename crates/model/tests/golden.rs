@@ -49,16 +49,10 @@ fn f(st: &SafeTensors<'_>, name: &str, path: &Path) -> Vec<f32> {
     tensor_f32(st, name, path).unwrap_or_else(|e| panic!("{e}")).1
 }
 
+/// `|got_i − want_i| ≤ atol + rtol·|want_i|` for every `i`; a non-finite value fails (`moe_testutil::assert_close_elem`).
+#[track_caller]
 fn assert_close(case: &str, what: &str, got: &[f64], want: &[f32], atol: f64, rtol: f64) {
-    assert_eq!(got.len(), want.len(), "{case}: {what}: length");
-    let mut worst = (0.0f64, 0usize);
-    for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
-        let err = (g - w as f64).abs() - (atol + rtol * (w as f64).abs());
-        if err > worst.0 {
-            worst = (err, i);
-        }
-    }
-    assert!(worst.0 <= 0.0, "{case}: {what}: element {} got {} want {} (atol {atol}, rtol {rtol})", worst.1, got[worst.1], want[worst.1]);
+    moe_testutil::assert_close_elem(&format!("{case}: {what}"), got, want, atol, rtol);
 }
 
 fn tol(c: &Case, key: &str) -> (f64, f64) {
@@ -127,8 +121,8 @@ fn golden_forward_backward_matches_pytorch() {
         for e in &model.table.entries {
             let want = f(&est, &format!("grad.{}", e.name), &epath);
             let got = &grads[e.range()];
-            let max_ref = want.iter().fold(0.0f64, |m, &v| m.max((v as f64).abs()));
-            let max_err = got.iter().zip(&want).fold(0.0f64, |m, (&g, &w)| m.max((g as f64 - w as f64).abs()));
+            let d = moe_testutil::checked_diff(&format!("{}: grad.{}", c.name, e.name), got, &want);
+            let (max_ref, max_err) = (d.scale, d.max_abs);
             assert!(max_err <= grtol * max_ref + 1e-12, "{}: grad.{}: max error {max_err} vs max |ref| {max_ref}", c.name, e.name);
         }
     }

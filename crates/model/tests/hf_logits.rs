@@ -24,12 +24,10 @@ fn i64s(st: &SafeTensors<'_>, name: &str) -> Vec<u32> {
     t.data().chunks_exact(8).map(|b| i64::from_le_bytes(b.try_into().unwrap()) as u32).collect()
 }
 
-/// max |a − b| / max |b|
+/// max |a − b| / max |b|; a non-finite value fails (`moe_testutil::max_abs_rel`).
+#[track_caller]
 fn max_abs_rel(a: &[f32], b: &[f32]) -> f64 {
-    assert_eq!(a.len(), b.len());
-    let diff = a.iter().zip(b).map(|(x, y)| (*x as f64 - *y as f64).abs()).fold(0.0, f64::max);
-    let scale = b.iter().map(|y| (*y as f64).abs()).fold(0.0, f64::max);
-    diff / scale
+    moe_testutil::max_abs_rel("logits", a, b)
 }
 
 fn softmax(z: &[f32]) -> Vec<f64> {

@@ -481,15 +481,17 @@ fn selection_bias_update_moves_by_gamma_sign_of_mean_minus_count() {
 
 #[test]
 fn grouped_dispatch_group_limited_sigmoid_with_fixed_selection_bias_equals_per_token_reference() {
-    // DeepSeek-V3 routing: 4 groups of 2, 2 groups kept, a fixed selection bias among the parameters
+    // DeepSeek-V3 routing: 4 groups of 2, 2 groups kept, a fixed selection bias among the parameters;
+    // top-3 (not top-2: two experts always come from at most two groups, a check that cannot fail)
     let text = format!(
-        "{BASE}[moe]\nn_expert = 8\nn_expert_active = 2\nd_expert = 6\ngating = \"sigmoid\"\nroute_scale = 2.5\n\
+        "{BASE}[moe]\nn_expert = 8\nn_expert_active = 3\nd_expert = 6\ngating = \"sigmoid\"\nroute_scale = 2.5\n\
          n_expert_shared = 1\n[moe.ext]\nn_group = 4\ntopk_group = 2\nselection_bias = true\n"
     );
     let c = GroupedCase { text, n_tok: 16, bias: vec![] };
     both_precisions(&c, 5, |r| {
         for t in 0..16 {
-            let mut groups: Vec<u32> = r.idx[t * 2..t * 2 + 2].iter().map(|&j| j / 2).collect();
+            let mut groups: Vec<u32> = r.idx[t * 3..t * 3 + 3].iter().map(|&j| j / 2).collect();
+            groups.sort_unstable();
             groups.dedup();
             assert!(groups.len() <= 2, "token {t}: experts from more than topk_group groups");
         }
@@ -510,4 +512,18 @@ fn grouped_dispatch_biased_clamped_experts_and_input_scaling_equal_per_token_ref
          n_expert_shared = 1\n[moe.ext]\nscale_input = true\n"
     );
     both_precisions(&GroupedCase { text: llama4, n_tok: 12, bias: vec![] }, 7, |_| {});
+}
+
+/// NaN router output is a clear divergence error, not a silently arbitrary top-k / capacity choice.
+#[test]
+fn nan_router_output_is_a_divergence_error() {
+    let text = format!("{BASE}[moe]\nn_expert = 4\nn_expert_active = 2\nd_expert = 6\ncapacity_factor = 1.0\n");
+    let mut m = Transformer::<f32>::new(cfg(&text), 3).unwrap();
+    let r = m.table.entries.iter().find(|e| e.name == "layers.1.ffn.router.weight").unwrap().range();
+    m.params[r.start + 1] = f32::NAN;
+    let e = m.forward(&[1, 2, 3, 4], 1, 4).err().expect("NaN router weights must not give logits");
+    let msg = e.to_string();
+    assert!(matches!(e, moe_model::Error::Diverged { .. }) && msg.contains("layer 1") && msg.contains("NaN"), "{msg}");
+    let e = m.loss(&[1, 2, 3, 4], &[2, 3, 4, 5], 1, 4).err().expect("nor a loss");
+    assert!(matches!(e, moe_model::Error::Diverged { .. }), "{e}");
 }

@@ -61,7 +61,7 @@ fn golden_trajectory_matches_pytorch_adamw() {
             got.push(train_step(&mut model, &mut opt, &mut grads, &micro, lr).unwrap().loss);
         }
         let atol = c["tolerances"]["trajectory"]["atol"].as_f64().unwrap();
-        let worst = got.iter().zip(&want).map(|(&g, &w)| (g - w as f64).abs()).fold(0.0, f64::max);
+        let worst = moe_testutil::checked_diff(name, &got, &want).max_abs;
         eprintln!("{name}: loss {:.5} → {:.5}, max |Δ| vs PyTorch {worst:.2e}", got[0], got[steps - 1]);
         for (i, (&g, &w)) in got.iter().zip(&want).enumerate() {
             assert!((g - w as f64).abs() <= atol, "{name}: step {i}: loss {g} vs {w} (atol {atol}); all: {got:?} vs {want:?}");

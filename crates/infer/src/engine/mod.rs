@@ -221,6 +221,12 @@ impl<'m> Engine<'m> {
         if let Some(why) = Self::unsupported(&model.cfg) {
             return Err(Error::BadInput(format!("the fast engine cannot run this model: {why} (`--engine reference`)")));
         }
+        // NaN/Inf weights would be quantised to garbage (or panic in int8): refuse, naming the tensor
+        for e in &model.table.entries {
+            if let Some((i, v)) = model.params.get(e.range()).and_then(moe_kernels::quant::non_finite_at) {
+                return Err(Error::BadInput(format!("weight `{}` has a non-finite value {v} at element {i}", e.name)));
+            }
+        }
         Ok(())
     }
 

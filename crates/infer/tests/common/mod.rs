@@ -23,12 +23,10 @@ pub fn tokens(n: usize, n_vocab: usize, seed: u64) -> Vec<u32> {
     (0..n).map(|_| r.below(n_vocab as u64) as u32).collect()
 }
 
-/// max |a − b| ≤ tol · max |b|
+/// max |a − b| ≤ tol · max |b|; a non-finite value fails (`moe_testutil::assert_close_rel`).
+#[track_caller]
 pub fn assert_close(a: &[f32], b: &[f32], tol: f32, what: &str) {
-    assert_eq!(a.len(), b.len(), "{what}: lengths");
-    let scale = b.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-6);
-    let err = a.iter().zip(b).fold(0f32, |m, (x, y)| m.max((x - y).abs()));
-    assert!(err <= tol * scale, "{what}: max abs diff {err} (max |logit| {scale}, tol {tol})");
+    moe_testutil::assert_close_rel(what, a, b, tol as f64);
 }
 
 /// The golden Hugging Face models (`tests/golden_hf/`).
@@ -85,7 +83,8 @@ pub fn engine_prompt_logits(m: &Transformer<f32>, dtype: WeightDtype, kernel: Ke
 pub fn check_fast_dot_kernels(name: &str, m: &Transformer<f32>, seq: &[u32]) {
     let l32 = engine_prompt_logits(m, WeightDtype::F32, Kernel::Auto, seq);
     for (dtype, kernel, tol) in [(WeightDtype::I8, Kernel::Avx512Vnni, 0.05f32), (WeightDtype::Bf16, Kernel::Avx512Bf16Dot, 0.02)] {
-        if !kernel.available() {
+        let feature = if kernel == Kernel::Avx512Vnni { "avx512_vnni" } else { "avx512_bf16" };
+        if !moe_testutil::needs_cpu(feature, &format!("check_fast_dot_kernels::{name}"), kernel.available()) {
             assert!(Engine::with_kernel(m, dtype, kernel).is_err());
             continue;
         }

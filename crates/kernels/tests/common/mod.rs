@@ -24,8 +24,10 @@ pub fn dot(a: &[f64], b: &[f64]) -> f64 {
     a.iter().zip(b).map(|(x, y)| x * y).sum()
 }
 
+/// `max |a|`; a non-finite value fails (`moe_testutil::max_abs`).
+#[track_caller]
 pub fn max_abs(a: &[f64]) -> f64 {
-    a.iter().fold(0.0, |m, v| m.max(v.abs()))
+    moe_testutil::max_abs("max_abs", a)
 }
 
 /// Central-difference gradient of the scalar `f` at `x`.
@@ -49,9 +51,7 @@ pub fn numeric_grad(x: &[f64], mut f: impl FnMut(&[f64]) -> f64) -> Vec<f64> {
 pub fn assert_grad_close(what: &str, analytic: &[f64], numeric: &[f64]) {
     assert_eq!(analytic.len(), numeric.len(), "{what}: lengths");
     let tol = FD_RTOL * max_abs(numeric).max(1e-3);
-    for (i, (a, n)) in analytic.iter().zip(numeric).enumerate() {
-        assert!((a - n).abs() <= tol, "{what}[{i}]: analytic {a} vs numeric {n} (tol {tol})");
-    }
+    moe_testutil::assert_close_elem(what, analytic, numeric, tol, 0.0);
 }
 
 /// `out - base`, elementwise (to recover what an accumulating kernel added).
@@ -60,10 +60,8 @@ pub fn minus(out: &[f64], base: &[f64]) -> Vec<f64> {
 }
 
 /// Asserts `|a_i − b_i| ≤ atol + rtol·|b_i|` for all i.
+/// A non-finite value fails (`moe_testutil::assert_close_elem`).
+#[track_caller]
 pub fn assert_close<A: Copy + Into<f64>, B: Copy + Into<f64>>(what: &str, a: &[A], b: &[B], atol: f64, rtol: f64) {
-    assert_eq!(a.len(), b.len(), "{what}: lengths");
-    for (i, (&x, &y)) in a.iter().zip(b).enumerate() {
-        let (x, y) = (x.into(), y.into());
-        assert!((x - y).abs() <= atol + rtol * y.abs(), "{what}[{i}]: {x} vs {y}");
-    }
+    moe_testutil::assert_close_elem(what, a, b, atol, rtol);
 }

@@ -178,7 +178,9 @@ pub fn route<T: Real>(w_router: &[T], router_bias: Option<&[T]>, h: &[T], n_tok:
 }
 
 /// For each expert keep the `cap` assignments with the largest gate value
-/// (ties: lower token index first); returns the kept mask `[n_tok, k]`.
+/// (ties: lower token index first); returns the kept mask `[n_tok, k]`. A total order
+/// (`f64::total_cmp`), so even NaN gate values give a deterministic, well-defined sort; the
+/// model's forward refuses non-finite gates before anything uses the result.
 fn capacity_keep<T: Real>(idx: &[u32], probs: &[T], n_tok: usize, k: usize, e: usize, cap: usize) -> Vec<bool> {
     let mut per_expert: Vec<Vec<usize>> = vec![Vec::new(); e]; // assignment ids a = t·k + slot
     for (a, &j) in idx.iter().enumerate() {
@@ -188,7 +190,7 @@ fn capacity_keep<T: Real>(idx: &[u32], probs: &[T], n_tok: usize, k: usize, e: u
     for (j, list) in per_expert.iter_mut().enumerate() {
         if list.len() > cap {
             // stable sort keeps ascending assignment id (token, then slot) among equal gate values
-            list.sort_by(|&a, &b| probs[(b / k) * e + j].partial_cmp(&probs[(a / k) * e + j]).unwrap_or(std::cmp::Ordering::Equal));
+            list.sort_by(|&a, &b| probs[(b / k) * e + j].to_f64().total_cmp(&probs[(a / k) * e + j].to_f64()));
             list.truncate(cap);
         }
         for &a in list.iter() {

@@ -68,26 +68,18 @@ pub fn ce_per_token<T: Real>(logits: &[T], targets: &[u32], n_vocab: usize) -> V
         .collect()
 }
 
+fn f64s<T: Real>(v: &[T]) -> Vec<f64> {
+    v.iter().map(|x| x.to_f64()).collect()
+}
+
+/// `max |v|`; a non-finite value fails (`moe_testutil::max_abs`).
+#[track_caller]
 pub fn max_abs<T: Real>(v: &[T]) -> f64 {
-    v.iter().map(|x| x.to_f64().abs()).fold(0.0, f64::max)
+    moe_testutil::max_abs("max_abs", &f64s(v))
 }
 
-/// Largest `|a − b| − (atol + rtol·|b|)`; ≤ 0 means every element is within tolerance.
-pub fn worst_excess<A: Real, B: Real>(a: &[A], b: &[B], atol: f64, rtol: f64) -> (f64, usize) {
-    assert_eq!(a.len(), b.len(), "length mismatch");
-    let mut worst = (f64::NEG_INFINITY, 0);
-    for (i, (x, y)) in a.iter().zip(b).enumerate() {
-        let (x, y) = (x.to_f64(), y.to_f64());
-        let ex = if x.is_finite() && y.is_finite() { (x - y).abs() - (atol + rtol * y.abs()) } else { f64::INFINITY };
-        if ex > worst.0 {
-            worst = (ex, i);
-        }
-    }
-    worst
-}
-
+/// `|a_i − b_i| ≤ atol + rtol·|b_i|` for every `i`; a non-finite value fails (`moe_testutil::assert_close_elem`).
 #[track_caller]
 pub fn assert_close<A: Real, B: Real>(what: &str, a: &[A], b: &[B], atol: f64, rtol: f64) {
-    let (ex, i) = worst_excess(a, b, atol, rtol);
-    assert!(ex <= 0.0, "{what}: element {i}: {:e} vs {:e} (atol {atol:e}, rtol {rtol:e})", a[i].to_f64(), b[i].to_f64());
+    moe_testutil::assert_close_elem(what, &f64s(a), &f64s(b), atol, rtol);
 }
