@@ -13,7 +13,22 @@ fn cli_bench_infer_quality_and_engine_generate() {
 
     let out_dir = dir.path().join("bench");
     let out = ok(&[
-        "bench", "infer", "--run", s(&run), "--batch", "1,3", "--prompt-len", "5", "--n-decode", "3", "--dtype", "f32,bf16,int8", "--reps", "1", "--out", s(&out_dir),
+        "bench",
+        "infer",
+        "--run",
+        s(&run),
+        "--batch",
+        "1,3",
+        "--prompt-len",
+        "5",
+        "--n-decode",
+        "3",
+        "--dtype",
+        "f32,bf16,int8",
+        "--reps",
+        "1",
+        "--out",
+        s(&out_dir),
     ]);
     for needle in ["read bandwidth", "GEMM peak", "weights bf16", "weights i8", "MB/step", "GB/s", "GFLOP/s", "roofline", "(uniform"] {
         assert!(out.contains(needle), "{needle:?} missing:\n{out}");
@@ -23,7 +38,22 @@ fn cli_bench_infer_quality_and_engine_generate() {
     assert!(csv.lines().skip(1).all(|l| l.starts_with("fast,")), "{csv}");
     assert!(out_dir.join("bench_infer.png").is_file() && out_dir.join("bench_infer.svg").is_file());
 
-    let reference = ok(&["bench", "infer", "--config", "configs/tiny/mixtral.toml", "--engine", "reference", "--batch", "2", "--prompt-len", "4", "--n-decode", "2", "--reps", "1"]);
+    let reference = ok(&[
+        "bench",
+        "infer",
+        "--config",
+        "configs/tiny/mixtral.toml",
+        "--engine",
+        "reference",
+        "--batch",
+        "2",
+        "--prompt-len",
+        "4",
+        "--n-decode",
+        "2",
+        "--reps",
+        "1",
+    ]);
     assert!(reference.contains("engine reference"), "{reference}");
     fails(&["bench", "infer", "--config", "configs/tiny/mixtral.toml", "--prompt-len", "60", "--n-decode", "10"], &["context"]);
     fails(&["bench", "infer", "--batch", "1"], &["--run"]);

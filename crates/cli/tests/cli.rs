@@ -65,13 +65,27 @@ fn cli_bad_inputs_fail_with_clear_errors() {
     let base = std::fs::read_to_string(repo().join("configs/tiny/dense.toml")).unwrap();
     std::fs::write(&cfg, base.replace("[train]", "[train]\nlearning_rate = 1.0")).unwrap();
     fails(&["train", "--config", s(&cfg), "--out", s(&dir.path().join("r1"))], &["bad.toml", "learning_rate"]);
-    fails(&["train", "--config", "configs/tiny/dense.toml", "--set", "model.n_head=5", "--out", s(&dir.path().join("r2"))], &["model.n_head", "divisible"]);
-    fails(&["train", "--config", "configs/tiny/mixtral.toml", "--set", "model.moe.n_expert_active=9", "--out", s(&dir.path().join("r3"))], &["n_expert_active"]);
+    fails(
+        &["train", "--config", "configs/tiny/dense.toml", "--set", "model.n_head=5", "--out", s(&dir.path().join("r2"))],
+        &["model.n_head", "divisible"],
+    );
+    fails(
+        &["train", "--config", "configs/tiny/mixtral.toml", "--set", "model.moe.n_expert_active=9", "--out", s(&dir.path().join("r3"))],
+        &["n_expert_active"],
+    );
     fails(&["train", "--config", s(&dir.path().join("missing.toml"))], &["missing.toml"]);
     let empty = dir.path().join("empty.txt");
     std::fs::write(&empty, "").unwrap();
     fails(
-        &["train", "--config", "configs/tiny/dense.toml", "--set", &format!("data.source={}", s(&empty)), "--out", s(&dir.path().join("r4"))],
+        &[
+            "train",
+            "--config",
+            "configs/tiny/dense.toml",
+            "--set",
+            &format!("data.source={}", s(&empty)),
+            "--out",
+            s(&dir.path().join("r4")),
+        ],
         &["empty.txt"],
     );
     fails(&["eval", "--run", s(&dir.path().join("no-such-run"))], &["no-such-run"]);

@@ -17,7 +17,8 @@ fn i64s(st: &SafeTensors<'_>, name: &str) -> Vec<u32> {
 }
 
 fn cases() -> Vec<String> {
-    let m: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(repo().join("tests/golden_hf/MANIFEST.json")).unwrap()).unwrap();
+    let m: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(repo().join("tests/golden_hf/MANIFEST.json")).unwrap()).unwrap();
     m["cases"].as_object().unwrap().keys().cloned().collect()
 }
 
@@ -60,7 +61,8 @@ fn cli_logits_of_every_golden_model_equal_transformers() {
         eprintln!("{case}: moe logits max-abs-rel {rel:.2e}");
     }
     // no temp file is left next to the output
-    let names: Vec<String> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    let names: Vec<String> =
+        std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
     assert!(names.iter().all(|n| n.ends_with(".safetensors") && !n.starts_with('.')), "{names:?}");
 }
 
@@ -76,10 +78,12 @@ fn cli_logits_errors_exit_2() {
 #[test]
 fn cli_info_model_reads_config_json_only() {
     let out = ok(&["info", "--model", s(&golden("qwen2_moe"))]);
-    for needle in ["Qwen2MoeForCausalLM", "q/k/v bias", "1 shared (sigmoid-gated)", "active per token", "FLOPs per token", "at seq_len 64"] {
+    for needle in ["Qwen2MoeForCausalLM", "q/k/v bias", "1 shared (sigmoid-gated)", "active per token", "FLOPs per token", "at seq_len 64"]
+    {
         assert!(out.contains(needle), "{needle:?} missing:\n{out}");
     }
-    let js: serde_json::Value = serde_json::from_str(&ok(&["info", "--model", s(&golden("mixtral")), "--json", "--seq-len", "16"])).unwrap();
+    let js: serde_json::Value =
+        serde_json::from_str(&ok(&["info", "--model", s(&golden("mixtral")), "--json", "--seq-len", "16"])).unwrap();
     assert_eq!(js["architecture"], "MixtralForCausalLM");
     assert_eq!(js["account"]["seq_len"], 16);
     assert!(js["account"]["params_active"].as_u64().unwrap() < js["account"]["params_total"].as_u64().unwrap());
@@ -111,7 +115,17 @@ fn cli_generate_model_is_greedy_kv_cached_and_needs_a_tokenizer() {
         std::fs::write(dir.path().join("tokenizer.json"), word_tokenizer(128)).unwrap();
         let (tokens, _, greedy) = expected(case);
         let prompt = tokens.iter().map(|t| format!("w{t}")).collect::<Vec<_>>().join(" ");
-        let out = ok(&["generate", "--model", s(dir.path()), "--prompt", &prompt, "--max-tokens", &greedy.len().to_string(), "--temperature", "0"]);
+        let out = ok(&[
+            "generate",
+            "--model",
+            s(dir.path()),
+            "--prompt",
+            &prompt,
+            "--max-tokens",
+            &greedy.len().to_string(),
+            "--temperature",
+            "0",
+        ]);
         // the continuation streams token by token and reads as decode(prompt ++ ids): the
         // WordLevel decoder joins words with spaces, so each new word keeps its separator
         // (eos 2 would stop it early and is not printed)
@@ -143,17 +157,24 @@ fn cli_generate_chat_applies_the_checkpoint_chat_template() {
 #[test]
 fn cli_info_names_the_inference_only_options() {
     let out = ok(&["info", "--model", s(&golden("deepseek_v3"))]);
-    for needle in ["latent attention (q_lora 24, kv_lora 16, rope 8, d_v 12)", "top-2 of 4 expert groups", "fixed selection bias", "(inference only)"] {
+    for needle in
+        ["latent attention (q_lora 24, kv_lora 16, rope 8, d_v 12)", "top-2 of 4 expert groups", "fixed selection bias", "(inference only)"]
+    {
         assert!(out.contains(needle), "{needle:?} missing:\n{out}");
     }
     let out = ok(&["info", "--model", s(&golden("gpt_oss"))]);
-    for needle in ["RoPE yarn ×4 from 16", "attention sinks", "sliding window 4 on 2 of 3 layers", "clamped SwiGLU (alpha 1.702, limit 1.5)"] {
+    for needle in
+        ["RoPE yarn ×4 from 16", "attention sinks", "sliding window 4 on 2 of 3 layers", "clamped SwiGLU (alpha 1.702, limit 1.5)"]
+    {
         assert!(out.contains(needle), "{needle:?} missing:\n{out}");
     }
     let out = ok(&["info", "--model", s(&golden("llama_rope_llama3"))]);
     assert!(out.contains("RoPE llama3 ×8 from 16") && !out.contains("inference only"), "{out}");
     let out = ok(&["info", "--model", s(&golden("llama4"))]);
-    assert!(out.contains("1 NoPE layers") && out.contains("chunks of 5 on 3 layers") && out.contains("weights scale the expert input"), "{out}");
+    assert!(
+        out.contains("1 NoPE layers") && out.contains("chunks of 5 on 3 layers") && out.contains("weights scale the expert input"),
+        "{out}"
+    );
 }
 
 #[test]

@@ -80,7 +80,15 @@ fn answer_start(inputs: &[u32], i: usize, domain: Option<&str>) -> Option<usize>
 /// Accuracy of `model` on `tokens` (the validation split) in windows of `seq_len`, `batch_size`
 /// windows at a time, at most `max_batches` batches. `domains`/`names` tag each token (optional);
 /// `byte_tokens` enables the exact-match answers (token id = byte).
-pub fn accuracy(model: &Transformer<f32>, tokens: &[u32], domains: Option<(&[u8], &[String])>, byte_tokens: bool, batch_size: usize, seq_len: usize, max_batches: Option<usize>) -> Result<Accuracy> {
+pub fn accuracy(
+    model: &Transformer<f32>,
+    tokens: &[u32],
+    domains: Option<(&[u8], &[String])>,
+    byte_tokens: bool,
+    batch_size: usize,
+    seq_len: usize,
+    max_batches: Option<usize>,
+) -> Result<Accuracy> {
     let nv = model.cfg.n_vocab;
     let names: &[String] = domains.map_or(&[], |d| d.1);
     let mut dom_ok = vec![0u64; names.len()];
@@ -129,7 +137,11 @@ pub fn accuracy(model: &Transformer<f32>, tokens: &[u32], domains: Option<(&[u8]
             }
         }
     }
-    let per_domain = names.iter().enumerate().map(|(i, d)| DomainAccuracy { domain: d.clone(), correct: dom_ok[i], tokens: dom_n[i], top1: ratio(dom_ok[i], dom_n[i]) }).collect();
+    let per_domain = names
+        .iter()
+        .enumerate()
+        .map(|(i, d)| DomainAccuracy { domain: d.clone(), correct: dom_ok[i], tokens: dom_n[i], top1: ratio(dom_ok[i], dom_n[i]) })
+        .collect();
     let has = |d: &str| names.iter().any(|n| n == d);
     let mut exact = Vec::new();
     if byte_tokens {

@@ -3,17 +3,19 @@
 //! report everything.
 
 use crate::compare_report::{build_doc, make_figures};
+pub use crate::compare_summary::{CompareSummary, Timing};
 use crate::decode::{decode_interleaved, DecodeRow};
 use crate::domains::expert_domains;
 use crate::error::{option, Result};
 use crate::metrics::RunMetrics;
-use crate::plan::{self, base_experiment, budgeted, default_trio, load_config, name_from_path, wide_plan, ModelPlan, Role, Scale, DECODE_BATCHES};
+use crate::plan::{
+    self, base_experiment, budgeted, default_trio, load_config, name_from_path, wide_plan, ModelPlan, Role, Scale, DECODE_BATCHES,
+};
 use crate::plot::Figure;
 use crate::report::{write_json, write_reports};
 use crate::results::{ModelResult, SeedResult};
 use crate::run::{ensure_run, load_final_model, run_dir};
 use crate::verdict::{verdict, Verdict};
-pub use crate::compare_summary::{CompareSummary, Timing};
 use moe_train::config::DataConfig;
 use moe_train::ExperimentConfig;
 use std::path::{Path, PathBuf};
@@ -49,7 +51,19 @@ pub struct CompareOptions {
 
 impl Default for CompareOptions {
     fn default() -> Self {
-        CompareOptions { data: None, budget_flops: None, budget_minutes: None, dense: None, moe: Vec::new(), seeds: 1, out: PathBuf::from("compare"), progress: false, scale: Scale::Default, no_wide: false, dtype: None }
+        CompareOptions {
+            data: None,
+            budget_flops: None,
+            budget_minutes: None,
+            dense: None,
+            moe: Vec::new(),
+            seeds: 1,
+            out: PathBuf::from("compare"),
+            progress: false,
+            scale: Scale::Default,
+            no_wide: false,
+            dtype: None,
+        }
     }
 }
 
@@ -97,7 +111,14 @@ pub(crate) fn shared_data(dense: &ExperimentConfig, data: Option<&Path>) -> Data
 }
 
 /// Per-run FLOP budget and a note on where it came from; `probe_s` gets the probe time.
-pub(crate) fn resolve_budget(budget_flops: Option<f64>, budget_minutes: Option<f64>, scale: Scale, cfgs: &[&ExperimentConfig], repeats: usize, probe_s: &mut f64) -> Result<(f64, String)> {
+pub(crate) fn resolve_budget(
+    budget_flops: Option<f64>,
+    budget_minutes: Option<f64>,
+    scale: Scale,
+    cfgs: &[&ExperimentConfig],
+    repeats: usize,
+    probe_s: &mut f64,
+) -> Result<(f64, String)> {
     if let Some(f) = budget_flops {
         return Ok((f, "--budget-flops".into()));
     }
@@ -204,11 +225,13 @@ pub fn compare(opts: &CompareOptions) -> Result<CompareReport> {
             let t = &cfg.train;
             let max_b = if t.final_eval_batches > 0 { t.final_eval_batches } else { t.eval_batches };
             let doms = ds.val_domains.as_deref().map(|d| (d, ds.domain_names.as_slice()));
-            r.seeds[s].accuracy = Some(crate::accuracy::accuracy(&model, &ds.val, doms, byte_tokens, t.batch_size, t.seq_len, Some(max_b))?);
+            r.seeds[s].accuracy =
+                Some(crate::accuracy::accuracy(&model, &ds.val, doms, byte_tokens, t.batch_size, t.seq_len, Some(max_b))?);
             if s == 0 {
                 r.balance = crate::balance::layer_balance(m);
                 if let Some(vd) = ds.val_domains.as_ref().filter(|_| cfg.model.moe.is_some()) {
-                    r.domains = expert_domains(&model, &ds.val, vd, &ds.domain_names, t.batch_size, t.seq_len, opts.scale.domain_batches())?;
+                    r.domains =
+                        expert_domains(&model, &ds.val, vd, &ds.domain_names, t.batch_size, t.seq_len, opts.scale.domain_batches())?;
                 }
                 models0.push(model);
             }
@@ -220,11 +243,17 @@ pub fn compare(opts: &CompareOptions) -> Result<CompareReport> {
         dtypes.push(d);
     }
     if opts.progress {
-        eprintln!("measuring decode speed on the engine ({}): {} models interleaved, {} rounds", dtypes.iter().map(|d| d.name()).collect::<Vec<_>>().join(", "), plans.len(), opts.scale.decode_rounds());
+        eprintln!(
+            "measuring decode speed on the engine ({}): {} models interleaved, {} rounds",
+            dtypes.iter().map(|d| d.name()).collect::<Vec<_>>().join(", "),
+            plans.len(),
+            opts.scale.decode_rounds()
+        );
     }
     let machine = moe_infer::Machine::measure();
     let named: Vec<(&str, &moe_model::Transformer<f32>)> = plans.iter().map(|p| p.name.as_str()).zip(models0.iter()).collect();
-    let (decode_setup, rows) = decode_interleaved(&named, &dtypes, &DECODE_BATCHES, prompt_len, n_decode, opts.scale.decode_rounds(), base_seed, machine)?;
+    let (decode_setup, rows) =
+        decode_interleaved(&named, &dtypes, &DECODE_BATCHES, prompt_len, n_decode, opts.scale.decode_rounds(), base_seed, machine)?;
     for (r, d) in results.iter_mut().zip(rows) {
         r.decode = d;
     }
@@ -287,7 +316,11 @@ pub fn compare(opts: &CompareOptions) -> Result<CompareReport> {
 
 /// A figure with paths relative to `out`.
 pub(crate) fn relative_figure(f: &Figure, out: &Path) -> Figure {
-    Figure { title: f.title.clone(), png: f.png.strip_prefix(out).unwrap_or(&f.png).to_path_buf(), svg: f.svg.strip_prefix(out).unwrap_or(&f.svg).to_path_buf() }
+    Figure {
+        title: f.title.clone(),
+        png: f.png.strip_prefix(out).unwrap_or(&f.png).to_path_buf(),
+        svg: f.svg.strip_prefix(out).unwrap_or(&f.svg).to_path_buf(),
+    }
 }
 
 /// For every format and batch size, each model's decode throughput against the first (dense)
@@ -304,7 +337,14 @@ pub fn decode_ranking(results: &[ModelResult]) -> Vec<String> {
                 Some(_) => format!("slower than {} ({ratio:.2}×, ranges do not overlap)", base.name),
                 None => format!("within noise of {} (median ratio {ratio:.2}×, min–max ranges overlap)", base.name),
             };
-            lines.push(format!("{} {} @batch {}: {} tokens/s vs {}: {what}", m.name, o.dtype, o.batch, o.tokens_per_s.fmt(0), b.tokens_per_s.fmt(0)));
+            lines.push(format!(
+                "{} {} @batch {}: {} tokens/s vs {}: {what}",
+                m.name,
+                o.dtype,
+                o.batch,
+                o.tokens_per_s.fmt(0),
+                b.tokens_per_s.fmt(0)
+            ));
         }
     }
     lines

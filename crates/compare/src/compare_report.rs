@@ -84,7 +84,12 @@ pub fn make_figures(dir: &Path, s: &CompareSummary, seed0: &[RunMetrics]) -> Res
     let mut dseries: Vec<Series> = s.models.iter().skip(1).map(|m| delta_curve(m, &s.models[0])).collect();
     if let Some(first) = dseries.first() {
         let xs: Vec<f64> = first.points.iter().map(|p| p.0).collect();
-        dseries.push(Series { name: "no difference".into(), points: xs.iter().map(|&x| (x, 0.0)).collect(), thin: true, ..Default::default() });
+        dseries.push(Series {
+            name: "no difference".into(),
+            points: xs.iter().map(|&x| (x, 0.0)).collect(),
+            thin: true,
+            ..Default::default()
+        });
     }
     let delta = line_chart(
         dir,
@@ -99,17 +104,38 @@ pub fn make_figures(dir: &Path, s: &CompareSummary, seed0: &[RunMetrics]) -> Res
         },
     )?;
     let per_batch = |f: fn(&crate::decode::DecodeRow) -> f64| -> Vec<Series> {
-        s.models.iter().map(|m| Series { name: m.name.clone(), points: m.decode.iter().filter(|d| d.dtype == "f32").map(|d| (d.batch as f64, f(d))).collect(), ..Default::default() }).collect()
+        s.models
+            .iter()
+            .map(|m| Series {
+                name: m.name.clone(),
+                points: m.decode.iter().filter(|d| d.dtype == "f32").map(|d| (d.batch as f64, f(d))).collect(),
+                ..Default::default()
+            })
+            .collect()
     };
     let latency = line_chart(
         dir,
         "decode_latency",
-        &LineChart { title: "Decode latency per token (engine, f32, median of rounds)".into(), x_desc: "batch size".into(), y_desc: "ms per decode step".into(), log_x: true, int_x: true, series: per_batch(|d| d.latency_ms.median) },
+        &LineChart {
+            title: "Decode latency per token (engine, f32, median of rounds)".into(),
+            x_desc: "batch size".into(),
+            y_desc: "ms per decode step".into(),
+            log_x: true,
+            int_x: true,
+            series: per_batch(|d| d.latency_ms.median),
+        },
     )?;
     let throughput = line_chart(
         dir,
         "decode_throughput",
-        &LineChart { title: "Decode throughput (engine, f32, median of rounds)".into(), x_desc: "batch size".into(), y_desc: "tokens / s".into(), log_x: true, int_x: true, series: per_batch(|d| d.tokens_per_s.median) },
+        &LineChart {
+            title: "Decode throughput (engine, f32, median of rounds)".into(),
+            x_desc: "batch size".into(),
+            y_desc: "tokens / s".into(),
+            log_x: true,
+            int_x: true,
+            series: per_batch(|d| d.tokens_per_s.median),
+        },
     )?;
     let mut load = Vec::new();
     let mut domains = Vec::new();
@@ -158,7 +184,9 @@ fn gap_cell(g: &crate::stats::PairedGap) -> String {
 /// Next-token accuracy: overall is in the models table; here per domain and exact-match answers
 /// (mean over seeds).
 fn accuracy_section(d: &mut Doc, s: &CompareSummary) {
-    let mean_of = |m: &ModelResult, f: &dyn Fn(&crate::accuracy::Accuracy) -> Option<f64>| crate::stats::MeanStd::of(&m.seeds.iter().filter_map(|r| r.accuracy.as_ref().and_then(f)).collect::<Vec<_>>());
+    let mean_of = |m: &ModelResult, f: &dyn Fn(&crate::accuracy::Accuracy) -> Option<f64>| {
+        crate::stats::MeanStd::of(&m.seeds.iter().filter_map(|r| r.accuracy.as_ref().and_then(f)).collect::<Vec<_>>())
+    };
     d.h2("Next-token accuracy");
     d.p("Greedy (top-1) next-token accuracy on the validation split, over the same windows as the final validation loss, mean ± std over seeds. On the built-in corpus also per domain, and exact match of the checkable answers (teacher-forced: every byte of the answer predicted right): arithmetic results after `=`, and key–value recall queries `?key->value`.");
     let Some(first) = s.models.iter().find_map(|m| m.seeds.first().and_then(|r| r.accuracy.as_ref())) else { return };
@@ -233,7 +261,22 @@ pub fn build_doc(s: &CompareSummary, f: &CompareFigures) -> Doc {
             ]
         })
         .collect();
-    d.table(&["model", "architecture", "params total", "params active", "train FLOPs/token", "steps", "tokens", "train tokens/s", "val loss", "val ppl", "val top-1 acc"], rows);
+    d.table(
+        &[
+            "model",
+            "architecture",
+            "params total",
+            "params active",
+            "train FLOPs/token",
+            "steps",
+            "tokens",
+            "train tokens/s",
+            "val loss",
+            "val ppl",
+            "val top-1 acc",
+        ],
+        rows,
+    );
     if let Some(mm) = &s.matching {
         d.p(format!(
             "Parameter matching: the MoE's active parameters are {:.4}× the dense model's (the difference is the {} router parameters); the wide dense model's total parameters are {:.4}× the MoE's (d_ff rounded to a multiple of 8).",
@@ -241,7 +284,22 @@ pub fn build_doc(s: &CompareSummary, f: &CompareFigures) -> Doc {
         ));
     }
     if s.seeds > 1 {
-        let rows = s.models.iter().flat_map(|m| m.seeds.iter().map(move |r| vec![m.name.clone(), r.seed.to_string(), r.train_seed.to_string(), fmt_loss(r.val_loss), format!("{:.0}", r.tokens_per_s), format!("{:?}", r.status).to_lowercase()])).collect();
+        let rows = s
+            .models
+            .iter()
+            .flat_map(|m| {
+                m.seeds.iter().map(move |r| {
+                    vec![
+                        m.name.clone(),
+                        r.seed.to_string(),
+                        r.train_seed.to_string(),
+                        fmt_loss(r.val_loss),
+                        format!("{:.0}", r.tokens_per_s),
+                        format!("{:?}", r.status).to_lowercase(),
+                    ]
+                })
+            })
+            .collect();
         d.h3("Every run");
         d.table(&["model", "seed", "train.seed", "val loss", "train tokens/s", "this call"], rows);
     }
@@ -254,10 +312,22 @@ pub fn build_doc(s: &CompareSummary, f: &CompareFigures) -> Doc {
         .iter()
         .map(|v| {
             let mult = v.multiplier.map_or_else(|| "> 1 (unreachable)".to_string(), |m| m.fmt(2));
-            vec![v.moe.clone(), fmt_loss(v.moe_loss.mean), fmt_loss(v.dense_loss.mean), format!("{:+.4}", v.gap.diff.mean), format!("{:+.2}%", 100.0 * v.rel_gap), mult, format!("{:?}", v.method).to_lowercase(), gap_cell(&v.gap)]
+            vec![
+                v.moe.clone(),
+                fmt_loss(v.moe_loss.mean),
+                fmt_loss(v.dense_loss.mean),
+                format!("{:+.4}", v.gap.diff.mean),
+                format!("{:+.2}%", 100.0 * v.rel_gap),
+                mult,
+                format!("{:?}", v.method).to_lowercase(),
+                gap_cell(&v.gap),
+            ]
         })
         .collect();
-    d.table(&["MoE", "MoE val loss", "dense val loss", "Δ", "Δ %", "dense compute multiplier", "method", "paired t-test (gap vs seed noise)"], vrows);
+    d.table(
+        &["MoE", "MoE val loss", "dense val loss", "Δ", "Δ %", "dense compute multiplier", "method", "paired t-test (gap vs seed noise)"],
+        vrows,
+    );
     d.p("The dense compute multiplier is read off the dense run's own validation curve: interpolated in log-FLOPs within the budget, or extrapolated beyond it with a least-squares power-law fit L(C) = a + b·C^−c of the curve's tail (method column). Seed noise: a paired Student's t-test over seeds (df = seeds − 1) with its two-sided p-value and 95% confidence interval of the gap; below 3 seeds the report says \"more seeds needed\" instead of a verdict.");
 
     accuracy_section(&mut d, s);
@@ -269,7 +339,8 @@ pub fn build_doc(s: &CompareSummary, f: &CompareFigures) -> Doc {
             ds.dtypes.join(" and "), ds.machine.threads, ds.machine.bandwidth_gbs, ds.machine.peak_gflops, ds.prompt_len, ds.n_decode, ds.rounds
         ));
     }
-    let batches: Vec<usize> = s.models.first().map(|m| m.decode.iter().filter(|x| x.dtype == "f32").map(|x| x.batch).collect()).unwrap_or_default();
+    let batches: Vec<usize> =
+        s.models.first().map(|m| m.decode.iter().filter(|x| x.dtype == "f32").map(|x| x.batch).collect()).unwrap_or_default();
     let dtypes: Vec<String> = s.decode_setup.as_ref().map(|d| d.dtypes.clone()).unwrap_or_else(|| vec!["f32".into()]);
     let mut head: Vec<String> = vec!["model".into(), "dtype".into(), "latency ms/token @1 (min–max)".into()];
     head.extend(batches.iter().map(|b| format!("tokens/s @{b} (min–max)")));
@@ -281,7 +352,12 @@ pub fn build_doc(s: &CompareSummary, f: &CompareFigures) -> Doc {
             let mut r = vec![m.name.clone(), dt.clone(), m.decode_at_dtype(dt, 1).map_or("–".into(), |x| x.latency_ms.fmt(3))];
             r.extend(batches.iter().map(|&b| m.decode_at_dtype(dt, b).map_or("–".into(), |x| x.tokens_per_s.fmt(0))));
             r.push(opt_f(m.decode_at_dtype(dt, 1).and_then(|x| x.roofline_fraction), 3));
-            let de: Vec<String> = m.decode.iter().filter(|x| &x.dtype == dt).map(|x| format!("{} ({})", opt_f(x.distinct_experts, 1), opt_f(x.expected_distinct, 1))).collect();
+            let de: Vec<String> = m
+                .decode
+                .iter()
+                .filter(|x| &x.dtype == dt)
+                .map(|x| format!("{} ({})", opt_f(x.distinct_experts, 1), opt_f(x.expected_distinct, 1)))
+                .collect();
             r.push(de.join(" / "));
             rows.push(r);
         }
@@ -300,7 +376,18 @@ pub fn build_doc(s: &CompareSummary, f: &CompareFigures) -> Doc {
     let rows: Vec<Vec<String>> = s
         .models
         .iter()
-        .flat_map(|m| m.balance.iter().map(move |b| vec![m.name.clone(), b.layer.to_string(), b.n_expert.to_string(), format!("{:.3}", b.max_over_mean), format!("{:.3} / {:.3}", b.entropy, b.entropy_uniform), format!("{:.4}", b.drop_rate)]))
+        .flat_map(|m| {
+            m.balance.iter().map(move |b| {
+                vec![
+                    m.name.clone(),
+                    b.layer.to_string(),
+                    b.n_expert.to_string(),
+                    format!("{:.3}", b.max_over_mean),
+                    format!("{:.3} / {:.3}", b.entropy, b.entropy_uniform),
+                    format!("{:.4}", b.drop_rate),
+                ]
+            })
+        })
         .collect();
     if rows.is_empty() {
         d.p("No MoE layers.");
@@ -319,7 +406,8 @@ pub fn build_doc(s: &CompareSummary, f: &CompareFigures) -> Doc {
             .iter()
             .flat_map(|m| {
                 m.domains.iter().map(move |l| {
-                    let tops: Vec<String> = l.top_domain.iter().enumerate().map(|(e, (name, share))| format!("{e}:{name} {:.0}%", 100.0 * share)).collect();
+                    let tops: Vec<String> =
+                        l.top_domain.iter().enumerate().map(|(e, (name, share))| format!("{e}:{name} {:.0}%", 100.0 * share)).collect();
                     vec![m.name.clone(), l.layer.to_string(), format!("{:.2}", l.specialisation), tops.join(", ")]
                 })
             })

@@ -7,7 +7,7 @@
 //! rank order between two models "within noise" when their min–max ranges overlap.
 
 use crate::error::{Error, Result};
-use moe_infer::{bench_infer, EngineBench, Engine, Machine, Runner};
+use moe_infer::{bench_infer, Engine, EngineBench, Machine, Runner};
 use moe_kernels::quant::WeightDtype;
 use moe_model::Transformer;
 use serde::{Deserialize, Serialize};
@@ -132,7 +132,16 @@ pub struct DecodeSetup {
 
 /// Measure every model of `models` at `batches` on the engine, in each of `dtypes`, interleaved
 /// over `rounds` rounds. Returns the setup and, per model, its rows (dtype-major).
-pub fn decode_interleaved(models: &[(&str, &Transformer<f32>)], dtypes: &[WeightDtype], batches: &[usize], prompt_len: usize, n_decode: usize, rounds: usize, seed: u64, machine: Machine) -> Result<(DecodeSetup, Vec<Vec<DecodeRow>>)> {
+pub fn decode_interleaved(
+    models: &[(&str, &Transformer<f32>)],
+    dtypes: &[WeightDtype],
+    batches: &[usize],
+    prompt_len: usize,
+    n_decode: usize,
+    rounds: usize,
+    seed: u64,
+    machine: Machine,
+) -> Result<(DecodeSetup, Vec<Vec<DecodeRow>>)> {
     let rounds = rounds.max(1);
     let mut engines: Vec<Vec<Engine<'_>>> = Vec::with_capacity(models.len());
     let mut shape = (prompt_len, n_decode);
@@ -172,7 +181,14 @@ pub fn decode_interleaved(models: &[(&str, &Transformer<f32>)], dtypes: &[Weight
             rows
         })
         .collect();
-    let setup = DecodeSetup { engine: "engine".into(), dtypes: dtypes.iter().map(|d| d.name().to_string()).collect(), machine, rounds, prompt_len: pl, n_decode: nd };
+    let setup = DecodeSetup {
+        engine: "engine".into(),
+        dtypes: dtypes.iter().map(|d| d.name().to_string()).collect(),
+        machine,
+        rounds,
+        prompt_len: pl,
+        n_decode: nd,
+    };
     Ok((setup, out))
 }
 

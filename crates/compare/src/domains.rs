@@ -32,7 +32,15 @@ pub struct LayerDomains {
 /// Route `max_batches` batches of `batch_size` sequential validation windows of `seq_len` tokens
 /// (as in evaluation) through `model` and tabulate domains × experts for every MoE layer.
 /// `domains` tags each token of `tokens` with an index into `names`.
-pub fn expert_domains(model: &Transformer<f32>, tokens: &[u32], domains: &[u8], names: &[String], batch_size: usize, seq_len: usize, max_batches: usize) -> Result<Vec<LayerDomains>> {
+pub fn expert_domains(
+    model: &Transformer<f32>,
+    tokens: &[u32],
+    domains: &[u8],
+    names: &[String],
+    batch_size: usize,
+    seq_len: usize,
+    max_batches: usize,
+) -> Result<Vec<LayerDomains>> {
     if tokens.len() < seq_len + 1 || names.is_empty() || domains.len() != tokens.len() {
         return Ok(Vec::new());
     }
@@ -88,11 +96,23 @@ pub fn expert_domains(model: &Transformer<f32>, tokens: &[u32], domains: &[u8], 
             let mut spec = 0.0;
             for e in 0..ne {
                 let col: u64 = counts.iter().map(|r| r[e]).sum();
-                let (best, share) = counts.iter().enumerate().map(|(d, r)| (d, if col > 0 { r[e] as f64 / col as f64 } else { 0.0 })).fold((0, 0.0), |a, b| if b.1 > a.1 { b } else { a });
+                let (best, share) = counts
+                    .iter()
+                    .enumerate()
+                    .map(|(d, r)| (d, if col > 0 { r[e] as f64 / col as f64 } else { 0.0 }))
+                    .fold((0, 0.0), |a, b| if b.1 > a.1 { b } else { a });
                 top_domain.push((names[best].clone(), share));
                 spec += share / ne as f64;
             }
-            LayerDomains { layer, n_expert: ne, domains: names.to_vec(), fraction, tokens: dom_tokens.clone(), top_domain, specialisation: if prior_max > 0.0 { spec / prior_max } else { 0.0 } }
+            LayerDomains {
+                layer,
+                n_expert: ne,
+                domains: names.to_vec(),
+                fraction,
+                tokens: dom_tokens.clone(),
+                top_domain,
+                specialisation: if prior_max > 0.0 { spec / prior_max } else { 0.0 },
+            }
         })
         .collect())
 }

@@ -124,7 +124,17 @@ pub fn base_experiment(scale: Scale) -> ExperimentConfig {
                 attn_ext: None,
                 rope_scaling: None,
             },
-            TrainConfig { steps: 200, batch_size: 16, seq_len: 128, lr: 2e-3, min_lr_ratio: 0.1, warmup_steps: 20, eval_batches: 8, final_eval_batches: 64, ..TrainConfig::default() },
+            TrainConfig {
+                steps: 200,
+                batch_size: 16,
+                seq_len: 128,
+                lr: 2e-3,
+                min_lr_ratio: 0.1,
+                warmup_steps: 20,
+                eval_batches: 8,
+                final_eval_batches: 64,
+                ..TrainConfig::default()
+            },
             DataConfig { source: "synthetic".into(), synthetic_bytes: 3_000_000, tokenizer: "byte".into(), val_fraction: 0.02, seed: 0 },
         ),
         Scale::Tiny => (
@@ -147,7 +157,16 @@ pub fn base_experiment(scale: Scale) -> ExperimentConfig {
                 attn_ext: None,
                 rope_scaling: None,
             },
-            TrainConfig { steps: 8, batch_size: 4, seq_len: 32, lr: 3e-3, min_lr_ratio: 0.1, warmup_steps: 2, eval_batches: 2, ..TrainConfig::default() },
+            TrainConfig {
+                steps: 8,
+                batch_size: 4,
+                seq_len: 32,
+                lr: 3e-3,
+                min_lr_ratio: 0.1,
+                warmup_steps: 2,
+                eval_batches: 2,
+                ..TrainConfig::default()
+            },
             DataConfig { source: "synthetic".into(), synthetic_bytes: 60_000, tokenizer: "byte".into(), val_fraction: 0.1, seed: 0 },
         ),
     };
@@ -270,7 +289,11 @@ pub fn wide_plan(dense: &ExperimentConfig, moe: &ModelPlan) -> ModelPlan {
 pub fn load_config(path: &Path, want_moe: bool) -> Result<ExperimentConfig> {
     let (cfg, _) = moe_train::config::load_experiment(path, &[])?;
     if cfg.model.moe.is_some() != want_moe {
-        let reason = if want_moe { "this is a dense model; --moe needs a [model.moe] table" } else { "this is an MoE model; --dense needs a config without [model.moe]" };
+        let reason = if want_moe {
+            "this is a dense model; --moe needs a [model.moe] table"
+        } else {
+            "this is an MoE model; --dense needs a config without [model.moe]"
+        };
         return Err(Error::Config { path: path.to_path_buf(), field: "model.moe".into(), reason: reason.into() });
     }
     Ok(cfg)
@@ -327,7 +350,11 @@ pub fn matching(dense: &ModelAccount, moe: &ModelAccount, wide: &ModelAccount, m
             moe_model::FfnKind::Dense => 0,
         })
         .sum();
-    Matching { active_ratio: moe.params_active as f64 / dense.params_active as f64, router_params, total_ratio: wide.params_total as f64 / moe.params_total as f64 }
+    Matching {
+        active_ratio: moe.params_active as f64 / dense.params_active as f64,
+        router_params,
+        total_ratio: wide.params_total as f64 / moe.params_total as f64,
+    }
 }
 
 #[cfg(test)]

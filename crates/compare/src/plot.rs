@@ -191,10 +191,22 @@ fn draw_lines<DB: DrawingBackend>(root: DrawingArea<DB, Shift>, c: &LineChart) -
         .build_cartesian_2d((x0 - px)..(x1 + px), (y0 - py)..(y1 + legend_room))?;
     let (log, int) = (c.log_x, c.int_x);
     let xf = move |v: &f64| fmt_x(log, int, *v);
-    chart.configure_mesh().x_desc(c.x_desc.as_str()).y_desc(c.y_desc.as_str()).x_label_formatter(&xf).y_label_formatter(&|v| format!("{v:.3}")).light_line_style(WHITE.mix(0.0)).draw()?;
+    chart
+        .configure_mesh()
+        .x_desc(c.x_desc.as_str())
+        .y_desc(c.y_desc.as_str())
+        .x_label_formatter(&xf)
+        .y_label_formatter(&|v| format!("{v:.3}"))
+        .light_line_style(WHITE.mix(0.0))
+        .draw()?;
     for (i, s) in c.series.iter().enumerate() {
         let col = color(i);
-        let p: Vec<(f64, f64)> = s.points.iter().filter(|(x, y)| x.is_finite() && y.is_finite() && (!log || *x > 0.0)).map(|&(x, y)| (tx(log, int, x), y)).collect();
+        let p: Vec<(f64, f64)> = s
+            .points
+            .iter()
+            .filter(|(x, y)| x.is_finite() && y.is_finite() && (!log || *x > 0.0))
+            .map(|&(x, y)| (tx(log, int, x), y))
+            .collect();
         let width = if s.thin { 1 } else { 2 };
         let ann = if s.markers_only {
             chart.draw_series(p.iter().map(|&q| Circle::new(q, 4, col.filled())))?
@@ -211,7 +223,13 @@ fn draw_lines<DB: DrawingBackend>(root: DrawingArea<DB, Shift>, c: &LineChart) -
             }
         }
     }
-    chart.configure_series_labels().position(SeriesLabelPosition::UpperRight).background_style(WHITE.mix(0.85)).border_style(BLACK.mix(0.4)).label_font(("sans-serif", 14)).draw()?;
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperRight)
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK.mix(0.4))
+        .label_font(("sans-serif", 14))
+        .draw()?;
     root.present()
 }
 
@@ -237,7 +255,16 @@ fn draw_heat<DB: DrawingBackend>(root: DrawingArea<DB, Shift>, m: &Heatmap) -> D
         SegmentValue::CenterOf(i) | SegmentValue::Exact(i) => cols.get(*i).cloned().unwrap_or_default(),
         SegmentValue::Last => String::new(),
     };
-    chart.configure_mesh().disable_mesh().x_desc(m.x_desc.as_str()).y_desc(m.y_desc.as_str()).x_labels(nc.min(16)).y_labels(nr).x_label_formatter(&xf).y_label_formatter(&yf).draw()?;
+    chart
+        .configure_mesh()
+        .disable_mesh()
+        .x_desc(m.x_desc.as_str())
+        .y_desc(m.y_desc.as_str())
+        .x_labels(nc.min(16))
+        .y_labels(nr)
+        .x_label_formatter(&xf)
+        .y_label_formatter(&yf)
+        .draw()?;
     for (r, row) in m.values.iter().enumerate() {
         for (c, &v) in row.iter().enumerate() {
             let edge = |i: usize, n: usize| if i >= n { SegmentValue::Last } else { SegmentValue::Exact(i) };
@@ -249,8 +276,14 @@ fn draw_heat<DB: DrawingBackend>(root: DrawingArea<DB, Shift>, m: &Heatmap) -> D
         for (r, row) in m.values.iter().enumerate() {
             for (c, &v) in row.iter().enumerate() {
                 let dark = max > 0.0 && v / max > 0.55;
-                let style = TextStyle::from(("sans-serif", 12).into_font()).color(if dark { &WHITE } else { &BLACK }).pos(Pos::new(HPos::Center, VPos::Center));
-                chart.draw_series(std::iter::once(Text::new(format!("{:.0}", 100.0 * v), (SegmentValue::CenterOf(c), SegmentValue::CenterOf(r)), style)))?;
+                let style = TextStyle::from(("sans-serif", 12).into_font())
+                    .color(if dark { &WHITE } else { &BLACK })
+                    .pos(Pos::new(HPos::Center, VPos::Center));
+                chart.draw_series(std::iter::once(Text::new(
+                    format!("{:.0}", 100.0 * v),
+                    (SegmentValue::CenterOf(c), SegmentValue::CenterOf(r)),
+                    style,
+                )))?;
             }
         }
     }
@@ -269,7 +302,10 @@ mod tests {
             x_desc: "FLOPs".into(),
             y_desc: "val loss".into(),
             log_x: true,
-            series: vec![Series { name: "dense".into(), points: vec![(1e9, 3.0), (1e10, 2.0)], err: vec![0.1, 0.1], ..Default::default() }, Series { name: "fit".into(), points: vec![(1e9, 3.1), (1e10, 2.1)], thin: true, ..Default::default() }],
+            series: vec![
+                Series { name: "dense".into(), points: vec![(1e9, 3.0), (1e10, 2.0)], err: vec![0.1, 0.1], ..Default::default() },
+                Series { name: "fit".into(), points: vec![(1e9, 3.1), (1e10, 2.1)], thin: true, ..Default::default() },
+            ],
             ..Default::default()
         };
         let f = line_chart(tmp.path(), "loss", &chart).unwrap();
@@ -277,7 +313,14 @@ mod tests {
         assert_eq!(&png[1..4], b"PNG");
         let svg = std::fs::read_to_string(&f.svg).unwrap();
         assert!(svg.contains("<svg") && svg.contains("dense"), "{}", &svg[..200.min(svg.len())]);
-        let map = Heatmap { title: "domains".into(), rows: vec!["a".into(), "b".into()], cols: vec!["0".into(), "1".into(), "2".into()], values: vec![vec![0.5, 0.25, 0.25], vec![0.0, 0.0, 1.0]], annotate: true, ..Default::default() };
+        let map = Heatmap {
+            title: "domains".into(),
+            rows: vec!["a".into(), "b".into()],
+            cols: vec!["0".into(), "1".into(), "2".into()],
+            values: vec![vec![0.5, 0.25, 0.25], vec![0.0, 0.0, 1.0]],
+            annotate: true,
+            ..Default::default()
+        };
         let f = heatmap(tmp.path(), "heat", &map).unwrap();
         assert!(std::fs::metadata(&f.png).unwrap().len() > 1000);
         assert!(std::fs::read_to_string(&f.svg).unwrap().contains("<rect"));

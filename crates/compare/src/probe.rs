@@ -2,12 +2,12 @@
 //! turn a wall-clock budget into FLOPs and to estimate how long a plan will take.
 
 use crate::error::Result;
+use moe_data::Batch;
 use moe_kernels::rng::Rng;
 use moe_model::accounting::account;
 use moe_model::Transformer;
 use moe_train::optimizer::{AdamW, AdamWConfig};
 use moe_train::{train_step, ExperimentConfig};
-use moe_data::Batch;
 use serde::{Deserialize, Serialize};
 use std::time::Instant;
 

@@ -98,7 +98,11 @@ impl Doc {
     /// Self-contained HTML with every figure's SVG inlined.
     pub fn to_html(&self) -> Result<String> {
         let mut s = String::from("<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n");
-        s.push_str(&format!("<title>{}</title>\n<style>\n{CSS}</style>\n</head>\n<body>\n<h1>{}</h1>\n", esc(&self.title), esc(&self.title)));
+        s.push_str(&format!(
+            "<title>{}</title>\n<style>\n{CSS}</style>\n</head>\n<body>\n<h1>{}</h1>\n",
+            esc(&self.title),
+            esc(&self.title)
+        ));
         for b in &self.blocks {
             match b {
                 Block::Heading(l, t) => s.push_str(&format!("<h{l}>{}</h{l}>\n", inline(t))),
@@ -195,7 +199,11 @@ pub fn write_reports(doc: &Doc, dir: &Path) -> Result<(std::path::PathBuf, std::
 
 /// Write `value` as pretty JSON to `path` atomically.
 pub fn write_json<T: serde::Serialize>(value: &T, path: &Path) -> Result<()> {
-    let text = serde_json::to_string_pretty(value).map_err(|e| crate::error::Error::Json { path: path.to_path_buf(), line: 0, message: e.to_string() })?;
+    let text = serde_json::to_string_pretty(value).map_err(|e| crate::error::Error::Json {
+        path: path.to_path_buf(),
+        line: 0,
+        message: e.to_string(),
+    })?;
     Ok(moe_model::checkpoint::write_atomic(path, text.as_bytes())?)
 }
 

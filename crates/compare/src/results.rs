@@ -1,12 +1,12 @@
 //! Per-model results over seeds: what `summary.json` holds for each trained model.
 
+use crate::accuracy::Accuracy;
 use crate::balance::LayerBalance;
+use crate::decode::DecodeRow;
 use crate::domains::LayerDomains;
 use crate::plan::{ModelPlan, Role};
 use crate::run::{RunOutcome, RunStatus};
 use crate::stats::MeanStd;
-use crate::accuracy::Accuracy;
-use crate::decode::DecodeRow;
 use moe_model::ModelConfig;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -164,7 +164,13 @@ pub fn describe(m: &ModelConfig) -> String {
     match &m.moe {
         None => format!("{base}, dense d_ff {}", m.d_ff),
         Some(moe) => {
-            let mut s = format!("{base}, {} MoE layers: {} experts top-{} (d_expert {})", m.n_moe_layers(), moe.n_expert, moe.n_expert_active, moe.d_expert);
+            let mut s = format!(
+                "{base}, {} MoE layers: {} experts top-{} (d_expert {})",
+                m.n_moe_layers(),
+                moe.n_expert,
+                moe.n_expert_active,
+                moe.d_expert
+            );
             if moe.n_expert_shared > 0 {
                 s.push_str(&format!(" + {} shared", moe.n_expert_shared));
             }

@@ -70,7 +70,11 @@ pub struct Hardware {
 impl Hardware {
     /// Parse a hardware TOML; errors name the file and the field.
     pub fn parse(text: &str, path: &Path) -> Result<Self> {
-        let hw: Hardware = toml::from_str(text).map_err(|e| Error::Config { path: path.to_path_buf(), field: "hardware".into(), reason: e.message().to_string() + &e.span().map(|s| format!(" (bytes {}..{})", s.start, s.end)).unwrap_or_default() })?;
+        let hw: Hardware = toml::from_str(text).map_err(|e| Error::Config {
+            path: path.to_path_buf(),
+            field: "hardware".into(),
+            reason: e.message().to_string() + &e.span().map(|s| format!(" (bytes {}..{})", s.start, s.end)).unwrap_or_default(),
+        })?;
         hw.check(path)?;
         Ok(hw)
     }
@@ -93,7 +97,12 @@ impl Hardware {
         bad("bandwidth_gbs", self.bandwidth_gbs)?;
         bad("peak_gflops_f32", self.peak_gflops_f32)?;
         bad("memory_gb", self.memory_gb)?;
-        for (f, v) in [("peak_gflops_bf16", self.peak_gflops_bf16), ("peak_gops_int8", self.peak_gops_int8), ("network_gbs", self.network_gbs), ("network_latency_us", self.network_latency_us)] {
+        for (f, v) in [
+            ("peak_gflops_bf16", self.peak_gflops_bf16),
+            ("peak_gops_int8", self.peak_gops_int8),
+            ("network_gbs", self.network_gbs),
+            ("network_latency_us", self.network_latency_us),
+        ] {
             if let Some(v) = v {
                 bad(f, v)?;
             }
@@ -120,9 +129,17 @@ impl Hardware {
     /// buffer and the f32 GEMM peak, on the rayon pool); `memory_gb` from `/proc/meminfo`.
     pub fn calibrate(date: &str) -> Self {
         let m = moe_infer::Machine::measure();
-        let memory_gb = std::fs::read_to_string("/proc/meminfo").ok().and_then(|s| s.lines().find(|l| l.starts_with("MemTotal:")).and_then(|l| l.split_whitespace().nth(1)).and_then(|k| k.parse::<f64>().ok())).map_or(16.0, |kb| kb * 1024.0 / 1e9);
+        let memory_gb = std::fs::read_to_string("/proc/meminfo")
+            .ok()
+            .and_then(|s| {
+                s.lines().find(|l| l.starts_with("MemTotal:")).and_then(|l| l.split_whitespace().nth(1)).and_then(|k| k.parse::<f64>().ok())
+            })
+            .map_or(16.0, |kb| kb * 1024.0 / 1e9);
         let mut sources = BTreeMap::new();
-        sources.insert("bandwidth_gbs".into(), format!("measured by moe plan --calibrate on {date}: streaming read of 1.25 GiB with {} threads", m.threads));
+        sources.insert(
+            "bandwidth_gbs".into(),
+            format!("measured by moe plan --calibrate on {date}: streaming read of 1.25 GiB with {} threads", m.threads),
+        );
         sources.insert("peak_gflops_f32".into(), format!("measured by moe plan --calibrate on {date}: f32 GEMM 1024³, best of 3"));
         sources.insert("memory_gb".into(), "MemTotal of /proc/meminfo".into());
         Hardware {
@@ -193,7 +210,17 @@ impl StepShape {
         };
         let params_total = acc.params_total as f64;
         let read = shared + moe_layers.iter().map(|(n, _, p)| *n as f64 * p).sum::<f64>();
-        StepShape { shared_params: shared, moe_layers, resident_only_params: (params_total - read).max(0.0), params_total, kv_per_token: kv_layer * cfg.n_layer as f64, flops_per_token: acc.flops_fwd, expert_flops_per_token: expert_flops, n_layer: cfg.n_layer, d_model: cfg.d_model }
+        StepShape {
+            shared_params: shared,
+            moe_layers,
+            resident_only_params: (params_total - read).max(0.0),
+            params_total,
+            kv_per_token: kv_layer * cfg.n_layer as f64,
+            flops_per_token: acc.flops_fwd,
+            expert_flops_per_token: expert_flops,
+            n_layer: cfg.n_layer,
+            d_model: cfg.d_model,
+        }
     }
 }
 
@@ -271,7 +298,11 @@ pub fn predict(shape: &StepShape, hw: &Hardware, dtype: WeightDtype, batch: usiz
         return Err(Error::Option { option: "--expert-parallel".into(), reason: format!("{p} must divide --nodes {n}") });
     }
     if n > 1 && (hw.network_gbs.is_none() || hw.network_latency_us.is_none()) {
-        return Err(Error::Config { path: hw.name.clone().into(), field: "network_gbs".into(), reason: "several nodes need network_gbs and network_latency_us in the hardware file".into() });
+        return Err(Error::Config {
+            path: hw.name.clone().into(),
+            field: "network_gbs".into(),
+            reason: "several nodes need network_gbs and network_latency_us in the hardware file".into(),
+        });
     }
     let (w, a) = (weight_bytes(dtype), act_bytes(dtype));
     let b = batch as f64;
@@ -309,7 +340,11 @@ pub fn predict(shape: &StepShape, hw: &Hardware, dtype: WeightDtype, batch: usiz
         let size = b * d * a;
         let per_allreduce = 2.0 * (nf - 1.0) / nf * size;
         let layers = shape.n_layer as f64;
-        let (nb, tn) = if n > 1 { (2.0 * layers * per_allreduce, 2.0 * layers * (2.0 * (nf - 1.0) * lat + per_allreduce / net_bw)) } else { (0.0, 0.0) };
+        let (nb, tn) = if n > 1 {
+            (2.0 * layers * per_allreduce, 2.0 * layers * (2.0 * (nf - 1.0) * lat + per_allreduce / net_bw))
+        } else {
+            (0.0, 0.0)
+        };
         let mem = (w * (shape.shared_params + shape.resident_only_params) + kv(b)) / nf;
         (bytes, flops, nb, tn, mem, None)
     };
@@ -346,7 +381,8 @@ pub fn predict(shape: &StepShape, hw: &Hardware, dtype: WeightDtype, batch: usiz
 /// The smallest batch of `batches` from which on `a` costs less per token than `b` (both
 /// fitting in memory), or `None`.
 pub fn crossover(a: &[Prediction], b: &[Prediction]) -> Option<usize> {
-    let wins: Vec<(usize, bool)> = a.iter().zip(b).map(|(x, y)| (x.batch, x.fits && (!y.fits || x.node_s_per_mtok < y.node_s_per_mtok))).collect();
+    let wins: Vec<(usize, bool)> =
+        a.iter().zip(b).map(|(x, y)| (x.batch, x.fits && (!y.fits || x.node_s_per_mtok < y.node_s_per_mtok))).collect();
     (0..wins.len()).find(|&i| wins[i..].iter().all(|w| w.1)).map(|i| wins[i].0)
 }
 
@@ -374,7 +410,19 @@ mod tests {
     }
 
     fn hw() -> Hardware {
-        Hardware { name: "t".into(), source: "test".into(), sources: BTreeMap::new(), bandwidth_gbs: 10.0, peak_gflops_f32: 100.0, peak_gflops_bf16: None, peak_gops_int8: None, memory_gb: 1.0, network_gbs: Some(1.0), network_latency_us: Some(10.0), threads: None }
+        Hardware {
+            name: "t".into(),
+            source: "test".into(),
+            sources: BTreeMap::new(),
+            bandwidth_gbs: 10.0,
+            peak_gflops_f32: 100.0,
+            peak_gflops_bf16: None,
+            peak_gops_int8: None,
+            memory_gb: 1.0,
+            network_gbs: Some(1.0),
+            network_latency_us: Some(10.0),
+            threads: None,
+        }
     }
 
     /// Hand count: d 16, 2 layers, 2 heads (d_head 8), 1 KV head, vocab 100, d_ff 32 SwiGLU.
@@ -448,7 +496,12 @@ mod tests {
         assert_eq!(Hardware::parse(&h.to_toml(), p).unwrap(), h);
         let e = Hardware::parse(&h.to_toml().replace("bandwidth_gbs = 10.0", "bandwidth_gbs = -1.0"), p).unwrap_err().to_string();
         assert!(e.contains("hw.toml") && e.contains("bandwidth_gbs"), "{e}");
-        let e = Hardware::parse("name = \"x\"\nsource = \"y\"\nbandwidth_gbs = 1.0\npeak_gflops_f32 = 1.0\nmemory_gb = 1.0\nbandwith = 2.0\n", p).unwrap_err().to_string();
+        let e = Hardware::parse(
+            "name = \"x\"\nsource = \"y\"\nbandwidth_gbs = 1.0\npeak_gflops_f32 = 1.0\nmemory_gb = 1.0\nbandwith = 2.0\n",
+            p,
+        )
+        .unwrap_err()
+        .to_string();
         assert!(e.contains("hw.toml") && e.contains("bandwith"), "{e}");
         let e = Hardware::parse("name = \"x\"\nsource = \"y\"\npeak_gflops_f32 = 1.0\nmemory_gb = 1.0\n", p).unwrap_err().to_string();
         assert!(e.contains("bandwidth_gbs"), "{e}");
@@ -458,7 +511,24 @@ mod tests {
 
     #[test]
     fn plan_crossover_is_the_first_batch_from_which_on_a_wins() {
-        let mk = |b: usize, c: f64, fits: bool| Prediction { batch: b, nodes: 1, expert_parallel: 1, distinct_experts: None, bytes_per_step: 0.0, flops_per_step: 0.0, network_bytes: 0.0, t_memory_s: 0.0, t_compute_s: 0.0, t_network_s: 0.0, latency_ms: 0.0, tokens_per_s: 0.0, node_s_per_mtok: c, memory_gb: 0.0, fits, bound: "memory".into() };
+        let mk = |b: usize, c: f64, fits: bool| Prediction {
+            batch: b,
+            nodes: 1,
+            expert_parallel: 1,
+            distinct_experts: None,
+            bytes_per_step: 0.0,
+            flops_per_step: 0.0,
+            network_bytes: 0.0,
+            t_memory_s: 0.0,
+            t_compute_s: 0.0,
+            t_network_s: 0.0,
+            latency_ms: 0.0,
+            tokens_per_s: 0.0,
+            node_s_per_mtok: c,
+            memory_gb: 0.0,
+            fits,
+            bound: "memory".into(),
+        };
         let a = vec![mk(1, 5.0, true), mk(8, 3.0, true), mk(64, 1.0, true)];
         let b = vec![mk(1, 4.0, true), mk(8, 3.5, true), mk(64, 2.0, true)];
         assert_eq!(crossover(&a, &b), Some(8));

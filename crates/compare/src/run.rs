@@ -80,7 +80,10 @@ pub fn is_complete(cfg: &ExperimentConfig, dir: &Path) -> Result<bool> {
     if &old != cfg {
         return Err(Error::RunMismatch {
             path: dir.to_path_buf(),
-            message: format!("holds a different experiment (differs in {}); delete it or choose another --out", differing_sections(&old, cfg)),
+            message: format!(
+                "holds a different experiment (differs in {}); delete it or choose another --out",
+                differing_sections(&old, cfg)
+            ),
         });
     }
     let Some(ckpt) = rd.latest()? else { return Ok(false) };
@@ -104,7 +107,12 @@ pub fn ensure_run(cfg: &ExperimentConfig, dir: &Path, progress: bool) -> Result<
     let mut train_seconds = 0.0;
     if status != RunStatus::Reused {
         if progress {
-            eprintln!("{} {} ({} steps)", if status == RunStatus::Resumed { "resuming" } else { "training" }, dir.display(), cfg.train.steps);
+            eprintln!(
+                "{} {} ({} steps)",
+                if status == RunStatus::Resumed { "resuming" } else { "training" },
+                dir.display(),
+                cfg.train.steps
+            );
         }
         std::fs::create_dir_all(dir).map_err(crate::error::io(dir, "cannot create run directory"))?;
         let t0 = Instant::now();
@@ -116,7 +124,10 @@ pub fn ensure_run(cfg: &ExperimentConfig, dir: &Path, progress: bool) -> Result<
     }
     let metrics = read_metrics(&rd.metrics_path())?;
     if metrics.eval_at(cfg.train.steps).is_none() {
-        return Err(Error::RunIncomplete { path: rd.metrics_path(), message: format!("has no evaluation at the final step {}", cfg.train.steps) });
+        return Err(Error::RunIncomplete {
+            path: rd.metrics_path(),
+            message: format!("has no evaluation at the final step {}", cfg.train.steps),
+        });
     }
     Ok(RunOutcome { dir: dir.to_path_buf(), status, metrics, train_seconds })
 }
@@ -124,6 +135,8 @@ pub fn ensure_run(cfg: &ExperimentConfig, dir: &Path, progress: bool) -> Result<
 /// The final model of a complete run.
 pub fn load_final_model(cfg: &ExperimentConfig, dir: &Path) -> Result<moe_model::Transformer<f32>> {
     let rd = RunDir::new(dir);
-    let ckpt = rd.latest()?.ok_or_else(|| Error::RunIncomplete { path: rd.latest_path(), message: "is missing: the run has no checkpoint".into() })?;
+    let ckpt = rd
+        .latest()?
+        .ok_or_else(|| Error::RunIncomplete { path: rd.latest_path(), message: "is missing: the run has no checkpoint".into() })?;
     Ok(moe_model::Transformer::load(cfg.model.clone(), &ckpt.join(moe_train::run_dir::MODEL_FILE))?)
 }

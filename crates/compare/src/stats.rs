@@ -46,7 +46,17 @@ impl MeanStd {
 
 /// `ln Γ(x)` for `x > 0` (Lanczos, g = 7, 9 terms; ≈ 15 significant digits).
 fn ln_gamma(x: f64) -> f64 {
-    const C: [f64; 9] = [0.999_999_999_999_809_9, 676.520_368_121_885_1, -1_259.139_216_722_402_8, 771.323_428_777_653_1, -176.615_029_162_140_6, 12.507_343_278_686_905, -0.138_571_095_265_720_12, 9.984_369_578_019_572e-6, 1.505_632_735_149_311_6e-7];
+    const C: [f64; 9] = [
+        0.999_999_999_999_809_9,
+        676.520_368_121_885_1,
+        -1_259.139_216_722_402_8,
+        771.323_428_777_653_1,
+        -176.615_029_162_140_6,
+        12.507_343_278_686_905,
+        -0.138_571_095_265_720_12,
+        9.984_369_578_019_572e-6,
+        1.505_632_735_149_311_6e-7,
+    ];
     if x < 0.5 {
         return (std::f64::consts::PI / (std::f64::consts::PI * x).sin()).ln() - ln_gamma(1.0 - x);
     }
@@ -204,7 +214,15 @@ impl PairedGap {
                     Some(false) => "within the seed noise".to_string(),
                     None => format!("more seeds needed (fewer than {MIN_SEEDS_FOR_VERDICT} paired seeds)"),
                 };
-                format!("paired t-test over {} seeds (df {}): t = {:.2}, p = {:.3}, 95% CI [{:+.prec$}, {:+.prec$}]: {word}", self.diff.n, self.diff.n - 1, self.t.unwrap_or(f64::NAN), p, lo, hi)
+                format!(
+                    "paired t-test over {} seeds (df {}): t = {:.2}, p = {:.3}, 95% CI [{:+.prec$}, {:+.prec$}]: {word}",
+                    self.diff.n,
+                    self.diff.n - 1,
+                    self.t.unwrap_or(f64::NAN),
+                    p,
+                    lo,
+                    hi
+                )
             }
             _ => "one seed: seed noise not measured (use --seeds 3 or more)".to_string(),
         }

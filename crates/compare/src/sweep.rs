@@ -20,8 +20,8 @@ use crate::report::{write_json, write_reports};
 use crate::results::{ModelResult, SeedResult};
 use crate::run::{ensure_run, run_dir};
 use crate::stats::MeanStd;
-pub use crate::sweep_summary::{DenseRung, MoeRung, SweepSummary};
 use crate::sweep_report::{build_doc, make_figures};
+pub use crate::sweep_summary::{DenseRung, MoeRung, SweepSummary};
 use moe_train::ExperimentConfig;
 use std::path::PathBuf;
 use std::time::Instant;
@@ -156,7 +156,8 @@ pub fn sweep(opts: &SweepOptions) -> Result<SweepReport> {
     let mut mults = opts.dense_multipliers.clone();
     mults.sort_by(f64::total_cmp);
     mults.dedup();
-    let dense_plans: Vec<(f64, ModelPlan)> = mults.iter().map(|&m| (m, ModelPlan::new(&mult_name(m), Role::Dense, dense_cfg.clone(), opts.dense.clone()))).collect();
+    let dense_plans: Vec<(f64, ModelPlan)> =
+        mults.iter().map(|&m| (m, ModelPlan::new(&mult_name(m), Role::Dense, dense_cfg.clone(), opts.dense.clone()))).collect();
 
     // budget
     let (budget, budget_from) = match (opts.budget_flops, opts.budget_minutes) {
@@ -172,7 +173,14 @@ pub fn sweep(opts: &SweepOptions) -> Result<SweepReport> {
         (None, None) => (default_sweep_budget(opts.scale), format!("default for scale {:?}", opts.scale)),
     };
     if opts.progress {
-        eprintln!("moe sweep: {} MoE rungs (top-{}) + {} dense rungs × {} seeds, {:.2e} FLOPs per MoE rung ({budget_from})", moe_plans.len(), opts.top_k, dense_plans.len(), opts.seeds, budget);
+        eprintln!(
+            "moe sweep: {} MoE rungs (top-{}) + {} dense rungs × {} seeds, {:.2e} FLOPs per MoE rung ({budget_from})",
+            moe_plans.len(),
+            opts.top_k,
+            dense_plans.len(),
+            opts.seeds,
+            budget
+        );
     }
 
     let mut training_s = 0.0;
@@ -218,7 +226,8 @@ pub fn sweep(opts: &SweepOptions) -> Result<SweepReport> {
         l
     };
     let use_fit = dense.len() >= 3;
-    let fits_per_seed: Vec<Option<PowerLaw>> = (0..opts.seeds).map(|s| if use_fit { PowerLaw::fit(&ladder_of(Some(s))) } else { None }).collect();
+    let fits_per_seed: Vec<Option<PowerLaw>> =
+        (0..opts.seeds).map(|s| if use_fit { PowerLaw::fit(&ladder_of(Some(s))) } else { None }).collect();
     let fit = if use_fit { PowerLaw::fit(&ladder_of(None)) } else { None };
     let moe: Vec<MoeRung> = moe_results
         .into_iter()
@@ -238,7 +247,11 @@ pub fn sweep(opts: &SweepOptions) -> Result<SweepReport> {
             MoeRung { n_expert: n, result, multiplier_per_seed: per_seed, multiplier, method }
         })
         .collect();
-    let fit_method = if use_fit { "power law L(C) = a + b·(C/C_ref)^-c, least squares over the dense ladder's final losses".to_string() } else { "log-linear interpolation between the dense ladder's final losses (fewer than 3 rungs: no power-law fit)".to_string() };
+    let fit_method = if use_fit {
+        "power law L(C) = a + b·(C/C_ref)^-c, least squares over the dense ladder's final losses".to_string()
+    } else {
+        "log-linear interpolation between the dense ladder's final losses (fewer than 3 rungs: no power-law fit)".to_string()
+    };
     let verdict = crate::sweep_report::verdict_lines(&moe, opts.top_k, budget);
     let caveats = vec![
         "Active compute is constant across the MoE ladder up to the router (E · d_model multiply-adds per token per layer); tokens/s is not — more experts mean smaller per-expert matrix products.".to_string(),
@@ -246,7 +259,24 @@ pub fn sweep(opts: &SweepOptions) -> Result<SweepReport> {
         "Multipliers outside the dense ladder's loss range are extrapolated with the fit and marked so; with few seeds the error bars (std over seeds) are themselves uncertain.".to_string(),
         "`train.seed` seeds initialisation, corpus sample, split and batch order together; seed i of every rung sees the same batches.".to_string(),
     ];
-    let mut summary = SweepSummary { scale: opts.scale, data: data.source.clone(), budget_flops: budget, budget_from, top_k: opts.top_k, seeds: opts.seeds, fit_method, fit, fits_per_seed, dense, moe, verdict, caveats, figures: Vec::new(), total_s: 0.0, training_s };
+    let mut summary = SweepSummary {
+        scale: opts.scale,
+        data: data.source.clone(),
+        budget_flops: budget,
+        budget_from,
+        top_k: opts.top_k,
+        seeds: opts.seeds,
+        fit_method,
+        fit,
+        fits_per_seed,
+        dense,
+        moe,
+        verdict,
+        caveats,
+        figures: Vec::new(),
+        total_s: 0.0,
+        training_s,
+    };
     let figs = make_figures(&out.join("plots"), &summary)?;
     summary.figures = figs.iter().map(|f| relative_figure(f, out)).collect();
     summary.total_s = t_start.elapsed().as_secs_f64();

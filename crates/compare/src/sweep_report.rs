@@ -28,9 +28,16 @@ fn fmt_mult(r: &MoeRung) -> String {
 /// The headline: the multiplier at each rung, and the best rung.
 pub fn verdict_lines(moe: &[MoeRung], k: usize, budget: f64) -> Vec<String> {
     let mut lines = Vec::new();
-    let parts: Vec<String> = moe.iter().map(|r| format!("{} expert{}: {}", r.n_expert, if r.n_expert == 1 { "" } else { "s" }, fmt_mult(r))).collect();
-    lines.push(format!("Dense compute multiplier at fixed active compute (top-{k}, {} FLOPs per MoE run): {}.", fmt_flops(budget), parts.join("; ")));
-    if let Some(best) = moe.iter().filter(|r| r.multiplier.is_some()).max_by(|a, b| a.multiplier.unwrap().mean.total_cmp(&b.multiplier.unwrap().mean)) {
+    let parts: Vec<String> =
+        moe.iter().map(|r| format!("{} expert{}: {}", r.n_expert, if r.n_expert == 1 { "" } else { "s" }, fmt_mult(r))).collect();
+    lines.push(format!(
+        "Dense compute multiplier at fixed active compute (top-{k}, {} FLOPs per MoE run): {}.",
+        fmt_flops(budget),
+        parts.join("; ")
+    ));
+    if let Some(best) =
+        moe.iter().filter(|r| r.multiplier.is_some()).max_by(|a, b| a.multiplier.unwrap().mean.total_cmp(&b.multiplier.unwrap().mean))
+    {
         lines.push(format!(
             "Best: {} expert(s) reached val loss {}, which the dense model needs ≈ {} its compute to match ({}).",
             best.n_expert,
@@ -85,7 +92,18 @@ pub fn make_figures(dir: &Path, s: &SweepSummary) -> Result<Vec<Figure>> {
             ..Default::default()
         });
     }
-    let loss = line_chart(dir, "sweep_loss_vs_flops", &LineChart { title: "Final validation loss vs training compute".into(), x_desc: "training FLOPs".into(), y_desc: "validation loss (nats/token)".into(), log_x: true, series, ..Default::default() })?;
+    let loss = line_chart(
+        dir,
+        "sweep_loss_vs_flops",
+        &LineChart {
+            title: "Final validation loss vs training compute".into(),
+            x_desc: "training FLOPs".into(),
+            y_desc: "validation loss (nats/token)".into(),
+            log_x: true,
+            series,
+            ..Default::default()
+        },
+    )?;
     Ok(vec![mult, loss])
 }
 
@@ -97,9 +115,15 @@ pub fn build_doc(s: &SweepSummary, figs: &[Figure]) -> Doc {
         d.p(format!("**{l}**"));
     }
     d.h2("Setup");
-    let runs: usize = s.dense.iter().map(|r| r.result.seeds.len()).sum::<usize>() + s.moe.iter().map(|r| r.result.seeds.len()).sum::<usize>();
+    let runs: usize =
+        s.dense.iter().map(|r| r.result.seeds.len()).sum::<usize>() + s.moe.iter().map(|r| r.result.seeds.len()).sum::<usize>();
     d.bullets(vec![
-        format!("Budget: {} training FLOPs per MoE run ({}); dense rungs get {} of it.", fmt_flops(s.budget_flops), s.budget_from, s.dense.iter().map(|r| format!("{}×", r.multiplier)).collect::<Vec<_>>().join(", ")),
+        format!(
+            "Budget: {} training FLOPs per MoE run ({}); dense rungs get {} of it.",
+            fmt_flops(s.budget_flops),
+            s.budget_from,
+            s.dense.iter().map(|r| format!("{}×", r.multiplier)).collect::<Vec<_>>().join(", ")
+        ),
         format!("Data: `{}`; seeds: {} ({runs} runs).", s.data, s.seeds),
         format!("Loss-vs-compute model: {}.", s.fit_method),
         format!("Time: {:.0} s in all, {:.0} s of it training in this call.", s.total_s, s.training_s),
@@ -109,7 +133,11 @@ pub fn build_doc(s: &SweepSummary, figs: &[Figure]) -> Doc {
         .moe
         .iter()
         .map(|r| {
-            let mm = if r.result.balance.is_empty() { "–".to_string() } else { format!("{:.2}", r.result.balance.iter().map(|b| b.max_over_mean).sum::<f64>() / r.result.balance.len() as f64) };
+            let mm = if r.result.balance.is_empty() {
+                "–".to_string()
+            } else {
+                format!("{:.2}", r.result.balance.iter().map(|b| b.max_over_mean).sum::<f64>() / r.result.balance.len() as f64)
+            };
             vec![
                 r.n_expert.to_string(),
                 fmt_count(r.result.params_total),
@@ -123,7 +151,20 @@ pub fn build_doc(s: &SweepSummary, figs: &[Figure]) -> Doc {
             ]
         })
         .collect();
-    d.table(&["experts", "params total", "params active", "train FLOPs/token", "val loss", "dense compute multiplier", "method", "train tokens/s", "max/mean load"], rows);
+    d.table(
+        &[
+            "experts",
+            "params total",
+            "params active",
+            "train FLOPs/token",
+            "val loss",
+            "dense compute multiplier",
+            "method",
+            "train tokens/s",
+            "max/mean load",
+        ],
+        rows,
+    );
     if let Some(f) = figs.first() {
         d.figure(f);
     }
@@ -131,11 +172,23 @@ pub fn build_doc(s: &SweepSummary, figs: &[Figure]) -> Doc {
     let rows = s
         .dense
         .iter()
-        .map(|r| vec![format!("{}×", r.multiplier), r.result.name.clone(), r.result.steps.to_string(), fmt_flops(r.result.seeds.first().map_or(0.0, |x| x.flops)), r.result.val_loss.fmt(4), r.result.tokens_per_s.fmt(0)])
+        .map(|r| {
+            vec![
+                format!("{}×", r.multiplier),
+                r.result.name.clone(),
+                r.result.steps.to_string(),
+                fmt_flops(r.result.seeds.first().map_or(0.0, |x| x.flops)),
+                r.result.val_loss.fmt(4),
+                r.result.tokens_per_s.fmt(0),
+            ]
+        })
         .collect();
     d.table(&["budget multiple", "run", "steps", "FLOPs", "val loss", "train tokens/s"], rows);
     if let Some(f) = &s.fit {
-        d.p(format!("Fit through the seed-mean ladder: L(C) = {:.4} + {:.4}·(C / {:.3e})^-{:.2} (rms residual {:.4}).", f.a, f.b, f.c_ref, f.c, f.rmse));
+        d.p(format!(
+            "Fit through the seed-mean ladder: L(C) = {:.4} + {:.4}·(C / {:.3e})^-{:.2} (rms residual {:.4}).",
+            f.a, f.b, f.c_ref, f.c, f.rmse
+        ));
     }
     if let Some(f) = figs.get(1) {
         d.figure(f);
@@ -143,6 +196,10 @@ pub fn build_doc(s: &SweepSummary, figs: &[Figure]) -> Doc {
     d.h2("Caveats");
     d.bullets(s.caveats.clone());
     d.h2("Files");
-    d.bullets(vec!["`summary.json`: every number of this report.".into(), "`runs/<rung>-s<seed>/`: ordinary run directories, reused when complete and resumed when interrupted.".into(), "`plots/`: PNG and SVG.".into()]);
+    d.bullets(vec![
+        "`summary.json`: every number of this report.".into(),
+        "`runs/<rung>-s<seed>/`: ordinary run directories, reused when complete and resumed when interrupted.".into(),
+        "`plots/`: PNG and SVG.".into(),
+    ]);
     d
 }

@@ -84,9 +84,25 @@ pub fn verdict(moe: &ModelResult, dense: &ModelResult) -> Verdict {
     }
     match gap.p_value {
         None => text.push_str(". One seed: seed noise not measured (use --seeds 3 or more)."),
-        Some(_) => text.push_str(&format!(". Over {n} seeds the paired gap is {:+.4} ± {:.4} (std); {}.", gap.diff.mean, gap.diff.std, gap.describe(4))),
+        Some(_) => text.push_str(&format!(
+            ". Over {n} seeds the paired gap is {:+.4} ± {:.4} (std); {}.",
+            gap.diff.mean,
+            gap.diff.std,
+            gap.describe(4)
+        )),
     }
-    Verdict { moe: moe.name.clone(), dense: dense.name.clone(), moe_loss, dense_loss, gap, rel_gap, multiplier_per_seed: per_seed, multiplier, method, text }
+    Verdict {
+        moe: moe.name.clone(),
+        dense: dense.name.clone(),
+        moe_loss,
+        dense_loss,
+        gap,
+        rel_gap,
+        multiplier_per_seed: per_seed,
+        multiplier,
+        method,
+        text,
+    }
 }
 
 #[cfg(test)]
@@ -97,7 +113,22 @@ mod tests {
     use crate::run::RunStatus;
 
     fn seed(i: usize, final_loss: f64, curve: Vec<(f64, f64)>) -> SeedResult {
-        SeedResult { seed: i, train_seed: i as u64, run_dir: "r".into(), status: RunStatus::Trained, steps: 10, tokens: 100, flops: 1e10, val_loss: final_loss, val_ppl: final_loss.exp(), curve_val_loss: final_loss, tokens_per_s: 1.0, elapsed_s: 1.0, curve, accuracy: None }
+        SeedResult {
+            seed: i,
+            train_seed: i as u64,
+            run_dir: "r".into(),
+            status: RunStatus::Trained,
+            steps: 10,
+            tokens: 100,
+            flops: 1e10,
+            val_loss: final_loss,
+            val_ppl: final_loss.exp(),
+            curve_val_loss: final_loss,
+            tokens_per_s: 1.0,
+            elapsed_s: 1.0,
+            curve,
+            accuracy: None,
+        }
     }
 
     #[test]
@@ -122,7 +153,11 @@ mod tests {
         let trio = default_trio(&base_experiment(Scale::Tiny));
         let curve = vec![(2.5e9, 3.0), (5e9, 2.5), (1e10, 2.2)];
         // the whole validation split is harder than the curve's batches: finals are 0.3 higher
-        let with_final = |i, curve_loss: f64, c: Vec<(f64, f64)>| SeedResult { val_loss: curve_loss + 0.3, curve_val_loss: curve_loss, ..seed(i, curve_loss, c) };
+        let with_final = |i, curve_loss: f64, c: Vec<(f64, f64)>| SeedResult {
+            val_loss: curve_loss + 0.3,
+            curve_val_loss: curve_loss,
+            ..seed(i, curve_loss, c)
+        };
         let dense = ModelResult::new(&trio[0], 10, vec![with_final(0, 2.2, curve)]);
         let moe = ModelResult::new(&trio[1], 10, vec![with_final(0, 2.5, vec![])]);
         let v = verdict(&moe, &dense);

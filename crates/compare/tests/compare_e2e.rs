@@ -27,7 +27,11 @@ fn compare_tiny_end_to_end_reports_and_resumes() {
     std::fs::create_dir_all(&d0).unwrap();
     train(&cfg0, &d0, &TrainOptions::default()).unwrap();
     let ck = d0.join("checkpoints");
-    let mut steps: Vec<String> = std::fs::read_dir(&ck).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().to_string()).filter(|n| n.starts_with("step_")).collect();
+    let mut steps: Vec<String> = std::fs::read_dir(&ck)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+        .filter(|n| n.starts_with("step_"))
+        .collect();
     steps.sort();
     assert!(steps.len() >= 2, "{steps:?}");
     std::fs::write(ck.join("latest"), format!("{}\n", steps[0])).unwrap();
@@ -101,7 +105,8 @@ fn compare_tiny_end_to_end_reports_and_resumes() {
         let tok = moe_train::run_data::load_tokenizer(&cfg).unwrap();
         let ds = moe_train::run_data::build_dataset(&cfg, &tok).unwrap();
         let (t, nv) = (cfg.train.seq_len, model.cfg.n_vocab);
-        let max_w = cfg.train.batch_size * if cfg.train.final_eval_batches > 0 { cfg.train.final_eval_batches } else { cfg.train.eval_batches };
+        let max_w =
+            cfg.train.batch_size * if cfg.train.final_eval_batches > 0 { cfg.train.final_eval_batches } else { cfg.train.eval_batches };
         let (mut ok, mut n) = (0u64, 0u64);
         for w in 0..((ds.val.len() - 1) / t).min(max_w) {
             let inp = &ds.val[w * t..(w + 1) * t];
@@ -134,8 +139,19 @@ fn compare_tiny_end_to_end_reports_and_resumes() {
     for l in json["verdict"].as_array().unwrap() {
         assert!(md.contains(l.as_str().unwrap()));
     }
-    assert!(md.contains("min–max") && md.contains("fast engine") && md.contains("GB/s") && md.contains("val top-1 acc") && md.contains("## Next-token accuracy"));
-    assert!(md.contains("## Verdict") && md.contains("## Decode speed") && md.contains("## Expert balance") && md.contains("## Which domain each expert serves"));
+    assert!(
+        md.contains("min–max")
+            && md.contains("fast engine")
+            && md.contains("GB/s")
+            && md.contains("val top-1 acc")
+            && md.contains("## Next-token accuracy")
+    );
+    assert!(
+        md.contains("## Verdict")
+            && md.contains("## Decode speed")
+            && md.contains("## Expert balance")
+            && md.contains("## Which domain each expert serves")
+    );
     assert!(html.contains("<svg") && !html.contains("<img"));
     let figs = json["figures"].as_array().unwrap();
     assert!(figs.len() >= 3 + 2 + 2, "{}", figs.len());

@@ -10,7 +10,16 @@ fn probe_default_trio() {
     let dense = base_experiment(Scale::Default);
     for p in default_trio(&dense) {
         let t = probe(&p.cfg, 3).unwrap();
-        eprintln!("{:12} total {:>9} active {:>9} flops/tok {:.3e}  step {:.3}s  {:.0} tok/s  {:.1} GFLOP/s", p.name, p.account.params_total, p.account.params_active, p.account.flops_train, t.step_s, t.tokens_per_s, t.flops_per_s / 1e9);
+        eprintln!(
+            "{:12} total {:>9} active {:>9} flops/tok {:.3e}  step {:.3}s  {:.0} tok/s  {:.1} GFLOP/s",
+            p.name,
+            p.account.params_total,
+            p.account.params_active,
+            p.account.flops_train,
+            t.step_s,
+            t.tokens_per_s,
+            t.flops_per_s / 1e9
+        );
     }
 }
 
@@ -41,6 +50,7 @@ fn probe_sweep_rungs() {
 #[ignore]
 fn run_tiny_sweep() {
     let out = std::env::var("MOE_SWEEP_OUT").unwrap_or_else(|_| "/tmp/moe-sweep-tiny".into());
-    let rep = moe_compare::sweep(&moe_compare::SweepOptions { out: out.into(), scale: Scale::Tiny, seeds: 2, ..Default::default() }).unwrap();
+    let rep =
+        moe_compare::sweep(&moe_compare::SweepOptions { out: out.into(), scale: Scale::Tiny, seeds: 2, ..Default::default() }).unwrap();
     eprintln!("{}", rep.summary.verdict.join("\n"));
 }

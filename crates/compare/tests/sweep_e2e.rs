@@ -7,7 +7,15 @@ use moe_compare::{sweep, Scale, SweepOptions};
 #[test]
 fn sweep_tiny_end_to_end() {
     let tmp = tempfile::tempdir().unwrap();
-    let opts = SweepOptions { out: tmp.path().join("sw"), scale: Scale::Tiny, top_k: 1, n_experts: vec![1, 2, 4], dense_multipliers: vec![0.5, 1.0, 2.0], seeds: 2, ..Default::default() };
+    let opts = SweepOptions {
+        out: tmp.path().join("sw"),
+        scale: Scale::Tiny,
+        top_k: 1,
+        n_experts: vec![1, 2, 4],
+        dense_multipliers: vec![0.5, 1.0, 2.0],
+        seeds: 2,
+        ..Default::default()
+    };
     let rep = sweep(&opts).unwrap();
     let s = &rep.summary;
     assert_eq!(s.moe.iter().map(|r| r.n_expert).collect::<Vec<_>>(), vec![1, 2, 4]);
@@ -41,7 +49,13 @@ fn sweep_tiny_end_to_end() {
     }
     // rerun: everything reused
     let again = sweep(&opts).unwrap();
-    assert!(again.summary.moe.iter().flat_map(|r| &r.result.seeds).chain(again.summary.dense.iter().flat_map(|r| &r.result.seeds)).all(|x| x.status == RunStatus::Reused));
+    assert!(again
+        .summary
+        .moe
+        .iter()
+        .flat_map(|r| &r.result.seeds)
+        .chain(again.summary.dense.iter().flat_map(|r| &r.result.seeds))
+        .all(|x| x.status == RunStatus::Reused));
 
     // top-2 skips the 1-expert rung; bad options are named
     let e = sweep(&SweepOptions { top_k: 2, n_experts: vec![1], ..opts.clone() }).unwrap_err().to_string();

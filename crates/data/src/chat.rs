@@ -141,7 +141,8 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
 
 /// `strftime_now(fmt)`: today's UTC date with `%d %m %Y %y %b %B %H %M %S %%`.
 fn strftime_now(fmt: &str) -> String {
-    const MONTHS: [&str; 12] = ["January", "February", "March", "April", "May", "June", "July", "August", "September", "October", "November", "December"];
+    const MONTHS: [&str; 12] =
+        ["January", "February", "March", "April", "May", "June", "July", "August", "September", "October", "November", "December"];
     let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0);
     let (y, m, d) = civil_from_days(secs.div_euclid(86_400));
     let tod = secs.rem_euclid(86_400);
@@ -182,9 +183,12 @@ impl ChatTemplate {
         env.set_lstrip_blocks(true);
         env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
         env.add_filter("tojson", tojson);
-        env.add_function("raise_exception", |msg: String| -> std::result::Result<String, minijinja::Error> { Err(minijinja::Error::new(ErrorKind::InvalidOperation, msg)) });
+        env.add_function("raise_exception", |msg: String| -> std::result::Result<String, minijinja::Error> {
+            Err(minijinja::Error::new(ErrorKind::InvalidOperation, msg))
+        });
         env.add_function("strftime_now", |fmt: String| strftime_now(&fmt));
-        env.add_template_owned("chat", source.to_string()).map_err(|e| Error::ChatTemplate { path: path.to_path_buf(), message: e.to_string() })?;
+        env.add_template_owned("chat", source.to_string())
+            .map_err(|e| Error::ChatTemplate { path: path.to_path_buf(), message: e.to_string() })?;
         Ok(ChatTemplate { env, path: path.to_path_buf(), bos_token: bos_token.to_string(), eos_token: eos_token.to_string() })
     }
 
@@ -194,27 +198,43 @@ impl ChatTemplate {
     pub fn from_dir(dir: &Path) -> Result<Option<Self>> {
         let cfg_path = dir.join("tokenizer_config.json");
         let cfg: serde_json::Value = if cfg_path.is_file() {
-            let text = std::fs::read_to_string(&cfg_path).map_err(|source| Error::Io { path: cfg_path.clone(), action: "cannot read", source })?;
-            serde_json::from_str(&text).map_err(|e| Error::ChatTemplate { path: cfg_path.clone(), message: format!("not valid JSON: {e}") })?
+            let text =
+                std::fs::read_to_string(&cfg_path).map_err(|source| Error::Io { path: cfg_path.clone(), action: "cannot read", source })?;
+            serde_json::from_str(&text)
+                .map_err(|e| Error::ChatTemplate { path: cfg_path.clone(), message: format!("not valid JSON: {e}") })?
         } else {
             serde_json::Value::Null
         };
         let (bos, eos) = (token_str(cfg.get("bos_token")), token_str(cfg.get("eos_token")));
         let jinja = dir.join("chat_template.jinja");
         if jinja.is_file() {
-            let text = std::fs::read_to_string(&jinja).map_err(|source| Error::Io { path: jinja.clone(), action: "cannot read", source })?;
+            let text =
+                std::fs::read_to_string(&jinja).map_err(|source| Error::Io { path: jinja.clone(), action: "cannot read", source })?;
             return Self::new(&text, &jinja, &bos, &eos).map(Some);
         }
         let source = match cfg.get("chat_template") {
             None | Some(serde_json::Value::Null) => return Ok(None),
             Some(serde_json::Value::String(s)) => s.clone(),
             Some(serde_json::Value::Array(list)) => {
-                let named = |n: &str| list.iter().find(|t| t.get("name").and_then(|x| x.as_str()) == Some(n)).and_then(|t| t.get("template")).and_then(|t| t.as_str());
+                let named = |n: &str| {
+                    list.iter()
+                        .find(|t| t.get("name").and_then(|x| x.as_str()) == Some(n))
+                        .and_then(|t| t.get("template"))
+                        .and_then(|t| t.as_str())
+                };
                 named("default")
-                    .ok_or_else(|| Error::ChatTemplate { path: cfg_path.clone(), message: "field `chat_template` is a list without a `default` template".into() })?
+                    .ok_or_else(|| Error::ChatTemplate {
+                        path: cfg_path.clone(),
+                        message: "field `chat_template` is a list without a `default` template".into(),
+                    })?
                     .to_string()
             }
-            Some(v) => return Err(Error::ChatTemplate { path: cfg_path, message: format!("field `chat_template`: expected a string or a list, got {v}") }),
+            Some(v) => {
+                return Err(Error::ChatTemplate {
+                    path: cfg_path,
+                    message: format!("field `chat_template`: expected a string or a list, got {v}"),
+                })
+            }
         };
         Self::new(&source, &cfg_path, &bos, &eos).map(Some)
     }

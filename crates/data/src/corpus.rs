@@ -30,11 +30,7 @@ const DIR_EXTENSIONS: [&str; 3] = ["txt", "md", "jsonl"];
 
 /// Load every document under `path` (a file or a directory); see the module docs for the rules.
 pub fn load_documents(path: &Path) -> Result<Vec<Document>> {
-    let meta = fs::metadata(path).map_err(|source| Error::Io {
-        path: path.to_path_buf(),
-        action: "cannot open",
-        source,
-    })?;
+    let meta = fs::metadata(path).map_err(|source| Error::Io { path: path.to_path_buf(), action: "cannot open", source })?;
     let files = if meta.is_dir() {
         let mut files = Vec::new();
         collect_files(path, &mut files)?;
@@ -48,20 +44,14 @@ pub fn load_documents(path: &Path) -> Result<Vec<Document>> {
     }
     docs.retain(|d| !d.text.is_empty());
     if docs.is_empty() {
-        return Err(Error::EmptyCorpus {
-            path: path.to_path_buf(),
-        });
+        return Err(Error::EmptyCorpus { path: path.to_path_buf() });
     }
     Ok(docs)
 }
 
 /// Recursively gather corpus files under `dir`, in sorted order.
 fn collect_files(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
-    let io_err = |source| Error::Io {
-        path: dir.to_path_buf(),
-        action: "cannot list directory",
-        source,
-    };
+    let io_err = |source| Error::Io { path: dir.to_path_buf(), action: "cannot list directory", source };
     let mut entries = Vec::new();
     for entry in fs::read_dir(dir).map_err(io_err)? {
         let entry = entry.map_err(io_err)?;
@@ -69,11 +59,7 @@ fn collect_files(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
             continue;
         }
         let path = entry.path();
-        let file_type = entry.file_type().map_err(|source| Error::Io {
-            path: path.clone(),
-            action: "cannot stat",
-            source,
-        })?;
+        let file_type = entry.file_type().map_err(|source| Error::Io { path: path.clone(), action: "cannot stat", source })?;
         entries.push((path, file_type));
     }
     entries.sort_by(|a, b| a.0.cmp(&b.0));
@@ -91,28 +77,18 @@ fn collect_files(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
 }
 
 fn has_corpus_extension(path: &Path) -> bool {
-    path.extension()
-        .and_then(|e| e.to_str())
-        .is_some_and(|e| DIR_EXTENSIONS.iter().any(|x| x.eq_ignore_ascii_case(e)))
+    path.extension().and_then(|e| e.to_str()).is_some_and(|e| DIR_EXTENSIONS.iter().any(|x| x.eq_ignore_ascii_case(e)))
 }
 
 fn is_jsonl(path: &Path) -> bool {
-    path.extension()
-        .and_then(|e| e.to_str())
-        .is_some_and(|e| e.eq_ignore_ascii_case("jsonl"))
+    path.extension().and_then(|e| e.to_str()).is_some_and(|e| e.eq_ignore_ascii_case("jsonl"))
 }
 
 /// Read one file as UTF-8 text, naming the file on failure. A leading BOM is removed.
 pub(crate) fn read_text(path: &Path) -> Result<String> {
-    let bytes = fs::read(path).map_err(|source| Error::Io {
-        path: path.to_path_buf(),
-        action: "cannot read",
-        source,
-    })?;
-    let mut text = String::from_utf8(bytes).map_err(|e| Error::InvalidUtf8 {
-        path: path.to_path_buf(),
-        offset: e.utf8_error().valid_up_to(),
-    })?;
+    let bytes = fs::read(path).map_err(|source| Error::Io { path: path.to_path_buf(), action: "cannot read", source })?;
+    let mut text =
+        String::from_utf8(bytes).map_err(|e| Error::InvalidUtf8 { path: path.to_path_buf(), offset: e.utf8_error().valid_up_to() })?;
     if text.starts_with('\u{feff}') {
         text.drain(..'\u{feff}'.len_utf8());
     }
@@ -134,35 +110,18 @@ fn parse_jsonl(path: &Path, text: &str, out: &mut Vec<Document>) -> Result<()> {
         if line.trim().is_empty() {
             continue;
         }
-        let err = |message: String| Error::Jsonl {
-            path: path.to_path_buf(),
-            line: i + 1,
-            message,
-        };
-        let value: serde_json::Value =
-            serde_json::from_str(line).map_err(|e| err(format!("invalid JSON: {e}")))?;
-        let obj = value
-            .as_object()
-            .ok_or_else(|| err("expected a JSON object with a \"text\" field".to_string()))?;
+        let err = |message: String| Error::Jsonl { path: path.to_path_buf(), line: i + 1, message };
+        let value: serde_json::Value = serde_json::from_str(line).map_err(|e| err(format!("invalid JSON: {e}")))?;
+        let obj = value.as_object().ok_or_else(|| err("expected a JSON object with a \"text\" field".to_string()))?;
         let text = match obj.get("text") {
             Some(serde_json::Value::String(s)) => s.clone(),
-            Some(other) => {
-                return Err(err(format!(
-                    "field \"text\" must be a string, found {}",
-                    json_kind(other)
-                )))
-            }
+            Some(other) => return Err(err(format!("field \"text\" must be a string, found {}", json_kind(other)))),
             None => return Err(err("missing field \"text\"".to_string())),
         };
         let domain = match obj.get("domain") {
             None | Some(serde_json::Value::Null) => None,
             Some(serde_json::Value::String(s)) => Some(s.clone()),
-            Some(other) => {
-                return Err(err(format!(
-                    "field \"domain\" must be a string, found {}",
-                    json_kind(other)
-                )))
-            }
+            Some(other) => return Err(err(format!("field \"domain\" must be a string, found {}", json_kind(other)))),
         };
         out.push(Document { text, domain });
     }
@@ -198,56 +157,26 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = write(dir.path(), "a.txt", b"hello\n\nworld\n");
         let docs = load_documents(&p).unwrap();
-        assert_eq!(
-            docs,
-            vec![Document {
-                text: "hello\n\nworld\n".into(),
-                domain: None
-            }]
-        );
+        assert_eq!(docs, vec![Document { text: "hello\n\nworld\n".into(), domain: None }]);
     }
 
     #[test]
     fn load_documents_jsonl_reads_text_and_domain_skipping_blank_lines() {
         let dir = tempfile::tempdir().unwrap();
-        let p = write(
-            dir.path(),
-            "d.jsonl",
-            b"{\"text\":\"one\",\"domain\":\"x\"}\n\n{\"text\":\"two\",\"id\":3}\r\n",
-        );
+        let p = write(dir.path(), "d.jsonl", b"{\"text\":\"one\",\"domain\":\"x\"}\n\n{\"text\":\"two\",\"id\":3}\r\n");
         let docs = load_documents(&p).unwrap();
         assert_eq!(docs.len(), 2);
-        assert_eq!(
-            docs[0],
-            Document {
-                text: "one".into(),
-                domain: Some("x".into())
-            }
-        );
-        assert_eq!(
-            docs[1],
-            Document {
-                text: "two".into(),
-                domain: None
-            }
-        );
+        assert_eq!(docs[0], Document { text: "one".into(), domain: Some("x".into()) });
+        assert_eq!(docs[1], Document { text: "two".into(), domain: None });
     }
 
     #[test]
     fn load_documents_jsonl_missing_text_names_file_and_line() {
         let dir = tempfile::tempdir().unwrap();
-        let p = write(
-            dir.path(),
-            "d.jsonl",
-            b"{\"text\":\"ok\"}\n{\"body\":\"no\"}\n",
-        );
+        let p = write(dir.path(), "d.jsonl", b"{\"text\":\"ok\"}\n{\"body\":\"no\"}\n");
         let err = load_documents(&p).unwrap_err();
         match &err {
-            Error::Jsonl {
-                path,
-                line,
-                message,
-            } => {
+            Error::Jsonl { path, line, message } => {
                 assert_eq!(path, &p);
                 assert_eq!(*line, 2);
                 assert!(message.contains("\"text\""), "{message}");
@@ -262,10 +191,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = write(dir.path(), "d.jsonl", b"{\"text\":5}\n");
         let err = load_documents(&p).unwrap_err();
-        assert!(
-            err.to_string().contains("must be a string, found a number"),
-            "{err}"
-        );
+        assert!(err.to_string().contains("must be a string, found a number"), "{err}");
     }
 
     #[test]
@@ -296,10 +222,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("nope.txt");
         let err = load_documents(&p).unwrap_err();
-        assert!(
-            matches!(&err, Error::Io { path, .. } if path == &p),
-            "{err:?}"
-        );
+        assert!(matches!(&err, Error::Io { path, .. } if path == &p), "{err:?}");
         assert!(err.to_string().contains("nope.txt"));
     }
 
@@ -323,10 +246,7 @@ mod tests {
         write(dir.path(), "x.bin", b"data");
         write(dir.path(), "e.txt", b"");
         let err = load_documents(dir.path()).unwrap_err();
-        assert!(
-            matches!(&err, Error::EmptyCorpus { path } if path == dir.path()),
-            "{err:?}"
-        );
+        assert!(matches!(&err, Error::EmptyCorpus { path } if path == dir.path()), "{err:?}");
     }
 
     #[test]

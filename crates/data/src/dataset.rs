@@ -50,16 +50,9 @@ impl TokenDataset {
     /// taken into validation, in that order, while doing so brings the validation size closer to
     /// `val_fraction` of all tokens; both sides keep the original document order. Errors if
     /// `val_fraction` is not in (0, 1) or a side ends up with fewer than 2 tokens.
-    pub fn from_documents(
-        docs: &[Document],
-        tok: &Tokenizer,
-        val_fraction: f64,
-        seed: u64,
-    ) -> Result<Self> {
+    pub fn from_documents(docs: &[Document], tok: &Tokenizer, val_fraction: f64, seed: u64) -> Result<Self> {
         if !(val_fraction > 0.0 && val_fraction < 1.0) {
-            return Err(Error::InvalidValFraction {
-                value: val_fraction,
-            });
+            return Err(Error::InvalidValFraction { value: val_fraction });
         }
         let (domain_names, doc_domain) = domain_table(docs)?;
         let texts: Vec<&str> = docs.iter().map(|d| d.text.as_str()).collect();
@@ -103,19 +96,13 @@ impl TokenDataset {
         let mut out = TokenDataset {
             train: Vec::with_capacity(total - n_val),
             val: Vec::with_capacity(n_val),
-            train_domains: doc_domain
-                .as_ref()
-                .map(|_| Vec::with_capacity(total - n_val)),
+            train_domains: doc_domain.as_ref().map(|_| Vec::with_capacity(total - n_val)),
             val_domains: doc_domain.as_ref().map(|_| Vec::with_capacity(n_val)),
             domain_names,
         };
         for (unit, &val) in units.iter().zip(&is_val) {
             let ids = &encoded[unit.doc][unit.start..unit.end];
-            let (tokens, domains) = if val {
-                (&mut out.val, &mut out.val_domains)
-            } else {
-                (&mut out.train, &mut out.train_domains)
-            };
+            let (tokens, domains) = if val { (&mut out.val, &mut out.val_domains) } else { (&mut out.train, &mut out.train_domains) };
             tokens.extend_from_slice(ids);
             if let (Some(domains), Some(doc_domain)) = (domains.as_mut(), doc_domain.as_ref()) {
                 domains.extend(std::iter::repeat_n(doc_domain[unit.doc], ids.len()));
@@ -123,11 +110,7 @@ impl TokenDataset {
         }
         for (side, n) in [("train", out.train.len()), ("validation", out.val.len())] {
             if n < MIN_SPLIT_TOKENS {
-                return Err(Error::SplitTooSmall {
-                    side,
-                    n_tokens: n,
-                    needed: MIN_SPLIT_TOKENS,
-                });
+                return Err(Error::SplitTooSmall { side, n_tokens: n, needed: MIN_SPLIT_TOKENS });
             }
         }
         Ok(out)
@@ -139,21 +122,14 @@ fn domain_table(docs: &[Document]) -> Result<(Vec<String>, Option<Vec<u8>>)> {
     if docs.iter().all(|d| d.domain.is_none()) {
         return Ok((Vec::new(), None));
     }
-    let name = |d: &Document| {
-        d.domain
-            .clone()
-            .unwrap_or_else(|| UNKNOWN_DOMAIN.to_string())
-    };
+    let name = |d: &Document| d.domain.clone().unwrap_or_else(|| UNKNOWN_DOMAIN.to_string());
     let mut names: Vec<String> = docs.iter().map(name).collect();
     names.sort();
     names.dedup();
     if names.len() > 256 {
         return Err(Error::TooManyDomains { count: names.len() });
     }
-    let index: Vec<u8> = docs
-        .iter()
-        .map(|d| names.binary_search(&name(d)).map_or(0, |i| i as u8))
-        .collect();
+    let index: Vec<u8> = docs.iter().map(|d| names.binary_search(&name(d)).map_or(0, |i| i as u8)).collect();
     Ok((names, Some(index)))
 }
 
@@ -180,12 +156,7 @@ impl Batch {
             inputs.extend_from_slice(&tokens[o..o + seq_len]);
             targets.extend_from_slice(&tokens[o + 1..o + seq_len + 1]);
         }
-        Batch {
-            inputs,
-            targets,
-            batch_size: offsets.len(),
-            seq_len,
-        }
+        Batch { inputs, targets, batch_size: offsets.len(), seq_len }
     }
 }
 
@@ -229,19 +200,9 @@ impl Batcher {
     /// `seq_len ≥ 1` and `n_tokens ≥ seq_len + 1`.
     pub fn new(n_tokens: usize, batch_size: usize, seq_len: usize, seed: u64) -> Result<Self> {
         if batch_size == 0 || seq_len == 0 || n_tokens < seq_len + 1 {
-            return Err(Error::InvalidBatchShape {
-                n_tokens,
-                batch_size,
-                seq_len,
-            });
+            return Err(Error::InvalidBatchShape { n_tokens, batch_size, seq_len });
         }
-        Ok(Batcher {
-            n_tokens,
-            batch_size,
-            seq_len,
-            rng: Rng::derive(seed, BATCHER_STREAM),
-            n_batches: 0,
-        })
+        Ok(Batcher { n_tokens, batch_size, seq_len, rng: Rng::derive(seed, BATCHER_STREAM), n_batches: 0 })
     }
 
     /// The next batch of windows from `tokens`.
@@ -250,13 +211,7 @@ impl Batcher {
     /// If `tokens.len()` differs from the `n_tokens` given to [`Batcher::new`] (a programming
     /// error: the batcher belongs to one token stream).
     pub fn next_batch(&mut self, tokens: &[u32]) -> Batch {
-        assert_eq!(
-            tokens.len(),
-            self.n_tokens,
-            "Batcher built for {} tokens, given {}",
-            self.n_tokens,
-            tokens.len()
-        );
+        assert_eq!(tokens.len(), self.n_tokens, "Batcher built for {} tokens, given {}", self.n_tokens, tokens.len());
         let offsets = self.next_offsets();
         Batch::from_offsets(tokens, &offsets, self.seq_len)
     }
@@ -266,9 +221,7 @@ impl Batcher {
     /// tags with [`window_domains`].
     pub fn next_offsets(&mut self) -> Vec<usize> {
         let n_starts = (self.n_tokens - self.seq_len) as u64;
-        let offsets = (0..self.batch_size)
-            .map(|_| self.rng.below(n_starts) as usize)
-            .collect();
+        let offsets = (0..self.batch_size).map(|_| self.rng.below(n_starts) as usize).collect();
         self.n_batches += 1;
         offsets
     }
@@ -280,10 +233,7 @@ impl Batcher {
 
     /// The state to save in a checkpoint.
     pub fn state(&self) -> BatcherState {
-        BatcherState {
-            rng: self.rng.state(),
-            n_batches: self.n_batches,
-        }
+        BatcherState { rng: self.rng.state(), n_batches: self.n_batches }
     }
 
     /// Continue from a saved [`BatcherState`] (same shape as when it was saved).
@@ -297,22 +247,13 @@ impl Batcher {
 /// starts at `i * seq_len`; windows are grouped `batch_size` at a time (the last batch may be
 /// smaller), up to `max_batches` batches. Empty if fewer than `seq_len + 1` tokens, or if
 /// `batch_size` or `seq_len` is 0.
-pub fn eval_batches(
-    tokens: &[u32],
-    batch_size: usize,
-    seq_len: usize,
-    max_batches: Option<usize>,
-) -> Vec<Batch> {
+pub fn eval_batches(tokens: &[u32], batch_size: usize, seq_len: usize, max_batches: Option<usize>) -> Vec<Batch> {
     if batch_size == 0 || seq_len == 0 || tokens.len() < seq_len + 1 {
         return Vec::new();
     }
     let n_windows = (tokens.len() - 1) / seq_len;
     let offsets: Vec<usize> = (0..n_windows).map(|i| i * seq_len).collect();
-    offsets
-        .chunks(batch_size)
-        .take(max_batches.unwrap_or(usize::MAX))
-        .map(|chunk| Batch::from_offsets(tokens, chunk, seq_len))
-        .collect()
+    offsets.chunks(batch_size).take(max_batches.unwrap_or(usize::MAX)).map(|chunk| Batch::from_offsets(tokens, chunk, seq_len)).collect()
 }
 
 #[cfg(test)]
@@ -320,21 +261,11 @@ mod tests {
     use super::*;
 
     fn doc(text: &str, domain: Option<&str>) -> Document {
-        Document {
-            text: text.to_string(),
-            domain: domain.map(str::to_string),
-        }
+        Document { text: text.to_string(), domain: domain.map(str::to_string) }
     }
 
     fn many_docs(n: usize) -> Vec<Document> {
-        (0..n)
-            .map(|i| {
-                doc(
-                    &format!("document {i} {}", "x".repeat(i % 50)),
-                    Some(["a", "b"][i % 2]),
-                )
-            })
-            .collect()
+        (0..n).map(|i| doc(&format!("document {i} {}", "x".repeat(i % 50)), Some(["a", "b"][i % 2]))).collect()
     }
 
     #[test]
@@ -358,10 +289,7 @@ mod tests {
         let docs = many_docs(50);
         let ds = TokenDataset::from_documents(&docs, &Tokenizer::byte(), 0.2, 1).unwrap();
         assert_eq!(ds.domain_names, vec!["a".to_string(), "b".to_string()]);
-        let (td, vd) = (
-            ds.train_domains.as_ref().unwrap(),
-            ds.val_domains.as_ref().unwrap(),
-        );
+        let (td, vd) = (ds.train_domains.as_ref().unwrap(), ds.val_domains.as_ref().unwrap());
         assert_eq!(td.len(), ds.train.len());
         assert_eq!(vd.len(), ds.val.len());
         // Every document is "document <i> ..." followed by '\n'; domain = i % 2.
@@ -369,9 +297,7 @@ mod tests {
         let mut pos = 0;
         for line in text.split_terminator('\n') {
             let i: usize = line.split(' ').nth(1).unwrap().parse().unwrap();
-            assert!(td[pos..pos + line.len() + 1]
-                .iter()
-                .all(|&d| d as usize == i % 2));
+            assert!(td[pos..pos + line.len() + 1].iter().all(|&d| d as usize == i % 2));
             pos += line.len() + 1;
         }
         assert_eq!(pos, ds.train.len());
@@ -381,24 +307,14 @@ mod tests {
     fn from_documents_without_domains_has_no_tags() {
         let docs: Vec<Document> = (0..20).map(|i| doc(&format!("text {i}"), None)).collect();
         let ds = TokenDataset::from_documents(&docs, &Tokenizer::byte(), 0.25, 0).unwrap();
-        assert!(
-            ds.train_domains.is_none() && ds.val_domains.is_none() && ds.domain_names.is_empty()
-        );
+        assert!(ds.train_domains.is_none() && ds.val_domains.is_none() && ds.domain_names.is_empty());
     }
 
     #[test]
     fn from_documents_mixed_domains_get_unknown_name() {
-        let docs = vec![
-            doc("aaaa", Some("z")),
-            doc("bbbb", None),
-            doc("cccc", Some("z")),
-            doc("dddd", None),
-        ];
+        let docs = vec![doc("aaaa", Some("z")), doc("bbbb", None), doc("cccc", Some("z")), doc("dddd", None)];
         let ds = TokenDataset::from_documents(&docs, &Tokenizer::byte(), 0.3, 0).unwrap();
-        assert_eq!(
-            ds.domain_names,
-            vec![UNKNOWN_DOMAIN.to_string(), "z".to_string()]
-        );
+        assert_eq!(ds.domain_names, vec![UNKNOWN_DOMAIN.to_string(), "z".to_string()]);
     }
 
     #[test]
@@ -411,19 +327,14 @@ mod tests {
 
     #[test]
     fn from_documents_single_tiny_document_is_error() {
-        let err = TokenDataset::from_documents(&[doc("hi", None)], &Tokenizer::byte(), 0.1, 0)
-            .unwrap_err();
-        assert!(
-            matches!(err, Error::SplitTooSmall { side: "train", .. }),
-            "{err:?}"
-        );
+        let err = TokenDataset::from_documents(&[doc("hi", None)], &Tokenizer::byte(), 0.1, 0).unwrap_err();
+        assert!(matches!(err, Error::SplitTooSmall { side: "train", .. }), "{err:?}");
     }
 
     #[test]
     fn from_documents_bad_fraction_is_error() {
         for f in [0.0, 1.0, -0.5, f64::NAN] {
-            let err =
-                TokenDataset::from_documents(&many_docs(10), &Tokenizer::byte(), f, 0).unwrap_err();
+            let err = TokenDataset::from_documents(&many_docs(10), &Tokenizer::byte(), f, 0).unwrap_err();
             assert!(matches!(err, Error::InvalidValFraction { .. }), "{err:?}");
         }
     }
@@ -436,11 +347,7 @@ mod tests {
         let mut c = Batcher::new(tokens.len(), 4, 16, 10).unwrap();
         let mut differs = false;
         for _ in 0..20 {
-            let (x, y, z) = (
-                a.next_batch(&tokens),
-                b.next_batch(&tokens),
-                c.next_batch(&tokens),
-            );
+            let (x, y, z) = (a.next_batch(&tokens), b.next_batch(&tokens), c.next_batch(&tokens));
             assert_eq!(x, y);
             differs |= x != z;
             assert_eq!(x.inputs.len(), 64);
@@ -489,28 +396,16 @@ mod tests {
 
     #[test]
     fn batcher_new_too_few_tokens_is_error() {
-        assert!(matches!(
-            Batcher::new(16, 2, 16, 0),
-            Err(Error::InvalidBatchShape { .. })
-        ));
-        assert!(matches!(
-            Batcher::new(100, 0, 16, 0),
-            Err(Error::InvalidBatchShape { .. })
-        ));
-        assert!(matches!(
-            Batcher::new(100, 2, 0, 0),
-            Err(Error::InvalidBatchShape { .. })
-        ));
+        assert!(matches!(Batcher::new(16, 2, 16, 0), Err(Error::InvalidBatchShape { .. })));
+        assert!(matches!(Batcher::new(100, 0, 16, 0), Err(Error::InvalidBatchShape { .. })));
+        assert!(matches!(Batcher::new(100, 2, 0, 0), Err(Error::InvalidBatchShape { .. })));
         assert!(Batcher::new(17, 2, 16, 0).is_ok());
     }
 
     #[test]
     fn window_domains_match_offsets() {
         let domains: Vec<u8> = (0..30).map(|i| (i / 10) as u8).collect();
-        assert_eq!(
-            window_domains(&domains, &[8, 20], 3),
-            vec![0, 0, 1, 2, 2, 2]
-        );
+        assert_eq!(window_domains(&domains, &[8, 20], 3), vec![0, 0, 1, 2, 2, 2]);
     }
 
     #[test]
@@ -518,10 +413,7 @@ mod tests {
         let tokens: Vec<u32> = (0..101).collect();
         let all = eval_batches(&tokens, 3, 10, None);
         // 10 windows of 10: batches of 3, 3, 3, 1.
-        assert_eq!(
-            all.iter().map(|b| b.batch_size).collect::<Vec<_>>(),
-            vec![3, 3, 3, 1]
-        );
+        assert_eq!(all.iter().map(|b| b.batch_size).collect::<Vec<_>>(), vec![3, 3, 3, 1]);
         let inputs: Vec<u32> = all.iter().flat_map(|b| b.inputs.clone()).collect();
         assert_eq!(inputs, (0..100).collect::<Vec<u32>>());
         let targets: Vec<u32> = all.iter().flat_map(|b| b.targets.clone()).collect();

@@ -182,11 +182,7 @@ mod tests {
 
     #[test]
     fn error_display_jsonl_names_path_and_line() {
-        let e = Error::Jsonl {
-            path: PathBuf::from("d.jsonl"),
-            line: 7,
-            message: "x".into(),
-        };
+        let e = Error::Jsonl { path: PathBuf::from("d.jsonl"), line: 7, message: "x".into() };
         assert_eq!(e.to_string(), "d.jsonl:7: x");
     }
 }

@@ -48,15 +48,9 @@ impl Tokenizer {
 
     /// Load a Hugging Face `tokenizer.json`; errors name `path`.
     pub fn from_file(path: &Path) -> Result<Self> {
-        let bytes = fs::read(path).map_err(|source| Error::Io {
-            path: path.to_path_buf(),
-            action: "cannot read tokenizer",
-            source,
-        })?;
-        let tok = tokenizers::Tokenizer::from_bytes(&bytes).map_err(|e| Error::TokenizerLoad {
-            path: path.to_path_buf(),
-            message: e.to_string(),
-        })?;
+        let bytes = fs::read(path).map_err(|source| Error::Io { path: path.to_path_buf(), action: "cannot read tokenizer", source })?;
+        let tok = tokenizers::Tokenizer::from_bytes(&bytes)
+            .map_err(|e| Error::TokenizerLoad { path: path.to_path_buf(), message: e.to_string() })?;
         Ok(Tokenizer::Bpe(Box::new(tok)))
     }
 
@@ -72,12 +66,9 @@ impl Tokenizer {
     pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
         match self {
             Tokenizer::Byte => Ok(text.bytes().map(u32::from).collect()),
-            Tokenizer::Bpe(t) => t
-                .encode(text, false)
-                .map(|enc| enc.get_ids().to_vec())
-                .map_err(|e| Error::Encode {
-                    message: e.to_string(),
-                }),
+            Tokenizer::Bpe(t) => {
+                t.encode(text, false).map(|enc| enc.get_ids().to_vec()).map_err(|e| Error::Encode { message: e.to_string() })
+            }
         }
     }
 
@@ -89,9 +80,7 @@ impl Tokenizer {
             Tokenizer::Bpe(t) => t
                 .encode_batch(texts.to_vec(), false)
                 .map(|encs| encs.iter().map(|e| e.get_ids().to_vec()).collect())
-                .map_err(|e| Error::Encode {
-                    message: e.to_string(),
-                }),
+                .map_err(|e| Error::Encode { message: e.to_string() }),
         }
     }
 
@@ -103,15 +92,12 @@ impl Tokenizer {
             Tokenizer::Byte => {
                 let mut bytes = Vec::with_capacity(ids.len());
                 for &id in ids {
-                    let b = u8::try_from(id)
-                        .map_err(|_| Error::TokenOutOfRange { id, n_vocab: 256 })?;
+                    let b = u8::try_from(id).map_err(|_| Error::TokenOutOfRange { id, n_vocab: 256 })?;
                     bytes.push(b);
                 }
                 Ok(String::from_utf8_lossy(&bytes).into_owned())
             }
-            Tokenizer::Bpe(t) => t.decode(ids, false).map_err(|e| Error::Decode {
-                message: e.to_string(),
-            }),
+            Tokenizer::Bpe(t) => t.decode(ids, false).map_err(|e| Error::Decode { message: e.to_string() }),
         }
     }
 
@@ -130,14 +116,9 @@ impl Tokenizer {
     /// (callers record [`Tokenizer::kind`] instead).
     pub fn save(&self, path: &Path) -> Result<()> {
         match self {
-            Tokenizer::Byte => Err(Error::ByteTokenizerNotSavable {
-                path: path.to_path_buf(),
-            }),
+            Tokenizer::Byte => Err(Error::ByteTokenizerNotSavable { path: path.to_path_buf() }),
             Tokenizer::Bpe(t) => {
-                let json = t.to_string(true).map_err(|e| Error::TokenizerSave {
-                    path: path.to_path_buf(),
-                    message: e.to_string(),
-                })?;
+                let json = t.to_string(true).map_err(|e| Error::TokenizerSave { path: path.to_path_buf(), message: e.to_string() })?;
                 write_atomic(path, json.as_bytes())
             }
         }
@@ -157,16 +138,10 @@ impl Tokenizer {
 fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let io = |action: &'static str, p: &Path| {
         let p = p.to_path_buf();
-        move |source| Error::Io {
-            path: p,
-            action,
-            source,
-        }
+        move |source| Error::Io { path: p, action, source }
     };
-    let file_name = path.file_name().ok_or_else(|| Error::TokenizerSave {
-        path: path.to_path_buf(),
-        message: "path has no file name".to_string(),
-    })?;
+    let file_name =
+        path.file_name().ok_or_else(|| Error::TokenizerSave { path: path.to_path_buf(), message: "path has no file name".to_string() })?;
     let parent = path.parent().filter(|p| !p.as_os_str().is_empty());
     if let Some(parent) = parent {
         fs::create_dir_all(parent).map_err(io("cannot create directory", parent))?;
@@ -200,18 +175,13 @@ pub fn train_bpe(files: &[PathBuf], vocab: usize, out: &Path) -> Result<Tokenize
         });
     }
     if files.is_empty() {
-        return Err(Error::EmptyCorpus {
-            path: out.to_path_buf(),
-        });
+        return Err(Error::EmptyCorpus { path: out.to_path_buf() });
     }
     let mut texts = Vec::new();
     for f in files {
         texts.extend(load_documents(f)?.into_iter().map(|d| d.text));
     }
-    let train_err = |message: String| Error::TokenizerTrain {
-        path: out.to_path_buf(),
-        message,
-    };
+    let train_err = |message: String| Error::TokenizerTrain { path: out.to_path_buf(), message };
 
     let byte_level = ByteLevel::new(false, true, true);
     let mut trainer = BpeTrainer::builder()
@@ -221,22 +191,15 @@ pub fn train_bpe(files: &[PathBuf], vocab: usize, out: &Path) -> Result<Tokenize
         .special_tokens(vec![AddedToken::from(BPE_EOS, true)])
         .initial_alphabet(ByteLevel::alphabet().into_iter().collect())
         .build();
-    let mut tok = TokenizerBuilder::<
-        BPE,
-        NormalizerWrapper,
-        ByteLevel,
-        PostProcessorWrapper,
-        ByteLevel,
-    >::new()
-    .with_model(BPE::default())
-    .with_normalizer(None)
-    .with_pre_tokenizer(Some(byte_level))
-    .with_post_processor(None)
-    .with_decoder(Some(byte_level))
-    .build()
-    .map_err(|e| train_err(e.to_string()))?;
-    tok.train(&mut trainer, texts.iter())
+    let mut tok = TokenizerBuilder::<BPE, NormalizerWrapper, ByteLevel, PostProcessorWrapper, ByteLevel>::new()
+        .with_model(BPE::default())
+        .with_normalizer(None)
+        .with_pre_tokenizer(Some(byte_level))
+        .with_post_processor(None)
+        .with_decoder(Some(byte_level))
+        .build()
         .map_err(|e| train_err(e.to_string()))?;
+    tok.train(&mut trainer, texts.iter()).map_err(|e| train_err(e.to_string()))?;
     let tokenizer = Tokenizer::Bpe(Box::new(tokenizers::Tokenizer::from(tok)));
     tokenizer.save(out)?;
     Ok(tokenizer)
@@ -363,32 +326,18 @@ mod tests {
     #[test]
     fn byte_decode_invalid_utf8_is_lossy() {
         let t = Tokenizer::byte();
-        assert_eq!(
-            t.decode(&[b'a' as u32, 0xff, b'b' as u32]).unwrap(),
-            "a\u{fffd}b"
-        );
+        assert_eq!(t.decode(&[b'a' as u32, 0xff, b'b' as u32]).unwrap(), "a\u{fffd}b");
     }
 
     #[test]
     fn byte_decode_out_of_range_id_is_error() {
         let err = Tokenizer::byte().decode(&[65, 300]).unwrap_err();
-        assert!(
-            matches!(
-                err,
-                Error::TokenOutOfRange {
-                    id: 300,
-                    n_vocab: 256
-                }
-            ),
-            "{err:?}"
-        );
+        assert!(matches!(err, Error::TokenOutOfRange { id: 300, n_vocab: 256 }), "{err:?}");
     }
 
     #[test]
     fn byte_save_is_error_naming_path() {
-        let err = Tokenizer::byte()
-            .save(Path::new("x/tokenizer.json"))
-            .unwrap_err();
+        let err = Tokenizer::byte().save(Path::new("x/tokenizer.json")).unwrap_err();
         assert!(err.to_string().contains("x/tokenizer.json"), "{err}");
     }
 
@@ -396,20 +345,11 @@ mod tests {
     fn train_bpe_reload_roundtrip_matches_input() {
         let (_dir, out, tok) = trained(300);
         assert!(out.exists());
-        assert!(
-            tok.n_vocab() <= 300 && tok.n_vocab() > 256,
-            "n_vocab {}",
-            tok.n_vocab()
-        );
+        assert!(tok.n_vocab() <= 300 && tok.n_vocab() > 256, "n_vocab {}", tok.n_vocab());
         let loaded = Tokenizer::from_file(&out).unwrap();
         assert_eq!(loaded.kind(), "bpe");
         assert_eq!(loaded.n_vocab(), tok.n_vocab());
-        for text in [
-            SAMPLE,
-            "unseen words: zyxwv ǅ 🙂\ttab",
-            " leading space",
-            "",
-        ] {
+        for text in [SAMPLE, "unseen words: zyxwv ǅ 🙂\ttab", " leading space", ""] {
             let ids = loaded.encode(text).unwrap();
             assert_eq!(ids, tok.encode(text).unwrap());
             assert_eq!(loaded.decode(&ids).unwrap(), text);
@@ -422,14 +362,7 @@ mod tests {
     fn train_bpe_eos_token_is_special() {
         let (_dir, _out, tok) = trained(280);
         let eos = tok.eos_token().expect("eos");
-        assert_eq!(
-            tok.encode("a<|endoftext|>b")
-                .unwrap()
-                .iter()
-                .filter(|&&i| i == eos)
-                .count(),
-            1
-        );
+        assert_eq!(tok.encode("a<|endoftext|>b").unwrap().iter().filter(|&&i| i == eos).count(), 1);
         assert_eq!(tok.decode(&[eos]).unwrap(), BPE_EOS);
     }
 
@@ -447,28 +380,16 @@ mod tests {
     fn train_bpe_missing_file_names_path() {
         let dir = tempfile::tempdir().unwrap();
         let missing = dir.path().join("missing.txt");
-        let err = train_bpe(
-            std::slice::from_ref(&missing),
-            300,
-            &dir.path().join("t.json"),
-        )
-        .unwrap_err();
-        assert!(
-            matches!(&err, Error::Io { path, .. } if path == &missing),
-            "{err:?}"
-        );
+        let err = train_bpe(std::slice::from_ref(&missing), 300, &dir.path().join("t.json")).unwrap_err();
+        assert!(matches!(&err, Error::Io { path, .. } if path == &missing), "{err:?}");
         assert!(err.to_string().contains("missing.txt"), "{err}");
     }
 
     #[test]
     fn train_bpe_too_small_vocab_is_error() {
         let dir = tempfile::tempdir().unwrap();
-        let err =
-            train_bpe(&[dir.path().to_path_buf()], 100, &dir.path().join("t.json")).unwrap_err();
-        assert!(
-            matches!(err, Error::InvalidVocabSize { vocab: 100, .. }),
-            "{err:?}"
-        );
+        let err = train_bpe(&[dir.path().to_path_buf()], 100, &dir.path().join("t.json")).unwrap_err();
+        assert!(matches!(err, Error::InvalidVocabSize { vocab: 100, .. }), "{err:?}");
     }
 
     #[test]
@@ -477,20 +398,15 @@ mod tests {
         let p = dir.path().join("tokenizer.json");
         fs::write(&p, "{ not a tokenizer").unwrap();
         let err = Tokenizer::from_file(&p).unwrap_err();
-        assert!(
-            matches!(&err, Error::TokenizerLoad { path, .. } if path == &p),
-            "{err:?}"
-        );
+        assert!(matches!(&err, Error::TokenizerLoad { path, .. } if path == &p), "{err:?}");
     }
 
     #[test]
     fn save_overwrites_atomically_leaving_no_temp_file() {
         let (dir, out, tok) = trained(300);
         tok.save(&out).unwrap();
-        let names: Vec<String> = fs::read_dir(out.parent().unwrap())
-            .unwrap()
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .collect();
+        let names: Vec<String> =
+            fs::read_dir(out.parent().unwrap()).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
         assert_eq!(names, vec!["tokenizer.json".to_string()]);
         assert_eq!(Tokenizer::from_file(&out).unwrap().n_vocab(), tok.n_vocab());
         drop(dir);
@@ -553,5 +469,4 @@ mod tests {
         assert_eq!(got, "a\u{FFFD}");
         assert_eq!(pieces.last().unwrap(), "\u{FFFD}");
     }
-
 }

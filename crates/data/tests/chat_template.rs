@@ -10,7 +10,12 @@ fn cases() -> Vec<serde_json::Value> {
 }
 
 fn messages(c: &serde_json::Value) -> Vec<ChatMessage> {
-    c["messages"].as_array().unwrap().iter().map(|m| ChatMessage::new(m["role"].as_str().unwrap(), m["content"].as_str().unwrap())).collect()
+    c["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| ChatMessage::new(m["role"].as_str().unwrap(), m["content"].as_str().unwrap()))
+        .collect()
 }
 
 #[test]
@@ -19,7 +24,13 @@ fn chat_templates_render_exactly_like_transformers() {
     assert!(cases.len() >= 6);
     for c in &cases {
         let name = c["name"].as_str().unwrap();
-        let t = ChatTemplate::new(c["template"].as_str().unwrap(), &PathBuf::from(name), c["bos_token"].as_str().unwrap(), c["eos_token"].as_str().unwrap()).unwrap();
+        let t = ChatTemplate::new(
+            c["template"].as_str().unwrap(),
+            &PathBuf::from(name),
+            c["bos_token"].as_str().unwrap(),
+            c["eos_token"].as_str().unwrap(),
+        )
+        .unwrap();
         let got = t.render(&messages(c), c["add_generation_prompt"].as_bool().unwrap());
         match (c.get("expected"), got) {
             (Some(want), Ok(got)) => assert_eq!(got, want.as_str().unwrap(), "{name}"),

@@ -8,7 +8,10 @@ use std::path::Path;
 
 #[test]
 fn fuzz_chat_templates() {
-    let cases: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/chat_templates/cases.json")).unwrap()).unwrap();
+    let cases: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/chat_templates/cases.json")).unwrap(),
+    )
+    .unwrap();
     let msgs = [ChatMessage::new("user", "hello"), ChatMessage::new("assistant", "hi"), ChatMessage::new("user", "and?")];
     let mut n = 0;
     for (i, c) in cases.as_array().unwrap().iter().enumerate() {

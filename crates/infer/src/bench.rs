@@ -48,7 +48,13 @@ pub fn expected_distinct(n_expert: usize, k: usize, batch: usize) -> f64 {
 /// For each batch size `B`: `B` random prompts of `prompt_len` tokens (deterministic in `seed`) are
 /// prefilled in one batched forward, then decoded greedily for `n_decode` steps, all `B` sequences
 /// per step. Needs `prompt_len ≥ 1` and `prompt_len + n_decode ≤ n_ctx`.
-pub fn bench_decode<T: Real>(model: &Transformer<T>, batch_sizes: &[usize], prompt_len: usize, n_decode: usize, seed: u64) -> Result<Vec<DecodeBench>> {
+pub fn bench_decode<T: Real>(
+    model: &Transformer<T>,
+    batch_sizes: &[usize],
+    prompt_len: usize,
+    n_decode: usize,
+    seed: u64,
+) -> Result<Vec<DecodeBench>> {
     let cfg = &model.cfg;
     if prompt_len == 0 {
         return Err(Error::BadInput("bench_decode: prompt_len must be ≥ 1".into()));
@@ -59,7 +65,8 @@ pub fn bench_decode<T: Real>(model: &Transformer<T>, batch_sizes: &[usize], prom
     if let Some(&0) = batch_sizes.iter().find(|&&b| b == 0) {
         return Err(Error::BadInput("bench_decode: batch sizes must be ≥ 1".into()));
     }
-    let moe_layers: Vec<usize> = cfg.ffn_kinds().iter().filter_map(|k| if let FfnKind::Moe { n_expert } = k { Some(*n_expert) } else { None }).collect();
+    let moe_layers: Vec<usize> =
+        cfg.ffn_kinds().iter().filter_map(|k| if let FfnKind::Moe { n_expert } = k { Some(*n_expert) } else { None }).collect();
     let top_k = cfg.moe.as_ref().map_or(0, |m| m.n_expert_active);
     let mut out = Vec::with_capacity(batch_sizes.len());
     for &batch in batch_sizes {

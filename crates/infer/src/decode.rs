@@ -19,11 +19,11 @@ use crate::error::{Error, Result};
 use crate::kv_cache::KvCache;
 use moe_kernels::embedding::embedding_forward;
 use moe_kernels::linear::linear_forward;
-use moe_model::layers::attention::{qk_norm_forward, qkv_bias_forward};
-use moe_model::layers::attention_ext;
 use moe_kernels::matmul::{matmul, MatmulShape};
 use moe_kernels::norm::rmsnorm_forward;
 use moe_kernels::{Par, Real};
+use moe_model::layers::attention::{qk_norm_forward, qkv_bias_forward};
+use moe_model::layers::attention_ext;
 use moe_model::layers::mlp::mlp_forward;
 use moe_model::moe::moe_forward;
 use moe_model::params::FfnLayout;
@@ -175,7 +175,8 @@ pub fn forward_step_with<T: Real, S: AsRef<[u32]>>(
             }
             let views: Vec<&KvCache<T>> = caches.iter().map(|c| &**c).collect();
             let o = cached_attention(&views, i, &q, &offs, &len0, n_head, n_kv, dh); // [n, n_head·d_head]
-            linear_forward(&mut a, &o, &p[b.attn.wo.clone()], n, dq, d, Par::Pool); // [n, d_model]
+            linear_forward(&mut a, &o, &p[b.attn.wo.clone()], n, dq, d, Par::Pool);
+            // [n, d_model]
         }
         x.iter_mut().zip(&a).for_each(|(x, &v)| *x += v);
         // FFN
@@ -233,7 +234,15 @@ pub fn forward_step_with<T: Real, S: AsRef<[u32]>>(
 /// (`moe_model::layers::attention_ext`), against each sequence's cache. Writes this step's keys
 /// and values into the caches — for latent attention only the compressed rows, attended in the
 /// absorbed form (`attend_latent`) — and returns `[n, d_model]`.
-fn ext_attention<T: Real>(model: &Transformer<T>, caches: &mut [&mut KvCache<T>], layer: usize, h: &[T], positions: &[usize], offs: &[usize], len0: &[usize]) -> Vec<T> {
+fn ext_attention<T: Real>(
+    model: &Transformer<T>,
+    caches: &mut [&mut KvCache<T>],
+    layer: usize,
+    h: &[T],
+    positions: &[usize],
+    offs: &[usize],
+    len0: &[usize],
+) -> Vec<T> {
     let (cfg, p) = (&model.cfg, &model.params);
     let lay = &model.layout.blocks[layer].attn;
     let n = *offs.last().expect("offsets");
@@ -263,7 +272,14 @@ fn ext_attention<T: Real>(model: &Transformer<T>, caches: &mut [&mut KvCache<T>]
         let l = len0[s] + r.len();
         let keys: Vec<&[T]> = (0..nkv).map(|g| c.keys_upto(layer, g, l)).collect(); // n_kv × [l, d_head]
         let values: Vec<&[T]> = (0..nkv).map(|g| c.values_upto(layer, g, l)).collect(); // n_kv × [l, d_head_v]
-        attention_ext::attend_seq(&spec, &q[r.start * nh * dh..r.end * nh * dh], len0[s], &keys, &values, &mut o[r.start * nh * dv..r.end * nh * dv]);
+        attention_ext::attend_seq(
+            &spec,
+            &q[r.start * nh * dh..r.end * nh * dh],
+            len0[s],
+            &keys,
+            &values,
+            &mut o[r.start * nh * dv..r.end * nh * dv],
+        );
     }
     attention_ext::output(p, lay, cfg, &o)
 }
@@ -272,7 +288,16 @@ fn ext_attention<T: Real>(model: &Transformer<T>, caches: &mut [&mut KvCache<T>]
 /// which already holds this step's keys/values at positions `len0[s]..len0[s] + n_new_s`.
 /// One rayon task per (sequence, KV head) handles that head's query group with two small GEMMs.
 #[allow(clippy::too_many_arguments)]
-fn cached_attention<T: Real>(caches: &[&KvCache<T>], layer: usize, q: &[T], offs: &[usize], len0: &[usize], n_head: usize, n_kv: usize, dh: usize) -> Vec<T> {
+fn cached_attention<T: Real>(
+    caches: &[&KvCache<T>],
+    layer: usize,
+    q: &[T],
+    offs: &[usize],
+    len0: &[usize],
+    n_head: usize,
+    n_kv: usize,
+    dh: usize,
+) -> Vec<T> {
     let dq = n_head * dh;
     let group = n_head / n_kv;
     let scale = T::from_f64(1.0 / (dh as f64).sqrt());
@@ -313,7 +338,8 @@ fn cached_attention<T: Real>(caches: &[&KvCache<T>], layer: usize, q: &[T], offs
                     }
                     row[vis..].fill(T::ZERO);
                 }
-                matmul(&mut out[j * nn * dh..(j + 1) * nn * dh], &sc, vg, MatmulShape::nn(nn, l, dh), T::ZERO, Par::Seq); // [nn, d_head]
+                matmul(&mut out[j * nn * dh..(j + 1) * nn * dh], &sc, vg, MatmulShape::nn(nn, l, dh), T::ZERO, Par::Seq);
+                // [nn, d_head]
             }
             out
         })

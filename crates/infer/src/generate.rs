@@ -74,7 +74,9 @@ pub fn generate_until<T: Real>(
     stop_tokens: &[u32],
     on_token: impl FnMut(u32),
 ) -> Result<GenerateOutput> {
-    generate_loop(&model.cfg, prompt, max_new_tokens, sampler, stop_tokens, on_token, |cache, tokens, s| Ok(s.sample(&forward_one(model, cache, tokens)?)))
+    generate_loop(&model.cfg, prompt, max_new_tokens, sampler, stop_tokens, on_token, |cache, tokens, s| {
+        Ok(s.sample(&forward_one(model, cache, tokens)?))
+    })
 }
 
 /// The generation loop shared by [`generate`] and [`crate::engine::generate_with_engine`]: checks,

@@ -34,7 +34,10 @@ impl SamplerConfig {
     /// Check the ranges: `temperature ≥ 0` and finite, `0 < top_p ≤ 1`.
     pub fn validate(&self) -> Result<()> {
         if !(self.temperature >= 0.0 && self.temperature.is_finite()) {
-            return Err(Error::InvalidSampler { field: "temperature", reason: format!("{} must be a finite number ≥ 0 (0 = greedy)", self.temperature) });
+            return Err(Error::InvalidSampler {
+                field: "temperature",
+                reason: format!("{} must be a finite number ≥ 0 (0 = greedy)", self.temperature),
+            });
         }
         if !(self.top_p > 0.0 && self.top_p <= 1.0) {
             return Err(Error::InvalidSampler { field: "top_p", reason: format!("{} must be in (0, 1] (1 = off)", self.top_p) });

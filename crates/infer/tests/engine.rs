@@ -91,7 +91,8 @@ fn kv_cached_decoding_equals_full_recomputation() {
         let seq = tokens(30, nv, 11);
         let mut eng = Engine::new(&m, WeightDtype::F32).unwrap();
         let full = eng.step_all_logits(&mut [&mut KvCache::new(&m.cfg)], &[&seq]).unwrap().to_vec();
-        let reference = forward_step_with(&m, &mut [&mut KvCache::new(&m.cfg)], &[&seq], StepOptions { all_logits: true, routing: false }).unwrap();
+        let reference =
+            forward_step_with(&m, &mut [&mut KvCache::new(&m.cfg)], &[&seq], StepOptions { all_logits: true, routing: false }).unwrap();
         assert_close(&full, &reference.logits[0], 1e-4, &format!("{name}: full prefill vs reference"));
         let mut cache = KvCache::new(&m.cfg);
         let mut pos = 0;
@@ -134,8 +135,10 @@ fn batched_equals_one_at_a_time_with_joins_and_leaves() {
             if live.is_empty() {
                 break;
             }
-            let toks: Vec<&[u32]> = live.iter().map(|&i| if pos[i] == 0 { &seqs[i][..5 + i] } else { &seqs[i][pos[i]..pos[i] + 1] }).collect();
-            let mut refs: Vec<&mut KvCache<f32>> = caches.iter_mut().enumerate().filter(|(i, _)| live.contains(i)).map(|(_, c)| c).collect();
+            let toks: Vec<&[u32]> =
+                live.iter().map(|&i| if pos[i] == 0 { &seqs[i][..5 + i] } else { &seqs[i][pos[i]..pos[i] + 1] }).collect();
+            let mut refs: Vec<&mut KvCache<f32>> =
+                caches.iter_mut().enumerate().filter(|(i, _)| live.contains(i)).map(|(_, c)| c).collect();
             let l = eng.step(&mut refs, &toks).unwrap().to_vec();
             for (j, &i) in live.iter().enumerate() {
                 pos[i] += toks[j].len();

@@ -97,7 +97,8 @@ fn engine_equals_reference_on_inference_only_moe_variants() {
         let nv = m.cfg.n_vocab;
         let mut eng = Engine::new(&m, WeightDtype::F32).unwrap();
         let prompts = [tokens(64, nv, 5), tokens(40, nv, 6)];
-        let mut steps: Vec<[Vec<u32>; 2]> = vec![[prompts[0][..44].to_vec(), prompts[1][..36].to_vec()], [prompts[0][44..].to_vec(), prompts[1][36..].to_vec()]];
+        let mut steps: Vec<[Vec<u32>; 2]> =
+            vec![[prompts[0][..44].to_vec(), prompts[1][..36].to_vec()], [prompts[0][44..].to_vec(), prompts[1][36..].to_vec()]];
         let mut ce = [KvCache::new(&m.cfg), KvCache::new(&m.cfg)];
         let mut cr = [KvCache::new(&m.cfg), KvCache::new(&m.cfg)];
         let (mut gemm_groups, mut gemv_groups) = (0, 0);

@@ -111,7 +111,8 @@ fn fast_engine_greedy_of_every_golden_hf_model_equals_transformers() {
         let (err, scale) = (d.max_abs as f32, d.scale as f32);
         assert!(err <= 1e-4 * scale, "{name}: prompt logits differ from transformers by {err} (max |logit| {scale})");
         let mut next = all[(seq_len - 1) * v..].to_vec();
-        let mut want_next = forward_step_with(&m.model, &mut [&mut ref_cache], &[&prompt[..]], StepOptions::default()).unwrap().logits.remove(0);
+        let mut want_next =
+            forward_step_with(&m.model, &mut [&mut ref_cache], &[&prompt[..]], StepOptions::default()).unwrap().logits.remove(0);
         for (step, &w) in want.iter().enumerate() {
             let d = moe_testutil::checked_diff("hf_greedy.rs", &next, &want_next);
             let (err, scale) = (d.max_abs as f32, d.scale as f32);

@@ -77,7 +77,14 @@ fn half_checkpoints_keep_their_matrices_two_byte_and_give_the_same_logits() {
     let prompt: Vec<u32> = (0..9).map(|i| (i * 13 + 3) % 100).collect();
     // mixtral: four shards; qwen2_moe: shared expert with its gate; llama_tied: tied head;
     // deepseek_v3: latent attention; gpt_oss: expert biases; llama4: NoPE/chunked layers
-    for (name, half) in [("mixtral", Dtype::BF16), ("qwen2_moe", Dtype::BF16), ("llama_tied", Dtype::F16), ("deepseek_v3", Dtype::BF16), ("gpt_oss", Dtype::BF16), ("llama4", Dtype::F16)] {
+    for (name, half) in [
+        ("mixtral", Dtype::BF16),
+        ("qwen2_moe", Dtype::BF16),
+        ("llama_tied", Dtype::F16),
+        ("deepseek_v3", Dtype::BF16),
+        ("gpt_oss", Dtype::BF16),
+        ("llama4", Dtype::F16),
+    ] {
         let dir = tempfile::tempdir().unwrap();
         convert(name, dir.path(), half, None);
         let kept = load_hf_dir_with(dir.path(), &HfOptions { keep_dtype: true, ..Default::default() }).unwrap().model;

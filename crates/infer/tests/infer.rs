@@ -92,7 +92,7 @@ fn decode_is_dropless_even_with_a_capacity_factor() {
     dropless.cfg.moe.as_mut().unwrap().capacity_factor = 0.0;
     let seq = tokens(16, 48, 9);
     check_kv_equals_full(&dropless, &seq, &[4]); // reference: dropless full forward
-    // and the capacity model decodes exactly like the dropless one
+                                                 // and the capacity model decodes exactly like the dropless one
     let mut a = KvCache::new(&m.cfg);
     let mut b = KvCache::new(&m.cfg);
     let la = forward_one(&m, &mut a, &seq).unwrap();
@@ -143,7 +143,8 @@ fn batched_decode_equals_one_at_a_time() {
                 }
                 continue;
             }
-            let mut refs: Vec<&mut KvCache<f32>> = caches.iter_mut().enumerate().filter(|(s, _)| active.contains(s)).map(|(_, c)| c).collect();
+            let mut refs: Vec<&mut KvCache<f32>> =
+                caches.iter_mut().enumerate().filter(|(s, _)| active.contains(s)).map(|(_, c)| c).collect();
             let logits = forward_step(&m, &mut refs, &toks).unwrap();
             for (j, &s) in active.iter().enumerate() {
                 let t = argmax(&logits[j]);

@@ -18,7 +18,9 @@ fn swiglu_forward_slice<T: Real>(out: &mut [T], gate: &[T], up: &[T]) {
 pub fn swiglu_forward<T: Real>(out: &mut [T], gate: &[T], up: &[T]) {
     assert!(out.len() == gate.len() && gate.len() == up.len(), "swiglu_forward: lengths");
     if out.len() >= PAR_MIN {
-        out.par_chunks_mut(CHUNK).zip(gate.par_chunks(CHUNK).zip(up.par_chunks(CHUNK))).for_each(|(o, (g, u))| swiglu_forward_slice(o, g, u));
+        out.par_chunks_mut(CHUNK)
+            .zip(gate.par_chunks(CHUNK).zip(up.par_chunks(CHUNK)))
+            .for_each(|(o, (g, u))| swiglu_forward_slice(o, g, u));
     } else {
         swiglu_forward_slice(out, gate, up);
     }
@@ -35,7 +37,10 @@ fn swiglu_backward_slice<T: Real>(d_gate: &mut [T], d_up: &mut [T], d_out: &[T],
 
 /// Backward of [`swiglu_forward`]: **overwrites** `d_gate` and `d_up`.
 pub fn swiglu_backward<T: Real>(d_gate: &mut [T], d_up: &mut [T], d_out: &[T], gate: &[T], up: &[T]) {
-    assert!(d_gate.len() == d_out.len() && d_up.len() == d_out.len() && gate.len() == d_out.len() && up.len() == d_out.len(), "swiglu_backward: lengths");
+    assert!(
+        d_gate.len() == d_out.len() && d_up.len() == d_out.len() && gate.len() == d_out.len() && up.len() == d_out.len(),
+        "swiglu_backward: lengths"
+    );
     if d_out.len() >= PAR_MIN {
         d_gate
             .par_chunks_mut(CHUNK)

@@ -31,15 +31,17 @@ pub fn adamw_update(p: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32], s: A
     let k = Consts { decay, beta1: s.beta1, beta2: s.beta2, step, bc2_sqrt, eps: s.eps };
     // Chunks of plain slices (not zipped element iterators) so the loop vectorises; on CPUs
     // with AVX-512 the same loop is compiled for it and picked at run time.
-    p.par_chunks_mut(CHUNK).zip(g.par_chunks(CHUNK)).zip(m.par_chunks_mut(CHUNK).zip(v.par_chunks_mut(CHUNK))).for_each(|((p, g), (m, v))| {
-        #[cfg(target_arch = "x86_64")]
-        if is_x86_feature_detected!("avx512f") {
-            // SAFETY: the CPU supports AVX-512F (checked just above).
-            unsafe { update_avx512(p, g, m, v, k) };
-            return;
-        }
-        update(p, g, m, v, k);
-    });
+    p.par_chunks_mut(CHUNK).zip(g.par_chunks(CHUNK)).zip(m.par_chunks_mut(CHUNK).zip(v.par_chunks_mut(CHUNK))).for_each(
+        |((p, g), (m, v))| {
+            #[cfg(target_arch = "x86_64")]
+            if is_x86_feature_detected!("avx512f") {
+                // SAFETY: the CPU supports AVX-512F (checked just above).
+                unsafe { update_avx512(p, g, m, v, k) };
+                return;
+            }
+            update(p, g, m, v, k);
+        },
+    );
 }
 
 const CHUNK: usize = 1 << 14;

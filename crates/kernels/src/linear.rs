@@ -27,7 +27,8 @@ pub fn linear_backward<T: Real>(
 ) {
     if let Some(d_inp) = d_inp {
         let beta = if accumulate_inp { T::ONE } else { T::ZERO };
-        matmul(d_inp, d_out, w, MatmulShape::nn(n, d_out_dim, d_in), beta, par); // [n, d_in]
+        matmul(d_inp, d_out, w, MatmulShape::nn(n, d_out_dim, d_in), beta, par);
+        // [n, d_in]
     }
     matmul(d_w, d_out, inp, MatmulShape::tn(d_out_dim, n, d_in), T::ONE, par); // [d_out, d_in]
 }

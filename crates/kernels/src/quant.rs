@@ -132,7 +132,10 @@ pub fn quantize_i8(w: &[f32], n: usize, k: usize) -> WeightI8 {
     }
     for ((row, qrow), s) in w.chunks_exact(k).zip(q.chunks_exact_mut(k)).zip(scale.iter_mut()) {
         // `f32::max` skips NaN: check every value, so a NaN is not quantised to 0 silently
-        assert!(row.iter().all(|v| v.is_finite()), "quantize_i8: non-finite weight in a row (callers check user data first: `non_finite_at`)");
+        assert!(
+            row.iter().all(|v| v.is_finite()),
+            "quantize_i8: non-finite weight in a row (callers check user data first: `non_finite_at`)"
+        );
         let max = row.iter().fold(0.0f32, |m, v| m.max(v.abs()));
         if max == 0.0 {
             continue; // scale 0, q 0

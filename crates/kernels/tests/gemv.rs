@@ -14,7 +14,8 @@ use moe_kernels::quant::{quantize_bf16, quantize_i8, WeightDtype, Weights, Weigh
 use moe_kernels::rng::Rng;
 use moe_kernels::Par;
 
-const NK: [(usize, usize); 12] = [(1, 1), (1, 17), (5, 1), (7, 15), (13, 16), (9, 33), (4, 64), (3, 100), (6, 31), (37, 257), (130, 31), (2, 1000)];
+const NK: [(usize, usize); 12] =
+    [(1, 1), (1, 17), (5, 1), (7, 15), (13, 16), (9, 33), (4, 64), (3, 100), (6, 31), (37, 257), (130, 31), (2, 1000)];
 
 /// `Σ_p |x_ip · w_jp|` for every output (the rounding scale), from the dequantised weights.
 fn abs_scale(x: &[f32], w: &Weights, m: usize) -> Vec<f64> {

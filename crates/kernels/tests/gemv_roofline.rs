@@ -12,11 +12,11 @@
 //! `CARGO_BUILD_JOBS=1 cargo test --release -p moe-kernels --test gemv_roofline -- --ignored --nocapture`
 
 use moe_kernels::bandwidth::{parallel_sum_u64, read_bandwidth_gbs, DEFAULT_BYTES};
-use std::hint::black_box;
 use moe_kernels::gemv::{gemv_with, naive, Kernel};
 use moe_kernels::quant::{WeightDtype, Weights};
 use moe_kernels::rng::Rng;
 use moe_kernels::{matmul, MatmulShape, Par};
+use std::hint::black_box;
 use std::time::Instant;
 
 const MS: [usize; 4] = [1, 2, 4, 8];
@@ -130,7 +130,13 @@ fn gemv_roofline() {
             println!("| {n}×{k} | {m} | – | {kn} | {:.0} | {ceil_gbs:.1} | – | 100% | – |", t * 1e6);
             continue;
         }
-        println!("| {n}×{k} | {m} | {dt} | {kn} | {:.0} | {:.1} | {:.1} | {:.0}% | {ratio:.2} |", t * 1e6, bytes / t / 1e9, flops / t / 1e9, 100.0 * bytes / t / 1e9 / ceil_gbs);
+        println!(
+            "| {n}×{k} | {m} | {dt} | {kn} | {:.0} | {:.1} | {:.1} | {:.0}% | {ratio:.2} |",
+            t * 1e6,
+            bytes / t / 1e9,
+            flops / t / 1e9,
+            100.0 * bytes / t / 1e9 / ceil_gbs
+        );
     }
     println!("\nrms error of y vs the f64 product with the unquantised f32 weights (x, w ~ normal, m = 4):\n");
     println!("| shape n×k | dtype | kernel | rms err / rms y |\n|---|---|---|---|");

@@ -52,7 +52,12 @@ pub fn tensor_f32(st: &SafeTensors<'_>, name: &str, path: &Path) -> Result<(Vec<
 
 /// [`tensor_f32`] of the elements `range` only (all when `None`), with the whole tensor's shape;
 /// a range past the end is an error.
-pub fn tensor_f32_range(st: &SafeTensors<'_>, name: &str, path: &Path, range: Option<std::ops::Range<usize>>) -> Result<(Vec<usize>, Vec<f32>)> {
+pub fn tensor_f32_range(
+    st: &SafeTensors<'_>,
+    name: &str,
+    path: &Path,
+    range: Option<std::ops::Range<usize>>,
+) -> Result<(Vec<usize>, Vec<f32>)> {
     let t = st.tensor(name).map_err(|_| Error::Checkpoint { path: path.to_path_buf(), message: format!("tensor `{name}` is missing") })?;
     let width = match t.dtype() {
         Dtype::F32 => 4,
@@ -69,7 +74,12 @@ pub fn tensor_f32_range(st: &SafeTensors<'_>, name: &str, path: &Path, range: Op
         Dtype::F32 => data.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect(),
         Dtype::BF16 => data.chunks_exact(2).map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32()).collect(),
         Dtype::F16 => data.chunks_exact(2).map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32()).collect(),
-        other => return Err(Error::Checkpoint { path: path.to_path_buf(), message: format!("tensor `{name}` has dtype {other:?}; expected F32, BF16 or F16") }),
+        other => {
+            return Err(Error::Checkpoint {
+                path: path.to_path_buf(),
+                message: format!("tensor `{name}` has dtype {other:?}; expected F32, BF16 or F16"),
+            })
+        }
     };
     Ok((t.shape().to_vec(), vals))
 }
@@ -110,12 +120,16 @@ impl<T: Real> Transformer<T> {
 
     /// Like [`Transformer::load`] from bytes; `path` only names the source in errors.
     pub fn load_bytes(cfg: ModelConfig, bytes: &[u8], path: &Path) -> Result<Self> {
-        let st = SafeTensors::deserialize(bytes).map_err(|e| Error::Checkpoint { path: path.to_path_buf(), message: format!("not a valid safetensors file: {e}") })?;
+        let st = SafeTensors::deserialize(bytes)
+            .map_err(|e| Error::Checkpoint { path: path.to_path_buf(), message: format!("not a valid safetensors file: {e}") })?;
         let mut m = Self::zeros(cfg)?;
         for e in m.table.entries.clone() {
             let (shape, vals) = tensor_f32(&st, &e.name, path)?;
             if shape != e.shape {
-                return Err(Error::Checkpoint { path: path.to_path_buf(), message: format!("tensor `{}` has shape {:?}, the config needs {:?}", e.name, shape, e.shape) });
+                return Err(Error::Checkpoint {
+                    path: path.to_path_buf(),
+                    message: format!("tensor `{}` has shape {:?}, the config needs {:?}", e.name, shape, e.shape),
+                });
             }
             for (p, v) in m.params[e.range()].iter_mut().zip(vals) {
                 *p = T::from_f32(v);
@@ -129,7 +143,10 @@ impl<T: Real> Transformer<T> {
             let name = selection_bias_name(i);
             let (shape, vals) = tensor_f32(&st, &name, path)?;
             if shape != [ml.n_expert] {
-                return Err(Error::Checkpoint { path: path.to_path_buf(), message: format!("tensor `{name}` has shape {shape:?}, expected [{}]", ml.n_expert) });
+                return Err(Error::Checkpoint {
+                    path: path.to_path_buf(),
+                    message: format!("tensor `{name}` has shape {shape:?}, expected [{}]", ml.n_expert),
+                });
             }
             m.selection_bias[i] = vals;
         }

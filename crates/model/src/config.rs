@@ -355,7 +355,8 @@ pub enum FfnKind {
 impl ModelConfig {
     /// Parse a `[model]` table given as TOML text (the table's contents, not the whole file).
     pub fn from_toml_value(v: toml::Value) -> Result<Self> {
-        let cfg: ModelConfig = v.try_into().map_err(|e: toml::de::Error| Error::ConfigParse { path: None, message: format!("[model]: {}", e.message()) })?;
+        let cfg: ModelConfig =
+            v.try_into().map_err(|e: toml::de::Error| Error::ConfigParse { path: None, message: format!("[model]: {}", e.message()) })?;
         cfg.validate()?;
         Ok(cfg)
     }
@@ -433,10 +434,23 @@ impl ModelConfig {
         // sizes that no real checkpoint reaches: products of them stay far inside usize, and a
         // mutated or hostile config is refused before anything is allocated from it
         const MAX_DIM: usize = 1 << 24;
-        let mut dims = vec![("model.n_vocab", self.n_vocab), ("model.n_ctx", self.n_ctx), ("model.n_layer", self.n_layer), ("model.d_model", self.d_model), ("model.n_head", self.n_head), ("model.n_head_kv", self.n_head_kv), ("model.d_ff", self.d_ff)];
+        let mut dims = vec![
+            ("model.n_vocab", self.n_vocab),
+            ("model.n_ctx", self.n_ctx),
+            ("model.n_layer", self.n_layer),
+            ("model.d_model", self.d_model),
+            ("model.n_head", self.n_head),
+            ("model.n_head_kv", self.n_head_kv),
+            ("model.d_ff", self.d_ff),
+        ];
         dims.extend(self.d_head.map(|d| ("model.d_head", d)));
         if let Some(m) = &self.moe {
-            dims.extend([("model.moe.n_expert", m.n_expert), ("model.moe.d_expert", m.d_expert), ("model.moe.n_expert_shared", m.n_expert_shared), ("model.moe.d_expert_shared", m.d_expert_shared.unwrap_or(0))]);
+            dims.extend([
+                ("model.moe.n_expert", m.n_expert),
+                ("model.moe.d_expert", m.d_expert),
+                ("model.moe.n_expert_shared", m.n_expert_shared),
+                ("model.moe.d_expert_shared", m.d_expert_shared.unwrap_or(0)),
+            ]);
             dims.extend(m.n_expert_per_layer.iter().map(|&n| ("model.moe.n_expert_per_layer", n)));
         }
         for (field, v) in dims {
@@ -456,7 +470,11 @@ impl ModelConfig {
                 None => 3 * d * self.d_ff as u128,
                 Some(m) => {
                     let e = m.n_expert_per_layer.iter().copied().chain([m.n_expert]).max().unwrap_or(0) as u128;
-                    3 * d * (self.d_ff as u128 + e * m.d_expert as u128 + (m.n_expert_shared as u128 + 1) * (m.d_expert as u128).max(m.d_expert_shared.unwrap_or(0) as u128)) + e * d
+                    3 * d
+                        * (self.d_ff as u128
+                            + e * m.d_expert as u128
+                            + (m.n_expert_shared as u128 + 1) * (m.d_expert as u128).max(m.d_expert_shared.unwrap_or(0) as u128))
+                        + e * d
                 }
             };
             let total = l * (attn + ffn + 4 * d) + 2 * self.n_vocab as u128 * d;
@@ -468,7 +486,10 @@ impl ModelConfig {
         let d_head = self.d_head.unwrap_or(self.d_model / self.n_head);
         let rope_bytes = self.n_ctx as u128 * d_head as u128 * 8;
         if rope_bytes > 8u128 << 30 {
-            return Err(invalid("model.n_ctx", format!("n_ctx {} × d_head {d_head} needs a {} MiB RoPE table (at most 8 GiB)", self.n_ctx, rope_bytes >> 20)));
+            return Err(invalid(
+                "model.n_ctx",
+                format!("n_ctx {} × d_head {d_head} needs a {} MiB RoPE table (at most 8 GiB)", self.n_ctx, rope_bytes >> 20),
+            ));
         }
         if let Some(dh) = self.d_head {
             pos("model.d_head", dh)?;
@@ -485,7 +506,10 @@ impl ModelConfig {
         if let Some(a) = &self.attn_ext {
             if let Some(m) = &a.mla {
                 if self.n_head_kv != self.n_head || self.d_head() != m.d_nope + m.d_rope {
-                    return Err(invalid("model.attn_ext.mla", format!("needs n_head_kv = n_head and d_head = d_nope + d_rope = {}", m.d_nope + m.d_rope)));
+                    return Err(invalid(
+                        "model.attn_ext.mla",
+                        format!("needs n_head_kv = n_head and d_head = d_nope + d_rope = {}", m.d_nope + m.d_rope),
+                    ));
                 }
                 if m.d_rope % 2 != 0 || m.kv_lora_rank == 0 || m.d_v == 0 || m.q_lora_rank == Some(0) {
                     return Err(invalid("model.attn_ext.mla", "d_rope must be even; ranks and d_v must be > 0"));
@@ -493,7 +517,10 @@ impl ModelConfig {
             }
             for (field, v) in [("window_layers", &a.window_layers), ("chunk_layers", &a.chunk_layers), ("rope_layers", &a.rope_layers)] {
                 if !v.is_empty() && v.len() != self.n_layer {
-                    return Err(invalid(&format!("model.attn_ext.{field}"), format!("has {} entries for {} layers", v.len(), self.n_layer)));
+                    return Err(invalid(
+                        &format!("model.attn_ext.{field}"),
+                        format!("has {} entries for {} layers", v.len(), self.n_layer),
+                    ));
                 }
             }
             if a.temperature.is_some_and(|t| !(t.floor_scale > 0.0)) {
@@ -532,10 +559,16 @@ impl ModelConfig {
             let kinds = self.ffn_kinds();
             let n_moe = kinds.iter().filter(|k| matches!(k, FfnKind::Moe { .. })).count();
             if n_moe == 0 {
-                return Err(invalid("model.moe.every", format!("no layer is MoE with n_layer {}, every {}, first_dense {}", self.n_layer, m.every, m.first_dense)));
+                return Err(invalid(
+                    "model.moe.every",
+                    format!("no layer is MoE with n_layer {}, every {}, first_dense {}", self.n_layer, m.every, m.first_dense),
+                ));
             }
             if !m.n_expert_per_layer.is_empty() && m.n_expert_per_layer.len() != n_moe {
-                return Err(invalid("model.moe.n_expert_per_layer", format!("has {} entries but the model has {} MoE layers", m.n_expert_per_layer.len(), n_moe)));
+                return Err(invalid(
+                    "model.moe.n_expert_per_layer",
+                    format!("has {} entries but the model has {} MoE layers", m.n_expert_per_layer.len(), n_moe),
+                ));
             }
             for k in kinds {
                 if let FfnKind::Moe { n_expert } = k {
@@ -543,7 +576,10 @@ impl ModelConfig {
                         return Err(invalid("model.moe.n_expert_per_layer", "entries must be > 0"));
                     }
                     if m.n_expert_active > n_expert {
-                        return Err(invalid("model.moe.n_expert_active", format!("top-k {} is larger than n_expert {}", m.n_expert_active, n_expert)));
+                        return Err(invalid(
+                            "model.moe.n_expert_active",
+                            format!("top-k {} is larger than n_expert {}", m.n_expert_active, n_expert),
+                        ));
                     }
                 }
             }
@@ -558,22 +594,44 @@ impl ModelConfig {
             }
             if let Some(x) = &m.ext {
                 if x.selection_bias && m.bias_update_rate > 0.0 {
-                    return Err(invalid("model.moe.ext.selection_bias", "a fixed selection bias excludes aux-loss-free balancing (bias_update_rate > 0)"));
+                    return Err(invalid(
+                        "model.moe.ext.selection_bias",
+                        "a fixed selection bias excludes aux-loss-free balancing (bias_update_rate > 0)",
+                    ));
                 }
                 if x.n_group > 0 {
                     // every MoE layer (a pyramid has several expert counts), not only the smallest
                     for (layer, k) in self.ffn_kinds().iter().enumerate() {
                         let FfnKind::Moe { n_expert } = *k else { continue };
                         if n_expert % x.n_group != 0 || x.topk_group == 0 || x.topk_group > x.n_group {
-                            return Err(invalid("model.moe.ext.n_group", format!("n_group {} must divide n_expert {n_expert} of layer {layer} and 1 ≤ topk_group {} ≤ n_group", x.n_group, x.topk_group)));
+                            return Err(invalid(
+                                "model.moe.ext.n_group",
+                                format!(
+                                    "n_group {} must divide n_expert {n_expert} of layer {layer} and 1 ≤ topk_group {} ≤ n_group",
+                                    x.n_group, x.topk_group
+                                ),
+                            ));
                         }
                         if x.topk_group * (n_expert / x.n_group) < m.n_expert_active {
-                            return Err(invalid("model.moe.ext.topk_group", format!("layer {layer}: {} groups of {} experts hold fewer than top-k {}", x.topk_group, n_expert / x.n_group, m.n_expert_active)));
+                            return Err(invalid(
+                                "model.moe.ext.topk_group",
+                                format!(
+                                    "layer {layer}: {} groups of {} experts hold fewer than top-k {}",
+                                    x.topk_group,
+                                    n_expert / x.n_group,
+                                    m.n_expert_active
+                                ),
+                            ));
                         }
                     }
                 }
             }
-            for (f, v) in [("aux_loss_coef", m.aux_loss_coef), ("z_loss_coef", m.z_loss_coef), ("bias_update_rate", m.bias_update_rate), ("route_scale", m.route_scale)] {
+            for (f, v) in [
+                ("aux_loss_coef", m.aux_loss_coef),
+                ("z_loss_coef", m.z_loss_coef),
+                ("bias_update_rate", m.bias_update_rate),
+                ("route_scale", m.route_scale),
+            ] {
                 if v < 0.0 || !v.is_finite() {
                     return Err(invalid(&format!("model.moe.{f}"), "must be a finite number ≥ 0"));
                 }
@@ -602,13 +660,21 @@ mod tests {
 
     #[test]
     fn config_placement_first_dense_and_pyramid() {
-        let c = parse(&format!("{BASE}[moe]\nn_expert = 4\nn_expert_active = 1\nd_expert = 16\nfirst_dense = 1\nn_expert_per_layer = [2, 4, 8]\n")).unwrap();
-        assert_eq!(c.ffn_kinds(), vec![FfnKind::Dense, FfnKind::Moe { n_expert: 2 }, FfnKind::Moe { n_expert: 4 }, FfnKind::Moe { n_expert: 8 }]);
+        let c = parse(&format!(
+            "{BASE}[moe]\nn_expert = 4\nn_expert_active = 1\nd_expert = 16\nfirst_dense = 1\nn_expert_per_layer = [2, 4, 8]\n"
+        ))
+        .unwrap();
+        assert_eq!(
+            c.ffn_kinds(),
+            vec![FfnKind::Dense, FfnKind::Moe { n_expert: 2 }, FfnKind::Moe { n_expert: 4 }, FfnKind::Moe { n_expert: 8 }]
+        );
     }
 
     #[test]
     fn config_n_group_is_checked_against_every_pyramid_layer() {
-        let pyramid = |n: &str| parse(&format!("{BASE}[moe]\nn_expert = 4\nn_expert_active = 2\nd_expert = 16\nfirst_dense = 1\nn_expert_per_layer = {n}\n[moe.ext]\nn_group = 4\ntopk_group = 2\n"));
+        let pyramid = |n: &str| {
+            parse(&format!("{BASE}[moe]\nn_expert = 4\nn_expert_active = 2\nd_expert = 16\nfirst_dense = 1\nn_expert_per_layer = {n}\n[moe.ext]\nn_group = 4\ntopk_group = 2\n"))
+        };
         pyramid("[4, 8, 16]").unwrap();
         // the smallest layer (4) divides into 4 groups; layer 2's 6 experts do not
         let e = pyramid("[4, 6, 8]").unwrap_err().to_string();
@@ -643,7 +709,9 @@ mod tests {
         assert!(e.contains("model.n_head") && e.contains("divisible"), "{e}");
         let e = parse(&format!("{BASE}[moe]\nn_expert = 4\nn_expert_active = 5\nd_expert = 16\n")).unwrap_err().to_string();
         assert!(e.contains("model.moe.n_expert_active") && e.contains("larger"), "{e}");
-        let e = parse(&format!("{BASE}[moe]\nn_expert = 4\nn_expert_active = 1\nd_expert = 16\nn_expert_per_layer = [2]\n")).unwrap_err().to_string();
+        let e = parse(&format!("{BASE}[moe]\nn_expert = 4\nn_expert_active = 1\nd_expert = 16\nn_expert_per_layer = [2]\n"))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("n_expert_per_layer"), "{e}");
         let e = parse(&BASE.replace("n_head_kv = 2", "n_head_kv = 3")).unwrap_err().to_string();
         assert!(e.contains("model.n_head_kv"), "{e}");

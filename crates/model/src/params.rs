@@ -239,10 +239,26 @@ pub fn build_layout(cfg: &ModelConfig) -> (ParamTable, ModelLayout) {
                     wq_b: t.push(format!("layers.{i}.attn.wq_b.weight"), &[cfg.n_head * dh, q_in], true, Init::Normal(std)),
                     wkv_a: t.push(format!("layers.{i}.attn.wkv_a.weight"), &[m.kv_lora_rank + m.d_rope, d], true, Init::Normal(std)),
                     kv_a_norm: t.push(format!("layers.{i}.attn.kv_a_norm.weight"), &[m.kv_lora_rank], false, Init::Ones),
-                    wkv_b: t.push(format!("layers.{i}.attn.wkv_b.weight"), &[cfg.n_head * (m.d_nope + m.d_v), m.kv_lora_rank], true, Init::Normal(std)),
+                    wkv_b: t.push(
+                        format!("layers.{i}.attn.wkv_b.weight"),
+                        &[cfg.n_head * (m.d_nope + m.d_v), m.kv_lora_rank],
+                        true,
+                        Init::Normal(std),
+                    ),
                 };
                 let wo = t.push(format!("layers.{i}.attn.wo.weight"), &[d, cfg.n_head * d_v], true, Init::Normal(std_out));
-                AttnLayout { wq: empty.clone(), wk: empty.clone(), wv: empty, wo, q_norm: None, k_norm: None, bias: None, mla: Some(ml), sinks: None, out_bias: None }
+                AttnLayout {
+                    wq: empty.clone(),
+                    wk: empty.clone(),
+                    wv: empty,
+                    wo,
+                    q_norm: None,
+                    k_norm: None,
+                    bias: None,
+                    mla: Some(ml),
+                    sinks: None,
+                    out_bias: None,
+                }
             }
         };
         let qk_widths = match cfg.qk_norm {
@@ -283,10 +299,13 @@ pub fn build_layout(cfg: &ModelConfig) -> (ParamTable, ModelLayout) {
                 }
                 let shared = (m.n_expert_shared > 0)
                     .then(|| mlp_layout(&mut t, &format!("layers.{i}.ffn.shared"), d, m.d_shared(), Activation::Swiglu, std, std_out));
-                let shared_gate = (shared.is_some() && m.shared_gate).then(|| t.push(format!("layers.{i}.ffn.shared_gate.weight"), &[1, d], true, Init::Normal(std)));
+                let shared_gate = (shared.is_some() && m.shared_gate)
+                    .then(|| t.push(format!("layers.{i}.ffn.shared_gate.weight"), &[1, d], true, Init::Normal(std)));
                 let x = m.ext.clone().unwrap_or_default();
                 let router_bias = x.router_bias.then(|| t.push(format!("layers.{i}.ffn.router.bias"), &[n_expert], false, Init::Zeros));
-                let selection_bias = x.selection_bias.then(|| t.push(format!("layers.{i}.ffn.router.fixed_selection_bias"), &[n_expert], false, Init::Zeros));
+                let selection_bias = x
+                    .selection_bias
+                    .then(|| t.push(format!("layers.{i}.ffn.router.fixed_selection_bias"), &[n_expert], false, Init::Zeros));
                 let expert_bias = x.expert_bias.then(|| {
                     let b = [
                         t.push(format!("layers.{i}.ffn.experts.b_gate"), &[n_expert, de], false, Init::Zeros),
@@ -297,12 +316,27 @@ pub fn build_layout(cfg: &ModelConfig) -> (ParamTable, ModelLayout) {
                     t.entries[n - 3..].iter_mut().for_each(|e| e.routed_expert = true);
                     b
                 });
-                FfnLayout::Moe(MoeLayout { n_expert, router, w_gate, w_up, w_down, shared, shared_gate, router_bias, selection_bias, expert_bias })
+                FfnLayout::Moe(MoeLayout {
+                    n_expert,
+                    router,
+                    w_gate,
+                    w_up,
+                    w_down,
+                    shared,
+                    shared_gate,
+                    router_bias,
+                    selection_bias,
+                    expert_bias,
+                })
             }
         };
         blocks.push(BlockLayout { attn_norm, attn, ffn_norm, ffn });
     }
     let norm = t.push("norm.weight".into(), &[d], false, Init::Ones);
-    let lm_head = if cfg.tie_embeddings { tok_embeddings.clone() } else { t.push("lm_head.weight".into(), &[cfg.n_vocab, d], true, Init::Normal(std)) };
+    let lm_head = if cfg.tie_embeddings {
+        tok_embeddings.clone()
+    } else {
+        t.push("lm_head.weight".into(), &[cfg.n_vocab, d], true, Init::Normal(std))
+    };
     (t, ModelLayout { tok_embeddings, blocks, norm, lm_head })
 }

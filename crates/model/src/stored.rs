@@ -212,7 +212,6 @@ impl Transformer<f32> {
 }
 
 impl<T: Real> Transformer<T> {
-
     /// Copy every stored matrix into the parameter buffer (as `T`) and empty the store, so that the
     /// reference path can run the model.
     pub fn materialize(&mut self) {

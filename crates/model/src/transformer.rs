@@ -117,11 +117,18 @@ impl<T: Real> Transformer<T> {
         let need = table.total as u128 * std::mem::size_of::<T>() as u128;
         if let Some(avail) = available_memory() {
             if need > avail as u128 {
-                return Err(Error::BadInput(format!("this model has {} parameters: {} MiB, more than the {} MiB of memory available", table.total, need >> 20, avail >> 20)));
+                return Err(Error::BadInput(format!(
+                    "this model has {} parameters: {} MiB, more than the {} MiB of memory available",
+                    table.total,
+                    need >> 20,
+                    avail >> 20
+                )));
             }
         }
         let mut params = Vec::new();
-        params.try_reserve_exact(table.total).map_err(|e| Error::BadInput(format!("cannot allocate {} MiB for {} parameters: {e}", need >> 20, table.total)))?;
+        params
+            .try_reserve_exact(table.total)
+            .map_err(|e| Error::BadInput(format!("cannot allocate {} MiB for {} parameters: {e}", need >> 20, table.total)))?;
         params.resize(table.total, T::ZERO);
         for e in &table.entries {
             if e.init == Init::Ones {
@@ -230,7 +237,8 @@ impl<T: Real> Transformer<T> {
         let mut rstd1 = vec![T::ZERO; n];
         rmsnorm_forward(&mut h1, &mut rstd1, &x_in, &p[b.attn_norm.clone()], n, d, eps); // [n, d_model]
         let (a, attn) = if self.cfg.attn_ext.is_some() {
-            (attention_ext_forward(p, &b.attn, &self.cfg, i, &h1, n_seq, seq_len), AttnSaved::default()) // inference only
+            (attention_ext_forward(p, &b.attn, &self.cfg, i, &h1, n_seq, seq_len), AttnSaved::default())
+        // inference only
         } else {
             attention_block_forward(p, &b.attn, &self.rope, &h1, self.attn_shape(n_seq, seq_len), d, eps)
         };
@@ -317,7 +325,13 @@ impl<T: Real> Transformer<T> {
     }
 
     #[allow(clippy::type_complexity)]
-    fn blocks_forward(&self, inputs: &[u32], n_seq: usize, seq_len: usize, keep: bool) -> Result<(Vec<T>, Vec<BlockSaved<T>>, Vec<MoeLayerReport>, Vec<MoeLayerRouting<T>>)> {
+    fn blocks_forward(
+        &self,
+        inputs: &[u32],
+        n_seq: usize,
+        seq_len: usize,
+        keep: bool,
+    ) -> Result<(Vec<T>, Vec<BlockSaved<T>>, Vec<MoeLayerReport>, Vec<MoeLayerRouting<T>>)> {
         let d = self.cfg.d_model;
         let mut x = vec![T::ZERO; inputs.len() * d];
         embedding_forward(&mut x, &self.params[self.layout.tok_embeddings.clone()], inputs, d); // [n, d_model]
@@ -331,7 +345,14 @@ impl<T: Real> Transformer<T> {
                 // NaN/Inf gate values make top-k and capacity dropping meaningless: a clear error
                 if let Some(a) = ms.routing.probs.iter().position(|v| !v.to_f64().is_finite()) {
                     let e = ms.routing.settings.n_expert;
-                    return Err(Error::Diverged { what: format!("layer {i}: router gate value of token {} expert {} is {}", a / e, a % e, ms.routing.probs[a].to_f64()) });
+                    return Err(Error::Diverged {
+                        what: format!(
+                            "layer {i}: router gate value of token {} expert {} is {}",
+                            a / e,
+                            a % e,
+                            ms.routing.probs[a].to_f64()
+                        ),
+                    });
                 }
             }
             reports.extend(rep);
@@ -365,10 +386,21 @@ impl<T: Real> Transformer<T> {
 
     /// Forward and backward of `scale · loss`; gradients are **accumulated** into `grads`
     /// (same layout as `params`). Use `scale = 1 / n_micro` for gradient accumulation.
-    pub fn forward_backward(&self, inputs: &[u32], targets: &[u32], n_seq: usize, seq_len: usize, grads: &mut [T], scale: f64) -> Result<LossReport> {
+    pub fn forward_backward(
+        &self,
+        inputs: &[u32],
+        targets: &[u32],
+        n_seq: usize,
+        seq_len: usize,
+        grads: &mut [T],
+        scale: f64,
+    ) -> Result<LossReport> {
         self.check_input(inputs, Some(targets), n_seq, seq_len)?;
         if let Some(field) = self.cfg.inference_only_field() {
-            return Err(Error::InvalidConfig { field: field.into(), reason: "is inference-only: the backward is not implemented for it (forward and KV-cached decode work)".into() });
+            return Err(Error::InvalidConfig {
+                field: field.into(),
+                reason: "is inference-only: the backward is not implemented for it (forward and KV-cached decode work)".into(),
+            });
         }
         if grads.len() != self.params.len() {
             return Err(Error::BadInput(format!("gradient buffer has {} elements, the model {}", grads.len(), self.params.len())));
@@ -406,7 +438,14 @@ impl<T: Real> Transformer<T> {
             let mean = c.iter().sum::<u64>() as f64 / c.len() as f64;
             for (b, &ci) in bias.iter_mut().zip(c) {
                 let diff = mean - ci as f64;
-                *b += gamma * if diff > 0.0 { 1.0 } else if diff < 0.0 { -1.0 } else { 0.0 };
+                *b += gamma
+                    * if diff > 0.0 {
+                        1.0
+                    } else if diff < 0.0 {
+                        -1.0
+                    } else {
+                        0.0
+                    };
             }
         }
     }
@@ -448,7 +487,8 @@ mod tests {
 
     #[test]
     fn a_dense_model_and_its_moe_twin_share_the_init_of_common_tensors() {
-        let dense: ModelConfig = toml::from_str("n_vocab = 32\nn_ctx = 8\nn_layer = 2\nd_model = 16\nn_head = 2\nn_head_kv = 1\nd_ff = 32\n").unwrap();
+        let dense: ModelConfig =
+            toml::from_str("n_vocab = 32\nn_ctx = 8\nn_layer = 2\nd_model = 16\nn_head = 2\nn_head_kv = 1\nd_ff = 32\n").unwrap();
         let mut moe_cfg = dense.clone();
         moe_cfg.moe = Some(toml::from_str("n_expert = 4\nn_expert_active = 2\nd_expert = 16\n").unwrap());
         let (d, m) = (Transformer::<f32>::new(dense, 7).unwrap(), Transformer::<f32>::new(moe_cfg, 7).unwrap());

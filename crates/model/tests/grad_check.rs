@@ -147,7 +147,10 @@ fn capacity_dropped_assignment_gets_exactly_zero_gradient() {
     for &t in &dropped {
         let e = r.idx[t] as usize;
         for range in [&lay.w_gate, &lay.w_up, &lay.w_down] {
-            assert!(g[range.start + e * wsz..range.start + (e + 1) * wsz].iter().all(|&v| v == 0.0), "expert {e} got gradient from dropped token {t}");
+            assert!(
+                g[range.start + e * wsz..range.start + (e + 1) * wsz].iter().all(|&v| v == 0.0),
+                "expert {e} got gradient from dropped token {t}"
+            );
         }
     }
     assert!(g.iter().all(|&v| v == 0.0), "some parameter got gradient from dropped tokens only");

@@ -9,7 +9,8 @@ use moe_model::hf::export::{export_architecture, export_hf_dir};
 use moe_model::hf::load_hf_dir;
 use moe_model::Transformer;
 
-const BASE: &str = "n_vocab = 40\nn_ctx = 16\nn_layer = 2\nd_model = 16\nn_head = 4\nn_head_kv = 2\nd_ff = 24\nrope_theta = 5000.0\nnorm_eps = 1e-5\n";
+const BASE: &str =
+    "n_vocab = 40\nn_ctx = 16\nn_layer = 2\nd_model = 16\nn_head = 4\nn_head_kv = 2\nd_ff = 24\nrope_theta = 5000.0\nnorm_eps = 1e-5\n";
 const MIXTRAL: &str = "[moe]\nn_expert = 4\nn_expert_active = 2\nd_expert = 12\naux_loss_coef = 0.02\n";
 
 fn round_trip(text: &str, arch: &str, seed: u64) {

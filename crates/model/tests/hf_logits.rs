@@ -172,7 +172,8 @@ fn read_tensors(path: &Path) -> Tensors {
 }
 
 fn write_tensors(path: &Path, t: &Tensors) {
-    let views: Vec<(String, TensorView<'_>)> = t.iter().map(|(n, d, s, b)| (n.clone(), TensorView::new(*d, s.clone(), b).unwrap())).collect();
+    let views: Vec<(String, TensorView<'_>)> =
+        t.iter().map(|(n, d, s, b)| (n.clone(), TensorView::new(*d, s.clone(), b).unwrap())).collect();
     let meta: HashMap<String, String> = [("format".to_string(), "pt".to_string())].into();
     std::fs::write(path, safetensors::serialize(views, Some(meta)).unwrap()).unwrap();
 }
@@ -321,7 +322,8 @@ fn hf_misshaped_tensor_is_an_error_naming_it_and_the_file() {
 #[test]
 fn hf_unused_tensor_is_an_error_naming_it() {
     // a bias the config does not announce: silently dropping it would change the math
-    let dir = variant("llama", |t| t.push(("model.layers.0.self_attn.q_proj.bias".into(), Dtype::F32, vec![64], bytes_of(&[0.5; 64]))), |_| {});
+    let dir =
+        variant("llama", |t| t.push(("model.layers.0.self_attn.q_proj.bias".into(), Dtype::F32, vec![64], bytes_of(&[0.5; 64]))), |_| {});
     let e = load_err(dir.path());
     assert!(e.contains("model.layers.0.self_attn.q_proj.bias") && e.contains("not used"), "{e}");
 }
@@ -330,13 +332,31 @@ fn hf_unused_tensor_is_an_error_naming_it() {
 fn hf_unsupported_options_are_errors_naming_the_field() {
     type Edit = Box<dyn Fn(&mut Value)>;
     let cases: Vec<(&str, Edit, &str)> = vec![
-        ("llama", Box::new(|c| c["rope_parameters"] = serde_json::json!({"rope_type": "longrope", "rope_theta": 500000.0, "factor": 8.0})), "rope_parameters.rope_type"),
-        ("llama", Box::new(|c| {
-            c["rope_parameters"] = Value::Null;
-            c["rope_scaling"] = serde_json::json!({"type": "dynamic", "factor": 2.0});
-        }), "rope_scaling.type"),
-        ("llama", Box::new(|c| c["rope_parameters"] = serde_json::json!({"rope_type": "llama3", "rope_theta": 500000.0, "factor": 8.0})), "rope_parameters.low_freq_factor"),
-        ("llama", Box::new(|c| c["rope_parameters"] = serde_json::json!({"rope_type": "linear", "rope_theta": 1e4, "factor": 2.0, "beta_fast": 3.0})), "rope_parameters.beta_fast"),
+        (
+            "llama",
+            Box::new(|c| c["rope_parameters"] = serde_json::json!({"rope_type": "longrope", "rope_theta": 500000.0, "factor": 8.0})),
+            "rope_parameters.rope_type",
+        ),
+        (
+            "llama",
+            Box::new(|c| {
+                c["rope_parameters"] = Value::Null;
+                c["rope_scaling"] = serde_json::json!({"type": "dynamic", "factor": 2.0});
+            }),
+            "rope_scaling.type",
+        ),
+        (
+            "llama",
+            Box::new(|c| c["rope_parameters"] = serde_json::json!({"rope_type": "llama3", "rope_theta": 500000.0, "factor": 8.0})),
+            "rope_parameters.low_freq_factor",
+        ),
+        (
+            "llama",
+            Box::new(|c| {
+                c["rope_parameters"] = serde_json::json!({"rope_type": "linear", "rope_theta": 1e4, "factor": 2.0, "beta_fast": 3.0})
+            }),
+            "rope_parameters.beta_fast",
+        ),
         ("gpt_oss", Box::new(|c| c["layer_types"] = serde_json::json!(["sliding_attention", "full_attention"])), "layer_types"),
         ("deepseek_v3", Box::new(|c| c["n_group"] = serde_json::json!(3)), "n_group"),
         ("deepseek_v3", Box::new(|c| c["num_key_value_heads"] = serde_json::json!(2)), "num_key_value_heads"),
@@ -345,14 +365,22 @@ fn hf_unsupported_options_are_errors_naming_the_field() {
         ("llama", Box::new(|c| c["mlp_bias"] = Value::Bool(true)), "mlp_bias"),
         ("llama", Box::new(|c| c["hidden_act"] = Value::String("gelu".into())), "hidden_act"),
         ("olmoe", Box::new(|c| c["sliding_window"] = serde_json::json!(16)), "sliding_window"),
-        ("qwen3", Box::new(|c| {
-            c["use_sliding_window"] = Value::Bool(true);
-            c["sliding_window"] = serde_json::json!(8);
-            c["layer_types"] = serde_json::json!(["full_attention", "chunked_attention"]);
-        }), "layer_types"),
-        ("qwen3_moe", Box::new(|c| {
-            c["mlp_only_layers"] = serde_json::json!([1]);
-        }), "mlp_only_layers"),
+        (
+            "qwen3",
+            Box::new(|c| {
+                c["use_sliding_window"] = Value::Bool(true);
+                c["sliding_window"] = serde_json::json!(8);
+                c["layer_types"] = serde_json::json!(["full_attention", "chunked_attention"]);
+            }),
+            "layer_types",
+        ),
+        (
+            "qwen3_moe",
+            Box::new(|c| {
+                c["mlp_only_layers"] = serde_json::json!([1]);
+            }),
+            "mlp_only_layers",
+        ),
         ("olmoe", Box::new(|c| c["clip_qkv"] = serde_json::json!(8.0)), "clip_qkv"),
     ];
     for (case, edit, field) in cases {
@@ -521,7 +549,10 @@ fn hf_llama4_nope_chunked_attention_input_scaled_experts_and_llama3_rope_match_t
     check_case("llama4", logits_tol());
     let m = load_hf_dir(&golden_dir().join("llama4")).unwrap();
     let ext = m.cfg.attn_ext.as_ref().unwrap();
-    assert_eq!((ext.rope_layers.clone(), ext.chunk_layers.clone(), ext.attention_chunk), (vec![true, true, false, true], vec![true, true, false, true], 5));
+    assert_eq!(
+        (ext.rope_layers.clone(), ext.chunk_layers.clone(), ext.attention_chunk),
+        (vec![true, true, false, true], vec![true, true, false, true], 5)
+    );
     assert!(ext.qk_l2_norm && ext.rope_interleave && ext.temperature.is_some());
     assert!(matches!(m.cfg.rope_scaling, Some(moe_model::RopeScaling::Llama3 { original_max_position_embeddings: 8, .. })));
     let mc = m.cfg.moe.as_ref().unwrap();
@@ -540,7 +571,9 @@ fn hf_rope_scaling_llama3_linear_and_yarn_match_transformers() {
         let want = match case {
             "llama_rope_llama3" => matches!(r, Some(moe_model::RopeScaling::Llama3 { factor, .. }) if *factor == 8.0),
             "llama_rope_linear" => matches!(r, Some(moe_model::RopeScaling::Linear { factor }) if *factor == 3.0),
-            _ => matches!(r, Some(moe_model::RopeScaling::Yarn { truncate: true, attention_factor, .. }) if (attention_factor - (0.1 * 4f64.ln() + 1.0)).abs() < 1e-12),
+            _ => {
+                matches!(r, Some(moe_model::RopeScaling::Yarn { truncate: true, attention_factor, .. }) if (attention_factor - (0.1 * 4f64.ln() + 1.0)).abs() < 1e-12)
+            }
         };
         assert!(want, "{case}: {r:?}");
     }
@@ -586,7 +619,9 @@ fn hf_hub_style_deepseek_v3_gpt_oss_and_llama4_configs_map() {
     let ext = hc.cfg.attn_ext.as_ref().unwrap();
     let m = 0.1 * 40f64.ln() + 1.0;
     assert!((ext.softmax_scale.unwrap() - m * m / 24f64.sqrt()).abs() < 1e-12);
-    assert!(matches!(hc.cfg.rope_scaling, Some(moe_model::RopeScaling::Yarn { attention_factor, truncate: true, .. }) if attention_factor == 1.0));
+    assert!(
+        matches!(hc.cfg.rope_scaling, Some(moe_model::RopeScaling::Yarn { attention_factor, truncate: true, .. }) if attention_factor == 1.0)
+    );
     let mc = hc.cfg.moe.as_ref().unwrap();
     assert_eq!((mc.first_dense, mc.n_expert, mc.n_expert_active, mc.ext.as_ref().unwrap().n_group), (3, 16, 8, 8));
     // the FP8 release is refused by name

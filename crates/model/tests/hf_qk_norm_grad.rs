@@ -83,7 +83,13 @@ fn qk_norm_and_d_head_config_errors_name_the_field() {
     let e = parse(&format!("{BASE}qk_norm = \"rows\"\n")).unwrap_err().to_string();
     assert!(e.contains("qk_norm") || e.contains("rows"), "{e}");
     // with an explicit d_head, d_model need not be divisible by n_head
-    let c = parse(&BASE.replace("n_head = 2", "n_head = 3").replace("n_head_kv = 1", "n_head_kv = 3").replace("d_model = 8", "d_model = 8\nd_head = 4")).unwrap();
+    let c = parse(
+        &BASE
+            .replace("n_head = 2", "n_head = 3")
+            .replace("n_head_kv = 1", "n_head_kv = 3")
+            .replace("d_model = 8", "d_model = 8\nd_head = 4"),
+    )
+    .unwrap();
     assert_eq!(c.d_head(), 4);
 }
 

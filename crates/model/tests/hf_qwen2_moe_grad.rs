@@ -24,7 +24,13 @@ fn attn_bias_dense_matches_finite_differences() {
         assert_eq!(e.shape, vec![shape], "{n}");
         assert!(!e.decay, "{n} must not be weight-decayed");
     }
-    assert!(Transformer::<f64>::new(cfg(&format!("{BASE}attn_bias = true\n")), 0).unwrap().params[m.table.get("layers.0.attn.wq.bias").unwrap().range()].iter().all(|&b| b == 0.0), "biases start at zero");
+    assert!(
+        Transformer::<f64>::new(cfg(&format!("{BASE}attn_bias = true\n")), 0).unwrap().params
+            [m.table.get("layers.0.attn.wq.bias").unwrap().range()]
+        .iter()
+        .all(|&b| b == 0.0),
+        "biases start at zero"
+    );
     grad_check("attn_bias dense", &mut m, 51);
 }
 
@@ -84,7 +90,9 @@ fn attn_bias_and_shared_gate_config_rules() {
     // defaults stay out of serialised configs; set values survive serde
     let plain = serde_json::to_string(&cfg(&format!("{BASE}[moe]\nn_expert = 4\nn_expert_active = 2\nd_expert = 6\n"))).unwrap();
     assert!(!plain.contains("attn_bias") && !plain.contains("shared_gate"), "{plain}");
-    let c = cfg(&format!("{BASE}attn_bias = true\n[moe]\nn_expert = 4\nn_expert_active = 2\nd_expert = 6\nn_expert_shared = 1\nshared_gate = true\n"));
+    let c = cfg(&format!(
+        "{BASE}attn_bias = true\n[moe]\nn_expert = 4\nn_expert_active = 2\nd_expert = 6\nn_expert_shared = 1\nshared_gate = true\n"
+    ));
     let json = serde_json::to_string(&c).unwrap();
     assert!(json.contains("\"attn_bias\":true") && json.contains("\"shared_gate\":true"), "{json}");
     // checkpoints round-trip the new tensors

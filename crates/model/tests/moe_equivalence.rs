@@ -33,7 +33,11 @@ fn moe_single_expert_top1_equals_dense_swiglu_ffn() {
     let dense: Transformer<f32> = model(BASE, 1);
     let moe_text = format!("{BASE}[moe]\nn_expert = 1\nn_expert_active = 1\nd_expert = 6\n");
     let mut moe = Transformer::<f32>::zeros(cfg(&moe_text)).unwrap();
-    let dense_name = |n: &str| n.replace("ffn.experts.w_gate", "ffn.w_gate.weight").replace("ffn.experts.w_up", "ffn.w_up.weight").replace("ffn.experts.w_down", "ffn.w_down.weight");
+    let dense_name = |n: &str| {
+        n.replace("ffn.experts.w_gate", "ffn.w_gate.weight")
+            .replace("ffn.experts.w_up", "ffn.w_up.weight")
+            .replace("ffn.experts.w_down", "ffn.w_down.weight")
+    };
     let mut rng = Rng(3);
     for e in moe.table.entries.clone() {
         if e.name.ends_with("router.weight") {
@@ -112,7 +116,9 @@ fn grouped_dispatch_dropless_softmax_top2_equals_per_token_reference() {
 fn grouped_dispatch_capacity_dropping_equals_per_token_reference() {
     for (k, factor, renorm) in [(1, 0.5, false), (2, 0.6, true)] {
         let c = GroupedCase {
-            text: format!("{BASE}[moe]\nn_expert = 4\nn_expert_active = {k}\nd_expert = 6\ncapacity_factor = {factor}\nrenormalize = {renorm}\n"),
+            text: format!(
+                "{BASE}[moe]\nn_expert = 4\nn_expert_active = {k}\nd_expert = 6\ncapacity_factor = {factor}\nrenormalize = {renorm}\n"
+            ),
             n_tok: 16,
             bias: vec![],
         };
@@ -162,7 +168,11 @@ fn grouped_dispatch_sigmoid_bias_with_empty_expert_equals_per_token_reference() 
 #[test]
 fn grouped_dispatch_many_experts_parallel_plan_equals_per_token_reference() {
     // 16 experts busy ≥ 2 × threads: the one-task-per-expert plan
-    let c = GroupedCase { text: format!("{BASE}[moe]\nn_expert = 16\nn_expert_active = 2\nd_expert = 6\ncapacity_factor = 1.25\n"), n_tok: 64, bias: vec![] };
+    let c = GroupedCase {
+        text: format!("{BASE}[moe]\nn_expert = 16\nn_expert_active = 2\nd_expert = 6\ncapacity_factor = 1.25\n"),
+        n_tok: 64,
+        bias: vec![],
+    };
     both_precisions(&c, 5, |r| {
         let busy = r.counts.iter().filter(|&&c| c > 0).count();
         assert!(busy >= 8, "only {busy} experts busy");
@@ -213,7 +223,12 @@ fn batch_of_two_sequences_equals_two_batches_of_one() {
         let rep = m.loss(inp, tgt, 1, seq).unwrap();
         let ce_s = ce_per_token(&one.logits, tgt, 11).iter().sum::<f64>() / seq as f64;
         let ce_s_from_batch = ce_both[s * seq..(s + 1) * seq].iter().sum::<f64>() / seq as f64;
-        assert!((rep.ce - ce_s_from_batch).abs() < 1e-12 && (ce_s - rep.ce).abs() < 1e-12, "sequence {s}: ce {} vs {}", rep.ce, ce_s_from_batch);
+        assert!(
+            (rep.ce - ce_s_from_batch).abs() < 1e-12 && (ce_s - rep.ce).abs() < 1e-12,
+            "sequence {s}: ce {} vs {}",
+            rep.ce,
+            ce_s_from_batch
+        );
         ce_mean += rep.ce / 2.0;
         // aux losses are batch statistics, so compare gradients with the CE only (coefficients 0)
         m.forward_backward(inp, tgt, 1, seq, &mut g_sum, 0.5).unwrap();
@@ -227,7 +242,8 @@ fn batch_of_two_sequences_equals_two_batches_of_one() {
 
 #[test]
 fn loss_report_matches_forward_logits_and_forward_backward() {
-    let text = format!("{BASE}[moe]\nn_expert = 4\nn_expert_active = 2\nd_expert = 6\naux_loss_coef = 0.2\nz_loss_coef = 0.02\nevery = 2\n");
+    let text =
+        format!("{BASE}[moe]\nn_expert = 4\nn_expert_active = 2\nd_expert = 6\naux_loss_coef = 0.2\nz_loss_coef = 0.02\nevery = 2\n");
     let m: Transformer<f32> = model(&text, 8);
     let (n_seq, seq) = (3, 5);
     let mut rng = Rng(88);
@@ -249,7 +265,9 @@ fn loss_report_matches_forward_logits_and_forward_backward() {
 
 #[test]
 fn forward_backward_half_scale_twice_accumulates_to_full_scale() {
-    let text = format!("{BASE}[moe]\nn_expert = 4\nn_expert_active = 2\nd_expert = 6\ncapacity_factor = 1.0\naux_loss_coef = 0.2\nz_loss_coef = 0.02\n");
+    let text = format!(
+        "{BASE}[moe]\nn_expert = 4\nn_expert_active = 2\nd_expert = 6\ncapacity_factor = 1.0\naux_loss_coef = 0.2\nz_loss_coef = 0.02\n"
+    );
     let m: Transformer<f64> = model(&text, 9);
     let (n_seq, seq) = (2, 5);
     let mut rng = Rng(99);
@@ -355,7 +373,8 @@ fn checkpoint_truncated_or_corrupt_file_errors_naming_the_file() {
 
 // ---------------------------------------------------------------- accounting
 
-const BENCH: &str = "n_vocab = 32000\nn_ctx = 256\nn_layer = 8\nd_model = 512\nn_head = 8\nn_head_kv = 4\nd_ff = 2048\ntie_embeddings = false\n";
+const BENCH: &str =
+    "n_vocab = 32000\nn_ctx = 256\nn_layer = 8\nd_model = 512\nn_head = 8\nn_head_kv = 4\nd_ff = 2048\ntie_embeddings = false\n";
 
 /// Hand accounting: (total, active, forward FLOPs per token at `seq`).
 #[allow(clippy::too_many_arguments)]
@@ -440,7 +459,9 @@ fn accounting_tied_mixed_placement_with_shared_experts_matches_hand_count() {
 fn experts_per_expert_plan_equals_pooled_plan_outputs_and_gradients() {
     // 16 busy experts: one task per expert on 1 thread (16 ≥ 2·1), per-GEMM threading on 16 threads
     // (16 < 2·16). Both must give the same logits and gradients.
-    let text = format!("{BASE}[moe]\nn_expert = 16\nn_expert_active = 2\nd_expert = 6\naux_loss_coef = 0.1\nz_loss_coef = 0.01\ncapacity_factor = 1.5\n");
+    let text = format!(
+        "{BASE}[moe]\nn_expert = 16\nn_expert_active = 2\nd_expert = 6\naux_loss_coef = 0.1\nz_loss_coef = 0.01\ncapacity_factor = 1.5\n"
+    );
     let m: Transformer<f64> = model(&text, 13);
     let (n_seq, seq) = (4, 8);
     let mut rng = Rng(1313);

@@ -30,7 +30,13 @@ pub struct ApiError {
 
 impl ApiError {
     fn bad(param: &str, message: impl Into<String>) -> Self {
-        ApiError { status: StatusCode::BAD_REQUEST, message: message.into(), kind: "invalid_request_error", param: Some(param.into()), code: Some("invalid_value") }
+        ApiError {
+            status: StatusCode::BAD_REQUEST,
+            message: message.into(),
+            kind: "invalid_request_error",
+            param: Some(param.into()),
+            code: Some("invalid_value"),
+        }
     }
     fn new(status: StatusCode, kind: &'static str, code: &'static str, message: impl Into<String>) -> Self {
         ApiError { status, message: message.into(), kind, param: None, code: Some(code) }
@@ -93,13 +99,29 @@ fn loaded(sh: &Shared) -> ApiResult<&crate::Loaded> {
 
 async fn read_json(sh: &Shared, body: Body) -> ApiResult<Map<String, Value>> {
     let limit = sh.opts.max_body_bytes;
-    let bytes: Bytes = axum::body::to_bytes(body, limit).await.map_err(|_| {
-        ApiError { status: StatusCode::PAYLOAD_TOO_LARGE, message: format!("the request body is over the limit of {limit} bytes"), kind: "invalid_request_error", param: None, code: Some("request_too_large") }
+    let bytes: Bytes = axum::body::to_bytes(body, limit).await.map_err(|_| ApiError {
+        status: StatusCode::PAYLOAD_TOO_LARGE,
+        message: format!("the request body is over the limit of {limit} bytes"),
+        kind: "invalid_request_error",
+        param: None,
+        code: Some("request_too_large"),
     })?;
-    let v: Value = serde_json::from_slice(&bytes).map_err(|e| ApiError { status: StatusCode::BAD_REQUEST, message: format!("malformed JSON body: {e}"), kind: "invalid_request_error", param: None, code: Some("invalid_json") })?;
+    let v: Value = serde_json::from_slice(&bytes).map_err(|e| ApiError {
+        status: StatusCode::BAD_REQUEST,
+        message: format!("malformed JSON body: {e}"),
+        kind: "invalid_request_error",
+        param: None,
+        code: Some("invalid_json"),
+    })?;
     match v {
         Value::Object(m) => Ok(m),
-        _ => Err(ApiError { status: StatusCode::BAD_REQUEST, message: "the body must be a JSON object".into(), kind: "invalid_request_error", param: None, code: Some("invalid_json") }),
+        _ => Err(ApiError {
+            status: StatusCode::BAD_REQUEST,
+            message: "the body must be a JSON object".into(),
+            kind: "invalid_request_error",
+            param: None,
+            code: Some("invalid_json"),
+        }),
     }
 }
 
@@ -151,7 +173,13 @@ fn common(sh: &Shared, ld: &crate::Loaded, m: &Map<String, Value>, prompt: Vec<u
         None => sh.opts.served_model_name.clone(),
         Some(Value::String(s)) if *s == sh.opts.served_model_name => s.clone(),
         Some(Value::String(s)) => {
-            return Err(ApiError { status: StatusCode::NOT_FOUND, message: format!("the model `{s}` does not exist; this server serves `{}`", sh.opts.served_model_name), kind: "invalid_request_error", param: Some("model".into()), code: Some("model_not_found") })
+            return Err(ApiError {
+                status: StatusCode::NOT_FOUND,
+                message: format!("the model `{s}` does not exist; this server serves `{}`", sh.opts.served_model_name),
+                kind: "invalid_request_error",
+                param: Some("model".into()),
+                code: Some("model_not_found"),
+            })
         }
         Some(_) => return Err(ApiError::bad("model", "`model` must be a string")),
     };
@@ -191,7 +219,10 @@ fn common(sh: &Shared, ld: &crate::Loaded, m: &Map<String, Value>, prompt: Vec<u
     let stop = match present(m, "stop") {
         None => Vec::new(),
         Some(Value::String(s)) => vec![s.clone()],
-        Some(Value::Array(a)) => a.iter().map(|v| v.as_str().map(str::to_string).ok_or_else(|| ApiError::bad("stop", "`stop` must be a string or an array of strings"))).collect::<ApiResult<_>>()?,
+        Some(Value::Array(a)) => a
+            .iter()
+            .map(|v| v.as_str().map(str::to_string).ok_or_else(|| ApiError::bad("stop", "`stop` must be a string or an array of strings")))
+            .collect::<ApiResult<_>>()?,
         Some(_) => return Err(ApiError::bad("stop", "`stop` must be a string or an array of strings")),
     };
     if stop.iter().any(|s| s.is_empty()) {
@@ -200,7 +231,9 @@ fn common(sh: &Shared, ld: &crate::Loaded, m: &Map<String, Value>, prompt: Vec<u
     let stream = bool_field(m, "stream")?.unwrap_or(false);
     let include_usage = match present(m, "stream_options") {
         None => false,
-        Some(Value::Object(o)) => bool_field(o, "include_usage").map_err(|_| ApiError::bad("stream_options.include_usage", "`stream_options.include_usage` must be a boolean"))?.unwrap_or(false),
+        Some(Value::Object(o)) => bool_field(o, "include_usage")
+            .map_err(|_| ApiError::bad("stream_options.include_usage", "`stream_options.include_usage` must be a boolean"))?
+            .unwrap_or(false),
         Some(_) => return Err(ApiError::bad("stream_options", "`stream_options` must be an object")),
     };
     let logprobs = if chat {
@@ -230,7 +263,8 @@ fn common(sh: &Shared, ld: &crate::Loaded, m: &Map<String, Value>, prompt: Vec<u
     }
     let mt_field = mt.map_or("max_tokens", |(k, _)| k);
     if prompt.len() >= ld.n_ctx || prompt.len() + max_tokens > ld.n_ctx {
-        let (param, code) = if prompt.len() >= ld.n_ctx { (prompt_field, "context_length_exceeded") } else { (mt_field, "context_length_exceeded") };
+        let (param, code) =
+            if prompt.len() >= ld.n_ctx { (prompt_field, "context_length_exceeded") } else { (mt_field, "context_length_exceeded") };
         return Err(ApiError {
             status: StatusCode::BAD_REQUEST,
             message: format!("this model's context is {} tokens; the prompt has {} and max_tokens is {max_tokens}", ld.n_ctx, prompt.len()),
@@ -240,12 +274,27 @@ fn common(sh: &Shared, ld: &crate::Loaded, m: &Map<String, Value>, prompt: Vec<u
         });
     }
     if (prompt.len() + max_tokens) * ld.kv_bytes_per_token > sh.opts.kv_memory {
-        return Err(ApiError::bad(mt_field, format!("prompt + max_tokens need {} KV-cache bytes, over the server's --kv-memory {}", (prompt.len() + max_tokens) * ld.kv_bytes_per_token, sh.opts.kv_memory)));
+        return Err(ApiError::bad(
+            mt_field,
+            format!(
+                "prompt + max_tokens need {} KV-cache bytes, over the server's --kv-memory {}",
+                (prompt.len() + max_tokens) * ld.kv_bytes_per_token,
+                sh.opts.kv_memory
+            ),
+        ));
     }
     let sampler = SamplerConfig { temperature: temperature as f32, top_k: top_k.max(0) as usize, top_p: top_p as f32, seed };
     Ok(Request {
         prompt,
-        params: GenParams { max_tokens, sampler, min_p: min_p as f32, presence_penalty: presence as f32, frequency_penalty: frequency as f32, logprobs, eos: ld.eos.clone() },
+        params: GenParams {
+            max_tokens,
+            sampler,
+            min_p: min_p as f32,
+            presence_penalty: presence as f32,
+            frequency_penalty: frequency as f32,
+            logprobs,
+            eos: ld.eos.clone(),
+        },
         stop,
         stream,
         include_usage,
@@ -258,17 +307,22 @@ fn encode(tok: &Tokenizer, text: &str, field: &str) -> ApiResult<Vec<u32>> {
 }
 
 fn prompt_of(ld: &crate::Loaded, m: &Map<String, Value>) -> ApiResult<Vec<u32>> {
-    let ids = |a: &[Value]| -> Option<Vec<u32>> { a.iter().map(|v| v.as_u64().filter(|&x| x <= u32::MAX as u64).map(|x| x as u32)).collect() };
+    let ids =
+        |a: &[Value]| -> Option<Vec<u32>> { a.iter().map(|v| v.as_u64().filter(|&x| x <= u32::MAX as u64).map(|x| x as u32)).collect() };
     match present(m, "prompt") {
         None => Err(ApiError::bad("prompt", "`prompt` is required")),
         Some(Value::String(s)) => encode(&ld.tokenizer, s, "prompt"),
-        Some(Value::Array(a)) if a.iter().all(|v| v.is_u64()) && !a.is_empty() => ids(a).ok_or_else(|| ApiError::bad("prompt", "token ids must be integers ≥ 0")),
+        Some(Value::Array(a)) if a.iter().all(|v| v.is_u64()) && !a.is_empty() => {
+            ids(a).ok_or_else(|| ApiError::bad("prompt", "token ids must be integers ≥ 0"))
+        }
         Some(Value::Array(a)) if a.len() == 1 => match &a[0] {
             Value::String(s) => encode(&ld.tokenizer, s, "prompt"),
             Value::Array(t) => ids(t).ok_or_else(|| ApiError::bad("prompt", "token ids must be integers ≥ 0")),
             _ => Err(ApiError::bad("prompt", "`prompt` must be a string, an array of token ids, or one of either in an array")),
         },
-        Some(Value::Array(a)) if a.len() > 1 && a.iter().all(|v| v.is_string() || v.is_array()) => Err(ApiError::bad("prompt", "several prompts in one request are not supported; send one request per prompt")),
+        Some(Value::Array(a)) if a.len() > 1 && a.iter().all(|v| v.is_string() || v.is_array()) => {
+            Err(ApiError::bad("prompt", "several prompts in one request are not supported; send one request per prompt"))
+        }
         Some(_) => Err(ApiError::bad("prompt", "`prompt` must be a string, an array of token ids, or one of either in an array")),
     }
 }
@@ -282,7 +336,10 @@ fn messages_of(ld: &crate::Loaded, m: &Map<String, Value>) -> ApiResult<Vec<u32>
     }
     let mut msgs = Vec::with_capacity(a.len());
     for (i, v) in a.iter().enumerate() {
-        let role = v.get("role").and_then(Value::as_str).ok_or_else(|| ApiError::bad(&format!("messages[{i}].role"), format!("`messages[{i}].role` must be a string")))?;
+        let role = v
+            .get("role")
+            .and_then(Value::as_str)
+            .ok_or_else(|| ApiError::bad(&format!("messages[{i}].role"), format!("`messages[{i}].role` must be a string")))?;
         let content = match v.get("content") {
             None | Some(Value::Null) => String::new(),
             Some(Value::String(s)) => s.clone(),
@@ -291,16 +348,27 @@ fn messages_of(ld: &crate::Loaded, m: &Map<String, Value>) -> ApiResult<Vec<u32>
                 for (j, p) in parts.iter().enumerate() {
                     match (p.get("type").and_then(Value::as_str), p.get("text").and_then(Value::as_str)) {
                         (Some("text"), Some(t)) => s.push_str(t),
-                        _ => return Err(ApiError::bad(&format!("messages[{i}].content[{j}]"), "only text content parts ({\"type\": \"text\", \"text\": ...}) are supported")),
+                        _ => {
+                            return Err(ApiError::bad(
+                                &format!("messages[{i}].content[{j}]"),
+                                "only text content parts ({\"type\": \"text\", \"text\": ...}) are supported",
+                            ))
+                        }
                     }
                 }
                 s
             }
-            Some(_) => return Err(ApiError::bad(&format!("messages[{i}].content"), format!("`messages[{i}].content` must be a string or an array of text parts"))),
+            Some(_) => {
+                return Err(ApiError::bad(
+                    &format!("messages[{i}].content"),
+                    format!("`messages[{i}].content` must be a string or an array of text parts"),
+                ))
+            }
         };
         msgs.push(ChatMessage::new(role, &content));
     }
-    let t = ld.chat_template.as_ref().ok_or_else(|| ApiError::bad("messages", "this checkpoint has no chat template; use /v1/completions"))?;
+    let t =
+        ld.chat_template.as_ref().ok_or_else(|| ApiError::bad("messages", "this checkpoint has no chat template; use /v1/completions"))?;
     let text = t.render(&msgs, true).map_err(|e| ApiError::bad("messages", format!("rendering the chat template: {e}")))?;
     encode(&ld.tokenizer, &text, "messages")
 }
@@ -319,7 +387,12 @@ impl Drop for CancelOnDrop {
 fn submit(sh: &Shared, req: &Request) -> ApiResult<(UnboundedReceiver<Event>, CancelOnDrop)> {
     let waiting = sh.engine.waiting.load(Ordering::Relaxed);
     if waiting >= sh.opts.max_queue {
-        return Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "server_error", "queue_full", format!("the request queue is full ({waiting} waiting); retry later")));
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "server_error",
+            "queue_full",
+            format!("the request queue is full ({waiting} waiting); retry later"),
+        ));
     }
     let (etx, erx) = tokio::sync::mpsc::unbounded_channel();
     let cancel = Arc::new(AtomicBool::new(false));
@@ -427,7 +500,11 @@ fn finish_str(f: Finish) -> &'static str {
 
 /// Drive the events of one request: calls `on_token(text released, id, logprob)` per token and
 /// returns the finish reason and usage. Stops early (cancelling the sequence) at a stop string.
-async fn next_token(rx: &mut UnboundedReceiver<Event>, ts: &mut TextState<'_>, completion: &mut usize) -> Result<Option<(String, u32, Option<TokenLogprob>)>, Result<(Finish, usize), String>> {
+async fn next_token(
+    rx: &mut UnboundedReceiver<Event>,
+    ts: &mut TextState<'_>,
+    completion: &mut usize,
+) -> Result<Option<(String, u32, Option<TokenLogprob>)>, Result<(Finish, usize), String>> {
     loop {
         match rx.recv().await {
             Some(Event::Started) => continue,
@@ -469,7 +546,15 @@ async fn generate_inner(sh: Arc<Shared>, headers: HeaderMap, body: Body, chat: b
     }
 }
 
-async fn whole_response(ld: &crate::Loaded, req: Request, mut rx: UnboundedReceiver<Event>, _guard: CancelOnDrop, id: String, created: u64, chat: bool) -> ApiResult<Response> {
+async fn whole_response(
+    ld: &crate::Loaded,
+    req: Request,
+    mut rx: UnboundedReceiver<Event>,
+    _guard: CancelOnDrop,
+    id: String,
+    created: u64,
+    chat: bool,
+) -> ApiResult<Response> {
     let tok: &Tokenizer = ld.tokenizer;
     let mut ts = TextState::new(tok, &req.prompt, req.stop.clone());
     let mut completion = 0;
@@ -490,7 +575,11 @@ async fn whole_response(ld: &crate::Loaded, req: Request, mut rx: UnboundedRecei
     let usage = Usage { prompt: req.prompt.len(), completion };
     let text = ts.text().to_string();
     let body = if chat {
-        let logprobs = if req.params.logprobs.is_some() { json!({ "content": lps.iter().map(|(i, l)| chat_logprobs(tok, *i, l)).collect::<Vec<_>>() }) } else { Value::Null };
+        let logprobs = if req.params.logprobs.is_some() {
+            json!({ "content": lps.iter().map(|(i, l)| chat_logprobs(tok, *i, l)).collect::<Vec<_>>() })
+        } else {
+            Value::Null
+        };
         json!({
             "id": id, "object": "chat.completion", "created": created, "model": req.model,
             "choices": [{ "index": 0, "message": { "role": "assistant", "content": text }, "logprobs": logprobs, "finish_reason": finish_str(finish) }],
@@ -515,7 +604,15 @@ fn completion_logprobs(tok: &Tokenizer, lps: &[(u32, TokenLogprob)]) -> Value {
     })
 }
 
-fn stream_response(sh: Arc<Shared>, req: Request, rx: UnboundedReceiver<Event>, guard: CancelOnDrop, id: String, created: u64, chat: bool) -> Response {
+fn stream_response(
+    sh: Arc<Shared>,
+    req: Request,
+    rx: UnboundedReceiver<Event>,
+    guard: CancelOnDrop,
+    id: String,
+    created: u64,
+    chat: bool,
+) -> Response {
     struct St {
         sh: Arc<Shared>,
         req: Request,
@@ -551,7 +648,10 @@ fn stream_response(sh: Arc<Shared>, req: Request, rx: UnboundedReceiver<Event>, 
         let r = next_token(&mut st.rx, &mut st.ts, &mut st.completion).await;
         match r {
             Ok(Some((piece, id, lp))) => {
-                let lpv = lp.map(|l| if st.chat { json!({ "content": [chat_logprobs(tok, id, &l)] }) } else { completion_logprobs(tok, &[(id, l)]) });
+                let lpv =
+                    lp.map(
+                        |l| if st.chat { json!({ "content": [chat_logprobs(tok, id, &l)] }) } else { completion_logprobs(tok, &[(id, l)]) },
+                    );
                 let c = if st.chat {
                     json!({ "index": 0, "delta": { "content": piece }, "logprobs": lpv, "finish_reason": null })
                 } else {
@@ -577,7 +677,11 @@ fn stream_response(sh: Arc<Shared>, req: Request, rx: UnboundedReceiver<Event>, 
             }
             Err(Err(e)) => {
                 st.phase = 2;
-                out.push(SseEvent::default().data(json!({ "error": { "message": e, "type": "server_error", "param": null, "code": "engine_error" } }).to_string()));
+                out.push(
+                    SseEvent::default().data(
+                        json!({ "error": { "message": e, "type": "server_error", "param": null, "code": "engine_error" } }).to_string(),
+                    ),
+                );
                 out.push(SseEvent::default().data("[DONE]"));
             }
         }
@@ -636,7 +740,11 @@ async fn detokenize(State(sh): State<Arc<Shared>>, headers: HeaderMap, body: Bod
     let ld = loaded(&sh)?;
     let m = read_json(&sh, body).await?;
     let ids: Vec<u32> = match present(&m, "tokens") {
-        Some(Value::Array(a)) => a.iter().map(|v| v.as_u64().filter(|&x| (x as usize) < ld.n_vocab).map(|x| x as u32)).collect::<Option<_>>().ok_or_else(|| ApiError::bad("tokens", format!("`tokens` must be token ids in [0, {})", ld.n_vocab)))?,
+        Some(Value::Array(a)) => a
+            .iter()
+            .map(|v| v.as_u64().filter(|&x| (x as usize) < ld.n_vocab).map(|x| x as u32))
+            .collect::<Option<_>>()
+            .ok_or_else(|| ApiError::bad("tokens", format!("`tokens` must be token ids in [0, {})", ld.n_vocab)))?,
         _ => return Err(ApiError::bad("tokens", "`tokens` must be an array of token ids")),
     };
     let text = ld.tokenizer.decode(&ids).map_err(|e| ApiError::bad("tokens", e.to_string()))?;

@@ -108,7 +108,11 @@ pub struct Server {
 impl Server {
     /// Bind `opts.host:opts.port` (port 0: an ephemeral one), start the HTTP side and the engine
     /// thread, which calls `load` (`/health` answers 503 until it returns) and then serves.
-    pub fn start(opts: ServeOptions, n_expert_max: usize, load: impl FnOnce() -> anyhow::Result<ServeModel> + Send + 'static) -> anyhow::Result<Server> {
+    pub fn start(
+        opts: ServeOptions,
+        n_expert_max: usize,
+        load: impl FnOnce() -> anyhow::Result<ServeModel> + Send + 'static,
+    ) -> anyhow::Result<Server> {
         let (tx, rx) = std::sync::mpsc::channel::<Msg>();
         let state = Arc::new(EngineState { waiting: AtomicUsize::new(0), running: AtomicUsize::new(0) });
         let metrics = metrics::EngineMetrics::new(n_expert_max);

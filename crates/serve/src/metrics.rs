@@ -22,16 +22,29 @@ impl EngineMetrics {
         let rec = PrometheusBuilder::new()
             .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &LATENCY_BUCKETS)
             .and_then(|b| b.set_buckets_for_metric(Matcher::Full("moe:experts_touched_per_step".into()), &experts))
-            .and_then(|b| b.set_buckets_for_metric(Matcher::Full("moe:batch_size".into()), &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0]))
-            .and_then(|b| b.set_buckets_for_metric(Matcher::Full("moe:weight_bytes_read_per_step".into()), &[1e5, 1e6, 1e7, 1e8, 1e9, 1e10]))
+            .and_then(|b| {
+                b.set_buckets_for_metric(Matcher::Full("moe:batch_size".into()), &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0])
+            })
+            .and_then(|b| {
+                b.set_buckets_for_metric(Matcher::Full("moe:weight_bytes_read_per_step".into()), &[1e5, 1e6, 1e7, 1e8, 1e9, 1e10])
+            })
             .expect("non-empty bucket lists")
             .build_recorder();
         let m = EngineMetrics { rec: Arc::new(rec) };
         m.with(|| {
             metrics::describe_counter!("moe:expert_tokens_total", "tokens routed to each (MoE layer, expert)");
-            metrics::describe_counter!("moe:engine_tokens_total", "tokens through the engine's forward (prompt tokens and fed-back generated tokens)");
-            metrics::describe_histogram!("moe:experts_touched_per_step", "distinct experts touched by one step in one MoE layer, labelled by batch size bucket");
-            metrics::describe_gauge!("moe:memory_bandwidth_bytes_per_second", "weight bytes read per second of engine step time, last step");
+            metrics::describe_counter!(
+                "moe:engine_tokens_total",
+                "tokens through the engine's forward (prompt tokens and fed-back generated tokens)"
+            );
+            metrics::describe_histogram!(
+                "moe:experts_touched_per_step",
+                "distinct experts touched by one step in one MoE layer, labelled by batch size bucket"
+            );
+            metrics::describe_gauge!(
+                "moe:memory_bandwidth_bytes_per_second",
+                "weight bytes read per second of engine step time, last step"
+            );
             counter!("moe:prompt_tokens_total").absolute(0);
             counter!("moe:generation_tokens_total").absolute(0);
             counter!("moe:engine_tokens_total").absolute(0);
@@ -105,7 +118,8 @@ impl EngineMetrics {
                 for (e, &c) in counts.iter().enumerate() {
                     if c > 0 {
                         touched += 1;
-                        counter!("moe:expert_tokens_total", "moe_layer" => layer.to_string(), "expert" => e.to_string()).increment(c as u64);
+                        counter!("moe:expert_tokens_total", "moe_layer" => layer.to_string(), "expert" => e.to_string())
+                            .increment(c as u64);
                     }
                 }
                 histogram!("moe:experts_touched_per_step", "batch" => bucket.clone()).record(touched as f64);

@@ -103,7 +103,13 @@ pub fn kv_bytes_per_token(model: &Transformer<f32>) -> usize {
 }
 
 /// Run the engine loop until [`Msg::Shutdown`] or until every sender is gone.
-pub fn run(model: &mut Transformer<f32>, opts: &ServeOptions, rx: Receiver<Msg>, state: Arc<EngineState>, metrics: EngineMetrics) -> anyhow::Result<()> {
+pub fn run(
+    model: &mut Transformer<f32>,
+    opts: &ServeOptions,
+    rx: Receiver<Msg>,
+    state: Arc<EngineState>,
+    metrics: EngineMetrics,
+) -> anyhow::Result<()> {
     let w = EngineWeights::new_taking(model, opts.dtype);
     let model: &Transformer<f32> = model;
     let mut engine = Engine::with_weights(model, w, Kernel::Auto)?;

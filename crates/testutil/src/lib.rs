@@ -165,12 +165,24 @@ mod tests {
             for (a, b) in [(&out, &good), (&good, &out), (&all_bad, &good), (&all_bad, &all_bad)] {
                 let (a, b) = (*a, *b);
                 assert!(diff(&a, &b).is_err(), "diff accepted {a:?} vs {b:?}");
-                assert!(panics(move || { checked_diff("t", &a, &b); }), "checked_diff accepted {a:?} vs {b:?}");
+                assert!(
+                    panics(move || {
+                        checked_diff("t", &a, &b);
+                    }),
+                    "checked_diff accepted {a:?} vs {b:?}"
+                );
                 assert!(panics(move || assert_close_rel("t", &a, &b, 1e9)), "assert_close_rel accepted {a:?} vs {b:?}");
                 assert!(panics(move || assert_close_elem("t", &a, &b, 1e9, 1e9)), "assert_close_elem accepted {a:?} vs {b:?}");
-                assert!(panics(move || { max_abs_rel("t", &a, &b); }), "max_abs_rel accepted {a:?} vs {b:?}");
+                assert!(
+                    panics(move || {
+                        max_abs_rel("t", &a, &b);
+                    }),
+                    "max_abs_rel accepted {a:?} vs {b:?}"
+                );
             }
-            assert!(panics(move || { max_abs("t", &out); }));
+            assert!(panics(move || {
+                max_abs("t", &out);
+            }));
         }
     }
 
@@ -216,7 +228,26 @@ pub mod mutate {
         out
     }
 
-    const HUGE: &[&str] = &["18446744073709551616", "9223372036854775807", "4294967296", "-1", "1e308", "-0", "1e-320", "NaN", "inf", "0", "65536", "2147483648", "\"x\"", "true", "null", "[]", "{}", "[1,2]"];
+    const HUGE: &[&str] = &[
+        "18446744073709551616",
+        "9223372036854775807",
+        "4294967296",
+        "-1",
+        "1e308",
+        "-0",
+        "1e-320",
+        "NaN",
+        "inf",
+        "0",
+        "65536",
+        "2147483648",
+        "\"x\"",
+        "true",
+        "null",
+        "[]",
+        "{}",
+        "[1,2]",
+    ];
 
     /// One mutant of `base`; `hot` bytes at the start (a safetensors header, a whole text file)
     /// are where most edits land. 1–3 edits: bit flips, random bytes, truncation, a huge or
@@ -297,7 +328,8 @@ pub mod mutate {
                 Ok(Ok(())) => ok += 1,
                 Ok(Err(_)) => err += 1,
                 Err(p) => {
-                    let msg = p.downcast_ref::<String>().cloned().or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string())).unwrap_or_default();
+                    let msg =
+                        p.downcast_ref::<String>().cloned().or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string())).unwrap_or_default();
                     panics.push(format!("mutant {i}: {msg}"));
                 }
             }

@@ -152,12 +152,22 @@ impl ExperimentConfig {
             return Err(Error::ConfigParse { path: path.to_path_buf(), message: "the file is not a TOML table".into() });
         };
         if let Some(k) = t.keys().find(|k| !["model", "train", "data"].contains(&k.as_str())) {
-            return Err(Error::Config { path: path.to_path_buf(), field: k.clone(), reason: "unknown table (expected [model], [train] and [data])".into() });
+            return Err(Error::Config {
+                path: path.to_path_buf(),
+                field: k.clone(),
+                reason: "unknown table (expected [model], [train] and [data])".into(),
+            });
         }
-        let model_v = t.remove("model").ok_or_else(|| Error::Config { path: path.to_path_buf(), field: "model".into(), reason: "the [model] table is missing".into() })?;
+        let model_v = t.remove("model").ok_or_else(|| Error::Config {
+            path: path.to_path_buf(),
+            field: "model".into(),
+            reason: "the [model] table is missing".into(),
+        })?;
         let model = match &model_v {
             toml::Value::Table(tab) => {
-                let parse = |t: &toml::Table| toml::Value::Table(t.clone()).try_into::<ModelConfig>().map(|_| ()).map_err(|e| e.message().to_string());
+                let parse = |t: &toml::Table| {
+                    toml::Value::Table(t.clone()).try_into::<ModelConfig>().map(|_| ()).map_err(|e| e.message().to_string())
+                };
                 if let Err(msg) = parse(tab) {
                     let field = error_field(tab, &parse, &msg, "model");
                     return Err(Error::Config { path: path.to_path_buf(), field, reason: msg });
@@ -178,7 +188,14 @@ impl ExperimentConfig {
         let bad = |field: &str, reason: String| Err(Error::Config { path: path.to_path_buf(), field: field.into(), reason });
         self.model.validate().map_err(|e| model_err(e, path))?;
         let t = &self.train;
-        for (f, v) in [("train.steps", t.steps), ("train.batch_size", t.batch_size), ("train.seq_len", t.seq_len), ("train.grad_accum", t.grad_accum), ("train.eval_batches", t.eval_batches), ("train.log_every", t.log_every)] {
+        for (f, v) in [
+            ("train.steps", t.steps),
+            ("train.batch_size", t.batch_size),
+            ("train.seq_len", t.seq_len),
+            ("train.grad_accum", t.grad_accum),
+            ("train.eval_batches", t.eval_batches),
+            ("train.log_every", t.log_every),
+        ] {
             if v == 0 {
                 return bad(f, "must be > 0".into());
             }
@@ -270,7 +287,13 @@ fn sub_table<'a>(mut t: &'a toml::Table, prefix: &[String]) -> Option<&'a toml::
 
 /// Find the key path under `prefix` whose removal changes the error `orig` of `parse` (only
 /// through nested tables when `tables_only`).
-fn locate(root: &toml::Table, parse: &dyn Fn(&toml::Table) -> std::result::Result<(), String>, orig: &str, prefix: &[String], tables_only: bool) -> Vec<String> {
+fn locate(
+    root: &toml::Table,
+    parse: &dyn Fn(&toml::Table) -> std::result::Result<(), String>,
+    orig: &str,
+    prefix: &[String],
+    tables_only: bool,
+) -> Vec<String> {
     let Some(sub) = sub_table(root, prefix) else { return prefix.to_vec() };
     for (k, v) in sub {
         if tables_only && !v.is_table() {
@@ -355,7 +378,8 @@ pub fn load_experiment(path: &Path, overrides: &[String]) -> Result<(ExperimentC
 
 /// Like [`load_experiment`] from text; `path` only names the source in errors.
 pub fn parse_experiment(text: &str, path: &Path, overrides: &[String]) -> Result<(ExperimentConfig, toml::Value)> {
-    let mut v: toml::Value = toml::from_str(text).map_err(|e: toml::de::Error| Error::ConfigParse { path: path.to_path_buf(), message: e.to_string().trim_end().to_string() })?;
+    let mut v: toml::Value = toml::from_str(text)
+        .map_err(|e: toml::de::Error| Error::ConfigParse { path: path.to_path_buf(), message: e.to_string().trim_end().to_string() })?;
     for o in overrides {
         apply_override(&mut v, o)?;
     }
@@ -386,7 +410,19 @@ mod tests {
 
     #[test]
     fn config_overrides_set_values_and_create_tables() {
-        let c = parse(BASE, &["train.lr=1e-3", "train.batch_size = 4", "data.source=some/dir", "model.moe.n_expert=4", "model.moe.n_expert_active=2", "model.moe.d_expert=16", "train.decay_embeddings=true"]).unwrap();
+        let c = parse(
+            BASE,
+            &[
+                "train.lr=1e-3",
+                "train.batch_size = 4",
+                "data.source=some/dir",
+                "model.moe.n_expert=4",
+                "model.moe.n_expert_active=2",
+                "model.moe.d_expert=16",
+                "train.decay_embeddings=true",
+            ],
+        )
+        .unwrap();
         assert_eq!(c.train.lr, 1e-3);
         assert_eq!(c.train.batch_size, 4);
         assert_eq!(c.data.source, "some/dir");
@@ -441,13 +477,17 @@ mod tests {
         assert!(e.starts_with("configs/x.toml: data.val_fraction: invalid type"), "{e}");
         let e = parse(BASE, &["model.d_model=\"big\""]).unwrap_err().to_string();
         assert!(e.starts_with("configs/x.toml: model.d_model: invalid type"), "{e}");
-        let e = parse(BASE, &["model.moe.n_expert=4", "model.moe.n_expert_active=2", "model.moe.d_expert=16", "model.moe.gating=\"max\""]).unwrap_err().to_string();
+        let e = parse(BASE, &["model.moe.n_expert=4", "model.moe.n_expert_active=2", "model.moe.d_expert=16", "model.moe.gating=\"max\""])
+            .unwrap_err()
+            .to_string();
         assert!(e.starts_with("configs/x.toml: model.moe.gating: unknown variant"), "{e}");
         let e = parse(BASE, &["model.moe.n_expert=4", "model.moe.n_expert_active=2"]).unwrap_err().to_string();
         assert!(e.starts_with("configs/x.toml: model.moe.d_expert: missing field"), "{e}");
         let e = parse(&BASE.replace("d_ff = 64\n", ""), &[]).unwrap_err().to_string();
         assert!(e.starts_with("configs/x.toml: model.d_ff: missing field"), "{e}");
-        let e = parse(BASE, &["model.moe.n_expert=4", "model.moe.n_expert_active=2", "model.moe.d_expert=16", "model.moe.n_exprt=2"]).unwrap_err().to_string();
+        let e = parse(BASE, &["model.moe.n_expert=4", "model.moe.n_expert_active=2", "model.moe.d_expert=16", "model.moe.n_exprt=2"])
+            .unwrap_err()
+            .to_string();
         assert!(e.starts_with("configs/x.toml: model.moe.n_exprt: unknown field"), "{e}");
         let e = parse("[model\n", &[]).unwrap_err().to_string();
         assert!(e.starts_with("configs/x.toml: "), "{e}");

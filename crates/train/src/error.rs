@@ -114,7 +114,8 @@ mod tests {
 
     #[test]
     fn error_config_names_file_and_field() {
-        let e = Error::Config { path: "configs/x.toml".into(), field: "train.seq_len".into(), reason: "512 exceeds model.n_ctx 256".into() };
+        let e =
+            Error::Config { path: "configs/x.toml".into(), field: "train.seq_len".into(), reason: "512 exceeds model.n_ctx 256".into() };
         assert_eq!(e.to_string(), "configs/x.toml: train.seq_len: 512 exceeds model.n_ctx 256");
     }
 }

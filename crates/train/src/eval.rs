@@ -30,7 +30,13 @@ impl EvalStats {
 /// Evaluate `model` on sequential, non-overlapping windows of `seq_len` tokens of `tokens`,
 /// `batch_size` windows at a time, at most `max_batches` batches. Errors when `tokens` cannot
 /// fill one window.
-pub fn evaluate(model: &Transformer<f32>, tokens: &[u32], batch_size: usize, seq_len: usize, max_batches: Option<usize>) -> Result<EvalStats> {
+pub fn evaluate(
+    model: &Transformer<f32>,
+    tokens: &[u32],
+    batch_size: usize,
+    seq_len: usize,
+    max_batches: Option<usize>,
+) -> Result<EvalStats> {
     let batches = eval_batches(tokens, batch_size, seq_len, max_batches);
     if batches.is_empty() {
         return Err(Error::Model(moe_model::Error::BadInput(format!(
@@ -74,7 +80,10 @@ pub fn evaluate_run(run: &Path, data: Option<&Path>, max_batches: Option<usize>)
     let (bs, sl) = (r.cfg.train.batch_size, r.cfg.train.seq_len);
     if tokens.len() < sl + 1 {
         let what = data.map_or_else(|| "the run's validation split".to_string(), |p| p.display().to_string());
-        return Err(Error::RunDir { path: run.to_path_buf(), message: format!("{what} has {} tokens, fewer than one window of seq_len {sl} + 1", tokens.len()) });
+        return Err(Error::RunDir {
+            path: run.to_path_buf(),
+            message: format!("{what} has {} tokens, fewer than one window of seq_len {sl} + 1", tokens.len()),
+        });
     }
     let s = evaluate(&r.model, &tokens, bs, sl, max_batches)?;
     Ok(EvalReport { val_loss: s.ce, val_ppl: s.ppl(), n_tokens: s.n_tokens, step: r.step })
@@ -87,7 +96,8 @@ mod tests {
 
     #[test]
     fn eval_weights_batches_by_tokens_and_errors_on_short_input() {
-        let cfg: ModelConfig = toml::from_str("n_vocab = 16\nn_ctx = 8\nn_layer = 1\nd_model = 8\nn_head = 2\nn_head_kv = 1\nd_ff = 8\n").unwrap();
+        let cfg: ModelConfig =
+            toml::from_str("n_vocab = 16\nn_ctx = 8\nn_layer = 1\nd_model = 8\nn_head = 2\nn_head_kv = 1\nd_ff = 8\n").unwrap();
         let m = Transformer::new(cfg, 1).unwrap();
         let tokens: Vec<u32> = (0..41).map(|i| (i * 7 % 16) as u32).collect();
         // 5 windows of 8 tokens: batches of 2, 2, 1

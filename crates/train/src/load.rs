@@ -27,12 +27,18 @@ pub struct LoadedRun {
 /// `run`. Errors name the missing or corrupt file, or the tokenizer that does not fit the model.
 pub fn load_run(run: &Path) -> Result<LoadedRun> {
     if !run.is_dir() {
-        return Err(Error::RunDir { path: run.to_path_buf(), message: "does not exist or is not a directory (expected the --out directory of `moe train`)".into() });
+        return Err(Error::RunDir {
+            path: run.to_path_buf(),
+            message: "does not exist or is not a directory (expected the --out directory of `moe train`)".into(),
+        });
     }
     let rd = RunDir::new(run);
     let cfg_path = rd.config_path();
     if !cfg_path.is_file() {
-        return Err(Error::RunDir { path: cfg_path, message: "is missing; this does not look like a run directory written by `moe train`".into() });
+        return Err(Error::RunDir {
+            path: cfg_path,
+            message: "is missing; this does not look like a run directory written by `moe train`".into(),
+        });
     }
     let (cfg, _) = load_experiment(&cfg_path, &[])?;
     let Some(checkpoint) = rd.latest()? else {
@@ -64,7 +70,8 @@ mod tests {
         assert!(e.contains("nope") && e.contains("does not exist"), "{e}");
         let e = load_run(tmp.path()).unwrap_err().to_string();
         assert!(e.contains("config.resolved.toml"), "{e}");
-        let cfg = "[model]\nn_vocab = 256\nn_ctx = 8\nn_layer = 1\nd_model = 8\nn_head = 2\nn_head_kv = 1\nd_ff = 8\n[train]\nseq_len = 8\n";
+        let cfg =
+            "[model]\nn_vocab = 256\nn_ctx = 8\nn_layer = 1\nd_model = 8\nn_head = 2\nn_head_kv = 1\nd_ff = 8\n[train]\nseq_len = 8\n";
         std::fs::write(tmp.path().join("config.resolved.toml"), cfg).unwrap();
         let e = load_run(tmp.path()).unwrap_err().to_string();
         assert!(e.contains("latest") && e.contains("no checkpoint"), "{e}");

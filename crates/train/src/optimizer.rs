@@ -36,7 +36,14 @@ pub struct AdamWConfig {
 impl AdamWConfig {
     /// The optimizer settings of a `[train]` table.
     pub fn from_train(t: &TrainConfig) -> Self {
-        AdamWConfig { beta1: t.beta1, beta2: t.beta2, eps: t.eps, weight_decay: t.weight_decay, grad_clip: t.grad_clip, decay_embeddings: t.decay_embeddings }
+        AdamWConfig {
+            beta1: t.beta1,
+            beta2: t.beta2,
+            eps: t.eps,
+            weight_decay: t.weight_decay,
+            grad_clip: t.grad_clip,
+            decay_embeddings: t.decay_embeddings,
+        }
     }
 }
 
@@ -104,7 +111,14 @@ impl AdamW {
         self.t += 1;
         for e in &self.table.entries {
             let wd = if self.decays(e) { self.cfg.weight_decay } else { 0.0 };
-            let s = AdamWStep { lr: lr as f32, beta1: self.cfg.beta1 as f32, beta2: self.cfg.beta2 as f32, eps: self.cfg.eps as f32, weight_decay: wd as f32, t: self.t };
+            let s = AdamWStep {
+                lr: lr as f32,
+                beta1: self.cfg.beta1 as f32,
+                beta2: self.cfg.beta2 as f32,
+                eps: self.cfg.eps as f32,
+                weight_decay: wd as f32,
+                t: self.t,
+            };
             let r = e.range();
             adamw_update(&mut params[r.clone()], &grads[r.clone()], &mut self.m[r.clone()], &mut self.v[r], s);
         }

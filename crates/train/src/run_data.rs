@@ -23,7 +23,12 @@ pub fn load_tokenizer(cfg: &ExperimentConfig) -> Result<Tokenizer> {
 /// tokenizer (its file, or "byte") and `model_source` the config or checkpoint naming the model.
 pub fn check_tokenizer_fits(tok: &Tokenizer, tok_name: &str, n_vocab: usize, model_source: &Path) -> Result<()> {
     if tok.n_vocab() > n_vocab {
-        return Err(Error::TokenizerMismatch { tokenizer: tok_name.to_string(), n_tokenizer: tok.n_vocab(), config: model_source.display().to_string(), n_vocab });
+        return Err(Error::TokenizerMismatch {
+            tokenizer: tok_name.to_string(),
+            n_tokenizer: tok.n_vocab(),
+            config: model_source.display().to_string(),
+            n_vocab,
+        });
     }
     Ok(())
 }

@@ -220,7 +220,16 @@ mod tests {
     use serde_json::json;
 
     fn state(step: usize) -> TrainState {
-        TrainState { step, batcher: BatcherState { rng: [1, 2, 3, u64::MAX], n_batches: 7 }, tokens: 64, flops: 1.5e9, elapsed_s: 0.25, pending_counts: vec![(1, vec![3, 4])], last_train_loss: Some(2.5), last_val_loss: None }
+        TrainState {
+            step,
+            batcher: BatcherState { rng: [1, 2, 3, u64::MAX], n_batches: 7 },
+            tokens: 64,
+            flops: 1.5e9,
+            elapsed_s: 0.25,
+            pending_counts: vec![(1, vec![3, 4])],
+            last_train_loss: Some(2.5),
+            last_val_loss: None,
+        }
     }
 
     #[test]
@@ -229,9 +238,13 @@ mod tests {
         let rd = RunDir::new(tmp.path().join("run"));
         assert!(!rd.has_run());
         assert_eq!(rd.latest().unwrap(), None);
-        let cfg: ModelConfig = toml::from_str("n_vocab = 16\nn_ctx = 4\nn_layer = 1\nd_model = 8\nn_head = 2\nn_head_kv = 1\nd_ff = 8\n").unwrap();
+        let cfg: ModelConfig =
+            toml::from_str("n_vocab = 16\nn_ctx = 4\nn_layer = 1\nd_model = 8\nn_head = 2\nn_head_kv = 1\nd_ff = 8\n").unwrap();
         let model = Transformer::new(cfg.clone(), 1).unwrap();
-        let opt = AdamW::new(&model.table, AdamWConfig { beta1: 0.9, beta2: 0.95, eps: 1e-8, weight_decay: 0.0, grad_clip: 0.0, decay_embeddings: false });
+        let opt = AdamW::new(
+            &model.table,
+            AdamWConfig { beta1: 0.9, beta2: 0.95, eps: 1e-8, weight_decay: 0.0, grad_clip: 0.0, decay_embeddings: false },
+        );
         let d = rd.save_checkpoint(&model, &opt, &state(3)).unwrap();
         assert_eq!(d, rd.checkpoint_dir(3));
         assert!(d.ends_with("checkpoints/step_000003"));

@@ -149,7 +149,10 @@ pub fn train_until(cfg: &ExperimentConfig, out: &Path, opts: &TrainOptions, stop
     let resume_from = if opts.resume {
         rd.latest()?
     } else if rd.has_run() {
-        return Err(Error::RunDir { path: out.to_path_buf(), message: "already holds a run; use --resume to continue it or another --out".into() });
+        return Err(Error::RunDir {
+            path: out.to_path_buf(),
+            message: "already holds a run; use --resume to continue it or another --out".into(),
+        });
     } else {
         None
     };
@@ -167,9 +170,21 @@ pub fn train_until(cfg: &ExperimentConfig, out: &Path, opts: &TrainOptions, stop
     check_tokenizer_fits(&tok, &cfg.data.tokenizer, cfg.model.n_vocab, &cfg_file)?;
     let ds = build_dataset(cfg, &tok)?;
     if ds.val.len() < t.seq_len + 1 {
-        return Err(Error::Config { path: cfg_file, field: "data.val_fraction".into(), reason: format!("the validation split has {} tokens, fewer than train.seq_len {} + 1; use more data or a larger fraction", ds.val.len(), t.seq_len) });
+        return Err(Error::Config {
+            path: cfg_file,
+            field: "data.val_fraction".into(),
+            reason: format!(
+                "the validation split has {} tokens, fewer than train.seq_len {} + 1; use more data or a larger fraction",
+                ds.val.len(),
+                t.seq_len
+            ),
+        });
     }
-    let mut batcher = Batcher::new(ds.train.len(), t.batch_size, t.seq_len, t.seed).map_err(|e| Error::Config { path: cfg_file.clone(), field: "train.seq_len".into(), reason: format!("the training split is too small: {e}") })?;
+    let mut batcher = Batcher::new(ds.train.len(), t.batch_size, t.seq_len, t.seed).map_err(|e| Error::Config {
+        path: cfg_file.clone(),
+        field: "train.seq_len".into(),
+        reason: format!("the training split is too small: {e}"),
+    })?;
 
     // model, optimizer, state
     let opt_cfg = AdamWConfig::from_train(t);
@@ -187,7 +202,16 @@ pub fn train_until(cfg: &ExperimentConfig, out: &Path, opts: &TrainOptions, stop
             let model = Transformer::new(cfg.model.clone(), t.seed)?;
             let opt = AdamW::new(&model.table, opt_cfg);
             rd.truncate_metrics(0)?;
-            let state = TrainState { step: 0, batcher: batcher.state(), tokens: 0, flops: 0.0, elapsed_s: 0.0, pending_counts: Vec::new(), last_train_loss: None, last_val_loss: None };
+            let state = TrainState {
+                step: 0,
+                batcher: batcher.state(),
+                tokens: 0,
+                flops: 0.0,
+                elapsed_s: 0.0,
+                pending_counts: Vec::new(),
+                last_train_loss: None,
+                last_val_loss: None,
+            };
             (model, opt, state)
         }
     };
@@ -250,7 +274,9 @@ pub fn train_until(cfg: &ExperimentConfig, out: &Path, opts: &TrainOptions, stop
                 state.last_val_loss = Some(f.ce);
             }
             metrics.write(&rec)?;
-            pb.suspend(|| tracing::info!(step = state.step, val_loss = state.last_val_loss, val_ppl = state.last_val_loss.map(f64::exp), "eval"));
+            pb.suspend(|| {
+                tracing::info!(step = state.step, val_loss = state.last_val_loss, val_ppl = state.last_val_loss.map(f64::exp), "eval")
+            });
         }
         if (t.checkpoint_every > 0 && state.step % t.checkpoint_every == 0) || state.step == end {
             state.elapsed_s = elapsed0 + session.elapsed().as_secs_f64();

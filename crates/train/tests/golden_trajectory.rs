@@ -39,7 +39,14 @@ fn golden_trajectory_matches_pytorch_adamw() {
         let (batch, seq) = (num(&v, "batch_size") as usize, num(&v, "seq_len") as usize);
         let steps = num(&v, "steps") as usize;
         let lr = num(&v, "lr");
-        let opt_cfg = AdamWConfig { beta1: num(&v, "beta1"), beta2: num(&v, "beta2"), eps: num(&v, "eps"), weight_decay: num(&v, "weight_decay"), grad_clip: num(&v, "grad_clip"), decay_embeddings: false };
+        let opt_cfg = AdamWConfig {
+            beta1: num(&v, "beta1"),
+            beta2: num(&v, "beta2"),
+            eps: num(&v, "eps"),
+            weight_decay: num(&v, "weight_decay"),
+            grad_clip: num(&v, "grad_clip"),
+            decay_embeddings: false,
+        };
 
         let mut model: Transformer<f32> = Transformer::load(cfg, &dir.join("weights.safetensors")).unwrap();
         let ibytes = std::fs::read(dir.join("inputs.safetensors")).unwrap();
@@ -79,7 +86,12 @@ fn golden_trajectory_matches_pytorch_adamw() {
                 assert!((g - w).abs() as f64 <= batol, "{name}: {key}[{e}]: {g} vs {w}");
             }
             // the bias really moved (γ · ±1 per step)
-            let (_, before) = tensor_f32(&SafeTensors::deserialize(&std::fs::read(dir.join("weights.safetensors")).unwrap()).unwrap(), &selection_bias_name(i), &dir).unwrap();
+            let (_, before) = tensor_f32(
+                &SafeTensors::deserialize(&std::fs::read(dir.join("weights.safetensors")).unwrap()).unwrap(),
+                &selection_bias_name(i),
+                &dir,
+            )
+            .unwrap();
             assert_ne!(before, *b, "{name}: {key} did not change");
             checked_bias += 1;
         }

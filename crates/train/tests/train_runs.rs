@@ -4,7 +4,10 @@
 use moe_data::{synthetic, Batch, Tokenizer};
 use moe_model::Transformer;
 use moe_train::run_dir::MODEL_FILE;
-use moe_train::{evaluate_run, load_experiment, parse_experiment, read_metrics, train, train_step, train_until, AdamW, AdamWConfig, ExperimentConfig, RunDir, TrainOptions};
+use moe_train::{
+    evaluate_run, load_experiment, parse_experiment, read_metrics, train, train_step, train_until, AdamW, AdamWConfig, ExperimentConfig,
+    RunDir, TrainOptions,
+};
 use serde_json::Value;
 use std::path::Path;
 
@@ -128,7 +131,10 @@ fn train_tiny_model_overfits_one_batch() {
     let offsets: Vec<usize> = (0..4).map(|i| i * 17).collect();
     let batch = Batch::from_offsets(&toks, &offsets, 16);
     let mut model: Transformer<f32> = Transformer::new(c.model.clone(), 5).unwrap();
-    let mut opt = AdamW::new(&model.table, AdamWConfig { beta1: 0.9, beta2: 0.95, eps: 1e-8, weight_decay: 0.0, grad_clip: 1.0, decay_embeddings: false });
+    let mut opt = AdamW::new(
+        &model.table,
+        AdamWConfig { beta1: 0.9, beta2: 0.95, eps: 1e-8, weight_decay: 0.0, grad_clip: 1.0, decay_embeddings: false },
+    );
     let mut grads = vec![0.0f32; model.params.len()];
     let mut l = Vec::new();
     for _ in 0..100 {
@@ -142,7 +148,14 @@ fn train_tiny_model_overfits_one_batch() {
 fn train_resume_is_bit_exact_and_runs_are_deterministic() {
     let tmp = tempfile::tempdir().unwrap();
     // MoE with aux-loss-free bias, gradient accumulation, a warmup+cosine schedule
-    let c = moe(&["train.steps=6", "train.grad_accum=2", "train.warmup_steps=2", "train.eval_every=2", "train.eval_batches=2", "train.checkpoint_every=0"]);
+    let c = moe(&[
+        "train.steps=6",
+        "train.grad_accum=2",
+        "train.warmup_steps=2",
+        "train.eval_every=2",
+        "train.eval_batches=2",
+        "train.checkpoint_every=0",
+    ]);
     let a = tmp.path().join("a");
     let b = tmp.path().join("b");
     let d = tmp.path().join("d");
@@ -243,7 +256,12 @@ fn train_with_bpe_tokenizer_copies_it_and_checks_the_vocabulary() {
     let tok_path = tmp.path().join("tokenizer.json");
     let tok = moe_data::train_bpe(std::slice::from_ref(&corpus), 300, &tok_path).unwrap();
     let n = tok.n_vocab();
-    let ov = [format!("data.source={}", corpus.display()), format!("data.tokenizer={}", tok_path.display()), "train.steps=2".into(), "train.eval_batches=1".into()];
+    let ov = [
+        format!("data.source={}", corpus.display()),
+        format!("data.tokenizer={}", tok_path.display()),
+        "train.steps=2".into(),
+        "train.eval_batches=1".into(),
+    ];
     let ov: Vec<&str> = ov.iter().map(String::as_str).collect();
     // too small an embedding for the tokenizer
     let out = tmp.path().join("small_vocab");

@@ -35,10 +35,23 @@ pub fn run(c: BenchCommand) -> anyhow::Result<()> {
             let val = build_dataset(&r.cfg, &r.tokenizer)?.val;
             let sl = seq_len.unwrap_or(r.cfg.train.seq_len).min(r.model.cfg.n_ctx);
             println!("run      {} (step {}), {} validation tokens, windows of {sl}", run.display(), r.step, val.len());
-            println!("{:>6} {:>14} {:>8} {:>10} {:>10} {:>12} {:>10} {:>10}", "dtype", "kernel", "tokens", "ppl f32", "ppl", "KL mean", "KL max", "top-1 =");
+            println!(
+                "{:>6} {:>14} {:>8} {:>10} {:>10} {:>12} {:>10} {:>10}",
+                "dtype", "kernel", "tokens", "ppl f32", "ppl", "KL mean", "KL max", "top-1 ="
+            );
             for d in dtype {
                 let q = weight_format_quality(&r.model, &val, dtype_of(d), kernel_of(fast_dot, dtype_of(d)), sl, windows)?;
-                println!("{:>6} {:>14} {:>8} {:>10.4} {:>10.4} {:>12.3e} {:>10.3e} {:>9.2}%", q.dtype, q.kernel, q.n_tok, q.ppl_f32, q.ppl, q.kl_mean, q.kl_max, 100.0 * q.top1_agree);
+                println!(
+                    "{:>6} {:>14} {:>8} {:>10.4} {:>10.4} {:>12.3e} {:>10.3e} {:>9.2}%",
+                    q.dtype,
+                    q.kernel,
+                    q.n_tok,
+                    q.ppl_f32,
+                    q.ppl,
+                    q.kl_mean,
+                    q.kl_max,
+                    100.0 * q.top1_agree
+                );
             }
             Ok(())
         }
@@ -96,9 +109,20 @@ fn infer(a: BenchInferArgs) -> anyhow::Result<()> {
     let acc = moe_model::accounting::account(&model.cfg, a.prompt_len + a.n_decode);
     let machine = Machine::measure();
     println!("model    {desc}");
-    println!("params   {:.2}M total, {:.2}M active; threads {}", acc.params_total as f64 / 1e6, acc.params_active as f64 / 1e6, machine.threads);
-    println!("machine  read bandwidth {:.1} GB/s (1.25 GiB, {} threads); f32 GEMM peak {:.1} GFLOP/s (1024³)", machine.bandwidth_gbs, machine.threads, machine.peak_gflops);
-    println!("prompt   {} random tokens per sequence, then {} greedy KV-cached decode steps (best of {})", a.prompt_len, a.n_decode, a.reps);
+    println!(
+        "params   {:.2}M total, {:.2}M active; threads {}",
+        acc.params_total as f64 / 1e6,
+        acc.params_active as f64 / 1e6,
+        machine.threads
+    );
+    println!(
+        "machine  read bandwidth {:.1} GB/s (1.25 GiB, {} threads); f32 GEMM peak {:.1} GFLOP/s (1024³)",
+        machine.bandwidth_gbs, machine.threads, machine.peak_gflops
+    );
+    println!(
+        "prompt   {} random tokens per sequence, then {} greedy KV-cached decode steps (best of {})",
+        a.prompt_len, a.n_decode, a.reps
+    );
     let dtypes: Vec<DtypeArg> = if a.engine == EngineArg::Reference { vec![DtypeArg::F32] } else { a.dtype.clone() };
     let mut csv = String::from("engine,dtype,batch,prompt_len,n_decode,prefill_tok_s,decode_tok_s,latency_ms,weight_bytes_per_step,gflop_per_step,achieved_gbs,achieved_gflops,roofline_fraction,distinct_experts,expected_distinct\n");
     let mut series = Vec::new();

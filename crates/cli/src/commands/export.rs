@@ -22,7 +22,14 @@ pub fn run(a: ExportArgs) -> anyhow::Result<()> {
             "a tokenizer.json equivalent to the byte tokenizer (id = byte value)"
         }
     };
-    println!("exported step {} of {} as {} to {} ({} tensors; {tok_note})", run.step, a.run.display(), r.architecture, a.out.display(), r.n_tensors);
+    println!(
+        "exported step {} of {} as {} to {} ({} tensors; {tok_note})",
+        run.step,
+        a.run.display(),
+        r.architecture,
+        a.out.display(),
+        r.n_tensors
+    );
     Ok(())
 }
 
@@ -46,7 +53,8 @@ fn bytes_to_unicode() -> Vec<char> {
 /// ByteLevel pre-tokenizer (no regex split, no prefix space) and decoder around a BPE model whose
 /// vocabulary is the 256 byte symbols at their byte values, with no merges.
 pub fn byte_tokenizer_json() -> String {
-    let vocab: serde_json::Map<String, serde_json::Value> = bytes_to_unicode().into_iter().enumerate().map(|(i, c)| (c.to_string(), serde_json::json!(i))).collect();
+    let vocab: serde_json::Map<String, serde_json::Value> =
+        bytes_to_unicode().into_iter().enumerate().map(|(i, c)| (c.to_string(), serde_json::json!(i))).collect();
     let t = serde_json::json!({
         "version": "1.0",
         "truncation": null,

@@ -1,8 +1,8 @@
 //! `moe generate`: from a run directory or a Hugging Face checkpoint.
 
+use crate::args::EngineArg;
 use crate::args::GenerateArgs;
 use anyhow::Context;
-use crate::args::EngineArg;
 use moe_data::{ChatMessage, ChatTemplate, Detokenizer, Tokenizer};
 use moe_infer::{generate_until, generate_with_engine, Engine, EngineWeights, SamplerConfig};
 use moe_kernels::gemv::Kernel;
@@ -32,8 +32,12 @@ pub fn run(a: GenerateArgs) -> anyhow::Result<()> {
             // with --chat the model sees the rendered conversation (special tokens as text, which
             // the tokenizer recognises); the template adds bos itself when it wants one
             let text = if a.chat {
-                let t = ChatTemplate::from_dir(dir)?
-                    .with_context(|| format!("--chat: {} has no chat template (chat_template.jinja or `chat_template` in tokenizer_config.json)", dir.display()))?;
+                let t = ChatTemplate::from_dir(dir)?.with_context(|| {
+                    format!(
+                        "--chat: {} has no chat template (chat_template.jinja or `chat_template` in tokenizer_config.json)",
+                        dir.display()
+                    )
+                })?;
                 let mut msgs: Vec<ChatMessage> = a.system.iter().map(|s| ChatMessage::new("system", s)).collect();
                 msgs.push(ChatMessage::new("user", &a.prompt));
                 t.render(&msgs, true)?
@@ -42,7 +46,8 @@ pub fn run(a: GenerateArgs) -> anyhow::Result<()> {
             };
             // the fast engine converts the matrices itself: a bf16/f16 checkpoint's stay 2-byte until then
             let keep_dtype = a.engine == EngineArg::Fast;
-            let mut m = load_hf_dir_with(dir, &HfOptions { keep_dtype, ..Default::default() }).with_context(|| format!("loading {}", dir.display()))?;
+            let mut m = load_hf_dir_with(dir, &HfOptions { keep_dtype, ..Default::default() })
+                .with_context(|| format!("loading {}", dir.display()))?;
             if Engine::unsupported(&m.model.cfg).is_some() {
                 m.model.materialize(); // generated on the reference path below
             }

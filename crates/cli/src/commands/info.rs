@@ -78,13 +78,26 @@ fn print_table(m: &ModelConfig, acc: &ModelAccount) -> anyhow::Result<()> {
             if moe.capacity_factor > 0.0 { format!("{}", moe.capacity_factor) } else { "dropless".into() }
         );
     }
-    println!("parameters        {} total, {} active per token ({} in embeddings/head)", human(acc.params_total as f64), human(acc.params_active as f64), human(acc.params_embedding as f64));
+    println!(
+        "parameters        {} total, {} active per token ({} in embeddings/head)",
+        human(acc.params_total as f64),
+        human(acc.params_active as f64),
+        human(acc.params_embedding as f64)
+    );
     println!("sparsity          {:.2} (n_expert / n_expert_active)", acc.sparsity);
     println!("FLOPs per token   {} forward, {} training (3×), at seq_len {}", human(acc.flops_fwd), human(acc.flops_train), acc.seq_len);
     println!();
     println!("{:>5}  {:<6} {:>8} {:>12} {:>12} {:>12}", "layer", "ffn", "n_expert", "params", "active", "fwd FLOPs");
     for l in &acc.layers {
-        println!("{:>5}  {:<6} {:>8} {:>12} {:>12} {:>12}", l.layer, l.kind, l.n_expert, human(l.params_total as f64), human(l.params_active as f64), human(l.flops_fwd));
+        println!(
+            "{:>5}  {:<6} {:>8} {:>12} {:>12} {:>12}",
+            l.layer,
+            l.kind,
+            l.n_expert,
+            human(l.params_total as f64),
+            human(l.params_active as f64),
+            human(l.flops_fwd)
+        );
     }
     Ok(())
 }
@@ -94,8 +107,12 @@ fn options(m: &ModelConfig) -> Vec<String> {
     let mut out = Vec::new();
     match &m.rope_scaling {
         Some(RopeScaling::Linear { factor }) => out.push(format!("RoPE linear ×{factor}")),
-        Some(RopeScaling::Llama3 { factor, original_max_position_embeddings, .. }) => out.push(format!("RoPE llama3 ×{factor} from {original_max_position_embeddings}")),
-        Some(RopeScaling::Yarn { factor, original_max_position_embeddings, .. }) => out.push(format!("RoPE yarn ×{factor} from {original_max_position_embeddings}")),
+        Some(RopeScaling::Llama3 { factor, original_max_position_embeddings, .. }) => {
+            out.push(format!("RoPE llama3 ×{factor} from {original_max_position_embeddings}"))
+        }
+        Some(RopeScaling::Yarn { factor, original_max_position_embeddings, .. }) => {
+            out.push(format!("RoPE yarn ×{factor} from {original_max_position_embeddings}"))
+        }
         None => {}
     }
     let count = |v: &[bool]| v.iter().filter(|&&x| x).count();
@@ -130,7 +147,12 @@ fn options(m: &ModelConfig) -> Vec<String> {
         if x.n_group > 1 {
             out.push(format!("top-{} of {} expert groups", x.topk_group, x.n_group));
         }
-        for (on, what) in [(x.selection_bias, "fixed selection bias"), (x.router_bias, "router bias"), (x.expert_bias, "expert biases"), (x.scale_input, "weights scale the expert input")] {
+        for (on, what) in [
+            (x.selection_bias, "fixed selection bias"),
+            (x.router_bias, "router bias"),
+            (x.expert_bias, "expert biases"),
+            (x.scale_input, "weights scale the expert input"),
+        ] {
             if on {
                 out.push(what.into());
             }

@@ -28,6 +28,11 @@ pub fn run(a: LogitsArgs) -> anyhow::Result<()> {
     write_atomic(&a.out, &st)?;
     let last = &out.logits[(n - 1) * v..];
     let top = moe_infer::argmax(last);
-    println!("wrote {} (logits [{n}, {v}] f32, {}); next token after the last: {top} (logit {:.4})", a.out.display(), m.arch, last[top as usize]);
+    println!(
+        "wrote {} (logits [{n}, {v}] f32, {}); next token after the last: {top} (logit {:.4})",
+        a.out.display(),
+        m.arch,
+        last[top as usize]
+    );
     Ok(())
 }

@@ -50,7 +50,10 @@ fn rows(cfg: &ModelConfig, hw: &Hardware, a: &PlanArgs) -> anyhow::Result<Vec<Pr
 fn print(name: &str, cfg: &ModelConfig, p: &[Prediction]) {
     let acc = moe_model::accounting::account(cfg, 1);
     println!("{name}: {:.3}B parameters, {:.3}B active", acc.params_total as f64 / 1e9, acc.params_active as f64 / 1e9);
-    println!("{:>6} {:>11} {:>12} {:>14} {:>11} {:>5} {:>8} {:>10}", "batch", "latency ms", "tokens/s", "node·s/Mtok", "GB/node", "fits", "bound", "experts/L");
+    println!(
+        "{:>6} {:>11} {:>12} {:>14} {:>11} {:>5} {:>8} {:>10}",
+        "batch", "latency ms", "tokens/s", "node·s/Mtok", "GB/node", "fits", "bound", "experts/L"
+    );
     for r in p {
         println!(
             "{:>6} {:>11.3} {:>12.1} {:>14.2} {:>11.2} {:>5} {:>8} {:>10}",
@@ -94,7 +97,17 @@ pub fn run(a: PlanArgs) -> anyhow::Result<()> {
     } else {
         load_model(path)?
     };
-    println!("hardware: {} ({}), {:.1} GB/s, {:.0} GFLOP/s ({}), {:.0} GB per node; {} node(s), context {}", hw.name, hw.source, hw.bandwidth_gbs, hw.peak_gflops(dtype_of(a.dtype)), dtype_of(a.dtype).name(), hw.memory_gb, a.nodes, a.context);
+    println!(
+        "hardware: {} ({}), {:.1} GB/s, {:.0} GFLOP/s ({}), {:.0} GB per node; {} node(s), context {}",
+        hw.name,
+        hw.source,
+        hw.bandwidth_gbs,
+        hw.peak_gflops(dtype_of(a.dtype)),
+        dtype_of(a.dtype).name(),
+        hw.memory_gb,
+        a.nodes,
+        a.context
+    );
     let p = rows(&cfg, &hw, &a)?;
     print(&path.display().to_string(), &cfg, &p);
     let mut json = serde_json::json!({ "hardware": hw, "model": path, "nodes": a.nodes, "context": a.context, "dtype": dtype_of(a.dtype).name(), "predictions": p });
@@ -106,7 +119,12 @@ pub fn run(a: PlanArgs) -> anyhow::Result<()> {
         let x = crossover(&p, &q);
         match x {
             Some(b) => println!("\n{} costs less per token than {} from batch {b} on (of {:?}).", path.display(), other.display(), a.batch),
-            None => println!("\n{} does not cost less per token than {} at the larger batches of {:?}.", path.display(), other.display(), a.batch),
+            None => println!(
+                "\n{} does not cost less per token than {} at the larger batches of {:?}.",
+                path.display(),
+                other.display(),
+                a.batch
+            ),
         }
         json["against"] = serde_json::json!({ "model": other, "predictions": q, "crossover_batch": x });
     }

@@ -11,7 +11,8 @@ pub fn run(a: TrainArgs) -> anyhow::Result<()> {
         let stem = a.cfg.config.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "run".into());
         PathBuf::from("runs").join(stem)
     });
-    let s = train(&cfg, &out, &TrainOptions { resume: a.resume, progress: !a.quiet }).with_context(|| format!("training into {}", out.display()))?;
+    let s = train(&cfg, &out, &TrainOptions { resume: a.resume, progress: !a.quiet })
+        .with_context(|| format!("training into {}", out.display()))?;
     println!(
         "trained {} steps ({} tokens, {:.3e} FLOPs) in {:.1}s, {:.0} tokens/s; final train loss {:.4}{}",
         s.steps,

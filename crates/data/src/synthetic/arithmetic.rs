@@ -11,11 +11,7 @@ use super::range;
 /// A number with a uniformly chosen digit count in `1..=max_digits`, uniform within that count.
 fn number(rng: &mut Rng, max_digits: u32) -> u64 {
     let digits = range(rng, 1, max_digits as u64) as u32;
-    let lo = if digits == 1 {
-        0
-    } else {
-        10u64.pow(digits - 1)
-    };
+    let lo = if digits == 1 { 0 } else { 10u64.pow(digits - 1) };
     range(rng, lo, 10u64.pow(digits) - 1)
 }
 
@@ -55,12 +51,8 @@ pub(super) mod tests {
     pub(in crate::synthetic) fn check_document(doc: &str) -> usize {
         let mut n = 0;
         for l in doc.lines() {
-            let (lhs, rhs) = l
-                .split_once('=')
-                .unwrap_or_else(|| panic!("no '=' in {l:?}"));
-            let op_pos = lhs
-                .find(['+', '-', '*'])
-                .unwrap_or_else(|| panic!("no operator in {l:?}"));
+            let (lhs, rhs) = l.split_once('=').unwrap_or_else(|| panic!("no '=' in {l:?}"));
+            let op_pos = lhs.find(['+', '-', '*']).unwrap_or_else(|| panic!("no operator in {l:?}"));
             let a: u64 = lhs[..op_pos].parse().unwrap();
             let b: u64 = lhs[op_pos + 1..].parse().unwrap();
             let c: u64 = rhs.parse().unwrap();

@@ -18,8 +18,7 @@ fn brackets(rng: &mut Rng, out: &mut String) {
     let mut opens_left = range(rng, 2, 20);
     let mut stack: Vec<usize> = Vec::with_capacity(MAX_DEPTH);
     while opens_left > 0 || !stack.is_empty() {
-        let open = opens_left > 0
-            && (stack.is_empty() || (stack.len() < MAX_DEPTH && rng.uniform() < 0.55));
+        let open = opens_left > 0 && (stack.is_empty() || (stack.len() < MAX_DEPTH && rng.uniform() < 0.55));
         if open {
             let k = rng.below(4) as usize;
             out.push(OPEN[k] as char);
@@ -86,11 +85,7 @@ mod tests {
             let doc = document(&mut rng, 400);
             for line in doc.lines() {
                 if let Some((w, r)) = line.split_once('|') {
-                    assert_eq!(
-                        w.chars().rev().collect::<String>(),
-                        r,
-                        "bad reversal {line:?}"
-                    );
+                    assert_eq!(w.chars().rev().collect::<String>(), r, "bad reversal {line:?}");
                     assert!((3..=10).contains(&w.len()));
                     n_reversals += 1;
                 } else {
@@ -99,10 +94,7 @@ mod tests {
                 }
             }
         }
-        assert!(
-            n_brackets > 500 && n_reversals > 200,
-            "{n_brackets} {n_reversals}"
-        );
+        assert!(n_brackets > 500 && n_reversals > 200, "{n_brackets} {n_reversals}");
     }
 
     #[test]

@@ -62,10 +62,7 @@ pub fn generate(seed: u64, n_bytes: usize) -> Vec<Document> {
         let text = generate_domain(d, &mut streams[d], target, &world);
         bytes[d] += text.len();
         total += text.len();
-        docs.push(Document {
-            text,
-            domain: Some(DOMAINS[d].to_string()),
-        });
+        docs.push(Document { text, domain: Some(DOMAINS[d].to_string()) });
     }
     docs
 }
@@ -126,10 +123,7 @@ mod tests {
         let total: usize = docs.iter().map(|d| d.text.len()).sum();
         assert!(total >= 30_000);
         let last = docs.last().unwrap().text.len();
-        assert!(
-            total - last < 30_000,
-            "generated more documents than needed"
-        );
+        assert!(total - last < 30_000, "generated more documents than needed");
         for d in &docs {
             assert!(d.text.is_ascii());
             assert!(!d.text.is_empty());
@@ -143,10 +137,7 @@ mod tests {
         let docs = generate(7, 300_000);
         let mut bytes = [0usize; DOMAINS.len()];
         for d in &docs {
-            let i = DOMAINS
-                .iter()
-                .position(|&n| Some(n) == d.domain.as_deref())
-                .unwrap();
+            let i = DOMAINS.iter().position(|&n| Some(n) == d.domain.as_deref()).unwrap();
             bytes[i] += d.text.len();
         }
         let total: usize = bytes.iter().sum();
@@ -158,42 +149,27 @@ mod tests {
         let mut run = 1;
         let mut longest = 1;
         for w in docs.windows(2) {
-            run = if w[0].domain == w[1].domain {
-                run + 1
-            } else {
-                1
-            };
+            run = if w[0].domain == w[1].domain { run + 1 } else { 1 };
             longest = longest.max(run);
         }
         assert!(longest <= 12, "longest single-domain run {longest}");
-        let first: std::collections::HashSet<_> =
-            docs[..20].iter().map(|d| d.domain.clone()).collect();
-        assert!(
-            first.len() >= 4,
-            "first 20 documents cover only {} domains",
-            first.len()
-        );
+        let first: std::collections::HashSet<_> = docs[..20].iter().map(|d| d.domain.clone()).collect();
+        assert!(first.len() >= 4, "first 20 documents cover only {} domains", first.len());
     }
 
     #[test]
     fn generate_document_lengths_are_a_few_hundred_bytes() {
         let docs = generate(3, 100_000);
         let mean = docs.iter().map(|d| d.text.len()).sum::<usize>() as f64 / docs.len() as f64;
-        assert!(
-            (200.0..=700.0).contains(&mean),
-            "mean document length {mean}"
-        );
+        assert!((200.0..=700.0).contains(&mean), "mean document length {mean}");
         assert!(docs.iter().all(|d| d.text.len() < 2000));
     }
 
     #[test]
     fn generate_arithmetic_documents_have_correct_answers() {
         let docs = generate(9, 50_000);
-        let n: usize = docs
-            .iter()
-            .filter(|d| d.domain.as_deref() == Some("arithmetic"))
-            .map(|d| arithmetic::tests::check_document(&d.text))
-            .sum();
+        let n: usize =
+            docs.iter().filter(|d| d.domain.as_deref() == Some("arithmetic")).map(|d| arithmetic::tests::check_document(&d.text)).sum();
         assert!(n > 300, "only {n} arithmetic lines");
     }
 

@@ -13,15 +13,13 @@ use moe_kernels::rng::Rng;
 use super::{pick, pick_skewed, skewed_index};
 
 const NOUNS: [&str; 90] = [
-    "cat", "dog", "bird", "horse", "fox", "wolf", "child", "teacher", "farmer", "king", "queen",
-    "girl", "boy", "man", "woman", "person", "mouse", "river", "city", "tree", "house", "box",
-    "church", "garden", "village", "mountain", "forest", "road", "ship", "boat", "bridge",
-    "castle", "tower", "door", "window", "table", "chair", "book", "letter", "song", "story",
-    "lamp", "key", "coin", "stone", "apple", "bread", "cake", "cup", "bottle", "basket", "wheel",
-    "engine", "machine", "robot", "doctor", "nurse", "pilot", "sailor", "soldier", "student",
-    "baby", "lady", "family", "friend", "neighbor", "stranger", "merchant", "painter", "singer",
-    "dancer", "poet", "clock", "mirror", "candle", "flower", "leaf", "wall", "field", "cloud",
-    "star", "storm", "island", "lake", "valley", "hill", "owl", "eagle", "uncle", "artist",
+    "cat", "dog", "bird", "horse", "fox", "wolf", "child", "teacher", "farmer", "king", "queen", "girl", "boy", "man", "woman", "person",
+    "mouse", "river", "city", "tree", "house", "box", "church", "garden", "village", "mountain", "forest", "road", "ship", "boat",
+    "bridge", "castle", "tower", "door", "window", "table", "chair", "book", "letter", "song", "story", "lamp", "key", "coin", "stone",
+    "apple", "bread", "cake", "cup", "bottle", "basket", "wheel", "engine", "machine", "robot", "doctor", "nurse", "pilot", "sailor",
+    "soldier", "student", "baby", "lady", "family", "friend", "neighbor", "stranger", "merchant", "painter", "singer", "dancer", "poet",
+    "clock", "mirror", "candle", "flower", "leaf", "wall", "field", "cloud", "star", "storm", "island", "lake", "valley", "hill", "owl",
+    "eagle", "uncle", "artist",
 ];
 
 /// Plurals that do not follow the spelling rules in [`plural`].
@@ -36,25 +34,22 @@ const IRREGULAR_PLURALS: [(&str, &str); 7] = [
 ];
 
 const TRANSITIVE: [&str; 52] = [
-    "see", "chase", "find", "follow", "love", "help", "watch", "carry", "build", "paint", "push",
-    "pull", "catch", "fix", "wash", "teach", "visit", "greet", "call", "open", "close", "hold",
-    "lift", "throw", "kick", "hide", "miss", "touch", "know", "like", "hate", "need", "want",
-    "bring", "take", "keep", "ignore", "draw", "read", "write", "sell", "buy", "steal", "guard",
-    "feed", "clean", "cover", "move", "admire", "trust", "fear", "study",
+    "see", "chase", "find", "follow", "love", "help", "watch", "carry", "build", "paint", "push", "pull", "catch", "fix", "wash", "teach",
+    "visit", "greet", "call", "open", "close", "hold", "lift", "throw", "kick", "hide", "miss", "touch", "know", "like", "hate", "need",
+    "want", "bring", "take", "keep", "ignore", "draw", "read", "write", "sell", "buy", "steal", "guard", "feed", "clean", "cover", "move",
+    "admire", "trust", "fear", "study",
 ];
 
 const INTRANSITIVE: [&str; 20] = [
-    "sleep", "run", "walk", "sing", "dance", "laugh", "cry", "wait", "smile", "shout", "swim",
-    "fall", "rest", "work", "play", "listen", "jump", "wander", "hurry", "vanish",
+    "sleep", "run", "walk", "sing", "dance", "laugh", "cry", "wait", "smile", "shout", "swim", "fall", "rest", "work", "play", "listen",
+    "jump", "wander", "hurry", "vanish",
 ];
 
 const ADJECTIVES: [&str; 60] = [
-    "big", "small", "old", "young", "red", "blue", "green", "happy", "sad", "quiet", "loud",
-    "bright", "dark", "tall", "short", "quick", "slow", "brave", "clever", "gentle", "angry",
-    "calm", "cold", "warm", "heavy", "light", "strange", "famous", "tiny", "huge", "ancient",
-    "hungry", "tired", "lucky", "honest", "proud", "shy", "wild", "golden", "silver", "wooden",
-    "empty", "busy", "lazy", "kind", "cruel", "rich", "poor", "sleepy", "noisy", "curious",
-    "eager", "fierce", "grey", "purple", "yellow", "bold", "dirty", "round", "narrow",
+    "big", "small", "old", "young", "red", "blue", "green", "happy", "sad", "quiet", "loud", "bright", "dark", "tall", "short", "quick",
+    "slow", "brave", "clever", "gentle", "angry", "calm", "cold", "warm", "heavy", "light", "strange", "famous", "tiny", "huge", "ancient",
+    "hungry", "tired", "lucky", "honest", "proud", "shy", "wild", "golden", "silver", "wooden", "empty", "busy", "lazy", "kind", "cruel",
+    "rich", "poor", "sleepy", "noisy", "curious", "eager", "fierce", "grey", "purple", "yellow", "bold", "dirty", "round", "narrow",
 ];
 
 const ADVERBS: [&str; 24] = [
@@ -84,17 +79,11 @@ const ADVERBS: [&str; 24] = [
     "there",
 ];
 
-const PREPOSITIONS: [&str; 12] = [
-    "near", "under", "behind", "beside", "with", "without", "above", "inside", "across", "beyond",
-    "around", "past",
-];
+const PREPOSITIONS: [&str; 12] =
+    ["near", "under", "behind", "beside", "with", "without", "above", "inside", "across", "beyond", "around", "past"];
 
-const SINGULAR_DETERMINERS: [&str; 9] = [
-    "the", "a", "this", "his", "every", "each", "one", "my", "our",
-];
-const PLURAL_DETERMINERS: [&str; 11] = [
-    "the", "these", "those", "some", "many", "two", "three", "few", "all", "my", "our",
-];
+const SINGULAR_DETERMINERS: [&str; 9] = ["the", "a", "this", "his", "every", "each", "one", "my", "our"];
+const PLURAL_DETERMINERS: [&str; 11] = ["the", "these", "those", "some", "many", "two", "three", "few", "all", "my", "our"];
 
 const CONJUNCTIONS: [&str; 5] = ["and", "but", "because", "while", "so"];
 
@@ -113,10 +102,7 @@ fn lexicon() -> &'static Lexicon {
     LEX.get_or_init(|| Lexicon {
         nouns: NOUNS.iter().map(|&n| (n, plural(n))).collect(),
         transitive: TRANSITIVE.iter().map(|&v| (v, third_singular(v))).collect(),
-        intransitive: INTRANSITIVE
-            .iter()
-            .map(|&v| (v, third_singular(v)))
-            .collect(),
+        intransitive: INTRANSITIVE.iter().map(|&v| (v, third_singular(v))).collect(),
     })
 }
 
@@ -126,9 +112,7 @@ fn consonant_y(word: &str) -> bool {
 }
 
 fn sibilant(word: &str) -> bool {
-    ["s", "x", "z", "ch", "sh"]
-        .iter()
-        .any(|e| word.ends_with(e))
+    ["s", "x", "z", "ch", "sh"].iter().any(|e| word.ends_with(e))
 }
 
 /// Plural of a noun from [`NOUNS`].
@@ -202,11 +186,7 @@ impl Sentence<'_> {
             Number::Plural => plur.as_str(),
         };
         let next = modifiers.first().copied().unwrap_or(noun);
-        let det = if det == "a" && next.starts_with(['a', 'e', 'i', 'o', 'u']) {
-            "an"
-        } else {
-            det
-        };
+        let det = if det == "a" && next.starts_with(['a', 'e', 'i', 'o', 'u']) { "an" } else { det };
         self.words.push(det);
         self.words.extend(modifiers);
         self.words.push(noun);
@@ -231,11 +211,7 @@ impl Sentence<'_> {
 
     fn verb(&mut self, num: Number, transitive: bool) {
         let lex = lexicon();
-        let forms = if transitive {
-            &lex.transitive
-        } else {
-            &lex.intransitive
-        };
+        let forms = if transitive { &lex.transitive } else { &lex.intransitive };
         let (base, third) = &forms[skewed_index(self.rng, forms.len())];
         self.words.push(match num {
             Number::Singular => third.as_str(),
@@ -276,8 +252,7 @@ impl Sentence<'_> {
     fn copula(&mut self) {
         let num = number(self.rng);
         self.noun_phrase(num, true);
-        self.words
-            .push(if num == Number::Singular { "is" } else { "are" });
+        self.words.push(if num == Number::Singular { "is" } else { "are" });
         if self.chance(20) {
             self.words.push("very");
         }
@@ -287,10 +262,7 @@ impl Sentence<'_> {
 
 /// One sentence, capitalised and ending with a period.
 fn sentence(rng: &mut Rng, out: &mut String) {
-    let mut s = Sentence {
-        rng,
-        words: Vec::with_capacity(24),
-    };
+    let mut s = Sentence { rng, words: Vec::with_capacity(24) };
     match s.rng.below(10) {
         0..=4 => s.clause(),
         5..=7 => {
@@ -347,34 +319,17 @@ mod tests {
     #[test]
     fn prose_word_classes_are_disjoint() {
         let lex = lexicon();
-        let nouns: HashSet<&str> = lex
-            .nouns
-            .iter()
-            .flat_map(|(s, p)| [*s, p.as_str()])
-            .collect();
-        let verbs: HashSet<&str> = lex
-            .transitive
-            .iter()
-            .chain(&lex.intransitive)
-            .flat_map(|(b, t)| [*b, t.as_str()])
-            .collect();
+        let nouns: HashSet<&str> = lex.nouns.iter().flat_map(|(s, p)| [*s, p.as_str()]).collect();
+        let verbs: HashSet<&str> = lex.transitive.iter().chain(&lex.intransitive).flat_map(|(b, t)| [*b, t.as_str()]).collect();
         let adjectives: HashSet<&str> = ADJECTIVES.into_iter().collect();
         let adverbs: HashSet<&str> = ADVERBS.into_iter().collect();
         let classes = [&nouns, &verbs, &adjectives, &adverbs];
         for (i, a) in classes.iter().enumerate() {
             for b in &classes[i + 1..] {
-                assert!(
-                    a.is_disjoint(b),
-                    "{:?}",
-                    a.intersection(b).collect::<Vec<_>>()
-                );
+                assert!(a.is_disjoint(b), "{:?}", a.intersection(b).collect::<Vec<_>>());
             }
         }
-        let n_words = nouns.len() / 2
-            + verbs.len() / 2
-            + ADJECTIVES.len()
-            + ADVERBS.len()
-            + PREPOSITIONS.len();
+        let n_words = nouns.len() / 2 + verbs.len() / 2 + ADJECTIVES.len() + ADVERBS.len() + PREPOSITIONS.len();
         assert!(n_words >= 250, "vocabulary of {n_words} words");
     }
 
@@ -386,33 +341,17 @@ mod tests {
         let mut rng = Rng::new(12);
         let mut checked = 0;
         for _ in 0..500 {
-            let mut s = Sentence {
-                rng: &mut rng,
-                words: Vec::new(),
-            };
+            let mut s = Sentence { rng: &mut rng, words: Vec::new() };
             s.copula();
             // Without a post-modifier the head noun directly precedes the copula.
             let words = s.words;
-            let cop = words
-                .iter()
-                .position(|w| *w == "is" || *w == "are")
-                .unwrap();
-            if words[..cop]
-                .iter()
-                .any(|w| *w == "that" || PREPOSITIONS.contains(w))
-            {
+            let cop = words.iter().position(|w| *w == "is" || *w == "are").unwrap();
+            if words[..cop].iter().any(|w| *w == "that" || PREPOSITIONS.contains(w)) {
                 continue;
             }
             let head = words[cop - 1];
-            assert!(
-                singular.contains(head) || plural.contains(head),
-                "{words:?}"
-            );
-            assert_eq!(
-                words[cop],
-                if singular.contains(head) { "is" } else { "are" },
-                "{words:?}"
-            );
+            assert!(singular.contains(head) || plural.contains(head), "{words:?}");
+            assert_eq!(words[cop], if singular.contains(head) { "is" } else { "are" }, "{words:?}");
             checked += 1;
         }
         assert!(checked > 200, "only {checked} sentences checked");
@@ -421,39 +360,20 @@ mod tests {
     #[test]
     fn prose_subject_verb_agreement_holds_without_modifiers() {
         let lex = lexicon();
-        let third: HashSet<&str> = lex
-            .transitive
-            .iter()
-            .chain(&lex.intransitive)
-            .map(|(_, t)| t.as_str())
-            .collect();
-        let base: HashSet<&str> = lex
-            .transitive
-            .iter()
-            .chain(&lex.intransitive)
-            .map(|(b, _)| *b)
-            .collect();
+        let third: HashSet<&str> = lex.transitive.iter().chain(&lex.intransitive).map(|(_, t)| t.as_str()).collect();
+        let base: HashSet<&str> = lex.transitive.iter().chain(&lex.intransitive).map(|(b, _)| *b).collect();
         let singular: HashSet<&str> = lex.nouns.iter().map(|(s, _)| *s).collect();
         let mut rng = Rng::new(13);
         let mut checked = 0;
         for _ in 0..500 {
-            let mut s = Sentence {
-                rng: &mut rng,
-                words: Vec::new(),
-            };
+            let mut s = Sentence { rng: &mut rng, words: Vec::new() };
             s.clause();
             // Subjects without a post-modifier are followed directly by their verb.
             let words = s.words;
-            let Some(v) = words
-                .iter()
-                .position(|w| third.contains(w) || base.contains(w))
-            else {
+            let Some(v) = words.iter().position(|w| third.contains(w) || base.contains(w)) else {
                 panic!("no verb in {words:?}");
             };
-            if words[..v]
-                .iter()
-                .any(|w| *w == "that" || PREPOSITIONS.contains(w))
-            {
+            if words[..v].iter().any(|w| *w == "that" || PREPOSITIONS.contains(w)) {
                 continue;
             }
             let head_singular = singular.contains(words[v - 1]);
@@ -472,10 +392,7 @@ mod tests {
             for sent in doc.trim_end().split(". ") {
                 assert!(sent.as_bytes()[0].is_ascii_uppercase(), "{sent:?}");
             }
-            assert!(
-                !doc.contains(" a a") && !doc.contains(" a e") && !doc.contains("A o"),
-                "{doc}"
-            );
+            assert!(!doc.contains(" a a") && !doc.contains(" a e") && !doc.contains("A o"), "{doc}");
         }
     }
 }

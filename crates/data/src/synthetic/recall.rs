@@ -16,9 +16,7 @@ pub(super) fn document(rng: &mut Rng, target: usize) -> String {
     let mut values = Vec::with_capacity(n);
     while keys.len() < n {
         let len = range(rng, 3, 4) as usize;
-        let key: String = (0..len)
-            .map(|_| (b'a' + rng.below(26) as u8) as char)
-            .collect();
+        let key: String = (0..len).map(|_| (b'a' + rng.below(26) as u8) as char).collect();
         if !keys.contains(&key) {
             keys.push(key);
             values.push(rng.below(10_000));
@@ -57,9 +55,7 @@ mod tests {
                 } else {
                     assert!(!in_queries, "pair after queries");
                     let (k, v) = line.split_once('=').unwrap();
-                    assert!(
-                        (3..=4).contains(&k.len()) && k.bytes().all(|b| b.is_ascii_lowercase())
-                    );
+                    assert!((3..=4).contains(&k.len()) && k.bytes().all(|b| b.is_ascii_lowercase()));
                     assert!(v.parse::<u32>().unwrap() < 10_000);
                     assert!(seen.insert(k, v).is_none(), "duplicate key {k}");
                 }
@@ -74,9 +70,6 @@ mod tests {
         let short = document(&mut rng, 200).len();
         let long = document(&mut rng, 480).len();
         assert!(short < long, "{short} {long}");
-        assert!(
-            (100..=400).contains(&short) && (250..=800).contains(&long),
-            "{short} {long}"
-        );
+        assert!((100..=400).contains(&short) && (250..=800).contains(&long), "{short} {long}");
     }
 }

@@ -10,10 +10,9 @@ use moe_kernels::rng::Rng;
 use super::{pick, range, skewed_index};
 
 const NAMES: [&str; 40] = [
-    "ada", "alan", "anna", "ben", "carla", "chen", "dara", "david", "elena", "emil", "farah",
-    "felix", "grace", "hana", "ivan", "jonas", "kai", "lara", "leo", "lina", "marco", "maya",
-    "nadia", "noah", "olga", "omar", "paula", "priya", "quinn", "rosa", "sami", "sara", "tariq",
-    "tom", "uma", "vera", "wei", "yara", "yusuf", "zoe",
+    "ada", "alan", "anna", "ben", "carla", "chen", "dara", "david", "elena", "emil", "farah", "felix", "grace", "hana", "ivan", "jonas",
+    "kai", "lara", "leo", "lina", "marco", "maya", "nadia", "noah", "olga", "omar", "paula", "priya", "quinn", "rosa", "sami", "sara",
+    "tariq", "tom", "uma", "vera", "wei", "yara", "yusuf", "zoe",
 ];
 
 /// Cities, most frequent first, with each city's score offset.
@@ -66,13 +65,7 @@ fn record(rng: &mut Rng) -> Record {
     let (city, offset) = CITIES[skewed_index(rng, CITIES.len())];
     let noise = range(rng, 0, 12) as i64 - 6;
     let score = (base + offset + noise).clamp(0, 100);
-    Record {
-        name,
-        age,
-        city,
-        job,
-        score,
-    }
+    Record { name, age, city, job, score }
 }
 
 /// A document of rows in one format, stopping once it reaches `target` bytes.
@@ -85,10 +78,7 @@ pub(super) fn document(rng: &mut Rng, target: usize) -> String {
     while s.len() < target {
         let r = record(rng);
         if csv {
-            s.push_str(&format!(
-                "{},{},{},{},{}\n",
-                r.name, r.age, r.city, r.job, r.score
-            ));
+            s.push_str(&format!("{},{},{},{},{}\n", r.name, r.age, r.city, r.job, r.score));
         } else {
             s.push_str(&format!(
                 "{{\"name\":\"{}\",\"age\":{},\"city\":\"{}\",\"job\":\"{}\",\"score\":{}}}\n",
@@ -108,10 +98,7 @@ mod tests {
         let &(_, lo, hi, base) = JOBS.iter().find(|j| j.0 == job).unwrap();
         assert!((lo..=hi).contains(&age), "{job} aged {age}");
         let offset = CITIES.iter().find(|c| c.0 == city).unwrap().1;
-        assert!(
-            (score - base - offset).abs() <= 6,
-            "{job} in {city} scored {score}"
-        );
+        assert!((score - base - offset).abs() <= 6, "{job} in {city} scored {score}");
     }
 
     #[test]

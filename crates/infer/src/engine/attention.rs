@@ -139,7 +139,17 @@ impl AttnDims {
 /// holds this step's keys/values. Causal inside the new chunk, masked by `dims`' window or chunk;
 /// `sinks [n_head]` (empty = none) join the softmax. `tasks` is a reusable buffer.
 #[allow(clippy::too_many_arguments)]
-pub fn cached_attention(o: &mut [f32], caches: &[&KvCache<f32>], layer: usize, q: &[f32], offs: &[usize], len0: &[usize], dims: AttnDims, sinks: &[f32], tasks: &mut Vec<(usize, usize)>) {
+pub fn cached_attention(
+    o: &mut [f32],
+    caches: &[&KvCache<f32>],
+    layer: usize,
+    q: &[f32],
+    offs: &[usize],
+    len0: &[usize],
+    dims: AttnDims,
+    sinks: &[f32],
+    tasks: &mut Vec<(usize, usize)>,
+) {
     let AttnDims { n_head, n_head_kv, d_head: dh, scale, .. } = dims;
     let dq = n_head * dh;
     let group = n_head / n_head_kv;
@@ -201,7 +211,7 @@ pub fn cached_attention(o: &mut [f32], caches: &[&KvCache<f32>], layer: usize, q
                     let hq = g * group + j;
                     let base = (r0 + t) * dq + hq * dh;
                     let qh = &q[base..base + dh]; // [d_head]
-                    // SAFETY: row r0 + t, head hq belongs to this (sequence, KV head) task alone.
+                                                  // SAFETY: row r0 + t, head hq belongs to this (sequence, KV head) task alone.
                     let oh = unsafe { out.slice(base, dh) }; // [d_head]
                     attend_one(oh, qh, kv, vv, scores, scale, sinks.get(hq).copied());
                 }

@@ -107,7 +107,15 @@ impl Runner<'_, '_> {
 /// prefilled in one step, then `n_decode` greedy decode steps of all `B` sequences. One untimed
 /// warm-up pass (prefill + 2 steps) first; then `reps` timed passes, the fastest prefill and the
 /// fastest decode kept. Needs `prompt_len ≥ 1` and `prompt_len + n_decode ≤ n_ctx`.
-pub fn bench_infer(runner: &mut Runner<'_, '_>, machine: &Machine, batch_sizes: &[usize], prompt_len: usize, n_decode: usize, reps: usize, seed: u64) -> Result<Vec<EngineBench>> {
+pub fn bench_infer(
+    runner: &mut Runner<'_, '_>,
+    machine: &Machine,
+    batch_sizes: &[usize],
+    prompt_len: usize,
+    n_decode: usize,
+    reps: usize,
+    seed: u64,
+) -> Result<Vec<EngineBench>> {
     let cfg = runner.model().cfg.clone();
     if prompt_len == 0 || n_decode == 0 {
         return Err(Error::BadInput("bench: prompt_len and n_decode must be ≥ 1".into()));
@@ -118,7 +126,8 @@ pub fn bench_infer(runner: &mut Runner<'_, '_>, machine: &Machine, batch_sizes: 
     if batch_sizes.contains(&0) {
         return Err(Error::BadInput("bench: batch sizes must be ≥ 1".into()));
     }
-    let moe_layers: Vec<usize> = cfg.ffn_kinds().iter().filter_map(|k| if let FfnKind::Moe { n_expert } = k { Some(*n_expert) } else { None }).collect();
+    let moe_layers: Vec<usize> =
+        cfg.ffn_kinds().iter().filter_map(|k| if let FfnKind::Moe { n_expert } = k { Some(*n_expert) } else { None }).collect();
     let top_k = cfg.moe.as_ref().map_or(0, |m| m.n_expert_active);
     let mut out = Vec::with_capacity(batch_sizes.len());
     for &batch in batch_sizes {
@@ -178,7 +187,8 @@ pub fn bench_infer(runner: &mut Runner<'_, '_>, machine: &Machine, batch_sizes: 
             achieved_gflops: is_engine.then(|| flops * steps_per_s / 1e9),
             roofline_fraction: if is_engine { roof } else { None },
             distinct_experts: (n_distinct > 0).then(|| distinct as f64 / n_distinct as f64),
-            expected_distinct: (!moe_layers.is_empty()).then(|| moe_layers.iter().map(|&n| expected_distinct(n, top_k, batch)).sum::<f64>() / moe_layers.len() as f64),
+            expected_distinct: (!moe_layers.is_empty())
+                .then(|| moe_layers.iter().map(|&n| expected_distinct(n, top_k, batch)).sum::<f64>() / moe_layers.len() as f64),
         });
     }
     Ok(out)

@@ -118,7 +118,7 @@ pub fn grouped_mlp_forward(out: &mut [f32], groups: &[Group<'_>], d_model: usize
         let w = g.mlp.gate_up.view().rows(rows.start, rows.end);
         with_tile_scratch(m * nr, |tile, deq| {
             match &inputs[gi] {
-                Some(inp) => tile_gemv(tile, inp, w), // [m, nr]
+                Some(inp) => tile_gemv(tile, inp, w),    // [m, nr]
                 None => tile_gemm(tile, g.x, m, w, deq), // [m, nr]
             }
             let base = act_off[gi];
@@ -154,8 +154,11 @@ pub fn grouped_mlp_forward(out: &mut [f32], groups: &[Group<'_>], d_model: usize
         }
     }
     let acts: Vec<&[f32]> = groups.iter().enumerate().map(|(gi, g)| &s.act[s.act_off[gi]..s.act_off[gi] + g.m * g.mlp.d_ff]).collect();
-    let inputs: Vec<Option<TileInput<'_>>> =
-        groups.iter().zip(&acts).map(|(g, a)| (g.m < min_gemm).then(|| TileInput::new(a, g.m, g.mlp.d_ff, g.mlp.down.dtype(), kernel))).collect();
+    let inputs: Vec<Option<TileInput<'_>>> = groups
+        .iter()
+        .zip(&acts)
+        .map(|(g, a)| (g.m < min_gemm).then(|| TileInput::new(a, g.m, g.mlp.d_ff, g.mlp.down.dtype(), kernel)))
+        .collect();
     let o = SharedOut::new(out);
     s.tasks.par_iter().for_each(|&(gi, r0, r1)| {
         let g = &groups[gi];
@@ -164,7 +167,7 @@ pub fn grouped_mlp_forward(out: &mut [f32], groups: &[Group<'_>], d_model: usize
         let w = g.mlp.down.view().rows(r0, r1);
         with_tile_scratch(m * nr, |tile, deq| {
             match &inputs[gi] {
-                Some(inp) => tile_gemv(tile, inp, w), // [m, nr]
+                Some(inp) => tile_gemv(tile, inp, w),         // [m, nr]
                 None => tile_gemm(tile, acts[gi], m, w, deq), // [m, nr]
             }
             let bias = g.mlp.bias.as_ref().map(|b| &b.down[r0..r1]); // [nr]

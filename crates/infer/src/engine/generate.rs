@@ -20,5 +20,7 @@ pub fn generate_with_engine(
     on_token: impl FnMut(u32),
 ) -> Result<GenerateOutput> {
     let model = engine.model();
-    crate::generate::generate_loop(&model.cfg, prompt, max_new_tokens, sampler, stop_tokens, on_token, |cache, tokens, s| Ok(s.sample(engine.step(&mut [cache], &[tokens])?)))
+    crate::generate::generate_loop(&model.cfg, prompt, max_new_tokens, sampler, stop_tokens, on_token, |cache, tokens, s| {
+        Ok(s.sample(engine.step(&mut [cache], &[tokens])?))
+    })
 }

@@ -112,7 +112,7 @@ pub(super) fn mla_layer(
     let views: Vec<&KvCache<f32>> = caches.iter().map(|c| &**c).collect();
     let bufs = (&mut s.qf, &mut s.ol, &mut s.tasks);
     latent_attention(&mut s.o, &views, layer, &s.q, &s.offs, &s.len0, dims, (m, mw), sinks, kernel, bufs); // [n_tok, n_head·d_v]
-    // per head: W_kᵀ·q_nope and W_v·o_lat on every row, scores and weighted rows over the visible keys
+                                                                                                           // per head: W_kᵀ·q_nope and W_v·o_lat on every row, scores and weighted rows over the visible keys
     let keys: usize = (0..views.len()).map(|si| dims.visible_keys(s.len0[si], s.offs[si + 1] - s.offs[si])).sum();
     st.add_matmul(n, nh * kvr, m.d_nope, mw.wk_t.iter().map(|w| w.bytes()).sum());
     st.add_matmul(n, nh * dv, kvr, mw.wv.iter().map(|w| w.bytes()).sum());
@@ -212,9 +212,9 @@ pub fn latent_attention(
                     let (pos, r) = (len0[s] + t, r0 + t);
                     let lo = dims.lo(pos);
                     let vis = &rows[lo * wr..(pos + 1) * wr]; // [vis, kv_lora_rank + d_rope]
-                    // SAFETY: row r, head hq of ol belongs to this (sequence, head) task alone.
+                                                              // SAFETY: row r, head hq of ol belongs to this (sequence, head) task alone.
                     let dst = unsafe { ol_out.slice((r * nh + hq) * kvr, kvr) }; // [kv_lora_rank]
-                    // keys are whole rows, values their latent part (attend_one's output width)
+                                                                                 // keys are whole rows, values their latent part (attend_one's output width)
                     attend_one(dst, &qf[(r * nh + hq) * wr..(r * nh + hq + 1) * wr], vis, vis, &mut b.sc[..pos + 1 - lo], dims.scale, sink);
                 }
             }

@@ -152,10 +152,21 @@ impl ExtAttn {
     fn new(model: &Transformer<f32>) -> Option<Self> {
         let cfg = &model.cfg;
         cfg.attn_ext.as_ref()?;
-        let specs: Vec<LayerSpec<f32>> = model.layout.blocks.iter().enumerate().map(|(i, b)| LayerSpec::new(&model.params, &b.attn, cfg, i)).collect();
+        let specs: Vec<LayerSpec<f32>> =
+            model.layout.blocks.iter().enumerate().map(|(i, b)| LayerSpec::new(&model.params, &b.attn, cfg, i)).collect();
         Some(ExtAttn {
             rope: Rope::new(cfg),
-            dims: specs.iter().map(|l| AttnDims { n_head: l.n_head, n_head_kv: l.n_head_kv, d_head: l.d_head, scale: l.scale, window: l.window, chunk: l.chunk }).collect(),
+            dims: specs
+                .iter()
+                .map(|l| AttnDims {
+                    n_head: l.n_head,
+                    n_head_kv: l.n_head_kv,
+                    d_head: l.d_head,
+                    scale: l.scale,
+                    window: l.window,
+                    chunk: l.chunk,
+                })
+                .collect(),
             sinks: specs.into_iter().map(|l| l.sinks).collect(),
         })
     }
@@ -198,7 +209,9 @@ impl<'m> Engine<'m> {
     pub fn with_kernel(model: &'m Transformer<f32>, dtype: WeightDtype, kernel: Kernel) -> Result<Self> {
         Self::check(model, kernel)?;
         if model.stored.taken() > 0 {
-            return Err(Error::BadInput("this model's matrices were already moved into another engine (`EngineWeights::new_taking`)".into()));
+            return Err(Error::BadInput(
+                "this model's matrices were already moved into another engine (`EngineWeights::new_taking`)".into(),
+            ));
         }
         Self::with_weights(model, EngineWeights::new(model, dtype), kernel)
     }
@@ -303,7 +316,16 @@ impl<'m> Engine<'m> {
         }
         let n = s.flat.len();
         st.n_tok = n;
-        for (buf, w) in [(&mut s.x, d), (&mut s.h, d), (&mut s.a, d), (&mut s.q, dq), (&mut s.o, dov), (&mut s.k, dkv), (&mut s.v, dkv), (&mut s.qkv, dq + 2 * dkv)] {
+        for (buf, w) in [
+            (&mut s.x, d),
+            (&mut s.h, d),
+            (&mut s.a, d),
+            (&mut s.q, dq),
+            (&mut s.o, dov),
+            (&mut s.k, dkv),
+            (&mut s.v, dkv),
+            (&mut s.qkv, dq + 2 * dkv),
+        ] {
             buf.resize(n * w, 0.0);
         }
         s.rstd.resize(n, 0.0);
@@ -316,8 +338,10 @@ impl<'m> Engine<'m> {
             // ---- attention
             rmsnorm_forward(&mut s.h, &mut s.rstd, &s.x, &p[b.attn_norm.clone()], n, d, eps); // [n_tok, d_model]
             let (dims, sinks) = ext.map_or((plain, &[][..]), |e| (e.dims[i], &e.sinks[i][..]));
-            if let (Some(ml), Some(mw), Some(e), Some(m)) = (&b.attn.mla, &lw.mla, ext, cfg.attn_ext.as_ref().and_then(|a| a.mla.as_ref())) {
-                mla::mla_layer(s, st, caches, model, i, lw, (ml, mw, m), &e.rope, dims, sinks, kernel); // s.o [n_tok, n_head·d_v]
+            if let (Some(ml), Some(mw), Some(e), Some(m)) = (&b.attn.mla, &lw.mla, ext, cfg.attn_ext.as_ref().and_then(|a| a.mla.as_ref()))
+            {
+                mla::mla_layer(s, st, caches, model, i, lw, (ml, mw, m), &e.rope, dims, sinks, kernel);
+            // s.o [n_tok, n_head·d_v]
             } else {
                 s.qkv.resize(n * (dq + 2 * dkv), 0.0);
                 linear(&mut s.qkv, &s.h, &lw.wqkv, n, kernel); // [n_tok, dq + 2·dkv]
@@ -326,7 +350,8 @@ impl<'m> Engine<'m> {
                     let row = &s.qkv[r * (dq + 2 * dkv)..(r + 1) * (dq + 2 * dkv)];
                     s.q[r * dq..(r + 1) * dq].copy_from_slice(&row[..dq]); // [n_head·d_head]
                     s.k[r * dkv..(r + 1) * dkv].copy_from_slice(&row[dq..dq + dkv]); // [n_head_kv·d_head]
-                    s.v[r * dkv..(r + 1) * dkv].copy_from_slice(&row[dq + dkv..]); // [n_head_kv·d_head]
+                    s.v[r * dkv..(r + 1) * dkv].copy_from_slice(&row[dq + dkv..]);
+                    // [n_head_kv·d_head]
                 }
                 match ext {
                     Some(e) => attention_ext::finish_qkv(p, &b.attn, cfg, i, &e.rope, &mut s.q, &mut s.k, &mut s.v, &s.positions),
@@ -343,7 +368,8 @@ impl<'m> Engine<'m> {
                 }
                 {
                     let views: Vec<&KvCache<f32>> = caches.iter().map(|c| &**c).collect();
-                    cached_attention(&mut s.o, &views, i, &s.q, &s.offs, &s.len0, dims, sinks, &mut s.tasks); // [n_tok, dq]
+                    cached_attention(&mut s.o, &views, i, &s.q, &s.offs, &s.len0, dims, sinks, &mut s.tasks);
+                    // [n_tok, dq]
                 }
                 for (si, &l0) in s.len0.iter().enumerate() {
                     // 4·d_head FLOPs per (query head, visible key): exact over windows and chunks
@@ -367,7 +393,8 @@ impl<'m> Engine<'m> {
                 }
                 FfnWeights::Moe(mw) => {
                     let mc = self.dropless.as_ref().ok_or_else(|| Error::BadInput("MoE layer without a moe config".into()))?;
-                    moe_forward(&mut s.a, &s.h, mw, mc, &model.selection_bias[i], n, d, kernel, &mut s.moe, st); // [n_tok, d_model]
+                    moe_forward(&mut s.a, &s.h, mw, mc, &model.selection_bias[i], n, d, kernel, &mut s.moe, st);
+                    // [n_tok, d_model]
                 }
             }
             s.x.iter_mut().zip(&s.a).for_each(|(x, &v)| *x += v);

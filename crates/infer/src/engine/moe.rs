@@ -57,7 +57,18 @@ fn sigmoid(z: f32) -> f32 {
 /// experts' GEMV kernel (the router always uses the exact one). `selection_bias` is the model's
 /// balancing bias of this layer (empty or `[n_expert]`), unused when the layer has a fixed one.
 #[allow(clippy::too_many_arguments)]
-pub fn moe_forward(out: &mut [f32], h: &[f32], w: &MoeWeights, mc: &MoeConfig, selection_bias: &[f32], n_tok: usize, d_model: usize, kernel: Kernel, s: &mut MoeScratch, stats: &mut StepStats) {
+pub fn moe_forward(
+    out: &mut [f32],
+    h: &[f32],
+    w: &MoeWeights,
+    mc: &MoeConfig,
+    selection_bias: &[f32],
+    n_tok: usize,
+    d_model: usize,
+    kernel: Kernel,
+    s: &mut MoeScratch,
+    stats: &mut StepStats,
+) {
     let (e, k) = (w.n_expert, mc.n_expert_active);
     let d = d_model;
     // ---- router: z = h·Wrᵀ → gate values p

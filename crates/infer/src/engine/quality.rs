@@ -40,7 +40,14 @@ fn log_softmax(row: &[f32], out: &mut [f64]) {
 /// Perplexity and KL of `dtype` (on `kernel`, see [`Engine::with_kernel`]) against exact f32 on consecutive windows of `seq_len + 1` tokens of
 /// `tokens` (at most `max_windows`): each window's first `seq_len` tokens are prefilled with all
 /// logits, and predict the next token at every position.
-pub fn weight_format_quality(model: &Transformer<f32>, tokens: &[u32], dtype: WeightDtype, kernel: Kernel, seq_len: usize, max_windows: usize) -> Result<FormatQuality> {
+pub fn weight_format_quality(
+    model: &Transformer<f32>,
+    tokens: &[u32],
+    dtype: WeightDtype,
+    kernel: Kernel,
+    seq_len: usize,
+    max_windows: usize,
+) -> Result<FormatQuality> {
     if seq_len == 0 || seq_len > model.cfg.n_ctx {
         return Err(Error::BadInput(format!("quality: seq_len {seq_len} must be in 1..=n_ctx ({})", model.cfg.n_ctx)));
     }

@@ -131,7 +131,10 @@ pub struct MoeWeights {
 impl MoeWeights {
     /// Bytes held (router, vectors, every expert).
     pub fn bytes(&self) -> usize {
-        let vecs = [&self.shared_gate, &self.router_bias, &self.selection_bias].iter().map(|v| v.as_ref().map_or(0, |v| 4 * v.len())).sum::<usize>();
+        let vecs = [&self.shared_gate, &self.router_bias, &self.selection_bias]
+            .iter()
+            .map(|v| v.as_ref().map_or(0, |v| 4 * v.len()))
+            .sum::<usize>();
         4 * self.router.len() + vecs + self.experts.iter().map(|e| e.bytes()).sum::<usize>() + self.shared.as_ref().map_or(0, |s| s.bytes())
     }
 }
@@ -379,7 +382,9 @@ impl EngineWeights {
                 let (wqkv, wo, mla) = attention(&mut src, &b.attn, cfg, dtype);
                 let ffn = match &b.ffn {
                     FfnLayout::Dense(l) => FfnWeights::Dense(dense_mlp(&mut src, l, d, dtype)),
-                    FfnLayout::Moe(l) => FfnWeights::Moe(moe_layer(&mut src, l, cfg.moe.as_ref().expect("MoE layer implies a moe config"), d, dtype)),
+                    FfnLayout::Moe(l) => {
+                        FfnWeights::Moe(moe_layer(&mut src, l, cfg.moe.as_ref().expect("MoE layer implies a moe config"), d, dtype))
+                    }
                 };
                 LayerWeights { wqkv, wo, mla, ffn }
             })

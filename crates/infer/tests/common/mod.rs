@@ -64,7 +64,8 @@ pub fn golden_cases() -> Vec<GoldenCase> {
             let st = SafeTensors::deserialize(&bytes).unwrap();
             let prompt = i64s(&st, "tokens")[..seq_len].to_vec();
             let greedy = i64s(&st, "greedy");
-            let all: Vec<f32> = st.tensor("logits").unwrap().data().chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().unwrap())).collect();
+            let all: Vec<f32> =
+                st.tensor("logits").unwrap().data().chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().unwrap())).collect();
             let logits = all[..seq_len * m.cfg.n_vocab].to_vec();
             GoldenCase { name: name.clone(), m, prompt, greedy, logits }
         })

@@ -473,7 +473,12 @@ mod x86 {
         }
         if p < k {
             let mask: __mmask16 = ((1u32 << (k - p)) - 1) as __mmask16;
-            let wv = [L::load_mask(w[0].add(p), mask), L::load_mask(w[1].add(p), mask), L::load_mask(w[2].add(p), mask), L::load_mask(w[3].add(p), mask)];
+            let wv = [
+                L::load_mask(w[0].add(p), mask),
+                L::load_mask(w[1].add(p), mask),
+                L::load_mask(w[2].add(p), mask),
+                L::load_mask(w[3].add(p), mask),
+            ];
             for i in 0..MR {
                 let xv = _mm512_maskz_loadu_ps(mask, x[i].add(p));
                 for r in 0..4 {
@@ -508,7 +513,17 @@ mod x86 {
     /// AVX-512 F/BW/VL available; `y` as in `run_rows`; `w.len() = n·k`, `x.len() = m·k`.
     #[allow(clippy::too_many_arguments)]
     #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
-    pub(super) unsafe fn rows<L: Load>(y: *mut f32, x: &[f32], w: &[L::T], scale: Option<&[f32]>, m: usize, n: usize, k: usize, j0: usize, j1: usize) {
+    pub(super) unsafe fn rows<L: Load>(
+        y: *mut f32,
+        x: &[f32],
+        w: &[L::T],
+        scale: Option<&[f32]>,
+        m: usize,
+        n: usize,
+        k: usize,
+        j0: usize,
+        j1: usize,
+    ) {
         let (xp, wp) = (x.as_ptr(), w.as_ptr());
         for_blocks(m, j0, j1, |ib, ie, _, je, j| {
             let wr = [0, 1, 2, 3].map(|r| wp.add((j + r).min(je - 1) * k));
@@ -666,7 +681,18 @@ mod x86 {
     /// AVX-512 F/BW/VL and AVX512_VNNI available; `k ≤ 2¹⁷`; otherwise as [`rows`].
     #[allow(clippy::too_many_arguments)]
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni")]
-    pub(super) unsafe fn rows_vnni(y: *mut f32, xu: &[u8], sx: &[f32], w: &[i8], scale: &[f32], m: usize, n: usize, k: usize, j0: usize, j1: usize) {
+    pub(super) unsafe fn rows_vnni(
+        y: *mut f32,
+        xu: &[u8],
+        sx: &[f32],
+        w: &[i8],
+        scale: &[f32],
+        m: usize,
+        n: usize,
+        k: usize,
+        j0: usize,
+        j1: usize,
+    ) {
         let (xp, wp) = (xu.as_ptr(), w.as_ptr());
         let mut j = j0;
         while j < j1 {

@@ -76,11 +76,8 @@ pub fn matmul<T: Real>(c: &mut [T], a: &[T], b: &[T], s: MatmulShape, beta: T, p
         Par::Seq => 1,
         Par::Pool => rayon::current_num_threads(),
     };
-    let parallelism = if threads > 1 && s.m * s.n * s.k >= 64 * 64 * 64 {
-        gemm::Parallelism::Rayon(threads)
-    } else {
-        gemm::Parallelism::None
-    };
+    let parallelism =
+        if threads > 1 && s.m * s.n * s.k >= 64 * 64 * 64 { gemm::Parallelism::Rayon(threads) } else { gemm::Parallelism::None };
     // SAFETY: the pointers come from slices whose lengths were checked against the shape above,
     // the strides describe exactly those row-major layouts, and C does not alias A or B (distinct
     // borrows). T is f32 or f64, both supported by gemm.

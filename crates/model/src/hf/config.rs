@@ -92,7 +92,9 @@ impl<'a> Fields<'a> {
     pub(crate) fn usize_opt(&self, field: &str) -> Result<Option<usize>> {
         match self.get(field) {
             None => Ok(None),
-            Some(v) => v.as_u64().map(|x| Some(x as usize)).ok_or_else(|| self.err(field, format!("expected a non-negative integer, got {v}"))),
+            Some(v) => {
+                v.as_u64().map(|x| Some(x as usize)).ok_or_else(|| self.err(field, format!("expected a non-negative integer, got {v}")))
+            }
         }
     }
     pub(crate) fn usize(&self, field: &str) -> Result<usize> {
@@ -136,11 +138,14 @@ pub(crate) fn token_ids(v: Option<&Value>) -> Vec<u32> {
 
 /// Parse the text of a `config.json`; `path` names it in errors.
 pub fn parse_config(text: &str, path: &Path, opts: &HfOptions) -> Result<HfConfig> {
-    let root: Value = serde_json::from_str(text).map_err(|e| Error::ConfigParse { path: Some(path.to_path_buf()), message: format!("not valid JSON: {e}") })?;
+    let root: Value = serde_json::from_str(text)
+        .map_err(|e| Error::ConfigParse { path: Some(path.to_path_buf()), message: format!("not valid JSON: {e}") })?;
     let obj = root.as_object().ok_or_else(|| Error::ConfigParse { path: Some(path.to_path_buf()), message: "not a JSON object".into() })?;
     let f = Fields { obj, path: path.to_path_buf(), prefix: "" };
     let arch = match f.get("architectures") {
-        Some(Value::Array(a)) if !a.is_empty() => a[0].as_str().ok_or_else(|| f.err("architectures", "entries must be strings"))?.to_string(),
+        Some(Value::Array(a)) if !a.is_empty() => {
+            a[0].as_str().ok_or_else(|| f.err("architectures", "entries must be strings"))?.to_string()
+        }
         _ => return Err(f.err("architectures", "is missing or empty; cannot tell the architecture")),
     };
     let family = match arch.as_str() {
@@ -153,7 +158,9 @@ pub fn parse_config(text: &str, path: &Path, opts: &HfOptions) -> Result<HfConfi
         "DeepseekV3ForCausalLM" => Family::DeepseekV3,
         "GptOssForCausalLM" => Family::GptOss,
         "Llama4ForCausalLM" | "Llama4ForConditionalGeneration" => Family::Llama4,
-        other => return Err(f.err("architectures", format!("architecture `{other}` is not supported (supported: {})", SUPPORTED.join(", ")))),
+        other => {
+            return Err(f.err("architectures", format!("architecture `{other}` is not supported (supported: {})", SUPPORTED.join(", "))))
+        }
     };
 
     if matches!(family, Family::DeepseekV3 | Family::GptOss | Family::Llama4) {
@@ -189,7 +196,15 @@ pub fn parse_config(text: &str, path: &Path, opts: &HfOptions) -> Result<HfConfi
     if f.get("clip_qkv").is_some() {
         return Err(f.err("clip_qkv", "q/k/v clipping is not supported"));
     }
-    for field in ["attn_logit_softcapping", "final_logit_softcapping", "logit_scale", "embedding_multiplier", "residual_multiplier", "attention_multiplier", "logits_scaling"] {
+    for field in [
+        "attn_logit_softcapping",
+        "final_logit_softcapping",
+        "logit_scale",
+        "embedding_multiplier",
+        "residual_multiplier",
+        "attention_multiplier",
+        "logits_scaling",
+    ] {
         if f.get(field).is_some() {
             return Err(f.err(field, "is not supported"));
         }
@@ -223,7 +238,9 @@ pub fn parse_config(text: &str, path: &Path, opts: &HfOptions) -> Result<HfConfi
     let intermediate = f.usize_opt("intermediate_size")?;
     let moe = match family {
         Family::Llama | Family::Qwen3 | Family::DeepseekV3 | Family::GptOss | Family::Llama4 => None,
-        Family::Mixtral => Some(moe_cfg(f.usize("num_local_experts")?, f.usize("num_experts_per_tok")?, f.usize("intermediate_size")?, true)),
+        Family::Mixtral => {
+            Some(moe_cfg(f.usize("num_local_experts")?, f.usize("num_experts_per_tok")?, f.usize("intermediate_size")?, true))
+        }
         Family::Olmoe => {
             let n_expert = num_experts(&f)?;
             Some(moe_cfg(n_expert, f.usize("num_experts_per_tok")?, f.usize("intermediate_size")?, f.bool_or("norm_topk_prob", false)?))
@@ -272,7 +289,13 @@ pub fn parse_config(text: &str, path: &Path, opts: &HfOptions) -> Result<HfConfi
     // a window shorter than the context takes the inference-only attention path; a scaled RoPE
     // only changes the rotation table
     cfg.validate().map_err(|e| f.err("(mapped config)", e))?;
-    Ok(HfConfig { arch, family, cfg, bos_token_id: token_ids(f.get("bos_token_id")).first().copied(), eos_token_ids: token_ids(f.get("eos_token_id")) })
+    Ok(HfConfig {
+        arch,
+        family,
+        cfg,
+        bos_token_id: token_ids(f.get("bos_token_id")).first().copied(),
+        eos_token_ids: token_ids(f.get("eos_token_id")),
+    })
 }
 
 pub(crate) fn moe_cfg(n_expert: usize, k: usize, d_expert: usize, renormalize: bool) -> MoeConfig {
@@ -379,7 +402,10 @@ fn qwen3_moe_placement(f: &Fields<'_>, n_layer: usize) -> Result<(usize, usize)>
     }
     let only: Vec<usize> = match f.get("mlp_only_layers") {
         None => Vec::new(),
-        Some(Value::Array(a)) => a.iter().map(|x| x.as_u64().map(|v| v as usize).ok_or_else(|| f.err("mlp_only_layers", "entries must be integers"))).collect::<Result<_>>()?,
+        Some(Value::Array(a)) => a
+            .iter()
+            .map(|x| x.as_u64().map(|v| v as usize).ok_or_else(|| f.err("mlp_only_layers", "entries must be integers")))
+            .collect::<Result<_>>()?,
         Some(v) => return Err(f.err("mlp_only_layers", format!("expected a list, got {v}"))),
     };
     let want: Vec<bool> = (0..n_layer).map(|i| !only.contains(&i) && (i + 1) % step == 0).collect();

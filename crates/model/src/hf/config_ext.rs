@@ -64,7 +64,16 @@ pub(crate) fn rope_spec(f: &Fields<'_>, max_pos: usize) -> Result<RopeSpec> {
         "default" => &[],
         "linear" => &["factor"],
         "llama3" => &["factor", "low_freq_factor", "high_freq_factor", "original_max_position_embeddings"],
-        "yarn" => &["factor", "beta_fast", "beta_slow", "original_max_position_embeddings", "truncate", "attention_factor", "mscale", "mscale_all_dim"],
+        "yarn" => &[
+            "factor",
+            "beta_fast",
+            "beta_slow",
+            "original_max_position_embeddings",
+            "truncate",
+            "attention_factor",
+            "mscale",
+            "mscale_all_dim",
+        ],
         other => return Err(f.err(&name(ty_key), format!("RoPE type `{other}` is not supported (default, linear, llama3, yarn)"))),
     };
     for (k, v) in &keys {
@@ -157,7 +166,9 @@ pub(crate) fn check_quantization(f: &Fields<'_>) -> Result<()> {
 /// Our `(every, first_dense)` placing MoE layers exactly where `want` says.
 fn placement(want: &[bool]) -> Option<(usize, usize)> {
     let n = want.len();
-    (1..=n.max(1)).flat_map(|every| (0..n).map(move |fd| (every, fd))).find(|&(every, fd)| (0..n).all(|i| want[i] == (i >= fd && (i + 1) % every == 0)))
+    (1..=n.max(1))
+        .flat_map(|every| (0..n).map(move |fd| (every, fd)))
+        .find(|&(every, fd)| (0..n).all(|i| want[i] == (i >= fd && (i + 1) % every == 0)))
 }
 
 /// A list of layer flags given as 0/1 numbers or booleans.
@@ -168,7 +179,11 @@ fn flags(f: &Fields<'_>, field: &str, n_layer: usize) -> Result<Option<Vec<bool>
         Some(Value::Array(a)) => {
             let v: Vec<bool> = a
                 .iter()
-                .map(|x| x.as_bool().or_else(|| x.as_u64().map(|u| u != 0)).ok_or_else(|| f.err(field, format!("entries must be 0/1 or booleans, got {x}"))))
+                .map(|x| {
+                    x.as_bool()
+                        .or_else(|| x.as_u64().map(|u| u != 0))
+                        .ok_or_else(|| f.err(field, format!("entries must be 0/1 or booleans, got {x}")))
+                })
                 .collect::<Result<_>>()?;
             if v.len() != n_layer {
                 return Err(f.err(field, format!("has {} entries for {n_layer} layers", v.len())));
@@ -223,7 +238,10 @@ pub(crate) fn parse(f: &Fields<'_>, family: Family, opts: &HfOptions) -> Result<
             f.must_be_off("attention_bias", "DeepSeek-V3 without projection biases")?;
             if let Some(kv) = f.usize_opt("num_key_value_heads")? {
                 if kv != n_head {
-                    return Err(f.err("num_key_value_heads", format!("{kv} ≠ num_attention_heads {n_head}: latent attention expands keys to every head")));
+                    return Err(f.err(
+                        "num_key_value_heads",
+                        format!("{kv} ≠ num_attention_heads {n_head}: latent attention expands keys to every head"),
+                    ));
                 }
             }
             let mla = Mla {
@@ -278,7 +296,10 @@ pub(crate) fn parse(f: &Fields<'_>, family: Family, opts: &HfOptions) -> Result<
             ext.sinks = true;
             let layer_types: Vec<String> = match f.get("layer_types") {
                 None => (0..n_layer).map(|i| if i % 2 == 0 { "sliding_attention" } else { "full_attention" }.to_string()).collect(),
-                Some(Value::Array(a)) => a.iter().map(|x| x.as_str().map(str::to_string).ok_or_else(|| f.err("layer_types", "entries must be strings"))).collect::<Result<_>>()?,
+                Some(Value::Array(a)) => a
+                    .iter()
+                    .map(|x| x.as_str().map(str::to_string).ok_or_else(|| f.err("layer_types", "entries must be strings")))
+                    .collect::<Result<_>>()?,
                 Some(v) => return Err(f.err("layer_types", format!("expected a list, got {v}"))),
             };
             if layer_types.len() != n_layer {
@@ -316,12 +337,16 @@ pub(crate) fn parse(f: &Fields<'_>, family: Family, opts: &HfOptions) -> Result<
             cfg.attn_bias = bias;
             ext.out_bias = bias;
             ext.rope_interleave = true; // complex multiplication over (2i, 2i+1)
-            // `no_rope_layers[i]` = 1 means layer i *uses* RoPE (transformers' naming)
+                                        // `no_rope_layers[i]` = 1 means layer i *uses* RoPE (transformers' naming)
             let interval = f.usize_opt("no_rope_layer_interval")?.unwrap_or(4).max(1);
-            let rope_layers = flags(f, "no_rope_layers", n_layer)?.unwrap_or_else(|| (0..n_layer).map(|i| (i + 1) % interval != 0).collect());
+            let rope_layers =
+                flags(f, "no_rope_layers", n_layer)?.unwrap_or_else(|| (0..n_layer).map(|i| (i + 1) % interval != 0).collect());
             let layer_types: Vec<String> = match f.get("layer_types") {
                 None => rope_layers.iter().map(|&r| if r { "chunked_attention" } else { "full_attention" }.to_string()).collect(),
-                Some(Value::Array(a)) => a.iter().map(|x| x.as_str().map(str::to_string).ok_or_else(|| f.err("layer_types", "entries must be strings"))).collect::<Result<_>>()?,
+                Some(Value::Array(a)) => a
+                    .iter()
+                    .map(|x| x.as_str().map(str::to_string).ok_or_else(|| f.err("layer_types", "entries must be strings")))
+                    .collect::<Result<_>>()?,
                 Some(v) => return Err(f.err("layer_types", format!("expected a list, got {v}"))),
             };
             if layer_types.len() != n_layer {
@@ -349,7 +374,8 @@ pub(crate) fn parse(f: &Fields<'_>, family: Family, opts: &HfOptions) -> Result<
                 Some(v) => return Err(f.err("attn_temperature_tuning", format!("expected true/false, got {v}"))),
             };
             if tuning {
-                ext.temperature = Some(AttnTemperature { floor_scale: f.f64_or("floor_scale", 8192.0)?, attn_scale: f.f64_or("attn_scale", 0.1)? });
+                ext.temperature =
+                    Some(AttnTemperature { floor_scale: f.f64_or("floor_scale", 8192.0)?, attn_scale: f.f64_or("attn_scale", 0.1)? });
             }
             let d_expert = f.usize("intermediate_size")?;
             let mut m = moe_cfg(n_expert, f.usize_opt("num_experts_per_tok")?.unwrap_or(1), d_expert, false);
@@ -359,7 +385,10 @@ pub(crate) fn parse(f: &Fields<'_>, family: Family, opts: &HfOptions) -> Result<
             m.ext = Some(MoeExt { scale_input: true, ..MoeExt::default() });
             let want: Vec<bool> = match f.get("moe_layers") {
                 Some(Value::Array(a)) => {
-                    let l: Vec<usize> = a.iter().map(|x| x.as_u64().map(|v| v as usize).ok_or_else(|| f.err("moe_layers", "entries must be integers"))).collect::<Result<_>>()?;
+                    let l: Vec<usize> = a
+                        .iter()
+                        .map(|x| x.as_u64().map(|v| v as usize).ok_or_else(|| f.err("moe_layers", "entries must be integers")))
+                        .collect::<Result<_>>()?;
                     (0..n_layer).map(|i| l.contains(&i)).collect()
                 }
                 Some(v) => return Err(f.err("moe_layers", format!("expected a list, got {v}"))),
@@ -372,7 +401,8 @@ pub(crate) fn parse(f: &Fields<'_>, family: Family, opts: &HfOptions) -> Result<
                 cfg.d_ff = f.usize("intermediate_size_mlp")?;
             }
             if want.iter().any(|&w| w) {
-                let (every, first_dense) = placement(&want).ok_or_else(|| f.err("moe_layers", "this placement of MoE layers is not expressible (first_dense + every)"))?;
+                let (every, first_dense) = placement(&want)
+                    .ok_or_else(|| f.err("moe_layers", "this placement of MoE layers is not expressible (first_dense + every)"))?;
                 m.every = every;
                 m.first_dense = first_dense;
                 cfg.moe = Some(m);

@@ -168,7 +168,11 @@ pub fn export_tensors<T: Real>(m: &Transformer<T>) -> Result<Vec<HfTensor>> {
                     let (shape, v) = get(&format!("{o}.ffn.experts.{ours}"))?;
                     let per = v.len() / ml.n_expert;
                     for e in 0..ml.n_expert {
-                        out.push((format!("{h}.block_sparse_moe.experts.{e}.{hf}.weight"), shape[1..].to_vec(), f32_bytes(&v[e * per..(e + 1) * per])));
+                        out.push((
+                            format!("{h}.block_sparse_moe.experts.{e}.{hf}.weight"),
+                            shape[1..].to_vec(),
+                            f32_bytes(&v[e * per..(e + 1) * per]),
+                        ));
                     }
                 }
             }

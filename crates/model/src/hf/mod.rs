@@ -50,7 +50,8 @@ pub fn load_hf_dir_with(dir: &Path, opts: &HfOptions) -> Result<HfModel> {
     let gen_path = dir.join("generation_config.json");
     if gen_path.exists() {
         let text = std::fs::read_to_string(&gen_path).map_err(|source| Error::Io { path: gen_path.clone(), source })?;
-        let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| Error::ConfigParse { path: Some(gen_path.clone()), message: format!("not valid JSON: {e}") })?;
+        let v: serde_json::Value = serde_json::from_str(&text)
+            .map_err(|e| Error::ConfigParse { path: Some(gen_path.clone()), message: format!("not valid JSON: {e}") })?;
         if let Some(b) = v.get("bos_token_id").filter(|x| !x.is_null()) {
             bos = config::token_ids(Some(b)).first().copied();
         }

@@ -26,7 +26,8 @@ pub fn weight_files(dir: &Path) -> Result<Vec<PathBuf>> {
     let index = dir.join("model.safetensors.index.json");
     if index.exists() {
         let text = std::fs::read_to_string(&index).map_err(|source| Error::Io { path: index.clone(), source })?;
-        let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| Error::Checkpoint { path: index.clone(), message: format!("not valid JSON: {e}") })?;
+        let v: serde_json::Value =
+            serde_json::from_str(&text).map_err(|e| Error::Checkpoint { path: index.clone(), message: format!("not valid JSON: {e}") })?;
         let map = v
             .get("weight_map")
             .and_then(|m| m.as_object())
@@ -74,19 +75,25 @@ impl<'a> Source<'a> {
         let mut loc = HashMap::new();
         let mut stored = HashMap::new();
         for (i, (p, b)) in bytes.iter().enumerate() {
-            let st = SafeTensors::deserialize(b.as_ref()).map_err(|e| Error::Checkpoint { path: p.clone(), message: format!("not a valid safetensors file: {e}") })?;
+            let st = SafeTensors::deserialize(b.as_ref())
+                .map_err(|e| Error::Checkpoint { path: p.clone(), message: format!("not a valid safetensors file: {e}") })?;
             for name in st.names() {
                 let canon = strip.and_then(|s| name.strip_prefix(s)).unwrap_or(name);
                 if canon != name {
                     stored.insert(canon.to_string(), name.to_string());
                 }
                 if let Some(j) = loc.insert(canon.to_string(), i) {
-                    return Err(Error::Checkpoint { path: p.clone(), message: format!("tensor `{name}` is also in {}", bytes[j].0.display()) });
+                    return Err(Error::Checkpoint {
+                        path: p.clone(),
+                        message: format!("tensor `{name}` is also in {}", bytes[j].0.display()),
+                    });
                 }
             }
             files.push((p.clone(), st));
         }
-        let mut formats = files.iter().flat_map(|(_, st)| st.tensors().into_iter().filter(|(_, t)| t.shape().len() >= 2).map(|(_, t)| t.dtype()).collect::<Vec<_>>());
+        let mut formats = files
+            .iter()
+            .flat_map(|(_, st)| st.tensors().into_iter().filter(|(_, t)| t.shape().len() >= 2).map(|(_, t)| t.dtype()).collect::<Vec<_>>());
         let first = formats.next();
         let half = match first {
             Some(Dtype::BF16) if formats.all(|d| d == Dtype::BF16) => Some(StoredData::Bf16(Vec::new())),
@@ -143,13 +150,19 @@ impl<'a> Source<'a> {
     /// exist and have `shape`.
     fn locate<'s>(&'s self, name: &'s str, shape: &[usize]) -> Result<(usize, &'s str, safetensors::tensor::TensorView<'s>)> {
         let Some(&i) = self.loc.get(name) else {
-            return Err(Error::Checkpoint { path: self.dir.clone(), message: format!("tensor `{name}` is missing ({} needs it)", self.arch) });
+            return Err(Error::Checkpoint {
+                path: self.dir.clone(),
+                message: format!("tensor `{name}` is missing ({} needs it)", self.arch),
+            });
         };
         let (path, st) = &self.files[i];
         let stored = self.file_name(name);
         let t = st.tensor(stored).map_err(|e| Error::Checkpoint { path: path.clone(), message: format!("tensor `{stored}`: {e}") })?;
         if t.shape() != shape {
-            return Err(Error::Checkpoint { path: path.clone(), message: format!("tensor `{stored}` has shape {:?}; config.json needs {shape:?}", t.shape()) });
+            return Err(Error::Checkpoint {
+                path: path.clone(),
+                message: format!("tensor `{stored}` has shape {:?}; config.json needs {shape:?}", t.shape()),
+            });
         }
         Ok((i, stored, t))
     }
@@ -220,7 +233,14 @@ fn put(m: &mut Transformer<f32>, keep: Option<&StoredData>, ours: &str, vals: &[
 
 /// The checkpoint's tensor `name` (of `shape`) as our tensor `ours`, unchanged: [`put`], except
 /// that a kept matrix already in the kept format is copied bit for bit, without an f32 detour.
-fn put_tensor(m: &mut Transformer<f32>, src: &mut Source<'_>, keep: Option<&StoredData>, name: &str, shape: &[usize], ours: &str) -> Result<()> {
+fn put_tensor(
+    m: &mut Transformer<f32>,
+    src: &mut Source<'_>,
+    keep: Option<&StoredData>,
+    name: &str,
+    shape: &[usize],
+    ours: &str,
+) -> Result<()> {
     if let Some(fmt) = keep.filter(|_| is_engine_matrix(ours)) {
         if let Some(data) = src.take_half(name, shape, fmt)? {
             let e = m.table.get(ours).unwrap_or_else(|| panic!("tensor {ours} is in the layout"));
@@ -349,11 +369,18 @@ pub fn load_weights(dir: &Path, files: &[PathBuf], hc: &HfConfig, opts: &HfOptio
                     direct(&mut src, &mut m, &format!("{prefix}.{router}.bias"), "ffn.router.bias", &[ne])?;
                 }
                 if ml.selection_bias.is_some() {
-                    direct(&mut src, &mut m, &format!("{prefix}.{router}.e_score_correction_bias"), "ffn.router.fixed_selection_bias", &[ne])?;
+                    direct(
+                        &mut src,
+                        &mut m,
+                        &format!("{prefix}.{router}.e_score_correction_bias"),
+                        "ffn.router.fixed_selection_bias",
+                        &[ne],
+                    )?;
                 }
                 let fused = format!("{hf}.{prefix}.experts.gate_up_proj");
                 let down_name = format!("{hf}.{prefix}.experts.down_proj");
-                let ours_w = [format!("{ours}.ffn.experts.w_gate"), format!("{ours}.ffn.experts.w_up"), format!("{ours}.ffn.experts.w_down")];
+                let ours_w =
+                    [format!("{ours}.ffn.experts.w_gate"), format!("{ours}.ffn.experts.w_up"), format!("{ours}.ffn.experts.w_down")];
                 // one expert at a time: gate [d_expert, d_model], up [d_expert, d_model], down [d_model, d_expert]
                 let emit = |m: &mut Transformer<f32>, e: usize, parts: [Vec<f32>; 3]| {
                     for (name, v) in ours_w.iter().zip(&parts) {
@@ -401,7 +428,11 @@ pub fn load_weights(dir: &Path, files: &[PathBuf], hc: &HfConfig, opts: &HfOptio
                     let (g, u, dn) = if hc.family == Family::Mixtral { ("w1", "w3", "w2") } else { ("gate_proj", "up_proj", "down_proj") };
                     for e in 0..ne {
                         let x = format!("{hf}.{prefix}.experts.{e}");
-                        let parts = [src.take(&format!("{x}.{g}.weight"), &[de, d])?, src.take(&format!("{x}.{u}.weight"), &[de, d])?, src.take(&format!("{x}.{dn}.weight"), &[d, de])?];
+                        let parts = [
+                            src.take(&format!("{x}.{g}.weight"), &[de, d])?,
+                            src.take(&format!("{x}.{u}.weight"), &[de, d])?,
+                            src.take(&format!("{x}.{dn}.weight"), &[d, de])?,
+                        ];
                         emit(&mut m, e, parts);
                     }
                 }
@@ -430,7 +461,10 @@ pub fn load_weights(dir: &Path, files: &[PathBuf], hc: &HfConfig, opts: &HfOptio
     // DeepSeek-V3 checkpoints carry multi-token-prediction layers after the last one; transformers skips them
     let mtp = |n: &str| {
         hc.family == Family::DeepseekV3
-            && n.strip_prefix("model.layers.").and_then(|r| r.split('.').next()).and_then(|x| x.parse::<usize>().ok()).is_some_and(|l| l >= cfg.n_layer)
+            && n.strip_prefix("model.layers.")
+                .and_then(|r| r.split('.').next())
+                .and_then(|x| x.parse::<usize>().ok())
+                .is_some_and(|l| l >= cfg.n_layer)
     };
     let vision = |n: &str| multimodal && (n.starts_with("vision_model.") || n.starts_with("multi_modal_projector."));
     src.check_all_used(|n| n.ends_with("rotary_emb.inv_freq") || (tied && n == "lm_head.weight") || mtp(n) || vision(n))?;

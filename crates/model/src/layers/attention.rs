@@ -11,13 +11,13 @@ use moe_kernels::{Par, Real};
 /// Activations kept for the backward.
 #[derive(Debug, Default)]
 pub struct AttnSaved<T> {
-    q: Vec<T>,     // [n, n_head·d_head], after RoPE
-    k: Vec<T>,     // [n, n_head_kv·d_head], after RoPE
-    v: Vec<T>,     // [n, n_head_kv·d_head]
-    probs: Vec<T>, // [n_seq, n_head, seq_len, seq_len]
-    o: Vec<T>,     // [n, n_head·d_head]
-    q_pre: Vec<T>, // [n, n_head·d_head], before the q norm (empty without q/k norm)
-    k_pre: Vec<T>, // [n, n_head_kv·d_head], before the k norm
+    q: Vec<T>,      // [n, n_head·d_head], after RoPE
+    k: Vec<T>,      // [n, n_head_kv·d_head], after RoPE
+    v: Vec<T>,      // [n, n_head_kv·d_head]
+    probs: Vec<T>,  // [n_seq, n_head, seq_len, seq_len]
+    o: Vec<T>,      // [n, n_head·d_head]
+    q_pre: Vec<T>,  // [n, n_head·d_head], before the q norm (empty without q/k norm)
+    k_pre: Vec<T>,  // [n, n_head_kv·d_head], before the k norm
     q_rstd: Vec<T>, // [rows of the q norm]
     k_rstd: Vec<T>, // [rows of the k norm]
 }

@@ -212,7 +212,14 @@ fn add_bias<T: Real>(x: &mut [T], b: &[T]) {
 
 /// Project `h [n, d_model]` (rows at `positions`) of layer `layer` to rotated queries
 /// `[n, n_head·d_head]`, rotated keys `[n, n_head_kv·d_head]` and values `[n, n_head_kv·d_head_v]`.
-pub fn project<T: Real>(p: &[T], lay: &AttnLayout, cfg: &ModelConfig, layer: usize, h: &[T], positions: &[usize]) -> (Vec<T>, Vec<T>, Vec<T>) {
+pub fn project<T: Real>(
+    p: &[T],
+    lay: &AttnLayout,
+    cfg: &ModelConfig,
+    layer: usize,
+    h: &[T],
+    positions: &[usize],
+) -> (Vec<T>, Vec<T>, Vec<T>) {
     let n = positions.len();
     let d = cfg.d_model;
     let (nh, nkv, dh, dv) = (cfg.n_head, cfg.n_head_kv, cfg.d_head(), cfg.d_head_v());
@@ -253,7 +260,17 @@ pub fn project<T: Real>(p: &[T], lay: &AttnLayout, cfg: &ModelConfig, layer: usi
 /// q/k RMSNorm, then RoPE at `positions` (and the L2 norm) or, in NoPE layers, the temperature.
 /// Shared with the fast engine, which computes the products itself.
 #[allow(clippy::too_many_arguments)]
-pub fn finish_qkv<T: Real>(p: &[T], lay: &AttnLayout, cfg: &ModelConfig, layer: usize, rope: &Rope, q: &mut [T], k: &mut [T], v: &mut [T], positions: &[usize]) {
+pub fn finish_qkv<T: Real>(
+    p: &[T],
+    lay: &AttnLayout,
+    cfg: &ModelConfig,
+    layer: usize,
+    rope: &Rope,
+    q: &mut [T],
+    k: &mut [T],
+    v: &mut [T],
+    positions: &[usize],
+) {
     let (nh, nkv, dh) = (cfg.n_head, cfg.n_head_kv, cfg.d_head());
     if let Some(b) = &lay.bias {
         add_bias(q, &p[b[0].clone()]);
@@ -296,7 +313,8 @@ pub fn mla_q_and_latent<T: Real>(p: &[T], ml: &MlaLayout, m: &Mla, cfg: &ModelCo
             let mut qa = vec![T::ZERO; n * r];
             linear_forward(&mut qa, h, &p[wa.clone()], n, d, r, Par::Pool); // [n, q_lora_rank]
             rmsnorm_rows(&mut qa, &p[na.clone()], eps);
-            linear_forward(&mut q, &qa, &p[ml.wq_b.clone()], n, r, nh * dh, Par::Pool); // [n, n_head·d_head]
+            linear_forward(&mut q, &qa, &p[ml.wq_b.clone()], n, r, nh * dh, Par::Pool);
+            // [n, n_head·d_head]
         }
         _ => linear_forward(&mut q, h, &p[ml.wq_b.clone()], n, d, nh * dh, Par::Pool), // [n, n_head·d_head]
     }
@@ -397,7 +415,8 @@ pub fn attend_seq_reference<T: Real>(s: &LayerSpec<T>, q: &[T], pos0: usize, key
         let lo = s.window.map_or(0, |w| (pos + 1).saturating_sub(w)).max(s.chunk.map_or(0, |c| pos / c * c));
         let g = hq / group;
         let qh = &q[(t * nh + hq) * dh..(t * nh + hq + 1) * dh];
-        let mut sc: Vec<T> = (lo..=pos).map(|j| qh.iter().zip(&keys[g][j * dh..(j + 1) * dh]).map(|(&a, &b)| a * b).sum::<T>() * s.scale).collect();
+        let mut sc: Vec<T> =
+            (lo..=pos).map(|j| qh.iter().zip(&keys[g][j * dh..(j + 1) * dh]).map(|(&a, &b)| a * b).sum::<T>() * s.scale).collect();
         softmax_with_sink(&mut sc, s.sinks.get(hq).copied());
         oh.fill(T::ZERO);
         for (j, &w) in (lo..=pos).zip(sc.iter()) {
@@ -463,7 +482,15 @@ pub fn per_head<T: Real>(x: &[T], n_kv: usize, w: usize) -> Vec<Vec<T>> {
 }
 
 /// Full-sequence attention of layer `layer` over `h [n_seq·seq_len, d_model]` → `[n, d_model]`.
-pub fn attention_ext_forward<T: Real>(p: &[T], lay: &AttnLayout, cfg: &ModelConfig, layer: usize, h: &[T], n_seq: usize, seq_len: usize) -> Vec<T> {
+pub fn attention_ext_forward<T: Real>(
+    p: &[T],
+    lay: &AttnLayout,
+    cfg: &ModelConfig,
+    layer: usize,
+    h: &[T],
+    n_seq: usize,
+    seq_len: usize,
+) -> Vec<T> {
     let positions: Vec<usize> = (0..n_seq * seq_len).map(|r| r % seq_len).collect();
     let (q, k, v) = project(p, lay, cfg, layer, h, &positions);
     let spec = LayerSpec::new(p, lay, cfg, layer);
@@ -490,10 +517,25 @@ mod tests {
     fn attend_seq_equals_its_slow_twin_with_windows_chunks_sinks_and_gqa() {
         let mut rng = Rng::new(7);
         let mut rand = |n: usize| -> Vec<f64> { (0..n).map(|_| rng.normal() as f64).collect() };
-        for (window, chunk, sinks, pos0, nn) in [(None, None, false, 0, 9), (Some(3), None, true, 0, 9), (None, Some(4), false, 5, 6), (Some(5), Some(4), true, 7, 1), (None, None, true, 11, 2)] {
+        for (window, chunk, sinks, pos0, nn) in [
+            (None, None, false, 0, 9),
+            (Some(3), None, true, 0, 9),
+            (None, Some(4), false, 5, 6),
+            (Some(5), Some(4), true, 7, 1),
+            (None, None, true, 11, 2),
+        ] {
             let (nh, nkv, dh, dv) = (4, 2, 6, 5);
             let l = pos0 + nn;
-            let s = LayerSpec { n_head: nh, n_head_kv: nkv, d_head: dh, d_head_v: dv, scale: 0.4, window, chunk, sinks: if sinks { rand(nh) } else { Vec::new() } };
+            let s = LayerSpec {
+                n_head: nh,
+                n_head_kv: nkv,
+                d_head: dh,
+                d_head_v: dv,
+                scale: 0.4,
+                window,
+                chunk,
+                sinks: if sinks { rand(nh) } else { Vec::new() },
+            };
             let q = rand(nn * nh * dh);
             let (kh, vh): (Vec<Vec<f64>>, Vec<Vec<f64>>) = (0..nkv).map(|_| (rand(l * dh), rand(l * dv))).unzip();
             let keys: Vec<&[f64]> = kh.iter().map(|x| x.as_slice()).collect();

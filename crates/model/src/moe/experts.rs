@@ -64,7 +64,16 @@ fn add_rows<T: Real>(x: &mut [T], b: &[T]) {
 /// `in_scale [n_rows]`, when given, multiplies each gathered input row (Llama 4 scales the expert
 /// input by the combine weight).
 #[allow(clippy::too_many_arguments)]
-pub fn experts_forward<T: Real>(p: &[T], lay: &MoeLayout, h: &[T], d: &Dispatch, d_model: usize, d_expert: usize, clamp: Option<ClampedSwiglu>, in_scale: Option<&[T]>) -> ExpertsSaved<T> {
+pub fn experts_forward<T: Real>(
+    p: &[T],
+    lay: &MoeLayout,
+    h: &[T],
+    d: &Dispatch,
+    d_model: usize,
+    d_expert: usize,
+    clamp: Option<ClampedSwiglu>,
+    in_scale: Option<&[T]>,
+) -> ExpertsSaved<T> {
     let n_rows = d.n_rows();
     let (wsz_in, wsz_out) = (d_expert * d_model, d_model * d_expert);
     let mut x = vec![T::ZERO; n_rows * d_model];

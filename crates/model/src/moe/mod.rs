@@ -18,7 +18,7 @@ use dispatch::{dispatch, Dispatch};
 use experts::{experts_backward, experts_forward, ExpertsSaved};
 use moe_kernels::{Par, Real};
 use rayon::prelude::*;
-use router::{gating_backward, route, router_linear_backward, weights_backward, Routing, RouterSettings};
+use router::{gating_backward, route, router_linear_backward, weights_backward, RouterSettings, Routing};
 use stats::RoutingStats;
 
 /// Everything the backward needs.

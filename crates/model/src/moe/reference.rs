@@ -18,7 +18,16 @@ fn swiglu_mlp(x: &[f64], wg: &[f64], wu: &[f64], wd: &[f64], d: usize, f: usize)
 
 /// SwiGLU (or GPT-OSS's clamped variant) with optional biases, plain loops.
 #[allow(clippy::too_many_arguments)]
-fn expert_mlp(x: &[f64], wg: &[f64], wu: &[f64], wd: &[f64], d: usize, f: usize, bias: Biases<'_>, clamp: Option<ClampedSwiglu>) -> Vec<f64> {
+fn expert_mlp(
+    x: &[f64],
+    wg: &[f64],
+    wu: &[f64],
+    wd: &[f64],
+    d: usize,
+    f: usize,
+    bias: Biases<'_>,
+    clamp: Option<ClampedSwiglu>,
+) -> Vec<f64> {
     let act: Vec<f64> = (0..f)
         .map(|j| {
             let mut g = dot(&wg[j * d..(j + 1) * d], x);
@@ -41,7 +50,15 @@ fn expert_mlp(x: &[f64], wg: &[f64], wu: &[f64], wd: &[f64], d: usize, f: usize,
 }
 
 /// MoE output for `h [n_tok, d_model]`, token by token, in f64.
-pub fn moe_forward_reference<T: Real>(p: &[T], lay: &MoeLayout, cfg: &MoeConfig, selection_bias: &[f32], h: &[T], n_tok: usize, d: usize) -> Vec<f64> {
+pub fn moe_forward_reference<T: Real>(
+    p: &[T],
+    lay: &MoeLayout,
+    cfg: &MoeConfig,
+    selection_bias: &[f32],
+    h: &[T],
+    n_tok: usize,
+    d: usize,
+) -> Vec<f64> {
     let e = lay.n_expert;
     let k = cfg.n_expert_active;
     let de = cfg.d_expert;
@@ -56,7 +73,8 @@ pub fn moe_forward_reference<T: Real>(p: &[T], lay: &MoeLayout, cfg: &MoeConfig,
     let mut chosen: Vec<Vec<usize>> = Vec::with_capacity(n_tok);
     for t in 0..n_tok {
         let x = &hf[t * d..(t + 1) * d];
-        let z: Vec<f64> = (0..e).map(|j| dot(&wr[j * d..(j + 1) * d], x) + lay.router_bias.as_ref().map_or(0.0, |b| pf[b.start + j])).collect();
+        let z: Vec<f64> =
+            (0..e).map(|j| dot(&wr[j * d..(j + 1) * d], x) + lay.router_bias.as_ref().map_or(0.0, |b| pf[b.start + j])).collect();
         let pr: Vec<f64> = match cfg.gating {
             Gating::Softmax => {
                 let m = z.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
@@ -124,7 +142,13 @@ pub fn moe_forward_reference<T: Real>(p: &[T], lay: &MoeLayout, cfg: &MoeConfig,
             let wsz = de * d;
             // Llama 4 scales the expert's input by the weight instead of its output
             let xin: Vec<f64> = x.iter().map(|&v| if ext.scale_input { v * w } else { v }).collect();
-            let bias = lay.expert_bias.as_ref().map(|b| (&pf[b[0].start + j * de..b[0].start + (j + 1) * de], &pf[b[1].start + j * de..b[1].start + (j + 1) * de], &pf[b[2].start + j * d..b[2].start + (j + 1) * d]));
+            let bias = lay.expert_bias.as_ref().map(|b| {
+                (
+                    &pf[b[0].start + j * de..b[0].start + (j + 1) * de],
+                    &pf[b[1].start + j * de..b[1].start + (j + 1) * de],
+                    &pf[b[2].start + j * d..b[2].start + (j + 1) * d],
+                )
+            });
             let y = expert_mlp(
                 &xin,
                 &pf[lay.w_gate.start + j * wsz..lay.w_gate.start + (j + 1) * wsz],
@@ -141,7 +165,8 @@ pub fn moe_forward_reference<T: Real>(p: &[T], lay: &MoeLayout, cfg: &MoeConfig,
             }
         }
         if let Some(sl) = &lay.shared {
-            let y = swiglu_mlp(x, &pf[sl.w_gate.clone().expect("shared is swiglu")], &pf[sl.w_up.clone()], &pf[sl.w_down.clone()], d, sl.d_ff);
+            let y =
+                swiglu_mlp(x, &pf[sl.w_gate.clone().expect("shared is swiglu")], &pf[sl.w_up.clone()], &pf[sl.w_down.clone()], d, sl.d_ff);
             for (a, b) in o.iter_mut().zip(y) {
                 *a += b;
             }

@@ -146,7 +146,15 @@ pub fn select_experts<T: Real>(p: &[T], selection_bias: &[f32], s: &RouterSettin
 /// Route `h [n_tok, d_model]` with router weight `w_router [n_expert, d_model]` and optional bias
 /// `[n_expert]`. `selection_bias` is empty or `[n_expert]`; it changes which experts are chosen,
 /// never the weights.
-pub fn route<T: Real>(w_router: &[T], router_bias: Option<&[T]>, h: &[T], n_tok: usize, d_model: usize, s: RouterSettings, selection_bias: &[f32]) -> Routing<T> {
+pub fn route<T: Real>(
+    w_router: &[T],
+    router_bias: Option<&[T]>,
+    h: &[T],
+    n_tok: usize,
+    d_model: usize,
+    s: RouterSettings,
+    selection_bias: &[f32],
+) -> Routing<T> {
     let (e, k) = (s.n_expert, s.k);
     let mut logits = vec![T::ZERO; n_tok * e];
     linear_forward(&mut logits, h, w_router, n_tok, d_model, e, Par::Pool); // [n_tok, n_expert]
@@ -243,7 +251,16 @@ pub fn gating_backward<T: Real>(d_logits: &mut [T], d_probs: &[T], r: &Routing<T
 
 /// Router linear backward: **accumulates** into `d_h` and `d_w_router`.
 #[allow(clippy::too_many_arguments)]
-pub fn router_linear_backward<T: Real>(d_h: &mut [T], d_w_router: &mut [T], d_logits: &[T], h: &[T], w_router: &[T], n_tok: usize, d_model: usize, n_expert: usize) {
+pub fn router_linear_backward<T: Real>(
+    d_h: &mut [T],
+    d_w_router: &mut [T],
+    d_logits: &[T],
+    h: &[T],
+    w_router: &[T],
+    n_tok: usize,
+    d_model: usize,
+    n_expert: usize,
+) {
     linear_backward(Some(d_h), true, d_w_router, d_logits, h, w_router, n_tok, d_model, n_expert, Par::Pool);
 }
 

@@ -49,7 +49,12 @@ pub fn grad_check(name: &str, m: &mut Transformer<f64>, data_seed: u64) -> Summa
     let mut grads = vec![0.0f64; m.params.len()];
     let rep = m.forward_backward(&inputs, &targets, N_SEQ, SEQ, &mut grads, 1.0).unwrap();
     let base = eval(m, &inputs, &targets);
-    assert!((base.loss - rep.loss).abs() <= 1e-12 * rep.loss.abs().max(1.0), "{name}: forward loss {} vs forward_backward loss {}", base.loss, rep.loss);
+    assert!(
+        (base.loss - rep.loss).abs() <= 1e-12 * rep.loss.abs().max(1.0),
+        "{name}: forward loss {} vs forward_backward loss {}",
+        base.loss,
+        rep.loss
+    );
 
     let mut checked = 0;
     let mut skipped = 0;
