@@ -442,7 +442,7 @@ mod tests {
         let ids = [0u32, 1, 6, 2, 3, 4, 1, 5, 0];
         let (pieces, text) = streamed(&tok, &[], &ids);
         assert_eq!(text, tok.decode(&ids).unwrap());
-        assert_eq!(text, "Hello world \u{20AC} world!Hello".replace(" \u{20AC}", " \u{20AC}"));
+        assert_eq!(text, "Hello world \u{20AC} world! Hello");
         assert_eq!(pieces.concat(), text);
         assert!(pieces.iter().all(|p| !p.contains('\u{FFFD}')), "{pieces:?}");
         // the euro sign comes out whole, at its last byte
