@@ -35,6 +35,9 @@ pub enum Command {
     Compare(CompareArgs),
     /// Sparsity ladder and dense compute ladder: compute multiplier vs n_expert.
     Sweep(SweepArgs),
+    /// An OpenAI-compatible HTTP server (chat and text completions, streaming, continuous
+    /// batching, Prometheus metrics with MoE routing counters); binds 127.0.0.1 by default.
+    Serve(ServeArgs),
     /// Roofline prediction of decode latency, throughput, memory and cost per token on a
     /// machine described by a hardware file (or this one), on one or several nodes.
     Plan(PlanArgs),
@@ -129,6 +132,10 @@ pub enum BenchCommand {
     /// Inference throughput per batch size: prefill and decode tokens/s, latency, weight bytes
     /// read per decode step, GB/s, GFLOP/s and the fraction of the measured roofline; CSV + plot.
     Infer(BenchInferArgs),
+    /// Load generator for an OpenAI-compatible server (`--url`), or for `moe serve` started in
+    /// this process (`--model`/`--run`/`--config`), interleaved with the engine at the same batch:
+    /// throughput, TTFT, TPOT, ITL and end-to-end latency per concurrency; CSV + plots.
+    Serve(BenchServeArgs),
     /// Quality cost of bf16/int8 weights: perplexity and KL divergence from f32 on validation text.
     Quality {
         /// Run directory (its latest checkpoint and validation split).
@@ -391,4 +398,138 @@ pub struct PlanArgs {
     /// With --calibrate: the hardware file; otherwise a JSON file of the predictions.
     #[arg(long)]
     pub out: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+pub struct ServeArgs {
+    /// Hugging Face checkpoint directory (config.json, safetensors, tokenizer.json; its chat
+    /// template and generation_config.json when present).
+    #[arg(long, conflicts_with = "run", required_unless_present = "run")]
+    pub model: Option<PathBuf>,
+    /// `moe train` run directory (latest checkpoint, the run's tokenizer; no chat template).
+    #[arg(long)]
+    pub run: Option<PathBuf>,
+    /// Weight format [default: bf16 for a bf16 checkpoint, else f32].
+    #[arg(long, value_enum)]
+    pub dtype: Option<DtypeArg>,
+    /// Address to listen on (0.0.0.0 listens on every interface).
+    #[arg(long, default_value = "127.0.0.1")]
+    pub host: String,
+    /// Port (0: an ephemeral one, printed when ready).
+    #[arg(long, default_value_t = 8080)]
+    pub port: u16,
+    /// Require `Authorization: Bearer KEY` on the API routes (/health and /metrics stay open).
+    #[arg(long, conflicts_with = "api_key_file", env = "MOE_API_KEY", hide_env_values = true)]
+    pub api_key: Option<String>,
+    /// Read the API key from this file (its first line).
+    #[arg(long)]
+    pub api_key_file: Option<PathBuf>,
+    /// Most sequences in the running batch.
+    #[arg(long, default_value_t = 64)]
+    pub max_seqs: usize,
+    /// Most requests waiting for admission; beyond, 503 with Retry-After.
+    #[arg(long, default_value_t = 256)]
+    pub max_queue: usize,
+    /// Tokens per engine step (decode tokens plus prefill chunks).
+    #[arg(long, default_value_t = 512)]
+    pub max_batch_tokens: usize,
+    /// KV-cache memory of the running sequences (bytes; suffixes K, M, G, KiB, MiB, GiB).
+    #[arg(long, default_value = "4GiB", value_parser = parse_bytes)]
+    pub kv_memory: usize,
+    /// Default and largest max_tokens of a request.
+    #[arg(long, default_value_t = 256)]
+    pub max_tokens: usize,
+    /// The model id clients send [default: the directory's name].
+    #[arg(long)]
+    pub served_model_name: Option<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct BenchServeArgs {
+    /// Base URL of a running OpenAI-compatible server (e.g. http://127.0.0.1:8080).
+    #[arg(long, conflicts_with_all = ["model", "run", "config"])]
+    pub url: Option<String>,
+    /// Start `moe serve` in this process on this Hugging Face directory.
+    #[arg(long, conflicts_with_all = ["run", "config"])]
+    pub model: Option<PathBuf>,
+    /// Start `moe serve` in this process on this run.
+    #[arg(long, conflicts_with = "config")]
+    pub run: Option<PathBuf>,
+    /// Start `moe serve` in this process on this experiment's [model] with random weights
+    /// (seed --seed) and the byte tokenizer (text is meaningless; throughput is not).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Override a config key with --config (repeatable).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub set: Vec<String>,
+    /// Weight format of the in-process server and engine.
+    #[arg(long, value_enum)]
+    pub dtype: Option<DtypeArg>,
+    /// Concurrent clients per level (comma-separated).
+    #[arg(long, value_delimiter = ',', default_value = "1,8,32")]
+    pub concurrency: Vec<usize>,
+    /// Requests per level [default: 2 × concurrency, at least 8].
+    #[arg(long)]
+    pub requests: Option<usize>,
+    /// Random prompt tokens per request.
+    #[arg(long, default_value_t = 32)]
+    pub prompt_len: usize,
+    /// Tokens generated per request (greedy, ignore_eos).
+    #[arg(long, default_value_t = 64)]
+    pub max_tokens: usize,
+    /// Stream (SSE): needed for TTFT, TPOT and ITL.
+    #[arg(long)]
+    pub stream: bool,
+    /// API key sent as `Authorization: Bearer KEY`.
+    #[arg(long, env = "MOE_API_KEY", hide_env_values = true)]
+    pub api_key: Option<String>,
+    /// Rounds per level (in-process: server and engine interleaved, the median paired ratio).
+    #[arg(long, default_value_t = 3)]
+    pub rounds: usize,
+    /// Per-request timeout in seconds.
+    #[arg(long, default_value_t = 600)]
+    pub timeout_s: u64,
+    /// Write bench_serve.csv, metrics.jsonl and the plots into this directory.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+}
+
+/// `4096`, `512M`, `4GiB`, `1.5G` → bytes (K/M/G are powers of 1000, KiB/MiB/GiB of 1024).
+pub fn parse_bytes(s: &str) -> Result<usize, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| c.is_ascii_alphabetic()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let v: f64 = num.trim().parse().map_err(|_| format!("`{s}` is not a byte count (e.g. 4096, 512M, 4GiB)"))?;
+    let mult = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1.0,
+        "k" | "kb" => 1e3,
+        "m" | "mb" => 1e6,
+        "g" | "gb" => 1e9,
+        "kib" => 1024.0,
+        "mib" => 1024.0 * 1024.0,
+        "gib" => 1024.0 * 1024.0 * 1024.0,
+        u => return Err(format!("unknown unit `{u}` in `{s}` (use K, M, G, KiB, MiB or GiB)")),
+    };
+    if !(v.is_finite() && v > 0.0) {
+        return Err(format!("`{s}` must be a positive byte count"));
+    }
+    Ok((v * mult) as usize)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_bytes;
+
+    #[test]
+    fn byte_counts_parse_with_units() {
+        assert_eq!(parse_bytes("4096"), Ok(4096));
+        assert_eq!(parse_bytes("512M"), Ok(512_000_000));
+        assert_eq!(parse_bytes("4GiB"), Ok(4 << 30));
+        assert_eq!(parse_bytes("1.5 kib"), Ok(1536));
+        assert!(parse_bytes("-1").is_err());
+        assert!(parse_bytes("4XB").is_err());
+        assert!(parse_bytes("lots").is_err());
+    }
 }

@@ -283,6 +283,8 @@ fn common(sh: &Shared, ld: &crate::Loaded, m: &Map<String, Value>, prompt: Vec<u
             ),
         ));
     }
+    // vLLM's and llama.cpp's extension: generate through end-of-sequence tokens (benchmarks)
+    let ignore_eos = bool_field(m, "ignore_eos")?.unwrap_or(false);
     let sampler = SamplerConfig { temperature: temperature as f32, top_k: top_k.max(0) as usize, top_p: top_p as f32, seed };
     Ok(Request {
         prompt,
@@ -293,7 +295,7 @@ fn common(sh: &Shared, ld: &crate::Loaded, m: &Map<String, Value>, prompt: Vec<u
             presence_penalty: presence as f32,
             frequency_penalty: frequency as f32,
             logprobs,
-            eos: ld.eos.clone(),
+            eos: if ignore_eos { Vec::new() } else { ld.eos.clone() },
         },
         stop,
         stream,
@@ -701,8 +703,8 @@ async fn completions(State(sh): State<Arc<Shared>>, headers: HeaderMap, body: Bo
 
 async fn models(State(sh): State<Arc<Shared>>, headers: HeaderMap) -> ApiResult<Response> {
     check_key(&sh, &headers)?;
-    let n_ctx = sh.loaded.get().map(|l| l.n_ctx);
-    Ok(axum::Json(json!({ "object": "list", "data": [{ "id": sh.opts.served_model_name, "object": "model", "created": sh.created, "owned_by": "moe", "max_model_len": n_ctx }] })).into_response())
+    let (n_ctx, n_vocab) = (sh.loaded.get().map(|l| l.n_ctx), sh.loaded.get().map(|l| l.n_vocab));
+    Ok(axum::Json(json!({ "object": "list", "data": [{ "id": sh.opts.served_model_name, "object": "model", "created": sh.created, "owned_by": "moe", "max_model_len": n_ctx, "vocab_size": n_vocab }] })).into_response())
 }
 
 async fn health(State(sh): State<Arc<Shared>>) -> Response {

@@ -12,6 +12,8 @@
 //! talks to the HTTP side over channels.
 
 pub mod api;
+pub mod bench;
+mod load;
 pub mod metrics;
 pub mod scheduler;
 
@@ -39,7 +41,8 @@ pub struct ServeOptions {
     pub host: String,
     pub port: u16,
     pub api_key: Option<String>,
-    pub dtype: WeightDtype,
+    /// weight format; `None`: the checkpoint's own when the engine has it (bf16), else f32
+    pub dtype: Option<WeightDtype>,
     pub max_seqs: usize,
     pub max_queue: usize,
     pub max_batch_tokens: usize,
@@ -59,7 +62,7 @@ impl Default for ServeOptions {
             host: "127.0.0.1".into(),
             port: 8080,
             api_key: None,
-            dtype: WeightDtype::F32,
+            dtype: None,
             max_seqs: 64,
             max_queue: 256,
             max_batch_tokens: 512,
@@ -88,6 +91,8 @@ pub struct Shared {
     pub opts: ServeOptions,
     pub loaded: OnceLock<Loaded>,
     pub load_error: OnceLock<String>,
+    /// set when the engine thread ended with an error after loading (requests then get 503)
+    pub engine_error: OnceLock<String>,
     pub tx: Mutex<std::sync::mpsc::Sender<Msg>>,
     pub engine: Arc<EngineState>,
     pub metrics: metrics::EngineMetrics,
@@ -108,19 +113,16 @@ pub struct Server {
 impl Server {
     /// Bind `opts.host:opts.port` (port 0: an ephemeral one), start the HTTP side and the engine
     /// thread, which calls `load` (`/health` answers 503 until it returns) and then serves.
-    pub fn start(
-        opts: ServeOptions,
-        n_expert_max: usize,
-        load: impl FnOnce() -> anyhow::Result<ServeModel> + Send + 'static,
-    ) -> anyhow::Result<Server> {
+    pub fn start(opts: ServeOptions, load: impl FnOnce() -> anyhow::Result<ServeModel> + Send + 'static) -> anyhow::Result<Server> {
         let (tx, rx) = std::sync::mpsc::channel::<Msg>();
         let state = Arc::new(EngineState { waiting: AtomicUsize::new(0), running: AtomicUsize::new(0) });
-        let metrics = metrics::EngineMetrics::new(n_expert_max);
+        let metrics = metrics::EngineMetrics::new();
         let created = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
         let shared = Arc::new(Shared {
             opts: opts.clone(),
             loaded: OnceLock::new(),
             load_error: OnceLock::new(),
+            engine_error: OnceLock::new(),
             tx: Mutex::new(tx),
             engine: state.clone(),
             metrics: metrics.clone(),
@@ -135,10 +137,14 @@ impl Server {
 
         let sh = shared.clone();
         let engine = std::thread::Builder::new().name("moe-engine".into()).spawn(move || {
-            let mut m = match load() {
-                Ok(m) => m,
-                Err(e) => {
+            let mut m = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(load)) {
+                Ok(Ok(m)) => m,
+                Ok(Err(e)) => {
                     let _ = sh.load_error.set(format!("{e:#}"));
+                    return;
+                }
+                Err(p) => {
+                    let _ = sh.load_error.set(format!("loading panicked: {}", panic_message(&p)));
                     return;
                 }
             };
@@ -151,7 +157,8 @@ impl Server {
                 kv_bytes_per_token: scheduler::kv_bytes_per_token(&m.model),
             });
             if let Err(e) = scheduler::run(&mut m.model, &sh.opts, rx, state, metrics) {
-                let _ = sh.load_error.set(format!("{e:#}"));
+                tracing::error!("the engine stopped: {e:#}");
+                let _ = sh.engine_error.set(format!("{e:#}"));
             }
         })?;
 
@@ -196,6 +203,9 @@ impl Server {
             if let Some(e) = self.shared.load_error.get() {
                 anyhow::bail!("loading the model: {e}");
             }
+            if self.engine.as_ref().is_none_or(|h| h.is_finished()) {
+                anyhow::bail!("the engine thread ended before the model was loaded");
+            }
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -239,6 +249,11 @@ impl Server {
         self.stop_and_join();
         Ok(())
     }
+}
+
+/// The text of a caught panic.
+pub(crate) fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
+    p.downcast_ref::<&str>().map(|s| s.to_string()).or_else(|| p.downcast_ref::<String>().cloned()).unwrap_or_else(|| "(no message)".into())
 }
 
 impl Drop for Server {

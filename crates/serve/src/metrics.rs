@@ -10,6 +10,10 @@ use std::time::Instant;
 
 const LATENCY_BUCKETS: [f64; 16] = [0.001, 0.0025, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
 
+/// Distinct experts touched in one layer by one step: exact for small expert counts, then coarser.
+const EXPERT_BUCKETS: [f64; 20] =
+    [0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 12.0, 16.0, 24.0, 32.0, 48.0, 64.0, 96.0, 128.0, 192.0, 256.0, 512.0];
+
 /// The recorder, shared by the engine thread (writes) and `/metrics` (renders).
 #[derive(Clone)]
 pub struct EngineMetrics {
@@ -17,8 +21,8 @@ pub struct EngineMetrics {
 }
 
 impl EngineMetrics {
-    pub fn new(n_expert_max: usize) -> Self {
-        let experts: Vec<f64> = (0..=n_expert_max.max(1)).map(|e| e as f64).collect();
+    pub fn new() -> Self {
+        let experts = EXPERT_BUCKETS;
         let rec = PrometheusBuilder::new()
             .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &LATENCY_BUCKETS)
             .and_then(|b| b.set_buckets_for_metric(Matcher::Full("moe:experts_touched_per_step".into()), &experts))

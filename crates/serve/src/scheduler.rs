@@ -8,6 +8,7 @@ use crate::metrics::EngineMetrics;
 use crate::ServeOptions;
 use moe_infer::{Engine, EngineWeights, KvCache, Sampler, SamplerConfig};
 use moe_kernels::gemv::Kernel;
+use moe_kernels::quant::WeightDtype;
 use moe_model::Transformer;
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -110,7 +111,9 @@ pub fn run(
     state: Arc<EngineState>,
     metrics: EngineMetrics,
 ) -> anyhow::Result<()> {
-    let w = EngineWeights::new_taking(model, opts.dtype);
+    // default format: the one a bf16 checkpoint already has (kept at load), else exact f32
+    let dtype = opts.dtype.unwrap_or(if model.stored.dtype_name() == Some("bf16") { WeightDtype::Bf16 } else { WeightDtype::F32 });
+    let w = EngineWeights::new_taking(model, dtype);
     let model: &Transformer<f32> = model;
     let mut engine = Engine::with_weights(model, w, Kernel::Auto)?;
     let per_tok = kv_bytes_per_token(model);
@@ -232,13 +235,18 @@ pub fn run(
             for &i in &part {
                 caches.push(&mut ptrs[i].take().expect("each sequence once").cache);
             }
-            engine.step(&mut caches, &toks).map(|l| l.to_vec())
+            // an engine panic fails this step's requests, not the server
+            match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| engine.step(&mut caches, &toks).map(|l| l.to_vec()))) {
+                Ok(r) => r.map_err(|e| e.to_string()),
+                Err(p) => Err(format!("panicked: {}", crate::panic_message(&p))),
+            }
         };
         let step_s = t0.elapsed().as_secs_f64();
         let logits = match result {
             Ok(l) => l,
             Err(e) => {
                 // fail the sequences of this step only; the others go on
+                tracing::error!("engine step failed: {e}");
                 let msg = format!("engine error: {e}");
                 let mut failed: Vec<usize> = part.clone();
                 failed.sort_unstable();
@@ -290,9 +298,10 @@ pub fn run(
             };
             match finish {
                 Some(f) => {
+                    // counted before the client hears, so that /metrics after a response includes it
                     let completion = s.generated.len();
-                    let _ = s.job.events.send(Event::Done { finish: f, prompt_tokens: s.job.prompt.len(), completion_tokens: completion });
                     metrics.finished(s.job.prompt.len(), completion, s.job.enqueued.elapsed().as_secs_f64(), s.started);
+                    let _ = s.job.events.send(Event::Done { finish: f, prompt_tokens: s.job.prompt.len(), completion_tokens: completion });
                     done.push(i);
                 }
                 None => s.next = Some(tok),
@@ -302,6 +311,10 @@ pub fn run(
         for &i in done.iter().rev() {
             let s = running.remove(i);
             kv_used -= s.kv_bytes;
+        }
+        if !done.is_empty() {
+            state.running.store(running.len(), Ordering::Relaxed);
+            metrics.gauges(running.len(), state.waiting.load(Ordering::Relaxed), kv_used as f64 / kv_limit.max(1) as f64);
         }
     }
 }

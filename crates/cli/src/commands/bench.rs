@@ -30,6 +30,7 @@ pub fn run(c: BenchCommand) -> anyhow::Result<()> {
             Ok(())
         }
         BenchCommand::Infer(a) => infer(a),
+        BenchCommand::Serve(a) => super::serve::bench(a),
         BenchCommand::Quality { run, dtype, seq_len, windows, fast_dot } => {
             let r = load_run(&run)?;
             let val = build_dataset(&r.cfg, &r.tokenizer)?.val;
@@ -77,7 +78,7 @@ pub fn dtype_of(d: DtypeArg) -> WeightDtype {
 
 /// The model of `--run`, `--config` (random weights from `seed`) or `--model`, and a description.
 /// With `keep_dtype`, a bf16/f16 checkpoint's matrices stay in that format (for the fast engine).
-fn load_model(src: &ModelSource, set: &[String], seed: u64, keep_dtype: bool) -> anyhow::Result<(Transformer<f32>, String)> {
+pub(super) fn load_model(src: &ModelSource, set: &[String], seed: u64, keep_dtype: bool) -> anyhow::Result<(Transformer<f32>, String)> {
     if let Some(run) = &src.run {
         let r = load_run(run)?;
         return Ok((r.model, format!("run {} (step {})", run.display(), r.step)));

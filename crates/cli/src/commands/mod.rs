@@ -8,6 +8,7 @@ mod generate;
 mod info;
 mod logits;
 mod plan;
+mod serve;
 mod tokenizer;
 mod train;
 
@@ -26,6 +27,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Export(a) => export::run(a),
         Command::Compare(a) => compare::run_compare(a),
         Command::Sweep(a) => compare::run_sweep(a),
+        Command::Serve(a) => serve::run(a),
         Command::Plan(a) => plan::run(a),
     }
 }
