@@ -229,20 +229,26 @@ impl Server {
         }
     }
 
-    /// Serve until SIGINT or SIGTERM, then shut down cleanly.
-    pub fn run_until_signal(mut self) -> anyhow::Result<()> {
+    /// Serve until SIGINT or SIGTERM, then shut down cleanly. `ready` runs once the signal
+    /// handlers are in place (so a signal sent after it is always a clean shutdown).
+    pub fn run_until_signal(mut self, ready: impl FnOnce()) -> anyhow::Result<()> {
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
         rt.block_on(async {
             #[cfg(unix)]
             {
                 let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+                let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
+                ready();
                 tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
+                    _ = int.recv() => {}
                     _ = term.recv() => {}
                 }
             }
             #[cfg(not(unix))]
-            tokio::signal::ctrl_c().await?;
+            {
+                ready();
+                tokio::signal::ctrl_c().await?;
+            }
             anyhow::Ok(())
         })?;
         eprintln!("shutting down: refusing new requests, {}s grace for running ones", self.shared.opts.grace.as_secs_f32());

@@ -65,8 +65,11 @@ pub fn run(a: ServeArgs) -> anyhow::Result<()> {
             if a.api_key.is_none() && a.api_key_file.is_none() { " without an API key" } else { "" }
         );
     }
-    println!("moe serve: model `{name}` ready at {}/v1 (Ctrl-C to stop)", server.url());
-    server.run_until_signal()
+    let url = server.url();
+    server.run_until_signal(|| {
+        println!("moe serve: model `{name}` ready at {url}/v1 (Ctrl-C to stop)");
+        let _ = std::io::Write::flush(&mut std::io::stdout());
+    })
 }
 
 fn check_positive(xs: &[(&str, usize)]) -> anyhow::Result<()> {
