@@ -71,6 +71,30 @@ fn portable_kernel_matches_naive() {
 }
 
 #[test]
+fn avx2_kernel_matches_naive_and_is_bit_identical_to_portable() {
+    if !moe_testutil::needs_cpu("avx2", "gemv::avx2_kernel_matches_naive_and_is_bit_identical_to_portable", Kernel::Avx2.available()) {
+        return;
+    }
+    check_kernel(Kernel::Avx2, 12);
+    // the portable code compiled for AVX2: the same operations in the same order
+    let mut g = Rng::new(13);
+    for &(n, k) in &NK {
+        for dtype in WeightDtype::ALL {
+            let w = Weights::from_f32(&randn_f32(&mut g, n * k), n, k, dtype);
+            for m in [1, 3, 4, 9] {
+                let x = randn_f32(&mut g, m * k);
+                let (mut a, mut b) = (vec![f32::NAN; m * n], vec![f32::NAN; m * n]);
+                gemv_with(&mut a, &x, &w, m, Par::Pool, Kernel::Avx2);
+                gemv_with(&mut b, &x, &w, m, Par::Seq, Kernel::Portable);
+                let (a, b): (Vec<u32>, Vec<u32>) = (a.iter().map(|v| v.to_bits()).collect(), b.iter().map(|v| v.to_bits()).collect());
+                assert_eq!(a, b, "{dtype:?} m={m} n={n} k={k}");
+            }
+        }
+    }
+    assert_eq!(Kernel::Auto.resolved(WeightDtype::F32), if Kernel::Avx512.available() { Kernel::Avx512 } else { Kernel::Avx2 });
+}
+
+#[test]
 fn portable_entry_point_is_the_fallback() {
     let mut g = Rng::new(5);
     let (m, n, k) = (3, 21, 45);

@@ -124,7 +124,7 @@ pub fn assert_close_elem<A: Copy + Into<f64>, B: Copy + Into<f64>>(what: &str, a
 /// `SKIPPED: <test>: no <feature> on this CPU` to stderr. Either way, when `MOE_TEST_MARKERS` names
 /// a directory, one line `RAN <feature> <test>` or `SKIPPED <feature> <test>` is appended to
 /// `<dir>/markers`; `.ci/run` fails when the CPU has the feature (per `/proc/cpuinfo`) and its
-/// tests did not all run. Features: `avx512` (F/BW/VL), `avx512_vnni`, `avx512_bf16`.
+/// tests did not all run. Features: `avx2` (with FMA), `avx512` (F/BW/VL), `avx512_vnni`, `avx512_bf16`.
 ///
 /// ```ignore
 /// if !moe_testutil::needs_cpu("avx512_vnni", "gemv::vnni_matches_twin", Kernel::Avx512Vnni.available()) {

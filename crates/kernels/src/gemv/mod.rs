@@ -40,6 +40,11 @@
 //! * [`Kernel::Portable`]: the same maths in plain Rust written for auto-vectorisation (8-lane
 //!   accumulator arrays, four rows of `x` per pass over a row of `W`), for every CPU; the tests call it directly so machines without AVX-512
 //!   still check it.
+//! * [`Kernel::Avx2`] (x86-64 with AVX2 and FMA, no AVX-512): the portable code compiled a second
+//!   time with those target features, so one 8-lane accumulator is one 256-bit register and the
+//!   bf16/int8 → f32 conversions vectorise. Rust never fuses `a·b + c` on its own, so the
+//!   operations and their order are the portable kernel's: the results are **bit-identical** to
+//!   [`Kernel::Portable`] (tested), only faster (the baseline x86-64 target has only SSE2).
 //!
 //! Batch invariance: every kernel computes `y[i, ·]` from `x[i, ·]` alone with a fixed operation
 //! order, whatever `m`, the row's position in the batch or the thread chunking, so a sequence's
@@ -57,10 +62,13 @@ use rayon::prelude::*;
 /// Which implementation [`gemv_with`] runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Kernel {
-    /// The fastest exact-`x` kernel this CPU supports ([`Kernel::Avx512`] or [`Kernel::Portable`]).
+    /// The fastest exact-`x` kernel this CPU supports ([`Kernel::Avx512`], [`Kernel::Avx2`] or
+    /// [`Kernel::Portable`]).
     Auto,
     /// Plain Rust, any CPU.
     Portable,
+    /// The portable kernel compiled for AVX2 + FMA (bit-identical results; x86-64 only).
+    Avx2,
     /// AVX-512 F/BW/VL intrinsics (x86-64 only).
     Avx512,
     /// bf16 weights with `x` rounded to bf16 and `vdpbf16ps` (AVX512_BF16); other formats fall
@@ -74,12 +82,13 @@ pub enum Kernel {
 
 impl Kernel {
     /// Every kernel, `Auto` excluded.
-    pub const ALL: [Kernel; 4] = [Kernel::Portable, Kernel::Avx512, Kernel::Avx512Bf16Dot, Kernel::Avx512Vnni];
+    pub const ALL: [Kernel; 5] = [Kernel::Portable, Kernel::Avx2, Kernel::Avx512, Kernel::Avx512Bf16Dot, Kernel::Avx512Vnni];
 
     /// Whether this CPU can run the kernel.
     pub fn available(self) -> bool {
         match self {
             Kernel::Auto | Kernel::Portable => true,
+            Kernel::Avx2 => has_avx2(),
             Kernel::Avx512 => has_avx512(),
             Kernel::Avx512Bf16Dot => has_avx512() && has_avx512bf16(),
             Kernel::Avx512Vnni => has_avx512() && has_avx512vnni(),
@@ -101,6 +110,7 @@ impl Kernel {
         match self {
             Kernel::Auto => "auto",
             Kernel::Portable => "portable",
+            Kernel::Avx2 => "avx2",
             Kernel::Avx512 => "avx512",
             Kernel::Avx512Bf16Dot => "avx512-dpbf16",
             Kernel::Avx512Vnni => "avx512-vnni",
@@ -108,6 +118,14 @@ impl Kernel {
     }
 }
 
+#[cfg(target_arch = "x86_64")]
+fn has_avx2() -> bool {
+    is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma")
+}
+#[cfg(not(target_arch = "x86_64"))]
+fn has_avx2() -> bool {
+    false
+}
 #[cfg(target_arch = "x86_64")]
 fn has_avx512() -> bool {
     is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512bw") && is_x86_feature_detected!("avx512vl")
@@ -204,6 +222,8 @@ pub(crate) fn resolve(kernel: Kernel, dtype: WeightDtype) -> Kernel {
         (Kernel::Auto, _) => {
             if has_avx512() {
                 Kernel::Avx512
+            } else if has_avx2() {
+                Kernel::Avx2
             } else {
                 Kernel::Portable
             }
@@ -291,6 +311,8 @@ pub(crate) unsafe fn run_rows(kernel: Kernel, y: *mut f32, x: &[f32], prep: &Pre
             WeightsRef::I8 { q, scale, n, k } => x86::rows_vnni(y, xu, sx, q, scale, m, n, k, j0, j1),
             _ => unreachable!("resolved to Avx512"),
         },
+        #[cfg(target_arch = "x86_64")]
+        (Kernel::Avx2, _) => portable::rows_avx2(y, x, w, m, j0, j1),
         _ => portable::rows(y, x, w, m, j0, j1),
     }
 }
@@ -301,14 +323,14 @@ pub mod portable {
 
     /// `Σ a_p·b_p` in 8 independent f32 lanes (vectorisable without fast-math), lanes summed
     /// pairwise last.
-    #[inline]
+    #[inline(always)]
     pub fn dot(a: &[f32], b: &[f32]) -> f32 {
         dots::<1>([a], b)[0]
     }
 
     /// `[Σ_p x_r[p]·w[p]]` for `R` rows `x_r` sharing each load of `w`; every row's result is the
     /// same (same lanes, same order) as [`dot`] of that row alone.
-    #[inline]
+    #[inline(always)]
     pub fn dots<const R: usize>(xs: [&[f32]; R], w: &[f32]) -> [f32; R] {
         let k = w.len();
         debug_assert!(xs.iter().all(|x| x.len() == k));
@@ -336,6 +358,22 @@ pub mod portable {
     /// # Safety
     /// As `run_rows`: `y` points to `m·n` f32, columns `j0..j1` exclusively ours.
     pub(super) unsafe fn rows(y: *mut f32, x: &[f32], w: WeightsRef<'_>, m: usize, j0: usize, j1: usize) {
+        rows_body(y, x, w, m, j0, j1)
+    }
+
+    /// [`rows`] compiled with AVX2 and FMA enabled ([`Kernel::Avx2`]): the same code inlined, so
+    /// the same operations in the same order, in 256-bit registers.
+    ///
+    /// # Safety
+    /// As [`rows`], and the CPU has AVX2 and FMA.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn rows_avx2(y: *mut f32, x: &[f32], w: WeightsRef<'_>, m: usize, j0: usize, j1: usize) {
+        rows_body(y, x, w, m, j0, j1)
+    }
+
+    #[inline(always)]
+    unsafe fn rows_body(y: *mut f32, x: &[f32], w: WeightsRef<'_>, m: usize, j0: usize, j1: usize) {
         let (n, k) = (w.n(), w.k());
         let mut scratch = vec![0.0f32; if matches!(w, WeightsRef::F32 { .. }) { 0 } else { k }];
         for j in j0..j1 {
