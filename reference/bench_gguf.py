@@ -26,6 +26,13 @@ def main() -> None:
     ap.add_argument("--out", required=True)
     ap.add_argument("--gguf-py", default=None, help="path of llama.cpp's gguf-py")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument(
+        "--n-ctx",
+        type=int,
+        default=None,
+        help="context length written to the file [default: the config's]; llama-server splits it over its slots (-np), so "
+        "serving benchmarks need it larger than the config's per-sequence context",
+    )
     a = ap.parse_args()
     if a.gguf_py:
         sys.path.insert(0, a.gguf_py)
@@ -49,7 +56,7 @@ def main() -> None:
 
     w = gguf.GGUFWriter(a.out, "llama")
     w.add_name(f"random {a.config}")
-    w.add_context_length(n_ctx)
+    w.add_context_length(a.n_ctx or n_ctx)
     w.add_embedding_length(d)
     w.add_block_count(n_layer)
     w.add_feed_forward_length(d_exp)

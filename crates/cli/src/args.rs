@@ -436,7 +436,7 @@ pub struct ServeArgs {
     /// KV-cache memory of the running sequences (bytes; suffixes K, M, G, KiB, MiB, GiB).
     #[arg(long, default_value = "4GiB", value_parser = parse_bytes)]
     pub kv_memory: usize,
-    /// Default and largest max_tokens of a request.
+    /// max_tokens of a request that sends none (capped by the context).
     #[arg(long, default_value_t = 256)]
     pub max_tokens: usize,
     /// The model id clients send [default: the directory's name].

@@ -227,10 +227,13 @@ pub fn run_level_blocking(spec: &LoadSpec, on_done: Arc<dyn Fn() + Send + Sync>)
     })
 }
 
-/// An HTTP client for the load generator: no proxy (loopback traffic stays local), a connection
-/// pool large enough for every client.
+/// An HTTP client for the load generator: no proxy (loopback traffic stays local) and a fresh
+/// connection per request. Servers close kept-alive connections on their own schedule
+/// (llama-server's HTTP library after a few requests or seconds), and a POST sent on a connection
+/// the server is closing fails without ever reaching it; a new loopback connection costs far less
+/// than the requests it carries.
 pub fn client() -> anyhow::Result<reqwest::Client> {
-    Ok(reqwest::Client::builder().no_proxy().pool_max_idle_per_host(1024).tcp_nodelay(true).build()?)
+    Ok(reqwest::Client::builder().no_proxy().pool_max_idle_per_host(0).tcp_nodelay(true).build()?)
 }
 
 async fn one_request(client: &reqwest::Client, spec: &LoadSpec, model: &str, prompt: &[u32]) -> Result<Sample, String> {

@@ -48,7 +48,7 @@ pub struct ServeOptions {
     pub max_batch_tokens: usize,
     /// KV-cache bytes the running sequences may hold
     pub kv_memory: usize,
-    /// default (and largest) `max_tokens`
+    /// `max_tokens` of a request that sends none
     pub max_tokens: usize,
     pub served_model_name: String,
     pub max_body_bytes: usize,

@@ -186,7 +186,7 @@ pub fn bench(a: BenchServeArgs) -> anyhow::Result<()> {
     );
     for &c in &a.concurrency {
         let requests = a.requests.unwrap_or((2 * c).max(8));
-        let spec = LoadSpec {
+        let mut spec = LoadSpec {
             url: url.clone(),
             api_key: a.api_key.clone(),
             concurrency: c,
@@ -201,6 +201,8 @@ pub fn bench(a: BenchServeArgs) -> anyhow::Result<()> {
         let mut ratios = Vec::new();
         let mut engine_tps = Vec::new();
         for round in 0..a.rounds {
+            // prompts differ per level and round, so that no server answers from a cached prefix
+            spec.seed = a.seed.wrapping_mul(0x9E37_79B9).wrapping_add(((c as u64) << 20) + round as u64);
             // A: the engine alone at batch c (in process only), B: the server at concurrency c
             let engine_tok_s = match &mut local {
                 Some((_, engine, _)) => {
