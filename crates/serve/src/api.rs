@@ -313,12 +313,12 @@ fn prompt_of(ld: &crate::Loaded, m: &Map<String, Value>) -> ApiResult<Vec<u32>> 
         |a: &[Value]| -> Option<Vec<u32>> { a.iter().map(|v| v.as_u64().filter(|&x| x <= u32::MAX as u64).map(|x| x as u32)).collect() };
     match present(m, "prompt") {
         None => Err(ApiError::bad("prompt", "`prompt` is required")),
-        Some(Value::String(s)) => encode(&ld.tokenizer, s, "prompt"),
+        Some(Value::String(s)) => encode(ld.tokenizer, s, "prompt"),
         Some(Value::Array(a)) if a.iter().all(|v| v.is_u64()) && !a.is_empty() => {
             ids(a).ok_or_else(|| ApiError::bad("prompt", "token ids must be integers ≥ 0"))
         }
         Some(Value::Array(a)) if a.len() == 1 => match &a[0] {
-            Value::String(s) => encode(&ld.tokenizer, s, "prompt"),
+            Value::String(s) => encode(ld.tokenizer, s, "prompt"),
             Value::Array(t) => ids(t).ok_or_else(|| ApiError::bad("prompt", "token ids must be integers ≥ 0")),
             _ => Err(ApiError::bad("prompt", "`prompt` must be a string, an array of token ids, or one of either in an array")),
         },
@@ -372,7 +372,7 @@ fn messages_of(ld: &crate::Loaded, m: &Map<String, Value>) -> ApiResult<Vec<u32>
     let t =
         ld.chat_template.as_ref().ok_or_else(|| ApiError::bad("messages", "this checkpoint has no chat template; use /v1/completions"))?;
     let text = t.render(&msgs, true).map_err(|e| ApiError::bad("messages", format!("rendering the chat template: {e}")))?;
-    encode(&ld.tokenizer, &text, "messages")
+    encode(ld.tokenizer, &text, "messages")
 }
 
 // ---- submission and the token stream
@@ -730,7 +730,7 @@ async fn tokenize(State(sh): State<Arc<Shared>>, headers: HeaderMap, body: Body)
         messages_of(ld, &m)?
     } else {
         match present(&m, "prompt") {
-            Some(Value::String(s)) => encode(&ld.tokenizer, s, "prompt")?,
+            Some(Value::String(s)) => encode(ld.tokenizer, s, "prompt")?,
             _ => return Err(ApiError::bad("prompt", "`prompt` must be a string (or send `messages`)")),
         }
     };

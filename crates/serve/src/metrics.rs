@@ -20,6 +20,12 @@ pub struct EngineMetrics {
     rec: Arc<PrometheusRecorder>,
 }
 
+impl Default for EngineMetrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl EngineMetrics {
     pub fn new() -> Self {
         let experts = EXPERT_BUCKETS;

@@ -32,7 +32,7 @@ fn word_tokenizer(n_vocab: usize) -> String {
 /// A SentencePiece-style tokenizer: even ids are `▁a{i}` (a word that starts with a space), odd
 /// ids `b{i}` (a continuation piece), decoded by the Metaspace decoder.
 fn metaspace_tokenizer(n_vocab: usize) -> String {
-    let piece = |i: usize| if i % 2 == 0 { format!("▁a{i}") } else { format!("b{i}") };
+    let piece = |i: usize| if i.is_multiple_of(2) { format!("▁a{i}") } else { format!("b{i}") };
     let vocab: serde_json::Map<String, Value> = (0..n_vocab).map(|i| (piece(i), json!(i))).collect();
     json!({
         "version": "1.0", "truncation": null, "padding": null, "added_tokens": [], "normalizer": null,
