@@ -149,3 +149,46 @@ fn f32_and_mixed_checkpoints_keep_nothing() {
     assert!(mixed.stored.is_empty(), "a mixed checkpoint keeps nothing");
     assert!(mixed.forward(&[1, 2, 3], 1, 3).is_ok());
 }
+
+/// Saving (`Transformer::save`) and exporting (`export_hf_dir`) read every parameter: a matrix kept
+/// 2-byte is written with its real values, and a model whose matrices were moved into an engine
+/// (`new_taking`) refuses — even after `materialize`, which cannot bring them back — and writes
+/// nothing, never the zeros left in `params`.
+#[test]
+fn saving_or_exporting_a_kept_or_taken_model_writes_real_values_or_refuses() {
+    use moe_model::hf::export::{export_hf_dir, export_tensors};
+    use moe_model::Transformer;
+    let dir = tempfile::tempdir().unwrap();
+    convert("mixtral", dir.path(), Dtype::BF16, None);
+    let kept = load_hf_dir_with(dir.path(), &HfOptions { keep_dtype: true, ..Default::default() }).unwrap().model;
+    let full = load_hf_dir_with(dir.path(), &HfOptions::default()).unwrap().model;
+    assert!(!kept.stored.is_empty());
+    let out = tempfile::tempdir().unwrap();
+
+    // kept: the saved checkpoint and the export hold the real (bf16-exact) values
+    let saved = out.path().join("kept.safetensors");
+    kept.save(&saved).unwrap();
+    let back = Transformer::<f32>::load(kept.cfg.clone(), &saved).unwrap();
+    assert!(full.params.iter().any(|&v| v != 0.0));
+    assert_eq!(back.params, full.params, "a kept model saves its matrices' values");
+    assert_eq!(export_tensors(&kept).unwrap(), export_tensors(&full).unwrap(), "a kept model exports its matrices' values");
+
+    // taken, then materialized: still refused everywhere, nothing written
+    let mut moved = kept.clone();
+    let _w = EngineWeights::new_taking(&mut moved, WeightDtype::F32);
+    moved.materialize();
+    let e = moved.check_materialized().unwrap_err().to_string();
+    assert!(e.contains("moved into a fast engine"), "materialize cannot bring taken matrices back: {e}");
+    let e = moved.forward(&[1, 2, 3], 1, 3).unwrap_err().to_string();
+    assert!(e.contains("moved into a fast engine"), "{e}");
+    let path = out.path().join("moved.safetensors");
+    let e = moved.save(&path).unwrap_err().to_string();
+    assert!(e.contains("cannot save") && e.contains("moved.safetensors") && e.contains("new_taking"), "{e}");
+    assert!(!path.exists(), "a refused save writes no file");
+    let exp = out.path().join("export");
+    let e = export_hf_dir(&moved, &exp, None).unwrap_err().to_string();
+    assert!(e.contains("cannot export") && e.contains("new_taking"), "{e}");
+    assert!(!exp.join("model.safetensors").exists(), "a refused export writes no weights");
+    // a cast copy keeps the refusal
+    assert!(moved.cast::<f64>().save(&path).is_err() && !path.exists());
+}

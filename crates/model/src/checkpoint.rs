@@ -87,12 +87,14 @@ pub fn tensor_f32_range(
 impl<T: Real> Transformer<T> {
     /// Safetensors bytes of all parameters and buffers (f32), with the config in the metadata.
     pub fn to_safetensors(&self, path: &Path) -> Result<Vec<u8>> {
+        // kept matrices are saved from the store (real values); taken ones refuse (ADR-0007)
+        let what = format!("save {}", path.display());
         let mut tensors: Vec<(String, Vec<usize>, Vec<u8>)> = self
             .table
             .entries
             .iter()
-            .map(|e| (e.name.clone(), e.shape.clone(), f32_bytes(self.params[e.range()].iter().map(|v| v.to_f32()))))
-            .collect();
+            .map(|e| Ok((e.name.clone(), e.shape.clone(), f32_bytes(self.param_values_f32(e.range(), &what)?.into_iter()))))
+            .collect::<Result<_>>()?;
         for (i, b) in self.selection_bias.iter().enumerate() {
             if !b.is_empty() {
                 tensors.push((selection_bias_name(i), vec![b.len()], f32_bytes(b.iter().copied())));

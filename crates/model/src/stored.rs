@@ -13,6 +13,7 @@
 //! (it keeps a kept embedding in bf16 and gathers its rows from there) — but never the router,
 //! norms or biases.
 
+use crate::error::{Error, Result};
 use crate::transformer::Transformer;
 use moe_kernels::Real;
 use std::borrow::Cow;
@@ -164,6 +165,11 @@ impl MatrixStore {
         }
     }
 
+    /// Whether any stored matrix has an element in `r`.
+    pub fn overlaps(&self, r: &Range<usize>) -> bool {
+        self.by_start.values().any(|(w, _)| w.start < r.end && r.start < w.end)
+    }
+
     /// Every stored matrix: (range, data).
     pub fn iter(&self) -> impl Iterator<Item = (&Range<usize>, &StoredData)> {
         self.by_start.values().map(|(r, d)| (r, d))
@@ -213,7 +219,9 @@ impl Transformer<f32> {
 
 impl<T: Real> Transformer<T> {
     /// Copy every stored matrix into the parameter buffer (as `T`) and empty the store, so that the
-    /// reference path can run the model.
+    /// reference path can run the model. Matrices already taken out (`EngineWeights::new_taking`)
+    /// cannot come back: the store keeps counting them, so the model still refuses to run
+    /// ([`Transformer::check_materialized`]) or be saved ([`Transformer::param_values_f32`]).
     pub fn materialize(&mut self) {
         let store = std::mem::take(&mut self.stored);
         for (r, d) in store.iter() {
@@ -221,6 +229,39 @@ impl<T: Real> Transformer<T> {
                 *p = T::from_f32(v);
             }
         }
+        self.stored.taken = store.taken;
+    }
+
+    /// Error unless every parameter's value is still in the model (in `params` or kept in the
+    /// [`MatrixStore`]), i.e. no matrix was moved into a fast engine; `what` names the operation.
+    pub fn check_values_present(&self, what: &str) -> Result<()> {
+        match self.stored.taken() {
+            0 => Ok(()),
+            n => Err(Error::BadInput(format!(
+                "cannot {what}: {n} matrices of this model were moved into a fast engine (`EngineWeights::new_taking`) and \
+                 their values are no longer in the model; load the checkpoint again"
+            ))),
+        }
+    }
+
+    /// Parameters `r` (a whole tensor of the table) as f32 for saving or exporting: from the
+    /// parameter buffer, or from the [`MatrixStore`] for a matrix kept in its checkpoint format
+    /// (exact), never the zeros a kept or taken matrix leaves in `params`. Errors when matrices
+    /// were taken out ([`Transformer::check_values_present`]), or when `r` is only partly stored.
+    pub fn param_values_f32(&self, r: Range<usize>, what: &str) -> Result<Vec<f32>> {
+        self.check_values_present(what)?;
+        if let Some(v) = self.stored.get_f32(r.clone()) {
+            return Ok(v);
+        }
+        if self.stored.overlaps(&r) {
+            return Err(Error::BadInput(format!(
+                "cannot {what}: parameters {}..{} are only partly kept in {}; `Transformer::materialize` first",
+                r.start,
+                r.end,
+                self.stored.dtype_name().unwrap_or("another format")
+            )));
+        }
+        Ok(self.params[r].iter().map(|v| v.to_f32()).collect())
     }
 }
 

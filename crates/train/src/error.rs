@@ -89,13 +89,14 @@ pub enum Error {
         n_vocab: usize,
     },
 
-    /// The training loss became NaN or infinite.
-    #[error("training diverged at step {step}: loss is {loss} (try a lower train.lr or train.grad_clip)")]
+    /// The loss, a gradient or a parameter became NaN or infinite. The step is not applied and
+    /// no checkpoint is written for it, so the last checkpoint stays the last good one.
+    #[error("training diverged at step {step}: {what}; stopped without saving this step (try a lower train.lr or train.grad_clip)")]
     Diverged {
         /// 1-based step
         step: usize,
-        /// the loss
-        loss: f64,
+        /// what became non-finite, and its value
+        what: String,
     },
 }
 

@@ -78,11 +78,16 @@ pub fn grad_norm(grads: &[f32]) -> f64 {
 /// `clip / norm` (no epsilon). Returns the norm before clipping.
 pub fn clip_grad_norm(grads: &mut [f32], clip: f64) -> f64 {
     let norm = grad_norm(grads);
+    clip_to(grads, norm, clip);
+    norm
+}
+
+/// Scale `grads`, whose global norm is `norm`, down to `clip` when `clip > 0` and `norm > clip`.
+fn clip_to(grads: &mut [f32], norm: f64, clip: f64) {
     if clip > 0.0 && norm > clip {
         let s = (clip / norm) as f32;
         grads.par_iter_mut().with_min_len(4096).for_each(|g| *g *= s);
     }
-    norm
 }
 
 impl AdamW {
@@ -97,7 +102,9 @@ impl AdamW {
     }
 
     /// One step: clip `grads` (in place) to the global norm, then update `params` with learning
-    /// rate `lr`. Returns the gradient norm before clipping.
+    /// rate `lr`. Returns the gradient norm before clipping. A NaN or infinite gradient is
+    /// [`Error::Diverged`] (naming the step, `t + 1`, and the first tensor holding one), with
+    /// `params` and the state untouched.
     pub fn step(&mut self, params: &mut [f32], grads: &mut [f32], lr: f64) -> Result<f64> {
         if params.len() != self.table.total || grads.len() != self.table.total {
             return Err(Error::Model(moe_model::Error::BadInput(format!(
@@ -107,7 +114,20 @@ impl AdamW {
                 grads.len()
             ))));
         }
-        let norm = clip_grad_norm(grads, self.cfg.grad_clip);
+        let norm = grad_norm(grads);
+        if !norm.is_finite() {
+            let bad = self.table.entries.iter().find_map(|e| {
+                grads[e.range()]
+                    .iter()
+                    .position(|g| !g.is_finite())
+                    .map(|i| format!(" (`{}` element {i} is {})", e.name, grads[e.offset + i]))
+            });
+            return Err(Error::Diverged {
+                step: self.t as usize + 1,
+                what: format!("the gradient norm is {norm}{}", bad.unwrap_or_default()),
+            });
+        }
+        clip_to(grads, norm, self.cfg.grad_clip);
         self.t += 1;
         for e in &self.table.entries {
             let wd = if self.decays(e) { self.cfg.weight_decay } else { 0.0 };
@@ -250,6 +270,26 @@ mod tests {
         for (i, (a, b)) in p.iter().zip(&m.params).enumerate() {
             let want = if i % 2 == 0 { -0.01 } else { 0.01 };
             assert!((a - b - want).abs() < 1e-5, "{i}: {} vs {want}", a - b);
+        }
+    }
+
+    #[test]
+    fn optimizer_refuses_a_non_finite_gradient_naming_step_and_tensor() {
+        let m = model(false);
+        let mut opt = AdamW::new(&m.table, cfg());
+        let mut p = m.params.clone();
+        let mut g = vec![1e-3f32; p.len()];
+        opt.step(&mut p, &mut g, 1e-2).unwrap();
+        let e = m.table.get("layers.0.ffn.experts.w_up").unwrap().clone();
+        for bad in [f32::NAN, f32::INFINITY] {
+            let (p0, m0, v0) = (p.clone(), opt.m.clone(), opt.v.clone());
+            let mut g = vec![1e-3f32; p.len()];
+            g[e.offset + 5] = bad;
+            let err = opt.step(&mut p, &mut g, 1e-2).unwrap_err();
+            let msg = err.to_string();
+            assert!(matches!(err, Error::Diverged { step: 2, .. }), "{msg}");
+            assert!(msg.contains("step 2") && msg.contains("layers.0.ffn.experts.w_up") && msg.contains("element 5"), "{msg}");
+            assert_eq!((p == p0, opt.m == m0, opt.v == v0, opt.t), (true, true, true, 1), "{bad}: nothing moved");
         }
     }
 

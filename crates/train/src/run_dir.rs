@@ -129,6 +129,17 @@ impl RunDir {
         Ok(Some(dir))
     }
 
+    /// Create the directory if needed and check that files can be written in it, so that a run
+    /// into an unusable directory stops at once with an error naming it (not after loading the
+    /// data, or at the first checkpoint).
+    pub fn prepare(&self) -> Result<()> {
+        let bad = |what: &str, e: std::io::Error| Error::RunDir { path: self.root.clone(), message: format!("{what}: {e}") };
+        std::fs::create_dir_all(&self.root).map_err(|e| bad("cannot create the run directory", e))?;
+        let probe = self.root.join(format!(".write-test.{}", std::process::id()));
+        std::fs::write(&probe, b"").map_err(|e| bad("cannot write in the run directory", e))?;
+        std::fs::remove_file(&probe).map_err(|e| bad("cannot remove a file from the run directory", e))
+    }
+
     /// Write `config.resolved.toml`.
     pub fn write_config(&self, cfg: &ExperimentConfig) -> Result<()> {
         Ok(write_atomic(&self.config_path(), cfg.to_toml_string().as_bytes())?)

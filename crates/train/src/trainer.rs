@@ -74,15 +74,22 @@ pub struct StepReport {
 /// One optimizer step on the micro-batches `micro` (gradients accumulated with scale
 /// `1/micro.len()`): zero `grads`, forward/backward each, clip, AdamW at `lr`, then the
 /// aux-loss-free selection-bias update from the step's routing counts.
+///
+/// A NaN or infinite loss or gradient (or router gate) is [`Error::Diverged`], naming the
+/// optimizer's step (`opt.t + 1`), and leaves the model and optimizer as they were.
 pub fn train_step(model: &mut Transformer<f32>, opt: &mut AdamW, grads: &mut [f32], micro: &[Batch], lr: f64) -> Result<StepReport> {
     if micro.is_empty() {
         return Err(Error::Model(moe_model::Error::BadInput("a step needs at least one micro-batch".into())));
     }
+    let step = opt.t as usize + 1;
     grads.fill(0.0);
     let scale = 1.0 / micro.len() as f64;
     let mut r = StepReport { lr, ..Default::default() };
     for b in micro {
-        let rep = model.forward_backward(&b.inputs, &b.targets, b.batch_size, b.seq_len, grads, scale)?;
+        let rep = model.forward_backward(&b.inputs, &b.targets, b.batch_size, b.seq_len, grads, scale).map_err(|e| match e {
+            moe_model::Error::Diverged { what } => Error::Diverged { step, what },
+            e => Error::Model(e),
+        })?;
         r.loss += rep.loss * scale;
         r.ce += rep.ce * scale;
         r.aux += rep.aux * scale;
@@ -94,6 +101,9 @@ pub fn train_step(model: &mut Transformer<f32>, opt: &mut AdamW, grads: &mut [f3
             acc.merge(&m.stats);
             acc.layer = m.layer;
         }
+    }
+    if !r.loss.is_finite() {
+        return Err(Error::Diverged { step, what: format!("the loss is {} (ce {}, aux {}, z {})", r.loss, r.ce, r.aux, r.z) });
     }
     r.grad_norm = opt.step(&mut model.params, grads, lr)?;
     let counts: Vec<(usize, Vec<u64>)> = r.moe.iter().map(|s| (s.layer, s.counts.clone())).collect();
@@ -118,6 +128,17 @@ fn train_record(step: usize, r: &StepReport, st: &TrainState, tokens_per_s: f64)
 /// The `metrics.jsonl` record of an evaluation.
 fn eval_record(st: &TrainState, e: &EvalStats) -> serde_json::Value {
     json!({"type": "eval", "step": st.step, "tokens": st.tokens, "flops": st.flops, "val_loss": e.ce, "val_ppl": e.ppl(), "val_ce": e.ce, "val_total_loss": e.loss, "val_tokens": e.n_tokens})
+}
+
+/// The first NaN or infinite parameter or selection bias of `model`, described.
+fn non_finite_param(model: &Transformer<f32>) -> Option<String> {
+    let bad = |name: &str, v: &[f32]| v.iter().position(|x| !x.is_finite()).map(|i| format!("parameter `{name}` element {i} is {}", v[i]));
+    model
+        .table
+        .entries
+        .iter()
+        .find_map(|e| bad(&e.name, &model.params[e.range()]))
+        .or_else(|| model.selection_bias.iter().enumerate().find_map(|(i, b)| bad(&moe_model::checkpoint::selection_bias_name(i), b)))
 }
 
 fn progress_bar(opts: &TrainOptions, steps: usize, done: usize) -> ProgressBar {
@@ -159,6 +180,7 @@ pub fn train_until(cfg: &ExperimentConfig, out: &Path, opts: &TrainOptions, stop
     let cfg_file = rd.config_path();
     let t = &cfg.train;
     cfg.validate(&cfg_file)?;
+    rd.prepare()?;
     if let Some(m) = &cfg.model.moe {
         if m.n_expert_active == 1 && m.n_expert > 1 && m.renormalize && m.gating == moe_model::Gating::Softmax {
             tracing::warn!("model.moe: softmax top-1 with renormalize = true weights every token's expert by exactly 1, so the router learns only from the aux and z losses; set renormalize = false (Switch) or use sigmoid gating");
@@ -242,12 +264,13 @@ pub fn train_until(cfg: &ExperimentConfig, out: &Path, opts: &TrainOptions, stop
     while state.step < end {
         let t0 = Instant::now();
         let micro: Vec<Batch> = (0..t.grad_accum).map(|_| batcher.next_batch(&ds.train)).collect();
-        let r = train_step(&mut model, &mut opt, &mut grads, &micro, sched.lr_at(state.step))?;
+        // a non-finite loss or gradient stops the run here: nothing of this step is logged or saved
+        let r = train_step(&mut model, &mut opt, &mut grads, &micro, sched.lr_at(state.step)).map_err(|e| match e {
+            Error::Diverged { what, .. } => Error::Diverged { step: state.step + 1, what },
+            e => e,
+        })?;
         step_time += t0.elapsed().as_secs_f64();
         state.step += 1;
-        if !r.loss.is_finite() {
-            return Err(Error::Diverged { step: state.step, loss: r.loss });
-        }
         state.tokens += step_tokens;
         session_tokens += step_tokens;
         state.flops += step_tokens as f64 * flops_per_token;
@@ -279,6 +302,11 @@ pub fn train_until(cfg: &ExperimentConfig, out: &Path, opts: &TrainOptions, stop
             });
         }
         if (t.checkpoint_every > 0 && state.step % t.checkpoint_every == 0) || state.step == end {
+            // finite gradients can still overflow a weight: never let such a model replace the
+            // last good checkpoint
+            if let Some(what) = non_finite_param(&model) {
+                return Err(Error::Diverged { step: state.step, what });
+            }
             state.elapsed_s = elapsed0 + session.elapsed().as_secs_f64();
             let dir = rd.save_checkpoint(&model, &opt, &state)?;
             pb.suspend(|| tracing::info!(step = state.step, dir = %dir.display(), "checkpoint"));

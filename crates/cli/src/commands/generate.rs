@@ -48,9 +48,6 @@ pub fn run(a: GenerateArgs) -> anyhow::Result<()> {
             let keep_dtype = a.engine == EngineArg::Fast;
             let mut m = load_hf_dir_with(dir, &HfOptions { keep_dtype, ..Default::default() })
                 .with_context(|| format!("loading {}", dir.display()))?;
-            if Engine::unsupported(&m.model.cfg).is_some() {
-                m.model.materialize(); // generated on the reference path below
-            }
             let mut prompt = Vec::new();
             if a.add_bos {
                 prompt.push(m.bos_token_id.with_context(|| format!("--add-bos: {} defines no bos_token_id", dir.display()))?);
@@ -93,14 +90,7 @@ fn stream(a: &GenerateArgs, model: &mut Transformer<f32>, tok: &Tokenizer, promp
             let _ = stdout.flush();
         }
     };
-    let engine = match (a.engine, Engine::unsupported(&model.cfg)) {
-        (EngineArg::Fast, Some(why)) => {
-            eprintln!("[the fast engine cannot run this model: {why}; generating on the reference path]");
-            EngineArg::Reference
-        }
-        (e, _) => e,
-    };
-    let out = match engine {
+    let out = match a.engine {
         EngineArg::Reference => generate_until(model, &prompt, max_new, &sampler, stop, on_token)?,
         EngineArg::Fast => {
             // default format: the one a bf16 checkpoint already has (kept at load), else exact f32

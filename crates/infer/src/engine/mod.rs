@@ -48,7 +48,7 @@ use moe_kernels::norm::rmsnorm_forward;
 use moe_kernels::quant::{WeightDtype, WeightsRef};
 use moe_model::layers::attention::{qk_norm_forward, qkv_bias_forward};
 use moe_model::layers::attention_ext::{self, LayerSpec, Rope};
-use moe_model::{ModelConfig, MoeConfig, Transformer};
+use moe_model::{MoeConfig, Transformer};
 use weights::{EngineWeights, FfnWeights, MlpWeights};
 
 /// What one [`Engine::step`] did.
@@ -186,20 +186,13 @@ pub struct Engine<'m> {
 
 impl<'m> Engine<'m> {
     /// An engine for `model` with every matrix stored as `dtype` (the MoE router stays f32), on
-    /// the exact GEMV kernels (activations stay f32). Errors for a model the engine does not run
-    /// yet (see [`Engine::unsupported`]).
+    /// the exact GEMV kernels (activations stay f32). Every architecture the model crate loads
+    /// runs here, the inference-only attention (`attn_ext`: latent attention, sinks, sliding
+    /// windows, chunked or NoPE layers; [`attention`], [`mla`]) and MoE variants (`moe.ext`:
+    /// grouped, biased or input-scaled routing, biased or clamped experts; [`moe`], [`ffn`])
+    /// included.
     pub fn new(model: &'m Transformer<f32>, dtype: WeightDtype) -> Result<Self> {
         Self::with_kernel(model, dtype, Kernel::Auto)
-    }
-
-    /// Why the engine cannot run a model of this config, if it cannot. Every architecture the
-    /// model crate loads runs here today, the inference-only attention (`attn_ext`: latent
-    /// attention, sinks, sliding windows, chunked or NoPE layers; [`attention`], [`mla`]) and MoE
-    /// variants (`moe.ext`: grouped, biased or input-scaled routing, biased or clamped experts;
-    /// [`moe`], [`ffn`]) included. A feature added to the reference path (`moe_infer::forward_step`)
-    /// before the engine has it belongs here, so that callers fall back instead of erring.
-    pub fn unsupported(_cfg: &ModelConfig) -> Option<String> {
-        None
     }
 
     /// [`Engine::new`] with an explicit GEMV kernel: [`Kernel::Avx512Vnni`] (int8 weights: the
@@ -230,9 +223,6 @@ impl<'m> Engine<'m> {
     fn check(model: &Transformer<f32>, kernel: Kernel) -> Result<()> {
         if !kernel.available() {
             return Err(Error::BadInput(format!("the {} GEMV kernel is not supported by this CPU", kernel.name())));
-        }
-        if let Some(why) = Self::unsupported(&model.cfg) {
-            return Err(Error::BadInput(format!("the fast engine cannot run this model: {why} (`--engine reference`)")));
         }
         // NaN/Inf weights would be quantised to garbage (or panic in int8): refuse, naming the tensor
         for e in &model.table.entries {

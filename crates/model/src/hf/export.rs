@@ -137,15 +137,16 @@ fn f32_bytes<T: Real>(v: &[T]) -> Vec<u8> {
 pub fn export_tensors<T: Real>(m: &Transformer<T>) -> Result<Vec<HfTensor>> {
     let cfg = &m.cfg;
     export_architecture(cfg)?;
-    let p = &m.params;
-    let get = |name: &str| -> Result<(Vec<usize>, &[T])> {
+    m.check_values_present("export")?;
+    // kept matrices are exported from the store (real values); taken ones refuse (ADR-0007)
+    let get = |name: &str| -> Result<(Vec<usize>, Vec<f32>)> {
         let e = m.table.get(name).ok_or_else(|| invalid(name, "tensor is missing from the model"))?;
-        Ok((e.shape.clone(), &p[e.range()]))
+        Ok((e.shape.clone(), m.param_values_f32(e.range(), &format!("export tensor `{name}`"))?))
     };
     let mut out: Vec<HfTensor> = Vec::new();
     let direct = |out: &mut Vec<HfTensor>, ours: &str, hf: String| -> Result<()> {
         let (shape, v) = get(ours)?;
-        out.push((hf, shape, f32_bytes(v)));
+        out.push((hf, shape, f32_bytes(&v)));
         Ok(())
     };
     direct(&mut out, "tok_embeddings.weight", "model.embed_tokens.weight".into())?;
