@@ -294,7 +294,7 @@ pub fn predict(shape: &StepShape, hw: &Hardware, dtype: WeightDtype, batch: usiz
     let n = layout.nodes.max(1);
     let is_moe = !shape.moe_layers.is_empty();
     let p = if is_moe { layout.expert_parallel.clamp(1, n) } else { 1 };
-    if is_moe && n % p != 0 {
+    if is_moe && !n.is_multiple_of(p) {
         return Err(Error::Option { option: "--expert-parallel".into(), reason: format!("{p} must divide --nodes {n}") });
     }
     if n > 1 && (hw.network_gbs.is_none() || hw.network_latency_us.is_none()) {

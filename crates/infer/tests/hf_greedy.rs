@@ -21,7 +21,7 @@ fn kv_cached_greedy_of_every_golden_hf_model_equals_transformers() {
             let full = m.model.forward(&seq, 1, seq.len()).unwrap().logits;
             let v = m.cfg.n_vocab;
             let last = &full[(seq.len() - 1) * v..];
-            let d = moe_testutil::checked_diff("hf_greedy.rs", &next, &last);
+            let d = moe_testutil::checked_diff("hf_greedy.rs", next, last);
             let (err, scale) = (d.max_abs as f32, d.scale as f32);
             assert!(err <= 1e-4 * scale, "{name}: step {step}: KV logits differ from full recompute by {err}");
             let t = argmax(&next);
@@ -66,7 +66,7 @@ fn kv_cached_batched_chunks_of_inference_only_models_equal_full_forward() {
             let out = forward_step_with(&m.model, &mut refs, &toks, StepOptions { all_logits: true, routing: false }).unwrap();
             for ((&s, &t), got) in live.iter().zip(&take).zip(&out.logits) {
                 let want = &full[s][pos[s] * v..(pos[s] + t) * v];
-                let d = moe_testutil::checked_diff("hf_greedy.rs", &got, &want);
+                let d = moe_testutil::checked_diff("hf_greedy.rs", got, want);
                 let (err, scale) = (d.max_abs as f32, d.scale as f32);
                 max_rel = max_rel.max(err / scale);
                 assert!(err <= 1e-4 * scale, "{name}: sequence {s} positions {}..{}: {err}", pos[s], pos[s] + t);

@@ -27,7 +27,7 @@ pub struct AttnShape {
 
 impl AttnShape {
     fn check<T>(&self, q: &[T], k: &[T], v: &[T]) {
-        assert!(self.n_head_kv > 0 && self.n_head % self.n_head_kv == 0, "attention: n_head % n_head_kv != 0");
+        assert!(self.n_head_kv > 0 && self.n_head.is_multiple_of(self.n_head_kv), "attention: n_head % n_head_kv != 0");
         assert_eq!(q.len(), self.n_seq * self.seq_len * self.n_head * self.d_head, "attention: q length");
         assert_eq!(k.len(), self.n_seq * self.seq_len * self.n_head_kv * self.d_head, "attention: k length");
         assert_eq!(v.len(), k.len(), "attention: v length");

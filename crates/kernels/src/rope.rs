@@ -14,7 +14,7 @@ pub struct RopeTable<T> {
 impl<T: Real> RopeTable<T> {
     /// Table for `n_pos` positions; `d_head` must be even.
     pub fn new(d_head: usize, theta: f64, n_pos: usize) -> Self {
-        assert!(d_head % 2 == 0, "RoPE needs an even d_head");
+        assert!(d_head.is_multiple_of(2), "RoPE needs an even d_head");
         let half = d_head / 2;
         let mut cos = Vec::with_capacity(n_pos * half);
         let mut sin = Vec::with_capacity(n_pos * half);

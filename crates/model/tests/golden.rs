@@ -88,8 +88,9 @@ fn golden_forward_backward_matches_pytorch() {
             let kept = f(&est, &format!("router.{i}.kept"), &epath);
             let w = f(&est, &format!("router.{i}.topk_weight"), &epath);
             let mut compared = 0;
-            for t in 0..r.routing.n_tok {
-                if (margin[t] as f64) < c.min_margin {
+            assert_eq!(margin.len(), r.routing.n_tok, "{}: layer {i}: one margin per token", c.name);
+            for (t, &mg) in margin.iter().enumerate() {
+                if (mg as f64) < c.min_margin {
                     continue;
                 }
                 compared += 1;

@@ -542,7 +542,7 @@ fn nan_router_output_is_a_divergence_error() {
     let mut m = Transformer::<f32>::new(cfg(&text), 3).unwrap();
     let r = m.table.entries.iter().find(|e| e.name == "layers.1.ffn.router.weight").unwrap().range();
     m.params[r.start + 1] = f32::NAN;
-    let e = m.forward(&[1, 2, 3, 4], 1, 4).err().expect("NaN router weights must not give logits");
+    let e = m.forward(&[1, 2, 3, 4], 1, 4).expect_err("NaN router weights must not give logits");
     let msg = e.to_string();
     assert!(matches!(e, moe_model::Error::Diverged { .. }) && msg.contains("layer 1") && msg.contains("NaN"), "{msg}");
     let e = m.loss(&[1, 2, 3, 4], &[2, 3, 4, 5], 1, 4).err().expect("nor a loss");
