@@ -4,18 +4,15 @@
 //! (`HfOptions::keep_dtype`) keeps its projection and expert matrices here, 2 bytes per value, and
 //! leaves their ranges of `Transformer::params` as untouched zero pages (the buffer is allocated
 //! zeroed, so those pages are never written and take no memory). The engine converts each matrix
-//! once into its own format ([`Transformer::matrix_f32`] gives it the values, or it takes them out
+//! once into its own format (`Transformer::matrix_f32` gives it the values, or it takes them out
 //! of the store: `EngineWeights::new_taking`); the f32 reference path refuses such a model until
-//! [`Transformer::materialize`] has copied the matrices into the parameter buffer. ADR-0007.
+//! `Transformer::materialize` has copied the matrices into the parameter buffer. ADR-0007.
 //!
 //! Which tensors are matrices kept here is decided by [`is_engine_matrix`]: the token embedding,
 //! the attention and FFN projections, the expert stacks and the LM head — what the engine converts
 //! (it keeps a kept embedding in bf16 and gathers its rows from there) — but never the router,
 //! norms or biases.
 
-use crate::transformer::Transformer;
-use moe_kernels::Real;
-use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::ops::Range;
 
@@ -198,30 +195,6 @@ pub fn is_engine_matrix(name: &str) -> bool {
         "lm_head.weight",
     ];
     SUFFIXES.iter().any(|s| name.ends_with(s)) || (name.contains("ffn.shared.w_") && name.ends_with(".weight"))
-}
-
-impl Transformer<f32> {
-    /// Parameters `r` (a matrix or part of one), from the parameter buffer or, for a matrix kept
-    /// in its checkpoint format, from the [`MatrixStore`] (converted).
-    pub fn matrix_f32(&self, r: Range<usize>) -> Cow<'_, [f32]> {
-        match self.stored.get_f32(r.clone()) {
-            Some(v) => Cow::Owned(v),
-            None => Cow::Borrowed(&self.params[r]),
-        }
-    }
-}
-
-impl<T: Real> Transformer<T> {
-    /// Copy every stored matrix into the parameter buffer (as `T`) and empty the store, so that the
-    /// reference path can run the model.
-    pub fn materialize(&mut self) {
-        let store = std::mem::take(&mut self.stored);
-        for (r, d) in store.iter() {
-            for (p, v) in self.params[r.clone()].iter_mut().zip(d.to_f32(0..d.len())) {
-                *p = T::from_f32(v);
-            }
-        }
-    }
 }
 
 #[cfg(test)]
