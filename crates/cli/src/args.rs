@@ -110,6 +110,10 @@ pub enum TokenizerCommand {
         /// Text file, directory or JSONL.
         #[arg(long)]
         data: PathBuf,
+        /// How the files' bytes become text: auto or utf-8-lossy (invalid UTF-8 replaced, with a
+        /// warning), utf-8 (strict), latin-1, cp1252.
+        #[arg(long, default_value = "auto")]
+        data_encoding: moe_data::TextEncoding,
         /// Vocabulary size.
         #[arg(long)]
         vocab: usize,
@@ -295,6 +299,10 @@ pub struct CompareArgs {
     /// Text file, directory or JSONL (default: the built-in synthetic corpus).
     #[arg(long)]
     pub data: Option<PathBuf>,
+    /// How the corpus files' bytes become text: auto (the byte tokenizer takes the bytes as they
+    /// are, BPE reads lossy UTF-8 with a warning), utf-8 (strict), utf-8-lossy, latin-1, cp1252, bytes.
+    #[arg(long)]
+    pub data_encoding: Option<moe_data::TextEncoding>,
     /// Training FLOPs per model.
     #[arg(long, conflicts_with = "budget_minutes")]
     pub budget_flops: Option<f64>,
@@ -333,6 +341,10 @@ pub struct SweepArgs {
     /// Text file, directory or JSONL (default: the built-in synthetic corpus).
     #[arg(long)]
     pub data: Option<PathBuf>,
+    /// How the corpus files' bytes become text: auto (the byte tokenizer takes the bytes as they
+    /// are, BPE reads lossy UTF-8 with a warning), utf-8 (strict), utf-8-lossy, latin-1, cp1252, bytes.
+    #[arg(long)]
+    pub data_encoding: Option<moe_data::TextEncoding>,
     /// Training FLOPs of each MoE rung (dense rungs get multiples of it).
     #[arg(long, conflicts_with = "budget_minutes")]
     pub budget_flops: Option<f64>,

@@ -26,6 +26,8 @@ use std::time::Instant;
 pub struct CompareOptions {
     /// corpus (text file, directory or `.jsonl`); `None` = the built-in synthetic corpus
     pub data: Option<PathBuf>,
+    /// how the corpus files' bytes become text; `None` = the dense experiment's `data.encoding`
+    pub data_encoding: Option<moe_data::TextEncoding>,
     /// training FLOPs per model (per run); exclusive with `budget_minutes`
     pub budget_flops: Option<f64>,
     /// wall-clock minutes for *all* training of the command (every model × seed), converted to a
@@ -53,6 +55,7 @@ impl Default for CompareOptions {
     fn default() -> Self {
         CompareOptions {
             data: None,
+            data_encoding: None,
             budget_flops: None,
             budget_minutes: None,
             dense: None,
@@ -101,13 +104,20 @@ pub(crate) fn check_budget(budget_flops: Option<f64>, budget_minutes: Option<f64
     Ok(())
 }
 
-/// The shared `[data]` of all runs: the dense experiment's, with `data` as the source if given.
-pub(crate) fn shared_data(dense: &ExperimentConfig, data: Option<&Path>) -> DataConfig {
+/// The shared `[data]` of all runs: the dense experiment's, with `data` as the source and
+/// `encoding` as `data.encoding` if given.
+pub(crate) fn shared_data(dense: &ExperimentConfig, data: Option<&Path>, encoding: Option<moe_data::TextEncoding>) -> Result<DataConfig> {
     let mut d = dense.data.clone();
     if let Some(p) = data {
         d.source = p.to_string_lossy().to_string();
     }
-    d
+    if let Some(e) = encoding {
+        if e == moe_data::TextEncoding::Bytes && !d.is_byte_tokenizer() {
+            return Err(option("--data-encoding", format!("\"bytes\" needs the byte tokenizer; data.tokenizer is {}", d.tokenizer)));
+        }
+        d.encoding = e;
+    }
+    Ok(d)
 }
 
 /// Per-run FLOP budget and a note on where it came from; `probe_s` gets the probe time.
@@ -177,7 +187,7 @@ pub fn compare(opts: &CompareOptions) -> Result<CompareReport> {
         Some(p) => load_config(p, false)?,
         None => base_experiment(opts.scale),
     };
-    let data = shared_data(&dense_cfg, opts.data.as_deref());
+    let data = shared_data(&dense_cfg, opts.data.as_deref(), opts.data_encoding)?;
     let plans = build_plans(&dense_cfg, opts)?;
     let mut timing = Timing::default();
     let cfgs: Vec<&ExperimentConfig> = plans.iter().map(|p| &p.cfg).collect();

@@ -135,7 +135,14 @@ pub fn base_experiment(scale: Scale) -> ExperimentConfig {
                 final_eval_batches: 64,
                 ..TrainConfig::default()
             },
-            DataConfig { source: "synthetic".into(), synthetic_bytes: 3_000_000, tokenizer: "byte".into(), val_fraction: 0.02, seed: 0 },
+            DataConfig {
+                source: "synthetic".into(),
+                synthetic_bytes: 3_000_000,
+                tokenizer: "byte".into(),
+                val_fraction: 0.02,
+                seed: 0,
+                ..DataConfig::default()
+            },
         ),
         Scale::Tiny => (
             ModelConfig {
@@ -167,7 +174,14 @@ pub fn base_experiment(scale: Scale) -> ExperimentConfig {
                 eval_batches: 2,
                 ..TrainConfig::default()
             },
-            DataConfig { source: "synthetic".into(), synthetic_bytes: 60_000, tokenizer: "byte".into(), val_fraction: 0.1, seed: 0 },
+            DataConfig {
+                source: "synthetic".into(),
+                synthetic_bytes: 60_000,
+                tokenizer: "byte".into(),
+                val_fraction: 0.1,
+                seed: 0,
+                ..DataConfig::default()
+            },
         ),
     };
     ExperimentConfig { model, train, data }

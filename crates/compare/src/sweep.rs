@@ -31,6 +31,8 @@ use std::time::Instant;
 pub struct SweepOptions {
     /// corpus; `None` = the built-in synthetic corpus
     pub data: Option<PathBuf>,
+    /// how the corpus files' bytes become text; `None` = the dense experiment's `data.encoding`
+    pub data_encoding: Option<moe_data::TextEncoding>,
     /// training FLOPs of each MoE rung (the dense rungs get multiples of it)
     pub budget_flops: Option<f64>,
     /// wall-clock minutes for all training of the sweep, converted with a throughput probe
@@ -57,6 +59,7 @@ impl Default for SweepOptions {
     fn default() -> Self {
         SweepOptions {
             data: None,
+            data_encoding: None,
             budget_flops: None,
             budget_minutes: None,
             dense: None,
@@ -144,7 +147,7 @@ pub fn sweep(opts: &SweepOptions) -> Result<SweepReport> {
         Some(p) => load_config(p, false)?,
         None => base_experiment(opts.scale),
     };
-    let data = shared_data(&dense_cfg, opts.data.as_deref());
+    let data = shared_data(&dense_cfg, opts.data.as_deref(), opts.data_encoding)?;
     let base_seed = dense_cfg.train.seed;
     let moe_plans: Vec<(usize, ModelPlan)> = rungs
         .iter()

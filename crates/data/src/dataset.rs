@@ -55,8 +55,7 @@ impl TokenDataset {
             return Err(Error::InvalidValFraction { value: val_fraction });
         }
         let (domain_names, doc_domain) = domain_table(docs)?;
-        let texts: Vec<&str> = docs.iter().map(|d| d.text.as_str()).collect();
-        let mut encoded = tok.encode_many(&texts)?;
+        let mut encoded = tok.encode_documents(docs)?;
         let separator = match tok.eos_token() {
             Some(eos) => vec![eos],
             None => tok.encode("\n")?,
@@ -261,7 +260,7 @@ mod tests {
     use super::*;
 
     fn doc(text: &str, domain: Option<&str>) -> Document {
-        Document { text: text.to_string(), domain: domain.map(str::to_string) }
+        Document::new(text, domain.map(str::to_string))
     }
 
     fn many_docs(n: usize) -> Vec<Document> {

@@ -20,8 +20,8 @@ pub enum Error {
         source: std::io::Error,
     },
 
-    /// A text file is not valid UTF-8.
-    #[error("{}: not valid UTF-8 (first invalid byte at offset {offset}); corpus files must be UTF-8 text", path.display())]
+    /// A text file read as strict UTF-8 (`data.encoding = "utf-8"`) is not valid UTF-8.
+    #[error("{}: not valid UTF-8 (first invalid byte at offset {offset}); data.encoding is \"utf-8\" (strict): set it (--data-encoding) to \"utf-8-lossy\" to replace such bytes, or to \"cp1252\" or \"latin-1\" to decode them", path.display())]
     InvalidUtf8 {
         /// The offending file.
         path: PathBuf,

@@ -25,7 +25,7 @@ pub mod synthetic;
 pub mod tokenizer;
 
 pub use chat::{ChatMessage, ChatTemplate};
-pub use corpus::{load_documents, Document};
+pub use corpus::{load_documents, read_corpus, Corpus, Document, Replaced, TextEncoding};
 pub use dataset::{eval_batches, Batch, Batcher, BatcherState, TokenDataset};
 pub use error::{Error, Result};
 pub use tokenizer::{train_bpe, Detokenizer, Tokenizer};

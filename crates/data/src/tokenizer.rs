@@ -1,6 +1,6 @@
 //! Tokenizers: a trivial byte-level one and byte-level BPE (Hugging Face `tokenizer.json`).
 //!
-//! The byte tokenizer maps each UTF-8 byte to its value (vocabulary 256) and needs no file. BPE
+//! The byte tokenizer maps each byte (of the UTF-8 text, or of a file as it is) to its value (vocabulary 256) and needs no file. BPE
 //! tokenizers are loaded from or saved to a `tokenizer.json`, and [`train_bpe`] trains a GPT-2
 //! style one (ByteLevel pre-tokenizer and decoder, `<|endoftext|>` special token) on user files.
 
@@ -13,7 +13,7 @@ use tokenizers::pre_tokenizers::byte_level::ByteLevel;
 use tokenizers::processors::PostProcessorWrapper;
 use tokenizers::{AddedToken, TokenizerBuilder};
 
-use crate::corpus::load_documents;
+use crate::corpus::{load_documents, Document, TextEncoding};
 use crate::error::{Error, Result};
 
 /// The end-of-text special token added by [`train_bpe`].
@@ -81,6 +81,15 @@ impl Tokenizer {
                 .encode_batch(texts.to_vec(), false)
                 .map(|encs| encs.iter().map(|e| e.get_ids().to_vec()).collect())
                 .map_err(|e| Error::Encode { message: e.to_string() }),
+        }
+    }
+
+    /// Encode documents (in parallel for BPE): the byte tokenizer takes each document's bytes as
+    /// they are ([`Document::bytes`], which keeps bytes that are not UTF-8), BPE its text.
+    pub fn encode_documents(&self, docs: &[Document]) -> Result<Vec<Vec<u32>>> {
+        match self {
+            Tokenizer::Byte => Ok(docs.iter().map(|d| d.bytes().iter().map(|&b| u32::from(b)).collect()).collect()),
+            Tokenizer::Bpe(_) => self.encode_many(&docs.iter().map(|d| d.text.as_str()).collect::<Vec<_>>()),
         }
     }
 
@@ -163,10 +172,11 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
 }
 
 /// Train a byte-level BPE tokenizer (GPT-2 style) of at most `vocab` tokens on `files` (text
-/// files, `.jsonl` files or directories, read as by [`load_documents`]) and write it atomically
+/// files, `.jsonl` files or directories, read as by [`load_documents`] with `encoding`, where
+/// `auto` and `bytes` mean lossy UTF-8: BPE trains on text) and write it atomically
 /// to `out`. The vocabulary always contains the 256 byte symbols and [`BPE_EOS`], so `vocab`
 /// must be at least [`MIN_BPE_VOCAB`]; it may come out smaller than `vocab` on a small corpus.
-pub fn train_bpe(files: &[PathBuf], vocab: usize, out: &Path) -> Result<Tokenizer> {
+pub fn train_bpe(files: &[PathBuf], vocab: usize, out: &Path, encoding: TextEncoding) -> Result<Tokenizer> {
     if vocab < MIN_BPE_VOCAB {
         return Err(Error::InvalidVocabSize {
             path: out.to_path_buf(),
@@ -179,7 +189,11 @@ pub fn train_bpe(files: &[PathBuf], vocab: usize, out: &Path) -> Result<Tokenize
     }
     let mut texts = Vec::new();
     for f in files {
-        texts.extend(load_documents(f)?.into_iter().map(|d| d.text));
+        let encoding = match encoding.resolve(false) {
+            TextEncoding::Bytes => TextEncoding::Utf8Lossy,
+            e => e,
+        };
+        texts.extend(load_documents(f, encoding)?.into_iter().map(|d| d.text));
     }
     let train_err = |message: String| Error::TokenizerTrain { path: out.to_path_buf(), message };
 
@@ -307,7 +321,7 @@ mod tests {
         let input = dir.path().join("train.txt");
         fs::write(&input, SAMPLE.repeat(20)).unwrap();
         let out = dir.path().join("tok").join("tokenizer.json");
-        let tok = train_bpe(&[input], vocab, &out).unwrap();
+        let tok = train_bpe(&[input], vocab, &out, TextEncoding::Auto).unwrap();
         (dir, out, tok)
     }
 
@@ -380,7 +394,7 @@ mod tests {
     fn train_bpe_missing_file_names_path() {
         let dir = tempfile::tempdir().unwrap();
         let missing = dir.path().join("missing.txt");
-        let err = train_bpe(std::slice::from_ref(&missing), 300, &dir.path().join("t.json")).unwrap_err();
+        let err = train_bpe(std::slice::from_ref(&missing), 300, &dir.path().join("t.json"), TextEncoding::Auto).unwrap_err();
         assert!(matches!(&err, Error::Io { path, .. } if path == &missing), "{err:?}");
         assert!(err.to_string().contains("missing.txt"), "{err}");
     }
@@ -388,7 +402,7 @@ mod tests {
     #[test]
     fn train_bpe_too_small_vocab_is_error() {
         let dir = tempfile::tempdir().unwrap();
-        let err = train_bpe(&[dir.path().to_path_buf()], 100, &dir.path().join("t.json")).unwrap_err();
+        let err = train_bpe(&[dir.path().to_path_buf()], 100, &dir.path().join("t.json"), TextEncoding::Auto).unwrap_err();
         assert!(matches!(err, Error::InvalidVocabSize { vocab: 100, .. }), "{err:?}");
     }
 

@@ -2,7 +2,7 @@
 //! from `tests/chat_templates/cases.json` and text/JSONL corpora, thousands of mutants with a fixed
 //! seed; each must render/load or give a clean `Err`, never panic.
 
-use moe_data::{load_documents, ChatMessage, ChatTemplate};
+use moe_data::{read_corpus, ChatMessage, ChatTemplate, TextEncoding};
 use moe_testutil::mutate::{mutants, survive};
 use std::path::Path;
 
@@ -37,7 +37,11 @@ fn fuzz_text_and_jsonl_corpora() {
         let inputs = mutants(&base, base.len(), 0xD0C5 ^ name.len() as u64, 1000);
         survive(name, &inputs, |b| {
             std::fs::write(&path, b).unwrap();
-            load_documents(&path).map(|_| ())
+            // every encoding: the strict one errs, the others never fail on bytes
+            for enc in [TextEncoding::Utf8Lossy, TextEncoding::Latin1, TextEncoding::Cp1252, TextEncoding::Bytes] {
+                read_corpus(&path, enc).map(|_| ())?;
+            }
+            read_corpus(&path, TextEncoding::Utf8).map(|_| ())
         });
     }
 }

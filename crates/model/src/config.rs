@@ -352,6 +352,9 @@ pub enum FfnKind {
     },
 }
 
+/// See [`ModelConfig::MAX_DIM`].
+const MAX_DIM: usize = 1 << 24;
+
 impl ModelConfig {
     /// Parse a `[model]` table given as TOML text (the table's contents, not the whole file).
     pub fn from_toml_value(v: toml::Value) -> Result<Self> {
@@ -422,6 +425,10 @@ impl ModelConfig {
         self.ffn_kinds().iter().filter(|k| matches!(k, FfnKind::Moe { .. })).count()
     }
 
+    /// The largest value any one dimension (`n_vocab`, `n_ctx`, `d_model`, …) may have: products of
+    /// a few of them stay far inside `usize`.
+    pub const MAX_DIM: usize = MAX_DIM;
+
     /// Check every invariant; errors name the field.
     pub fn validate(&self) -> Result<()> {
         let pos = |field: &str, v: usize| if v == 0 { Err(invalid(field, "must be > 0")) } else { Ok(()) };
@@ -433,7 +440,6 @@ impl ModelConfig {
         pos("model.n_head_kv", self.n_head_kv)?;
         // sizes that no real checkpoint reaches: products of them stay far inside usize, and a
         // mutated or hostile config is refused before anything is allocated from it
-        const MAX_DIM: usize = 1 << 24;
         let mut dims = vec![
             ("model.n_vocab", self.n_vocab),
             ("model.n_ctx", self.n_ctx),

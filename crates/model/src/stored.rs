@@ -4,19 +4,15 @@
 //! (`HfOptions::keep_dtype`) keeps its projection and expert matrices here, 2 bytes per value, and
 //! leaves their ranges of `Transformer::params` as untouched zero pages (the buffer is allocated
 //! zeroed, so those pages are never written and take no memory). The engine converts each matrix
-//! once into its own format ([`Transformer::matrix_f32`] gives it the values, or it takes them out
+//! once into its own format (`Transformer::matrix_f32` gives it the values, or it takes them out
 //! of the store: `EngineWeights::new_taking`); the f32 reference path refuses such a model until
-//! [`Transformer::materialize`] has copied the matrices into the parameter buffer. ADR-0007.
+//! `Transformer::materialize` has copied the matrices into the parameter buffer. ADR-0007.
 //!
 //! Which tensors are matrices kept here is decided by [`is_engine_matrix`]: the token embedding,
 //! the attention and FFN projections, the expert stacks and the LM head — what the engine converts
 //! (it keeps a kept embedding in bf16 and gathers its rows from there) — but never the router,
 //! norms or biases.
 
-use crate::error::{Error, Result};
-use crate::transformer::Transformer;
-use moe_kernels::Real;
-use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::ops::Range;
 
@@ -78,7 +74,7 @@ impl StoredData {
 pub struct MatrixStore {
     by_start: BTreeMap<usize, (Range<usize>, StoredData)>,
     /// matrices removed by [`MatrixStore::take_f32`] (their values now live elsewhere)
-    taken: usize,
+    pub(crate) taken: usize,
 }
 
 impl MatrixStore {
@@ -204,65 +200,6 @@ pub fn is_engine_matrix(name: &str) -> bool {
         "lm_head.weight",
     ];
     SUFFIXES.iter().any(|s| name.ends_with(s)) || (name.contains("ffn.shared.w_") && name.ends_with(".weight"))
-}
-
-impl Transformer<f32> {
-    /// Parameters `r` (a matrix or part of one), from the parameter buffer or, for a matrix kept
-    /// in its checkpoint format, from the [`MatrixStore`] (converted).
-    pub fn matrix_f32(&self, r: Range<usize>) -> Cow<'_, [f32]> {
-        match self.stored.get_f32(r.clone()) {
-            Some(v) => Cow::Owned(v),
-            None => Cow::Borrowed(&self.params[r]),
-        }
-    }
-}
-
-impl<T: Real> Transformer<T> {
-    /// Copy every stored matrix into the parameter buffer (as `T`) and empty the store, so that the
-    /// reference path can run the model. Matrices already taken out (`EngineWeights::new_taking`)
-    /// cannot come back: the store keeps counting them, so the model still refuses to run
-    /// ([`Transformer::check_materialized`]) or be saved ([`Transformer::param_values_f32`]).
-    pub fn materialize(&mut self) {
-        let store = std::mem::take(&mut self.stored);
-        for (r, d) in store.iter() {
-            for (p, v) in self.params[r.clone()].iter_mut().zip(d.to_f32(0..d.len())) {
-                *p = T::from_f32(v);
-            }
-        }
-        self.stored.taken = store.taken;
-    }
-
-    /// Error unless every parameter's value is still in the model (in `params` or kept in the
-    /// [`MatrixStore`]), i.e. no matrix was moved into a fast engine; `what` names the operation.
-    pub fn check_values_present(&self, what: &str) -> Result<()> {
-        match self.stored.taken() {
-            0 => Ok(()),
-            n => Err(Error::BadInput(format!(
-                "cannot {what}: {n} matrices of this model were moved into a fast engine (`EngineWeights::new_taking`) and \
-                 their values are no longer in the model; load the checkpoint again"
-            ))),
-        }
-    }
-
-    /// Parameters `r` (a whole tensor of the table) as f32 for saving or exporting: from the
-    /// parameter buffer, or from the [`MatrixStore`] for a matrix kept in its checkpoint format
-    /// (exact), never the zeros a kept or taken matrix leaves in `params`. Errors when matrices
-    /// were taken out ([`Transformer::check_values_present`]), or when `r` is only partly stored.
-    pub fn param_values_f32(&self, r: Range<usize>, what: &str) -> Result<Vec<f32>> {
-        self.check_values_present(what)?;
-        if let Some(v) = self.stored.get_f32(r.clone()) {
-            return Ok(v);
-        }
-        if self.stored.overlaps(&r) {
-            return Err(Error::BadInput(format!(
-                "cannot {what}: parameters {}..{} are only partly kept in {}; `Transformer::materialize` first",
-                r.start,
-                r.end,
-                self.stored.dtype_name().unwrap_or("another format")
-            )));
-        }
-        Ok(self.params[r].iter().map(|v| v.to_f32()).collect())
-    }
 }
 
 #[cfg(test)]

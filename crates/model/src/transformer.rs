@@ -21,6 +21,8 @@ use moe_kernels::rng::Rng;
 use moe_kernels::rope::RopeTable;
 use moe_kernels::{Par, Real};
 use serde::{Deserialize, Serialize};
+use std::borrow::Cow;
+use std::ops::Range;
 
 /// Logit elements per LM-head chunk (64 Mi floats = 256 MiB): large chunks pack the `[n_vocab, d_model]`
 /// weight fewer times (every chunk packs it for the forward and again for the input gradient).
@@ -113,14 +115,20 @@ impl<T: Real> Transformer<T> {
     pub fn zeros(cfg: ModelConfig) -> Result<Self> {
         cfg.validate()?;
         let (table, layout) = build_layout(&cfg);
-        // check the memory need before allocating: refuse with the numbers, never abort
-        let need = table.total as u128 * std::mem::size_of::<T>() as u128;
+        // check the memory need before allocating: refuse with the numbers, never abort. The RoPE
+        // table (cos and sin for every position of the context) is built eagerly too.
+        let size = std::mem::size_of::<T>() as u128;
+        let need = table.total as u128 * size;
+        let rope_pos = if cfg.attn_ext.is_some() { 0 } else { cfg.n_ctx as u128 };
+        let rope_need = rope_pos * cfg.d_head() as u128 * size;
         if let Some(avail) = available_memory() {
-            if need > avail as u128 {
+            if need + rope_need > avail as u128 {
                 return Err(Error::BadInput(format!(
-                    "this model has {} parameters: {} MiB, more than the {} MiB of memory available",
+                    "this model has {} parameters: {} MiB, and a RoPE table of n_ctx {} positions: {} MiB, more than the {} MiB of memory available",
                     table.total,
                     need >> 20,
+                    cfg.n_ctx,
+                    rope_need >> 20,
                     avail >> 20
                 )));
             }
@@ -205,7 +213,7 @@ impl<T: Real> Transformer<T> {
         if n_seq == 0 || seq_len == 0 {
             return Err(Error::BadInput("empty batch".into()));
         }
-        if inputs.len() != n_seq * seq_len {
+        if n_seq.checked_mul(seq_len) != Some(inputs.len()) {
             return Err(Error::BadInput(format!("{} input tokens for a batch of {n_seq} × {seq_len}", inputs.len())));
         }
         if seq_len > self.cfg.n_ctx {
@@ -220,7 +228,35 @@ impl<T: Real> Transformer<T> {
         if let Some(&bad) = inputs.iter().chain(targets.unwrap_or(&[])).find(|&&x| x >= v) {
             return Err(Error::BadInput(format!("token id {bad} is outside the vocabulary (n_vocab {v})")));
         }
+        let need = self.batch_memory(n_seq, seq_len, targets.is_some());
+        if let Some(avail) = available_memory() {
+            if need > avail as u128 {
+                return Err(Error::BadInput(format!(
+                    "a batch of {n_seq} × {seq_len} tokens needs about {} MiB (attention weights [{n_seq}, {} heads, {seq_len}, {seq_len}], logits [{}, {}]), more than the {} MiB of memory available; use fewer tokens",
+                    need >> 20,
+                    self.cfg.n_head,
+                    n_seq * seq_len,
+                    self.cfg.n_vocab,
+                    avail >> 20
+                )));
+            }
+        }
         Ok(())
+    }
+
+    /// Bytes a forward pass over `n_seq × seq_len` tokens allocates at its peak, in `u128` so that
+    /// no product overflows: the attention weights `[n_seq, n_head, seq_len, seq_len]` (one layer's
+    /// for a forward, every layer's when `backward` keeps them), the logits `[n, n_vocab]` and the
+    /// per-token activations.
+    pub fn batch_memory(&self, n_seq: usize, seq_len: usize, backward: bool) -> u128 {
+        let c = &self.cfg;
+        let prod = |xs: &[usize]| xs.iter().fold(1u128, |p, &x| p.saturating_mul(x as u128));
+        let layers = if backward { c.n_layer } else { 1 };
+        let probs = prod(&[n_seq, c.n_head, seq_len, seq_len, layers]);
+        let width = c.d_model + c.n_head * c.d_head() + 2 * c.n_head_kv * c.d_head() + c.d_ff;
+        let acts = prod(&[n_seq, seq_len, width, 4, layers]);
+        let logits = prod(&[n_seq, seq_len, c.n_vocab]);
+        probs.saturating_add(logits).saturating_add(acts).saturating_mul(std::mem::size_of::<T>() as u128)
     }
 
     fn attn_shape(&self, n_seq: usize, seq_len: usize) -> AttnShape {
@@ -456,6 +492,65 @@ fn name_hash(name: &str) -> u64 {
     name.bytes().fold(0xCBF2_9CE4_8422_2325, |h, b| (h ^ b as u64).wrapping_mul(0x0100_0000_01B3))
 }
 
+impl Transformer<f32> {
+    /// Parameters `r` (a matrix or part of one), from the parameter buffer or, for a matrix kept
+    /// in its checkpoint format, from the [`MatrixStore`] (converted; see [`crate::stored`]).
+    pub fn matrix_f32(&self, r: Range<usize>) -> Cow<'_, [f32]> {
+        match self.stored.get_f32(r.clone()) {
+            Some(v) => Cow::Owned(v),
+            None => Cow::Borrowed(&self.params[r]),
+        }
+    }
+}
+
+impl<T: Real> Transformer<T> {
+    /// Copy every stored matrix into the parameter buffer (as `T`) and empty the store, so that the
+    /// reference path can run the model. Matrices already taken out (`EngineWeights::new_taking`)
+    /// cannot come back: the store keeps counting them, so the model still refuses to run
+    /// ([`Transformer::check_materialized`]) or be saved ([`Transformer::param_values_f32`]).
+    pub fn materialize(&mut self) {
+        let store = std::mem::take(&mut self.stored);
+        for (r, d) in store.iter() {
+            for (p, v) in self.params[r.clone()].iter_mut().zip(d.to_f32(0..d.len())) {
+                *p = T::from_f32(v);
+            }
+        }
+        self.stored.taken = store.taken;
+    }
+
+    /// Error unless every parameter's value is still in the model (in `params` or kept in the
+    /// [`MatrixStore`]), i.e. no matrix was moved into a fast engine; `what` names the operation.
+    pub fn check_values_present(&self, what: &str) -> Result<()> {
+        match self.stored.taken() {
+            0 => Ok(()),
+            n => Err(Error::BadInput(format!(
+                "cannot {what}: {n} matrices of this model were moved into a fast engine (`EngineWeights::new_taking`) and \
+                 their values are no longer in the model; load the checkpoint again"
+            ))),
+        }
+    }
+
+    /// Parameters `r` (a whole tensor of the table) as f32 for saving or exporting: from the
+    /// parameter buffer, or from the [`MatrixStore`] for a matrix kept in its checkpoint format
+    /// (exact), never the zeros a kept or taken matrix leaves in `params`. Errors when matrices
+    /// were taken out ([`Transformer::check_values_present`]), or when `r` is only partly stored.
+    pub fn param_values_f32(&self, r: Range<usize>, what: &str) -> Result<Vec<f32>> {
+        self.check_values_present(what)?;
+        if let Some(v) = self.stored.get_f32(r.clone()) {
+            return Ok(v);
+        }
+        if self.stored.overlaps(&r) {
+            return Err(Error::BadInput(format!(
+                "cannot {what}: parameters {}..{} are only partly kept in {}; `Transformer::materialize` first",
+                r.start,
+                r.end,
+                self.stored.dtype_name().unwrap_or("another format")
+            )));
+        }
+        Ok(self.params[r].iter().map(|v| v.to_f32()).collect())
+    }
+}
+
 /// RoPE cos/sin of the plain attention (scaled frequencies with `rope_scaling`); empty with
 /// `attn_ext` (that path computes its own, possibly partial, rotation), so large-context imports do
 /// not pay for an unused table.
@@ -479,6 +574,46 @@ fn report(ce: f64, moe: Vec<MoeLayerReport>) -> LossReport {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn huge_layer_products_are_refused_before_allocating() {
+        let cfg = |d_model: usize, n_layer: usize| -> ModelConfig {
+            toml::from_str(&format!(
+                "n_vocab = 32\nn_ctx = 8\nn_layer = {n_layer}\nd_model = {d_model}\nn_head = 2\nn_head_kv = 1\nd_ff = {d_model}\n"
+            ))
+            .unwrap()
+        };
+        // d_model × n_layer × d_ff overflows u64 long before memory runs out: an error with the count
+        let e = Transformer::<f32>::zeros(cfg(1 << 24, 4096)).unwrap_err().to_string();
+        assert!(e.contains("parameters") && e.contains("2^42"), "{e}");
+        let e = Transformer::<f32>::zeros(cfg(1 << 40, 2)).unwrap_err().to_string();
+        assert!(e.contains("model.d_model") && e.contains("1099511627776"), "{e}");
+        // within the caps but more than any machine has: the memory check names the sizes
+        if available_memory().is_some() {
+            let e = Transformer::<f32>::zeros(cfg(1 << 16, 32)).unwrap_err().to_string();
+            assert!(e.contains("parameters") && e.contains("MiB of memory available"), "{e}");
+        }
+    }
+
+    #[test]
+    fn a_long_token_list_is_refused_with_the_attention_size_not_allocated() {
+        let cfg: ModelConfig =
+            toml::from_str("n_vocab = 16\nn_ctx = 4194304\nn_layer = 1\nd_model = 8\nn_head = 2\nn_head_kv = 1\nd_ff = 8\n").unwrap();
+        let m = Transformer::<f32>::zeros(cfg).unwrap();
+        // 2 heads × (2^21)² weights × 4 bytes = 32 TiB: computed without overflow, refused
+        let n = 1usize << 21;
+        assert_eq!(m.batch_memory(1, n, false) >> 40, 32);
+        assert_eq!(m.batch_memory(usize::MAX, usize::MAX, true), u128::MAX, "saturates instead of overflowing");
+        let e = m.forward(&[1, 2], usize::MAX, 2).unwrap_err().to_string();
+        assert!(e.contains("2 input tokens"), "{e}");
+        if available_memory().is_some() {
+            let tokens = vec![1u32; n];
+            let e = m.forward(&tokens, 1, n).unwrap_err().to_string();
+            assert!(e.contains(&format!("1 × {n} tokens")) && e.contains("2 heads") && e.contains("MiB of memory available"), "{e}");
+        }
+        // a short list still runs
+        assert_eq!(m.forward(&[1, 2, 3], 1, 3).unwrap().logits.len(), 3 * 16);
+    }
 
     fn tensor<'a>(m: &'a Transformer<f32>, name: &str) -> &'a [f32] {
         let e = m.table.entries.iter().find(|e| e.name == name).unwrap_or_else(|| panic!("{name}"));

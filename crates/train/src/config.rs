@@ -12,12 +12,14 @@
 //! [data]
 //! source = "synthetic"   # or a path: text file, directory, or .jsonl
 //! tokenizer = "byte"     # or a path to tokenizer.json
+//! encoding = "auto"      # corpus bytes → text: auto, utf-8, utf-8-lossy, latin-1, cp1252, bytes
 //! ```
 //!
 //! Every `[train]` and `[data]` key has a default; unknown keys anywhere are errors. Relative
 //! paths in `[data]` are taken relative to the working directory.
 
 use crate::error::{Error, Result};
+use moe_data::TextEncoding;
 use moe_model::ModelConfig;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -106,6 +108,10 @@ pub struct DataConfig {
     pub synthetic_bytes: usize,
     /// `"byte"` or a path to a Hugging Face `tokenizer.json`
     pub tokenizer: String,
+    /// how corpus files' bytes become text: `"auto"` (the byte tokenizer takes the bytes as they
+    /// are, BPE reads lossy UTF-8 with a warning), `"utf-8"` (strict: invalid bytes are an error),
+    /// `"utf-8-lossy"`, `"latin-1"`, `"cp1252"` or `"bytes"` (byte tokenizer only)
+    pub encoding: TextEncoding,
     /// fraction of tokens held out for validation, in (0, 1)
     pub val_fraction: f64,
     /// seed of the corpus itself: the synthetic corpus and the train/validation split. Kept apart
@@ -116,7 +122,14 @@ pub struct DataConfig {
 
 impl Default for DataConfig {
     fn default() -> Self {
-        DataConfig { source: "synthetic".into(), synthetic_bytes: 4_000_000, tokenizer: "byte".into(), val_fraction: 0.05, seed: 0 }
+        DataConfig {
+            source: "synthetic".into(),
+            synthetic_bytes: 4_000_000,
+            tokenizer: "byte".into(),
+            encoding: TextEncoding::Auto,
+            val_fraction: 0.05,
+            seed: 0,
+        }
     }
 }
 
@@ -128,6 +141,10 @@ impl DataConfig {
     /// True when the tokenizer is the byte tokenizer.
     pub fn is_byte_tokenizer(&self) -> bool {
         self.tokenizer == "byte"
+    }
+    /// `encoding` with `"auto"` resolved for the tokenizer.
+    pub fn text_encoding(&self) -> TextEncoding {
+        self.encoding.resolve(self.is_byte_tokenizer())
     }
 }
 
@@ -232,6 +249,15 @@ impl ExperimentConfig {
         }
         if d.tokenizer.is_empty() {
             return bad("data.tokenizer", "must be \"byte\" or a path to tokenizer.json".into());
+        }
+        if d.encoding == TextEncoding::Bytes && !d.is_byte_tokenizer() {
+            return bad(
+                "data.encoding",
+                format!(
+                    "\"bytes\" needs the byte tokenizer; data.tokenizer is {} (use \"utf-8-lossy\", \"cp1252\" or \"latin-1\")",
+                    d.tokenizer
+                ),
+            );
         }
         if !(d.val_fraction > 0.0 && d.val_fraction < 1.0) {
             return bad("data.val_fraction", format!("{} must be strictly between 0 and 1", d.val_fraction));
@@ -473,6 +499,17 @@ mod tests {
         }
         let e = parse(BASE, &["train.lr=\"fast\""]).unwrap_err().to_string();
         assert!(e.starts_with("configs/x.toml: train.lr: invalid type"), "{e}");
+        let e = parse(BASE, &["data.encoding=\"bytes\"", "data.tokenizer=tok/tokenizer.json"]).unwrap_err().to_string();
+        assert!(
+            e.starts_with("configs/x.toml: data.encoding: \"bytes\" needs the byte tokenizer") && e.contains("tok/tokenizer.json"),
+            "{e}"
+        );
+        assert_eq!(parse(BASE, &["data.encoding=\"bytes\""]).unwrap().data.text_encoding(), TextEncoding::Bytes);
+        assert_eq!(parse(BASE, &["data.encoding=\"cp1252\""]).unwrap().data.text_encoding(), TextEncoding::Cp1252);
+        assert_eq!(parse(BASE, &[]).unwrap().data.text_encoding(), TextEncoding::Bytes, "auto with the byte tokenizer");
+        assert_eq!(parse(BASE, &["data.tokenizer=t.json"]).unwrap().data.text_encoding(), TextEncoding::Utf8Lossy, "auto with BPE");
+        let e = parse(BASE, &["data.encoding=\"ebcdic\""]).unwrap_err().to_string();
+        assert!(e.starts_with("configs/x.toml: data.encoding: unknown variant `ebcdic`") && e.contains("utf-8-lossy"), "{e}");
         let e = parse(BASE, &["data.val_fraction=[1]"]).unwrap_err().to_string();
         assert!(e.starts_with("configs/x.toml: data.val_fraction: invalid type"), "{e}");
         let e = parse(BASE, &["model.d_model=\"big\""]).unwrap_err().to_string();

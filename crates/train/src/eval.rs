@@ -69,12 +69,12 @@ pub struct EvalReport {
 }
 
 /// Evaluate the latest checkpoint of the run directory `run` on the run's validation split, or on
-/// all documents under `data` when given, with the run's `batch_size` and `seq_len`, at most
+/// all documents under `data` when given (read with the run's `data.encoding`), with the run's `batch_size` and `seq_len`, at most
 /// `max_batches` batches (all when `None`).
 pub fn evaluate_run(run: &Path, data: Option<&Path>, max_batches: Option<usize>) -> Result<EvalReport> {
     let r = load_run(run)?;
     let tokens = match data {
-        Some(p) => encode_documents(&load_documents(p)?, &r.tokenizer)?,
+        Some(p) => encode_documents(&load_documents(p, r.cfg.data.encoding.resolve(r.tokenizer.kind() == "byte"))?, &r.tokenizer)?,
         None => build_dataset(&r.cfg, &r.tokenizer)?.val,
     };
     let (bs, sl) = (r.cfg.train.batch_size, r.cfg.train.seq_len);

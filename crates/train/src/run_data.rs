@@ -34,12 +34,13 @@ pub fn check_tokenizer_fits(tok: &Tokenizer, tok_name: &str, n_vocab: usize, mod
 }
 
 /// The documents of `data.source`: the synthetic corpus (seeded by `data.seed`) or the
-/// documents under a path.
+/// documents under a path, read with `data.encoding` (`auto`: the bytes as they are for the byte
+/// tokenizer, lossy UTF-8 with a warning for BPE).
 pub fn load_corpus(cfg: &ExperimentConfig) -> Result<Vec<Document>> {
     if cfg.data.is_synthetic() {
         Ok(synthetic::generate(cfg.data.seed, cfg.data.synthetic_bytes))
     } else {
-        Ok(load_documents(Path::new(&cfg.data.source))?)
+        Ok(load_documents(Path::new(&cfg.data.source), cfg.data.text_encoding())?)
     }
 }
 
@@ -52,13 +53,12 @@ pub fn build_dataset(cfg: &ExperimentConfig, tok: &Tokenizer) -> Result<TokenDat
 /// All documents as one token stream, each followed by the tokenizer's EOS token (or the
 /// encoding of `"\n"` when it has none) — the layout of [`TokenDataset`].
 pub fn encode_documents(docs: &[Document], tok: &Tokenizer) -> Result<Vec<u32>> {
-    let texts: Vec<&str> = docs.iter().map(|d| d.text.as_str()).collect();
     let sep = match tok.eos_token() {
         Some(e) => vec![e],
         None => tok.encode("\n")?,
     };
     let mut out = Vec::new();
-    for ids in tok.encode_many(&texts)? {
+    for ids in tok.encode_documents(docs)? {
         out.extend_from_slice(&ids);
         out.extend_from_slice(&sep);
     }
@@ -109,7 +109,50 @@ mod tests {
 
     #[test]
     fn run_data_encode_documents_appends_separator() {
-        let docs = vec![Document { text: "ab".into(), domain: None }, Document { text: "c".into(), domain: None }];
+        let docs = vec![Document::new("ab", None), Document::new("c", None)];
         assert_eq!(encode_documents(&docs, &Tokenizer::byte()).unwrap(), vec![97, 98, 10, 99, 10]);
+    }
+
+    /// A corpus file with one Windows-1252 apostrophe (0x92) in otherwise UTF-8 text.
+    fn stray_byte_corpus(dir: &Path) -> (std::path::PathBuf, usize) {
+        let mut b = "The dictionary of 1913 has many words in it. ".repeat(200).into_bytes();
+        let at = b.len() + 7;
+        b.extend_from_slice(b"Webster\x92s entry.\n");
+        b.extend("More words follow here. ".repeat(200).bytes());
+        let p = dir.join("webster.txt");
+        std::fs::write(&p, b).unwrap();
+        (p, at)
+    }
+
+    #[test]
+    fn run_data_stray_byte_is_kept_by_the_byte_tokenizer_replaced_for_bpe_and_refused_when_strict() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (corpus, at) = stray_byte_corpus(tmp.path());
+        let src = format!("data.source={}", corpus.display());
+        // byte tokenizer (auto): the byte is a token of its own, nothing replaced
+        let c = cfg(&[&src]);
+        let ds = build_dataset(&c, &Tokenizer::byte()).unwrap();
+        let all: Vec<u32> = ds.train.iter().chain(&ds.val).copied().collect();
+        assert_eq!(all.iter().filter(|&&t| t == 0x92).count(), 1, "the stray byte is kept");
+        assert!(!all.windows(3).any(|w| w == [0xEF, 0xBF, 0xBD]), "no U+FFFD in the byte tokens");
+        // and a model trains on it
+        let model = moe_model::Transformer::<f32>::new(c.model.clone(), 0).unwrap();
+        let mut grads = vec![0.0f32; model.params.len()];
+        let b = moe_data::Batcher::new(ds.train.len(), 2, 16, 0).unwrap().next_batch(&ds.train);
+        let rep = model.forward_backward(&b.inputs, &b.targets, 2, 16, &mut grads, 1.0).unwrap();
+        assert!(rep.loss.is_finite() && grads.iter().any(|&g| g != 0.0));
+        // BPE (auto = lossy UTF-8): one byte replaced, counted, the file named
+        let r = moe_data::read_corpus(&corpus, cfg(&[&src, "data.tokenizer=t.json"]).data.text_encoding()).unwrap();
+        assert_eq!(r.replaced.len(), 1);
+        assert_eq!((r.replaced[0].bytes, r.replaced[0].first_offset), (1, at));
+        assert!(r.replaced[0].to_string().contains("webster.txt"), "{}", r.replaced[0]);
+        assert!(r.docs[0].text.contains("Webster\u{FFFD}s"));
+        // strict: an error naming the file and the offset
+        let e = build_dataset(&cfg(&[&src, "data.encoding=\"utf-8\""]), &Tokenizer::byte()).unwrap_err().to_string();
+        assert!(e.contains("webster.txt") && e.contains(&format!("offset {at}")), "{e}");
+        // cp1252 decodes it to ’ (three UTF-8 bytes for the byte tokenizer)
+        let ds = build_dataset(&cfg(&[&src, "data.encoding=\"cp1252\""]), &Tokenizer::byte()).unwrap();
+        let all: Vec<u32> = ds.train.iter().chain(&ds.val).copied().collect();
+        assert!(all.windows(3).any(|w| w == [0xE2, 0x80, 0x99]) && !all.contains(&0x92));
     }
 }

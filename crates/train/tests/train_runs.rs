@@ -254,7 +254,7 @@ fn train_with_bpe_tokenizer_copies_it_and_checks_the_vocabulary() {
     let corpus = tmp.path().join("corpus.txt");
     std::fs::write(&corpus, synthetic::generate(4, 40_000).iter().map(|d| d.text.clone()).collect::<Vec<_>>().join("\n")).unwrap();
     let tok_path = tmp.path().join("tokenizer.json");
-    let tok = moe_data::train_bpe(std::slice::from_ref(&corpus), 300, &tok_path).unwrap();
+    let tok = moe_data::train_bpe(std::slice::from_ref(&corpus), 300, &tok_path, moe_data::TextEncoding::Auto).unwrap();
     let n = tok.n_vocab();
     let ov = [
         format!("data.source={}", corpus.display()),

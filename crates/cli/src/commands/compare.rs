@@ -6,6 +6,7 @@ use moe_compare::{compare, sweep, CompareOptions, SweepOptions};
 pub fn run_compare(a: CompareArgs) -> anyhow::Result<()> {
     let opts = CompareOptions {
         data: a.data,
+        data_encoding: a.data_encoding,
         budget_flops: a.budget_flops,
         budget_minutes: a.budget_minutes,
         dense: a.dense,
@@ -29,6 +30,7 @@ pub fn run_sweep(a: SweepArgs) -> anyhow::Result<()> {
     let d = SweepOptions::default();
     let opts = SweepOptions {
         data: a.data,
+        data_encoding: a.data_encoding,
         budget_flops: a.budget_flops,
         budget_minutes: a.budget_minutes,
         dense: a.dense,

@@ -62,7 +62,7 @@ pub fn generate(seed: u64, n_bytes: usize) -> Vec<Document> {
         let text = generate_domain(d, &mut streams[d], target, &world);
         bytes[d] += text.len();
         total += text.len();
-        docs.push(Document { text, domain: Some(DOMAINS[d].to_string()) });
+        docs.push(Document::new(text, Some(DOMAINS[d].to_string())));
     }
     docs
 }

@@ -4,10 +4,12 @@
 //! the file and the field; options that only matter for training or serving in transformers
 //! (dropout, jitter noise, `use_cache`, …) are ignored. See `docs/hf-support.md`.
 
-use crate::config::{Activation, AttnExt, Gating, ModelConfig, MoeConfig, QkNorm};
+use super::fields::{context_len, moe_cfg, token_ids, Fields};
+pub use super::fields::{Family, HfOptions};
+use crate::config::{Activation, AttnExt, ModelConfig, MoeConfig, QkNorm};
 use crate::error::{Error, Result};
-use serde_json::{Map, Value};
-use std::path::{Path, PathBuf};
+use serde_json::Value;
+use std::path::Path;
 
 /// The architectures (`architectures[0]`) this module loads.
 pub const SUPPORTED: &[&str] = &[
@@ -23,29 +25,6 @@ pub const SUPPORTED: &[&str] = &[
     "Llama4ForConditionalGeneration",
 ];
 
-/// Which weight-naming family an architecture uses.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Family {
-    /// LlamaForCausalLM
-    Llama,
-    /// MixtralForCausalLM (`block_sparse_moe`, experts `w1/w3/w2`)
-    Mixtral,
-    /// Qwen3ForCausalLM (per-head q/k norm)
-    Qwen3,
-    /// Qwen3MoeForCausalLM (per-head q/k norm, `mlp.gate`, experts `gate/up/down_proj`)
-    Qwen3Moe,
-    /// OlmoeForCausalLM (full-width q/k norm)
-    Olmoe,
-    /// Qwen2MoeForCausalLM (q/k/v biases, sigmoid-gated shared expert)
-    Qwen2Moe,
-    /// DeepseekV3ForCausalLM (latent attention, grouped sigmoid routing, shared experts; inference only)
-    DeepseekV3,
-    /// GptOssForCausalLM (sinks, sliding windows, biased clamped-SwiGLU experts, YaRN; inference only)
-    GptOss,
-    /// Llama4ForCausalLM text model (NoPE layers, chunked attention, input-scaled experts; inference only)
-    Llama4,
-}
-
 /// A parsed and checked `config.json`.
 #[derive(Clone, Debug)]
 pub struct HfConfig {
@@ -59,81 +38,6 @@ pub struct HfConfig {
     pub bos_token_id: Option<u32>,
     /// `eos_token_id` of config.json (a number or a list)
     pub eos_token_ids: Vec<u32>,
-}
-
-/// Options of [`parse_config`].
-#[derive(Clone, Debug, Default)]
-pub struct HfOptions {
-    /// context length; default `max_position_embeddings`. A sliding window is accepted only when it
-    /// covers the whole context (then it changes nothing).
-    pub n_ctx: Option<usize>,
-    /// load even when the parameters need more memory than `/proc/meminfo` reports available
-    pub skip_memory_check: bool,
-    /// keep the matrices of a bf16 (or f16) checkpoint in that format for the fast inference
-    /// engine instead of converting them to f32 (see [`crate::stored`]); the f32 reference path
-    /// then needs `Transformer::materialize`
-    pub keep_dtype: bool,
-}
-
-pub(crate) struct Fields<'a> {
-    pub(crate) obj: &'a Map<String, Value>,
-    path: PathBuf,
-    /// where `obj` sits in the file (`text_config.` for multimodal configs), for error messages
-    prefix: &'static str,
-}
-
-impl<'a> Fields<'a> {
-    pub(crate) fn err(&self, field: &str, msg: impl std::fmt::Display) -> Error {
-        Error::ConfigParse { path: Some(self.path.clone()), message: format!("field `{}{field}`: {msg}", self.prefix) }
-    }
-    pub(crate) fn get(&self, field: &str) -> Option<&'a Value> {
-        self.obj.get(field).filter(|v| !v.is_null())
-    }
-    pub(crate) fn usize_opt(&self, field: &str) -> Result<Option<usize>> {
-        match self.get(field) {
-            None => Ok(None),
-            Some(v) => {
-                v.as_u64().map(|x| Some(x as usize)).ok_or_else(|| self.err(field, format!("expected a non-negative integer, got {v}")))
-            }
-        }
-    }
-    pub(crate) fn usize(&self, field: &str) -> Result<usize> {
-        self.usize_opt(field)?.ok_or_else(|| self.err(field, "is missing"))
-    }
-    pub(crate) fn f64_or(&self, field: &str, default: f64) -> Result<f64> {
-        match self.get(field) {
-            None => Ok(default),
-            Some(v) => v.as_f64().ok_or_else(|| self.err(field, format!("expected a number, got {v}"))),
-        }
-    }
-    pub(crate) fn bool_or(&self, field: &str, default: bool) -> Result<bool> {
-        match self.get(field) {
-            None => Ok(default),
-            Some(v) => v.as_bool().ok_or_else(|| self.err(field, format!("expected true or false, got {v}"))),
-        }
-    }
-    pub(crate) fn str_opt(&self, field: &str) -> Result<Option<&'a str>> {
-        match self.get(field) {
-            None => Ok(None),
-            Some(v) => v.as_str().map(Some).ok_or_else(|| self.err(field, format!("expected a string, got {v}"))),
-        }
-    }
-    /// Must be absent, null or `false`.
-    pub(crate) fn must_be_off(&self, field: &str, why: &str) -> Result<()> {
-        match self.get(field) {
-            None | Some(Value::Bool(false)) => Ok(()),
-            Some(v) => Err(self.err(field, format!("{v} is not supported ({why})"))),
-        }
-    }
-}
-
-/// Token ids: a number, a list of numbers, or null.
-pub(crate) fn token_ids(v: Option<&Value>) -> Vec<u32> {
-    match v {
-        Some(Value::Number(n)) => n.as_u64().map(|x| vec![x as u32]).unwrap_or_default(),
-        Some(Value::Array(a)) => a.iter().filter_map(|x| x.as_u64()).map(|x| x as u32).collect(),
-        _ => Vec::new(),
-    }
 }
 
 /// Parse the text of a `config.json`; `path` names it in errors.
@@ -210,7 +114,8 @@ pub fn parse_config(text: &str, path: &Path, opts: &HfOptions) -> Result<HfConfi
         }
     }
     // RoPE base and scaling (linear, llama3, yarn)
-    let rope = super::config_ext::rope_spec(&f, f.usize("max_position_embeddings")?)?;
+    let (max_pos, n_ctx) = context_len(&f, opts)?;
+    let rope = super::config_ext::rope_spec(&f, max_pos)?;
     let rope_theta = rope.theta;
 
     let d_model = f.usize("hidden_size")?;
@@ -226,8 +131,6 @@ pub fn parse_config(text: &str, path: &Path, opts: &HfOptions) -> Result<HfConfi
         Some(h) => Some(h),
         None => None,
     };
-    let max_pos = f.usize("max_position_embeddings")?;
-    let n_ctx = opts.n_ctx.unwrap_or(max_pos);
     let window = sliding_window(&f, family, n_ctx, n_layer)?;
 
     let qk_norm = match family {
@@ -296,28 +199,6 @@ pub fn parse_config(text: &str, path: &Path, opts: &HfOptions) -> Result<HfConfi
         bos_token_id: token_ids(f.get("bos_token_id")).first().copied(),
         eos_token_ids: token_ids(f.get("eos_token_id")),
     })
-}
-
-pub(crate) fn moe_cfg(n_expert: usize, k: usize, d_expert: usize, renormalize: bool) -> MoeConfig {
-    MoeConfig {
-        n_expert,
-        n_expert_active: k,
-        d_expert,
-        n_expert_shared: 0,
-        d_expert_shared: None,
-        shared_gate: false,
-        gating: Gating::Softmax,
-        renormalize,
-        route_scale: 1.0,
-        capacity_factor: 0.0,
-        aux_loss_coef: 0.0,
-        z_loss_coef: 0.0,
-        bias_update_rate: 0.0,
-        every: 1,
-        first_dense: 0,
-        n_expert_per_layer: Vec::new(),
-        ext: None,
-    }
 }
 
 /// `num_experts` (hub configs) or `num_local_experts` (what transformers 5 writes).
@@ -421,4 +302,56 @@ fn qwen3_moe_placement(f: &Fields<'_>, n_layer: usize) -> Result<(usize, usize)>
         "mlp_only_layers",
         format!("MoE placement (decoder_sparse_step {step}, mlp_only_layers {only:?}) is not expressible as leading dense layers + every-n placement"),
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{parse_config, HfOptions};
+    use std::path::Path;
+
+    fn llama(extra: &str) -> String {
+        format!(
+            r#"{{"architectures": ["LlamaForCausalLM"], "vocab_size": 32, "hidden_size": 16, "intermediate_size": 32,
+                "num_attention_heads": 2, "num_key_value_heads": 1, "num_hidden_layers": 2, "max_position_embeddings": 64{extra}}}"#
+        )
+    }
+
+    fn err(text: &str, opts: &HfOptions) -> String {
+        parse_config(text, Path::new("ckpt/config.json"), opts).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn a_billion_positions_are_refused_naming_the_file_field_and_numbers() {
+        let text = llama("").replace("\"max_position_embeddings\": 64", "\"max_position_embeddings\": 1000000000");
+        let e = err(&text, &HfOptions::default());
+        assert!(
+            e.contains("ckpt/config.json") && e.contains("max_position_embeddings") && e.contains("1000000000") && e.contains("16777216"),
+            "{e}"
+        );
+        // the same for the newer families (parsed by config_ext)
+        let ds = r#"{"architectures": ["DeepseekV3ForCausalLM"], "vocab_size": 32, "hidden_size": 16, "num_attention_heads": 2,
+            "num_hidden_layers": 1, "max_position_embeddings": 1000000000, "intermediate_size": 32}"#;
+        let e = err(ds, &HfOptions::default());
+        assert!(e.contains("max_position_embeddings") && e.contains("1000000000"), "{e}");
+        // a shorter context makes it loadable; a huge requested one is refused too
+        let ok = parse_config(&text, Path::new("config.json"), &HfOptions { n_ctx: Some(128), ..Default::default() }).unwrap();
+        assert_eq!(ok.cfg.n_ctx, 128);
+        let e = err(&text, &HfOptions { n_ctx: Some(1 << 30), ..Default::default() });
+        assert!(e.contains("requested context of 1073741824"), "{e}");
+    }
+
+    #[test]
+    fn dimension_products_that_overflow_are_refused_with_the_numbers() {
+        // each dimension within the cap, their product (≈ 2^24 · 2^24 · 4096 · 3) far past 2^64
+        let text = llama("")
+            .replace("\"hidden_size\": 16", "\"hidden_size\": 16777216")
+            .replace("\"intermediate_size\": 32", "\"intermediate_size\": 16777216")
+            .replace("\"num_hidden_layers\": 2", "\"num_hidden_layers\": 4096");
+        let e = err(&text, &HfOptions::default());
+        assert!(e.contains("ckpt/config.json") && e.contains("parameters") && e.contains("2^42"), "{e}");
+        // a single dimension past usize-safe sizes
+        let text = llama("").replace("\"hidden_size\": 16", "\"hidden_size\": 1099511627776");
+        let e = err(&text, &HfOptions::default());
+        assert!(e.contains("1099511627776") && e.contains("model.d_model"), "{e}");
+    }
 }

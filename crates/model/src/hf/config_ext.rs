@@ -1,8 +1,8 @@
 //! `config.json` of the inference-only architectures (DeepSeek-V3, GPT-OSS, Llama 4) → [`ModelConfig`] with
 //! `attn_ext` / `moe.ext`, and RoPE scaling (`rope_parameters` / `rope_scaling`) for every family.
-//! Errors name the file and the field, as in [`super::config`].
+//! Errors name the file and the field, as in `config.rs` (both through [`super::fields`]).
 
-use super::config::{moe_cfg, Family, Fields, HfOptions};
+use super::fields::{context_len, moe_cfg, Family, Fields, HfOptions};
 use crate::config::{Activation, AttnExt, AttnTemperature, ClampedSwiglu, Gating, Mla, ModelConfig, MoeExt, QkNorm, RopeScaling};
 use crate::error::Result;
 use serde_json::{Map, Value};
@@ -203,8 +203,7 @@ pub(crate) fn parse(f: &Fields<'_>, family: Family, opts: &HfOptions) -> Result<
         return Err(f.err("num_attention_heads", "must be > 0"));
     }
     let n_layer = f.usize("num_hidden_layers")?;
-    let max_pos = f.usize("max_position_embeddings")?;
-    let n_ctx = opts.n_ctx.unwrap_or(max_pos);
+    let (max_pos, n_ctx) = context_len(f, opts)?;
     let rope = rope_spec(f, max_pos)?;
     let n_expert = match (f.usize_opt("n_routed_experts")?, f.usize_opt("num_local_experts")?) {
         (Some(a), Some(b)) if a != b => return Err(f.err("n_routed_experts", format!("{a} disagrees with num_local_experts {b}"))),

@@ -10,9 +10,11 @@
 pub mod config;
 mod config_ext;
 pub mod export;
+mod fields;
 pub mod weights;
 
-pub use config::{parse_config, Family, HfConfig, HfOptions, SUPPORTED};
+pub use config::{parse_config, HfConfig, SUPPORTED};
+pub use fields::{Family, HfOptions};
 
 use crate::error::{Error, Result};
 use crate::transformer::Transformer;
@@ -53,10 +55,10 @@ pub fn load_hf_dir_with(dir: &Path, opts: &HfOptions) -> Result<HfModel> {
         let v: serde_json::Value = serde_json::from_str(&text)
             .map_err(|e| Error::ConfigParse { path: Some(gen_path.clone()), message: format!("not valid JSON: {e}") })?;
         if let Some(b) = v.get("bos_token_id").filter(|x| !x.is_null()) {
-            bos = config::token_ids(Some(b)).first().copied();
+            bos = fields::token_ids(Some(b)).first().copied();
         }
         if let Some(e) = v.get("eos_token_id").filter(|x| !x.is_null()) {
-            eos = config::token_ids(Some(e));
+            eos = fields::token_ids(Some(e));
         }
     }
     Ok(HfModel { cfg: hc.cfg, model, arch: hc.arch, bos_token_id: bos, eos_token_ids: eos })

@@ -10,8 +10,8 @@
 //! `Transformer::stored`. A missing tensor, a tensor of the wrong shape and a tensor that nothing
 //! uses are errors naming the tensor and file.
 
-use super::config::{Family, HfConfig};
-use super::HfOptions;
+use super::config::HfConfig;
+use super::{Family, HfOptions};
 use crate::checkpoint::tensor_f32_range;
 use crate::error::{Error, Result};
 use crate::params::FfnLayout;
