@@ -21,7 +21,7 @@ fn kv_cached_greedy_of_every_golden_hf_model_equals_transformers() {
             let full = m.model.forward(&seq, 1, seq.len()).unwrap().logits;
             let v = m.cfg.n_vocab;
             let last = &full[(seq.len() - 1) * v..];
-            let d = moe_testutil::checked_diff("hf_greedy.rs", next, last);
+            let d = moe_testutil::checked_diff("hf_greedy.rs", &next, last);
             let (err, scale) = (d.max_abs as f32, d.scale as f32);
             assert!(err <= 1e-4 * scale, "{name}: step {step}: KV logits differ from full recompute by {err}");
             let t = argmax(&next);
