@@ -131,7 +131,7 @@ fn batched_equals_one_at_a_time_with_joins_and_leaves() {
         let mut pos = [0usize; 4];
         let mut n_out = [0usize; 4];
         for t in 0..20 {
-            let live: Vec<usize> = (0..4).filter(|&i| !(i == 3 && t < 3) && !(i == 1 && t > 8) && pos[i] < seqs[i].len()).collect();
+            let live: Vec<usize> = (0..4).filter(|&i| (i != 3 || t >= 3) && (i != 1 || t <= 8) && pos[i] < seqs[i].len()).collect();
             if live.is_empty() {
                 break;
             }

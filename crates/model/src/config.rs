@@ -499,13 +499,13 @@ impl ModelConfig {
         }
         if let Some(dh) = self.d_head {
             pos("model.d_head", dh)?;
-        } else if self.d_model % self.n_head != 0 {
+        } else if !self.d_model.is_multiple_of(self.n_head) {
             return Err(invalid("model.n_head", format!("d_model {} is not divisible by n_head {}", self.d_model, self.n_head)));
         }
-        if self.n_head % self.n_head_kv != 0 {
+        if !self.n_head.is_multiple_of(self.n_head_kv) {
             return Err(invalid("model.n_head_kv", format!("n_head {} is not divisible by n_head_kv {}", self.n_head, self.n_head_kv)));
         }
-        if self.d_head() % 2 != 0 {
+        if !self.d_head().is_multiple_of(2) {
             let field = if self.d_head.is_some() { "model.d_head" } else { "model.n_head" };
             return Err(invalid(field, format!("d_head = {} must be even for RoPE", self.d_head())));
         }

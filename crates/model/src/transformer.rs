@@ -571,6 +571,14 @@ fn report(ce: f64, moe: Vec<MoeLayerReport>) -> LossReport {
     LossReport { loss: ce + aux + z, ce, aux, z, moe }
 }
 
+/// `MemAvailable` of `/proc/meminfo` in bytes (Linux), `None` elsewhere or when unreadable.
+pub(crate) fn available_memory() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = text.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -637,12 +645,4 @@ mod tests {
         let d8 = Transformer::<f32>::new(d.cfg.clone(), 8).unwrap();
         assert_ne!(tensor(&d, "lm_head.weight"), tensor(&d8, "lm_head.weight"));
     }
-}
-
-/// `MemAvailable` of `/proc/meminfo` in bytes (Linux), `None` elsewhere or when unreadable.
-pub(crate) fn available_memory() -> Option<u64> {
-    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
-    let line = text.lines().find(|l| l.starts_with("MemAvailable:"))?;
-    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kib * 1024)
 }

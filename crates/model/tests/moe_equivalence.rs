@@ -545,6 +545,6 @@ fn nan_router_output_is_a_divergence_error() {
     let e = m.forward(&[1, 2, 3, 4], 1, 4).expect_err("NaN router weights must not give logits");
     let msg = e.to_string();
     assert!(matches!(e, moe_model::Error::Diverged { .. }) && msg.contains("layer 1") && msg.contains("NaN"), "{msg}");
-    let e = m.loss(&[1, 2, 3, 4], &[2, 3, 4, 5], 1, 4).err().expect("nor a loss");
+    let e = m.loss(&[1, 2, 3, 4], &[2, 3, 4, 5], 1, 4).expect_err("nor a loss");
     assert!(matches!(e, moe_model::Error::Diverged { .. }), "{e}");
 }

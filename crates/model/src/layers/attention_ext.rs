@@ -516,7 +516,7 @@ mod tests {
     #[test]
     fn attend_seq_equals_its_slow_twin_with_windows_chunks_sinks_and_gqa() {
         let mut rng = Rng::new(7);
-        let mut rand = |n: usize| -> Vec<f64> { (0..n).map(|_| rng.normal() as f64).collect() };
+        let mut rand = |n: usize| -> Vec<f64> { (0..n).map(|_| rng.normal()).collect() };
         for (window, chunk, sinks, pos0, nn) in [
             (None, None, false, 0, 9),
             (Some(3), None, true, 0, 9),
