@@ -229,7 +229,9 @@ impl<T: Real> Transformer<T> {
             return Err(Error::BadInput(format!("token id {bad} is outside the vocabulary (n_vocab {v})")));
         }
         let need = self.batch_memory(n_seq, seq_len, targets.is_some());
-        if let Some(avail) = available_memory() {
+        // /proc/meminfo is read only for batches big enough to matter, not on every training or
+        // decode step of an ordinary size
+        if let Some(avail) = (need > BATCH_MEMORY_CHECK_FROM).then(available_memory).flatten() {
             if need > avail as u128 {
                 return Err(Error::BadInput(format!(
                     "a batch of {n_seq} × {seq_len} tokens needs about {} MiB (attention weights [{n_seq}, {} heads, {seq_len}, {seq_len}], logits [{}, {}]), more than the {} MiB of memory available; use fewer tokens",
@@ -570,6 +572,9 @@ fn report(ce: f64, moe: Vec<MoeLayerReport>) -> LossReport {
     let z: f64 = moe.iter().map(|m| m.aux.z).sum();
     LossReport { loss: ce + aux + z, ce, aux, z, moe }
 }
+
+/// Batches estimated below this many bytes are not checked against the available memory.
+const BATCH_MEMORY_CHECK_FROM: u128 = 256 << 20;
 
 /// `MemAvailable` of `/proc/meminfo` in bytes (Linux), `None` elsewhere or when unreadable.
 pub(crate) fn available_memory() -> Option<u64> {
