@@ -328,9 +328,14 @@ pub struct CompareArgs {
     /// Leave out the dense model widened to the MoE's total parameters.
     #[arg(long)]
     pub no_wide: bool,
-    /// Also measure decode in this weight format on the engine (f32 is always measured).
+    /// Also measure decode in this weight format on the engine (f32 is always measured); the
+    /// deployment-scale models are measured in it instead of f32.
     #[arg(long, value_enum)]
     pub dtype: Option<DtypeArg>,
+    /// Leave out the deployment-scale measurement (the architectures scaled up to d_model 1024 with
+    /// random weights, decoded at batch 1…256 beside the roofline: ≈ 2 min on 2 cores).
+    #[arg(long)]
+    pub no_deploy: bool,
     /// No progress bars.
     #[arg(long)]
     pub quiet: bool,

@@ -47,8 +47,11 @@ pub struct CompareOptions {
     pub scale: Scale,
     /// leave out the dense model widened to the MoE's total parameters (saves its training time)
     pub no_wide: bool,
-    /// a weight format to measure decode in besides f32 (`--dtype bf16` / `int8`)
+    /// a weight format to measure decode in besides f32 (`--dtype bf16` / `int8`); the
+    /// deployment-scale models are measured in it instead of f32
     pub dtype: Option<moe_kernels::quant::WeightDtype>,
+    /// leave out the deployment-scale measurement ([`crate::deploy`])
+    pub no_deploy: bool,
 }
 
 impl Default for CompareOptions {
@@ -66,6 +69,7 @@ impl Default for CompareOptions {
             scale: Scale::Default,
             no_wide: false,
             dtype: None,
+            no_deploy: false,
         }
     }
 }
@@ -270,6 +274,25 @@ pub fn compare(opts: &CompareOptions) -> Result<CompareReport> {
     let decode_ranking = decode_ranking(&results);
     timing.analysis_s = t_an.elapsed().as_secs_f64();
 
+    // the same architectures at deployment scale (random weights)
+    let (deploy, deploy_note) = if opts.no_deploy {
+        (None, Some("not measured (--no-deploy)".to_string()))
+    } else {
+        let dt = opts.dtype.unwrap_or(moe_kernels::quant::WeightDtype::F32);
+        match crate::deploy::deploy(&plans, opts.scale, dt, machine, base_seed, opts.progress) {
+            Ok(d) => {
+                timing.deploy_s = d.seconds;
+                (Some(d), None)
+            }
+            Err(e) => {
+                if opts.progress {
+                    eprintln!("deployment scale not measured: {e}");
+                }
+                (None, Some(format!("not measured: {e}")))
+            }
+        }
+    };
+
     // verdicts
     let dense_r = &results[0];
     let verdicts: Vec<Verdict> = results.iter().filter(|r| r.role == Role::Moe).map(|r| verdict(r, dense_r)).collect();
@@ -305,6 +328,8 @@ pub fn compare(opts: &CompareOptions) -> Result<CompareReport> {
         caveats,
         decode_setup: Some(decode_setup),
         decode_ranking,
+        deploy,
+        deploy_note,
         figures: Vec::new(),
         timing,
     };

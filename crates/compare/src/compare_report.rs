@@ -24,6 +24,8 @@ pub struct CompareFigures {
     pub load: Vec<(String, usize, Figure)>,
     /// domain × expert routing: (model, layer, figure)
     pub domains: Vec<(String, usize, Figure)>,
+    /// deployment scale: throughput with roofline, latency, distinct experts
+    pub deploy: Vec<Figure>,
 }
 
 impl CompareFigures {
@@ -32,6 +34,7 @@ impl CompareFigures {
         let mut v = vec![self.loss.clone(), self.delta.clone(), self.latency.clone(), self.throughput.clone()];
         v.extend(self.load.iter().map(|x| x.2.clone()));
         v.extend(self.domains.iter().map(|x| x.2.clone()));
+        v.extend(self.deploy.iter().cloned());
         v
     }
 }
@@ -169,7 +172,11 @@ pub fn make_figures(dir: &Path, s: &CompareSummary, seed0: &[RunMetrics]) -> Res
             domains.push((m.name.clone(), d.layer, heatmap(dir, &format!("expert_domains_{}_layer{}", m.name, d.layer), &map)?));
         }
     }
-    Ok(CompareFigures { loss, delta, latency, throughput, load, domains })
+    let deploy = match &s.deploy {
+        Some(d) => crate::deploy_report::deploy_figures(dir, d)?,
+        None => Vec::new(),
+    };
+    Ok(CompareFigures { loss, delta, latency, throughput, load, domains, deploy })
 }
 
 fn gap_cell(g: &crate::stats::PairedGap) -> String {
@@ -370,6 +377,8 @@ pub fn build_doc(s: &CompareSummary, f: &CompareFigures) -> Doc {
     }
     d.figure(&f.latency);
     d.figure(&f.throughput);
+
+    crate::deploy_report::deploy_section(&mut d, s.deploy.as_ref(), s.deploy_note.as_deref(), &f.deploy);
 
     d.h2("Expert balance");
     d.p("Averaged over the last 10% of training steps of seed 0. max/mean = largest expert load ÷ mean load (1 = perfectly balanced); entropy = mean router entropy in nats (a uniform router has ln E).");

@@ -18,6 +18,9 @@ pub struct Timing {
     pub probe_s: f64,
     /// decode benchmarks and domain analysis
     pub analysis_s: f64,
+    /// the deployment-scale measurement
+    #[serde(default)]
+    pub deploy_s: f64,
 }
 
 /// Everything a comparison measured; written as `summary.json`.
@@ -49,6 +52,12 @@ pub struct CompareSummary {
     /// per batch size and format: each model against the dense model, or "within noise"
     #[serde(default)]
     pub decode_ranking: Vec<String>,
+    /// the architectures scaled up to deployment size: the seeds' latency claims and the roofline
+    #[serde(default)]
+    pub deploy: Option<crate::deploy::DeployResult>,
+    /// why there is no deployment-scale measurement (`--no-deploy`, or the error)
+    #[serde(default)]
+    pub deploy_note: Option<String>,
     /// charts, paths relative to the output directory
     pub figures: Vec<Figure>,
     /// where the time went

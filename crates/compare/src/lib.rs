@@ -104,6 +104,8 @@ pub mod compare_report;
 pub mod compare_summary;
 pub mod curve;
 pub mod decode;
+pub mod deploy;
+pub mod deploy_report;
 pub mod domains;
 pub mod error;
 pub mod metrics;

@@ -196,6 +196,22 @@ pub fn fmt_count(n: u64) -> String {
     }
 }
 
+/// Bytes in binary units: `8 MiB`, `1.5 GiB`, `640 KiB`.
+pub fn fmt_bytes(x: f64) -> String {
+    let (v, u) = if x >= (1u64 << 30) as f64 {
+        (x / (1u64 << 30) as f64, "GiB")
+    } else if x >= (1u64 << 20) as f64 {
+        (x / (1u64 << 20) as f64, "MiB")
+    } else {
+        (x / 1024.0, "KiB")
+    };
+    if (v - v.round()).abs() < 0.05 {
+        format!("{v:.0} {u}")
+    } else {
+        format!("{v:.1} {u}")
+    }
+}
+
 /// FLOPs in scientific notation: `2.50e12`.
 pub fn fmt_flops(x: f64) -> String {
     format!("{x:.2e}")

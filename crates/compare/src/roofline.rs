@@ -128,7 +128,12 @@ impl Hardware {
     /// This machine, measured with [`moe_infer::Machine::measure`] (read bandwidth of a 1.25 GiB
     /// buffer and the f32 GEMM peak, on the rayon pool); `memory_gb` from `/proc/meminfo`.
     pub fn calibrate(date: &str) -> Self {
-        let m = moe_infer::Machine::measure();
+        Self::from_machine(&moe_infer::Machine::measure(), "this machine", &format!("measured by `moe plan --calibrate` on {date}"))
+    }
+
+    /// The hardware file of a measured [`moe_infer::Machine`]; `memory_gb` from `/proc/meminfo`
+    /// (16 GB when unreadable), no network.
+    pub fn from_machine(m: &moe_infer::Machine, name: &str, source: &str) -> Self {
         let memory_gb = std::fs::read_to_string("/proc/meminfo")
             .ok()
             .and_then(|s| {
@@ -136,15 +141,12 @@ impl Hardware {
             })
             .map_or(16.0, |kb| kb * 1024.0 / 1e9);
         let mut sources = BTreeMap::new();
-        sources.insert(
-            "bandwidth_gbs".into(),
-            format!("measured by moe plan --calibrate on {date}: streaming read of 1.25 GiB with {} threads", m.threads),
-        );
-        sources.insert("peak_gflops_f32".into(), format!("measured by moe plan --calibrate on {date}: f32 GEMM 1024³, best of 3"));
+        sources.insert("bandwidth_gbs".into(), format!("{source}: streaming read of 1.25 GiB with {} threads", m.threads));
+        sources.insert("peak_gflops_f32".into(), format!("{source}: f32 GEMM 1024³, best of 3"));
         sources.insert("memory_gb".into(), "MemTotal of /proc/meminfo".into());
         Hardware {
-            name: "this machine".into(),
-            source: format!("measured by `moe plan --calibrate` on {date}"),
+            name: name.into(),
+            source: source.into(),
             sources,
             bandwidth_gbs: m.bandwidth_gbs,
             peak_gflops_f32: m.peak_gflops,
@@ -378,11 +380,15 @@ pub fn predict(shape: &StepShape, hw: &Hardware, dtype: WeightDtype, batch: usiz
     })
 }
 
-/// The smallest batch of `batches` from which on `a` costs less per token than `b` (both
-/// fitting in memory), or `None`.
+/// The smallest batch from which on `a` costs less per token than `b` (or fits where `b` does
+/// not), or `None`. Batches where neither fits in memory are left out: no one runs them.
 pub fn crossover(a: &[Prediction], b: &[Prediction]) -> Option<usize> {
-    let wins: Vec<(usize, bool)> =
-        a.iter().zip(b).map(|(x, y)| (x.batch, x.fits && (!y.fits || x.node_s_per_mtok < y.node_s_per_mtok))).collect();
+    let wins: Vec<(usize, bool)> = a
+        .iter()
+        .zip(b)
+        .filter(|(x, y)| x.fits || y.fits)
+        .map(|(x, y)| (x.batch, x.fits && (!y.fits || x.node_s_per_mtok < y.node_s_per_mtok)))
+        .collect();
     (0..wins.len()).find(|&i| wins[i..].iter().all(|w| w.1)).map(|i| wins[i].0)
 }
 
@@ -534,5 +540,13 @@ mod tests {
         assert_eq!(crossover(&a, &b), Some(8));
         let nan = vec![mk(1, f64::NAN, true), mk(8, f64::NAN, true), mk(64, f64::NAN, true)];
         assert_eq!(crossover(&nan, &b), None);
+        // a batch neither model fits is no one's loss; one only `a` fits is a win
+        let a = vec![mk(1, 5.0, true), mk(8, 3.0, true), mk(64, 1.0, false)];
+        let b = vec![mk(1, 4.0, true), mk(8, 3.5, false), mk(64, 2.0, false)];
+        assert_eq!(crossover(&a, &b), Some(8));
+        let b = vec![mk(1, 6.0, true), mk(8, 3.5, true), mk(64, 2.0, false)];
+        assert_eq!(crossover(&a, &b), Some(1));
+        let a = vec![mk(1, 5.0, true), mk(8, 3.0, false), mk(64, 1.0, false)];
+        assert_eq!(crossover(&a, &b), None, "b fits at 8 where a does not");
     }
 }

@@ -17,6 +17,7 @@ pub fn run_compare(a: CompareArgs) -> anyhow::Result<()> {
         scale: a.scale,
         no_wide: a.no_wide,
         dtype: a.dtype.map(crate::commands::bench::dtype_of),
+        no_deploy: a.no_deploy,
     };
     let r = compare(&opts)?;
     for line in &r.summary.verdict {

@@ -120,7 +120,7 @@ pub fn run(a: PlanArgs) -> anyhow::Result<()> {
         match x {
             Some(b) => println!("\n{} costs less per token than {} from batch {b} on (of {:?}).", path.display(), other.display(), a.batch),
             None => println!(
-                "\n{} does not cost less per token than {} at the larger batches of {:?}.",
+                "\n{} does not cost less per token than {} at the larger batches of {:?} (where either fits).",
                 path.display(),
                 other.display(),
                 a.batch

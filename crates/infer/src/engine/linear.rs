@@ -14,13 +14,22 @@ use rayon::prelude::*;
 use std::cell::RefCell;
 use std::sync::OnceLock;
 
-/// Rows of `x` from which a product uses the `gemm` crate instead of the GEMV kernels (default 256:
-/// `examples/crossover.rs` measured the GEMV kernels ahead of the `gemm` crate, which packs the
-/// whole weight matrix per call, up to about 256 rows on every engine shape;
-/// `MOE_GEMM_MIN_ROWS` overrides it, for measurements).
+/// Rows of `x` from which a product uses the wide path ([`linear_wide`]: the `gemm` crate, or f32
+/// tiles of bf16/int8 weights) instead of the GEMV kernels. `examples/crossover.rs` measured it:
+///
+/// - with AVX-512 (the AVX-512 GEMV kernels, 2-core Xeon): the GEMV kernels ahead of the `gemm`
+///   crate, which packs the whole weight matrix per call, up to about **256** rows on every engine
+///   shape;
+/// - without (the AVX2 or portable kernels, 2-core AMD EPYC, 2026-12-07): the GEMV kernels stay at
+///   ≈ 19 GFLOP/s whatever the rows, and the wide path is ahead from **8** rows in every format
+///   (f32, bf16, int8; 1.06–2.0× at 8 rows, 3–4.5× at 64–256) on all three shapes.
+///
+/// `MOE_GEMM_MIN_ROWS` overrides it, for measurements and tests.
 pub fn gemm_min_rows() -> usize {
     static V: OnceLock<usize> = OnceLock::new();
-    *V.get_or_init(|| std::env::var("MOE_GEMM_MIN_ROWS").ok().and_then(|v| v.parse().ok()).unwrap_or(256))
+    *V.get_or_init(|| {
+        std::env::var("MOE_GEMM_MIN_ROWS").ok().and_then(|v| v.parse().ok()).unwrap_or(if Kernel::Avx512.available() { 256 } else { 8 })
+    })
 }
 
 thread_local! {
@@ -83,6 +92,13 @@ pub fn linear(y: &mut [f32], x: &[f32], w: &Weights, m: usize, kernel: Kernel) {
         gemv_ref(y, x, w.view(), m, Par::Pool, kernel); // [m, n]
         return;
     }
+    linear_wide(y, x, w, m);
+}
+
+/// The wide path of [`linear`] at any `m`: the `gemm` crate on f32 weights, else row tiles of `W`
+/// converted to f32 per thread (**overwrites** `y`).
+pub fn linear_wide(y: &mut [f32], x: &[f32], w: &Weights, m: usize) {
+    let (n, k) = (w.n(), w.k());
     match w {
         Weights::F32(f) => matmul(y, x, &f.w, MatmulShape::nt(m, k, n), 0.0, Par::Pool), // [m, n]
         _ => {
