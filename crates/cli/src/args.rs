@@ -322,7 +322,7 @@ pub struct CompareArgs {
     /// Output directory.
     #[arg(long, default_value = "runs/compare")]
     pub out: PathBuf,
-    /// Size of the built-in models and default budget: `default` (≈ 7 min on 2 cores) or `tiny` (seconds).
+    /// Size of the built-in models and default budget: `default` (≈ 9 min on 2 cores) or `tiny` (seconds).
     #[arg(long, default_value = "default")]
     pub scale: moe_compare::Scale,
     /// Leave out the dense model widened to the MoE's total parameters.

@@ -84,7 +84,9 @@ pub fn make_figures(dir: &Path, s: &CompareSummary, seed0: &[RunMetrics]) -> Res
             ..Default::default()
         },
     )?;
-    let mut dseries: Vec<Series> = s.models.iter().skip(1).map(|m| delta_curve(m, &s.models[0])).collect();
+    // the MoE models only: the wide dense model's gap (often 10× larger) would flatten theirs
+    let mut dseries: Vec<Series> =
+        s.models.iter().skip(1).filter(|m| m.role == crate::plan::Role::Moe).map(|m| delta_curve(m, &s.models[0])).collect();
     if let Some(first) = dseries.first() {
         let xs: Vec<f64> = first.points.iter().map(|p| p.0).collect();
         dseries.push(Series {
@@ -362,10 +364,10 @@ pub fn build_doc(s: &CompareSummary, f: &CompareFigures) -> Doc {
             let de: Vec<String> = m
                 .decode
                 .iter()
-                .filter(|x| &x.dtype == dt)
+                .filter(|x| &x.dtype == dt && x.distinct_experts.is_some())
                 .map(|x| format!("{} ({})", opt_f(x.distinct_experts, 1), opt_f(x.expected_distinct, 1)))
                 .collect();
-            r.push(de.join(" / "));
+            r.push(if de.is_empty() { "– (dense)".into() } else { de.join(" / ") });
             rows.push(r);
         }
     }

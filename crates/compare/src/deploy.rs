@@ -352,14 +352,18 @@ pub fn roofline_lines(models: &[DeployModel], machine: &Machine) -> Vec<String> 
             let why = match p.bound.as_str() {
                 "memory" => {
                     let gbs = r.bytes_per_step.unwrap_or(p.bytes_per_step) / step_s / 1e9;
+                    let gf = r.flops_per_step.unwrap_or(p.flops_per_step) / step_s / 1e9;
                     format!(
                         "memory-bound in the model; the engine streamed {gbs:.1} GB/s of the measured {:.1} GB/s ({:.0} %){}",
                         machine.bandwidth_gbs,
                         100.0 * gbs / machine.bandwidth_gbs,
                         if r.batch == 1 {
-                            ": at batch 1 the fixed per-step work (attention, norms, router, thread hand-offs per matrix) adds to the weight stream"
+                            ": at batch 1 the fixed per-step work (attention, norms, router, thread hand-offs per matrix) adds to the weight stream".to_string()
                         } else {
-                            ""
+                            format!(
+                                " at {gf:.0} GFLOP/s: with this few rows per matrix{} the engine's GEMV kernels are limited by their arithmetic rate (≈ 20 GFLOP/s on AVX2, `examples/crossover.rs`) before the weight stream",
+                                if m.role == Role::Moe { " (B·k/D(B) per touched expert)" } else { "" }
+                            )
                         }
                     )
                 }

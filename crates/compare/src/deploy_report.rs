@@ -13,17 +13,19 @@ use std::path::Path;
 pub fn deploy_figures(dir: &Path, d: &DeployResult) -> Result<Vec<Figure>> {
     let dt = d.setup.dtypes.first().cloned().unwrap_or_else(|| "f32".into());
     let mut tput = Vec::new();
-    for m in &d.models {
+    for (i, m) in d.models.iter().enumerate() {
+        // a model's measured line and its roofline share a color
         tput.push(Series {
             name: format!("{} measured", m.name),
             points: m.rows.iter().map(|r| (r.batch as f64, r.tokens_per_s.median)).collect(),
-            err: Vec::new(),
+            color: Some(i),
             ..Default::default()
         });
         tput.push(Series {
             name: format!("{} roofline", m.name),
             points: m.predicted.iter().map(|p| (p.batch as f64, p.tokens_per_s)).collect(),
             thin: true,
+            color: Some(i),
             ..Default::default()
         });
     }

@@ -25,8 +25,8 @@
 //! models spend the same training FLOPs (accounting FLOPs, [`moe_model::accounting`]). The budget
 //! is `--budget-flops` per run, or `--budget-minutes` for **all** training of the command, turned
 //! into FLOPs by a short throughput probe (1 + 2 training steps) of each model; the default
-//! ([`plan::DEFAULT_BUDGET_FLOPS`], 6e12) makes the default comparison take about 5 minutes on
-//! the 2-core reference machine (measured below). All runs of seed `i` use `train.seed + i` and
+//! ([`plan::DEFAULT_BUDGET_FLOPS`], 6e12) makes the default comparison's training take about 6.5 minutes
+//! on the 2-core reference machine (measured below). All runs of seed `i` use `train.seed + i` and
 //! the same data, batch size and sequence length, so they train on identical batches;
 //! `train.seed` also seeds model init, so seeds differ in init and batch order (a paired design),
 //! while the corpus and the validation split (`data.seed`) are shared by every run.
@@ -37,7 +37,11 @@
 //! exact match of arithmetic answers and key–value recall on the built-in corpus, [`accuracy`]),
 //! decode latency per token at batch 1 and throughput at batch 1, 8 and 64 on the fast engine
 //! (f32, plus `--dtype`; models interleaved over repeated rounds, median with min–max, rank
-//! orders whose ranges overlap reported as "within noise", [`decode`]), expert balance per MoE layer
+//! orders whose ranges overlap reported as "within noise", [`decode`]), the same architectures
+//! scaled up to deployment size with random weights (d_model 1024, weights ≈ 100 × the last-level
+//! cache) decoded at batch 1…256 beside this machine's roofline, with the seeds' batch-1 claims
+//! (MoE ÷ dense-active latency, dense-total ÷ MoE) as paired ratios ([`deploy`]; `--no-deploy`
+//! leaves it out), expert balance per MoE layer
 //! (max/mean load, router entropy, drop rate over the last 10% of steps of `metrics.jsonl`) and,
 //! on a corpus with domain tags (the built-in synthetic one), which domain each expert serves.
 //!
@@ -50,11 +54,13 @@
 //! Output directory:
 //! ```text
 //! report.md          Verdict · Setup · Models (+ parameter matching, every run) · Validation loss
-//!                    vs training compute (+ multiplier table) · Decode speed · Expert balance
+//!                    vs training compute (+ multiplier table) · Next-token accuracy · Decode
+//!                    speed · Deployment scale: the seeds' latency claims · Expert balance
 //!                    (+ load heatmaps) · Which domain each expert serves · Caveats · Files
 //! report.html        the same, self-contained (SVG inlined, no external files or scripts)
 //! summary.json       every number of the report ([`CompareSummary`])
-//! plots/             val_loss_vs_flops, decode_latency, decode_throughput,
+//! plots/             val_loss_vs_flops, delta_loss_vs_flops, decode_latency, decode_throughput,
+//!                    deploy_throughput, deploy_latency, deploy_distinct_experts,
 //!                    expert_load_<model>_layer<i>, expert_domains_<model>_layer<i> (.png + .svg)
 //! runs/<model>-s<seed>/   ordinary `moe train` run directories
 //! ```
@@ -82,10 +88,10 @@
 //! # How long it takes (2-core reference machine, f32)
 //!
 //! - Default `compare` (3 models × 1 seed, 6e12 FLOPs per run ≈ 425 steps of the dense model):
-//!   measured **254 s** (252 s training at ≈ 10.6k / 12.5k / 3.9k tokens/s for dense / MoE / wide,
-//!   i.e. ≈ 70–85 GFLOP/s; 2 s of decode benchmarks and routing analysis). Throughput on the shared
-//!   2-core machine varies by up to 2× with other load (an earlier 2.5e12 run took 193 s at
-//!   ≈ 40 GFLOP/s). Each extra seed adds the same again.
+//!   measured **548 s** on 2026-12-07 (2-core AMD EPYC, AVX2): 392 s training at ≈ 7.9k / 7.6k /
+//!   2.7k tokens/s for dense / MoE / wide, 28 s of accuracy, decode benchmarks and routing analysis,
+//!   128 s at deployment scale ([`deploy`], `--no-deploy` leaves it out). Throughput on a shared
+//!   2-core machine varies by up to 2× with other load. Each extra seed adds the training again.
 //! - Default `sweep` (top-1, 6 MoE rungs of one budget each + a dense ladder of 0.5+1+2+4 = 7.5
 //!   budgets, 1 seed): **≈ 20 minutes, estimated** (not measured end to end) from measured
 //!   throughput: ≈ 0.19 s per 2048-token dense step × 7.5 × 425 steps ≈ 10 min, MoE rungs

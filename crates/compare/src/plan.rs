@@ -25,7 +25,7 @@ use std::path::{Path, PathBuf};
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Scale {
-    /// d_model 128, 4 layers, seq 128, batch 16: the default comparison takes ≈ 5 minutes on the
+    /// d_model 128, 4 layers, seq 128, batch 16: the default comparison takes ≈ 9 minutes on the
     /// 2-core reference machine.
     #[default]
     Default,
@@ -94,8 +94,8 @@ impl Scale {
 }
 
 /// Default budget of the built-in comparison (FLOPs per run), tuned so that the default
-/// comparison (three models, one seed) takes about 5 minutes on the 2-core reference machine
-/// (measured: 254 s, 99% of it training at ≈ 70–85 GFLOP/s).
+/// comparison's training (three models, one seed) takes about 6.5 minutes on the 2-core reference
+/// machine (measured 2026-12-07: 392 s of a 548 s comparison; see the crate docs).
 pub const DEFAULT_BUDGET_FLOPS: f64 = 6e12;
 
 /// Batch sizes of the decode benchmark.

@@ -41,6 +41,8 @@ pub struct Series {
     pub markers_only: bool,
     /// draw a thin dashed-looking line (used for fits)
     pub thin: bool,
+    /// palette index (default: the series' position), so that related lines can share a color
+    pub color: Option<usize>,
 }
 
 /// A line chart.
@@ -191,16 +193,28 @@ fn draw_lines<DB: DrawingBackend>(root: DrawingArea<DB, Shift>, c: &LineChart) -
         .build_cartesian_2d((x0 - px)..(x1 + px), (y0 - py)..(y1 + legend_room))?;
     let (log, int) = (c.log_x, c.int_x);
     let xf = move |v: &f64| fmt_x(log, int, *v);
+    // y labels with as many decimals as the axis span needs (3 below a span of 0.1, none above 100)
+    let span = (y1 + legend_room) - (y0 - py);
+    let y_dec = if span >= 100.0 {
+        0
+    } else if span >= 1.0 {
+        1
+    } else if span >= 0.1 {
+        2
+    } else {
+        3
+    };
+    let yf = move |v: &f64| format!("{v:.y_dec$}");
     chart
         .configure_mesh()
         .x_desc(c.x_desc.as_str())
         .y_desc(c.y_desc.as_str())
         .x_label_formatter(&xf)
-        .y_label_formatter(&|v| format!("{v:.3}"))
+        .y_label_formatter(&yf)
         .light_line_style(WHITE.mix(0.0))
         .draw()?;
     for (i, s) in c.series.iter().enumerate() {
-        let col = color(i);
+        let col = color(s.color.unwrap_or(i));
         let p: Vec<(f64, f64)> = s
             .points
             .iter()
