@@ -20,7 +20,11 @@
 //!   (`2 (N − 1)/N` of it over the wire, `2 (N − 1)` latencies each).
 //!
 //! Step time = `max(bytes / bandwidth, FLOPs / peak) + network` (no overlap of communication and
-//! computation is assumed); latency per token = step time; throughput = `B / step`; cost per
+//! computation is assumed). A hardware file measured by `moe plan --calibrate` also holds the
+//! engine's own ceilings on that machine ([`EngineFit`]: the GEMV kernels' streaming rate and
+//! arithmetic rate below the rows where the engine switches to GEMM, and the rows at which the GEMM
+//! path reaches half the peak); then the non-expert products (at `B` rows) and the routed experts
+//! (at `B·k/D(B)` rows per touched expert) each take the time their kernels need, summed; latency per token = step time; throughput = `B / step`; cost per
 //! token = node-seconds per token = `N · step / B`. The network term is not calibrated yet: the
 //! MPI expert-parallel runs it should be checked against do not exist at the time of writing.
 
@@ -65,6 +69,44 @@ pub struct Hardware {
     /// threads the measurement used (calibrated files)
     #[serde(default)]
     pub threads: Option<usize>,
+    /// how this project's engine runs on the machine (`moe plan --calibrate`); without it the plan
+    /// is the plain roofline of the bandwidth and peak above
+    #[serde(default)]
+    pub engine: Option<EngineFit>,
+}
+
+/// The engine's own ceilings on a machine, fitted by `moe plan --calibrate` from decode steps of a
+/// dense model on the engine. A product of `W [n, k]` with `m` rows takes
+/// `max(bytes / gemv_gbs, FLOPs / gemv_gflops)` below `gemv_max_rows` rows (the GEMV kernels) and
+/// `max(bytes / bandwidth, FLOPs / (gemm_gflops · m / (m + gemm_half_rows)))` from there (the GEMM
+/// path, which reaches half its rate at `gemm_half_rows` rows). For bf16/int8 weights the GEMM
+/// rate scales with the file's peak for that format.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EngineFit {
+    /// weight bytes per second the GEMV kernels stream at one row, GB/s (batch-1 decode)
+    pub gemv_gbs: f64,
+    /// FLOPs per second of the GEMV kernels when their arithmetic, not the stream, limits them
+    pub gemv_gflops: f64,
+    /// rows from which the engine uses the GEMM path
+    pub gemv_max_rows: usize,
+    /// the GEMM path's f32 rate at many rows, GFLOP/s
+    pub gemm_gflops: f64,
+    /// rows per product at which the GEMM path runs at half `gemm_gflops`
+    pub gemm_half_rows: f64,
+}
+
+impl EngineFit {
+    /// Seconds of products over `rows` rows each that read `bytes` and do `flops` in all.
+    pub fn seconds(&self, hw: &Hardware, dtype: WeightDtype, bytes: f64, flops: f64, rows: f64) -> f64 {
+        if rows < self.gemv_max_rows as f64 {
+            (bytes / (self.gemv_gbs * 1e9)).max(flops / (self.gemv_gflops * 1e9))
+        } else {
+            let scale = hw.peak_gflops(dtype) / hw.peak_gflops_f32;
+            let peak = self.gemm_gflops * scale * 1e9 * rows / (rows + self.gemm_half_rows);
+            (bytes / (hw.bandwidth_gbs * 1e9)).max(flops / peak)
+        }
+    }
 }
 
 impl Hardware {
@@ -97,6 +139,18 @@ impl Hardware {
         bad("bandwidth_gbs", self.bandwidth_gbs)?;
         bad("peak_gflops_f32", self.peak_gflops_f32)?;
         bad("memory_gb", self.memory_gb)?;
+        if let Some(e) = &self.engine {
+            bad("engine.gemv_gbs", e.gemv_gbs)?;
+            bad("engine.gemv_gflops", e.gemv_gflops)?;
+            bad("engine.gemm_gflops", e.gemm_gflops)?;
+            if !(e.gemm_half_rows.is_finite() && e.gemm_half_rows >= 0.0) {
+                return Err(Error::Config {
+                    path: path.to_path_buf(),
+                    field: "engine.gemm_half_rows".into(),
+                    reason: format!("{} must be a finite number ≥ 0", e.gemm_half_rows),
+                });
+            }
+        }
         for (f, v) in [
             ("peak_gflops_bf16", self.peak_gflops_bf16),
             ("peak_gops_int8", self.peak_gops_int8),
@@ -144,6 +198,10 @@ impl Hardware {
         sources.insert("bandwidth_gbs".into(), format!("{source}: streaming read of 1.25 GiB with {} threads", m.threads));
         sources.insert("peak_gflops_f32".into(), format!("{source}: f32 GEMM 1024³, best of 3"));
         sources.insert("memory_gb".into(), "MemTotal of /proc/meminfo".into());
+        sources.insert(
+            "engine".into(),
+            "fitted by moe plan --calibrate from f32 decode steps of a random dense model (d_model 1024, 4 layers, vocabulary 32000, ≈ 380 MB) on the engine at four batch sizes (Hardware::fit_engine)".into(),
+        );
         Hardware {
             name: name.into(),
             source: source.into(),
@@ -156,7 +214,40 @@ impl Hardware {
             network_gbs: None,
             network_latency_us: None,
             threads: Some(m.threads),
+            engine: None,
         }
+    }
+
+    /// Fit [`EngineFit`] on this machine (≈ 10 s): a random dense model of ≈ 380 MB (d_model 1024, 4 layers, vocabulary 32000) decoded on the
+    /// engine in f32 at batch 1 (→ `gemv_gbs`), at the most rows the GEMV kernels take, up to 16
+    /// (→ `gemv_gflops`: compute-limited there), and on the GEMM path at the fewest rows it takes
+    /// and at 16 × that (→ `gemm_gflops` and `gemm_half_rows` of `r · m / (m + h)` through both).
+    pub fn fit_engine(&self) -> Result<EngineFit> {
+        let mut cfg = crate::plan::base_experiment(crate::plan::Scale::Default).model;
+        cfg = crate::deploy::scale_config(&cfg, 1024, 4, 16);
+        // a vocabulary of the usual size: its head is a tall product, as in real checkpoints
+        cfg.n_vocab = 32000;
+        let model = moe_model::Transformer::<f32>::new(cfg, 7).map_err(|e| Error::Invalid(format!("calibration model: {e}")))?;
+        let mut eng = moe_infer::Engine::new(&model, WeightDtype::F32).map_err(|e| Error::Invalid(format!("calibration engine: {e}")))?;
+        let machine =
+            moe_infer::Machine { threads: self.threads.unwrap_or(1), bandwidth_gbs: self.bandwidth_gbs, peak_gflops: self.peak_gflops_f32 };
+        let max_rows = moe_infer::engine::linear::gemm_min_rows().max(2);
+        let (lo, hi) = (max_rows.max(8), 16 * max_rows.max(8));
+        let batches = [1usize, (max_rows - 1).clamp(1, 16), lo, hi];
+        let rows = moe_infer::bench_infer(&mut moe_infer::Runner::Engine(&mut eng), &machine, &batches, 1, 8, 3, 1)?;
+        let rate = |r: &moe_infer::EngineBench, f: Option<f64>| f.unwrap_or(f64::NAN) / (r.latency_ms / 1e3) / 1e9;
+        let gemv_gbs = rate(&rows[0], rows[0].bytes_per_step);
+        let gemv_gflops = rate(&rows[1], rows[1].flops_per_step);
+        let (g_lo, g_hi) = (rate(&rows[2], rows[2].flops_per_step), rate(&rows[3], rows[3].flops_per_step));
+        // g = r · m / (m + h) at m = lo and hi: g_lo (lo + h) / lo = g_hi (hi + h) / hi
+        let (l, h) = (lo as f64, hi as f64);
+        let gemm_half_rows = ((g_hi - g_lo) / (g_lo / l - g_hi / h)).max(0.0);
+        let gemm_gflops = g_hi * (h + gemm_half_rows) / h;
+        let fit = EngineFit { gemv_gbs, gemv_gflops, gemv_max_rows: max_rows, gemm_gflops, gemm_half_rows };
+        if [fit.gemv_gbs, fit.gemv_gflops, fit.gemm_gflops, fit.gemm_half_rows].iter().any(|v| !v.is_finite()) || fit.gemm_gflops <= 0.0 {
+            return Err(Error::Invalid(format!("calibration gave an unusable figure: {fit:?}")));
+        }
+        Ok(fit)
     }
 }
 
@@ -311,6 +402,8 @@ pub fn predict(shape: &StepShape, hw: &Hardware, dtype: WeightDtype, batch: usiz
     let (net_bw, lat) = (hw.network_gbs.unwrap_or(1.0) * 1e9, hw.network_latency_us.unwrap_or(0.0) * 1e-6);
     let d = shape.d_model as f64;
     let kv = |seqs: f64| a * seqs * context as f64 * shape.kv_per_token;
+    // (bytes, FLOPs, rows per product) of the non-expert products and of the routed experts
+    let mut parts: [(f64, f64, f64); 2] = [(0.0, 0.0, 1.0), (0.0, 0.0, 1.0)];
     let (bytes, flops, net_bytes, t_net, mem, distinct) = if is_moe {
         // groups of p nodes each serve b·p/n sequences with the experts sharded p ways
         let groups = (n / p) as f64;
@@ -319,18 +412,24 @@ pub fn predict(shape: &StepShape, hw: &Hardware, dtype: WeightDtype, batch: usiz
         let mut expert_bytes = 0.0;
         let mut expert_resident = 0.0;
         let mut dist_sum = 0.0;
+        let mut rows_sum = 0.0;
         for &(ne, k, per) in &shape.moe_layers {
             let local = ne as f64 / p as f64;
             // each expert is touched with probability D(B)/n; this node holds n/p of them
-            let dd = expected_distinct(ne, k, b_group.round().max(1.0) as usize) / p as f64;
+            let dist = expected_distinct(ne, k, b_group.round().max(1.0) as usize);
+            let dd = dist / p as f64;
             dist_sum += dd;
+            rows_sum += b_group * k as f64 / dist;
             expert_bytes += w * dd * per;
             expert_resident += w * local * per;
         }
+        let shared_flops = b_node * (shape.flops_per_token - shape.expert_flops_per_token);
+        let expert_flops = b_group * shape.expert_flops_per_token / p as f64;
         let bytes = w * shape.shared_params + expert_bytes + kv(b_node);
-        let flops = b_node * (shape.flops_per_token - shape.expert_flops_per_token) + b_group * shape.expert_flops_per_token / p as f64;
+        let flops = shared_flops + expert_flops;
         let k = shape.moe_layers[0].1 as f64;
         let nl = shape.moe_layers.len() as f64;
+        parts = [(bytes - expert_bytes, shared_flops, b_node), (expert_bytes, expert_flops, rows_sum / nl)];
         let per_layer = 2.0 * b_node * k * d * a * (p as f64 - 1.0) / p as f64;
         let (nb, tn) = if p > 1 { (nl * per_layer, nl * (2.0 * lat + per_layer / net_bw)) } else { (0.0, 0.0) };
         let mem = w * (shape.shared_params + shape.resident_only_params) + expert_resident + kv(b_node);
@@ -339,6 +438,7 @@ pub fn predict(shape: &StepShape, hw: &Hardware, dtype: WeightDtype, batch: usiz
         let nf = n as f64;
         let bytes = (w * shape.shared_params + kv(b)) / nf;
         let flops = b * shape.flops_per_token / nf;
+        parts[0] = (bytes, flops, b);
         let size = b * d * a;
         let per_allreduce = 2.0 * (nf - 1.0) / nf * size;
         let layers = shape.n_layer as f64;
@@ -352,7 +452,13 @@ pub fn predict(shape: &StepShape, hw: &Hardware, dtype: WeightDtype, batch: usiz
     };
     let t_mem = bytes / (hw.bandwidth_gbs * 1e9);
     let t_comp = flops / (hw.peak_gflops(dtype) * 1e9);
-    let step = t_mem.max(t_comp) + t_net;
+    // the engine's own ceilings, when the hardware file has them: each part at its rows per product
+    let step = match &hw.engine {
+        Some(e) => {
+            parts.iter().filter(|x| x.0 > 0.0 || x.1 > 0.0).map(|&(by, fl, rows)| e.seconds(hw, dtype, by, fl, rows)).sum::<f64>() + t_net
+        }
+        None => t_mem.max(t_comp) + t_net,
+    };
     let bound = if t_net > t_mem.max(t_comp) {
         "network"
     } else if t_comp > t_mem {
@@ -428,7 +534,41 @@ mod tests {
             network_gbs: Some(1.0),
             network_latency_us: Some(10.0),
             threads: None,
+            engine: None,
         }
+    }
+
+    #[test]
+    fn plan_engine_fit_by_hand() {
+        let fit = EngineFit { gemv_gbs: 5.0, gemv_gflops: 2.0, gemv_max_rows: 8, gemm_gflops: 100.0, gemm_half_rows: 8.0 };
+        let h = Hardware { engine: Some(fit), ..hw() };
+        // dense: one part, at B rows
+        let s = StepShape::of(&tiny(false), 10);
+        let plain = |b: usize| predict(&s, &hw(), WeightDtype::F32, b, 10, Layout { nodes: 1, expert_parallel: 1 }).unwrap();
+        for (b, gemv) in [(3usize, true), (16, false)] {
+            let q = predict(&s, &h, WeightDtype::F32, b, 10, Layout { nodes: 1, expert_parallel: 1 }).unwrap();
+            let p = plain(b);
+            assert_eq!((q.bytes_per_step, q.flops_per_step), (p.bytes_per_step, p.flops_per_step));
+            let want = if gemv {
+                (p.bytes_per_step / 5e9).max(p.flops_per_step / 2e9)
+            } else {
+                (p.bytes_per_step / 10e9).max(p.flops_per_step / (100e9 * 16.0 / 24.0))
+            };
+            assert!((q.latency_ms - want * 1e3).abs() < 1e-12, "batch {b}: {} vs {}", q.latency_ms, want * 1e3);
+        }
+        // MoE at batch 4: non-expert products at 4 rows, experts at 4·2/D(4) = 8/3.75 rows, summed
+        let s = StepShape::of(&tiny(true), 10);
+        let q = predict(&s, &h, WeightDtype::F32, 4, 10, Layout { nodes: 1, expert_parallel: 1 }).unwrap();
+        let expert_bytes = 4.0 * 2.0 * 3.75 * 384.0;
+        let expert_flops = 4.0 * s.expert_flops_per_token;
+        let shared = ((q.bytes_per_step - expert_bytes) / 5e9).max((q.flops_per_step - expert_flops) / 2e9);
+        let experts = (expert_bytes / 5e9).max(expert_flops / 2e9);
+        assert!((q.latency_ms - (shared + experts) * 1e3).abs() < 1e-12, "{} vs {}", q.latency_ms, (shared + experts) * 1e3);
+        // the file round-trips with its engine table; a bad figure is named
+        let p = Path::new("hw.toml");
+        assert_eq!(Hardware::parse(&h.to_toml(), p).unwrap(), h);
+        let e = Hardware::parse(&h.to_toml().replace("gemv_gbs = 5.0", "gemv_gbs = 0.0"), p).unwrap_err().to_string();
+        assert!(e.contains("engine.gemv_gbs"), "{e}");
     }
 
     /// Hand count: d 16, 2 layers, 2 heads (d_head 8), 1 KV head, vocab 100, d_ff 32 SwiGLU.

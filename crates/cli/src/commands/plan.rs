@@ -71,7 +71,8 @@ fn print(name: &str, cfg: &ModelConfig, p: &[Prediction]) {
 
 pub fn run(a: PlanArgs) -> anyhow::Result<()> {
     if a.calibrate {
-        let hw = Hardware::calibrate(&today());
+        let mut hw = Hardware::calibrate(&today());
+        hw.engine = Some(hw.fit_engine()?);
         let text = format!("# This machine, measured by `moe plan --calibrate` on {}.\n{}", today(), hw.to_toml());
         match &a.out {
             Some(p) => {
@@ -86,7 +87,9 @@ pub fn run(a: PlanArgs) -> anyhow::Result<()> {
         Some(p) => Hardware::load(p)?,
         None => {
             eprintln!("no --hardware: measuring this machine (moe plan --calibrate)");
-            Hardware::calibrate(&today())
+            let mut hw = Hardware::calibrate(&today());
+            hw.engine = Some(hw.fit_engine()?);
+            hw
         }
     };
     let path = a.config.as_ref().or(a.model.as_ref()).context("--config or --model is required")?;
