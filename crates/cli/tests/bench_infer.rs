@@ -64,6 +64,12 @@ fn cli_bench_infer_quality_and_engine_generate() {
     let fast = ok(&["generate", "--run", s(&run), "--prompt", "12+3", "--max-tokens", "8", "--temperature", "0"]);
     let slow = ok(&["generate", "--run", s(&run), "--prompt", "12+3", "--max-tokens", "8", "--temperature", "0", "--engine", "reference"]);
     assert_eq!(fast, slow);
+    let (want, tokens) = common::library_greedy(&run, "12+3", 8, None);
+    assert_eq!(tokens.len(), 8, "{tokens:?}");
+    assert_eq!(fast, want, "moe generate vs the library's greedy continuation {tokens:?}");
     let int8 = ok(&["generate", "--run", s(&run), "--prompt", "12+3", "--max-tokens", "8", "--temperature", "0", "--dtype", "int8"]);
-    assert!(int8.starts_with("12+3"), "{int8}");
+    // the int8 engine's greedy continuation, computed in-process with the same weight format
+    let (want, tokens) = common::library_greedy(&run, "12+3", 8, Some(moe_kernels::quant::WeightDtype::I8));
+    assert_eq!(tokens.len(), 8, "{tokens:?}");
+    assert_eq!(int8, want, "moe generate --dtype int8 vs the library's int8 greedy continuation {tokens:?}");
 }

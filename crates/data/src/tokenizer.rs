@@ -128,7 +128,11 @@ impl Tokenizer {
             Tokenizer::Byte => Err(Error::ByteTokenizerNotSavable { path: path.to_path_buf() }),
             Tokenizer::Bpe(t) => {
                 let json = t.to_string(true).map_err(|e| Error::TokenizerSave { path: path.to_path_buf(), message: e.to_string() })?;
-                write_atomic(path, json.as_bytes())
+                moe_kernels::fsutil::write_atomic(path, json.as_bytes()).map_err(|source| Error::Io {
+                    path: path.to_path_buf(),
+                    action: "cannot write",
+                    source,
+                })
             }
         }
     }
@@ -140,35 +144,6 @@ impl Tokenizer {
             Tokenizer::Bpe(t) => EOS_CANDIDATES.iter().find_map(|s| t.token_to_id(s)),
         }
     }
-}
-
-/// Write `bytes` to `path` through a temporary file in the same directory and a rename, so a
-/// reader never sees a half-written file.
-fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let io = |action: &'static str, p: &Path| {
-        let p = p.to_path_buf();
-        move |source| Error::Io { path: p, action, source }
-    };
-    let file_name =
-        path.file_name().ok_or_else(|| Error::TokenizerSave { path: path.to_path_buf(), message: "path has no file name".to_string() })?;
-    let parent = path.parent().filter(|p| !p.as_os_str().is_empty());
-    if let Some(parent) = parent {
-        fs::create_dir_all(parent).map_err(io("cannot create directory", parent))?;
-    }
-    let mut tmp_name = file_name.to_os_string();
-    tmp_name.push(format!(".tmp.{}", std::process::id()));
-    let tmp = path.with_file_name(tmp_name);
-    let result = (|| {
-        use std::io::Write;
-        let mut f = fs::File::create(&tmp).map_err(io("cannot create", &tmp))?;
-        f.write_all(bytes).map_err(io("cannot write", &tmp))?;
-        f.sync_all().map_err(io("cannot sync", &tmp))?;
-        fs::rename(&tmp, path).map_err(io("cannot rename temporary file onto", path))
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    result
 }
 
 /// Train a byte-level BPE tokenizer (GPT-2 style) of at most `vocab` tokens on `files` (text

@@ -322,20 +322,8 @@ fn cached_attention<T: Real>(
                 for t in 0..nn {
                     let vis = len0[s] + t + 1; // causal: keys 0..=position
                     let row = &mut sc[t * l..(t + 1) * l];
-                    let mut m = T::from_f64(f64::NEG_INFINITY);
-                    for x in row[..vis].iter_mut() {
-                        *x *= scale;
-                        m = m.max(*x);
-                    }
-                    let mut sum = T::ZERO;
-                    for x in row[..vis].iter_mut() {
-                        *x = (*x - m).exp();
-                        sum += *x;
-                    }
-                    let inv = T::ONE / sum;
-                    for x in row[..vis].iter_mut() {
-                        *x *= inv;
-                    }
+                    row[..vis].iter_mut().for_each(|x| *x *= scale);
+                    moe_kernels::act::softmax_with_sink(&mut row[..vis], None);
                     row[vis..].fill(T::ZERO);
                 }
                 matmul(&mut out[j * nn * dh..(j + 1) * nn * dh], &sc, vg, MatmulShape::nn(nn, l, dh), T::ZERO, Par::Seq);

@@ -167,15 +167,21 @@ fn decode_step_counts_every_attention_matrix_once() {
     assert_eq!(f11 - f10, 4 * dh * m.cfg.n_head as u64, "one more visible key in the unwindowed layer only");
 }
 
-/// bf16 and int8 weights (every attention matrix included) stay within 1% and 2.5% of max |logit|
-/// of the f32 engine on the extension models at their initial scale.
+/// bf16 and int8 weights (every attention matrix included) stay within 0.4% and 1.6% of max |logit|
+/// of the f32 engine on the extension models at their initial scale (about 2× the measured error;
+/// measured on an AVX2-only CPU, whose exact kernels differ from AVX-512's only in summation order).
 #[test]
 fn bf16_and_int8_within_tolerance_of_f32_on_extensions() {
     for (name, c) in [("window+sinks", window_sinks_cfg()), ("mla", mla_cfg())] {
         let m = Transformer::<f32>::new(c, 9).unwrap();
         let seq = tokens(24, m.cfg.n_vocab, 31);
         let l32 = engine_prompt_logits(&m, WeightDtype::F32, Kernel::Auto, &seq);
-        for (dtype, tol) in [(WeightDtype::Bf16, 0.01f32), (WeightDtype::I8, 0.025)] {
+        for (dtype, tol) in [
+            // measured 1.84e-3 (mla; window+sinks 1.64e-3) on 2026-12-07; bound ≈ 2×
+            (WeightDtype::Bf16, 4e-3f32),
+            // measured 7.76e-3 (mla; window+sinks 5.76e-3) on 2026-12-07; bound ≈ 2×
+            (WeightDtype::I8, 1.6e-2),
+        ] {
             let l = engine_prompt_logits(&m, dtype, Kernel::Auto, &seq);
             let d = moe_testutil::checked_diff("engine_attn_ext.rs", &l, &l32);
             let (err, scale) = (d.max_abs as f32, d.scale as f32);

@@ -150,8 +150,9 @@ fn batched_equals_alone_on_inference_only_moe_variants() {
 
 /// bf16 and int8 experts stay close to f32 on the GPT-OSS-like model (the variant whose features
 /// all live in the expert tiles: biases and the clamped SwiGLU), at its initial scale so that
-/// routing is not chaotic: 1% (bf16) and 2.5% (int8) of max |logit|, as for the plain models in
-/// `tests/engine.rs`, and the same experts chosen.
+/// routing is not chaotic: 0.25% (bf16) and 1% (int8) of max |logit|, about 2× the measured error
+/// (on an AVX2-only CPU; AVX-512's exact kernels differ only in summation order), and the same
+/// experts chosen.
 #[test]
 fn bf16_and_int8_within_tolerance_of_f32_on_gpt_oss_like() {
     setup();
@@ -160,7 +161,12 @@ fn bf16_and_int8_within_tolerance_of_f32_on_gpt_oss_like() {
     let mut e32 = Engine::new(&m, WeightDtype::F32).unwrap();
     let l32 = e32.step_all_logits(&mut [&mut KvCache::new(&m.cfg)], &[&seq]).unwrap().to_vec();
     let c32 = e32.last_stats().expert_counts.clone();
-    for (dtype, tol) in [(WeightDtype::Bf16, 0.01f32), (WeightDtype::I8, 0.025)] {
+    for (dtype, tol) in [
+        // measured 1.25e-3 on 2026-12-07; bound ≈ 2×
+        (WeightDtype::Bf16, 2.5e-3f32),
+        // measured 4.97e-3 on 2026-12-07; bound ≈ 2×
+        (WeightDtype::I8, 1e-2),
+    ] {
         let mut e = Engine::new(&m, dtype).unwrap();
         let l = e.step_all_logits(&mut [&mut KvCache::new(&m.cfg)], &[&seq]).unwrap().to_vec();
         let d = moe_testutil::checked_diff("engine_moe_ext.rs", &l, &l32);

@@ -13,14 +13,7 @@ pub fn logsumexp<T: Real>(row: &[T]) -> T {
 /// In-place softmax of each row of width `d` (`x.len()` must be a multiple of `d > 0`).
 pub fn softmax_rows<T: Real>(x: &mut [T], d: usize) {
     assert!(d > 0 && x.len().is_multiple_of(d), "softmax_rows: length {} is not a multiple of row width {d}", x.len());
-    x.par_chunks_mut(d).with_min_len(16).for_each(|row| {
-        let m = row_max(row);
-        let s = exp_shifted_sum(row, m);
-        let inv = T::ONE / s;
-        for v in row.iter_mut() {
-            *v *= inv;
-        }
-    });
+    x.par_chunks_mut(d).with_min_len(16).for_each(crate::act::softmax_in_place);
 }
 
 /// Per-row losses `-log softmax(logits)[target]` for `logits [n, n_vocab]`.

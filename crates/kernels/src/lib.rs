@@ -13,6 +13,7 @@ pub mod bandwidth;
 pub mod cross_entropy;
 pub mod embedding;
 pub mod exp;
+pub mod fsutil;
 pub mod gemv;
 pub mod linear;
 pub mod matmul;

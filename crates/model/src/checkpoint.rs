@@ -21,14 +21,9 @@ pub fn selection_bias_name(i: usize) -> String {
     format!("layers.{i}.ffn.router.selection_bias")
 }
 
-/// Write `bytes` to `path` atomically (temp file in the same directory, then rename).
+/// Write `bytes` to `path` atomically ([`moe_kernels::fsutil::write_atomic`]), the error naming the file.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let io = |source| Error::Io { path: path.to_path_buf(), source };
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir).map_err(io)?;
-    let tmp = dir.join(format!(".{}.tmp", path.file_name().and_then(|s| s.to_str()).unwrap_or("file")));
-    std::fs::write(&tmp, bytes).map_err(io)?;
-    std::fs::rename(&tmp, path).map_err(io)
+    moe_kernels::fsutil::write_atomic(path, bytes).map_err(|source| Error::Io { path: path.to_path_buf(), source })
 }
 
 fn f32_bytes(v: impl Iterator<Item = f32>) -> Vec<u8> {

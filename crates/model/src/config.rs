@@ -1,6 +1,7 @@
 //! Model configuration: the `[model]` table of an experiment TOML (see `docs/model-spec.md`).
 
 use crate::error::{invalid, Error, Result};
+use moe_kernels::rope::RopeTable;
 use serde::{Deserialize, Serialize};
 
 /// Dense FFN activation.
@@ -488,13 +489,15 @@ impl ModelConfig {
                 return Err(invalid("model", format!("about {total} parameters: more than the supported 2^42")));
             }
         }
-        // the RoPE table [n_ctx, d_head] (cos and sin, f64 at most) is built eagerly
+        // the RoPE table holds cos and sin (f64 at most) of its first positions only (later ones are
+        // computed on use), so n_ctx does not size it; a huge d_head still could
         let d_head = self.d_head.unwrap_or(self.d_model / self.n_head);
-        let rope_bytes = self.n_ctx as u128 * d_head as u128 * 8;
+        let rope_pos = self.n_ctx.min(RopeTable::<f64>::CACHED_POSITIONS);
+        let rope_bytes = rope_pos as u128 * d_head as u128 * 8;
         if rope_bytes > 8u128 << 30 {
             return Err(invalid(
-                "model.n_ctx",
-                format!("n_ctx {} × d_head {d_head} needs a {} MiB RoPE table (at most 8 GiB)", self.n_ctx, rope_bytes >> 20),
+                "model.d_head",
+                format!("d_head {d_head} × {rope_pos} cached positions needs a {} MiB RoPE table (at most 8 GiB)", rope_bytes >> 20),
             ));
         }
         if let Some(dh) = self.d_head {
@@ -674,6 +677,21 @@ mod tests {
             c.ffn_kinds(),
             vec![FfnKind::Dense, FfnKind::Moe { n_expert: 2 }, FfnKind::Moe { n_expert: 4 }, FfnKind::Moe { n_expert: 8 }]
         );
+    }
+
+    /// A huge context costs no RoPE memory up front: the table precomputes its first positions only
+    /// and the model runs; a context beyond the supported maximum is a clean error naming the field.
+    #[test]
+    fn huge_n_ctx_builds_no_full_rope_table_or_is_refused_cleanly() {
+        let ctx = |n: usize| parse(&BASE.replace("n_ctx = 16", &format!("n_ctx = {n}")));
+        let e = ctx(1 << 30).unwrap_err().to_string();
+        assert!(e.contains("model.n_ctx") && e.contains(&(1usize << 30).to_string()), "{e}");
+        // the largest accepted context: 2^24 positions (a full f64 table would be 4 GiB)
+        let m = crate::Transformer::<f64>::new(ctx(ModelConfig::MAX_DIM).unwrap(), 1).unwrap();
+        assert_eq!(m.rope.n_pos(), ModelConfig::MAX_DIM);
+        assert_eq!(m.rope.cached_positions(), RopeTable::<f64>::CACHED_POSITIONS);
+        let out = m.forward(&[1, 2, 3, 4], 1, 4).unwrap();
+        assert!(out.logits.iter().all(|v| v.is_finite()));
     }
 
     #[test]

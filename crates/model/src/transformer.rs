@@ -116,18 +116,19 @@ impl<T: Real> Transformer<T> {
         cfg.validate()?;
         let (table, layout) = build_layout(&cfg);
         // check the memory need before allocating: refuse with the numbers, never abort. The RoPE
-        // table (cos and sin for every position of the context) is built eagerly too.
+        // table holds cos and sin of its first `CACHED_POSITIONS` positions (later ones are computed
+        // on use), whatever the context length.
         let size = std::mem::size_of::<T>() as u128;
         let need = table.total as u128 * size;
-        let rope_pos = if cfg.attn_ext.is_some() { 0 } else { cfg.n_ctx as u128 };
+        let rope_pos = if cfg.attn_ext.is_some() { 0 } else { cfg.n_ctx.min(RopeTable::<T>::CACHED_POSITIONS) as u128 };
         let rope_need = rope_pos * cfg.d_head() as u128 * size;
         if let Some(avail) = available_memory() {
             if need + rope_need > avail as u128 {
                 return Err(Error::BadInput(format!(
-                    "this model has {} parameters: {} MiB, and a RoPE table of n_ctx {} positions: {} MiB, more than the {} MiB of memory available",
+                    "this model has {} parameters: {} MiB, and a RoPE table of {} positions: {} MiB, more than the {} MiB of memory available",
                     table.total,
                     need >> 20,
-                    cfg.n_ctx,
+                    rope_pos,
                     rope_need >> 20,
                     avail >> 20
                 )));

@@ -146,6 +146,22 @@ fn grouped_dispatch_shared_experts_and_route_scale_equals_per_token_reference() 
 }
 
 #[test]
+fn grouped_dispatch_gated_shared_expert_equals_per_token_reference() {
+    // Qwen2-MoE: the shared expert's output is scaled by sigmoid(h · w_shared_gate)
+    let c = GroupedCase {
+        text: format!(
+            "{BASE}[moe]\nn_expert = 4\nn_expert_active = 2\nd_expert = 6\nn_expert_shared = 1\nd_expert_shared = 5\nshared_gate = true\n"
+        ),
+        n_tok: 10,
+        bias: vec![],
+    };
+    let m: Transformer<f64> = model(&c.text, 4);
+    let gated = m.layout.blocks.iter().any(|b| matches!(&b.ffn, FfnLayout::Moe(l) if l.shared_gate.is_some()));
+    assert!(gated, "the case must have a shared-expert gate");
+    both_precisions(&c, 4, |_| {});
+}
+
+#[test]
 fn grouped_dispatch_sigmoid_bias_with_empty_expert_equals_per_token_reference() {
     // expert 3 is never chosen (bias −10): an empty group; the others are reshuffled by the bias
     let bias = vec![0.2f32, -0.1, 0.05, -10.0];

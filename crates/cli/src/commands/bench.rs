@@ -211,7 +211,7 @@ fn infer(a: BenchInferArgs) -> anyhow::Result<()> {
     };
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
     let csv_path = out.join("bench_infer.csv");
-    std::fs::write(&csv_path, csv).with_context(|| format!("writing {}", csv_path.display()))?;
+    moe_kernels::fsutil::write_atomic(&csv_path, csv.as_bytes()).with_context(|| format!("writing {}", csv_path.display()))?;
     let chart = LineChart {
         title: format!("decode throughput, {} threads", machine.threads),
         x_desc: "batch (sequences)".into(),

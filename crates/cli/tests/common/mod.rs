@@ -38,3 +38,29 @@ pub fn fails(args: &[&str], needles: &[&str]) {
 pub fn s(p: &Path) -> &str {
     p.to_str().expect("utf-8 path")
 }
+
+/// What `moe generate --run RUN --prompt PROMPT --max-tokens N --temperature 0 [--dtype int8]`
+/// must print, computed in-process by the library: the greedy tokens of the reference engine
+/// (`dtype` `None`) or of the fast engine with that weight format, detokenised after the echoed
+/// prompt. Returns the expected stdout and the generated tokens.
+pub fn library_greedy(run: &Path, prompt: &str, n: usize, dtype: Option<moe_kernels::quant::WeightDtype>) -> (String, Vec<u32>) {
+    let r = moe_train::load_run(run).expect("load the run in-process");
+    let ids = r.tokenizer.encode(prompt).unwrap();
+    let stop: Vec<u32> = r.tokenizer.eos_token().into_iter().collect();
+    let greedy = moe_infer::SamplerConfig::greedy();
+    let out = match dtype {
+        None => moe_infer::generate_until(&r.model, &ids, n, &greedy, &stop, |_| {}).unwrap(),
+        Some(d) => {
+            let mut e = moe_infer::Engine::new(&r.model, d).unwrap();
+            moe_infer::generate_with_engine(&mut e, &ids, n, &greedy, &stop, |_| {}).unwrap()
+        }
+    };
+    let mut detok = moe_data::Detokenizer::new(&r.tokenizer, &ids);
+    let mut text = prompt.to_string();
+    for &t in out.tokens.iter().filter(|t| !stop.contains(t)) {
+        text.push_str(&detok.push(t).unwrap());
+    }
+    text.push_str(&detok.finish().unwrap());
+    text.push('\n');
+    (text, out.tokens)
+}

@@ -33,18 +33,8 @@ thread_local! {
 /// Softmax of `row[a..b]` scaled by `scale` (a `sink` logit joins the normalisation), zeros
 /// outside (window / causal mask).
 pub(crate) fn masked_softmax(row: &mut [f32], a: usize, b: usize, scale: f32, sink: Option<f32>) {
-    let mut mx = sink.unwrap_or(f32::NEG_INFINITY);
-    for x in row[a..b].iter_mut() {
-        *x *= scale;
-        mx = mx.max(*x);
-    }
-    let mut sum = sink.map_or(0.0, |z| (z - mx).exp());
-    for x in row[a..b].iter_mut() {
-        *x = (*x - mx).exp();
-        sum += *x;
-    }
-    let inv = 1.0 / sum;
-    row[a..b].iter_mut().for_each(|x| *x *= inv);
+    row[a..b].iter_mut().for_each(|x| *x *= scale);
+    moe_kernels::act::softmax_with_sink(&mut row[a..b], sink);
     row[..a].fill(0.0);
     row[b..].fill(0.0);
 }
@@ -73,20 +63,12 @@ unsafe fn attend_one_avx512(o: &mut [f32], q: &[f32], k: &[f32], v: &[f32], scor
 #[inline(always)]
 fn attend_one_body(o: &mut [f32], q: &[f32], k: &[f32], v: &[f32], scores: &mut [f32], scale: f32, sink: Option<f32>) {
     let dh = q.len();
-    let mut mx = sink.unwrap_or(f32::NEG_INFINITY);
     for (p, sp) in scores.iter_mut().enumerate() {
         *sp = dot(q, &k[p * dh..(p + 1) * dh]) * scale;
-        mx = mx.max(*sp);
     }
-    let mut sum = sink.map_or(0.0, |z| (z - mx).exp());
-    for sp in scores.iter_mut() {
-        *sp = (*sp - mx).exp();
-        sum += *sp;
-    }
-    let inv = 1.0 / sum;
+    moe_kernels::act::softmax_with_sink(scores, sink);
     o.fill(0.0);
-    for (p, &sp) in scores.iter().enumerate() {
-        let w = sp * inv;
+    for (p, &w) in scores.iter().enumerate() {
         for (a, &x) in o.iter_mut().zip(&v[p * dh..(p + 1) * dh]) {
             *a += w * x;
         }

@@ -14,6 +14,7 @@
 
 use super::linear::{gemm_min_rows, with_tile_scratch, SharedOut};
 use super::weights::{MlpAct, MlpWeights, FF_TILE};
+use moe_kernels::act::{clamped_swiglu, gelu_tanh, silu_mul};
 use moe_kernels::gemv::Kernel;
 use moe_kernels::tile::{tile_gemm, tile_gemv, TileInput};
 use rayon::prelude::*;
@@ -38,19 +39,6 @@ pub struct FfnScratch {
     tasks: Vec<(usize, usize, usize)>,
 }
 
-#[inline(always)]
-fn silu_mul(g: f32, u: f32) -> f32 {
-    g * (1.0 / (1.0 + (-g).exp())) * u
-}
-
-/// GPT-OSS's clamped SwiGLU (the arithmetic of `moe_model::moe::experts`, in f32).
-#[inline(always)]
-fn clamped_swiglu(g: f32, u: f32, alpha: f32, limit: f32) -> f32 {
-    let g = g.min(limit);
-    let u = u.max(0.0 - limit).min(limit);
-    (u + 1.0) * g / (1.0 + (0.0 - alpha * g).exp())
-}
-
 /// `a[f] = act(gate[f] (+ b_gate[f]), up[f] (+ b_up[f]))` over one gate/up tile of a gated MLP;
 /// `bias` is `(b_gate, b_up)` for these features. One loop per case, so the plain SwiGLU stays
 /// the loop it always was.
@@ -66,12 +54,6 @@ fn gated_epilogue(a: &mut [f32], gate: &[f32], up: &[f32], act: MlpAct, bias: Op
         }
         (MlpAct::Gelu, _) => unreachable!("GELU has no gate"),
     }
-}
-
-#[inline(always)]
-fn gelu(x: f32) -> f32 {
-    const C: f32 = 0.797_884_6; // sqrt(2/pi)
-    0.5 * x * (1.0 + (C * (x + 0.044715 * x * x * x)).tanh())
 }
 
 /// Tasks of about `total / (8·threads)` units, in multiples of `unit`.
@@ -137,7 +119,7 @@ pub fn grouped_mlp_forward(out: &mut [f32], groups: &[Group<'_>], d_model: usize
                         t0 += tl;
                     }
                 } else {
-                    arow.iter_mut().zip(trow).for_each(|(a, &u)| *a = gelu(u));
+                    arow.iter_mut().zip(trow).for_each(|(a, &u)| *a = gelu_tanh(u));
                 }
             }
         });

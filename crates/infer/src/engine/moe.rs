@@ -16,6 +16,7 @@
 use super::ffn::{grouped_mlp_forward, FfnScratch, Group};
 use super::weights::MoeWeights;
 use super::StepStats;
+use moe_kernels::act::{sigmoid_exact, softmax_in_place};
 use moe_kernels::gemv::{gemv_ref, Kernel};
 use moe_kernels::quant::WeightsRef;
 use moe_kernels::Par;
@@ -35,22 +36,6 @@ pub struct MoeScratch {
     xs: Vec<f32>,       // [n_tok·k, d_model], rows sorted by expert
     ys: Vec<f32>,       // [n_tok·k (+ n_tok shared), d_model]
     ffn: FfnScratch,
-}
-
-/// In-place softmax of one row (the maths of `moe_kernels::cross_entropy::softmax_rows`).
-fn softmax(row: &mut [f32]) {
-    let m = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let mut sum = 0.0f32;
-    for v in row.iter_mut() {
-        *v = (*v - m).exp();
-        sum += *v;
-    }
-    let inv = 1.0 / sum;
-    row.iter_mut().for_each(|v| *v *= inv);
-}
-
-fn sigmoid(z: f32) -> f32 {
-    1.0 / (1.0 + (-z).exp())
 }
 
 /// `out [n_tok, d_model]` (**overwritten**) = MoE FFN of `h [n_tok, d_model]`; `kernel` is the
@@ -80,8 +65,8 @@ pub fn moe_forward(
     }
     match mc.gating {
         // on this thread: n_tok·n_expert values, less than one rayon round trip costs
-        Gating::Softmax => s.probs.chunks_mut(e).for_each(softmax),
-        Gating::Sigmoid => s.probs.iter_mut().for_each(|v| *v = sigmoid(*v)),
+        Gating::Softmax => s.probs.chunks_mut(e).for_each(softmax_in_place),
+        Gating::Sigmoid => s.probs.iter_mut().for_each(|v| *v = sigmoid_exact(*v)),
     }
     // ---- top-k and combine weights, as the model's router
     s.idx.resize(n_tok * k, 0);
@@ -147,7 +132,7 @@ pub fn moe_forward(
             o.copy_from_slice(&s.ys[(n_rows + t) * d..(n_rows + t + 1) * d]);
             if let Some(gw) = &w.shared_gate {
                 let z: f32 = h[t * d..(t + 1) * d].iter().zip(gw).map(|(&a, &b)| a * b).sum();
-                let sg = sigmoid(z);
+                let sg = sigmoid_exact(z);
                 o.iter_mut().for_each(|v| *v *= sg);
             }
         } else {

@@ -128,8 +128,8 @@ pub(crate) fn moe_cfg(n_expert: usize, k: usize, d_expert: usize, renormalize: b
 }
 
 /// `max_position_embeddings` and the context length to load with (`opts.n_ctx`, else that), refused
-/// above [`ModelConfig::MAX_DIM`] positions with the numbers and the field (the RoPE table and the
-/// KV cache are sized by the context), before anything is built from it.
+/// above [`ModelConfig::MAX_DIM`] positions with the numbers and the field (the KV cache and the
+/// attention buffers grow with the context), before anything is built from it.
 pub(crate) fn context_len(f: &Fields<'_>, opts: &HfOptions) -> Result<(usize, usize)> {
     let max_pos = f.usize("max_position_embeddings")?;
     let max = ModelConfig::MAX_DIM;

@@ -346,21 +346,6 @@ pub fn mla_finish_rows<T: Real>(p: &[T], ml: &MlaLayout, m: &Mla, rope: &Rope, r
     });
 }
 
-/// Scaled logits `sc` → softmax probabilities in place; a sink logit joins the normalisation.
-fn softmax_with_sink<T: Real>(sc: &mut [T], sink: Option<T>) {
-    let mut m = sc.iter().fold(T::from_f64(f64::NEG_INFINITY), |a, &x| a.max(x));
-    if let Some(z) = sink {
-        m = m.max(z);
-    }
-    let mut sum = sink.map_or(T::ZERO, |z| (z - m).exp());
-    for x in sc.iter_mut() {
-        *x = (*x - m).exp();
-        sum += *x;
-    }
-    let inv = T::ONE / sum;
-    sc.iter_mut().for_each(|x| *x *= inv);
-}
-
 /// Absorbed latent attention of one sequence (KV-cached MLA decode): queries `q [nn, n_head·d_head]`
 /// (rotated), row t at position `pos0 + t`, against cache rows `rows [≥ pos0 + nn, kv_lora_rank +
 /// d_rope]` from [`mla_q_and_latent`]; writes `o [nn, n_head·d_v]`. Per head the key half of
@@ -390,7 +375,7 @@ pub fn attend_latent<T: Real>(s: &LayerSpec<T>, p: &[T], ml: &MlaLayout, m: &Mla
                 (nope + rope) * s.scale
             })
             .collect();
-        softmax_with_sink(&mut sc, s.sinks.get(hq).copied());
+        moe_kernels::act::softmax_with_sink(&mut sc, s.sinks.get(hq).copied());
         let mut o_lat = vec![T::ZERO; kvr];
         for (j, &w) in (lo..=pos).zip(&sc) {
             o_lat.iter_mut().zip(&rows[j * (kvr + dr)..j * (kvr + dr) + kvr]).for_each(|(a, &b)| *a += w * b);
@@ -417,7 +402,7 @@ pub fn attend_seq_reference<T: Real>(s: &LayerSpec<T>, q: &[T], pos0: usize, key
         let qh = &q[(t * nh + hq) * dh..(t * nh + hq + 1) * dh];
         let mut sc: Vec<T> =
             (lo..=pos).map(|j| qh.iter().zip(&keys[g][j * dh..(j + 1) * dh]).map(|(&a, &b)| a * b).sum::<T>() * s.scale).collect();
-        softmax_with_sink(&mut sc, s.sinks.get(hq).copied());
+        moe_kernels::act::softmax_with_sink(&mut sc, s.sinks.get(hq).copied());
         oh.fill(T::ZERO);
         for (j, &w) in (lo..=pos).zip(sc.iter()) {
             oh.iter_mut().zip(&values[g][j * dv..(j + 1) * dv]).for_each(|(a, &b)| *a += w * b);
@@ -448,7 +433,7 @@ pub fn attend_seq<T: Real>(s: &LayerSpec<T>, q: &[T], pos0: usize, keys: &[&[T]]
                 let pos = pos0 + t;
                 let (a, b) = (lo(pos) - k0, pos + 1 - k0);
                 row.iter_mut().for_each(|x| *x *= s.scale);
-                softmax_with_sink(&mut row[a..b], s.sinks.get(hq).copied());
+                moe_kernels::act::softmax_with_sink(&mut row[a..b], s.sinks.get(hq).copied());
                 row[..a].fill(T::ZERO);
                 row[b..].fill(T::ZERO);
             }

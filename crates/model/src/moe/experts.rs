@@ -47,9 +47,7 @@ fn plan(d: &Dispatch) -> (bool, Par) {
 fn clamped_swiglu_forward<T: Real>(a: &mut [T], gate: &[T], up: &[T], c: ClampedSwiglu) {
     let (alpha, limit) = (T::from_f64(c.alpha), T::from_f64(c.limit));
     for ((o, &g), &u) in a.iter_mut().zip(gate).zip(up) {
-        let g = g.min(limit);
-        let u = u.max(T::ZERO - limit).min(limit);
-        *o = (u + T::ONE) * g / (T::ONE + (T::ZERO - alpha * g).exp());
+        *o = moe_kernels::act::clamped_swiglu(g, u, alpha, limit);
     }
 }
 

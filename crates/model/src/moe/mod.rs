@@ -86,7 +86,8 @@ pub fn moe_forward<T: Real>(
             let gate = lay.shared_gate.as_ref().map(|gr| {
                 // out_shared[t] = sigmoid(h[t] · w) · mlp(h[t])
                 let w = &p[gr.clone()];
-                let sig: Vec<T> = h.chunks(d_model).map(|ht| sigmoid(ht.iter().zip(w).map(|(&a, &b)| a * b).sum())).collect();
+                let sig: Vec<T> =
+                    h.chunks(d_model).map(|ht| moe_kernels::act::sigmoid_exact(ht.iter().zip(w).map(|(&a, &b)| a * b).sum())).collect();
                 let pre = o.clone();
                 o.chunks_mut(d_model).zip(&sig).for_each(|(row, &sg)| row.iter_mut().for_each(|x| *x *= sg));
                 (pre, sig)
@@ -120,10 +121,6 @@ pub fn moe_forward<T: Real>(
         n_tok: n_tok as u64,
     };
     MoeForward { out, saved: MoeSaved { routing, dispatch: disp, experts, shared, shared_gate }, aux, stats }
-}
-
-fn sigmoid<T: Real>(z: T) -> T {
-    T::ONE / (T::ONE + (T::ZERO - z).exp())
 }
 
 /// Backward of [`moe_forward`]: **accumulates** into `d_h` and the gradients in `g`.

@@ -167,8 +167,10 @@ pub fn moe_forward_reference<T: Real>(
         if let Some(sl) = &lay.shared {
             let y =
                 swiglu_mlp(x, &pf[sl.w_gate.clone().expect("shared is swiglu")], &pf[sl.w_up.clone()], &pf[sl.w_down.clone()], d, sl.d_ff);
+            // Qwen2-MoE: the shared experts' output times sigmoid(x · w_shared_gate)
+            let g = lay.shared_gate.as_ref().map_or(1.0, |gr| 1.0 / (1.0 + (-dot(&pf[gr.clone()], x)).exp()));
             for (a, b) in o.iter_mut().zip(y) {
-                *a += b;
+                *a += g * b;
             }
         }
     }

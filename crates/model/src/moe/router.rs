@@ -164,7 +164,7 @@ pub fn route<T: Real>(
     let mut probs = logits.clone();
     match s.gating {
         Gating::Softmax => moe_kernels::cross_entropy::softmax_rows(&mut probs, e),
-        Gating::Sigmoid => probs.iter_mut().for_each(|v| *v = T::ONE / (T::ONE + (-*v).exp())),
+        Gating::Sigmoid => probs.iter_mut().for_each(|v| *v = moe_kernels::act::sigmoid_exact(*v)),
     }
     let mut idx = vec![0u32; n_tok * k];
     let mut weight = vec![T::ZERO; n_tok * k];
