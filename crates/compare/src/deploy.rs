@@ -268,11 +268,8 @@ pub fn deploy(plans: &[ModelPlan], scale: Scale, dtype: WeightDtype, machine: Ma
         decode_interleaved(&named, &[dtype], &shape.batches, shape.prompt_len, shape.n_decode, shape.rounds, seed, machine)?;
     drop(named);
     drop(models);
-    let mut hardware = Hardware::from_machine(&machine, "this machine", "measured at the start of this comparison");
-    if dtype != WeightDtype::F32 {
-        // the measured peak is f32's; the engine's bf16/int8 paths reach about the same here
-        hardware.peak_gflops_bf16 = Some(machine.peak_gflops);
-    }
+    // no bf16/int8 peaks: `peak_gflops` falls back to the measured f32 peak for them
+    let hardware = Hardware::from_machine(&machine, "this machine", "measured at the start of this comparison");
     let context = setup.prompt_len + setup.n_decode / 2;
     let mut out_models = Vec::with_capacity(cfgs.len());
     for ((name, role, cfg), rows) in cfgs.into_iter().zip(rows) {

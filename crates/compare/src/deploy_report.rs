@@ -77,7 +77,7 @@ pub fn deploy_figures(dir: &Path, d: &DeployResult) -> Result<Vec<Figure>> {
             let mut pts = Vec::new();
             while b <= max_b {
                 pts.push((b as f64, expected_distinct(n, k, b)));
-                b = (b * 2).max(b + 1);
+                b *= 2;
             }
             dist.push(Series { name: format!("D(B) = {n}·(1 − (1 − {k}/{n})^B)"), points: pts, thin: true, ..Default::default() });
         }

@@ -69,10 +69,16 @@ fn print(name: &str, cfg: &ModelConfig, p: &[Prediction]) {
     }
 }
 
+/// This machine: bandwidth and GEMM peak, and the engine's own ceilings fitted on it.
+fn measure_this_machine() -> anyhow::Result<Hardware> {
+    let mut hw = Hardware::calibrate(&today());
+    hw.engine = Some(hw.fit_engine()?);
+    Ok(hw)
+}
+
 pub fn run(a: PlanArgs) -> anyhow::Result<()> {
     if a.calibrate {
-        let mut hw = Hardware::calibrate(&today());
-        hw.engine = Some(hw.fit_engine()?);
+        let hw = measure_this_machine()?;
         let text = format!("# This machine, measured by `moe plan --calibrate` on {}.\n{}", today(), hw.to_toml());
         match &a.out {
             Some(p) => {
@@ -87,9 +93,7 @@ pub fn run(a: PlanArgs) -> anyhow::Result<()> {
         Some(p) => Hardware::load(p)?,
         None => {
             eprintln!("no --hardware: measuring this machine (moe plan --calibrate)");
-            let mut hw = Hardware::calibrate(&today());
-            hw.engine = Some(hw.fit_engine()?);
-            hw
+            measure_this_machine()?
         }
     };
     let path = a.config.as_ref().or(a.model.as_ref()).context("--config or --model is required")?;
