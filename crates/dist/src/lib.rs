@@ -1,0 +1,234 @@
+//! Communicators for running one model over several processes: the small set of collectives
+//! data and expert parallelism need, behind one trait with three backends.
+//!
+//! - [`Single`]: one process, size 1, every collective a copy. The default; needs nothing.
+//! - [`threads::spawn`]: `n` ranks as threads of one process, for tests of the parallel code
+//!   paths on any machine (every collective is an all-gather of byte blobs: slow, plainly correct).
+//! - `mpi` (cargo feature `mpi`): MPI through rsmpi, one rank per process, launched by `mpirun`.
+//!
+//! Every collective is called by every rank of the communicator, in the same order, from the
+//! thread that created the communicator (MPI is initialised with `MPI_THREAD_FUNNELED`). Sums
+//! give the same bits on every rank (the MPI backend reduces to rank 0 and broadcasts; the others
+//! add in rank order), so replicas updated from them stay bitwise identical.
+//!
+//! Errors inside a collective are fatal, as MPI's default handler makes them: the job aborts.
+//! [`install_abort_on_panic`] makes a panic on any rank end the whole job with a non-zero exit
+//! instead of leaving the other ranks waiting in a collective forever.
+
+use std::sync::Arc;
+
+pub mod threads;
+
+#[cfg(feature = "mpi")]
+pub mod mpi_comm;
+
+/// A group of ranks that run collectives together.
+pub trait Comm: Send + Sync {
+    /// This rank, `0..size`.
+    fn rank(&self) -> usize;
+    /// Ranks in the group.
+    fn size(&self) -> usize;
+    /// Backend name (`single`, `threads`, `mpi`), for logs.
+    fn backend(&self) -> &'static str;
+    /// Collective: ranks passing the same `color` form a new communicator, ranked by `key`
+    /// (ties by the rank here).
+    fn split(&self, color: usize, key: usize) -> Arc<dyn Comm>;
+    /// Collective: every rank's `send` (sizes may differ), in rank order.
+    fn all_gather_bytes(&self, send: &[u8]) -> Vec<Vec<u8>>;
+    /// Collective: `send` is `size` consecutive pieces of `counts[q]` bytes, piece `q` for rank
+    /// `q`. Returns the pieces received, concatenated in source-rank order, and their sizes.
+    fn all_to_all_v_bytes(&self, send: &[u8], counts: &[usize]) -> (Vec<u8>, Vec<usize>);
+    /// Collective: element-wise sum over ranks, the same bits on every rank.
+    fn all_reduce_sum_f64(&self, v: &mut [f64]);
+    /// Collective: element-wise sum over ranks, the same bits on every rank.
+    fn all_reduce_sum_f32(&self, v: &mut [f32]);
+    /// Collective: element-wise sum over ranks.
+    fn all_reduce_sum_u64(&self, v: &mut [u64]);
+    /// Collective: `root`'s `buf` (its length too) replaces everyone's.
+    fn broadcast_bytes(&self, buf: &mut Vec<u8>, root: usize);
+    /// Collective: returns when every rank has entered.
+    fn barrier(&self);
+    /// End the whole job (every rank, every process) with exit status `code`.
+    fn abort(&self, code: i32) -> !;
+}
+
+/// One process: size 1.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Single;
+
+impl Comm for Single {
+    fn rank(&self) -> usize {
+        0
+    }
+    fn size(&self) -> usize {
+        1
+    }
+    fn backend(&self) -> &'static str {
+        "single"
+    }
+    fn split(&self, _color: usize, _key: usize) -> Arc<dyn Comm> {
+        Arc::new(Single)
+    }
+    fn all_gather_bytes(&self, send: &[u8]) -> Vec<Vec<u8>> {
+        vec![send.to_vec()]
+    }
+    fn all_to_all_v_bytes(&self, send: &[u8], counts: &[usize]) -> (Vec<u8>, Vec<usize>) {
+        assert_eq!(counts, [send.len()], "one rank: one piece, the whole buffer");
+        (send.to_vec(), vec![send.len()])
+    }
+    fn all_reduce_sum_f64(&self, _v: &mut [f64]) {}
+    fn all_reduce_sum_f32(&self, _v: &mut [f32]) {}
+    fn all_reduce_sum_u64(&self, _v: &mut [u64]) {}
+    fn broadcast_bytes(&self, _buf: &mut Vec<u8>, root: usize) {
+        assert_eq!(root, 0, "one rank");
+    }
+    fn barrier(&self) {}
+    fn abort(&self, code: i32) -> ! {
+        std::process::exit(code)
+    }
+}
+
+/// Plain old data: any bit pattern is a value and there is no padding, so a slice of it can be
+/// sent as bytes.
+///
+/// # Safety
+/// Implement only for types with no padding and no invalid bit patterns.
+pub unsafe trait Plain: Copy + Default + 'static {}
+// SAFETY: primitive numbers: no padding, every bit pattern valid.
+unsafe impl Plain for u8 {}
+unsafe impl Plain for u32 {}
+unsafe impl Plain for u64 {}
+unsafe impl Plain for i32 {}
+unsafe impl Plain for i64 {}
+unsafe impl Plain for f32 {}
+unsafe impl Plain for f64 {}
+
+/// The bytes of a slice of plain values.
+pub fn bytes_of<T: Plain>(s: &[T]) -> &[u8] {
+    // SAFETY: `T: Plain` has no padding; the length covers exactly the slice's memory.
+    unsafe { std::slice::from_raw_parts(s.as_ptr().cast::<u8>(), std::mem::size_of_val(s)) }
+}
+
+/// Values from bytes written by [`bytes_of`] (a length not a multiple of the size panics).
+pub fn from_bytes<T: Plain>(b: &[u8]) -> Vec<T> {
+    let sz = std::mem::size_of::<T>();
+    assert_eq!(b.len() % sz, 0, "{} bytes are not a whole number of {sz}-byte values", b.len());
+    let mut v = vec![T::default(); b.len() / sz];
+    // SAFETY: `T: Plain` accepts every bit pattern; `v` owns exactly `b.len()` bytes.
+    unsafe { std::ptr::copy_nonoverlapping(b.as_ptr(), v.as_mut_ptr().cast::<u8>(), b.len()) };
+    v
+}
+
+/// Typed [`Comm::all_to_all_v_bytes`]: `counts` and the returned counts are in elements.
+pub fn all_to_all_v<T: Plain>(c: &dyn Comm, send: &[T], counts: &[usize]) -> (Vec<T>, Vec<usize>) {
+    let sz = std::mem::size_of::<T>();
+    let byte_counts: Vec<usize> = counts.iter().map(|&n| n * sz).collect();
+    let (b, rc) = c.all_to_all_v_bytes(bytes_of(send), &byte_counts);
+    (from_bytes(&b), rc.into_iter().map(|n| n / sz).collect())
+}
+
+/// Typed [`Comm::all_gather_bytes`].
+pub fn all_gather<T: Plain>(c: &dyn Comm, send: &[T]) -> Vec<Vec<T>> {
+    c.all_gather_bytes(bytes_of(send)).iter().map(|b| from_bytes(b)).collect()
+}
+
+/// Typed [`Comm::broadcast_bytes`].
+pub fn broadcast<T: Plain>(c: &dyn Comm, v: &mut Vec<T>, root: usize) {
+    let mut b = bytes_of(v).to_vec();
+    c.broadcast_bytes(&mut b, root);
+    *v = from_bytes(&b);
+}
+
+/// Make a panic on this rank abort the whole job through `comm` (after printing the panic message
+/// with the rank), so that no other rank waits forever in a collective. Call once, after the
+/// communicator exists.
+pub fn install_abort_on_panic(comm: Arc<dyn Comm>) {
+    let prev = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        eprintln!("rank {} of {}: panic; aborting the job", comm.rank(), comm.size());
+        prev(info);
+        comm.abort(101);
+    }));
+}
+
+/// The layout of a data- and expert-parallel job: `world = ep × edp` ranks; rank
+/// `r = d·ep + p` is expert-parallel rank `p` of data group `d`. The ranks of one expert-parallel
+/// group (consecutive ranks) exchange tokens and together hold every expert once; the ranks of one
+/// expert-data-parallel group (stride `ep`) hold the same experts.
+#[derive(Clone)]
+pub struct Groups {
+    /// every rank
+    pub world: Arc<dyn Comm>,
+    /// the expert-parallel group of this rank (size `ep`)
+    pub ep: Arc<dyn Comm>,
+    /// the expert-data-parallel group of this rank (size `world / ep`)
+    pub edp: Arc<dyn Comm>,
+}
+
+impl std::fmt::Debug for Groups {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "Groups {{ backend: {}, world: {}/{}, ep: {}/{}, edp: {}/{} }}",
+            self.world.backend(),
+            self.world.rank(),
+            self.world.size(),
+            self.ep.rank(),
+            self.ep.size(),
+            self.edp.rank(),
+            self.edp.size()
+        )
+    }
+}
+
+impl Groups {
+    /// Split `world` into expert-parallel groups of `ep` consecutive ranks (collective).
+    /// `ep` must divide the world size.
+    pub fn new(world: Arc<dyn Comm>, ep: usize) -> Result<Groups, String> {
+        let n = world.size();
+        if ep == 0 || n % ep != 0 {
+            return Err(format!("--expert-parallel {ep} does not divide the {n} ranks of the job"));
+        }
+        let r = world.rank();
+        let ep_comm = world.split(r / ep, r % ep);
+        let edp_comm = world.split(r % ep, r / ep);
+        Ok(Groups { world, ep: ep_comm, edp: edp_comm })
+    }
+
+    /// One process.
+    pub fn single() -> Groups {
+        Groups { world: Arc::new(Single), ep: Arc::new(Single), edp: Arc::new(Single) }
+    }
+
+    /// Whether this is a one-rank job.
+    pub fn is_single(&self) -> bool {
+        self.world.size() == 1
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bytes_round_trip() {
+        let v = [1.5f32, -0.0, f32::MAX, 3.25];
+        assert_eq!(from_bytes::<f32>(bytes_of(&v)), v);
+        let w = [u64::MAX, 7];
+        assert_eq!(from_bytes::<u64>(bytes_of(&w)), w);
+    }
+
+    #[test]
+    fn single_is_identity() {
+        let c = Single;
+        let (r, n) = all_to_all_v(&c, &[1u32, 2, 3], &[3]);
+        assert_eq!((r, n), (vec![1, 2, 3], vec![3]));
+        assert_eq!(all_gather(&c, &[4.0f64]), vec![vec![4.0]]);
+        let mut s = [1.0f64, 2.0];
+        c.all_reduce_sum_f64(&mut s);
+        assert_eq!(s, [1.0, 2.0]);
+        let g = Groups::new(Arc::new(Single), 1).unwrap();
+        assert!(g.is_single());
+        assert!(Groups::new(Arc::new(Single), 2).is_err());
+    }
+}
