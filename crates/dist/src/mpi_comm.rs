@@ -24,8 +24,8 @@ pub struct MpiRuntime {
 
 /// Initialise MPI and return the world communicator.
 pub fn init() -> Result<(MpiRuntime, Arc<dyn Comm>), String> {
-    let (universe, _level) = mpi::initialize_with_threading(mpi::Threading::Funneled)
-        .ok_or_else(|| "MPI is already initialised in this process".to_string())?;
+    let (universe, _level) =
+        mpi::initialize_with_threading(mpi::Threading::Funneled).ok_or_else(|| "MPI is already initialised in this process".to_string())?;
     let world = universe.world();
     Ok((MpiRuntime { _universe: universe }, Arc::new(MpiComm { comm: world })))
 }

@@ -185,7 +185,7 @@ pub fn forward_step_with<T: Real, S: AsRef<[u32]>>(
             FfnLayout::Dense(ml) => mlp_forward(p, ml, &h, n, d, Par::Pool).0,
             FfnLayout::Moe(ml) => {
                 let mc = dropless.as_ref().expect("MoE layer implies a moe config");
-                let out = moe_forward(p, ml, mc, &model.selection_bias[i], &h, n, d, i);
+                let out = moe_forward(p, ml, mc, &model.selection_bias[i], &h, n, d, i, None);
                 if opts.routing {
                     let r = &out.saved.routing;
                     let mut seen = vec![false; ml.n_expert];

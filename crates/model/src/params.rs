@@ -131,13 +131,18 @@ pub struct MlpLayout {
 pub struct MoeLayout {
     /// routed experts in this layer
     pub n_expert: usize,
+    /// global id of the first expert this process holds (0 unless experts are sharded)
+    pub first_expert: usize,
+    /// experts this process holds, `first_expert..first_expert + n_local` (`n_expert` unless
+    /// sharded); the expert stacks and expert biases below hold these only
+    pub n_local: usize,
     /// `[n_expert, d_model]`
     pub router: Range<usize>,
-    /// `[n_expert, d_expert, d_model]`
+    /// `[n_local, d_expert, d_model]`
     pub w_gate: Range<usize>,
-    /// `[n_expert, d_expert, d_model]`
+    /// `[n_local, d_expert, d_model]`
     pub w_up: Range<usize>,
-    /// `[n_expert, d_model, d_expert]`
+    /// `[n_local, d_model, d_expert]`
     pub w_down: Range<usize>,
     /// shared experts as one SwiGLU MLP
     pub shared: Option<MlpLayout>,
@@ -147,7 +152,7 @@ pub struct MoeLayout {
     pub router_bias: Option<Range<usize>>,
     /// `[n_expert]` fixed selection bias (`moe.ext.selection_bias`)
     pub selection_bias: Option<Range<usize>>,
-    /// expert biases `[n_expert, d_expert]` (gate, up) and `[n_expert, d_model]` (down)
+    /// expert biases `[n_local, d_expert]` (gate, up) and `[n_local, d_model]` (down)
     pub expert_bias: Option<[Range<usize>; 3]>,
 }
 
@@ -198,6 +203,23 @@ fn mlp_layout(t: &mut ParamTable, prefix: &str, d_model: usize, d_ff: usize, act
 
 /// Build the parameter table and layout of a (validated) config.
 pub fn build_layout(cfg: &ModelConfig) -> (ParamTable, ModelLayout) {
+    build_layout_sharded(cfg, 0, 1).expect("one shard always divides")
+}
+
+/// Like [`build_layout`], for expert-parallel rank `rank` of `size`: every MoE layer's routed
+/// experts are split into `size` contiguous ranges of equal length and this layout holds range
+/// `rank` (tensors keep their names; the expert stacks are `[n_expert / size, …]`). Everything
+/// else is whole. An expert count that `size` does not divide is an error naming the layer.
+pub fn build_layout_sharded(cfg: &ModelConfig, rank: usize, size: usize) -> Result<(ParamTable, ModelLayout), String> {
+    for (i, kind) in cfg.ffn_kinds().into_iter().enumerate() {
+        if let FfnKind::Moe { n_expert } = kind {
+            if n_expert % size != 0 {
+                return Err(format!(
+                    "layer {i} has {n_expert} routed experts, which {size} expert-parallel ranks cannot share equally; use an expert-parallel size that divides every layer's expert count"
+                ));
+            }
+        }
+    }
     let mut t = ParamTable::default();
     let d = cfg.d_model;
     let dh = cfg.d_head();
@@ -289,11 +311,13 @@ pub fn build_layout(cfg: &ModelConfig) -> (ParamTable, ModelLayout) {
             FfnKind::Moe { n_expert } => {
                 let m = cfg.moe.as_ref().expect("MoE layer implies a moe config");
                 let de = m.d_expert;
+                let n_local = n_expert / size;
+                let first_global = rank * n_local;
                 let router = t.push(format!("layers.{i}.ffn.router.weight"), &[n_expert, d], true, Init::Normal(std));
                 let first_expert = t.entries.len();
-                let w_gate = t.push(format!("layers.{i}.ffn.experts.w_gate"), &[n_expert, de, d], true, Init::Normal(std));
-                let w_up = t.push(format!("layers.{i}.ffn.experts.w_up"), &[n_expert, de, d], true, Init::Normal(std));
-                let w_down = t.push(format!("layers.{i}.ffn.experts.w_down"), &[n_expert, d, de], true, Init::Normal(std_out));
+                let w_gate = t.push(format!("layers.{i}.ffn.experts.w_gate"), &[n_local, de, d], true, Init::Normal(std));
+                let w_up = t.push(format!("layers.{i}.ffn.experts.w_up"), &[n_local, de, d], true, Init::Normal(std));
+                let w_down = t.push(format!("layers.{i}.ffn.experts.w_down"), &[n_local, d, de], true, Init::Normal(std_out));
                 for e in &mut t.entries[first_expert..] {
                     e.routed_expert = true;
                 }
@@ -308,9 +332,9 @@ pub fn build_layout(cfg: &ModelConfig) -> (ParamTable, ModelLayout) {
                     .then(|| t.push(format!("layers.{i}.ffn.router.fixed_selection_bias"), &[n_expert], false, Init::Zeros));
                 let expert_bias = x.expert_bias.then(|| {
                     let b = [
-                        t.push(format!("layers.{i}.ffn.experts.b_gate"), &[n_expert, de], false, Init::Zeros),
-                        t.push(format!("layers.{i}.ffn.experts.b_up"), &[n_expert, de], false, Init::Zeros),
-                        t.push(format!("layers.{i}.ffn.experts.b_down"), &[n_expert, d], false, Init::Zeros),
+                        t.push(format!("layers.{i}.ffn.experts.b_gate"), &[n_local, de], false, Init::Zeros),
+                        t.push(format!("layers.{i}.ffn.experts.b_up"), &[n_local, de], false, Init::Zeros),
+                        t.push(format!("layers.{i}.ffn.experts.b_down"), &[n_local, d], false, Init::Zeros),
                     ];
                     let n = t.entries.len();
                     t.entries[n - 3..].iter_mut().for_each(|e| e.routed_expert = true);
@@ -318,6 +342,8 @@ pub fn build_layout(cfg: &ModelConfig) -> (ParamTable, ModelLayout) {
                 });
                 FfnLayout::Moe(MoeLayout {
                     n_expert,
+                    first_expert: first_global,
+                    n_local,
                     router,
                     w_gate,
                     w_up,
@@ -338,5 +364,34 @@ pub fn build_layout(cfg: &ModelConfig) -> (ParamTable, ModelLayout) {
     } else {
         t.push("lm_head.weight".into(), &[cfg.n_vocab, d], true, Init::Normal(std))
     };
-    (t, ModelLayout { tok_embeddings, blocks, norm, lm_head })
+    Ok((t, ModelLayout { tok_embeddings, blocks, norm, lm_head }))
+}
+
+/// The part of `full` (laid out by `full_table`) that expert-parallel rank `rank` of `size` holds,
+/// laid out by `local_table` (from [`build_layout_sharded`] with the same `rank` and `size`):
+/// routed-expert tensors are cut to the rank's contiguous range of experts, the rest copied.
+pub fn shard_params<T: Copy>(full_table: &ParamTable, full: &[T], local_table: &ParamTable, rank: usize) -> Vec<T> {
+    let mut out = Vec::with_capacity(local_table.total);
+    for e in &local_table.entries {
+        let f = full_table.get(&e.name).expect("the sharded table names the full table's tensors");
+        let start = if e.routed_expert { f.offset + rank * e.len } else { f.offset };
+        out.extend_from_slice(&full[start..start + e.len]);
+    }
+    out
+}
+
+/// The inverse of [`shard_params`]: the full buffer from every rank's shard (`shards[r]` laid
+/// out by `tables[r]`).
+pub fn unshard_params<T: Copy + Default>(full_table: &ParamTable, tables: &[ParamTable], shards: &[Vec<T>]) -> Vec<T> {
+    let mut full = vec![T::default(); full_table.total];
+    for (rank, (t, s)) in tables.iter().zip(shards).enumerate() {
+        for e in &t.entries {
+            if e.routed_expert || rank == 0 {
+                let f = full_table.get(&e.name).expect("the sharded table names the full table's tensors");
+                let start = if e.routed_expert { f.offset + rank * e.len } else { f.offset };
+                full[start..start + e.len].copy_from_slice(&s[e.range()]);
+            }
+        }
+    }
+    full
 }

@@ -10,8 +10,9 @@ use crate::moe::aux::AuxLosses;
 use crate::moe::router::Routing;
 use crate::moe::stats::RoutingStats;
 use crate::moe::{moe_backward, moe_forward, MoeSaved};
-use crate::params::{build_layout, FfnLayout, Init, ModelLayout, ParamTable};
+use crate::params::{build_layout, build_layout_sharded, shard_params, unshard_params, FfnLayout, Init, ModelLayout, ParamTable};
 use crate::stored::MatrixStore;
+use moe_dist::Groups;
 use moe_kernels::attention::AttnShape;
 use moe_kernels::cross_entropy::{cross_entropy_forward, cross_entropy_fused_inplace};
 use moe_kernels::embedding::{embedding_backward, embedding_forward};
@@ -46,6 +47,11 @@ pub struct Transformer<T: Real = f32> {
     /// matrices kept in their checkpoint format instead of `params` (empty unless loaded with
     /// `HfOptions::keep_dtype`; see [`crate::stored`])
     pub stored: MatrixStore,
+    /// this process's place in a data- and expert-parallel job (`None`: one process). Then
+    /// `table`, `layout` and `params` hold this process's experts only ([`Transformer::shard`]),
+    /// every forward and backward is collective over these groups, and a batch given to them is
+    /// this process's share of the job's batch.
+    pub dist: Option<Groups>,
 }
 
 /// Loss and balance report of one MoE layer.
@@ -153,7 +159,7 @@ impl<T: Real> Transformer<T> {
             })
             .collect();
         let rope = rope_table(&cfg);
-        Ok(Transformer { cfg, table, layout, params, selection_bias, rope, stored: MatrixStore::default() })
+        Ok(Transformer { cfg, table, layout, params, selection_bias, rope, stored: MatrixStore::default(), dist: None })
     }
 
     /// A freshly initialised model (GPT-2 style: N(0, 0.02), output projections scaled by
@@ -189,6 +195,63 @@ impl<T: Real> Transformer<T> {
             selection_bias: self.selection_bias.clone(),
             rope: rope_table(&self.cfg),
             stored: self.stored.clone(),
+            dist: self.dist.clone(),
+        }
+    }
+
+    /// This whole model as expert-parallel rank `groups.ep.rank()` of a job laid out by `groups`:
+    /// keeps the rank's contiguous range of each MoE layer's experts ([`build_layout_sharded`]).
+    /// With one process (or `groups.ep` of size 1) only `dist` is set.
+    pub fn shard(mut self, groups: Groups) -> Result<Self> {
+        if self.dist.is_some() {
+            return Err(Error::BadInput("the model is already sharded".into()));
+        }
+        self.check_materialized()?;
+        let (rank, size) = (groups.ep.rank(), groups.ep.size());
+        if size > 1 {
+            let (table, layout) = build_layout_sharded(&self.cfg, rank, size)
+                .map_err(|reason| Error::InvalidConfig { field: "moe.n_expert".into(), reason })?;
+            self.params = shard_params(&self.table, &self.params, &table, rank);
+            self.table = table;
+            self.layout = layout;
+        }
+        self.dist = Some(groups);
+        Ok(self)
+    }
+
+    /// The whole model's table (every expert), whatever this process holds.
+    pub fn full_table(&self) -> ParamTable {
+        match &self.dist {
+            Some(g) if g.ep.size() > 1 => build_layout(&self.cfg).0,
+            _ => self.table.clone(),
+        }
+    }
+
+    /// `buf`, laid out by this process's `table` (parameters, gradients, optimizer moments), as
+    /// the whole model's buffer ([`Transformer::full_table`]), gathered from every expert-parallel
+    /// rank (collective over `dist.ep`; a copy in one process).
+    pub fn gather_full(&self, buf: &[T]) -> Vec<T> {
+        match &self.dist {
+            Some(g) if g.ep.size() > 1 => {
+                let ep = g.ep.as_ref();
+                let shards: Vec<Vec<T>> = ep
+                    .all_gather_bytes(crate::moe::parallel::real_bytes(buf))
+                    .iter()
+                    .map(|b| crate::moe::parallel::real_from_bytes(b))
+                    .collect();
+                let tables: Vec<ParamTable> =
+                    (0..ep.size()).map(|r| build_layout_sharded(&self.cfg, r, ep.size()).expect("sharded before").0).collect();
+                unshard_params(&build_layout(&self.cfg).0, &tables, &shards)
+            }
+            _ => buf.to_vec(),
+        }
+    }
+
+    /// This process's part of a whole-model buffer laid out by [`Transformer::full_table`].
+    pub fn shard_buffer<U: Copy>(&self, full: &[U]) -> Vec<U> {
+        match &self.dist {
+            Some(g) if g.ep.size() > 1 => shard_params(&build_layout(&self.cfg).0, full, &self.table, g.ep.rank()),
+            _ => full.to_vec(),
         }
     }
 
@@ -211,7 +274,9 @@ impl<T: Real> Transformer<T> {
 
     fn check_input(&self, inputs: &[u32], targets: Option<&[u32]>, n_seq: usize, seq_len: usize) -> Result<()> {
         self.check_materialized()?;
-        if n_seq == 0 || seq_len == 0 {
+        // a process of a parallel job may have an empty share of a small batch: it still joins
+        // the collectives
+        if (n_seq == 0 && self.dist.is_none()) || seq_len == 0 {
             return Err(Error::BadInput("empty batch".into()));
         }
         if n_seq.checked_mul(seq_len) != Some(inputs.len()) {
@@ -293,7 +358,7 @@ impl<T: Real> Transformer<T> {
             }
             FfnLayout::Moe(ml) => {
                 let mc = self.cfg.moe.as_ref().expect("MoE layer implies a moe config");
-                let out = moe_forward(p, ml, mc, &self.selection_bias[i], &h2, n, d, i);
+                let out = moe_forward(p, ml, mc, &self.selection_bias[i], &h2, n, d, i, self.dist.as_ref());
                 let rep = MoeLayerReport { layer: i, aux: out.aux, stats: out.stats };
                 (out.out, FfnSaved::Moe(Box::new(out.saved)), Some(rep))
             }
@@ -314,7 +379,7 @@ impl<T: Real> Transformer<T> {
             (FfnLayout::Dense(ml), FfnSaved::Dense(ms)) => mlp_backward(&mut d_h2, g, d_x, &s.h2, ms, p, ml, n, d, Par::Pool),
             (FfnLayout::Moe(ml), FfnSaved::Moe(ms)) => {
                 let mc = self.cfg.moe.as_ref().expect("MoE layer implies a moe config");
-                moe_backward(&mut d_h2, g, d_x, &s.h2, ms, p, ml, mc, n, d, aux_scale);
+                moe_backward(&mut d_h2, g, d_x, &s.h2, ms, p, ml, mc, n, d, aux_scale, self.dist.as_ref());
             }
             _ => unreachable!("saved activations match the layout"),
         }
@@ -340,6 +405,9 @@ impl<T: Real> Transformer<T> {
     /// accumulates the head's weight gradient for `scale · mean CE`.
     fn head_loss(&self, xf: &[T], targets: &[u32], mut grad: Option<(&mut [T], &mut [T], f64)>) -> f64 {
         let (n, d, v) = (targets.len(), self.cfg.d_model, self.cfg.n_vocab);
+        if n == 0 {
+            return 0.0; // an empty share of a parallel job's batch
+        }
         let lm = self.layout.lm_head.clone();
         let w = &self.params[lm.clone()];
         let rows = (HEAD_CHUNK_ELEMS / v).clamp(1, n);
@@ -425,6 +493,10 @@ impl<T: Real> Transformer<T> {
 
     /// Forward and backward of `scale · loss`; gradients are **accumulated** into `grads`
     /// (same layout as `params`). Use `scale = 1 / n_micro` for gradient accumulation.
+    ///
+    /// With `dist` the batch is this process's share and the gradients its share of the whole
+    /// batch's (sum them over the world: replicated tensors over `world`, experts over `edp`);
+    /// the report's CE is this share's mean and its aux/z this share's part of the global loss.
     pub fn forward_backward(
         &self,
         inputs: &[u32],
@@ -449,7 +521,17 @@ impl<T: Real> Transformer<T> {
         let (x, saved, moe, _) = self.blocks_forward(inputs, n_seq, seq_len, true)?;
         let (xf, rstd) = self.final_norm(&x, n);
         let mut d_xf = vec![T::ZERO; n * d];
-        let ce = self.head_loss(&xf, targets, Some((&mut d_xf, &mut *grads, scale)));
+        // several processes: the CE is the mean over the whole batch, so this share's gradient
+        // carries n / n_global of it (the aux losses already use global counts)
+        let ce_scale = match &self.dist {
+            Some(g) => {
+                let mut n_global = [n as u64];
+                g.world.all_reduce_sum_u64(&mut n_global);
+                scale * n as f64 / n_global[0] as f64
+            }
+            None => scale,
+        };
+        let ce = self.head_loss(&xf, targets, Some((&mut d_xf, &mut *grads, ce_scale)));
         let rep = report(ce, moe);
         let mut d_x = vec![T::ZERO; n * d];
         let gn = &mut grads[self.layout.norm.clone()];

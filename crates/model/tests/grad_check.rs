@@ -123,7 +123,7 @@ fn capacity_dropped_assignment_gets_exactly_zero_gradient() {
     let (n, d) = (12, 8);
     let mut rng = Rng(88);
     let h: Vec<f64> = (0..n * d).map(|_| rng.sym()).collect();
-    let fwd = moe_forward(&m.params, lay, &mc, &[], &h, n, d, 0);
+    let fwd = moe_forward(&m.params, lay, &mc, &[], &h, n, d, 0, None);
     let r = &fwd.saved.routing;
     let dropped: Vec<usize> = (0..n).filter(|&t| !r.kept[t]).collect();
     let kept: Vec<usize> = (0..n).filter(|&t| r.kept[t]).collect();
@@ -139,7 +139,7 @@ fn capacity_dropped_assignment_gets_exactly_zero_gradient() {
         }
         let mut g = vec![0.0f64; m.params.len()];
         let mut d_h = vec![0.0f64; n * d];
-        moe_backward(&mut d_h, &mut g, &d_out, &h, &fwd.saved, &m.params, lay, &mc, n, d, 1.0);
+        moe_backward(&mut d_h, &mut g, &d_out, &h, &fwd.saved, &m.params, lay, &mc, n, d, 1.0, None);
         (g, d_h)
     };
     let (g, d_h) = backward(&dropped);

@@ -91,7 +91,7 @@ fn grouped_vs_reference<T: Real>(c: &GroupedCase, seed: u64) -> moe_model::moe::
     let d = m.cfg.d_model;
     let mut rng = Rng(seed.wrapping_mul(31) + 7);
     let h: Vec<T> = (0..c.n_tok * d).map(|_| T::from_f64(1.5 * rng.sym())).collect();
-    let fwd = moe_forward(&m.params, &lay, &mc, &c.bias, &h, c.n_tok, d, 0);
+    let fwd = moe_forward(&m.params, &lay, &mc, &c.bias, &h, c.n_tok, d, 0, None);
     let want = moe_forward_reference(&m.params, &lay, &mc, &c.bias, &h, c.n_tok, d);
     let tol = if std::mem::size_of::<T>() == 4 { 2e-6 } else { 1e-13 } * max_abs(&want).max(1.0);
     assert_close(&format!("grouped vs reference ({} bytes)\n{}", std::mem::size_of::<T>(), c.text), &fwd.out, &want, tol, 0.0);

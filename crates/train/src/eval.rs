@@ -3,6 +3,7 @@
 
 use crate::error::{Error, Result};
 use crate::load::load_run;
+use crate::parallel::share;
 use crate::run_data::{build_dataset, encode_documents};
 use moe_data::{eval_batches, load_documents};
 use moe_model::Transformer;
@@ -29,7 +30,8 @@ impl EvalStats {
 
 /// Evaluate `model` on sequential, non-overlapping windows of `seq_len` tokens of `tokens`,
 /// `batch_size` windows at a time, at most `max_batches` batches. Errors when `tokens` cannot
-/// fill one window.
+/// fill one window. With `model.dist`, every process of the job calls it with the same tokens
+/// and takes its share of each batch; all get the whole evaluation's result.
 pub fn evaluate(
     model: &Transformer<f32>,
     tokens: &[u32],
@@ -45,12 +47,32 @@ pub fn evaluate(
         ))));
     }
     let (mut ce, mut loss, mut n) = (0.0f64, 0.0f64, 0u64);
-    for b in &batches {
-        let rep = model.loss(&b.inputs, &b.targets, b.batch_size, b.seq_len)?;
-        let k = b.inputs.len() as u64;
-        ce += rep.ce * k as f64;
-        loss += rep.loss * k as f64;
-        n += k;
+    match &model.dist {
+        None => {
+            for b in &batches {
+                let rep = model.loss(&b.inputs, &b.targets, b.batch_size, b.seq_len)?;
+                let k = b.inputs.len() as u64;
+                ce += rep.ce * k as f64;
+                loss += rep.loss * k as f64;
+                n += k;
+            }
+        }
+        Some(g) => {
+            // each process its share of every batch (collective); a share's aux and z are its
+            // part of the batch's, which is weighted by the whole batch's tokens
+            let mut sums = [0.0f64; 3];
+            for b in &batches {
+                let mine = share(b, g.world.rank(), g.world.size());
+                let rep = model.loss(&mine.inputs, &mine.targets, mine.batch_size, mine.seq_len)?;
+                let k = mine.inputs.len() as f64;
+                sums[0] += rep.ce * k;
+                sums[1] += rep.ce * k + (rep.aux + rep.z) * b.inputs.len() as f64;
+                sums[2] += k;
+            }
+            g.world.all_reduce_sum_f64(&mut sums);
+            [ce, loss] = [sums[0], sums[1]];
+            n = sums[2] as u64;
+        }
     }
     Ok(EvalStats { ce: ce / n as f64, loss: loss / n as f64, n_tokens: n })
 }

@@ -30,6 +30,7 @@ pub mod error;
 pub mod eval;
 pub mod load;
 pub mod optimizer;
+pub mod parallel;
 pub mod run_data;
 pub mod run_dir;
 pub mod schedule;

@@ -115,6 +115,20 @@ impl AdamW {
             ))));
         }
         let norm = grad_norm(grads);
+        self.step_with_norm(params, grads, lr, norm)
+    }
+
+    /// [`AdamW::step`] with the global gradient norm given: with several processes it is the
+    /// norm over every process's gradients, which this one cannot compute alone.
+    pub fn step_with_norm(&mut self, params: &mut [f32], grads: &mut [f32], lr: f64, norm: f64) -> Result<f64> {
+        if params.len() != self.table.total || grads.len() != self.table.total {
+            return Err(Error::Model(moe_model::Error::BadInput(format!(
+                "optimizer built for {} parameters, given {} parameters and {} gradients",
+                self.table.total,
+                params.len(),
+                grads.len()
+            ))));
+        }
         if !norm.is_finite() {
             let bad = self.table.entries.iter().find_map(|e| {
                 grads[e.range()]

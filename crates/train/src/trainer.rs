@@ -11,12 +11,14 @@
 use crate::config::ExperimentConfig;
 use crate::error::{Error, Result};
 use crate::eval::{evaluate, EvalStats};
-use crate::optimizer::{AdamW, AdamWConfig};
+use crate::optimizer::{grad_norm, AdamW, AdamWConfig};
+use crate::parallel::{check_same_config, global_grad_norm, reduce_grads, reduce_stats, share};
 use crate::run_data::{build_dataset, check_tokenizer_fits, load_tokenizer};
 use crate::run_dir::{read_state, MetricsWriter, RunDir, TrainState, MODEL_FILE, OPTIMIZER_FILE};
 use crate::schedule::Schedule;
 use indicatif::{ProgressBar, ProgressStyle};
 use moe_data::{Batch, Batcher};
+use moe_dist::Groups;
 use moe_model::moe::stats::RoutingStats;
 use moe_model::Transformer;
 use serde::{Deserialize, Serialize};
@@ -31,6 +33,10 @@ pub struct TrainOptions {
     pub resume: bool,
     /// show a progress bar on stderr
     pub progress: bool,
+    /// this process's place in a data- and expert-parallel job (`None`: one process). Every rank
+    /// calls [`train`] with the same experiment; rank 0 alone writes the run directory, which the
+    /// others read when resuming (a shared filesystem on a cluster).
+    pub dist: Option<Groups>,
 }
 
 /// What a finished [`train`] call reports.
@@ -75,6 +81,10 @@ pub struct StepReport {
 /// `1/micro.len()`): zero `grads`, forward/backward each, clip, AdamW at `lr`, then the
 /// aux-loss-free selection-bias update from the step's routing counts.
 ///
+/// With `model.dist` the micro-batches are the job's and this process takes its share of each
+/// ([`share`]); gradients, losses, statistics and the norm are summed over the job, so every rank
+/// takes the step one process would take on the whole batch (collective).
+///
 /// A NaN or infinite loss or gradient (or router gate) is [`Error::Diverged`], naming the
 /// optimizer's step (`opt.t + 1`), and leaves the model and optimizer as they were.
 pub fn train_step(model: &mut Transformer<f32>, opt: &mut AdamW, grads: &mut [f32], micro: &[Batch], lr: f64) -> Result<StepReport> {
@@ -85,13 +95,19 @@ pub fn train_step(model: &mut Transformer<f32>, opt: &mut AdamW, grads: &mut [f3
     grads.fill(0.0);
     let scale = 1.0 / micro.len() as f64;
     let mut r = StepReport { lr, ..Default::default() };
+    let dist = model.dist.clone();
     for b in micro {
-        let rep = model.forward_backward(&b.inputs, &b.targets, b.batch_size, b.seq_len, grads, scale).map_err(|e| match e {
-            moe_model::Error::Diverged { what } => Error::Diverged { step, what },
-            e => Error::Model(e),
-        })?;
+        let part = dist.as_ref().map(|g| share(b, g.world.rank(), g.world.size()));
+        let mine = part.as_ref().unwrap_or(b);
+        let rep =
+            model.forward_backward(&mine.inputs, &mine.targets, mine.batch_size, mine.seq_len, grads, scale).map_err(|e| match e {
+                moe_model::Error::Diverged { what } => Error::Diverged { step, what },
+                e => Error::Model(e),
+            })?;
+        // a share's CE is the mean over its tokens: weight it by its part of the batch
+        let w = mine.inputs.len() as f64 / b.inputs.len() as f64;
         r.loss += rep.loss * scale;
-        r.ce += rep.ce * scale;
+        r.ce += rep.ce * scale * w;
         r.aux += rep.aux * scale;
         r.z += rep.z * scale;
         if r.moe.is_empty() {
@@ -102,10 +118,22 @@ pub fn train_step(model: &mut Transformer<f32>, opt: &mut AdamW, grads: &mut [f3
             acc.layer = m.layer;
         }
     }
+    if let Some(g) = &dist {
+        let mut v = [r.ce, r.aux, r.z];
+        g.world.all_reduce_sum_f64(&mut v);
+        [r.ce, r.aux, r.z] = v;
+        r.loss = r.ce + r.aux + r.z;
+        reduce_stats(g.world.as_ref(), &mut r.moe);
+        reduce_grads(model, g, grads);
+    }
     if !r.loss.is_finite() {
         return Err(Error::Diverged { step, what: format!("the loss is {} (ce {}, aux {}, z {})", r.loss, r.ce, r.aux, r.z) });
     }
-    r.grad_norm = opt.step(&mut model.params, grads, lr)?;
+    let norm = match &dist {
+        Some(g) => global_grad_norm(model, g, grads),
+        None => grad_norm(grads),
+    };
+    r.grad_norm = opt.step_with_norm(&mut model.params, grads, lr, norm)?;
     let counts: Vec<(usize, Vec<u64>)> = r.moe.iter().map(|s| (s.layer, s.counts.clone())).collect();
     model.update_selection_bias(&counts);
     Ok(r)
@@ -128,6 +156,19 @@ fn train_record(step: usize, r: &StepReport, st: &TrainState, tokens_per_s: f64)
 /// The `metrics.jsonl` record of an evaluation.
 fn eval_record(st: &TrainState, e: &EvalStats) -> serde_json::Value {
     json!({"type": "eval", "step": st.step, "tokens": st.tokens, "flops": st.flops, "val_loss": e.ce, "val_ppl": e.ppl(), "val_ce": e.ce, "val_total_loss": e.loss, "val_tokens": e.n_tokens})
+}
+
+/// The whole model and optimizer state of an expert-sharded job, gathered from every
+/// expert-parallel rank (collective).
+fn whole_model(model: &Transformer<f32>, opt: &AdamW) -> Result<(Transformer<f32>, AdamW)> {
+    let mut full = Transformer::zeros(model.cfg.clone())?;
+    full.params = model.gather_full(&model.params);
+    full.selection_bias = model.selection_bias.clone();
+    let mut o = AdamW::new(&full.table, opt.cfg);
+    o.m = model.gather_full(&opt.m);
+    o.v = model.gather_full(&opt.v);
+    o.t = opt.t;
+    Ok((full, o))
 }
 
 /// The first NaN or infinite parameter or selection bias of `model`, described.
@@ -167,9 +208,26 @@ pub fn train(cfg: &ExperimentConfig, out: &Path, opts: &TrainOptions) -> Result<
 /// before `train.steps` — to split a run into time-limited sessions that `resume` continues.
 pub fn train_until(cfg: &ExperimentConfig, out: &Path, opts: &TrainOptions, stop_at: Option<usize>) -> Result<TrainSummary> {
     let rd = RunDir::new(out);
+    let dist = opts.dist.clone().filter(|g| !g.is_single());
+    // rank 0 alone writes the run directory; the others only read a checkpoint to resume from
+    let lead = dist.as_ref().is_none_or(|g| g.world.rank() == 0);
+    if let Some(g) = &dist {
+        check_same_config(g.world.as_ref(), &cfg.to_toml_string(), &rd.config_path())?;
+        let n = g.world.size();
+        if cfg.train.batch_size % n != 0 {
+            return Err(Error::Config {
+                path: rd.config_path(),
+                field: "train.batch_size".into(),
+                reason: format!(
+                    "{} sequences cannot be shared equally by the {n} ranks of the job; use a multiple of {n}",
+                    cfg.train.batch_size
+                ),
+            });
+        }
+    }
     let resume_from = if opts.resume {
         rd.latest()?
-    } else if rd.has_run() {
+    } else if lead && rd.has_run() {
         return Err(Error::RunDir {
             path: out.to_path_buf(),
             message: "already holds a run; use --resume to continue it or another --out".into(),
@@ -180,7 +238,9 @@ pub fn train_until(cfg: &ExperimentConfig, out: &Path, opts: &TrainOptions, stop
     let cfg_file = rd.config_path();
     let t = &cfg.train;
     cfg.validate(&cfg_file)?;
-    rd.prepare()?;
+    if lead {
+        rd.prepare()?;
+    }
     if let Some(m) = &cfg.model.moe {
         if m.n_expert_active == 1 && m.n_expert > 1 && m.renormalize && m.gating == moe_model::Gating::Softmax {
             tracing::warn!("model.moe: softmax top-1 with renormalize = true weights every token's expert by exactly 1, so the router learns only from the aux and z losses; set renormalize = false (Switch) or use sigmoid gating");
@@ -210,20 +270,33 @@ pub fn train_until(cfg: &ExperimentConfig, out: &Path, opts: &TrainOptions, stop
 
     // model, optimizer, state
     let opt_cfg = AdamWConfig::from_train(t);
+    // checkpoints hold the whole model (experts by global id), whatever the layout that wrote
+    // them: each process reads it whole and keeps its share
+    let shard = |m: Transformer<f32>| match &dist {
+        Some(g) => m.shard(g.clone()),
+        None => Ok(m),
+    };
     let (mut model, mut opt, mut state) = match &resume_from {
         Some(dir) => {
-            let model: Transformer<f32> = Transformer::load(cfg.model.clone(), &dir.join(MODEL_FILE))?;
-            let opt = AdamW::load(&model.table, opt_cfg, &dir.join(OPTIMIZER_FILE))?;
+            let model = shard(Transformer::load(cfg.model.clone(), &dir.join(MODEL_FILE))?)?;
+            let mut opt = AdamW::load(&model.full_table(), opt_cfg, &dir.join(OPTIMIZER_FILE))?;
+            opt.m = model.shard_buffer(&opt.m);
+            opt.v = model.shard_buffer(&opt.v);
+            opt.table = model.table.clone();
             let state = read_state(dir)?;
             batcher.restore(&state.batcher);
-            rd.truncate_metrics(state.step)?;
+            if lead {
+                rd.truncate_metrics(state.step)?;
+            }
             tracing::info!(checkpoint = %dir.display(), step = state.step, "resuming");
             (model, opt, state)
         }
         None => {
-            let model = Transformer::new(cfg.model.clone(), t.seed)?;
+            let model = shard(Transformer::new(cfg.model.clone(), t.seed)?)?;
             let opt = AdamW::new(&model.table, opt_cfg);
-            rd.truncate_metrics(0)?;
+            if lead {
+                rd.truncate_metrics(0)?;
+            }
             let state = TrainState {
                 step: 0,
                 batcher: batcher.state(),
@@ -237,18 +310,27 @@ pub fn train_until(cfg: &ExperimentConfig, out: &Path, opts: &TrainOptions, stop
             (model, opt, state)
         }
     };
-    if resume_from.is_some() {
-        if let Ok(old) = std::fs::read_to_string(&cfg_file) {
-            if old != cfg.to_toml_string() {
-                tracing::warn!(file = %cfg_file.display(), "resuming with a config that differs from the run's; overwriting it");
+    let mut metrics: Option<MetricsWriter> = None;
+    if lead {
+        if resume_from.is_some() {
+            if let Ok(old) = std::fs::read_to_string(&cfg_file) {
+                if old != cfg.to_toml_string() {
+                    tracing::warn!(file = %cfg_file.display(), "resuming with a config that differs from the run's; overwriting it");
+                }
             }
         }
+        rd.write_config(cfg)?;
+        if tok.kind() == "bpe" {
+            tok.save(&rd.tokenizer_path())?;
+        }
+        metrics = Some(rd.open_metrics()?);
     }
-    rd.write_config(cfg)?;
-    if tok.kind() == "bpe" {
-        tok.save(&rd.tokenizer_path())?;
-    }
-    let mut metrics: MetricsWriter = rd.open_metrics()?;
+    let mut write_metrics = |rec: &serde_json::Value| -> Result<()> {
+        match metrics.as_mut() {
+            Some(m) => m.write(rec),
+            None => Ok(()),
+        }
+    };
 
     let flops_per_token = moe_model::accounting::account(&cfg.model, t.seq_len).flops_train;
     let step_tokens = (t.batch_size * t.seq_len * t.grad_accum) as u64;
@@ -260,7 +342,7 @@ pub fn train_until(cfg: &ExperimentConfig, out: &Path, opts: &TrainOptions, stop
     let elapsed0 = state.elapsed_s;
     let (mut step_time, mut session_tokens) = (0.0f64, 0u64);
     let mut grads = vec![0.0f32; model.params.len()];
-    let pb = progress_bar(opts, t.steps, state.step);
+    let pb = if lead { progress_bar(opts, t.steps, state.step) } else { ProgressBar::hidden() };
     while state.step < end {
         let t0 = Instant::now();
         let micro: Vec<Batch> = (0..t.grad_accum).map(|_| batcher.next_batch(&ds.train)).collect();
@@ -279,7 +361,7 @@ pub fn train_until(cfg: &ExperimentConfig, out: &Path, opts: &TrainOptions, stop
         state.last_train_loss = Some(r.loss);
         let tok_s = session_tokens as f64 / step_time.max(1e-9);
         if state.step % t.log_every == 0 || state.step == t.steps {
-            metrics.write(&train_record(state.step, &r, &state, tok_s))?;
+            write_metrics(&train_record(state.step, &r, &state, tok_s))?;
             tracing::debug!(step = state.step, loss = r.loss, lr = r.lr, grad_norm = r.grad_norm, "step");
         }
         pb.set_position(state.step as u64);
@@ -296,7 +378,7 @@ pub fn train_until(cfg: &ExperimentConfig, out: &Path, opts: &TrainOptions, stop
                 rec["final_val_tokens"] = json!(f.n_tokens);
                 state.last_val_loss = Some(f.ce);
             }
-            metrics.write(&rec)?;
+            write_metrics(&rec)?;
             pb.suspend(|| {
                 tracing::info!(step = state.step, val_loss = state.last_val_loss, val_ppl = state.last_val_loss.map(f64::exp), "eval")
             });
@@ -308,8 +390,17 @@ pub fn train_until(cfg: &ExperimentConfig, out: &Path, opts: &TrainOptions, stop
                 return Err(Error::Diverged { step: state.step, what });
             }
             state.elapsed_s = elapsed0 + session.elapsed().as_secs_f64();
-            let dir = rd.save_checkpoint(&model, &opt, &state)?;
-            pb.suspend(|| tracing::info!(step = state.step, dir = %dir.display(), "checkpoint"));
+            if dist.as_ref().is_some_and(|g| g.ep.size() > 1) {
+                // gather the experts (collective); rank 0 writes the whole model
+                let full = whole_model(&model, &opt)?;
+                if lead {
+                    let dir = rd.save_checkpoint(&full.0, &full.1, &state)?;
+                    pb.suspend(|| tracing::info!(step = state.step, dir = %dir.display(), "checkpoint"));
+                }
+            } else if lead {
+                let dir = rd.save_checkpoint(&model, &opt, &state)?;
+                pb.suspend(|| tracing::info!(step = state.step, dir = %dir.display(), "checkpoint"));
+            }
         }
     }
     pb.finish_and_clear();

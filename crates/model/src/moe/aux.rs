@@ -16,10 +16,11 @@ pub struct AuxLosses {
     pub z: f64,
 }
 
-/// `f_e`: fraction of assignments per expert (before dropping) — a constant in the backward.
+/// `f_e`: fraction of assignments per expert (before dropping, over every process) — a constant
+/// in the backward.
 fn fractions<T>(r: &Routing<T>) -> Vec<f64> {
-    let tot = (r.n_tok * r.settings.k).max(1) as f64;
-    r.counts.iter().map(|&c| c as f64 / tot).collect()
+    let tot = (r.n_tok_global * r.settings.k).max(1) as f64;
+    r.counts_global.iter().map(|&c| c as f64 / tot).collect()
 }
 
 /// Row `t` of the normalised gate values `q = p / Σ p`.
@@ -28,10 +29,12 @@ fn q_row<T: Real>(p: &[T]) -> (T, impl Iterator<Item = T> + '_) {
     (s, p.iter().map(move |&v| v / s))
 }
 
-/// Both losses for one layer.
+/// Both losses for one layer. With several processes each returns its tokens' share (normalised
+/// by the global token count, with the global expert fractions): the sum over processes is the
+/// loss of the whole batch.
 pub fn aux_forward<T: Real>(r: &Routing<T>, aux_coef: f64, z_coef: f64) -> AuxLosses {
     let e = r.settings.n_expert;
-    let n = r.n_tok.max(1) as f64;
+    let n = r.n_tok_global.max(1) as f64;
     let f = fractions(r);
     let mut aux = 0.0;
     if aux_coef > 0.0 {
@@ -60,7 +63,7 @@ pub fn aux_backward_probs<T: Real>(d_probs: &mut [T], r: &Routing<T>, aux_coef: 
     let e = r.settings.n_expert;
     let f = fractions(r);
     // dL/dq_te = α·E·f_e / N
-    let dq: Vec<T> = f.iter().map(|&fe| T::from_f64(scale * aux_coef * e as f64 * fe / r.n_tok as f64)).collect();
+    let dq: Vec<T> = f.iter().map(|&fe| T::from_f64(scale * aux_coef * e as f64 * fe / r.n_tok_global as f64)).collect();
     d_probs.par_chunks_mut(e).zip(r.probs.par_chunks(e)).for_each(|(dp, p)| {
         let (s, q) = q_row(p);
         // q_j = p_j / S  ⇒  dp_j = (dq_j − Σ_e dq_e q_e) / S
@@ -77,7 +80,7 @@ pub fn z_backward_logits<T: Real>(d_logits: &mut [T], r: &Routing<T>, z_coef: f6
         return;
     }
     let e = r.settings.n_expert;
-    let c = T::from_f64(scale * z_coef * 2.0 / r.n_tok as f64);
+    let c = T::from_f64(scale * z_coef * 2.0 / r.n_tok_global as f64);
     d_logits.par_chunks_mut(e).zip(r.logits.par_chunks(e)).for_each(|(dz, z)| {
         let lse = logsumexp(z);
         for (d, &v) in dz.iter_mut().zip(z) {

@@ -1,6 +1,10 @@
-//! Routed experts: a stack of SwiGLU MLPs run as grouped GEMMs over the dispatched rows, experts in
-//! parallel on the rayon pool (each expert's GEMMs stay on one thread when there are enough experts
-//! to keep every core busy; otherwise each GEMM uses the whole pool).
+//! Routed experts: a stack of SwiGLU MLPs run as grouped GEMMs over rows grouped by expert, experts
+//! in parallel on the rayon pool (each expert's GEMMs stay on one thread when there are enough
+//! experts to keep every core busy; otherwise each GEMM uses the whole pool).
+//!
+//! The rows arrive already gathered ([`gather_rows`] in one process; from the expert-parallel
+//! exchange in several), as `offsets`: rows of this process's expert `j` (`lay.first_expert + j`)
+//! are `offsets[j]..offsets[j + 1]`.
 
 use super::dispatch::Dispatch;
 use crate::config::ClampedSwiglu;
@@ -34,8 +38,8 @@ fn split_rows<'a, T>(mut buf: &'a mut [T], offsets: &[usize], w: usize) -> Vec<&
 }
 
 /// How to spread experts over threads: (`true` = one task per expert, per-GEMM threading).
-fn plan(d: &Dispatch) -> (bool, Par) {
-    let busy = (0..d.offsets.len() - 1).filter(|&e| !d.rows(e).is_empty()).count();
+fn plan(offsets: &[usize]) -> (bool, Par) {
+    let busy = offsets.windows(2).filter(|w| w[1] > w[0]).count();
     if busy >= 2 * rayon::current_num_threads() {
         (true, Par::Seq)
     } else {
@@ -57,51 +61,57 @@ fn add_rows<T: Real>(x: &mut [T], b: &[T]) {
     }
 }
 
-/// Run every expert over its rows of `h [n_tok, d_model]`; `clamp` replaces SwiGLU by the clamped
-/// variant. Expert biases (`lay.expert_bias`) are added after each projection.
-/// `in_scale [n_rows]`, when given, multiplies each gathered input row (Llama 4 scales the expert
-/// input by the combine weight).
-#[allow(clippy::too_many_arguments)]
-pub fn experts_forward<T: Real>(
-    p: &[T],
-    lay: &MoeLayout,
-    h: &[T],
-    d: &Dispatch,
-    d_model: usize,
-    d_expert: usize,
-    clamp: Option<ClampedSwiglu>,
-    in_scale: Option<&[T]>,
-) -> ExpertsSaved<T> {
-    let n_rows = d.n_rows();
-    let (wsz_in, wsz_out) = (d_expert * d_model, d_model * d_expert);
-    let mut x = vec![T::ZERO; n_rows * d_model];
+/// The dispatched rows of `h [n_tok, d_model]` in dispatch order `[n_rows, d_model]`;
+/// `in_scale [n_rows]`, when given, multiplies each row (Llama 4 scales the expert input by the
+/// combine weight).
+pub fn gather_rows<T: Real>(h: &[T], d: &Dispatch, d_model: usize, in_scale: Option<&[T]>) -> Vec<T> {
+    let mut x = vec![T::ZERO; d.n_rows() * d_model];
     x.par_chunks_mut(d_model).zip(d.token.par_iter()).for_each(|(xr, &t)| {
         xr.copy_from_slice(&h[t as usize * d_model..(t as usize + 1) * d_model]);
     });
     if let Some(sc) = in_scale {
         x.par_chunks_mut(d_model).zip(sc.par_iter()).for_each(|(xr, &w)| xr.iter_mut().for_each(|v| *v *= w));
     }
+    x
+}
+
+/// Run this process's experts over their rows of `x [n_rows, d_model]` (grouped by `offsets`,
+/// `[n_local + 1]`); `clamp` replaces SwiGLU by the clamped variant. Expert biases
+/// (`lay.expert_bias`) are added after each projection.
+#[allow(clippy::too_many_arguments)]
+pub fn experts_forward<T: Real>(
+    p: &[T],
+    lay: &MoeLayout,
+    x: Vec<T>,
+    offsets: &[usize],
+    d_model: usize,
+    d_expert: usize,
+    clamp: Option<ClampedSwiglu>,
+) -> ExpertsSaved<T> {
+    assert_eq!(offsets.len(), lay.n_local + 1, "one row group per local expert");
+    let n_rows = offsets[lay.n_local];
+    let (wsz_in, wsz_out) = (d_expert * d_model, d_model * d_expert);
     let mut gate = vec![T::ZERO; n_rows * d_expert];
     let mut up = vec![T::ZERO; n_rows * d_expert];
     let mut act = vec![T::ZERO; n_rows * d_expert];
     let mut y = vec![T::ZERO; n_rows * d_model];
-    let (per_expert, par) = plan(d);
+    let (per_expert, par) = plan(offsets);
     let wg = &p[lay.w_gate.clone()];
     let wu = &p[lay.w_up.clone()];
     let wd = &p[lay.w_down.clone()];
-    let jobs: Vec<_> = split_rows(&mut gate, &d.offsets, d_expert)
+    let jobs: Vec<_> = split_rows(&mut gate, offsets, d_expert)
         .into_iter()
-        .zip(split_rows(&mut up, &d.offsets, d_expert))
-        .zip(split_rows(&mut act, &d.offsets, d_expert))
-        .zip(split_rows(&mut y, &d.offsets, d_model))
+        .zip(split_rows(&mut up, offsets, d_expert))
+        .zip(split_rows(&mut act, offsets, d_expert))
+        .zip(split_rows(&mut y, offsets, d_model))
         .enumerate()
         .collect();
     let run = |(e, (((g, u), a), yy)): (usize, (((&mut [T], &mut [T]), &mut [T]), &mut [T]))| {
-        let n = d.rows(e).len();
+        let n = offsets[e + 1] - offsets[e];
         if n == 0 {
             return;
         }
-        let xe = &x[d.offsets[e] * d_model..d.offsets[e + 1] * d_model]; // [n, d_model]
+        let xe = &x[offsets[e] * d_model..offsets[e + 1] * d_model]; // [n, d_model]
         linear_forward(g, xe, &wg[e * wsz_in..(e + 1) * wsz_in], n, d_model, d_expert, par); // [n, d_expert]
         linear_forward(u, xe, &wu[e * wsz_in..(e + 1) * wsz_in], n, d_model, d_expert, par); // [n, d_expert]
         if let Some(b) = &lay.expert_bias {
@@ -125,8 +135,8 @@ pub fn experts_forward<T: Real>(
     ExpertsSaved { x, gate, up, act, y }
 }
 
-/// Backward of [`experts_forward`] given `d_y [n_rows, d_model]`; **accumulates** the expert weight
-/// gradients in `g` and returns `d_x [n_rows, d_model]`.
+/// Backward of [`experts_forward`] given `d_y [n_rows, d_model]` (rows as in the forward);
+/// **accumulates** the expert weight gradients in `g` and returns `d_x [n_rows, d_model]`.
 #[allow(clippy::too_many_arguments)]
 pub fn experts_backward<T: Real>(
     g: &mut [T],
@@ -134,27 +144,27 @@ pub fn experts_backward<T: Real>(
     s: &ExpertsSaved<T>,
     p: &[T],
     lay: &MoeLayout,
-    d: &Dispatch,
+    offsets: &[usize],
     d_model: usize,
     d_expert: usize,
 ) -> Vec<T> {
-    let n_rows = d.n_rows();
+    let n_rows = offsets[lay.n_local];
     let wsz = d_expert * d_model;
     assert!(lay.w_gate.end == lay.w_up.start && lay.w_up.end == lay.w_down.start, "expert stacks are contiguous");
-    let (g_gate, rest) = g[lay.w_gate.start..lay.w_down.end].split_at_mut(wsz * lay.n_expert);
-    let (g_up, g_down) = rest.split_at_mut(wsz * lay.n_expert);
+    let (g_gate, rest) = g[lay.w_gate.start..lay.w_down.end].split_at_mut(wsz * lay.n_local);
+    let (g_up, g_down) = rest.split_at_mut(wsz * lay.n_local);
     let wg = &p[lay.w_gate.clone()];
     let wu = &p[lay.w_up.clone()];
     let wd = &p[lay.w_down.clone()];
     let mut d_x = vec![T::ZERO; n_rows * d_model];
-    let (per_expert, par) = plan(d);
-    let jobs: Vec<_> = split_rows(&mut d_x, &d.offsets, d_model)
+    let (per_expert, par) = plan(offsets);
+    let jobs: Vec<_> = split_rows(&mut d_x, offsets, d_model)
         .into_iter()
         .zip(g_gate.chunks_mut(wsz).zip(g_up.chunks_mut(wsz)).zip(g_down.chunks_mut(wsz)))
         .enumerate()
         .collect();
     let run = |(e, (dx, ((gg, gu), gd))): (usize, (&mut [T], ((&mut [T], &mut [T]), &mut [T])))| {
-        let r = d.rows(e);
+        let r = offsets[e]..offsets[e + 1];
         let n = r.len();
         if n == 0 {
             return;

@@ -6,6 +6,7 @@
 pub mod aux;
 pub mod dispatch;
 pub mod experts;
+pub mod parallel;
 pub mod reference;
 pub mod router;
 pub mod stats;
@@ -15,8 +16,10 @@ use crate::layers::mlp::{mlp_backward, mlp_forward, MlpSaved};
 use crate::params::MoeLayout;
 use aux::{aux_backward_probs, aux_forward, entropy_sum, z_backward_logits, AuxLosses};
 use dispatch::{dispatch, Dispatch};
-use experts::{experts_backward, experts_forward, ExpertsSaved};
+use experts::{experts_backward, experts_forward, gather_rows, ExpertsSaved};
+use moe_dist::Groups;
 use moe_kernels::{Par, Real};
+use parallel::{globalize, Exchange};
 use rayon::prelude::*;
 use router::{gating_backward, route, router_linear_backward, weights_backward, RouterSettings, Routing};
 use stats::RoutingStats;
@@ -28,6 +31,8 @@ pub struct MoeSaved<T> {
     pub routing: Routing<T>,
     dispatch: Dispatch,
     experts: ExpertsSaved<T>,
+    /// with expert parallelism: the exchange, and the expert outputs back in dispatch order
+    exchange: Option<(Exchange, Vec<T>)>,
     shared: Option<MlpSaved<T>>,
     /// with `shared_gate`: the shared experts' output before the gate `[n_tok, d_model]` and
     /// `sigmoid(h · w_gate) [n_tok]`
@@ -47,7 +52,29 @@ pub struct MoeForward<T> {
     pub stats: RoutingStats,
 }
 
+impl<T> MoeSaved<T> {
+    /// The dispatch (rows of this process's assignments, sorted by expert).
+    pub fn dispatch(&self) -> &Dispatch {
+        &self.dispatch
+    }
+
+    /// Expert outputs before the combine weights, in dispatch order `[n_rows, d_model]` (with
+    /// expert parallelism: back at this process, whichever process computed them).
+    pub fn expert_outputs(&self) -> &[T] {
+        match &self.exchange {
+            Some((_, y)) => y,
+            None => &self.experts.y,
+        }
+    }
+}
+
 /// Forward of one MoE FFN over `h [n_tok, d_model]`.
+///
+/// With `dist` (several processes; collective over its groups) `h` is this process's share of
+/// the batch: routing statistics, the balancing loss and capacity dropping are global over
+/// `dist.world`, and the rows travel to the processes of `dist.ep` holding their experts and back
+/// ([`parallel`]). The returned aux losses and statistics are this process's share (sum them over
+/// the world).
 #[allow(clippy::too_many_arguments)]
 pub fn moe_forward<T: Real>(
     p: &[T],
@@ -58,6 +85,7 @@ pub fn moe_forward<T: Real>(
     n_tok: usize,
     d_model: usize,
     layer: usize,
+    dist: Option<&Groups>,
 ) -> MoeForward<T> {
     let settings = RouterSettings::new(cfg, lay.n_expert);
     let k = settings.k;
@@ -65,7 +93,10 @@ pub fn moe_forward<T: Real>(
     let fixed: Option<Vec<f32>> = lay.selection_bias.as_ref().map(|r| p[r.clone()].iter().map(|v| v.to_f32()).collect());
     let selection_bias = fixed.as_deref().unwrap_or(selection_bias);
     let router_bias = lay.router_bias.as_ref().map(|r| &p[r.clone()]);
-    let routing = route(&p[lay.router.clone()], router_bias, h, n_tok, d_model, settings, selection_bias);
+    let mut routing = route(&p[lay.router.clone()], router_bias, h, n_tok, d_model, settings, selection_bias);
+    if let Some(g) = dist {
+        globalize(&mut routing, g.world.as_ref());
+    }
     let disp = dispatch(&routing);
     let act = cfg.ext.as_ref().and_then(|x| x.clamped_swiglu);
     let scale_input = cfg.ext.as_ref().is_some_and(|x| x.scale_input);
@@ -79,7 +110,17 @@ pub fn moe_forward<T: Real>(
         }
         w
     });
-    let experts = experts_forward(p, lay, h, &disp, d_model, cfg.d_expert, act, row_weight.as_deref());
+    let x = gather_rows(h, &disp, d_model, row_weight.as_deref());
+    let (experts, exchange) = match dist.filter(|g| g.ep.size() > 1) {
+        None => (experts_forward(p, lay, x, &disp.offsets, d_model, cfg.d_expert, act), None),
+        Some(g) => {
+            let ex = Exchange::new(g.ep.as_ref(), &disp, lay.n_local);
+            let x = ex.to_experts(g.ep.as_ref(), &x, d_model);
+            let e = experts_forward(p, lay, x, &ex.offsets, d_model, cfg.d_expert, act);
+            let y = ex.to_source(g.ep.as_ref(), &e.y, d_model);
+            (e, Some((ex, y)))
+        }
+    };
     let (mut out, shared, shared_gate) = match &lay.shared {
         Some(sl) => {
             let (mut o, s) = mlp_forward(p, sl, h, n_tok, d_model, Par::Pool);
@@ -97,6 +138,10 @@ pub fn moe_forward<T: Real>(
         None => (vec![T::ZERO; n_tok * d_model], None, None),
     };
     // combine: out[t] += Σ_slots w · y[row]
+    let y_rows = match &exchange {
+        Some((_, y)) => y,
+        None => &experts.y,
+    };
     out.par_chunks_mut(d_model).enumerate().for_each(|(t, o)| {
         for s in 0..k {
             let row = disp.row_of[t * k + s];
@@ -104,7 +149,7 @@ pub fn moe_forward<T: Real>(
                 continue;
             }
             let w = if scale_input { T::ONE } else { routing.weight[t * k + s] };
-            let y = &experts.y[row as usize * d_model..(row as usize + 1) * d_model];
+            let y = &y_rows[row as usize * d_model..(row as usize + 1) * d_model];
             for (a, &b) in o.iter_mut().zip(y) {
                 *a += w * b;
             }
@@ -120,11 +165,13 @@ pub fn moe_forward<T: Real>(
         entropy_sum: entropy_sum(&routing),
         n_tok: n_tok as u64,
     };
-    MoeForward { out, saved: MoeSaved { routing, dispatch: disp, experts, shared, shared_gate }, aux, stats }
+    MoeForward { out, saved: MoeSaved { routing, dispatch: disp, experts, exchange, shared, shared_gate }, aux, stats }
 }
 
 /// Backward of [`moe_forward`]: **accumulates** into `d_h` and the gradients in `g`.
-/// `aux_scale` multiplies the aux/z-loss gradients (the same scale the CE gradient got).
+/// `aux_scale` multiplies the aux/z-loss gradients (the same scale the CE gradient got). With
+/// `dist` (the forward's) it is collective like the forward; the expert gradients accumulated
+/// are this process's experts' from the whole expert-parallel group's tokens.
 #[allow(clippy::too_many_arguments)]
 pub fn moe_backward<T: Real>(
     d_h: &mut [T],
@@ -138,6 +185,7 @@ pub fn moe_backward<T: Real>(
     n_tok: usize,
     d_model: usize,
     aux_scale: f64,
+    dist: Option<&Groups>,
 ) {
     let r = &s.routing;
     let (e, k) = (lay.n_expert, r.settings.k);
@@ -173,7 +221,7 @@ pub fn moe_backward<T: Real>(
         for (slot, dws) in dw.iter_mut().enumerate() {
             let row = s.dispatch.row_of[t * k + slot];
             if row != u32::MAX {
-                let y = &s.experts.y[row as usize * d_model..(row as usize + 1) * d_model];
+                let y = &s.expert_outputs()[row as usize * d_model..(row as usize + 1) * d_model];
                 *dws = dout.iter().zip(y).map(|(&a, &b)| a * b).sum();
             }
         }
@@ -186,7 +234,15 @@ pub fn moe_backward<T: Real>(
             *a = w * b;
         }
     });
-    let d_x = experts_backward(g, &d_y, &s.experts, p, lay, &s.dispatch, d_model, cfg.d_expert);
+    let d_x = match (&s.exchange, dist) {
+        (Some((ex, _)), Some(gr)) => {
+            let d_y = ex.to_experts(gr.ep.as_ref(), &d_y, d_model);
+            let d_x = experts_backward(g, &d_y, &s.experts, p, lay, &ex.offsets, d_model, cfg.d_expert);
+            ex.to_source(gr.ep.as_ref(), &d_x, d_model)
+        }
+        (None, _) => experts_backward(g, &d_y, &s.experts, p, lay, &s.dispatch.offsets, d_model, cfg.d_expert),
+        (Some(_), None) => panic!("an expert-parallel forward needs its groups in the backward"),
+    };
     // scatter-add expert input gradients back to tokens (per token, deterministic order)
     d_h.par_chunks_mut(d_model).enumerate().for_each(|(t, dh)| {
         for slot in 0..k {

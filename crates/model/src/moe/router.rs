@@ -69,6 +69,12 @@ pub struct Routing<T> {
     pub sel_sum: Vec<T>,
     /// assignments per expert before dropping `[n_expert]`
     pub counts: Vec<u32>,
+    /// tokens routed by every process of the job together (`n_tok` in one process); the aux and
+    /// z losses are normalised by it
+    pub n_tok_global: usize,
+    /// assignments per expert before dropping, over every process (`counts` in one process)
+    /// `[n_expert]`; the load-balancing loss uses them
+    pub counts_global: Vec<u64>,
 }
 
 /// Top-k of `score` (descending; ties: lower index first) into `out`.
@@ -156,8 +162,13 @@ pub fn route<T: Real>(
     selection_bias: &[f32],
 ) -> Routing<T> {
     let (e, k) = (s.n_expert, s.k);
+    // one token at a time (a matrix-vector product each): a token's logits, and so its experts and
+    // weights, do not depend on which other tokens share its batch, bit for bit, so a batch spread
+    // over processes routes exactly as it does in one (`parallel`)
     let mut logits = vec![T::ZERO; n_tok * e];
-    linear_forward(&mut logits, h, w_router, n_tok, d_model, e, Par::Pool); // [n_tok, n_expert]
+    logits.par_chunks_mut(e).zip(h.par_chunks(d_model)).with_min_len(64).for_each(|(z, x)| {
+        linear_forward(z, x, w_router, 1, d_model, e, Par::Seq); // [1, n_expert]
+    });
     if let Some(b) = router_bias {
         logits.chunks_mut(e).for_each(|row| row.iter_mut().zip(b).for_each(|(z, &c)| *z += c));
     }
@@ -182,14 +193,15 @@ pub fn route<T: Real>(
         None => vec![true; n_tok * k],
         Some(cap) => capacity_keep(&idx, &probs, n_tok, k, e, cap),
     };
-    Routing { n_tok, settings: s, logits, probs, idx, weight, kept, sel_sum, counts }
+    let counts_global = counts.iter().map(|&c| c as u64).collect();
+    Routing { n_tok, settings: s, logits, probs, idx, weight, kept, sel_sum, counts, n_tok_global: n_tok, counts_global }
 }
 
 /// For each expert keep the `cap` assignments with the largest gate value
 /// (ties: lower token index first); returns the kept mask `[n_tok, k]`. A total order
 /// (`f64::total_cmp`), so even NaN gate values give a deterministic, well-defined sort; the
 /// model's forward refuses non-finite gates before anything uses the result.
-fn capacity_keep<T: Real>(idx: &[u32], probs: &[T], n_tok: usize, k: usize, e: usize, cap: usize) -> Vec<bool> {
+pub(crate) fn capacity_keep<T: Real>(idx: &[u32], probs: &[T], n_tok: usize, k: usize, e: usize, cap: usize) -> Vec<bool> {
     let mut per_expert: Vec<Vec<usize>> = vec![Vec::new(); e]; // assignment ids a = t·k + slot
     for (a, &j) in idx.iter().enumerate() {
         per_expert[j as usize].push(a);
