@@ -41,6 +41,10 @@ pub enum Command {
     /// Roofline prediction of decode latency, throughput, memory and cost per token on a
     /// machine described by a hardware file (or this one), on one or several nodes.
     Plan(PlanArgs),
+    /// Check the job's communicator (run under `mpirun`): every collective and the MoE token
+    /// exchange against values computed independently on each rank; prints one line per rank.
+    #[command(hide = true)]
+    DebugDist,
 }
 
 #[derive(Args, Debug)]
@@ -60,12 +64,16 @@ pub struct TrainArgs {
     /// Run directory (default: runs/<config name>).
     #[arg(long)]
     pub out: Option<PathBuf>,
-    /// Continue from the run directory's latest checkpoint.
+    /// Continue from the run directory's latest checkpoint (written at any expert-parallel size).
     #[arg(long)]
     pub resume: bool,
     /// No progress bar.
     #[arg(long)]
     pub quiet: bool,
+    /// Under `mpirun -np N`: shard every MoE layer's experts over groups of this many ranks
+    /// (it must divide N and every layer's expert count); the N / P groups are data-parallel.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(usize))]
+    pub expert_parallel: usize,
 }
 
 #[derive(Args, Debug)]

@@ -3,6 +3,7 @@
 mod alloc;
 mod args;
 mod commands;
+mod dist;
 
 use clap::Parser;
 use std::process::ExitCode;

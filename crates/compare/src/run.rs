@@ -117,7 +117,7 @@ pub fn ensure_run(cfg: &ExperimentConfig, dir: &Path, progress: bool) -> Result<
         std::fs::create_dir_all(dir).map_err(crate::error::io(dir, "cannot create run directory"))?;
         let t0 = Instant::now();
         // `resume` with no checkpoint starts afresh (clearing any partial metrics).
-        train(cfg, dir, &TrainOptions { resume: true, progress })?;
+        train(cfg, dir, &TrainOptions { resume: true, progress, dist: None })?;
         train_seconds = t0.elapsed().as_secs_f64();
     } else if progress {
         eprintln!("reusing {} (complete)", dir.display());

@@ -186,7 +186,7 @@ impl Groups {
     /// `ep` must divide the world size.
     pub fn new(world: Arc<dyn Comm>, ep: usize) -> Result<Groups, String> {
         let n = world.size();
-        if ep == 0 || n % ep != 0 {
+        if ep == 0 || !n.is_multiple_of(ep) {
             return Err(format!("--expert-parallel {ep} does not divide the {n} ranks of the job"));
         }
         let r = world.rank();

@@ -34,6 +34,24 @@ fn count(n: usize, what: &str) -> i32 {
     i32::try_from(n).unwrap_or_else(|_| panic!("{what}: {n} bytes exceed one MPI message (2 GiB); use more ranks or smaller batches"))
 }
 
+/// A receive buffer of `n` bytes whose address is its own even when empty: MPI takes equal send
+/// and receive addresses for an (invalid) in-place call, and two empty `Vec`s share one dangling
+/// address.
+fn recv_buf(n: usize) -> Vec<u8> {
+    let mut v = Vec::with_capacity(n.max(1));
+    v.resize(n, 0);
+    v
+}
+
+/// `send`, or an empty slice of a local array when empty (see [`recv_buf`]).
+fn send_buf<'a>(send: &'a [u8], empty: &'a [u8; 1]) -> &'a [u8] {
+    if send.is_empty() {
+        &empty[..0]
+    } else {
+        send
+    }
+}
+
 fn displs(counts: &[i32]) -> Vec<i32> {
     counts.iter().scan(0i32, |acc, &c| Some(std::mem::replace(acc, *acc + c))).collect()
 }
@@ -45,6 +63,9 @@ impl MpiComm {
         T: Equivalence + Copy,
         [T]: Buffer + BufferMut,
     {
+        if v.is_empty() {
+            return; // every rank has the same length
+        }
         let root = self.comm.process_at_rank(0);
         let send = v.to_vec();
         if self.comm.rank() == 0 {
@@ -79,10 +100,11 @@ impl Comm for MpiComm {
         self.comm.all_gather_into(&[count(send.len(), "all-gather")][..], &mut counts[..]);
         let d = displs(&counts);
         let total: usize = counts.iter().map(|&c| c as usize).sum();
-        let mut buf = vec![0u8; total];
+        let mut buf = recv_buf(total);
+        let empty = [0u8; 1];
         {
             let mut part = PartitionMut::new(&mut buf[..], &counts[..], &d[..]);
-            self.comm.all_gather_varcount_into(send, &mut part);
+            self.comm.all_gather_varcount_into(send_buf(send, &empty), &mut part);
         }
         (0..n).map(|q| buf[d[q] as usize..(d[q] + counts[q]) as usize].to_vec()).collect()
     }
@@ -95,9 +117,10 @@ impl Comm for MpiComm {
         self.comm.all_to_all_into(&sc[..], &mut rc[..]);
         let (sd, rd) = (displs(&sc), displs(&rc));
         let total: usize = rc.iter().map(|&c| c as usize).sum();
-        let mut recv = vec![0u8; total];
+        let mut recv = recv_buf(total);
+        let empty = [0u8; 1];
         {
-            let sp = mpi::datatype::Partition::new(send, &sc[..], &sd[..]);
+            let sp = mpi::datatype::Partition::new(send_buf(send, &empty), &sc[..], &sd[..]);
             let mut rp = PartitionMut::new(&mut recv[..], &rc[..], &rd[..]);
             self.comm.all_to_all_varcount_into(&sp, &mut rp);
         }
@@ -110,6 +133,9 @@ impl Comm for MpiComm {
         self.sum_then_broadcast(v, mpi::collective::SystemOperation::sum())
     }
     fn all_reduce_sum_u64(&self, v: &mut [u64]) {
+        if v.is_empty() {
+            return; // every rank has the same length
+        }
         let send = v.to_vec();
         self.comm.all_reduce_into(&send[..], v, mpi::collective::SystemOperation::sum());
     }

@@ -157,6 +157,8 @@ pub struct MoeLayout {
 }
 
 /// FFN slot of one block.
+// one per layer, built once per model: the variants' size difference costs nothing
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug)]
 pub enum FfnLayout {
     /// dense MLP
@@ -213,7 +215,7 @@ pub fn build_layout(cfg: &ModelConfig) -> (ParamTable, ModelLayout) {
 pub fn build_layout_sharded(cfg: &ModelConfig, rank: usize, size: usize) -> Result<(ParamTable, ModelLayout), String> {
     for (i, kind) in cfg.ffn_kinds().into_iter().enumerate() {
         if let FfnKind::Moe { n_expert } = kind {
-            if n_expert % size != 0 {
+            if !n_expert.is_multiple_of(size) {
                 return Err(format!(
                     "layer {i} has {n_expert} routed experts, which {size} expert-parallel ranks cannot share equally; use an expert-parallel size that divides every layer's expert count"
                 ));

@@ -111,8 +111,8 @@ fn ep_equals_one_process(c: &Case, p: usize) {
         // rank holds its expert, is the one-process row of the same assignment
         let k = mc.n_expert_active;
         let y_one = one.saved.expert_outputs();
-        for a in 0..per * k {
-            let (ro, rr) = (one.saved.dispatch().row_of[r * per * k + a], row_of[a]);
+        for (a, &rr) in row_of.iter().enumerate() {
+            let ro = one.saved.dispatch().row_of[r * per * k + a];
             assert_eq!(ro == u32::MAX, rr == u32::MAX, "{what}: assignment {a} kept in one run only");
             if rr != u32::MAX {
                 let (ro, rr) = (ro as usize * d, rr as usize * d);

@@ -214,7 +214,7 @@ pub fn train_until(cfg: &ExperimentConfig, out: &Path, opts: &TrainOptions, stop
     if let Some(g) = &dist {
         check_same_config(g.world.as_ref(), &cfg.to_toml_string(), &rd.config_path())?;
         let n = g.world.size();
-        if cfg.train.batch_size % n != 0 {
+        if !cfg.train.batch_size.is_multiple_of(n) {
             return Err(Error::Config {
                 path: rd.config_path(),
                 field: "train.batch_size".into(),

@@ -2,6 +2,7 @@
 
 mod bench;
 mod compare;
+mod debug_dist;
 mod eval;
 mod export;
 mod generate;
@@ -29,5 +30,6 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Sweep(a) => compare::run_sweep(a),
         Command::Serve(a) => serve::run(a),
         Command::Plan(a) => plan::run(a),
+        Command::DebugDist => debug_dist::run(),
     }
 }
