@@ -6,8 +6,8 @@
 //!   paths on any machine (every collective is an all-gather of byte blobs: slow, plainly correct).
 //! - `mpi` (cargo feature `mpi`): MPI through rsmpi, one rank per process, launched by `mpirun`.
 //!
-//! Every collective is called by every rank of the communicator, in the same order, from the
-//! thread that created the communicator (MPI is initialised with `MPI_THREAD_FUNNELED`). Sums
+//! Every collective is called by every rank of the communicator, in the same order, from one
+//! thread at a time (MPI is initialised with `MPI_THREAD_SERIALIZED`). Sums
 //! give the same bits on every rank (the MPI backend reduces to rank 0 and broadcasts; the others
 //! add in rank order), so replicas updated from them stay bitwise identical.
 //!
@@ -46,6 +46,12 @@ pub trait Comm: Send + Sync {
     fn all_reduce_sum_u64(&self, v: &mut [u64]);
     /// Collective: `root`'s `buf` (its length too) replaces everyone's.
     fn broadcast_bytes(&self, buf: &mut Vec<u8>, root: usize);
+    /// [`Comm::broadcast_bytes`] for ranks that may wait long (an idle server's workers): they
+    /// sleep between polls instead of spinning a core (a millisecond or so of added latency when
+    /// the message comes after a pause; none while it keeps coming).
+    fn broadcast_bytes_idle(&self, buf: &mut Vec<u8>, root: usize) {
+        self.broadcast_bytes(buf, root)
+    }
     /// Collective: returns when every rank has entered.
     fn barrier(&self);
     /// End the whole job (every rank, every process) with exit status `code`.

@@ -11,8 +11,8 @@ pub struct MpiComm {
     comm: SimpleCommunicator,
 }
 
-// SAFETY: MPI is initialised with `MPI_THREAD_FUNNELED` and the crate's contract is that every
-// collective is called from the thread that initialised it; the handle itself is an integer/pointer
+// SAFETY: MPI is initialised with `MPI_THREAD_SERIALIZED` and the crate's contract is that the
+// ranks' collectives are called from one thread at a time; the handle itself is an integer/pointer
 // MPI owns, safe to move and share between threads that do not call into MPI concurrently.
 unsafe impl Send for MpiComm {}
 unsafe impl Sync for MpiComm {}
@@ -145,6 +145,32 @@ impl Comm for MpiComm {
         r.broadcast_into(&mut len[..]);
         buf.resize(len[0] as usize, 0);
         r.broadcast_into(&mut buf[..]);
+    }
+    fn broadcast_bytes_idle(&self, buf: &mut Vec<u8>, root: usize) {
+        // point to point, so that the waiting ranks can poll and sleep (a blocking MPI call spins)
+        const TAG: i32 = 0x6D6F65;
+        if self.rank() == root {
+            for q in (0..self.size()).filter(|&q| q != root) {
+                self.comm.process_at_rank(q as i32).send_with_tag(&buf[..], TAG);
+            }
+            return;
+        }
+        let from = self.comm.process_at_rank(root as i32);
+        let t0 = std::time::Instant::now();
+        loop {
+            if from.immediate_probe_with_tag(TAG).is_some() {
+                let (msg, _) = from.receive_vec_with_tag::<u8>(TAG);
+                *buf = msg;
+                return;
+            }
+            // spin briefly (a step follows a step), then sleep longer the longer it stays idle
+            let idle = t0.elapsed();
+            if idle < std::time::Duration::from_micros(200) {
+                std::hint::spin_loop();
+            } else {
+                std::thread::sleep(std::time::Duration::from_micros(if idle.as_millis() < 100 { 200 } else { 5000 }));
+            }
+        }
     }
     fn barrier(&self) {
         self.comm.barrier();

@@ -182,6 +182,8 @@ pub struct Engine<'m> {
     kernel: Kernel,
     s: Scratch,
     stats: StepStats,
+    /// expert-parallel serving: the ranks sharing the experts (see [`Engine::with_expert_parallel`])
+    ep: Option<std::sync::Arc<dyn moe_dist::Comm>>,
 }
 
 impl<'m> Engine<'m> {
@@ -217,7 +219,30 @@ impl<'m> Engine<'m> {
             m.capacity_factor = 0.0;
             m
         });
-        Ok(Engine { model, w, dropless, ext: ExtAttn::new(model), kernel, s: Scratch::default(), stats: StepStats::default() })
+        Ok(Engine { model, w, dropless, ext: ExtAttn::new(model), kernel, s: Scratch::default(), stats: StepStats::default(), ep: None })
+    }
+
+    /// Expert-parallel decoding: this engine's model holds rank `comm.rank()`'s share of every
+    /// MoE layer's experts (`Transformer::shard` over `comm`), every rank steps the same batch
+    /// with the same caches, and each MoE layer sums the ranks' contributions with one all-reduce.
+    /// Every [`Engine::step`] is then collective over `comm`.
+    pub fn with_expert_parallel(mut self, comm: std::sync::Arc<dyn moe_dist::Comm>) -> Result<Self> {
+        for (i, b) in self.model.layout.blocks.iter().enumerate() {
+            if let moe_model::params::FfnLayout::Moe(l) = &b.ffn {
+                if l.n_local * comm.size() != l.n_expert || l.first_expert != comm.rank() * l.n_local {
+                    return Err(Error::BadInput(format!(
+                        "layer {i}: this model holds experts {}..{} of {}, not rank {}'s share of {} ranks; shard it over the same ranks",
+                        l.first_expert,
+                        l.first_expert + l.n_local,
+                        l.n_expert,
+                        comm.rank(),
+                        comm.size()
+                    )));
+                }
+            }
+        }
+        self.ep = Some(comm);
+        Ok(self)
     }
 
     fn check(model: &Transformer<f32>, kernel: Kernel) -> Result<()> {
@@ -383,7 +408,7 @@ impl<'m> Engine<'m> {
                 }
                 FfnWeights::Moe(mw) => {
                     let mc = self.dropless.as_ref().ok_or_else(|| Error::BadInput("MoE layer without a moe config".into()))?;
-                    moe_forward(&mut s.a, &s.h, mw, mc, &model.selection_bias[i], n, d, kernel, &mut s.moe, st);
+                    moe_forward(&mut s.a, &s.h, mw, mc, &model.selection_bias[i], n, d, kernel, &mut s.moe, st, self.ep.as_deref());
                     // [n_tok, d_model]
                 }
             }

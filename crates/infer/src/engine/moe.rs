@@ -16,6 +16,7 @@
 use super::ffn::{grouped_mlp_forward, FfnScratch, Group};
 use super::weights::MoeWeights;
 use super::StepStats;
+use moe_dist::Comm;
 use moe_kernels::act::{sigmoid_exact, softmax_in_place};
 use moe_kernels::gemv::{gemv_ref, Kernel};
 use moe_kernels::quant::WeightsRef;
@@ -41,6 +42,10 @@ pub struct MoeScratch {
 /// `out [n_tok, d_model]` (**overwritten**) = MoE FFN of `h [n_tok, d_model]`; `kernel` is the
 /// experts' GEMV kernel (the router always uses the exact one). `selection_bias` is the model's
 /// balancing bias of this layer (empty or `[n_expert]`), unused when the layer has a fixed one.
+///
+/// With `ep` (expert-parallel serving; collective) every rank has the same batch and holds the
+/// experts `w.first_expert..` of its rank: it routes every token, runs only its experts' rows
+/// (rank 0 also the shared experts), and one all-reduce sums the ranks' weighted contributions.
 #[allow(clippy::too_many_arguments)]
 pub fn moe_forward(
     out: &mut [f32],
@@ -53,8 +58,11 @@ pub fn moe_forward(
     kernel: Kernel,
     s: &mut MoeScratch,
     stats: &mut StepStats,
+    ep: Option<&dyn Comm>,
 ) {
     let (e, k) = (w.n_expert, mc.n_expert_active);
+    let local = w.first_expert..w.first_expert + w.experts.len();
+    let with_shared = w.shared.is_some() && ep.is_none_or(|c| c.rank() == 0);
     let d = d_model;
     // ---- router: z = h·Wrᵀ → gate values p
     s.probs.resize(n_tok * e, 0.0);
@@ -109,18 +117,18 @@ pub fn moe_forward(
     }
     stats.record_routing(&s.counts);
     // ---- experts (+ shared experts) in one grouped forward
-    let n_shared = if w.shared.is_some() { n_tok } else { 0 };
+    let n_shared = if with_shared { n_tok } else { 0 };
     s.ys.resize((n_rows + n_shared) * d, 0.0);
     let mut groups = Vec::with_capacity(e + 1);
     for j in 0..e {
         let (r0, m) = (s.offsets[j], s.counts[j]);
-        if m > 0 {
-            let mlp = &w.experts[j];
+        if m > 0 && local.contains(&j) {
+            let mlp = &w.experts[j - w.first_expert];
             groups.push(Group { mlp, x: &s.xs[r0 * d..(r0 + m) * d], m, row0: r0 });
             stats.add_mlp(mlp, m, d);
         }
     }
-    if let Some(sh) = &w.shared {
+    if let Some(sh) = w.shared.as_ref().filter(|_| with_shared) {
         groups.push(Group { mlp: sh, x: h, m: n_tok, row0: n_rows });
         stats.add_mlp(sh, n_tok, d);
     }
@@ -128,7 +136,7 @@ pub fn moe_forward(
     // ---- combine: out[t] = (gated) shared[t] + Σ_slots w · y[row] (w = 1 with scale_input)
     for t in 0..n_tok {
         let o = &mut out[t * d..(t + 1) * d];
-        if w.shared.is_some() {
+        if with_shared {
             o.copy_from_slice(&s.ys[(n_rows + t) * d..(n_rows + t + 1) * d]);
             if let Some(gw) = &w.shared_gate {
                 let z: f32 = h[t * d..(t + 1) * d].iter().zip(gw).map(|(&a, &b)| a * b).sum();
@@ -139,6 +147,9 @@ pub fn moe_forward(
             o.fill(0.0);
         }
         for slot in 0..k {
+            if !local.contains(&(s.idx[t * k + slot] as usize)) {
+                continue; // another rank's expert
+            }
             let row = s.row_of[t * k + slot];
             let y = &s.ys[row * d..(row + 1) * d]; // [d_model]
             if w.scale_input {
@@ -148,5 +159,8 @@ pub fn moe_forward(
                 o.iter_mut().zip(y).for_each(|(a, &b)| *a += wt * b);
             }
         }
+    }
+    if let Some(c) = ep {
+        c.all_reduce_sum_f32(&mut out[..n_tok * d]);
     }
 }

@@ -112,7 +112,10 @@ pub struct MoeWeights {
     pub n_expert: usize,
     /// `[n_expert, d_model]` f32
     pub router: Vec<f32>,
-    /// one MLP per routed expert
+    /// global id of `experts[0]`: 0, unless the model holds a shard of the experts
+    /// (`Transformer::shard`, expert-parallel serving)
+    pub first_expert: usize,
+    /// one MLP per routed expert this process holds (every expert unless sharded)
     pub experts: Vec<MlpWeights>,
     /// shared experts as one MLP
     pub shared: Option<MlpWeights>,
@@ -265,8 +268,8 @@ fn moe_layer(src: &mut MatrixSource<'_>, l: &MoeLayout, mc: &moe_model::MoeConfi
     let sz = de * d;
     let ext = mc.ext.clone().unwrap_or_default();
     let act = MlpAct::new(Activation::Swiglu, ext.clamped_swiglu);
-    let mut experts = Vec::with_capacity(l.n_expert);
-    for e in 0..l.n_expert {
+    let mut experts = Vec::with_capacity(l.n_local);
+    for e in 0..l.n_local {
         // one expert at a time: a kept bf16 stack is widened to f32 (and released) an expert at a time
         let mut part = |r: &Range<usize>| src.get(r.start + e * sz..r.start + (e + 1) * sz);
         let (wg, wu, wd) = (part(&l.w_gate), part(&l.w_up), part(&l.w_down));
@@ -281,6 +284,7 @@ fn moe_layer(src: &mut MatrixSource<'_>, l: &MoeLayout, mc: &moe_model::MoeConfi
     MoeWeights {
         n_expert: l.n_expert,
         router: p[l.router.clone()].to_vec(),
+        first_expert: l.first_expert,
         experts,
         shared: l.shared.as_ref().map(|s| dense_mlp(src, s, d, dtype)),
         shared_gate: l.shared_gate.clone().map(|r| p[r].to_vec()),
