@@ -467,6 +467,10 @@ pub struct ServeArgs {
     /// The model id clients send [default: the directory's name].
     #[arg(long)]
     pub served_model_name: Option<String>,
+    /// Under `mpirun -np N`: shard every MoE layer's experts over the N ranks (N here); rank 0
+    /// serves HTTP and schedules, every rank steps the same batches.
+    #[arg(long, default_value_t = 1)]
+    pub expert_parallel: usize,
 }
 
 #[derive(Args, Debug)]

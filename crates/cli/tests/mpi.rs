@@ -8,6 +8,8 @@
 //! `--oversubscribe --allow-run-as-root --bind-to none`: the ranks share this machine's cores.
 
 use std::path::{Path, PathBuf};
+mod common;
+
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
@@ -192,4 +194,82 @@ fn mpirun_a_failing_rank_ends_the_job_with_an_error() {
     assert!(!o.status.success() && o.status.code() != Some(124), "{t}");
     assert!(t.contains("train.batch_size") && t.contains("3 ranks"), "{t}");
     assert!(took < Duration::from_secs(30), "took {took:?}");
+}
+
+/// Greedy completions of `prompts`, sent at once (so they share engine steps).
+fn complete_all(addr: &str, prompts: &[&str]) -> Vec<String> {
+    std::thread::scope(|s| {
+        let hs: Vec<_> = prompts
+            .iter()
+            .map(|p| {
+                s.spawn(move || {
+                    let body = serde_json::json!({"prompt": p, "max_tokens": 8, "temperature": 0}).to_string();
+                    let (st, b) = common::http(addr, "POST", "/v1/completions", &body);
+                    assert_eq!(st, 200, "{b}");
+                    let v: serde_json::Value = serde_json::from_str(&b).unwrap();
+                    v["choices"][0]["text"].as_str().unwrap().to_string()
+                })
+            })
+            .collect();
+        hs.into_iter().map(|h| h.join().unwrap()).collect()
+    })
+}
+
+/// CPU seconds (user + system) a process has used.
+fn cpu_s(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let after = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let f: Vec<&str> = after.split_whitespace().collect();
+    let ticks: f64 = f.get(11).and_then(|x| x.parse().ok()).unwrap_or(0.0) + f.get(12).and_then(|x| x.parse().ok()).unwrap_or(0.0);
+    ticks / 100.0
+}
+
+/// Processes running `bin` whose command line contains `needle`.
+fn ranks_of(bin: &Path, needle: &str) -> Vec<u32> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else { continue };
+        let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        let args: Vec<String> = cmd.split(|&b| b == 0).map(|a| String::from_utf8_lossy(a).into_owned()).collect();
+        if args.first().is_some_and(|a| Path::new(a) == bin) && args.iter().any(|a| a.contains(needle)) {
+            out.push(pid);
+        }
+    }
+    out
+}
+
+#[test]
+fn mpirun_expert_parallel_serving_equals_one_process_and_idles_quietly() {
+    let Some(bin) = mpi_moe("mpi::expert_parallel_serving") else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = tmp.path().join("exp.toml");
+    std::fs::write(&cfg, EXP).unwrap();
+    let run = tmp.path().join("served");
+    train(&bin, 1, 1, &cfg, &run, &[]);
+    let prompts = ["the cat", "hello", "1234567", "zq", "x"]; // at most 8 bytes: n_ctx is 16
+    let mut one = Command::new(&bin);
+    one.args(["serve", "--run", run.to_str().unwrap(), "--port", "0"]);
+    let (g1, addr) = common::start_server(one);
+    let want = complete_all(&addr, &prompts);
+    drop(g1);
+    let sock = tempfile::tempdir().unwrap();
+    let mut ep = Command::new("timeout");
+    ep.args(["120", "mpirun", "--oversubscribe", "--allow-run-as-root", "--bind-to", "none", "-np", "2"])
+        .arg(&bin)
+        .args(["serve", "--run", run.to_str().unwrap(), "--port", "0", "--expert-parallel", "2"])
+        .env("TMPDIR", sock.path());
+    let (g2, addr) = common::start_server(ep);
+    assert!(addr.starts_with("127.0.0.1:"), "{addr}");
+    assert_eq!(complete_all(&addr, &prompts), want, "expert-parallel greedy completions differ from one process");
+    // idle: the ranks sleep instead of spinning in MPI
+    std::thread::sleep(Duration::from_millis(500));
+    let pids = ranks_of(&bin, "--expert-parallel");
+    assert_eq!(pids.len(), 2, "two ranks: {pids:?}");
+    let before: Vec<f64> = pids.iter().map(|&p| cpu_s(p)).collect();
+    std::thread::sleep(Duration::from_secs(2));
+    for (&p, b) in pids.iter().zip(before) {
+        let used = cpu_s(p) - b;
+        assert!(used < 0.5, "an idle rank (pid {p}) used {used:.2} CPU seconds in 2 s");
+    }
+    drop(g2);
 }

@@ -54,6 +54,19 @@ pub struct ServeOptions {
     pub max_body_bytes: usize,
     /// how long running requests may go on after a shutdown signal
     pub grace: Duration,
+    /// expert-parallel serving: this is rank 0 of these ranks, which hold the model's experts
+    /// sharded (the others run [`scheduler::worker`])
+    pub expert_parallel: Option<ExpertParallel>,
+}
+
+/// The ranks of an expert-parallel server.
+#[derive(Clone)]
+pub struct ExpertParallel(pub Arc<dyn moe_dist::Comm>);
+
+impl std::fmt::Debug for ExpertParallel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "ExpertParallel({} ranks, {})", self.0.size(), self.0.backend())
+    }
 }
 
 impl Default for ServeOptions {
@@ -71,6 +84,7 @@ impl Default for ServeOptions {
             served_model_name: "moe".into(),
             max_body_bytes: 2 << 20,
             grace: Duration::from_secs(5),
+            expert_parallel: None,
         }
     }
 }

@@ -6,6 +6,7 @@
 
 use crate::metrics::EngineMetrics;
 use crate::ServeOptions;
+use moe_dist::{bytes_of, from_bytes, Comm};
 use moe_infer::{Engine, EngineWeights, KvCache, Sampler, SamplerConfig};
 use moe_kernels::gemv::Kernel;
 use moe_kernels::quant::WeightDtype;
@@ -78,6 +79,8 @@ pub enum Msg {
 }
 
 struct Seq {
+    /// identifies the sequence's KV cache on the other ranks of an expert-parallel server
+    id: u64,
     job: Box<Job>,
     cache: KvCache<f32>,
     sampler: Sampler,
@@ -98,6 +101,98 @@ pub struct EngineState {
     pub running: AtomicUsize,
 }
 
+/// The engine's weight format: `opts.dtype`, else the one a bf16 checkpoint already has (kept at
+/// load), else exact f32.
+pub fn engine_dtype(model: &Transformer<f32>, opts: &ServeOptions) -> WeightDtype {
+    opts.dtype.unwrap_or(if model.stored.dtype_name() == Some("bf16") { WeightDtype::Bf16 } else { WeightDtype::F32 })
+}
+
+/// Rank 0's side of an expert-parallel server: before each engine step it tells the other ranks
+/// which caches to drop and create and which tokens to step ([`worker`]).
+struct Mirror {
+    comm: Arc<dyn Comm>,
+    /// sequence ids whose caches the other ranks hold
+    held: Vec<u64>,
+}
+
+/// Message tags of [`Mirror`] → [`worker`].
+const MSG_STOP: u64 = 0;
+const MSG_STEP: u64 = 1;
+
+impl Mirror {
+    fn step(&mut self, running: &[Seq], part: &[usize], toks: &[Vec<u32>]) {
+        let live: Vec<u64> = running.iter().map(|s| s.id).collect();
+        let freed: Vec<u64> = self.held.iter().copied().filter(|id| !live.contains(id)).collect();
+        let mut msg = vec![MSG_STEP, freed.len() as u64];
+        msg.extend(&freed);
+        msg.push(part.len() as u64);
+        for (&i, t) in part.iter().zip(toks) {
+            msg.extend([running[i].id, running[i].cache.capacity() as u64, t.len() as u64]);
+            msg.extend(t.iter().map(|&x| x as u64));
+        }
+        self.held = live;
+        let mut b = bytes_of(&msg).to_vec();
+        self.comm.broadcast_bytes_idle(&mut b, 0);
+    }
+}
+
+/// Sends the stop message when the engine loop ends, however it ends.
+struct MirrorGuard(Option<Mirror>);
+
+impl Drop for MirrorGuard {
+    fn drop(&mut self) {
+        if let Some(m) = &self.0 {
+            let mut b = bytes_of(&[MSG_STOP]).to_vec();
+            m.comm.broadcast_bytes_idle(&mut b, 0);
+        }
+    }
+}
+
+/// A rank other than 0 of an expert-parallel server (`mpirun -np N moe serve --expert-parallel N`):
+/// holds its share of the experts (`model` sharded over `comm`) and steps, on its own KV caches,
+/// every batch rank 0's scheduler steps, until rank 0 stops. Waits sleeping, not spinning.
+pub fn worker(model: &mut Transformer<f32>, opts: &ServeOptions, comm: Arc<dyn Comm>) -> anyhow::Result<()> {
+    let dtype = engine_dtype(model, opts);
+    let w = EngineWeights::new_taking(model, dtype);
+    let model: &Transformer<f32> = model;
+    let mut engine = Engine::with_weights(model, w, Kernel::Auto)?.with_expert_parallel(comm.clone())?;
+    let mut caches: std::collections::HashMap<u64, KvCache<f32>> = Default::default();
+    loop {
+        let mut b = Vec::new();
+        comm.broadcast_bytes_idle(&mut b, 0);
+        let msg: Vec<u64> = from_bytes(&b);
+        let bad = || anyhow::anyhow!("rank {}: a malformed step message from rank 0", comm.rank());
+        let mut it = msg.into_iter();
+        match it.next() {
+            Some(MSG_STOP) => return Ok(()),
+            Some(MSG_STEP) => {}
+            _ => return Err(bad()),
+        }
+        let n_freed = it.next().ok_or_else(bad)?;
+        for _ in 0..n_freed {
+            caches.remove(&it.next().ok_or_else(bad)?);
+        }
+        let n_seq = it.next().ok_or_else(bad)? as usize;
+        let mut ids = Vec::with_capacity(n_seq);
+        let mut toks: Vec<Vec<u32>> = Vec::with_capacity(n_seq);
+        let mut step_caches = Vec::with_capacity(n_seq);
+        for _ in 0..n_seq {
+            let (id, cap, n) = (it.next().ok_or_else(bad)?, it.next().ok_or_else(bad)? as usize, it.next().ok_or_else(bad)? as usize);
+            let t: Vec<u32> = (0..n).map(|_| it.next().map(|x| x as u32).ok_or_else(bad)).collect::<anyhow::Result<_>>()?;
+            step_caches.push(caches.remove(&id).unwrap_or_else(|| KvCache::with_capacity(&model.cfg, cap)));
+            ids.push(id);
+            toks.push(t);
+        }
+        {
+            let mut refs: Vec<&mut KvCache<f32>> = step_caches.iter_mut().collect();
+            // the same inputs as rank 0's step: an error there is the same error here, already
+            // reported to the clients by rank 0
+            let _ = engine.step(&mut refs, &toks);
+        }
+        caches.extend(ids.into_iter().zip(step_caches));
+    }
+}
+
 /// KV bytes one token of context costs in f32 (keys and values of every layer).
 pub fn kv_bytes_per_token(model: &Transformer<f32>) -> usize {
     KvCache::<f32>::with_capacity(&model.cfg, 1).memory_bytes()
@@ -112,10 +207,17 @@ pub fn run(
     metrics: EngineMetrics,
 ) -> anyhow::Result<()> {
     // default format: the one a bf16 checkpoint already has (kept at load), else exact f32
-    let dtype = opts.dtype.unwrap_or(if model.stored.dtype_name() == Some("bf16") { WeightDtype::Bf16 } else { WeightDtype::F32 });
+    let dtype = engine_dtype(model, opts);
     let w = EngineWeights::new_taking(model, dtype);
     let model: &Transformer<f32> = model;
     let mut engine = Engine::with_weights(model, w, Kernel::Auto)?;
+    // expert-parallel: the other ranks step the same batch on their own caches (see `worker`)
+    let mirror = opts.expert_parallel.as_ref().map(|e| Mirror { comm: e.0.clone(), held: Vec::new() });
+    if let Some(m) = &mirror {
+        engine = engine.with_expert_parallel(m.comm.clone())?;
+    }
+    let mut mirror = MirrorGuard(mirror);
+    let mut next_id = 0u64;
     let per_tok = kv_bytes_per_token(model);
     let kv_limit = opts.kv_memory;
     let n_vocab = model.cfg.n_vocab;
@@ -186,7 +288,9 @@ pub fn run(
             };
             let _ = j.events.send(Event::Started);
             kv_used += need;
+            next_id += 1;
             running.push(Seq {
+                id: next_id,
                 cache: KvCache::with_capacity(&model.cfg, cap),
                 sampler,
                 prefilled: 0,
@@ -228,6 +332,9 @@ pub fn run(
             continue;
         }
         let t0 = Instant::now();
+        if let Some(m) = mirror.0.as_mut() {
+            m.step(&running, &part, &toks);
+        }
         let result = {
             let mut caches: Vec<&mut KvCache<f32>> = Vec::with_capacity(part.len());
             // disjoint mutable borrows of the participating caches, in `part` order

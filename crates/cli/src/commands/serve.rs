@@ -1,17 +1,19 @@
 //! `moe serve` and `moe bench serve`
 
 use crate::args::{BenchServeArgs, ModelSource, ServeArgs};
+use crate::dist::Job;
 use anyhow::Context;
 use indicatif::{ProgressBar, ProgressStyle};
 use moe_compare::plot::{line_chart, LineChart, Series};
 use moe_data::Tokenizer;
+use moe_dist::Groups;
 use moe_infer::{bench_infer, Engine, EngineWeights, Machine, Runner};
 use moe_kernels::gemv::Kernel;
 use moe_kernels::quant::WeightDtype;
 use moe_model::checkpoint::write_atomic;
 use moe_model::Transformer;
 use moe_serve::bench::{run_level_blocking, LevelReport, LoadSpec};
-use moe_serve::{ServeModel, ServeOptions, Server};
+use moe_serve::{ExpertParallel, ServeModel, ServeOptions, Server};
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -54,8 +56,13 @@ pub fn run(a: ServeArgs) -> anyhow::Result<()> {
         served_model_name: a.served_model_name.clone().unwrap_or_else(|| dir_name(&dir)),
         ..Default::default()
     };
+    let load = move || if is_run { ServeModel::from_run(&dir) } else { ServeModel::from_hf_dir(&dir) };
+    let job = Job::join()?;
+    if job.world.size() > 1 || a.expert_parallel > 1 {
+        return job.run(|| serve_expert_parallel(&a, opts, &job, load));
+    }
     let name = opts.served_model_name.clone();
-    let server = Server::start(opts, move || if is_run { ServeModel::from_run(&dir) } else { ServeModel::from_hf_dir(&dir) })?;
+    let server = Server::start(opts, load)?;
     eprintln!("loading the model; listening on {} (/health answers 503 until ready)", server.url());
     server.wait_ready()?;
     if a.host != "127.0.0.1" && a.host != "::1" && a.host != "localhost" {
@@ -68,6 +75,55 @@ pub fn run(a: ServeArgs) -> anyhow::Result<()> {
     let url = server.url();
     server.run_until_signal(|| {
         println!("moe serve: model `{name}` ready at {url}/v1 (Ctrl-C to stop)");
+        let _ = std::io::Write::flush(&mut std::io::stdout());
+    })
+}
+
+/// `mpirun -np N moe serve --expert-parallel N`: every rank loads the model and keeps its share of
+/// the experts; rank 0 serves HTTP and schedules, the others step along ([`moe_serve::scheduler::worker`]).
+fn serve_expert_parallel(
+    a: &ServeArgs,
+    mut opts: ServeOptions,
+    job: &Job,
+    load: impl FnOnce() -> anyhow::Result<ServeModel> + Send + 'static,
+) -> anyhow::Result<()> {
+    let n = job.world.size();
+    if a.expert_parallel != n {
+        anyhow::bail!(
+            "--expert-parallel {} must equal the number of ranks ({n}): the server shards the experts over every rank",
+            a.expert_parallel
+        );
+    }
+    let groups = Groups::new(job.world.clone(), n).map_err(anyhow::Error::msg)?;
+    let comm = groups.ep.clone();
+    let load_shard = move || -> anyhow::Result<ServeModel> {
+        let mut m = load()?;
+        m.model.materialize();
+        m.model = m.model.shard(groups)?;
+        Ok(m)
+    };
+    if !job.lead() {
+        let mut m = load_shard()?;
+        return moe_serve::scheduler::worker(&mut m.model, &opts, comm);
+    }
+    opts.expert_parallel = Some(ExpertParallel(comm.clone()));
+    let name = opts.served_model_name.clone();
+    let host = opts.host.clone();
+    // a load that fails on rank 0 would leave the other ranks waiting: end the job
+    let server = Server::start(opts, move || {
+        load_shard().map_err(|e| {
+            eprintln!("rank 0 of {n}: error: loading the model: {e:#}");
+            comm.abort(2)
+        })
+    })?;
+    eprintln!("loading the model on {n} expert-parallel ranks; listening on {} (/health answers 503 until ready)", server.url());
+    server.wait_ready()?;
+    if host != "127.0.0.1" && host != "::1" && host != "localhost" {
+        eprintln!("warning: listening on {host} — reachable from other machines");
+    }
+    let url = server.url();
+    server.run_until_signal(|| {
+        println!("moe serve: model `{name}` ready at {url}/v1 on {n} expert-parallel ranks (Ctrl-C to stop)");
         let _ = std::io::Write::flush(&mut std::io::stdout());
     })
 }
