@@ -6,7 +6,7 @@ mod common;
 
 use common::{fails, http, ok, repo, s, Guard};
 use std::io::{BufRead, BufReader, Read};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// A copy of the tiny golden Llama checkpoint with a WordLevel tokenizer (`w0` … `w127`).
