@@ -237,4 +237,148 @@ mod tests {
         assert!(g.is_single());
         assert!(Groups::new(Arc::new(Single), 2).is_err());
     }
+
+    #[test]
+    fn metered_counts_bytes_by_kind() {
+        let m = Arc::new(Meter::default());
+        let out = threads::spawn(2, |c| {
+            let m = Arc::new(Meter::default());
+            let mc = Metered::wrap(c, m.clone());
+            let sub = mc.split(0, mc.rank());
+            // 3 u32 to the other rank, 1 to itself
+            let counts = if mc.rank() == 0 { [1, 3] } else { [3, 1] };
+            all_to_all_v(sub.as_ref(), &[1u32, 2, 3, 4], &counts);
+            mc.all_reduce_sum_f64(&mut [1.0, 2.0]);
+            m.read()
+        });
+        for r in out {
+            assert_eq!((r.a2a_bytes, r.reduce_bytes), (12, 16), "{r:?}");
+            assert!(r.seconds() >= 0.0);
+        }
+        assert_eq!(m.read(), MeterReading::default());
+    }
+}
+
+/// What a [`Metered`] communicator and the ones split from it have done, on this rank.
+#[derive(Debug, Default)]
+pub struct Meter {
+    a2a: [std::sync::atomic::AtomicU64; 2],
+    reduce: [std::sync::atomic::AtomicU64; 2],
+    other: [std::sync::atomic::AtomicU64; 2],
+}
+
+/// A [`Meter`]'s counts: bytes this rank sent (its payload; the piece for itself excluded) and
+/// seconds spent inside the collectives, waiting for slower ranks included.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct MeterReading {
+    /// all-to-all(v): the MoE token exchange
+    pub a2a_bytes: u64,
+    /// seconds in all-to-all(v)
+    pub a2a_s: f64,
+    /// all-reduce: gradients, losses, statistics
+    pub reduce_bytes: u64,
+    /// seconds in all-reduce
+    pub reduce_s: f64,
+    /// all-gather, broadcast, barrier, split
+    pub other_bytes: u64,
+    /// seconds in the others
+    pub other_s: f64,
+}
+
+impl MeterReading {
+    /// Seconds in every collective.
+    pub fn seconds(&self) -> f64 {
+        self.a2a_s + self.reduce_s + self.other_s
+    }
+}
+
+impl Meter {
+    fn add(c: &[std::sync::atomic::AtomicU64; 2], bytes: usize, t0: std::time::Instant) {
+        use std::sync::atomic::Ordering::Relaxed;
+        c[0].fetch_add(bytes as u64, Relaxed);
+        c[1].fetch_add(t0.elapsed().as_nanos() as u64, Relaxed);
+    }
+    /// The counts so far.
+    pub fn read(&self) -> MeterReading {
+        use std::sync::atomic::Ordering::Relaxed;
+        let s = |c: &[std::sync::atomic::AtomicU64; 2]| (c[0].load(Relaxed), c[1].load(Relaxed) as f64 * 1e-9);
+        let ((a, at), (r, rt), (o, ot)) = (s(&self.a2a), s(&self.reduce), s(&self.other));
+        MeterReading { a2a_bytes: a, a2a_s: at, reduce_bytes: r, reduce_s: rt, other_bytes: o, other_s: ot }
+    }
+}
+
+/// A communicator that counts bytes and time into a [`Meter`] (shared by the ones split from it).
+pub struct Metered {
+    inner: Arc<dyn Comm>,
+    meter: Arc<Meter>,
+}
+
+impl Metered {
+    /// `inner`, counted into `meter`.
+    pub fn wrap(inner: Arc<dyn Comm>, meter: Arc<Meter>) -> Arc<dyn Comm> {
+        Arc::new(Metered { inner, meter })
+    }
+}
+
+impl Comm for Metered {
+    fn rank(&self) -> usize {
+        self.inner.rank()
+    }
+    fn size(&self) -> usize {
+        self.inner.size()
+    }
+    fn backend(&self) -> &'static str {
+        self.inner.backend()
+    }
+    fn split(&self, color: usize, key: usize) -> Arc<dyn Comm> {
+        let t0 = std::time::Instant::now();
+        let c = Metered::wrap(self.inner.split(color, key), self.meter.clone());
+        Meter::add(&self.meter.other, 0, t0);
+        c
+    }
+    fn all_gather_bytes(&self, send: &[u8]) -> Vec<Vec<u8>> {
+        let t0 = std::time::Instant::now();
+        let r = self.inner.all_gather_bytes(send);
+        Meter::add(&self.meter.other, send.len() * (self.size() - 1), t0);
+        r
+    }
+    fn all_to_all_v_bytes(&self, send: &[u8], counts: &[usize]) -> (Vec<u8>, Vec<usize>) {
+        let t0 = std::time::Instant::now();
+        let r = self.inner.all_to_all_v_bytes(send, counts);
+        Meter::add(&self.meter.a2a, send.len() - counts[self.rank()], t0);
+        r
+    }
+    fn all_reduce_sum_f64(&self, v: &mut [f64]) {
+        let t0 = std::time::Instant::now();
+        self.inner.all_reduce_sum_f64(v);
+        Meter::add(&self.meter.reduce, 8 * v.len(), t0);
+    }
+    fn all_reduce_sum_f32(&self, v: &mut [f32]) {
+        let t0 = std::time::Instant::now();
+        self.inner.all_reduce_sum_f32(v);
+        Meter::add(&self.meter.reduce, 4 * v.len(), t0);
+    }
+    fn all_reduce_sum_u64(&self, v: &mut [u64]) {
+        let t0 = std::time::Instant::now();
+        self.inner.all_reduce_sum_u64(v);
+        Meter::add(&self.meter.reduce, 8 * v.len(), t0);
+    }
+    fn broadcast_bytes(&self, buf: &mut Vec<u8>, root: usize) {
+        let t0 = std::time::Instant::now();
+        self.inner.broadcast_bytes(buf, root);
+        Meter::add(&self.meter.other, if self.rank() == root { buf.len() * (self.size() - 1) } else { 0 }, t0);
+    }
+    fn broadcast_bytes_idle(&self, buf: &mut Vec<u8>, root: usize) {
+        let t0 = std::time::Instant::now();
+        self.inner.broadcast_bytes_idle(buf, root);
+        Meter::add(&self.meter.other, if self.rank() == root { buf.len() * (self.size() - 1) } else { 0 }, t0);
+    }
+    fn barrier(&self) {
+        let t0 = std::time::Instant::now();
+        self.inner.barrier();
+        Meter::add(&self.meter.other, 0, t0);
+    }
+    fn abort(&self, code: i32) -> ! {
+        self.inner.abort(code)
+    }
 }
