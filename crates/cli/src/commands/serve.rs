@@ -6,7 +6,7 @@ use anyhow::Context;
 use indicatif::{ProgressBar, ProgressStyle};
 use moe_compare::plot::{line_chart, LineChart, Series};
 use moe_data::Tokenizer;
-use moe_dist::Groups;
+use moe_dist::{Groups, Meter, Metered};
 use moe_infer::{bench_infer, Engine, EngineWeights, Machine, Runner};
 use moe_kernels::gemv::Kernel;
 use moe_kernels::quant::WeightDtype;
@@ -94,7 +94,8 @@ fn serve_expert_parallel(
             a.expert_parallel
         );
     }
-    let groups = Groups::new(job.world.clone(), n).map_err(anyhow::Error::msg)?;
+    let meter = Arc::new(Meter::default());
+    let groups = Groups::new(Metered::wrap(job.world.clone(), meter.clone()), n).map_err(anyhow::Error::msg)?;
     let comm = groups.ep.clone();
     let load_shard = move || -> anyhow::Result<ServeModel> {
         let mut m = load()?;
@@ -122,10 +123,21 @@ fn serve_expert_parallel(
         eprintln!("warning: listening on {host} — reachable from other machines");
     }
     let url = server.url();
-    server.run_until_signal(|| {
+    let t0 = std::time::Instant::now();
+    let r = server.run_until_signal(|| {
         println!("moe serve: model `{name}` ready at {url}/v1 on {n} expert-parallel ranks (Ctrl-C to stop)");
         let _ = std::io::Write::flush(&mut std::io::stdout());
-    })
+    });
+    let m = meter.read();
+    eprintln!(
+        "communication (rank 0 of {n}): all-reduce {:.2} MB in {:.2}s, step messages {:.2} MB in {:.2}s, over {:.1}s served",
+        m.reduce_bytes as f64 / 1e6,
+        m.reduce_s,
+        m.other_bytes as f64 / 1e6,
+        m.other_s,
+        t0.elapsed().as_secs_f64()
+    );
+    r
 }
 
 fn check_positive(xs: &[(&str, usize)]) -> anyhow::Result<()> {
