@@ -43,9 +43,10 @@
 //!   integers (`vpsignb` + `vpmaddubsw` + `vpmaddwd`), converted to f32 and scaled by the block's
 //!   scales (`y = Σ_b d_x · d_w · Σ q_x·q_w`; int8 applies its row scale once at the end). **Costs
 //!   accuracy**: each `x` value moves by up to `max|block|/254`. The default ([`Kernel::Auto`]) for
-//!   q4 weights on AVX2 machines, where that error is small beside the weights' own 4-bit rounding
-//!   and the kernel is several times faster than converting the weights to f32; see
-//!   `docs/inference.md` for the measurements. There is no AVX-512 q4 kernel (not written: the
+//!   q4 weights on AVX2 machines and for int8 weights on AVX2 machines without AVX-512: there the
+//!   exact kernels convert every weight to f32 and reach only 5–18% of the read bandwidth, this one
+//!   3.3–5× more (`tests/gemv_roofline.rs`), and its error is small beside the weights' own rounding
+//!   (`moe bench quality`; see `docs/inference.md` for both measurements). There is no AVX-512 q4 kernel (not written: the
 //!   machine it was built on had none to test it): AVX-512 machines run this one.
 //! * [`Kernel::Portable`]: the same maths in plain Rust written for auto-vectorisation (8-lane
 //!   accumulator arrays, four rows of `x` per pass over a row of `W`), for every CPU; the tests call it directly so machines without AVX-512
@@ -73,7 +74,9 @@ use rayon::prelude::*;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Kernel {
     /// The fastest exact-`x` kernel this CPU supports ([`Kernel::Avx512`], [`Kernel::Avx2`] or
-    /// [`Kernel::Portable`]).
+    /// [`Kernel::Portable`]), except for q4 weights (any AVX2 CPU) and int8 weights (AVX2 without
+    /// AVX-512): [`Kernel::Avx2Q8`], which quantises `x` per 32-block as llama.cpp does and is 3–5×
+    /// faster there.
     Auto,
     /// Plain Rust, any CPU.
     Portable,
@@ -240,11 +243,15 @@ pub fn gemv_ref(y: &mut [f32], x: &[f32], w: WeightsRef<'_>, m: usize, par: Par,
 }
 
 /// The concrete kernel `kernel` stands for on weights of `dtype` (`Auto` → best exact kernel, but
-/// for q4 weights [`Kernel::Avx2Q8`] where the CPU has it; the dot-product kernels fall back to
+/// [`Kernel::Avx2Q8`] for q4 weights where the CPU has it, and for int8 weights where it has no
+/// AVX-512; the dot-product kernels fall back to
 /// the exact kernel of their instruction set on formats they do not handle; q4 has no AVX-512
 /// kernel, so AVX-512 kernels run the AVX2 ones on it).
 pub(crate) fn resolve(kernel: Kernel, dtype: WeightDtype) -> Kernel {
     match (kernel, dtype) {
+        // int8 on AVX2 without AVX-512: the exact kernel converts each weight to f32 and reaches
+        // 18% of the read bandwidth; the int8 dot products 3–4× that (`tests/gemv_roofline.rs`)
+        (Kernel::Auto, WeightDtype::I8) if !has_avx512() && Kernel::Avx2Q8.available() => Kernel::Avx2Q8,
         (Kernel::Auto, WeightDtype::Q4) => {
             if Kernel::Avx2Q8.available() {
                 Kernel::Avx2Q8
