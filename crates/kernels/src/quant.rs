@@ -244,6 +244,8 @@ pub struct ActQ8 {
     pub q: Vec<i8>,
     /// `[m, ⌈k/32⌉]` block scales
     pub d: Vec<f32>,
+    /// `[m, ⌈k/32⌉]` block sums `Σ q` (exact; what undoes q4's offset of 8)
+    pub qsum: Vec<i32>,
 }
 
 /// `x` (`[m, k]`) quantised per 32-value block (see [`ActQ8`]).
@@ -252,6 +254,7 @@ pub fn quantize_act_q8(x: &[f32], m: usize, k: usize) -> ActQ8 {
     let kb = k.div_ceil(QK);
     let mut q = vec![0i8; m * kb * QK];
     let mut d = vec![0.0f32; m * kb];
+    let mut qsum = vec![0i32; m * kb];
     if k > 0 {
         for (i, row) in x.chunks_exact(k).enumerate() {
             for (b, blk) in row.chunks(QK).enumerate() {
@@ -269,10 +272,11 @@ pub fn quantize_act_q8(x: &[f32], m: usize, k: usize) -> ActQ8 {
                 for (o, &v) in q[at * QK..].iter_mut().zip(blk) {
                     *o = (v * id).round().clamp(-127.0, 127.0) as i8;
                 }
+                qsum[at] = q[at * QK..(at + 1) * QK].iter().map(|&v| v as i32).sum();
             }
         }
     }
-    ActQ8 { m, k, q, d }
+    ActQ8 { m, k, q, d, qsum }
 }
 
 impl ActQ8 {

@@ -1,26 +1,35 @@
 //! [`super::Kernel::Avx2Q8`]: int8 or q4 weights against `x` quantised to int8 per 32-value block
 //! ([`ActQ8`]), with exact integer dot products per block in AVX2 registers.
 //!
-//! Per 32-block and weight row: the 32 weights as signed i8 (q4: the 16 bytes of nibbles split
-//! into low and high halves and `8` subtracted, in registers), `vpsignb` moves the weights' signs
-//! onto `x` so that `vpmaddubsw(|w|, ±x)` multiplies unsigned by signed (each pair sum
-//! `≤ 2·127·127 < 2¹⁵`, so it never saturates: weights and `x` stay in `[-127, 127]`), `vpmaddwd`
-//! with ones sums pairs to eight i32 lanes, exact; those are converted to f32 (exact, `|v| < 2²⁴`)
-//! and accumulated with one FMA by the block's scale product. Four weight rows share each load of
-//! an `x` block, up to two rows of `x` share each weight block.
+//! Per 32-block and weight row, exact integer products in registers, `vpmaddubsw` (unsigned ×
+//! signed bytes, adjacent pairs summed to i16) then `vpmaddwd` with ones (to eight i32 lanes):
+//! * q4: the 16 bytes of nibbles split into low and high halves are the unsigned operand as
+//!   stored (`q ∈ 0..=15`, pair sums `≤ 2·15·127`); the offset is undone per block with the
+//!   precomputed `Σ q_x` ([`ActQ8::qsum`]): `Σ (q − 8)·x = Σ q·x − 8·Σ x`;
+//! * int8: `vpsignb` moves the weights' signs onto `x` so that `|w|` is the unsigned operand
+//!   (pair sums `≤ 2·127·127 < 2¹⁵`: weights and `x` stay in `[-127, 127]`, nothing saturates).
+//!
+//! Four weight rows share each load of an `x` block and up to two rows of `x` each weight block;
+//! the f32 conversion and scaling happen once per block for all four rows (see `block4`).
 
 use crate::quant::{ActQ8, BlockQ4, WeightsRef, QK};
 use std::arch::x86_64::*;
 
-/// How one weight format yields a 32-block of one row as signed i8 and its scale.
+/// How one weight format multiplies a 32-block of four weight rows with a block of `x`.
 trait Rows {
-    /// block `b` of row `r`: its 32 weights as i8 (zero past the row's end)
-    unsafe fn block(&self, r: usize, b: usize) -> __m256i;
-    /// scales of blocks `b` of the four rows (`[1; 4]` when the row scale applies at the end)
-    unsafe fn scales(&self, rows: [usize; 4], b: usize) -> [f32; 4];
-    /// the row's scale, applied to its sum (1 for q4)
+    /// The four rows' block `b` as loaded and prepared once for every row of `x`.
+    type W: Copy;
+    /// Load block `b` of rows `rows`.
+    unsafe fn load4(&self, rows: [usize; 4], b: usize) -> Self::W;
+    /// The four rows' `Σ q·x` over the block in eight i32 lanes each (pairs of products summed).
+    unsafe fn dot4(w: Self::W, x: __m256i) -> [__m256i; 4];
+    /// The four rows' scales of block `b` (1 when the row scale applies at the end).
+    unsafe fn scales(&self, rows: [usize; 4], b: usize) -> __m128;
+    /// Whether the stored values carry q4's offset of 8 (undone with the blocks' `Σ x`).
+    const OFFSET8: bool;
+    /// The row's scale, applied to its sum (1 for q4).
     fn row_scale(&self, r: usize) -> f32;
-    /// start address of row `r` (for prefetching) and bytes per row
+    /// Start address of row `r` (for prefetching) and bytes per row.
     fn row_ptr(&self, r: usize) -> (*const u8, usize);
 }
 
@@ -31,23 +40,42 @@ struct I8Rows<'a> {
 }
 
 impl Rows for I8Rows<'_> {
+    /// (|w|, w) per row: `vpmaddubsw` wants its first operand unsigned, so `w`'s signs move to `x`
+    type W = [(__m256i, __m256i); 4];
     #[inline(always)]
-    unsafe fn block(&self, r: usize, b: usize) -> __m256i {
-        let p = r * self.k + b * QK;
-        if (b + 1) * QK <= self.k {
-            _mm256_loadu_si256(self.q.as_ptr().add(p) as *const __m256i)
-        } else {
-            // the row's last, partial block: zero-padded copy (x is zero-padded to match)
-            let mut t = [0i8; QK];
-            let len = self.k - b * QK;
-            t[..len].copy_from_slice(&self.q[p..p + len]);
-            _mm256_loadu_si256(t.as_ptr() as *const __m256i)
+    unsafe fn load4(&self, rows: [usize; 4], b: usize) -> Self::W {
+        // (no closures here: they would not inherit the caller's target features)
+        let mut out = [(_mm256_setzero_si256(), _mm256_setzero_si256()); 4];
+        for j in 0..4 {
+            let p = rows[j] * self.k + b * QK;
+            let w = if (b + 1) * QK <= self.k {
+                _mm256_loadu_si256(self.q.as_ptr().add(p) as *const __m256i)
+            } else {
+                // the row's last, partial block: zero-padded copy (x is zero-padded to match)
+                let mut t = [0i8; QK];
+                let len = self.k - b * QK;
+                t[..len].copy_from_slice(&self.q[p..p + len]);
+                _mm256_loadu_si256(t.as_ptr() as *const __m256i)
+            };
+            out[j] = (_mm256_sign_epi8(w, w), w);
         }
+        out
     }
     #[inline(always)]
-    unsafe fn scales(&self, _rows: [usize; 4], _b: usize) -> [f32; 4] {
-        [1.0; 4]
+    unsafe fn dot4(w: Self::W, x: __m256i) -> [__m256i; 4] {
+        // |w| · (x · sign w) = w · x; each pair sum ≤ 2·127·127 < 2¹⁵ (no saturation)
+        let mut out = [_mm256_setzero_si256(); 4];
+        for j in 0..4 {
+            let (aw, w) = w[j];
+            out[j] = _mm256_madd_epi16(_mm256_maddubs_epi16(aw, _mm256_sign_epi8(x, w)), _mm256_set1_epi16(1));
+        }
+        out
     }
+    #[inline(always)]
+    unsafe fn scales(&self, _rows: [usize; 4], _b: usize) -> __m128 {
+        _mm_set1_ps(1.0)
+    }
+    const OFFSET8: bool = false;
     #[inline(always)]
     fn row_scale(&self, r: usize) -> f32 {
         self.scale[r]
@@ -64,23 +92,37 @@ struct Q4Rows<'a> {
 }
 
 impl Rows for Q4Rows<'_> {
+    /// the stored `q ∈ 0..=15` as unsigned bytes, in weight order
+    type W = [__m256i; 4];
     #[inline(always)]
-    unsafe fn block(&self, r: usize, b: usize) -> __m256i {
-        let blk = self.blocks.as_ptr().add(r * self.kb + b);
-        let qs = _mm_loadu_si128((*blk).qs.as_ptr() as *const __m128i);
+    unsafe fn load4(&self, rows: [usize; 4], b: usize) -> Self::W {
         let m = _mm_set1_epi8(0x0F);
-        let lo = _mm_and_si128(qs, m); // weights 0..15
-        let hi = _mm_and_si128(_mm_srli_epi16::<4>(qs), m); // weights 16..31
-        _mm256_sub_epi8(_mm256_set_m128i(hi, lo), _mm256_set1_epi8(8))
-    }
-    #[inline(always)]
-    unsafe fn scales(&self, rows: [usize; 4], b: usize) -> [f32; 4] {
-        let d = rows.map(|r| u16::from_le_bytes((*self.blocks.as_ptr().add(r * self.kb + b)).d) as i16);
-        let v = _mm_cvtph_ps(_mm_set_epi16(0, 0, 0, 0, d[3], d[2], d[1], d[0]));
-        let mut out = [0.0f32; 4];
-        _mm_storeu_ps(out.as_mut_ptr(), v);
+        let mut out = [_mm256_setzero_si256(); 4];
+        for j in 0..4 {
+            let blk = self.blocks.as_ptr().add(rows[j] * self.kb + b);
+            let qs = _mm_loadu_si128((*blk).qs.as_ptr() as *const __m128i);
+            let lo = _mm_and_si128(qs, m); // weights 0..15
+            let hi = _mm_and_si128(_mm_srli_epi16::<4>(qs), m); // weights 16..31
+            out[j] = _mm256_set_m128i(hi, lo);
+        }
         out
     }
+    #[inline(always)]
+    unsafe fn dot4(w: Self::W, x: __m256i) -> [__m256i; 4] {
+        // q unsigned, x signed: each pair sum ≤ 2·15·127 (no saturation); Σ (q − 8)·x = Σ q·x − 8·Σ x
+        let mut out = [_mm256_setzero_si256(); 4];
+        for j in 0..4 {
+            out[j] = _mm256_madd_epi16(_mm256_maddubs_epi16(w[j], x), _mm256_set1_epi16(1));
+        }
+        out
+    }
+    #[inline(always)]
+    unsafe fn scales(&self, rows: [usize; 4], b: usize) -> __m128 {
+        let d = |j: usize| u16::from_le_bytes((*self.blocks.as_ptr().add(rows[j] * self.kb + b)).d) as i16;
+        let d = [d(0), d(1), d(2), d(3)];
+        _mm_cvtph_ps(_mm_set_epi16(0, 0, 0, 0, d[3], d[2], d[1], d[0]))
+    }
+    const OFFSET8: bool = true;
     #[inline(always)]
     fn row_scale(&self, _r: usize) -> f32 {
         1.0
@@ -91,29 +133,19 @@ impl Rows for Q4Rows<'_> {
     }
 }
 
-/// Eight i32 lanes holding `Σ w·x` over pairs of the 32-block, as f32 (exact).
-#[inline(always)]
-unsafe fn dot_block(w: __m256i, aw: __m256i, x: __m256i) -> __m256 {
-    let sx = _mm256_sign_epi8(x, w); // x · sign(w): |w| · sx = w · x
-    let p16 = _mm256_maddubs_epi16(aw, sx);
-    _mm256_cvtepi32_ps(_mm256_madd_epi16(p16, _mm256_set1_epi16(1)))
-}
-
-#[inline(always)]
-unsafe fn hsum(v: __m256) -> f32 {
-    let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v));
-    let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-    let s = _mm_add_ss(s, _mm_movehdup_ps(s));
-    _mm_cvtss_f32(s)
-}
-
 /// `MR × 4` sums over all blocks: `x` rows `xi` (indices into `xq`) against weight rows `wr`.
+///
+/// Per block the four rows' eight-lane i32 sums are folded by two rounds of `vphaddd` into one
+/// vector `[r0 r1 r2 r3 | r0 r1 r2 r3]` (low and high halves of each row's lanes), converted once
+/// and accumulated with one FMA by `[s0 s1 s2 s3 | s0 s1 s2 s3]` (`s_r = d_w,r · d_x`); q4's offset
+/// goes into a separate four-lane accumulator, `Σ_b d_w · 8·d_x·Σ q_x`, subtracted at the end.
 #[inline(always)]
 unsafe fn block4<R: Rows, const MR: usize>(w: &R, xq: &ActQ8, xi: [usize; MR], wr: [usize; 4], kb: usize) -> [[f32; 4]; MR] {
-    let mut acc = [[_mm256_setzero_ps(); 4]; MR];
-    let (xp, xd) = (xq.q.as_ptr(), xq.d.as_ptr());
+    let mut acc = [_mm256_setzero_ps(); MR];
+    let mut corr = [_mm_setzero_ps(); MR];
+    let (xp, xd, xs) = (xq.q.as_ptr(), xq.d.as_ptr(), xq.qsum.as_ptr());
     let row_bytes = w.row_ptr(wr[0]).1;
-    let pre = wr.map(|r| w.row_ptr(r).0.wrapping_add(8 * row_bytes));
+    let pre = [0, 1, 2, 3].map(|j| w.row_ptr(wr[j]).0.wrapping_add(8 * row_bytes));
     for b in 0..kb {
         if b % 2 == 0 {
             // the rows eight ahead (the next-but-one block of four): rows are too short for the
@@ -123,23 +155,25 @@ unsafe fn block4<R: Rows, const MR: usize>(w: &R, xq: &ActQ8, xi: [usize; MR], w
                 _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(off) as *const i8);
             }
         }
-        let wv = [w.block(wr[0], b), w.block(wr[1], b), w.block(wr[2], b), w.block(wr[3], b)];
-        let aw = wv.map(|v| _mm256_sign_epi8(v, v));
+        let wv = w.load4(wr, b);
         let ws = w.scales(wr, b);
         for i in 0..MR {
-            let xv = _mm256_loadu_si256(xp.add((xi[i] * kb + b) * QK) as *const __m256i);
-            let dx = *xd.add(xi[i] * kb + b);
-            for r in 0..4 {
-                let s = _mm256_set1_ps(ws[r] * dx);
-                acc[i][r] = _mm256_fmadd_ps(dot_block(wv[r], aw[r], xv), s, acc[i][r]);
+            let at = xi[i] * kb + b;
+            let xv = _mm256_loadu_si256(xp.add(at * QK) as *const __m256i);
+            let p = R::dot4(wv, xv);
+            let h = _mm256_hadd_epi32(_mm256_hadd_epi32(p[0], p[1]), _mm256_hadd_epi32(p[2], p[3]));
+            let dx = *xd.add(at);
+            let s = _mm_mul_ps(ws, _mm_set1_ps(dx));
+            acc[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(h), _mm256_set_m128(s, s), acc[i]);
+            if R::OFFSET8 {
+                corr[i] = _mm_fmadd_ps(ws, _mm_set1_ps(8.0 * dx * *xs.add(at) as f32), corr[i]);
             }
         }
     }
     let mut out = [[0.0f32; 4]; MR];
     for i in 0..MR {
-        for r in 0..4 {
-            out[i][r] = hsum(acc[i][r]);
-        }
+        let v = _mm_sub_ps(_mm_add_ps(_mm256_castps256_ps128(acc[i]), _mm256_extractf128_ps::<1>(acc[i])), corr[i]);
+        _mm_storeu_ps(out[i].as_mut_ptr(), v);
     }
     out
 }
