@@ -99,7 +99,8 @@ pub enum Kernel {
 
 impl Kernel {
     /// Every kernel, `Auto` excluded.
-    pub const ALL: [Kernel; 6] = [Kernel::Portable, Kernel::Avx2, Kernel::Avx512, Kernel::Avx512Bf16Dot, Kernel::Avx512Vnni, Kernel::Avx2Q8];
+    pub const ALL: [Kernel; 6] =
+        [Kernel::Portable, Kernel::Avx2, Kernel::Avx512, Kernel::Avx512Bf16Dot, Kernel::Avx512Vnni, Kernel::Avx2Q8];
 
     /// Whether this CPU can run the kernel.
     pub fn available(self) -> bool {
