@@ -30,7 +30,9 @@ fn cli_bench_infer_quality_and_engine_generate() {
         "--out",
         s(&out_dir),
     ]);
-    for needle in ["read bandwidth", "GEMM peak", "weights bf16", "weights i8", "weights q4", "MB/step", "GB/s", "GFLOP/s", "roofline", "(uniform"] {
+    for needle in
+        ["read bandwidth", "GEMM peak", "weights bf16", "weights i8", "weights q4", "MB/step", "GB/s", "GFLOP/s", "roofline", "(uniform"]
+    {
         assert!(out.contains(needle), "{needle:?} missing:\n{out}");
     }
     let csv = std::fs::read_to_string(out_dir.join("bench_infer.csv")).unwrap();
