@@ -148,13 +148,13 @@ pub enum BenchCommand {
     /// this process (`--model`/`--run`/`--config`), interleaved with the engine at the same batch:
     /// throughput, TTFT, TPOT, ITL and end-to-end latency per concurrency; CSV + plots.
     Serve(BenchServeArgs),
-    /// Quality cost of bf16/int8 weights: perplexity and KL divergence from f32 on validation text.
+    /// Quality cost of bf16/int8/q4 weights: perplexity and KL divergence from f32 on validation text.
     Quality {
         /// Run directory (its latest checkpoint and validation split).
         #[arg(long)]
         run: PathBuf,
-        /// Formats to compare with f32 (comma-separated: bf16, int8).
-        #[arg(long, value_delimiter = ',', default_value = "bf16,int8")]
+        /// Formats to compare with f32 (comma-separated: bf16, int8, q4).
+        #[arg(long, value_delimiter = ',', default_value = "bf16,int8,q4")]
         dtype: Vec<DtypeArg>,
         /// Tokens per window (default: the run's seq_len, capped at n_ctx).
         #[arg(long)]
@@ -174,6 +174,8 @@ pub enum DtypeArg {
     F32,
     Bf16,
     Int8,
+    /// 4-bit blocks of 32 weights with an f16 scale (GGUF `Q4_0`); the LM head int8
+    Q4,
 }
 
 /// Which forward runs inference.
@@ -216,7 +218,7 @@ pub struct BenchInferArgs {
     /// Timed decode steps.
     #[arg(long, default_value_t = 32)]
     pub n_decode: usize,
-    /// Weight formats (comma-separated: f32, bf16, int8).
+    /// Weight formats (comma-separated: f32, bf16, int8, q4).
     #[arg(long, value_delimiter = ',', default_value = "f32")]
     pub dtype: Vec<DtypeArg>,
     /// fast (default) or reference.

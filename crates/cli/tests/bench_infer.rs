@@ -24,17 +24,19 @@ fn cli_bench_infer_quality_and_engine_generate() {
         "--n-decode",
         "3",
         "--dtype",
-        "f32,bf16,int8",
+        "f32,bf16,int8,q4",
         "--reps",
         "1",
         "--out",
         s(&out_dir),
     ]);
-    for needle in ["read bandwidth", "GEMM peak", "weights bf16", "weights i8", "MB/step", "GB/s", "GFLOP/s", "roofline", "(uniform"] {
+    for needle in
+        ["read bandwidth", "GEMM peak", "weights bf16", "weights i8", "weights q4", "MB/step", "GB/s", "GFLOP/s", "roofline", "(uniform"]
+    {
         assert!(out.contains(needle), "{needle:?} missing:\n{out}");
     }
     let csv = std::fs::read_to_string(out_dir.join("bench_infer.csv")).unwrap();
-    assert_eq!(csv.lines().count(), 1 + 3 * 2, "{csv}");
+    assert_eq!(csv.lines().count(), 1 + 4 * 2, "{csv}");
     assert!(csv.lines().skip(1).all(|l| l.starts_with("fast,")), "{csv}");
     assert!(out_dir.join("bench_infer.png").is_file() && out_dir.join("bench_infer.svg").is_file());
 
@@ -59,7 +61,7 @@ fn cli_bench_infer_quality_and_engine_generate() {
     fails(&["bench", "infer", "--batch", "1"], &["--run"]);
 
     let q = ok(&["bench", "quality", "--run", s(&run), "--windows", "2", "--seq-len", "16"]);
-    assert!(q.contains("KL mean") && q.contains("bf16") && q.contains("i8"), "{q}");
+    assert!(q.contains("KL mean") && q.contains("bf16") && q.contains("i8") && q.contains("q4"), "{q}");
 
     let fast = ok(&["generate", "--run", s(&run), "--prompt", "12+3", "--max-tokens", "8", "--temperature", "0"]);
     let slow = ok(&["generate", "--run", s(&run), "--prompt", "12+3", "--max-tokens", "8", "--temperature", "0", "--engine", "reference"]);

@@ -175,7 +175,7 @@ impl Hardware {
         match dtype {
             WeightDtype::F32 => self.peak_gflops_f32,
             WeightDtype::Bf16 => bf16,
-            WeightDtype::I8 => self.peak_gops_int8.unwrap_or(bf16),
+            WeightDtype::I8 | WeightDtype::Q4 => self.peak_gops_int8.unwrap_or(bf16),
         }
     }
 
@@ -370,6 +370,8 @@ pub fn weight_bytes(dtype: WeightDtype) -> f64 {
         WeightDtype::F32 => 4.0,
         WeightDtype::Bf16 => 2.0,
         WeightDtype::I8 => 1.0,
+        // 18 bytes per block of 32
+        WeightDtype::Q4 => 18.0 / 32.0,
     }
 }
 

@@ -1,8 +1,8 @@
 //! Measurement: the GEMV kernels against the wide path of the engine's `linear` (the `gemm` crate
-//! on f32 weights, per-thread f32 tiles for bf16/int8) on the engine's product shapes for growing
+//! on f32 weights, per-thread f32 tiles for bf16/int8/q4) on the engine's product shapes for growing
 //! row counts, per weight format; passes interleaved (best of 7) so that both see the same load.
 //! It sets [`moe_infer::engine::linear::gemm_min_rows`].
-//! `RAYON_NUM_THREADS=2 cargo run --release -p moe-infer --example crossover [f32,bf16,int8]`
+//! `RAYON_NUM_THREADS=2 cargo run --release -p moe-infer --example crossover [f32,bf16,int8,q4]`
 
 use moe_infer::engine::linear::linear_wide;
 use moe_kernels::gemv::{gemv_ref, Kernel};
@@ -12,13 +12,13 @@ use moe_kernels::Par;
 use std::time::Instant;
 
 fn main() {
-    let which = std::env::args().nth(1).unwrap_or_else(|| "f32,bf16,int8".into());
+    let which = std::env::args().nth(1).unwrap_or_else(|| "f32,bf16,int8,q4".into());
     let mut g = Rng::new(1);
-    println!("gemv kernel: {:?}", Kernel::Auto.resolved(WeightDtype::F32));
-    for dt in [WeightDtype::F32, WeightDtype::Bf16, WeightDtype::I8] {
+    for dt in WeightDtype::ALL {
         if !which.split(',').any(|w| w == dt.name() || (w == "int8" && dt == WeightDtype::I8)) {
             continue;
         }
+        println!("{}: gemv kernel {:?}", dt.name(), Kernel::Auto.resolved(dt));
         for &(n, k) in &[(2048usize, 512usize), (512, 1024), (32000, 512)] {
             let w0: Vec<f32> = (0..n * k).map(|_| g.normal() as f32 * 0.05).collect();
             let w = Weights::from_f32(&w0, n, k, dt);

@@ -8,6 +8,16 @@
 //! * [`WeightI8`]: symmetric per-row int8 (1 byte per weight + 4 bytes per row):
 //!   `w[j, p] ≈ scale[j] · q[j, p]` with `scale[j] = max_p |w[j, p]| / 127` and
 //!   `q = round(w / scale)` in `[-127, 127]`. Absolute error of each weight ≤ `scale/2 = max/254`.
+//! * [`WeightQ4`]: 4-bit blocks of [`QK`] = 32 weights along a row with an f16 scale each
+//!   (18 bytes per 32 weights, 4.5 bits per weight), byte for byte GGUF's `Q4_0` ([`BlockQ4`]), so
+//!   llama.cpp's blocks can be run as stored: `w = d · (q − 8)` with `q ∈ 0..=15`, the low nibbles
+//!   of the 16 bytes holding weights 0..15 of the block and the high nibbles weights 16..31.
+//!   Quantised as llama.cpp's `quantize_row_q4_0`: the value of largest magnitude `v` sets
+//!   `d = v / −8` (so it is stored exactly as `q = 0`), `q = min(15, ⌊w/d + 8.5⌋)`. Absolute error of
+//!   each weight ≤ `|d| = max|block|/8` (half a step, `|d|/2`, except values near `−v` that the
+//!   clamp at 15 holds one step short), plus the f16 rounding of `d` (relative 2⁻¹¹, times `|q−8| ≤ 8`).
+//!   A row whose length is not a multiple of 32 is padded with zero weights in its last block.
+//!   Scales must stay within f16 range: `max|block| ≤ 8 · 65504`.
 //!
 //! [`Weights`] is the enum the GEMV kernel dispatches on. Every format can be turned back into f32
 //! with `dequantize` (what the naive twins and the round-trip tests use).
@@ -23,18 +33,21 @@ pub enum WeightDtype {
     Bf16,
     /// 1 byte per weight + one f32 scale per row
     I8,
+    /// 4 bits per weight + one f16 scale per 32 weights (GGUF `Q4_0` blocks)
+    Q4,
 }
 
 impl WeightDtype {
     /// All formats, in decreasing size.
-    pub const ALL: [WeightDtype; 3] = [WeightDtype::F32, WeightDtype::Bf16, WeightDtype::I8];
+    pub const ALL: [WeightDtype; 4] = [WeightDtype::F32, WeightDtype::Bf16, WeightDtype::I8, WeightDtype::Q4];
 
-    /// Short lowercase name (`f32`, `bf16`, `i8`).
+    /// Short lowercase name (`f32`, `bf16`, `i8`, `q4`).
     pub fn name(self) -> &'static str {
         match self {
             WeightDtype::F32 => "f32",
             WeightDtype::Bf16 => "bf16",
             WeightDtype::I8 => "i8",
+            WeightDtype::Q4 => "q4",
         }
     }
 }
@@ -107,6 +120,184 @@ impl WeightI8 {
     }
 }
 
+/// Weights per block of [`WeightQ4`] (and of the activation blocks of [`ActQ8`]).
+pub const QK: usize = 32;
+
+/// One block of [`WeightQ4`]: GGUF's `block_q4_0` byte for byte (18 bytes, alignment 1, so a
+/// memory-mapped GGUF tensor can be viewed as `[BlockQ4]`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[repr(C)]
+pub struct BlockQ4 {
+    /// the scale `d`, an IEEE f16, little-endian
+    pub d: [u8; 2],
+    /// byte `j`: weight `j` in the low nibble, weight `j + 16` in the high nibble (`q ∈ 0..=15`)
+    pub qs: [u8; 16],
+}
+
+const _: () = assert!(std::mem::size_of::<BlockQ4>() == 18 && std::mem::align_of::<BlockQ4>() == 1);
+
+impl BlockQ4 {
+    /// The scale `d` as f32 (exact).
+    #[inline]
+    pub fn scale(&self) -> f32 {
+        half::f16::from_bits(u16::from_le_bytes(self.d)).to_f32()
+    }
+
+    /// The 32 values `d · (q − 8)` this block stands for.
+    #[inline]
+    pub fn dequantize_into(&self, out: &mut [f32; QK]) {
+        let d = self.scale();
+        for (j, &b) in self.qs.iter().enumerate() {
+            out[j] = d * ((b & 15) as i32 - 8) as f32;
+            out[j + 16] = d * ((b >> 4) as i32 - 8) as f32;
+        }
+    }
+
+    /// `v` (≤ 32 values, zero-padded) quantised as llama.cpp's `quantize_row_q4_0` (module doc).
+    pub fn quantize(v: &[f32]) -> BlockQ4 {
+        debug_assert!(v.len() <= QK);
+        let mut x = [0.0f32; QK];
+        x[..v.len()].copy_from_slice(v);
+        let (mut amax, mut max) = (0.0f32, 0.0f32);
+        for &w in &x {
+            if w.abs() > amax {
+                amax = w.abs();
+                max = w;
+            }
+        }
+        let d = max / -8.0;
+        let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+        let mut qs = [0u8; 16];
+        for j in 0..16 {
+            // x·id ∈ [−8, 8]: + 8.5 and truncation round to nearest, the clamp keeps q ≤ 15
+            let q0 = ((x[j] * id + 8.5) as i8).min(15) as u8;
+            let q1 = ((x[j + 16] * id + 8.5) as i8).min(15) as u8;
+            qs[j] = q0 | (q1 << 4);
+        }
+        BlockQ4 { d: half::f16::from_f32(d).to_bits().to_le_bytes(), qs }
+    }
+}
+
+/// 4-bit block-quantised weights (see the module doc), row-major `[n, k]` as `n · ⌈k/32⌉` blocks.
+#[derive(Clone, Debug, PartialEq)]
+pub struct WeightQ4 {
+    /// rows (output features)
+    pub n: usize,
+    /// columns (input features)
+    pub k: usize,
+    /// `[n, ⌈k/32⌉]` blocks
+    pub blocks: Vec<BlockQ4>,
+}
+
+/// Row `blocks` (`⌈k/32⌉` of them) as `k` f32 values into `out`.
+pub fn dequantize_q4_row(blocks: &[BlockQ4], out: &mut [f32]) {
+    let k = out.len();
+    debug_assert_eq!(blocks.len(), k.div_ceil(QK));
+    let mut tmp = [0.0f32; QK];
+    for (b, o) in blocks.iter().zip(out.chunks_mut(QK)) {
+        b.dequantize_into(&mut tmp);
+        o.copy_from_slice(&tmp[..o.len()]);
+    }
+}
+
+impl WeightQ4 {
+    /// The f32 values these blocks stand for.
+    pub fn dequantize(&self) -> Vec<f32> {
+        let mut out = vec![0.0f32; self.n * self.k];
+        if self.k > 0 {
+            let kb = self.k.div_ceil(QK);
+            for (o, b) in out.chunks_exact_mut(self.k).zip(self.blocks.chunks_exact(kb)) {
+                dequantize_q4_row(b, o);
+            }
+        }
+        out
+    }
+}
+
+/// `w` (`[n, k]`) quantised to 4-bit blocks (see the module doc).
+///
+/// # Panics
+/// If a weight is not finite.
+pub fn quantize_q4(w: &[f32], n: usize, k: usize) -> WeightQ4 {
+    check_len(w.len(), n, k, "quantize_q4");
+    assert!(w.iter().all(|v| v.is_finite()), "quantize_q4: non-finite weight (callers check user data first: `non_finite_at`)");
+    let mut blocks = Vec::with_capacity(n * k.div_ceil(QK));
+    if k > 0 {
+        for row in w.chunks_exact(k) {
+            blocks.extend(row.chunks(QK).map(BlockQ4::quantize));
+        }
+    }
+    WeightQ4 { n, k, blocks }
+}
+
+/// Rows of activations quantised to int8 per block of [`QK`] values, as llama.cpp's `Q8_0`
+/// (with an f32 scale instead of f16): `x ≈ d_b · q` with `d_b = max|block|/127`, `q = round(x/d_b)`
+/// in `[-127, 127]`; each value moves by at most `d_b/2 = max|block|/254`. A block holding a
+/// non-finite value gets `d = NaN`, so that the products it enters are NaN, as with exact `x`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ActQ8 {
+    /// rows
+    pub m: usize,
+    /// values per row
+    pub k: usize,
+    /// `[m, ⌈k/32⌉·32]` quantised values, each row zero-padded to whole blocks
+    pub q: Vec<i8>,
+    /// `[m, ⌈k/32⌉]` block scales
+    pub d: Vec<f32>,
+    /// `[m, ⌈k/32⌉]` block sums `Σ q` (exact; what undoes q4's offset of 8)
+    pub qsum: Vec<i32>,
+}
+
+/// `x` (`[m, k]`) quantised per 32-value block (see [`ActQ8`]).
+pub fn quantize_act_q8(x: &[f32], m: usize, k: usize) -> ActQ8 {
+    check_len(x.len(), m, k, "quantize_act_q8");
+    let kb = k.div_ceil(QK);
+    let mut q = vec![0i8; m * kb * QK];
+    let mut d = vec![0.0f32; m * kb];
+    let mut qsum = vec![0i32; m * kb];
+    if k > 0 {
+        for (i, row) in x.chunks_exact(k).enumerate() {
+            for (b, blk) in row.chunks(QK).enumerate() {
+                let at = i * kb + b;
+                if !blk.iter().all(|v| v.is_finite()) {
+                    d[at] = f32::NAN;
+                    continue;
+                }
+                let amax = blk.iter().fold(0.0f32, |a, v| a.max(v.abs()));
+                if amax == 0.0 {
+                    continue;
+                }
+                d[at] = amax / 127.0;
+                let id = 127.0 / amax;
+                for (o, &v) in q[at * QK..].iter_mut().zip(blk) {
+                    *o = (v * id).round().clamp(-127.0, 127.0) as i8;
+                }
+                qsum[at] = q[at * QK..(at + 1) * QK].iter().map(|&v| v as i32).sum();
+            }
+        }
+    }
+    ActQ8 { m, k, q, d, qsum }
+}
+
+impl ActQ8 {
+    /// Blocks per row.
+    pub fn blocks_per_row(&self) -> usize {
+        self.k.div_ceil(QK)
+    }
+
+    /// The f32 values `d_b · q` (`[m, k]`): what the naive twin multiplies.
+    pub fn dequantize(&self) -> Vec<f32> {
+        let kb = self.blocks_per_row();
+        let mut out = vec![0.0f32; self.m * self.k];
+        for i in 0..self.m {
+            for p in 0..self.k {
+                out[i * self.k + p] = self.d[i * kb + p / QK] * self.q[i * kb * QK + p] as f32;
+            }
+        }
+        out
+    }
+}
+
 /// The f32 value of a bf16 bit pattern (exact: a 16-bit shift).
 #[inline(always)]
 pub fn bf16_bits_to_f32(b: u16) -> f32 {
@@ -164,6 +355,8 @@ pub enum Weights {
     Bf16(WeightBf16),
     /// per-row symmetric int8
     I8(WeightI8),
+    /// 4-bit blocks
+    Q4(WeightQ4),
 }
 
 impl Weights {
@@ -173,6 +366,7 @@ impl Weights {
             WeightDtype::F32 => Weights::F32(WeightF32::new(w.to_vec(), n, k)),
             WeightDtype::Bf16 => Weights::Bf16(quantize_bf16(w, n, k)),
             WeightDtype::I8 => Weights::I8(quantize_i8(w, n, k)),
+            WeightDtype::Q4 => Weights::Q4(quantize_q4(w, n, k)),
         }
     }
     /// Rows (output features).
@@ -181,6 +375,7 @@ impl Weights {
             Weights::F32(w) => w.n,
             Weights::Bf16(w) => w.n,
             Weights::I8(w) => w.n,
+            Weights::Q4(w) => w.n,
         }
     }
     /// Columns (input features).
@@ -189,6 +384,7 @@ impl Weights {
             Weights::F32(w) => w.k,
             Weights::Bf16(w) => w.k,
             Weights::I8(w) => w.k,
+            Weights::Q4(w) => w.k,
         }
     }
     /// Storage format.
@@ -197,15 +393,13 @@ impl Weights {
             Weights::F32(_) => WeightDtype::F32,
             Weights::Bf16(_) => WeightDtype::Bf16,
             Weights::I8(_) => WeightDtype::I8,
+            Weights::Q4(_) => WeightDtype::Q4,
         }
     }
-    /// Bytes of storage (what one GEMV reads): values plus, for int8, the per-row scales.
+    /// Bytes of storage (what one GEMV reads): values plus, for int8, the per-row scales (q4:
+    /// 18 bytes per block).
     pub fn bytes(&self) -> usize {
-        match self {
-            Weights::F32(w) => 4 * w.w.len(),
-            Weights::Bf16(w) => 2 * w.bits.len(),
-            Weights::I8(w) => w.q.len() + 4 * w.scale.len(),
-        }
+        self.view().bytes()
     }
     /// The f32 matrix `[n, k]` these weights stand for.
     pub fn dequantize(&self) -> Vec<f32> {
@@ -213,6 +407,7 @@ impl Weights {
             Weights::F32(w) => w.dequantize(),
             Weights::Bf16(w) => w.dequantize(),
             Weights::I8(w) => w.dequantize(),
+            Weights::Q4(w) => w.dequantize(),
         }
     }
 }
@@ -251,6 +446,15 @@ pub enum WeightsRef<'a> {
         /// columns
         k: usize,
     },
+    /// 4-bit blocks `[n, ⌈k/32⌉]`
+    Q4 {
+        /// blocks
+        blocks: &'a [BlockQ4],
+        /// rows
+        n: usize,
+        /// columns
+        k: usize,
+    },
 }
 
 impl<'a> WeightsRef<'a> {
@@ -262,13 +466,13 @@ impl<'a> WeightsRef<'a> {
     /// Rows (output features).
     pub fn n(&self) -> usize {
         match *self {
-            WeightsRef::F32 { n, .. } | WeightsRef::Bf16 { n, .. } | WeightsRef::I8 { n, .. } => n,
+            WeightsRef::F32 { n, .. } | WeightsRef::Bf16 { n, .. } | WeightsRef::I8 { n, .. } | WeightsRef::Q4 { n, .. } => n,
         }
     }
     /// Columns (input features).
     pub fn k(&self) -> usize {
         match *self {
-            WeightsRef::F32 { k, .. } | WeightsRef::Bf16 { k, .. } | WeightsRef::I8 { k, .. } => k,
+            WeightsRef::F32 { k, .. } | WeightsRef::Bf16 { k, .. } | WeightsRef::I8 { k, .. } | WeightsRef::Q4 { k, .. } => k,
         }
     }
     /// Storage format.
@@ -277,6 +481,7 @@ impl<'a> WeightsRef<'a> {
             WeightsRef::F32 { .. } => WeightDtype::F32,
             WeightsRef::Bf16 { .. } => WeightDtype::Bf16,
             WeightsRef::I8 { .. } => WeightDtype::I8,
+            WeightsRef::Q4 { .. } => WeightDtype::Q4,
         }
     }
     /// Bytes of storage, as [`Weights::bytes`].
@@ -285,6 +490,7 @@ impl<'a> WeightsRef<'a> {
             WeightsRef::F32 { w, .. } => 4 * w.len(),
             WeightsRef::Bf16 { bits, .. } => 2 * bits.len(),
             WeightsRef::I8 { q, scale, .. } => q.len() + 4 * scale.len(),
+            WeightsRef::Q4 { blocks, .. } => std::mem::size_of_val(*blocks),
         }
     }
 }
@@ -296,6 +502,7 @@ impl Weights {
             Weights::F32(w) => WeightsRef::F32 { w: &w.w, n: w.n, k: w.k },
             Weights::Bf16(w) => WeightsRef::Bf16 { bits: &w.bits, n: w.n, k: w.k },
             Weights::I8(w) => WeightsRef::I8 { q: &w.q, scale: &w.scale, n: w.n, k: w.k },
+            Weights::Q4(w) => WeightsRef::Q4 { blocks: &w.blocks, n: w.n, k: w.k },
         }
     }
 }

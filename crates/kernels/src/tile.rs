@@ -8,14 +8,14 @@
 //!   kernels, with `x` rearranged once per matrix format ([`TileInput::new`]) and shared by every
 //!   tile that reads it, so that one token's input is prepared once for all its experts' tiles.
 //! * [`tile_gemm`]: the wide path (many rows of `x`, e.g. a prefill): the `gemm` crate on the
-//!   tile, after converting bf16/int8 tiles to f32 in a caller-provided scratch buffer.
+//!   tile, after converting bf16/int8/q4 tiles to f32 in a caller-provided scratch buffer.
 //!
 //! Both compute the same `y` up to f32 rounding; [`crate::gemv::naive::gemv`] on the
 //! [`WeightsRef::rows`] sub-matrix is the twin (tested in `tests/tile.rs`).
 
 use crate::gemv::{prepare_x, resolve, run_rows, Kernel, PreparedX};
 use crate::matmul::{matmul, MatmulShape, Par};
-use crate::quant::{bf16_bits_to_f32, WeightDtype, WeightsRef};
+use crate::quant::{bf16_bits_to_f32, dequantize_q4_row, WeightDtype, WeightsRef, QK};
 
 /// `x [m, k]` prepared for one weight format and kernel, shared by all tiles that read it.
 pub struct TileInput<'a> {
@@ -69,7 +69,7 @@ pub fn tile_gemv(y: &mut [f32], inp: &TileInput<'_>, w: WeightsRef<'_>) {
 }
 
 /// `y[m, nt] = x[m, k] · wᵀ` (**overwrites** `y`) for a tile `w [nt, k]` with the `gemm` crate
-/// on the calling thread. bf16 and int8 tiles are first converted to f32 in `scratch` (grown as
+/// on the calling thread. bf16, int8 and q4 tiles are first converted to f32 in `scratch` (grown as
 /// needed, so a caller that keeps it allocates once).
 ///
 /// # Panics
@@ -98,6 +98,10 @@ impl<'a> WeightsRef<'a> {
             WeightsRef::F32 { w, k, .. } => WeightsRef::F32 { w: &w[j0 * k..j1 * k], n: j1 - j0, k },
             WeightsRef::Bf16 { bits, k, .. } => WeightsRef::Bf16 { bits: &bits[j0 * k..j1 * k], n: j1 - j0, k },
             WeightsRef::I8 { q, scale, k, .. } => WeightsRef::I8 { q: &q[j0 * k..j1 * k], scale: &scale[j0..j1], n: j1 - j0, k },
+            WeightsRef::Q4 { blocks, k, .. } => {
+                let kb = k.div_ceil(QK);
+                WeightsRef::Q4 { blocks: &blocks[j0 * kb..j1 * kb], n: j1 - j0, k }
+            }
         }
     }
 
@@ -117,6 +121,14 @@ impl<'a> WeightsRef<'a> {
                 }
                 for ((orow, qrow), &s) in out.chunks_exact_mut(k).zip(q.chunks_exact(k)).zip(scale) {
                     orow.iter_mut().zip(qrow).for_each(|(o, &v)| *o = v as f32 * s);
+                }
+            }
+            WeightsRef::Q4 { blocks, .. } => {
+                if k == 0 {
+                    return;
+                }
+                for (orow, brow) in out.chunks_exact_mut(k).zip(blocks.chunks_exact(k.div_ceil(QK))) {
+                    dequantize_q4_row(brow, orow);
                 }
             }
         }

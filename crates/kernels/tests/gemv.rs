@@ -14,8 +14,26 @@ use moe_kernels::quant::{quantize_bf16, quantize_i8, WeightDtype, Weights, Weigh
 use moe_kernels::rng::Rng;
 use moe_kernels::Par;
 
-const NK: [(usize, usize); 12] =
-    [(1, 1), (1, 17), (5, 1), (7, 15), (13, 16), (9, 33), (4, 64), (3, 100), (6, 31), (37, 257), (130, 31), (2, 1000)];
+const NK: [(usize, usize); 17] = [
+    (1, 1),
+    (1, 17),
+    (5, 1),
+    (7, 15),
+    (13, 16),
+    (9, 33),
+    (4, 64),
+    (3, 100),
+    (6, 31),
+    (37, 257),
+    (130, 31),
+    (2, 1000),
+    // every q4/q8 block boundary: one block exactly, whole blocks, one past, one short
+    (11, 32),
+    (5, 96),
+    (3, 95),
+    (6, 97),
+    (10, 128),
+];
 
 /// `Σ_p |x_ip · w_jp|` for every output (the rounding scale), from the dequantised weights.
 fn abs_scale(x: &[f32], w: &Weights, m: usize) -> Vec<f64> {
@@ -37,6 +55,17 @@ fn check_close(got: &[f32], want: &[f32], scale: &[f64], k: usize, extra_rel: f6
     }
 }
 
+/// The naive twin of what `kernel` runs on weights of `dtype`: the exact product, or the product
+/// with `x` quantised / rounded as the activation-quantising kernels do.
+fn twin(y: &mut [f32], x: &[f32], w: &Weights, m: usize, kernel: Kernel) {
+    match (kernel.resolved(w.dtype()), w.dtype()) {
+        (Kernel::Avx512Bf16Dot, WeightDtype::Bf16) => naive::gemv_x_bf16(y, x, w, m),
+        (Kernel::Avx512Vnni, WeightDtype::I8) => naive::gemv_x_i8(y, x, w, m),
+        (Kernel::Avx2Q8, _) => naive::gemv_x_q8(y, x, w, m),
+        _ => naive::gemv(y, x, w, m),
+    }
+}
+
 /// One kernel on every awkward shape, dtype, m = 1..=9 and both threading modes.
 fn check_kernel(kernel: Kernel, seed: u64) {
     let mut g = Rng::new(seed);
@@ -46,13 +75,7 @@ fn check_kernel(kernel: Kernel, seed: u64) {
             for m in 1..=9 {
                 let x = randn_f32(&mut g, m * k);
                 let mut want = vec![0.0f32; m * n];
-                if kernel == Kernel::Avx512Bf16Dot && dtype == WeightDtype::Bf16 {
-                    naive::gemv_x_bf16(&mut want, &x, &w, m);
-                } else if kernel == Kernel::Avx512Vnni && dtype == WeightDtype::I8 {
-                    naive::gemv_x_i8(&mut want, &x, &w, m);
-                } else {
-                    naive::gemv(&mut want, &x, &w, m);
-                }
+                twin(&mut want, &x, &w, m, kernel);
                 let scale = abs_scale(&x, &w, m);
                 for par in [Par::Seq, Par::Pool] {
                     let mut y = vec![f32::NAN; m * n]; // overwritten, never read
@@ -221,7 +244,7 @@ fn auto_dispatch_matches_naive_on_many_chunks() {
         for m in [1, 4, 8] {
             let x = randn_f32(&mut g, m * k);
             let (mut want, mut y) = (vec![0.0; m * n], vec![0.0; m * n]);
-            naive::gemv(&mut want, &x, &w, m);
+            twin(&mut want, &x, &w, m, Kernel::Auto);
             gemv(&mut y, &x, &w, m, Par::Pool);
             check_close(&y, &want, &abs_scale(&x, &w, m), k, 0.0, &format!("auto {dtype:?} m={m}"));
         }
@@ -328,8 +351,115 @@ fn i8_round_trip_error_within_half_step() {
 #[test]
 fn weights_bytes_and_shape() {
     let w = vec![0.5f32; 6 * 10];
-    for (dtype, bytes) in [(WeightDtype::F32, 240), (WeightDtype::Bf16, 120), (WeightDtype::I8, 60 + 24)] {
+    for (dtype, bytes) in [(WeightDtype::F32, 240), (WeightDtype::Bf16, 120), (WeightDtype::I8, 60 + 24), (WeightDtype::Q4, 6 * 18)] {
         let wt = Weights::from_f32(&w, 6, 10, dtype);
         assert_eq!((wt.n(), wt.k(), wt.dtype(), wt.bytes()), (6, 10, dtype, bytes));
     }
+}
+
+#[test]
+fn avx2_q8_kernel_matches_its_twin() {
+    if !moe_testutil::needs_cpu("avx2+f16c", "gemv::avx2_q8_kernel_matches_its_twin", Kernel::Avx2Q8.available()) {
+        return;
+    }
+    check_kernel(Kernel::Avx2Q8, 19);
+    // f32/bf16 weights fall back to the exact AVX2 kernel, q4 under AVX-512 kernels to AVX2 ones
+    assert_eq!(Kernel::Avx2Q8.resolved(WeightDtype::F32), Kernel::Avx2);
+    assert_eq!(Kernel::Avx2Q8.resolved(WeightDtype::I8), Kernel::Avx2Q8);
+    assert_eq!(Kernel::Auto.resolved(WeightDtype::Q4), Kernel::Avx2Q8);
+    assert_eq!(Kernel::Avx512.resolved(WeightDtype::Q4), Kernel::Avx2);
+}
+
+/// What quantising `x` per 32-block costs, for int8 and q4 weights: each output within
+/// `Σ_b max|x_b|/254 · Σ_{p∈b} |w_p|` of the exact-`x` result (checked), extreme block scales and
+/// a NaN included (NaN in, NaN out).
+#[test]
+fn avx2_q8_error_from_quantising_x() {
+    if !moe_testutil::needs_cpu("avx2+f16c", "gemv::avx2_q8_error_from_quantising_x", Kernel::Avx2Q8.available()) {
+        return;
+    }
+    let mut g = Rng::new(23);
+    for &(m, n, k) in &[(1, 64, 1024), (8, 33, 4097), (3, 5, 7), (2, 9, 320)] {
+        let mut x = randn_f32(&mut g, m * k);
+        // blocks of very different magnitude
+        for (p, v) in x.iter_mut().enumerate() {
+            *v *= 10f32.powi((p / 32) as i32 % 5 - 2);
+        }
+        let wf = randn_f32(&mut g, n * k);
+        for dtype in [WeightDtype::I8, WeightDtype::Q4] {
+            let w = Weights::from_f32(&wf, n, k, dtype);
+            let (mut exact, mut y) = (vec![0.0; m * n], vec![0.0; m * n]);
+            naive::gemv(&mut exact, &x, &w, m);
+            gemv_with(&mut y, &x, &w, m, Par::Pool, Kernel::Avx2Q8);
+            let wd = w.dequantize();
+            for i in 0..m {
+                for j in 0..n {
+                    let mut bound = 0.0f64;
+                    for b in 0..k.div_ceil(32) {
+                        let ps = b * 32..((b + 1) * 32).min(k);
+                        let xmax = x[i * k..][ps.clone()].iter().fold(0.0f64, |a, v| a.max(v.abs() as f64));
+                        bound += xmax / 254.0 * ps.map(|p| wd[j * k + p].abs() as f64).sum::<f64>();
+                    }
+                    let e = exact[i * n + j] as f64;
+                    let bound = bound * (1.0 + 1e-5) + 1e-6 * (e.abs() + 1.0);
+                    let got = y[i * n + j] as f64;
+                    assert!((got - e).abs() <= bound, "{dtype:?} m={m} n={n} k={k}: {got} vs exact {e}, bound {bound}");
+                }
+            }
+            let mut xn = x.clone();
+            xn[k / 2] = f32::NAN;
+            gemv_with(&mut y, &xn, &w, m, Par::Seq, Kernel::Avx2Q8);
+            assert!(y[..n].iter().all(|v| v.is_nan()), "{dtype:?}: a NaN in x must reach every output of its row");
+        }
+    }
+}
+
+/// 4-bit blocks: every weight within `|d| = max|block|/8` of its value (half a step but for values
+/// near the opposite extreme, which the clamp at q = 15 holds a step short), plus the f16 rounding of
+/// `d`; the extreme value itself round-trips exactly up to that rounding; all-zero blocks give 0;
+/// rows of every length around the block size are zero-padded.
+#[test]
+fn q4_round_trip_error_bounds() {
+    use moe_kernels::quant::{quantize_q4, BlockQ4};
+    let mut g = Rng::new(24);
+    for &(n, k) in &[(1, 1), (3, 31), (2, 32), (4, 33), (5, 64), (2, 95), (3, 96), (2, 97), (9, 257)] {
+        let mut w = randn_f32(&mut g, n * k);
+        for (j, row) in w.chunks_exact_mut(k).enumerate() {
+            let s = 10f32.powi(j as i32 % 5 - 2);
+            row.iter_mut().for_each(|v| *v *= s);
+        }
+        if n > 1 && k >= 32 {
+            w[k..k + 32].fill(0.0); // an all-zero block
+        }
+        let q = quantize_q4(&w, n, k);
+        assert_eq!(q.blocks.len(), n * k.div_ceil(32));
+        let back = q.dequantize();
+        let mut worst_half_steps = 0.0f64;
+        for j in 0..n {
+            for b in 0..k.div_ceil(32) {
+                let ps = b * 32..((b + 1) * 32).min(k);
+                let blk = &w[j * k..][ps.clone()];
+                let amax = blk.iter().fold(0.0f64, |a, v| a.max(v.abs() as f64));
+                let d = amax / 8.0;
+                assert!((q.blocks[j * k.div_ceil(32) + b].scale().abs() as f64 - d).abs() <= d * 2f64.powi(-11));
+                for p in ps {
+                    let err = (w[j * k + p] as f64 - back[j * k + p] as f64).abs();
+                    assert!(err <= d * (1.0 + 8.0 * 2f64.powi(-10)), "row {j} block {b}: err {err} > |d| = {d}");
+                    if d > 0.0 {
+                        worst_half_steps = worst_half_steps.max(err / (d / 2.0));
+                    }
+                }
+            }
+        }
+        assert!(worst_half_steps > 0.0 && worst_half_steps.is_finite());
+    }
+    // llama.cpp's rounding on a hand-made block: the extreme −2 sets d = 0.25 and is q = 0
+    let mut v = [0.0f32; 32];
+    v[0] = -2.0;
+    v[1] = 1.875; // 7.5 steps: rounds up to 16, clamped to 15 → 1.75
+    v[16] = 0.3; // 1.2 steps → q = 9 → 0.25
+    let b = BlockQ4::quantize(&v);
+    assert_eq!(b.scale(), 0.25);
+    assert_eq!((b.qs[0] & 15, b.qs[1] & 15, b.qs[0] >> 4, b.qs[2]), (0, 15, 9, 8 | (8 << 4)));
+    assert!(std::panic::catch_unwind(|| quantize_q4(&[1.0, f32::NAN], 1, 2)).is_err(), "NaN must not quantise");
 }

@@ -57,7 +57,13 @@ fn gemv_roofline() {
         for dtype in WeightDtype::ALL {
             let wq = Weights::from_f32(&w0, n, k, dtype);
             let mut kernels = vec![Kernel::Portable];
-            if Kernel::Avx512.available() {
+            if Kernel::Avx2.available() {
+                kernels.push(Kernel::Avx2);
+            }
+            if matches!(dtype, WeightDtype::I8 | WeightDtype::Q4) && Kernel::Avx2Q8.available() {
+                kernels.push(Kernel::Avx2Q8);
+            }
+            if Kernel::Avx512.available() && dtype != WeightDtype::Q4 {
                 kernels.push(Kernel::Avx512);
             }
             if dtype == WeightDtype::Bf16 && Kernel::Avx512Bf16Dot.available() {

@@ -59,9 +59,11 @@ pub fn run(c: BenchCommand) -> anyhow::Result<()> {
     }
 }
 
-/// The GEMV kernel for `dtype`: exact, or with `fast_dot` the activation-quantising one.
+/// The GEMV kernel for `dtype`: the default (`Kernel::Auto`: exact, but the AVX2 int8-activation
+/// kernel for q4, and for int8 without AVX-512), or with `fast_dot` the activation-quantising one.
 pub fn kernel_of(fast_dot: bool, dtype: WeightDtype) -> Kernel {
     match (fast_dot, dtype) {
+        (true, WeightDtype::I8) if !Kernel::Avx512Vnni.available() && Kernel::Avx2Q8.available() => Kernel::Avx2Q8,
         (true, WeightDtype::I8) => Kernel::Avx512Vnni,
         (true, WeightDtype::Bf16) => Kernel::Avx512Bf16Dot,
         _ => Kernel::Auto,
@@ -73,6 +75,7 @@ pub fn dtype_of(d: DtypeArg) -> WeightDtype {
         DtypeArg::F32 => WeightDtype::F32,
         DtypeArg::Bf16 => WeightDtype::Bf16,
         DtypeArg::Int8 => WeightDtype::I8,
+        DtypeArg::Q4 => WeightDtype::Q4,
     }
 }
 

@@ -9,10 +9,10 @@
 //!
 //! No barrier per expert: a thread that finishes one expert's tile takes the next task, whatever
 //! expert it belongs to. Each tile uses the GEMV kernels when its group has few rows
-//! ([`super::linear::gemm_min_rows`]), else the `gemm` crate on the tile. The slow twin is the
+//! ([`super::linear::gemm_min_rows_for`]), else the `gemm` crate on the tile. The slow twin is the
 //! model crate's per-expert `linear_forward` path (`decode.rs`), compared in `tests/engine.rs`.
 
-use super::linear::{gemm_min_rows, with_tile_scratch, SharedOut};
+use super::linear::{gemm_min_rows_for, with_tile_scratch, SharedOut};
 use super::weights::{MlpAct, MlpWeights, FF_TILE};
 use moe_kernels::act::{clamped_swiglu, gelu_tanh, silu_mul};
 use moe_kernels::gemv::Kernel;
@@ -68,7 +68,7 @@ pub fn grouped_mlp_forward(out: &mut [f32], groups: &[Group<'_>], d_model: usize
     if groups.is_empty() {
         return;
     }
-    let min_gemm = gemm_min_rows();
+    let min_gemm = |dtype| gemm_min_rows_for(dtype, kernel);
     // ---- phase 1: act = silu(gate) ⊙ up, tasks over (group × feature tile)
     s.act_off.clear();
     let mut n_act = 0;
@@ -88,8 +88,10 @@ pub fn grouped_mlp_forward(out: &mut [f32], groups: &[Group<'_>], d_model: usize
             f0 = f1;
         }
     }
-    let inputs: Vec<Option<TileInput<'_>>> =
-        groups.iter().map(|g| (g.m < min_gemm).then(|| TileInput::new(g.x, g.m, d_model, g.mlp.gate_up.dtype(), kernel))).collect();
+    let inputs: Vec<Option<TileInput<'_>>> = groups
+        .iter()
+        .map(|g| (g.m < min_gemm(g.mlp.gate_up.dtype())).then(|| TileInput::new(g.x, g.m, d_model, g.mlp.gate_up.dtype(), kernel)))
+        .collect();
     let act = SharedOut::new(&mut s.act);
     let act_off = &s.act_off;
     s.tasks.par_iter().for_each(|&(gi, f0, f1)| {
@@ -139,7 +141,7 @@ pub fn grouped_mlp_forward(out: &mut [f32], groups: &[Group<'_>], d_model: usize
     let inputs: Vec<Option<TileInput<'_>>> = groups
         .iter()
         .zip(&acts)
-        .map(|(g, a)| (g.m < min_gemm).then(|| TileInput::new(a, g.m, g.mlp.d_ff, g.mlp.down.dtype(), kernel)))
+        .map(|(g, a)| (g.m < min_gemm(g.mlp.down.dtype())).then(|| TileInput::new(a, g.m, g.mlp.d_ff, g.mlp.down.dtype(), kernel)))
         .collect();
     let o = SharedOut::new(out);
     s.tasks.par_iter().for_each(|&(gi, r0, r1)| {

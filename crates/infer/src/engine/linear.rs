@@ -32,6 +32,25 @@ pub fn gemm_min_rows() -> usize {
     })
 }
 
+/// Rows from which the wide path takes over from the int8-activation GEMV kernel
+/// ([`Kernel::Avx2Q8`]: q4, and int8 on AVX2 without AVX-512), which is 2–3× faster than the exact
+/// AVX2 kernels. `examples/crossover.rs` (2-core AMD EPYC, AVX2, 2026-12-07, int8 and q4 on the
+/// three engine shapes): the GEMV kernel ahead up to 16 rows (wide/gemv 0.22–0.91), about level
+/// at 32 (0.95–1.13), the wide path ahead from 64 (1.25–1.36).
+const Q8_GEMM_MIN_ROWS: usize = 32;
+
+/// [`gemm_min_rows`] for products on `dtype` weights with `kernel`: [`Q8_GEMM_MIN_ROWS`] where
+/// that resolves to [`Kernel::Avx2Q8`] (unless `MOE_GEMM_MIN_ROWS` is set).
+pub fn gemm_min_rows_for(dtype: WeightDtype, kernel: Kernel) -> usize {
+    static SET: OnceLock<bool> = OnceLock::new();
+    let set = *SET.get_or_init(|| std::env::var_os("MOE_GEMM_MIN_ROWS").is_some());
+    if !set && kernel.available() && kernel.resolved(dtype) == Kernel::Avx2Q8 {
+        Q8_GEMM_MIN_ROWS
+    } else {
+        gemm_min_rows()
+    }
+}
+
 thread_local! {
     /// (tile output, dequantised weight tile) per thread, grown on demand and kept.
     static TILE: RefCell<(Vec<f32>, Vec<f32>)> = const { RefCell::new((Vec::new(), Vec::new())) };
@@ -88,7 +107,7 @@ pub fn linear(y: &mut [f32], x: &[f32], w: &Weights, m: usize, kernel: Kernel) {
     let (n, k) = (w.n(), w.k());
     debug_assert_eq!(x.len(), m * k);
     debug_assert_eq!(y.len(), m * n);
-    if m < gemm_min_rows() {
+    if m < gemm_min_rows_for(w.dtype(), kernel) {
         gemv_ref(y, x, w.view(), m, Par::Pool, kernel); // [m, n]
         return;
     }

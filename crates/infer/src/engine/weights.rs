@@ -189,7 +189,7 @@ pub struct LayerWeights {
 /// All matrices of a model in one storage format.
 #[derive(Clone, Debug)]
 pub struct EngineWeights {
-    /// format of every matrix but the router
+    /// format of every matrix but the router (and the LM head of q4, kept int8)
     pub dtype: WeightDtype,
     /// per block
     pub layers: Vec<LayerWeights>,
@@ -364,6 +364,9 @@ impl EngineWeights {
         // the head and embedding first, their transient f32 copies (if any) freed before the layers
         let (emb, head) = (model.layout.tok_embeddings.clone(), model.layout.lm_head.clone());
         let nv = cfg.n_vocab;
+        // q4 keeps the LM head in int8, as llama.cpp keeps `output.weight` at 6+ bits in its 4-bit
+        // files: the logits are what every sampled token depends on, and the head is one matrix
+        let hd = if dtype == WeightDtype::Q4 { WeightDtype::I8 } else { dtype };
         let (embed, lm_head) = match src.kept_dtype(emb.start) {
             // a kept embedding: the engine gathers rows from its own copy, in bf16 for a bf16
             // checkpoint (else f32: exact either way); a tied head is made from the same values
@@ -371,12 +374,12 @@ impl EngineWeights {
                 let own = if fmt == "bf16" { WeightDtype::Bf16 } else { WeightDtype::F32 };
                 if head == emb {
                     let vals = src.get(emb.clone());
-                    (Some(Weights::from_f32(&vals, nv, d, own)), Weights::from_f32(&vals, nv, d, dtype))
+                    (Some(Weights::from_f32(&vals, nv, d, own)), Weights::from_f32(&vals, nv, d, hd))
                 } else {
-                    (Some(src.mat(emb.clone(), nv, d, own)), src.mat(head, nv, d, dtype))
+                    (Some(src.mat(emb.clone(), nv, d, own)), src.mat(head, nv, d, hd))
                 }
             }
-            None => (None, src.mat(head, nv, d, dtype)),
+            None => (None, src.mat(head, nv, d, hd)),
         };
         let layers = model
             .layout

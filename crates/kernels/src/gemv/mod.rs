@@ -37,6 +37,17 @@
 //!   value moves by up to `max|x_i|/254`, so an output moves by up to
 //!   `max|x_i|/254 · Σ_p |w_jp|` (typically `≈ max|x_i|·rms(w)·√k / 440`), which is large when
 //!   activations have outliers. Never chosen by [`Kernel::Auto`].
+//! * [`Kernel::Avx2Q8`] (int8 and q4 weights; needs AVX2, FMA, F16C): each row of `x` is quantised
+//!   to int8 per block of 32 values as llama.cpp's `Q8_0` does ([`crate::quant::ActQ8`]), and each
+//!   32-block of weights (q4: nibbles unpacked in registers to `q − 8`) is dotted with it exactly in
+//!   integers (`vpsignb` + `vpmaddubsw` + `vpmaddwd`), converted to f32 and scaled by the block's
+//!   scales (`y = Σ_b d_x · d_w · Σ q_x·q_w`; int8 applies its row scale once at the end). **Costs
+//!   accuracy**: each `x` value moves by up to `max|block|/254`. The default ([`Kernel::Auto`]) for
+//!   q4 weights on AVX2 machines and for int8 weights on AVX2 machines without AVX-512: there the
+//!   exact kernels convert every weight to f32 and reach only 5–18% of the read bandwidth, this one
+//!   3.3–5× more (`tests/gemv_roofline.rs`), and its error is small beside the weights' own rounding
+//!   (`moe bench quality`; see `docs/inference.md` for both measurements). There is no AVX-512 q4 kernel (not written: the
+//!   machine it was built on had none to test it): AVX-512 machines run this one.
 //! * [`Kernel::Portable`]: the same maths in plain Rust written for auto-vectorisation (8-lane
 //!   accumulator arrays, four rows of `x` per pass over a row of `W`), for every CPU; the tests call it directly so machines without AVX-512
 //!   still check it.
@@ -56,14 +67,16 @@
 //! (f64 accumulation over the dequantised weights).
 
 use crate::matmul::Par;
-use crate::quant::{bf16_bits_to_f32, quantize_i8, WeightDtype, Weights, WeightsRef};
+use crate::quant::{bf16_bits_to_f32, quantize_act_q8, quantize_i8, ActQ8, WeightDtype, Weights, WeightsRef};
 use rayon::prelude::*;
 
 /// Which implementation [`gemv_with`] runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Kernel {
     /// The fastest exact-`x` kernel this CPU supports ([`Kernel::Avx512`], [`Kernel::Avx2`] or
-    /// [`Kernel::Portable`]).
+    /// [`Kernel::Portable`]), except for q4 weights (any AVX2 CPU) and int8 weights (AVX2 without
+    /// AVX-512): [`Kernel::Avx2Q8`], which quantises `x` per 32-block as llama.cpp does and is 3–5×
+    /// faster there.
     Auto,
     /// Plain Rust, any CPU.
     Portable,
@@ -78,11 +91,16 @@ pub enum Kernel {
     /// `vpdpbusd` (AVX512_VNNI, 64 multiply-adds per instruction); other formats fall back to
     /// [`Kernel::Avx512`]. `x` must be finite and `k ≤ 2¹⁷` (panics otherwise).
     Avx512Vnni,
+    /// int8 and q4 weights with each row of `x` quantised to int8 per 32-value block (llama.cpp's
+    /// `Q8_0`) and AVX2 integer dot products (x86-64 with AVX2, FMA and F16C); f32/bf16 weights
+    /// fall back to [`Kernel::Avx2`].
+    Avx2Q8,
 }
 
 impl Kernel {
     /// Every kernel, `Auto` excluded.
-    pub const ALL: [Kernel; 5] = [Kernel::Portable, Kernel::Avx2, Kernel::Avx512, Kernel::Avx512Bf16Dot, Kernel::Avx512Vnni];
+    pub const ALL: [Kernel; 6] =
+        [Kernel::Portable, Kernel::Avx2, Kernel::Avx512, Kernel::Avx512Bf16Dot, Kernel::Avx512Vnni, Kernel::Avx2Q8];
 
     /// Whether this CPU can run the kernel.
     pub fn available(self) -> bool {
@@ -92,6 +110,7 @@ impl Kernel {
             Kernel::Avx512 => has_avx512(),
             Kernel::Avx512Bf16Dot => has_avx512() && has_avx512bf16(),
             Kernel::Avx512Vnni => has_avx512() && has_avx512vnni(),
+            Kernel::Avx2Q8 => has_avx2() && has_f16c(),
         }
     }
 
@@ -114,6 +133,7 @@ impl Kernel {
             Kernel::Avx512 => "avx512",
             Kernel::Avx512Bf16Dot => "avx512-dpbf16",
             Kernel::Avx512Vnni => "avx512-vnni",
+            Kernel::Avx2Q8 => "avx2-q8",
         }
     }
 }
@@ -124,6 +144,14 @@ fn has_avx2() -> bool {
 }
 #[cfg(not(target_arch = "x86_64"))]
 fn has_avx2() -> bool {
+    false
+}
+#[cfg(target_arch = "x86_64")]
+fn has_f16c() -> bool {
+    is_x86_feature_detected!("f16c")
+}
+#[cfg(not(target_arch = "x86_64"))]
+fn has_f16c() -> bool {
     false
 }
 #[cfg(target_arch = "x86_64")]
@@ -215,10 +243,28 @@ pub fn gemv_ref(y: &mut [f32], x: &[f32], w: WeightsRef<'_>, m: usize, par: Par,
     }
 }
 
-/// The concrete kernel `kernel` stands for on weights of `dtype` (`Auto` → best exact kernel;
-/// the dot-product kernels fall back to [`Kernel::Avx512`] on formats they do not handle).
+/// The concrete kernel `kernel` stands for on weights of `dtype` (`Auto` → best exact kernel, but
+/// [`Kernel::Avx2Q8`] for q4 weights where the CPU has it, and for int8 weights where it has no
+/// AVX-512; the dot-product kernels fall back to
+/// the exact kernel of their instruction set on formats they do not handle; q4 has no AVX-512
+/// kernel, so AVX-512 kernels run the AVX2 ones on it).
 pub(crate) fn resolve(kernel: Kernel, dtype: WeightDtype) -> Kernel {
     match (kernel, dtype) {
+        // int8 on AVX2 without AVX-512: the exact kernel converts each weight to f32 and reaches
+        // 18% of the read bandwidth; the int8 dot products 3–4× that (`tests/gemv_roofline.rs`)
+        (Kernel::Auto, WeightDtype::I8) if !has_avx512() && Kernel::Avx2Q8.available() => Kernel::Avx2Q8,
+        (Kernel::Auto, WeightDtype::Q4) => {
+            if Kernel::Avx2Q8.available() {
+                Kernel::Avx2Q8
+            } else if has_avx2() {
+                Kernel::Avx2
+            } else {
+                Kernel::Portable
+            }
+        }
+        (Kernel::Avx512, WeightDtype::Q4) => Kernel::Avx2,
+        (Kernel::Avx512Bf16Dot | Kernel::Avx512Vnni, WeightDtype::Q4) => Kernel::Avx2Q8,
+        (Kernel::Avx2Q8, WeightDtype::F32 | WeightDtype::Bf16) => Kernel::Avx2,
         (Kernel::Auto, _) => {
             if has_avx512() {
                 Kernel::Avx512
@@ -239,6 +285,7 @@ pub(crate) fn resolve(kernel: Kernel, dtype: WeightDtype) -> Kernel {
 pub(crate) fn prepare_x(kernel: Kernel, dtype: WeightDtype, x: &[f32], m: usize, k: usize) -> PreparedX {
     match (kernel, dtype) {
         (Kernel::Avx512Bf16Dot, _) => PreparedX::Bf16(x.iter().map(|&v| half::bf16::from_f32(v).to_bits()).collect()),
+        (Kernel::Avx2Q8, _) => PreparedX::Q8(quantize_act_q8(x, m, k)),
         (Kernel::Avx512Vnni, _) => {
             assert!(k <= 1 << 17, "gemv: the VNNI kernel's i32 dot products could overflow for k > 2^17");
             let xq = quantize_i8(x, m, k);
@@ -273,6 +320,8 @@ pub(crate) enum PreparedX {
     EvenOdd(Vec<f32>, usize),
     /// per-row int8 quantised, offset by 128 to u8, and the per-row scales (for VNNI)
     U8(Vec<u8>, Vec<f32>),
+    /// int8 per 32-value block (for [`Kernel::Avx2Q8`])
+    Q8(ActQ8),
 }
 
 #[derive(Clone, Copy)]
@@ -299,6 +348,7 @@ pub(crate) unsafe fn run_rows(kernel: Kernel, y: *mut f32, x: &[f32], prep: &Pre
             (WeightsRef::F32 { w, n, k }, _) => x86::rows::<x86::F32>(y, x, w, None, m, n, k, j0, j1),
             (WeightsRef::Bf16 { bits, n, k }, PreparedX::EvenOdd(xs, kp)) => x86::rows_bf16(y, xs, *kp, bits, m, n, k, j0, j1),
             (WeightsRef::I8 { q, scale, n, k }, _) => x86::rows::<x86::I8>(y, x, q, Some(scale), m, n, k, j0, j1),
+            (WeightsRef::Q4 { .. }, _) => unreachable!("q4 resolves to an AVX2 kernel"),
             _ => unreachable!("bf16 weights need the even/odd x"),
         },
         #[cfg(target_arch = "x86_64")]
@@ -312,12 +362,17 @@ pub(crate) unsafe fn run_rows(kernel: Kernel, y: *mut f32, x: &[f32], prep: &Pre
             _ => unreachable!("resolved to Avx512"),
         },
         #[cfg(target_arch = "x86_64")]
+        (Kernel::Avx2Q8, PreparedX::Q8(xq)) => avx2q8::rows(y, xq, w, m, j0, j1),
+        #[cfg(target_arch = "x86_64")]
         (Kernel::Avx2, _) => portable::rows_avx2(y, x, w, m, j0, j1),
         _ => portable::rows(y, x, w, m, j0, j1),
     }
 }
 
 pub mod portable;
+
+#[cfg(target_arch = "x86_64")]
+mod avx2q8;
 
 #[cfg(target_arch = "x86_64")]
 mod x86 {

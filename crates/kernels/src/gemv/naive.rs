@@ -35,3 +35,10 @@ pub fn gemv_x_bf16(y: &mut [f32], x: &[f32], w: &Weights, m: usize) {
     let xr: Vec<f32> = x.iter().map(|&v| half::bf16::from_f32(v).to_f32()).collect();
     gemv(y, &xr, w, m);
 }
+
+/// Twin of [`super::Kernel::Avx2Q8`]: [`gemv`] with each row of `x` first quantised to int8 per
+/// 32-value block and back ([`crate::quant::quantize_act_q8`]).
+pub fn gemv_x_q8(y: &mut [f32], x: &[f32], w: &Weights, m: usize) {
+    let xr = crate::quant::quantize_act_q8(x, m, w.k()).dequantize();
+    gemv(y, &xr, w, m);
+}

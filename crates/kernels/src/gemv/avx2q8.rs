@@ -1,0 +1,224 @@
+//! [`super::Kernel::Avx2Q8`]: int8 or q4 weights against `x` quantised to int8 per 32-value block
+//! ([`ActQ8`]), with exact integer dot products per block in AVX2 registers.
+//!
+//! Per 32-block and weight row, exact integer products in registers, `vpmaddubsw` (unsigned ×
+//! signed bytes, adjacent pairs summed to i16) then `vpmaddwd` with ones (to eight i32 lanes):
+//! * q4: the 16 bytes of nibbles split into low and high halves are the unsigned operand as
+//!   stored (`q ∈ 0..=15`, pair sums `≤ 2·15·127`); the offset is undone per block with the
+//!   precomputed `Σ q_x` ([`ActQ8::qsum`]): `Σ (q − 8)·x = Σ q·x − 8·Σ x`;
+//! * int8: `vpsignb` moves the weights' signs onto `x` so that `|w|` is the unsigned operand
+//!   (pair sums `≤ 2·127·127 < 2¹⁵`: weights and `x` stay in `[-127, 127]`, nothing saturates).
+//!
+//! Four weight rows share each load of an `x` block and up to two rows of `x` each weight block;
+//! the f32 conversion and scaling happen once per block for all four rows (see `block4`).
+
+use crate::quant::{ActQ8, BlockQ4, WeightsRef, QK};
+use std::arch::x86_64::*;
+
+/// How one weight format multiplies a 32-block of four weight rows with a block of `x`.
+trait Rows {
+    /// The four rows' block `b` as loaded and prepared once for every row of `x`.
+    type W: Copy;
+    /// Load block `b` of rows `rows`.
+    unsafe fn load4(&self, rows: [usize; 4], b: usize) -> Self::W;
+    /// The four rows' `Σ q·x` over the block in eight i32 lanes each (pairs of products summed).
+    unsafe fn dot4(w: Self::W, x: __m256i) -> [__m256i; 4];
+    /// The four rows' scales of block `b` (1 when the row scale applies at the end).
+    unsafe fn scales(&self, rows: [usize; 4], b: usize) -> __m128;
+    /// Whether the stored values carry q4's offset of 8 (undone with the blocks' `Σ x`).
+    const OFFSET8: bool;
+    /// The row's scale, applied to its sum (1 for q4).
+    fn row_scale(&self, r: usize) -> f32;
+    /// Start address of row `r` (for prefetching) and bytes per row.
+    fn row_ptr(&self, r: usize) -> (*const u8, usize);
+}
+
+struct I8Rows<'a> {
+    q: &'a [i8],
+    scale: &'a [f32],
+    k: usize,
+}
+
+impl Rows for I8Rows<'_> {
+    /// (|w|, w) per row: `vpmaddubsw` wants its first operand unsigned, so `w`'s signs move to `x`
+    type W = [(__m256i, __m256i); 4];
+    #[inline(always)]
+    unsafe fn load4(&self, rows: [usize; 4], b: usize) -> Self::W {
+        // (no closures here: they would not inherit the caller's target features)
+        let mut out = [(_mm256_setzero_si256(), _mm256_setzero_si256()); 4];
+        for j in 0..4 {
+            let p = rows[j] * self.k + b * QK;
+            let w = if (b + 1) * QK <= self.k {
+                _mm256_loadu_si256(self.q.as_ptr().add(p) as *const __m256i)
+            } else {
+                // the row's last, partial block: zero-padded copy (x is zero-padded to match)
+                let mut t = [0i8; QK];
+                let len = self.k - b * QK;
+                t[..len].copy_from_slice(&self.q[p..p + len]);
+                _mm256_loadu_si256(t.as_ptr() as *const __m256i)
+            };
+            out[j] = (_mm256_sign_epi8(w, w), w);
+        }
+        out
+    }
+    #[inline(always)]
+    unsafe fn dot4(w: Self::W, x: __m256i) -> [__m256i; 4] {
+        // |w| · (x · sign w) = w · x; each pair sum ≤ 2·127·127 < 2¹⁵ (no saturation)
+        let mut out = [_mm256_setzero_si256(); 4];
+        for j in 0..4 {
+            let (aw, w) = w[j];
+            out[j] = _mm256_madd_epi16(_mm256_maddubs_epi16(aw, _mm256_sign_epi8(x, w)), _mm256_set1_epi16(1));
+        }
+        out
+    }
+    #[inline(always)]
+    unsafe fn scales(&self, _rows: [usize; 4], _b: usize) -> __m128 {
+        _mm_set1_ps(1.0)
+    }
+    const OFFSET8: bool = false;
+    #[inline(always)]
+    fn row_scale(&self, r: usize) -> f32 {
+        self.scale[r]
+    }
+    #[inline(always)]
+    fn row_ptr(&self, r: usize) -> (*const u8, usize) {
+        (self.q.as_ptr().wrapping_add(r * self.k) as *const u8, self.k)
+    }
+}
+
+struct Q4Rows<'a> {
+    blocks: &'a [BlockQ4],
+    kb: usize,
+}
+
+impl Rows for Q4Rows<'_> {
+    /// the stored `q ∈ 0..=15` as unsigned bytes, in weight order
+    type W = [__m256i; 4];
+    #[inline(always)]
+    unsafe fn load4(&self, rows: [usize; 4], b: usize) -> Self::W {
+        let m = _mm_set1_epi8(0x0F);
+        let mut out = [_mm256_setzero_si256(); 4];
+        for j in 0..4 {
+            let blk = self.blocks.as_ptr().add(rows[j] * self.kb + b);
+            let qs = _mm_loadu_si128((*blk).qs.as_ptr() as *const __m128i);
+            let lo = _mm_and_si128(qs, m); // weights 0..15
+            let hi = _mm_and_si128(_mm_srli_epi16::<4>(qs), m); // weights 16..31
+            out[j] = _mm256_set_m128i(hi, lo);
+        }
+        out
+    }
+    #[inline(always)]
+    unsafe fn dot4(w: Self::W, x: __m256i) -> [__m256i; 4] {
+        // q unsigned, x signed: each pair sum ≤ 2·15·127 (no saturation); Σ (q − 8)·x = Σ q·x − 8·Σ x
+        let mut out = [_mm256_setzero_si256(); 4];
+        for j in 0..4 {
+            out[j] = _mm256_madd_epi16(_mm256_maddubs_epi16(w[j], x), _mm256_set1_epi16(1));
+        }
+        out
+    }
+    #[inline(always)]
+    unsafe fn scales(&self, rows: [usize; 4], b: usize) -> __m128 {
+        let d = |j: usize| u16::from_le_bytes((*self.blocks.as_ptr().add(rows[j] * self.kb + b)).d) as i16;
+        let d = [d(0), d(1), d(2), d(3)];
+        _mm_cvtph_ps(_mm_set_epi16(0, 0, 0, 0, d[3], d[2], d[1], d[0]))
+    }
+    const OFFSET8: bool = true;
+    #[inline(always)]
+    fn row_scale(&self, _r: usize) -> f32 {
+        1.0
+    }
+    #[inline(always)]
+    fn row_ptr(&self, r: usize) -> (*const u8, usize) {
+        (self.blocks.as_ptr().wrapping_add(r * self.kb) as *const u8, self.kb * std::mem::size_of::<BlockQ4>())
+    }
+}
+
+/// `MR × 4` sums over all blocks: `x` rows `xi` (indices into `xq`) against weight rows `wr`.
+///
+/// Per block the four rows' eight-lane i32 sums are folded by two rounds of `vphaddd` into one
+/// vector `[r0 r1 r2 r3 | r0 r1 r2 r3]` (low and high halves of each row's lanes), converted once
+/// and accumulated with one FMA by `[s0 s1 s2 s3 | s0 s1 s2 s3]` (`s_r = d_w,r · d_x`); q4's offset
+/// goes into a separate four-lane accumulator, `Σ_b d_w · 8·d_x·Σ q_x`, subtracted at the end.
+#[inline(always)]
+unsafe fn block4<R: Rows, const MR: usize>(w: &R, xq: &ActQ8, xi: [usize; MR], wr: [usize; 4], kb: usize) -> [[f32; 4]; MR] {
+    let mut acc = [_mm256_setzero_ps(); MR];
+    let mut corr = [_mm_setzero_ps(); MR];
+    let (xp, xd, xs) = (xq.q.as_ptr(), xq.d.as_ptr(), xq.qsum.as_ptr());
+    let row_bytes = w.row_ptr(wr[0]).1;
+    let pre = [0, 1, 2, 3].map(|j| w.row_ptr(wr[j]).0.wrapping_add(8 * row_bytes));
+    for b in 0..kb {
+        if b % 2 == 0 {
+            // the rows eight ahead (the next-but-one block of four): rows are too short for the
+            // hardware prefetcher to find the four interleaved streams in time
+            let off = b * row_bytes / kb;
+            for p in pre {
+                _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(off) as *const i8);
+            }
+        }
+        let wv = w.load4(wr, b);
+        let ws = w.scales(wr, b);
+        for i in 0..MR {
+            let at = xi[i] * kb + b;
+            let xv = _mm256_loadu_si256(xp.add(at * QK) as *const __m256i);
+            let p = R::dot4(wv, xv);
+            let h = _mm256_hadd_epi32(_mm256_hadd_epi32(p[0], p[1]), _mm256_hadd_epi32(p[2], p[3]));
+            let dx = *xd.add(at);
+            let s = _mm_mul_ps(ws, _mm_set1_ps(dx));
+            acc[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(h), _mm256_set_m128(s, s), acc[i]);
+            if R::OFFSET8 {
+                corr[i] = _mm_fmadd_ps(ws, _mm_set1_ps(8.0 * dx * *xs.add(at) as f32), corr[i]);
+            }
+        }
+    }
+    let mut out = [[0.0f32; 4]; MR];
+    for i in 0..MR {
+        let v = _mm_sub_ps(_mm_add_ps(_mm256_castps256_ps128(acc[i]), _mm256_extractf128_ps::<1>(acc[i])), corr[i]);
+        _mm_storeu_ps(out[i].as_mut_ptr(), v);
+    }
+    out
+}
+
+#[inline(always)]
+unsafe fn rows_impl<R: Rows>(y: *mut f32, xq: &ActQ8, w: &R, n: usize, m: usize, j0: usize, j1: usize) {
+    let kb = xq.blocks_per_row();
+    let mut j = j0;
+    while j < j1 {
+        // the last block of four repeats row j1 − 1 and discards the copies
+        let wr = [0, 1, 2, 3].map(|r| (j + r).min(j1 - 1));
+        let put = |i: usize, v: [f32; 4]| {
+            for (r, &val) in v.iter().enumerate() {
+                if j + r < j1 {
+                    *y.add(i * n + j + r) = val * w.row_scale(j + r);
+                }
+            }
+        };
+        let mut i = 0;
+        while i < m {
+            if m - i >= 2 {
+                let v = block4::<R, 2>(w, xq, [i, i + 1], wr, kb);
+                put(i, v[0]);
+                put(i + 1, v[1]);
+                i += 2;
+            } else {
+                put(i, block4::<R, 1>(w, xq, [i], wr, kb)[0]);
+                i += 1;
+            }
+        }
+        j += 4;
+    }
+}
+
+/// `y[i, j]` for all `i < m`, `j0 ≤ j < j1` (int8 or q4 weights; other formats never resolve here).
+///
+/// # Safety
+/// AVX2, FMA and F16C available; `y` points to `m·n` f32 (n = w.n()) of which columns `j0..j1`
+/// are exclusively ours; `xq` is `x [m, k]` quantised with `k = w.k()`.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) unsafe fn rows(y: *mut f32, xq: &ActQ8, w: WeightsRef<'_>, m: usize, j0: usize, j1: usize) {
+    debug_assert_eq!((xq.m, xq.k), (m, w.k()));
+    match w {
+        WeightsRef::I8 { q, scale, n, k } => rows_impl(y, xq, &I8Rows { q, scale, k }, n, m, j0, j1),
+        WeightsRef::Q4 { blocks, n, k } => rows_impl(y, xq, &Q4Rows { blocks, kb: k.div_ceil(QK) }, n, m, j0, j1),
+        _ => unreachable!("Avx2Q8 resolves to Avx2 on f32/bf16 weights"),
+    }
+}
