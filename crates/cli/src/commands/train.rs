@@ -4,9 +4,9 @@ use crate::args::TrainArgs;
 use crate::dist::Job;
 use anyhow::Context;
 use moe_dist::{Groups, Meter, Metered};
-use std::sync::Arc;
 use moe_train::{load_experiment, train, TrainOptions};
 use std::path::PathBuf;
+use std::sync::Arc;
 
 pub fn run(a: TrainArgs) -> anyhow::Result<()> {
     let job = Job::join()?;
