@@ -224,6 +224,32 @@ fn cpu_s(pid: u32) -> f64 {
     ticks / 100.0
 }
 
+/// An `mpirun` job started by the test: stopped on drop, whatever happened (SIGTERM, which mpirun
+/// forwards to its ranks, then SIGKILL to it and to any rank left after 10 s).
+struct MpiJob {
+    guard: common::Guard,
+    bin: PathBuf,
+    /// a string only this job's ranks have on their command line
+    run: String,
+}
+
+impl Drop for MpiJob {
+    fn drop(&mut self) {
+        let _ = Command::new("kill").args(["-TERM", &self.guard.0.id().to_string()]).status();
+        let t0 = Instant::now();
+        while t0.elapsed() < Duration::from_secs(10) {
+            if matches!(self.guard.0.try_wait(), Ok(Some(_))) && ranks_of(&self.bin, &self.run).is_empty() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        for p in ranks_of(&self.bin, &self.run) {
+            let _ = Command::new("kill").args(["-KILL", &p.to_string()]).status();
+        }
+        // the guard kills mpirun itself
+    }
+}
+
 /// Processes running `bin` whose command line contains `needle`.
 fn ranks_of(bin: &Path, needle: &str) -> Vec<u32> {
     let mut out = Vec::new();
@@ -253,17 +279,19 @@ fn mpirun_expert_parallel_serving_equals_one_process_and_idles_quietly() {
     let want = complete_all(&addr, &prompts);
     drop(g1);
     let sock = tempfile::tempdir().unwrap();
-    let mut ep = Command::new("timeout");
-    ep.args(["120", "mpirun", "--oversubscribe", "--allow-run-as-root", "--bind-to", "none", "-np", "2"])
+    let mut ep = Command::new("mpirun");
+    ep.args(["--oversubscribe", "--allow-run-as-root", "--bind-to", "none", "-np", "2"])
         .arg(&bin)
         .args(["serve", "--run", run.to_str().unwrap(), "--port", "0", "--expert-parallel", "2"])
         .env("TMPDIR", sock.path());
+    // mpirun itself, not a `timeout` around it: killing a wrapper would orphan the ranks
     let (g2, addr) = common::start_server(ep);
+    let g2 = MpiJob { guard: g2, bin: bin.clone(), run: run.to_str().unwrap().to_string() };
     assert!(addr.starts_with("127.0.0.1:"), "{addr}");
     assert_eq!(complete_all(&addr, &prompts), want, "expert-parallel greedy completions differ from one process");
     // idle: the ranks sleep instead of spinning in MPI
     std::thread::sleep(Duration::from_millis(500));
-    let pids = ranks_of(&bin, "--expert-parallel");
+    let pids = ranks_of(&bin, &g2.run);
     assert_eq!(pids.len(), 2, "two ranks: {pids:?}");
     let before: Vec<f64> = pids.iter().map(|&p| cpu_s(p)).collect();
     std::thread::sleep(Duration::from_secs(2));

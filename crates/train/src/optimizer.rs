@@ -106,15 +106,7 @@ impl AdamW {
     /// [`Error::Diverged`] (naming the step, `t + 1`, and the first tensor holding one), with
     /// `params` and the state untouched.
     pub fn step(&mut self, params: &mut [f32], grads: &mut [f32], lr: f64) -> Result<f64> {
-        if params.len() != self.table.total || grads.len() != self.table.total {
-            return Err(Error::Model(moe_model::Error::BadInput(format!(
-                "optimizer built for {} parameters, given {} parameters and {} gradients",
-                self.table.total,
-                params.len(),
-                grads.len()
-            ))));
-        }
-        let norm = grad_norm(grads);
+        let norm = grad_norm(grads); // sizes are checked by `step_with_norm`
         self.step_with_norm(params, grads, lr, norm)
     }
 
