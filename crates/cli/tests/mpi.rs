@@ -28,6 +28,12 @@ fn mpi_moe(test: &str) -> Option<PathBuf> {
     moe_testutil::needs_cpu("mpi", test, ok).then(|| bin.unwrap())
 }
 
+/// Open MPI settings for containers: no cross-memory attach (it needs ptrace rights a container
+/// may not grant), oversubscription allowed.
+fn quiet_mpi(c: &mut Command) {
+    c.env("OMPI_MCA_btl_vader_single_copy_mechanism", "none").env("OMPI_MCA_rmaps_base_oversubscribe", "1");
+}
+
 /// `mpirun -np <np> <bin> <args>` with a fresh TMPDIR and a time limit.
 fn mpirun(bin: &Path, np: usize, args: &[&str], env: &[(&str, &str)], limit_s: u64) -> (Output, Duration) {
     let tmp = tempfile::tempdir().unwrap();
@@ -39,7 +45,8 @@ fn mpirun(bin: &Path, np: usize, args: &[&str], env: &[(&str, &str)], limit_s: u
     for (k, _) in env {
         c.args(["-x", k]);
     }
-    c.arg(bin).args(args).env("TMPDIR", tmp.path()).env("OMPI_MCA_rmaps_base_oversubscribe", "1");
+    c.arg(bin).args(args).env("TMPDIR", tmp.path());
+    quiet_mpi(&mut c);
     for (k, v) in env {
         c.env(k, v);
     }
@@ -284,6 +291,7 @@ fn mpirun_expert_parallel_serving_equals_one_process_and_idles_quietly() {
         .arg(&bin)
         .args(["serve", "--run", run.to_str().unwrap(), "--port", "0", "--expert-parallel", "2"])
         .env("TMPDIR", sock.path());
+    quiet_mpi(&mut ep);
     // mpirun itself, not a `timeout` around it: killing a wrapper would orphan the ranks
     let (g2, addr) = common::start_server(ep);
     let g2 = MpiJob { guard: g2, bin: bin.clone(), run: run.to_str().unwrap().to_string() };
