@@ -9,6 +9,12 @@ pub struct Rng {
     s: [u64; 4],
 }
 
+/// FNV-1a of `bytes`: a stable 64-bit label (of a tensor name for its initialisation stream, of
+/// a resolved config to compare across ranks).
+pub fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xCBF2_9CE4_8422_2325, |h, &b| (h ^ b as u64).wrapping_mul(0x0100_0000_01B3))
+}
+
 fn splitmix64(x: &mut u64) -> u64 {
     *x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
     let mut z = *x;

@@ -174,7 +174,7 @@ impl<T: Real> Transformer<T> {
         let mut buf = Vec::new();
         for e in &m.table.entries {
             if let Init::Normal(std) = e.init {
-                let mut rng = Rng::derive(seed, 0x1417 ^ name_hash(&e.name));
+                let mut rng = Rng::derive(seed, 0x1417 ^ moe_kernels::rng::fnv1a(e.name.as_bytes()));
                 buf.resize(e.len, 0.0f32);
                 rng.fill_normal(&mut buf, std);
                 for (p, &v) in m.params[e.range()].iter_mut().zip(&buf) {
@@ -570,11 +570,6 @@ impl<T: Real> Transformer<T> {
             }
         }
     }
-}
-
-/// FNV-1a of a tensor name: the label of its initialisation stream.
-fn name_hash(name: &str) -> u64 {
-    name.bytes().fold(0xCBF2_9CE4_8422_2325, |h, b| (h ^ b as u64).wrapping_mul(0x0100_0000_01B3))
 }
 
 impl Transformer<f32> {

@@ -116,7 +116,7 @@ pub fn reduce_stats(world: &dyn Comm, stats: &mut [RoutingStats]) {
 
 /// Error unless every rank runs the same experiment (collective): `text` is the resolved config.
 pub fn check_same_config(world: &dyn Comm, text: &str, cfg_file: &Path) -> Result<()> {
-    let h = text.bytes().fold(0xCBF2_9CE4_8422_2325u64, |h, b| (h ^ b as u64).wrapping_mul(0x0100_0000_01B3));
+    let h = moe_kernels::rng::fnv1a(text.as_bytes());
     let all = all_gather(world, &[h]);
     if let Some(r) = all.iter().position(|v| v[0] != h) {
         return Err(Error::Config {

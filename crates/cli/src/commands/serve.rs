@@ -61,9 +61,20 @@ pub fn run(a: ServeArgs) -> anyhow::Result<()> {
     if job.world.size() > 1 || a.expert_parallel > 1 {
         return job.run(|| serve_expert_parallel(&a, opts, &job, load));
     }
+    serve_http(&a, opts, load, "")
+}
+
+/// Start the server, wait until the model is loaded, then serve until a signal. `ranks` is said
+/// after "ready" (empty in one process).
+fn serve_http(
+    a: &ServeArgs,
+    opts: ServeOptions,
+    load: impl FnOnce() -> anyhow::Result<ServeModel> + Send + 'static,
+    ranks: &str,
+) -> anyhow::Result<()> {
     let name = opts.served_model_name.clone();
     let server = Server::start(opts, load)?;
-    eprintln!("loading the model; listening on {} (/health answers 503 until ready)", server.url());
+    eprintln!("loading the model{ranks}; listening on {} (/health answers 503 until ready)", server.url());
     server.wait_ready()?;
     if a.host != "127.0.0.1" && a.host != "::1" && a.host != "localhost" {
         eprintln!(
@@ -74,7 +85,7 @@ pub fn run(a: ServeArgs) -> anyhow::Result<()> {
     }
     let url = server.url();
     server.run_until_signal(|| {
-        println!("moe serve: model `{name}` ready at {url}/v1 (Ctrl-C to stop)");
+        println!("moe serve: model `{name}` ready at {url}/v1{ranks} (Ctrl-C to stop)");
         let _ = std::io::Write::flush(&mut std::io::stdout());
     })
 }
@@ -108,29 +119,18 @@ fn serve_expert_parallel(
         return moe_serve::scheduler::worker(&mut m.model, &opts, comm);
     }
     opts.expert_parallel = Some(ExpertParallel(comm.clone()));
-    let name = opts.served_model_name.clone();
-    let host = opts.host.clone();
+    let t0 = std::time::Instant::now();
     // a load that fails on rank 0 would leave the other ranks waiting: end the job
-    let server = Server::start(opts, move || {
+    let load = move || {
         load_shard().map_err(|e| {
             eprintln!("rank 0 of {n}: error: loading the model: {e:#}");
             comm.abort(2)
         })
-    })?;
-    eprintln!("loading the model on {n} expert-parallel ranks; listening on {} (/health answers 503 until ready)", server.url());
-    server.wait_ready()?;
-    if host != "127.0.0.1" && host != "::1" && host != "localhost" {
-        eprintln!("warning: listening on {host} — reachable from other machines");
-    }
-    let url = server.url();
-    let t0 = std::time::Instant::now();
-    let r = server.run_until_signal(|| {
-        println!("moe serve: model `{name}` ready at {url}/v1 on {n} expert-parallel ranks (Ctrl-C to stop)");
-        let _ = std::io::Write::flush(&mut std::io::stdout());
-    });
+    };
+    let r = serve_http(a, opts, load, &format!(" on {n} expert-parallel ranks"));
     let m = meter.read();
     eprintln!(
-        "communication (rank 0 of {n}): all-reduce {:.2} MB in {:.2}s, step messages {:.2} MB in {:.2}s, over {:.1}s served",
+        "communication (rank 0 of {n}): all-reduce {:.2} MB in {:.2}s, step messages {:.2} MB in {:.2}s, over {:.1}s since the server started",
         m.reduce_bytes as f64 / 1e6,
         m.reduce_s,
         m.other_bytes as f64 / 1e6,

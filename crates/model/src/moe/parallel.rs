@@ -51,11 +51,13 @@ pub fn globalize<T: Real>(r: &mut Routing<T>, world: &dyn Comm) {
     r.counts_global = v;
     if let Some(cap) = r.settings.capacity(r.n_tok_global) {
         // every process's choices and gate values, in rank order = the batch's token order
-        let idx: Vec<u32> = all_gather(world, &r.idx).concat();
+        let per_rank = all_gather(world, &r.idx);
+        // this process's assignments start after the earlier ranks' (k per token)
+        let before: usize = per_rank[..world.rank()].iter().map(|v| v.len()).sum();
+        let idx = per_rank.concat();
         let probs: Vec<T> = world.all_gather_bytes(real_bytes(&r.probs)).iter().flat_map(|b| real_from_bytes::<T>(b)).collect();
-        let before: usize = all_gather(world, &[r.n_tok as u64])[..world.rank()].iter().map(|c| c[0] as usize).sum();
         let kept = capacity_keep(&idx, &probs, r.n_tok_global, k, e, cap);
-        r.kept = kept[before * k..(before + r.n_tok) * k].to_vec();
+        r.kept = kept[before..before + r.n_tok * k].to_vec();
     }
 }
 
