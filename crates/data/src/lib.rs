@@ -21,6 +21,7 @@ pub mod chat;
 pub mod corpus;
 pub mod dataset;
 pub mod error;
+pub mod gguf_vocab;
 pub mod synthetic;
 pub mod tokenizer;
 
@@ -28,4 +29,5 @@ pub use chat::{ChatMessage, ChatTemplate};
 pub use corpus::{load_documents, read_corpus, Corpus, Document, Replaced, TextEncoding};
 pub use dataset::{eval_batches, Batch, Batcher, BatcherState, TokenDataset};
 pub use error::{Error, Result};
+pub use gguf_vocab::GgufVocab;
 pub use tokenizer::{train_bpe, Detokenizer, Tokenizer};

@@ -19,6 +19,7 @@ pub mod accounting;
 pub mod checkpoint;
 pub mod config;
 pub mod error;
+pub mod gguf;
 pub mod hf;
 pub mod layers;
 pub mod moe;

@@ -1,5 +1,8 @@
 //! Matrices kept in their checkpoint's storage format instead of the f32 parameter buffer.
 //!
+//! A GGUF file's matrices stay here as the file stores them (bf16, f16, or GGML's quantised
+//! blocks: `StoredData::Ggml`), so that a 4-bit file loads in about its own size.
+//!
 //! A Hugging Face checkpoint in bf16 or f16 loaded for the fast inference engine
 //! (`HfOptions::keep_dtype`) keeps its projection and expert matrices here, 2 bytes per value, and
 //! leaves their ranges of `Transformer::params` as untouched zero pages (the buffer is allocated
@@ -13,6 +16,7 @@
 //! (it keeps a kept embedding in bf16 and gathers its rows from there) — but never the router,
 //! norms or biases.
 
+use crate::gguf::{dequantize, GgmlType};
 use std::collections::BTreeMap;
 use std::ops::Range;
 
@@ -23,6 +27,16 @@ pub enum StoredData {
     Bf16(Vec<u16>),
     /// IEEE half bit patterns
     F16(Vec<u16>),
+    /// GGML blocks as a GGUF file stores them (`n` values, rows of whole blocks); a quantised
+    /// file's matrices stay here, in the file's size, until the engine converts them
+    Ggml {
+        /// the block type
+        ty: GgmlType,
+        /// values held
+        n: usize,
+        /// the blocks
+        bytes: Vec<u8>,
+    },
 }
 
 impl StoredData {
@@ -30,6 +44,7 @@ impl StoredData {
     pub fn len(&self) -> usize {
         match self {
             StoredData::Bf16(v) | StoredData::F16(v) => v.len(),
+            StoredData::Ggml { n, .. } => *n,
         }
     }
 
@@ -40,30 +55,66 @@ impl StoredData {
 
     /// Bytes held.
     pub fn bytes(&self) -> usize {
-        2 * self.len()
+        match self {
+            StoredData::Ggml { bytes, .. } => bytes.len(),
+            _ => 2 * self.len(),
+        }
     }
 
-    /// Elements `r` as f32 (exact: every bf16 and f16 value is an f32).
+    /// Elements `r` as f32 (exact: every bf16, f16 and dequantised GGML value is an f32).
     pub fn to_f32(&self, r: Range<usize>) -> Vec<f32> {
         match self {
             StoredData::Bf16(v) => v[r].iter().map(|&b| half::bf16::from_bits(b).to_f32()).collect(),
             StoredData::F16(v) => v[r].iter().map(|&b| half::f16::from_bits(b).to_f32()).collect(),
+            StoredData::Ggml { ty, bytes, .. } => {
+                // the whole blocks covering r
+                let (bn, bb) = ty.block();
+                let (b0, b1) = (r.start / bn, r.end.div_ceil(bn));
+                let mut out = vec![0.0f32; (b1 - b0) * bn];
+                dequantize(*ty, &bytes[b0 * bb..b1 * bb], &mut out);
+                out.drain(..r.start - b0 * bn);
+                out.truncate(r.len());
+                out
+            }
         }
     }
 
-    /// `vals` rounded to the format of `self` (exact for values read from such a tensor).
-    pub fn like(&self, vals: &[f32]) -> StoredData {
+    /// `vals` rounded to the format of `self` (exact for values read from such a tensor);
+    /// `None` for GGML blocks, which are kept only as the file stores them.
+    pub fn like(&self, vals: &[f32]) -> Option<StoredData> {
         match self {
-            StoredData::Bf16(_) => StoredData::Bf16(vals.iter().map(|&x| half::bf16::from_f32(x).to_bits()).collect()),
-            StoredData::F16(_) => StoredData::F16(vals.iter().map(|&x| half::f16::from_f32(x).to_bits()).collect()),
+            StoredData::Bf16(_) => Some(StoredData::Bf16(vals.iter().map(|&x| half::bf16::from_f32(x).to_bits()).collect())),
+            StoredData::F16(_) => Some(StoredData::F16(vals.iter().map(|&x| half::f16::from_f32(x).to_bits()).collect())),
+            StoredData::Ggml { .. } => None,
         }
     }
 
-    /// Name of the format.
+    /// Elements `..at` and `at..` as two stored matrices (`at` on a block boundary).
+    pub fn split_at(self, at: usize) -> (StoredData, StoredData) {
+        match self {
+            StoredData::Bf16(mut v) => {
+                let b = v.split_off(at);
+                (StoredData::Bf16(v), StoredData::Bf16(b))
+            }
+            StoredData::F16(mut v) => {
+                let b = v.split_off(at);
+                (StoredData::F16(v), StoredData::F16(b))
+            }
+            StoredData::Ggml { ty, n, mut bytes } => {
+                let (bn, bb) = ty.block();
+                assert_eq!(at % bn, 0, "split of {} blocks inside a block", ty.name());
+                let b = bytes.split_off(at / bn * bb);
+                (StoredData::Ggml { ty, n: at, bytes }, StoredData::Ggml { ty, n: n - at, bytes: b })
+            }
+        }
+    }
+
+    /// Name of the format (`bf16`, `f16`, or GGML's type name such as `q4_K`).
     pub fn dtype_name(&self) -> &'static str {
         match self {
             StoredData::Bf16(_) => "bf16",
             StoredData::F16(_) => "f16",
+            StoredData::Ggml { ty, .. } => ty.name(),
         }
     }
 }
@@ -169,6 +220,15 @@ impl MatrixStore {
     /// Every stored matrix: (range, data).
     pub fn iter(&self) -> impl Iterator<Item = (&Range<usize>, &StoredData)> {
         self.by_start.values().map(|(r, d)| (r, d))
+    }
+
+    /// The format holding most stored values, if any matrix is stored.
+    pub fn main_dtype(&self) -> Option<&'static str> {
+        let mut by: BTreeMap<&'static str, usize> = BTreeMap::new();
+        for (_, d) in self.by_start.values() {
+            *by.entry(d.dtype_name()).or_default() += d.len();
+        }
+        by.into_iter().max_by_key(|&(name, n)| (n, name)).map(|(name, _)| name)
     }
 
     /// Format of the stored matrices (the first one's), if any.

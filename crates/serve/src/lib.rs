@@ -13,7 +13,7 @@
 
 pub mod api;
 pub mod bench;
-mod load;
+pub mod load;
 pub mod metrics;
 pub mod scheduler;
 

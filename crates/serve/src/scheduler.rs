@@ -104,7 +104,7 @@ pub struct EngineState {
 /// The engine's weight format: `opts.dtype`, else the one a bf16 checkpoint already has (kept at
 /// load), else exact f32.
 pub fn engine_dtype(model: &Transformer<f32>, opts: &ServeOptions) -> WeightDtype {
-    opts.dtype.unwrap_or(if model.stored.dtype_name() == Some("bf16") { WeightDtype::Bf16 } else { WeightDtype::F32 })
+    opts.dtype.unwrap_or_else(|| moe_infer::engine::weights::default_dtype(model))
 }
 
 /// Rank 0's side of an expert-parallel server: before each engine step it tells the other ranks

@@ -73,7 +73,7 @@ fn words(ids: &[u32]) -> String {
 
 fn start(dir: &Path, opts: ServeOptions) -> Server {
     let dir = dir.to_path_buf();
-    let s = Server::start(ServeOptions { port: 0, ..opts }, move || ServeModel::from_hf_dir(&dir)).unwrap();
+    let s = Server::start(ServeOptions { port: 0, ..opts }, move || ServeModel::from_checkpoint(&dir)).unwrap();
     s.wait_ready().unwrap();
     s
 }
@@ -665,7 +665,7 @@ fn health_is_503_until_loaded_and_load_errors_are_reported() {
     let d = dir.path().to_path_buf();
     let s = Server::start(ServeOptions { port: 0, ..Default::default() }, move || {
         let _ = rx.recv_timeout(Duration::from_secs(60));
-        ServeModel::from_hf_dir(&d)
+        ServeModel::from_checkpoint(&d)
     })
     .unwrap();
     let rt = rt();
@@ -682,10 +682,10 @@ fn health_is_503_until_loaded_and_load_errors_are_reported() {
     s.shutdown();
     // no tokenizer.json: the error names the file
     let empty = tempfile::tempdir().unwrap();
-    let e = ServeModel::from_hf_dir(empty.path()).err().unwrap().to_string();
+    let e = ServeModel::from_checkpoint(empty.path()).err().unwrap().to_string();
     assert!(e.contains("tokenizer.json"), "{e}");
     let p = empty.path().to_path_buf();
-    let s = Server::start(ServeOptions { port: 0, ..Default::default() }, move || ServeModel::from_hf_dir(&p)).unwrap();
+    let s = Server::start(ServeOptions { port: 0, ..Default::default() }, move || ServeModel::from_checkpoint(&p)).unwrap();
     let e = s.wait_ready().unwrap_err().to_string();
     assert!(e.contains("tokenizer.json"), "{e}");
 }

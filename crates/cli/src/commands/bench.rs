@@ -6,7 +6,7 @@ use moe_compare::plot::{line_chart, LineChart, Series};
 use moe_infer::{bench_infer, weight_format_quality, Engine, EngineBench, EngineWeights, Machine, Runner};
 use moe_kernels::gemv::Kernel;
 use moe_kernels::quant::WeightDtype;
-use moe_model::hf::{load_hf_dir_with, HfOptions};
+use moe_model::hf::HfOptions;
 use moe_model::Transformer;
 use moe_train::bench::bench_train;
 use moe_train::run_data::build_dataset;
@@ -92,8 +92,11 @@ pub(super) fn load_model(src: &ModelSource, set: &[String], seed: u64, keep_dtyp
         return Ok((m, format!("config {} (random weights, seed {seed})", cfg.display())));
     }
     let dir = src.model.as_ref().context("give --run, --config or --model")?;
-    let m = load_hf_dir_with(dir, &HfOptions { keep_dtype, ..Default::default() }).with_context(|| format!("loading {}", dir.display()))?;
+    let m = moe_model::hf::load(dir, &HfOptions { keep_dtype, ..Default::default() }).with_context(|| format!("loading {}", dir.display()))?;
     let mut desc = format!("{} ({})", dir.display(), m.arch);
+    if let Some(g) = &m.gguf {
+        desc += &format!("; GGUF, mostly {} (dequantised at load, run as --dtype)", g.file_type);
+    }
     if let Some(dt) = m.model.stored.dtype_name() {
         desc += &format!("; {} matrices kept as {dt} at load ({:.1} MB)", m.model.stored.len(), m.model.stored.bytes() as f64 / 1e6);
     }

@@ -1,13 +1,12 @@
-//! `moe generate`: from a run directory or a Hugging Face checkpoint.
+//! `moe generate`: from a run directory, a Hugging Face checkpoint or a GGUF file.
 
 use crate::args::EngineArg;
 use crate::args::GenerateArgs;
 use anyhow::Context;
-use moe_data::{ChatMessage, ChatTemplate, Detokenizer, Tokenizer};
+use moe_data::{ChatMessage, Detokenizer, Tokenizer};
 use moe_infer::{generate_until, generate_with_engine, Engine, EngineWeights, SamplerConfig};
 use moe_kernels::gemv::Kernel;
-use moe_kernels::quant::WeightDtype;
-use moe_model::hf::{load_hf_dir_with, HfOptions};
+use moe_model::hf::HfOptions;
 use moe_model::Transformer;
 use moe_train::load_run;
 use std::io::Write;
@@ -21,20 +20,18 @@ pub fn run(a: GenerateArgs) -> anyhow::Result<()> {
             stream(&a, &mut run.model, &run.tokenizer, prompt, &stop)
         }
         (None, Some(dir)) => {
-            let tok_path = dir.join("tokenizer.json");
-            if !tok_path.is_file() {
-                anyhow::bail!(
-                    "{} has no tokenizer.json; `moe generate --model` needs the checkpoint's Hugging Face tokenizer (use `moe logits --tokens` for raw token ids)",
-                    dir.display()
-                );
-            }
-            let tok = Tokenizer::from_file(&tok_path)?;
+            moe_serve::load::check_has_tokenizer(dir)?;
+            // the fast engine converts the matrices itself: a bf16/f16 checkpoint's stay 2-byte until then
+            let keep_dtype = a.engine == EngineArg::Fast;
+            let mut m = moe_model::hf::load(dir, &HfOptions { keep_dtype, ..Default::default() })
+                .with_context(|| format!("loading {}", dir.display()))?;
+            let (tok, template) = moe_serve::load::checkpoint_tokenizer(dir, &m)?;
             // with --chat the model sees the rendered conversation (special tokens as text, which
             // the tokenizer recognises); the template adds bos itself when it wants one
             let text = if a.chat {
-                let t = ChatTemplate::from_dir(dir)?.with_context(|| {
+                let t = template.with_context(|| {
                     format!(
-                        "--chat: {} has no chat template (chat_template.jinja or `chat_template` in tokenizer_config.json)",
+                        "--chat: {} has no chat template (chat_template.jinja or `chat_template` in tokenizer_config.json; `tokenizer.chat_template` of a GGUF file)",
                         dir.display()
                     )
                 })?;
@@ -44,10 +41,6 @@ pub fn run(a: GenerateArgs) -> anyhow::Result<()> {
             } else {
                 a.prompt.clone()
             };
-            // the fast engine converts the matrices itself: a bf16/f16 checkpoint's stay 2-byte until then
-            let keep_dtype = a.engine == EngineArg::Fast;
-            let mut m = load_hf_dir_with(dir, &HfOptions { keep_dtype, ..Default::default() })
-                .with_context(|| format!("loading {}", dir.display()))?;
             let mut prompt = Vec::new();
             if a.add_bos {
                 prompt.push(m.bos_token_id.with_context(|| format!("--add-bos: {} defines no bos_token_id", dir.display()))?);
@@ -93,12 +86,8 @@ fn stream(a: &GenerateArgs, model: &mut Transformer<f32>, tok: &Tokenizer, promp
     let out = match a.engine {
         EngineArg::Reference => generate_until(model, &prompt, max_new, &sampler, stop, on_token)?,
         EngineArg::Fast => {
-            // default format: the one a bf16 checkpoint already has (kept at load), else exact f32
-            let dtype = match (a.dtype, model.stored.dtype_name()) {
-                (Some(d), _) => super::bench::dtype_of(d),
-                (None, Some("bf16")) => WeightDtype::Bf16,
-                (None, _) => WeightDtype::F32,
-            };
+            // default format: the one the checkpoint suggests (a bf16 one's, a GGUF file's nearest)
+            let dtype = a.dtype.map(super::bench::dtype_of).unwrap_or_else(|| moe_infer::engine::weights::default_dtype(model));
             // converts the matrices, releasing a kept bf16/f16 checkpoint's 2-byte copies as it goes
             let w = EngineWeights::new_taking(model, dtype);
             let mut engine = Engine::with_weights(model, w, Kernel::Auto)?;

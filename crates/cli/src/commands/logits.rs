@@ -1,9 +1,9 @@
-//! `moe logits`: full logits of a token sequence under a Hugging Face checkpoint.
+//! `moe logits`: full logits of a token sequence under a Hugging Face checkpoint or a GGUF file.
 
 use crate::args::LogitsArgs;
 use anyhow::Context;
 use moe_model::checkpoint::{serialize_tensors, write_atomic};
-use moe_model::hf::{load_hf_dir_with, HfOptions};
+use moe_model::hf::HfOptions;
 use std::collections::HashMap;
 
 pub fn run(a: LogitsArgs) -> anyhow::Result<()> {
@@ -11,7 +11,7 @@ pub fn run(a: LogitsArgs) -> anyhow::Result<()> {
     if n == 0 {
         anyhow::bail!("--tokens is empty");
     }
-    let m = load_hf_dir_with(&a.model, &HfOptions::default()).with_context(|| format!("loading {}", a.model.display()))?;
+    let m = moe_model::hf::load(&a.model, &HfOptions::default()).with_context(|| format!("loading {}", a.model.display()))?;
     if n > m.cfg.n_ctx {
         anyhow::bail!("{n} tokens exceed the model's context of {}", m.cfg.n_ctx);
     }

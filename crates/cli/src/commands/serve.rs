@@ -56,7 +56,7 @@ pub fn run(a: ServeArgs) -> anyhow::Result<()> {
         served_model_name: a.served_model_name.clone().unwrap_or_else(|| dir_name(&dir)),
         ..Default::default()
     };
-    let load = move || if is_run { ServeModel::from_run(&dir) } else { ServeModel::from_hf_dir(&dir) };
+    let load = move || if is_run { ServeModel::from_run(&dir) } else { ServeModel::from_checkpoint(&dir) };
     let job = Job::join()?;
     if job.world.size() > 1 || a.expert_parallel > 1 {
         return job.run(|| serve_expert_parallel(&a, opts, &job, load));
@@ -158,7 +158,7 @@ fn bench_models(a: &BenchServeArgs) -> anyhow::Result<(ServeModel, Transformer<f
     let src = ModelSource { run: a.run.clone(), config: a.config.clone(), model: a.model.clone() };
     let (engine_model, desc) = super::bench::load_model(&src, &a.set, a.seed, true)?;
     let served = if let Some(m) = &a.model {
-        ServeModel::from_hf_dir(m)?
+        ServeModel::from_checkpoint(m)?
     } else if let Some(r) = &a.run {
         ServeModel::from_run(r)?
     } else {
@@ -210,11 +210,7 @@ pub fn bench(a: BenchServeArgs) -> anyhow::Result<()> {
             if a.prompt_len + a.max_tokens > n_ctx {
                 anyhow::bail!("--prompt-len {} + --max-tokens {} exceed the model's context of {n_ctx}", a.prompt_len, a.max_tokens);
             }
-            let dt = a.dtype.map(super::bench::dtype_of).unwrap_or(if engine_model.stored.dtype_name() == Some("bf16") {
-                WeightDtype::Bf16
-            } else {
-                WeightDtype::F32
-            });
+            let dt = a.dtype.map(super::bench::dtype_of).unwrap_or_else(|| moe_infer::engine::weights::default_dtype(&engine_model));
             println!("model    {desc}; weights {}", dt.name());
             let opts = ServeOptions {
                 port: 0,

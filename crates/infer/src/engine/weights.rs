@@ -338,6 +338,18 @@ fn mla(src: &mut MatrixSource<'_>, ml: &MlaLayout, m: &Mla, cfg: &ModelConfig, d
     (Weights::from_f32(&a, q_width + kvr + dr, d, dtype), MlaWeights { q_width, wq_b, wk_t, wv })
 }
 
+/// The engine format a model's checkpoint suggests when none is asked for: the one its kept
+/// matrices already have (bf16), the nearest the engine runs for a GGUF file's quantised blocks
+/// (q4 for 4-bit types — Q4_0 blocks convert exactly —, int8 for 5- to 8-bit ones), else exact f32.
+pub fn default_dtype(model: &Transformer<f32>) -> WeightDtype {
+    match model.stored.main_dtype() {
+        Some("bf16") => WeightDtype::Bf16,
+        Some("q4_0" | "q4_1" | "q4_K") => WeightDtype::Q4,
+        Some("q5_0" | "q5_1" | "q5_K" | "q6_K" | "q8_0") => WeightDtype::I8,
+        _ => WeightDtype::F32,
+    }
+}
+
 impl EngineWeights {
     /// Convert every matrix of `model` to `dtype` (f32 copies the values).
     pub fn new(model: &Transformer<f32>, dtype: WeightDtype) -> Self {

@@ -1,5 +1,6 @@
 //! Load Hugging Face checkpoints (`config.json` + safetensors) of the supported architectures into
-//! a [`Transformer`] whose logits equal transformers' (see `docs/hf-support.md`).
+//! a [`Transformer`] whose logits equal transformers' (see `docs/hf-support.md`); [`load`] also
+//! takes llama.cpp's GGUF files ([`crate::gguf`]).
 //!
 //! ```no_run
 //! let m = moe_model::hf::load_hf_dir(std::path::Path::new("path/to/checkpoint")).unwrap();
@@ -34,6 +35,19 @@ pub struct HfModel {
     pub bos_token_id: Option<u32>,
     /// end-of-sequence token(s): generation_config.json if present, else config.json
     pub eos_token_ids: Vec<u32>,
+    /// what a GGUF file adds (its tokenizer and chat template are metadata); `None` for a
+    /// Hugging Face directory
+    pub gguf: Option<crate::gguf::GgufInfo>,
+}
+
+/// Load a checkpoint: a GGUF file (`*.gguf`, [`crate::gguf::load_gguf`]) or a Hugging Face
+/// directory ([`load_hf_dir_with`]).
+pub fn load(path: &Path, opts: &HfOptions) -> Result<HfModel> {
+    if crate::gguf::is_gguf_path(path) && !path.is_dir() {
+        crate::gguf::load_gguf(path, opts)
+    } else {
+        load_hf_dir_with(path, opts)
+    }
 }
 
 /// Load `dir/config.json` and its safetensors weights with default options.
@@ -61,5 +75,5 @@ pub fn load_hf_dir_with(dir: &Path, opts: &HfOptions) -> Result<HfModel> {
             eos = fields::token_ids(Some(e));
         }
     }
-    Ok(HfModel { cfg: hc.cfg, model, arch: hc.arch, bos_token_id: bos, eos_token_ids: eos })
+    Ok(HfModel { cfg: hc.cfg, model, arch: hc.arch, bos_token_id: bos, eos_token_ids: eos, gguf: None })
 }

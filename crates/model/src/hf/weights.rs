@@ -54,6 +54,51 @@ pub fn weight_files(dir: &Path) -> Result<Vec<PathBuf>> {
     Ok(files)
 }
 
+/// Where [`load_tensors`] reads a checkpoint's tensors, by their Hugging Face names (a GGUF file
+/// presents its tensors under those names too: `crate::gguf`).
+pub(crate) trait TensorSource {
+    /// Whether the checkpoint has tensor `name`.
+    fn has(&self, name: &str) -> bool;
+
+    /// Elements `range` (all when `None`) of tensor `name`, which must have `shape`, as f32.
+    fn take_range(&mut self, name: &str, shape: &[usize], range: Option<std::ops::Range<usize>>) -> Result<Vec<f32>>;
+
+    /// The tensor `name` (which must have `shape`) as it is stored, when that is the format of
+    /// `like`; `None` (nothing taken) otherwise.
+    fn take_kept(&mut self, name: &str, shape: &[usize], like: &StoredData) -> Result<Option<StoredData>>;
+
+    /// Part `e` along the first dimension of tensor `name` (which must have `shape`) as it is
+    /// stored, when the source keeps such parts in the format of `like`; `None` (nothing taken)
+    /// otherwise.
+    fn take_kept_part(&mut self, _name: &str, _shape: &[usize], _e: usize, _like: &StoredData) -> Result<Option<StoredData>> {
+        Ok(None)
+    }
+
+    /// The format every matrix of the checkpoint is stored in, when the engine can keep it.
+    fn kept_format(&self) -> Option<StoredData>;
+
+    /// (values, bytes) of the matrices kept as stored, when the source knows better than "every
+    /// engine matrix at 2 bytes".
+    fn kept_size(&self) -> Option<(usize, u64)> {
+        None
+    }
+
+    /// Every tensor not consumed must be one that is safe to ignore.
+    fn check_all_used(&self, ignorable: &dyn Fn(&str) -> bool) -> Result<()>;
+
+    /// The tensor `name` as f32, which must have `shape`.
+    fn take(&mut self, name: &str, shape: &[usize]) -> Result<Vec<f32>> {
+        self.take_range(name, shape, None)
+    }
+
+    /// Part `e` of the tensor `name` (which must have `shape`) along its first dimension, as f32:
+    /// one expert of a stack `[n_expert, ·, ·]`, without converting the others.
+    fn take_part(&mut self, name: &str, shape: &[usize], e: usize) -> Result<Vec<f32>> {
+        let part: usize = shape[1..].iter().product();
+        self.take_range(name, shape, Some(e * part..(e + 1) * part))
+    }
+}
+
 /// Tensors of all shards by name, tracking which ones were consumed.
 struct Source<'a> {
     dir: PathBuf,
@@ -108,44 +153,6 @@ impl<'a> Source<'a> {
         self.stored.get(name).map_or(name, |s| s.as_str())
     }
 
-    fn has(&self, name: &str) -> bool {
-        self.loc.contains_key(name)
-    }
-
-    /// The tensor `name` as f32, which must have `shape`.
-    fn take(&mut self, name: &str, shape: &[usize]) -> Result<Vec<f32>> {
-        self.take_range(name, shape, None)
-    }
-
-    /// Part `e` of the tensor `name` (which must have `shape`) along its first dimension, as f32:
-    /// one expert of a stack `[n_expert, ·, ·]`, without converting the others.
-    fn take_part(&mut self, name: &str, shape: &[usize], e: usize) -> Result<Vec<f32>> {
-        let part: usize = shape[1..].iter().product();
-        self.take_range(name, shape, Some(e * part..(e + 1) * part))
-    }
-
-    /// The tensor `name` (which must have `shape`) as it is stored, when that is the 2-byte format
-    /// of `like`; `None` (nothing taken) otherwise.
-    fn take_half(&mut self, name: &str, shape: &[usize], like: &StoredData) -> Result<Option<StoredData>> {
-        let (_, _, t) = self.locate(name, shape)?;
-        let bits = || t.data().chunks_exact(2).map(|b| u16::from_le_bytes([b[0], b[1]])).collect();
-        let data = match (t.dtype(), like) {
-            (Dtype::BF16, StoredData::Bf16(_)) => StoredData::Bf16(bits()),
-            (Dtype::F16, StoredData::F16(_)) => StoredData::F16(bits()),
-            _ => return Ok(None),
-        };
-        self.used.insert(name.to_string());
-        Ok(Some(data))
-    }
-
-    fn take_range(&mut self, name: &str, shape: &[usize], range: Option<std::ops::Range<usize>>) -> Result<Vec<f32>> {
-        let (i, stored, _) = self.locate(name, shape)?;
-        let (path, st) = &self.files[i];
-        let (_, vals) = tensor_f32_range(st, stored, path, range)?;
-        self.used.insert(name.to_string());
-        Ok(vals)
-    }
-
     /// The file index, the name in that file and the view of canonical tensor `name`, which must
     /// exist and have `shape`.
     fn locate<'s>(&'s self, name: &'s str, shape: &[usize]) -> Result<(usize, &'s str, safetensors::tensor::TensorView<'s>)> {
@@ -167,8 +174,41 @@ impl<'a> Source<'a> {
         Ok((i, stored, t))
     }
 
+}
+
+impl TensorSource for Source<'_> {
+    fn has(&self, name: &str) -> bool {
+        self.loc.contains_key(name)
+    }
+
+    /// The tensor `name` (which must have `shape`) as it is stored, when that is the 2-byte format
+    /// of `like`; `None` (nothing taken) otherwise.
+    fn take_kept(&mut self, name: &str, shape: &[usize], like: &StoredData) -> Result<Option<StoredData>> {
+        let (_, _, t) = self.locate(name, shape)?;
+        let bits = || t.data().chunks_exact(2).map(|b| u16::from_le_bytes([b[0], b[1]])).collect();
+        let data = match (t.dtype(), like) {
+            (Dtype::BF16, StoredData::Bf16(_)) => StoredData::Bf16(bits()),
+            (Dtype::F16, StoredData::F16(_)) => StoredData::F16(bits()),
+            _ => return Ok(None),
+        };
+        self.used.insert(name.to_string());
+        Ok(Some(data))
+    }
+
+    fn take_range(&mut self, name: &str, shape: &[usize], range: Option<std::ops::Range<usize>>) -> Result<Vec<f32>> {
+        let (i, stored, _) = self.locate(name, shape)?;
+        let (path, st) = &self.files[i];
+        let (_, vals) = tensor_f32_range(st, stored, path, range)?;
+        self.used.insert(name.to_string());
+        Ok(vals)
+    }
+
+    fn kept_format(&self) -> Option<StoredData> {
+        self.half.clone()
+    }
+
     /// Every tensor not consumed must be one that is safe to ignore.
-    fn check_all_used(&self, ignorable: impl Fn(&str) -> bool) -> Result<()> {
+    fn check_all_used(&self, ignorable: &dyn Fn(&str) -> bool) -> Result<()> {
         let mut unused: Vec<(&String, &usize)> = self.loc.iter().filter(|(n, _)| !self.used.contains(*n) && !ignorable(n)).collect();
         unused.sort();
         if let Some((name, &i)) = unused.first() {
@@ -225,9 +265,9 @@ pub fn check_memory(dir: &Path, need: u64, available: Option<u64>) -> Result<()>
 /// matrix the engine converts (its range of `params` then stays untouched zeros).
 fn put(m: &mut Transformer<f32>, keep: Option<&StoredData>, ours: &str, vals: &[f32]) {
     let e = m.table.get(ours).unwrap_or_else(|| panic!("tensor {ours} is in the layout"));
-    match keep {
-        Some(fmt) if is_engine_matrix(ours) => m.stored.insert(e.range(), fmt.like(vals)),
-        _ => m.params[e.range()].copy_from_slice(vals),
+    match keep.filter(|_| is_engine_matrix(ours)).and_then(|fmt| fmt.like(vals)) {
+        Some(data) => m.stored.insert(e.range(), data),
+        None => m.params[e.range()].copy_from_slice(vals),
     }
 }
 
@@ -235,14 +275,14 @@ fn put(m: &mut Transformer<f32>, keep: Option<&StoredData>, ours: &str, vals: &[
 /// that a kept matrix already in the kept format is copied bit for bit, without an f32 detour.
 fn put_tensor(
     m: &mut Transformer<f32>,
-    src: &mut Source<'_>,
+    src: &mut dyn TensorSource,
     keep: Option<&StoredData>,
     name: &str,
     shape: &[usize],
     ours: &str,
 ) -> Result<()> {
     if let Some(fmt) = keep.filter(|_| is_engine_matrix(ours)) {
-        if let Some(data) = src.take_half(name, shape, fmt)? {
+        if let Some(data) = src.take_kept(name, shape, fmt)? {
             let e = m.table.get(ours).unwrap_or_else(|| panic!("tensor {ours} is in the layout"));
             m.stored.insert(e.range(), data);
             return Ok(());
@@ -259,10 +299,17 @@ fn put_part(m: &mut Transformer<f32>, keep: Option<&StoredData>, ours: &str, e: 
     let ent = m.table.get(ours).unwrap_or_else(|| panic!("tensor {ours} is in the layout"));
     let r = ent.offset + e * vals.len()..ent.offset + (e + 1) * vals.len();
     assert!(r.end <= ent.offset + ent.len, "part {e} of {ours}");
-    match keep {
-        Some(fmt) if is_engine_matrix(ours) => m.stored.insert(r, fmt.like(vals)),
-        _ => m.params[r].copy_from_slice(vals),
+    match keep.filter(|_| is_engine_matrix(ours)).and_then(|fmt| fmt.like(vals)) {
+        Some(data) => m.stored.insert(r, data),
+        None => m.params[r].copy_from_slice(vals),
     }
+}
+
+/// Elements `r` (relative to its start) of our tensor `ours`, kept as `data`.
+fn put_stored(m: &mut Transformer<f32>, ours: &str, r: std::ops::Range<usize>, data: StoredData) {
+    let ent = m.table.get(ours).unwrap_or_else(|| panic!("tensor {ours} is in the layout"));
+    assert!(r.end <= ent.len, "{r:?} of {ours}");
+    m.stored.insert(ent.offset + r.start..ent.offset + r.end, data);
 }
 
 /// `w [rows, cols]` → `[cols, rows]`.
@@ -270,11 +317,20 @@ fn transpose(w: &[f32], rows: usize, cols: usize) -> Vec<f32> {
     (0..cols).flat_map(|c| (0..rows).map(move |r| w[r * cols + c])).collect()
 }
 
-/// Bytes the loaded parameters of `hc.cfg` take: 4 per value, 2 for the matrices kept as bf16/f16.
-fn param_bytes(hc: &HfConfig, keep_half: bool) -> u64 {
+/// Bytes the loaded parameters of `hc.cfg` take: 4 per value, except the matrices kept as
+/// stored: `kept` = (values, bytes) when the source knows them, else 2 bytes per value of every
+/// engine matrix (bf16/f16).
+fn param_bytes(hc: &HfConfig, keep: bool, kept: Option<(usize, u64)>) -> u64 {
     let (table, _) = crate::params::build_layout(&hc.cfg);
-    let kept: usize = if keep_half { table.entries.iter().filter(|e| is_engine_matrix(&e.name)).map(|e| e.len).sum() } else { 0 };
-    4 * (table.total - kept) as u64 + 2 * kept as u64
+    let (n, bytes) = match (keep, kept) {
+        (false, _) => (0, 0),
+        (true, Some((n, b))) => (n.min(table.total), b),
+        (true, None) => {
+            let n: usize = table.entries.iter().filter(|e| is_engine_matrix(&e.name)).map(|e| e.len).sum();
+            (n, 2 * n as u64)
+        }
+    };
+    4 * (table.total - n) as u64 + bytes
 }
 
 /// Load `files` into a zero-initialised model of `hc.cfg`, after checking (unless
@@ -284,12 +340,26 @@ pub fn load_weights(dir: &Path, files: &[PathBuf], hc: &HfConfig, opts: &HfOptio
     // Llama 4 as released (multimodal): the text model under `language_model.`, the vision tower unused
     let multimodal = hc.arch == "Llama4ForConditionalGeneration";
     let mut src = Source::new(dir, &hc.arch, &bytes, multimodal.then_some("language_model."))?;
-    let keep = if opts.keep_dtype { src.half.take() } else { None };
+    let vision = |n: &str| multimodal && (n.starts_with("vision_model.") || n.starts_with("multi_modal_projector."));
+    load_tensors(&mut src, dir, hc, opts, &vision)
+}
+
+/// The model of `hc.cfg` with the tensors of `src` (named as in Hugging Face checkpoints), after
+/// checking (unless `opts.skip_memory_check`) that the parameters fit in the memory available.
+/// `origin` names the checkpoint in errors; tensors `ignorable` accepts may stay unused.
+pub(crate) fn load_tensors(
+    src: &mut dyn TensorSource,
+    origin: &Path,
+    hc: &HfConfig,
+    opts: &HfOptions,
+    ignorable: &dyn Fn(&str) -> bool,
+) -> Result<Transformer<f32>> {
+    let keep = if opts.keep_dtype { src.kept_format() } else { None };
     let keep = keep.as_ref();
     if !opts.skip_memory_check {
-        // the memory-mapped checkpoint itself is page cache
+        // a memory-mapped checkpoint itself is page cache
         let avail = std::fs::read_to_string("/proc/meminfo").ok().and_then(|t| mem_available(&t));
-        check_memory(dir, param_bytes(hc, keep.is_some()), avail)?;
+        check_memory(origin, param_bytes(hc, keep.is_some(), src.kept_size()), avail)?;
     }
     // zeroed allocation: the ranges of kept matrices are never written, so never paged in
     let mut m = Transformer::<f32>::zeros(hc.cfg.clone())?;
@@ -297,15 +367,15 @@ pub fn load_weights(dir: &Path, files: &[PathBuf], hc: &HfConfig, opts: &HfOptio
     let (d, dh) = (cfg.d_model, cfg.d_head());
     let (dq, dkv) = (cfg.n_head * dh, cfg.n_head_kv * dh);
 
-    put_tensor(&mut m, &mut src, keep, "model.embed_tokens.weight", &[cfg.n_vocab, d], "tok_embeddings.weight")?;
+    put_tensor(&mut m, src, keep, "model.embed_tokens.weight", &[cfg.n_vocab, d], "tok_embeddings.weight")?;
     for i in 0..cfg.n_layer {
         let hf = format!("model.layers.{i}");
         let ours = format!("layers.{i}");
-        let direct = |src: &mut Source<'_>, m: &mut Transformer<f32>, h: &str, o: &str, shape: &[usize]| -> Result<()> {
+        let direct = |src: &mut dyn TensorSource, m: &mut Transformer<f32>, h: &str, o: &str, shape: &[usize]| -> Result<()> {
             put_tensor(m, src, keep, &format!("{hf}.{h}"), shape, &format!("{ours}.{o}"))?;
             Ok(())
         };
-        direct(&mut src, &mut m, "input_layernorm.weight", "attn_norm.weight", &[d])?;
+        direct(src, &mut m, "input_layernorm.weight", "attn_norm.weight", &[d])?;
         let block = m.layout.blocks[i].clone();
         match cfg.attn_ext.as_ref().and_then(|a| a.mla.as_ref()) {
             Some(ml) => {
@@ -313,47 +383,47 @@ pub fn load_weights(dir: &Path, files: &[PathBuf], hc: &HfConfig, opts: &HfOptio
                 let (kvr, dv) = (ml.kv_lora_rank, ml.d_v);
                 match ml.q_lora_rank {
                     Some(r) => {
-                        direct(&mut src, &mut m, "self_attn.q_a_proj.weight", "attn.wq_a.weight", &[r, d])?;
-                        direct(&mut src, &mut m, "self_attn.q_a_layernorm.weight", "attn.q_a_norm.weight", &[r])?;
-                        direct(&mut src, &mut m, "self_attn.q_b_proj.weight", "attn.wq_b.weight", &[dq, r])?;
+                        direct(src, &mut m, "self_attn.q_a_proj.weight", "attn.wq_a.weight", &[r, d])?;
+                        direct(src, &mut m, "self_attn.q_a_layernorm.weight", "attn.q_a_norm.weight", &[r])?;
+                        direct(src, &mut m, "self_attn.q_b_proj.weight", "attn.wq_b.weight", &[dq, r])?;
                     }
-                    None => direct(&mut src, &mut m, "self_attn.q_proj.weight", "attn.wq_b.weight", &[dq, d])?,
+                    None => direct(src, &mut m, "self_attn.q_proj.weight", "attn.wq_b.weight", &[dq, d])?,
                 }
-                direct(&mut src, &mut m, "self_attn.kv_a_proj_with_mqa.weight", "attn.wkv_a.weight", &[kvr + ml.d_rope, d])?;
-                direct(&mut src, &mut m, "self_attn.kv_a_layernorm.weight", "attn.kv_a_norm.weight", &[kvr])?;
-                direct(&mut src, &mut m, "self_attn.kv_b_proj.weight", "attn.wkv_b.weight", &[cfg.n_head * (ml.d_nope + dv), kvr])?;
-                direct(&mut src, &mut m, "self_attn.o_proj.weight", "attn.wo.weight", &[d, cfg.n_head * dv])?;
+                direct(src, &mut m, "self_attn.kv_a_proj_with_mqa.weight", "attn.wkv_a.weight", &[kvr + ml.d_rope, d])?;
+                direct(src, &mut m, "self_attn.kv_a_layernorm.weight", "attn.kv_a_norm.weight", &[kvr])?;
+                direct(src, &mut m, "self_attn.kv_b_proj.weight", "attn.wkv_b.weight", &[cfg.n_head * (ml.d_nope + dv), kvr])?;
+                direct(src, &mut m, "self_attn.o_proj.weight", "attn.wo.weight", &[d, cfg.n_head * dv])?;
             }
             None => {
-                direct(&mut src, &mut m, "self_attn.q_proj.weight", "attn.wq.weight", &[dq, d])?;
-                direct(&mut src, &mut m, "self_attn.k_proj.weight", "attn.wk.weight", &[dkv, d])?;
-                direct(&mut src, &mut m, "self_attn.v_proj.weight", "attn.wv.weight", &[dkv, d])?;
-                direct(&mut src, &mut m, "self_attn.o_proj.weight", "attn.wo.weight", &[d, dq])?;
+                direct(src, &mut m, "self_attn.q_proj.weight", "attn.wq.weight", &[dq, d])?;
+                direct(src, &mut m, "self_attn.k_proj.weight", "attn.wk.weight", &[dkv, d])?;
+                direct(src, &mut m, "self_attn.v_proj.weight", "attn.wv.weight", &[dkv, d])?;
+                direct(src, &mut m, "self_attn.o_proj.weight", "attn.wo.weight", &[d, dq])?;
             }
         }
         if block.attn.sinks.is_some() {
-            direct(&mut src, &mut m, "self_attn.sinks", "attn.sinks", &[cfg.n_head])?;
+            direct(src, &mut m, "self_attn.sinks", "attn.sinks", &[cfg.n_head])?;
         }
         if block.attn.out_bias.is_some() {
-            direct(&mut src, &mut m, "self_attn.o_proj.bias", "attn.wo.bias", &[d])?;
+            direct(src, &mut m, "self_attn.o_proj.bias", "attn.wo.bias", &[d])?;
         }
         if let (Some(qn), Some(kn)) = (&block.attn.q_norm, &block.attn.k_norm) {
-            direct(&mut src, &mut m, "self_attn.q_norm.weight", "attn.q_norm.weight", &[qn.len()])?;
-            direct(&mut src, &mut m, "self_attn.k_norm.weight", "attn.k_norm.weight", &[kn.len()])?;
+            direct(src, &mut m, "self_attn.q_norm.weight", "attn.q_norm.weight", &[qn.len()])?;
+            direct(src, &mut m, "self_attn.k_norm.weight", "attn.k_norm.weight", &[kn.len()])?;
         }
         if block.attn.bias.is_some() {
-            direct(&mut src, &mut m, "self_attn.q_proj.bias", "attn.wq.bias", &[dq])?;
-            direct(&mut src, &mut m, "self_attn.k_proj.bias", "attn.wk.bias", &[dkv])?;
-            direct(&mut src, &mut m, "self_attn.v_proj.bias", "attn.wv.bias", &[dkv])?;
+            direct(src, &mut m, "self_attn.q_proj.bias", "attn.wq.bias", &[dq])?;
+            direct(src, &mut m, "self_attn.k_proj.bias", "attn.wk.bias", &[dkv])?;
+            direct(src, &mut m, "self_attn.v_proj.bias", "attn.wv.bias", &[dkv])?;
         }
-        direct(&mut src, &mut m, "post_attention_layernorm.weight", "ffn_norm.weight", &[d])?;
+        direct(src, &mut m, "post_attention_layernorm.weight", "ffn_norm.weight", &[d])?;
         match &block.ffn {
             FfnLayout::Dense(ml) => {
                 let f = ml.d_ff;
                 let fp = if hc.family == Family::Llama4 { "feed_forward" } else { "mlp" };
-                direct(&mut src, &mut m, &format!("{fp}.gate_proj.weight"), "ffn.w_gate.weight", &[f, d])?;
-                direct(&mut src, &mut m, &format!("{fp}.up_proj.weight"), "ffn.w_up.weight", &[f, d])?;
-                direct(&mut src, &mut m, &format!("{fp}.down_proj.weight"), "ffn.w_down.weight", &[d, f])?;
+                direct(src, &mut m, &format!("{fp}.gate_proj.weight"), "ffn.w_gate.weight", &[f, d])?;
+                direct(src, &mut m, &format!("{fp}.up_proj.weight"), "ffn.w_up.weight", &[f, d])?;
+                direct(src, &mut m, &format!("{fp}.down_proj.weight"), "ffn.w_down.weight", &[d, f])?;
             }
             FfnLayout::Moe(ml) => {
                 let (ne, de) = (ml.n_expert, cfg.moe.as_ref().expect("moe layer").d_expert);
@@ -364,13 +434,13 @@ pub fn load_weights(dir: &Path, files: &[PathBuf], hc: &HfConfig, opts: &HfOptio
                     _ => "mlp",
                 };
                 let router = if matches!(hc.family, Family::GptOss | Family::Llama4) { "router" } else { "gate" };
-                direct(&mut src, &mut m, &format!("{prefix}.{router}.weight"), "ffn.router.weight", &[ne, d])?;
+                direct(src, &mut m, &format!("{prefix}.{router}.weight"), "ffn.router.weight", &[ne, d])?;
                 if ml.router_bias.is_some() {
-                    direct(&mut src, &mut m, &format!("{prefix}.{router}.bias"), "ffn.router.bias", &[ne])?;
+                    direct(src, &mut m, &format!("{prefix}.{router}.bias"), "ffn.router.bias", &[ne])?;
                 }
                 if ml.selection_bias.is_some() {
                     direct(
-                        &mut src,
+                        src,
                         &mut m,
                         &format!("{prefix}.{router}.e_score_correction_bias"),
                         "ffn.router.fixed_selection_bias",
@@ -418,11 +488,25 @@ pub fn load_weights(dir: &Path, files: &[PathBuf], hc: &HfConfig, opts: &HfOptio
                     }
                 } else if src.has(&fused) {
                     // transformers ≥ 5 fused layout: gate_up [E, 2·d_expert, d_model] (gate rows first), down [E, d_model, d_expert]
+                    // (a GGUF file's experts may stay as its blocks: `take_kept_part`)
+                    let sz = de * d;
                     for e in 0..ne {
-                        let gu = src.take_part(&fused, &[ne, 2 * de, d], e)?;
-                        let (gate, up) = gu.split_at(de * d);
-                        let down = src.take_part(&down_name, &[ne, d, de], e)?;
-                        emit(&mut m, e, [gate.to_vec(), up.to_vec(), down]);
+                        match keep.map(|fmt| src.take_kept_part(&fused, &[ne, 2 * de, d], e, fmt)).transpose()?.flatten() {
+                            Some(gu) => {
+                                let (gate, up) = gu.split_at(sz);
+                                put_stored(&mut m, &ours_w[0], e * sz..(e + 1) * sz, gate);
+                                put_stored(&mut m, &ours_w[1], e * sz..(e + 1) * sz, up);
+                            }
+                            None => {
+                                let gu = src.take_part(&fused, &[ne, 2 * de, d], e)?;
+                                put_part(&mut m, keep, &ours_w[0], e, &gu[..sz]);
+                                put_part(&mut m, keep, &ours_w[1], e, &gu[sz..]);
+                            }
+                        }
+                        match keep.map(|fmt| src.take_kept_part(&down_name, &[ne, d, de], e, fmt)).transpose()?.flatten() {
+                            Some(dn) => put_stored(&mut m, &ours_w[2], e * sz..(e + 1) * sz, dn),
+                            None => put_part(&mut m, keep, &ours_w[2], e, &src.take_part(&down_name, &[ne, d, de], e)?),
+                        }
                     }
                 } else {
                     let (g, u, dn) = if hc.family == Family::Mixtral { ("w1", "w3", "w2") } else { ("gate_proj", "up_proj", "down_proj") };
@@ -441,11 +525,11 @@ pub fn load_weights(dir: &Path, files: &[PathBuf], hc: &HfConfig, opts: &HfOptio
                     // DeepSeek-V3: mlp.shared_experts.* (all shared experts as one MLP)
                     let f = sl.d_ff;
                     let sh = if hc.family == Family::DeepseekV3 { "shared_experts" } else { "shared_expert" };
-                    direct(&mut src, &mut m, &format!("{prefix}.{sh}.gate_proj.weight"), "ffn.shared.w_gate.weight", &[f, d])?;
-                    direct(&mut src, &mut m, &format!("{prefix}.{sh}.up_proj.weight"), "ffn.shared.w_up.weight", &[f, d])?;
-                    direct(&mut src, &mut m, &format!("{prefix}.{sh}.down_proj.weight"), "ffn.shared.w_down.weight", &[d, f])?;
+                    direct(src, &mut m, &format!("{prefix}.{sh}.gate_proj.weight"), "ffn.shared.w_gate.weight", &[f, d])?;
+                    direct(src, &mut m, &format!("{prefix}.{sh}.up_proj.weight"), "ffn.shared.w_up.weight", &[f, d])?;
+                    direct(src, &mut m, &format!("{prefix}.{sh}.down_proj.weight"), "ffn.shared.w_down.weight", &[d, f])?;
                     if ml.shared_gate.is_some() {
-                        direct(&mut src, &mut m, &format!("{prefix}.shared_expert_gate.weight"), "ffn.shared_gate.weight", &[1, d])?;
+                        direct(src, &mut m, &format!("{prefix}.shared_expert_gate.weight"), "ffn.shared_gate.weight", &[1, d])?;
                     }
                 }
             }
@@ -454,7 +538,7 @@ pub fn load_weights(dir: &Path, files: &[PathBuf], hc: &HfConfig, opts: &HfOptio
     let norm = src.take("model.norm.weight", &[d])?;
     put(&mut m, keep, "norm.weight", &norm);
     if !cfg.tie_embeddings {
-        put_tensor(&mut m, &mut src, keep, "lm_head.weight", &[cfg.n_vocab, d], "lm_head.weight")?;
+        put_tensor(&mut m, src, keep, "lm_head.weight", &[cfg.n_vocab, d], "lm_head.weight")?;
     }
     let tied = cfg.tie_embeddings;
     // a tied checkpoint may still carry a copy of the head; transformers ties over it
@@ -466,7 +550,6 @@ pub fn load_weights(dir: &Path, files: &[PathBuf], hc: &HfConfig, opts: &HfOptio
                 .and_then(|x| x.parse::<usize>().ok())
                 .is_some_and(|l| l >= cfg.n_layer)
     };
-    let vision = |n: &str| multimodal && (n.starts_with("vision_model.") || n.starts_with("multi_modal_projector."));
-    src.check_all_used(|n| n.ends_with("rotary_emb.inv_freq") || (tied && n == "lm_head.weight") || mtp(n) || vision(n))?;
+    src.check_all_used(&|n| n.ends_with("rotary_emb.inv_freq") || (tied && n == "lm_head.weight") || mtp(n) || ignorable(n))?;
     Ok(m)
 }
