@@ -23,7 +23,8 @@
  * llama.cpp's own log goes to stderr (silenced unless GGUF_LOGITS_VERBOSE is set).
  *
  * Determinism: CPU only (n_gpu_layers 0), one thread, flash attention off, no weight
- * repacking (use_extra_bufts false), one sequence per context.
+ * repacking (use_extra_bufts false), one sequence per context, and an f32 KV cache (llama.cpp's
+ * default f16 cache would round k and v, ~1e-3 on these logits).
  */
 #include "llama.h"
 
@@ -208,6 +209,8 @@ int main(int argc, char ** argv) {
         cp.offload_kqv = false;
         cp.op_offload = false;
         cp.no_perf = true;
+        cp.type_k = GGML_TYPE_F32; /* an f32 KV cache: the default f16 one rounds k and v */
+        cp.type_v = GGML_TYPE_F32;
         struct llama_context * ctx = llama_init_from_model(model, cp);
         if (ctx == NULL) {
             die("cannot create context");
