@@ -544,6 +544,13 @@ def main(argv):
             "each sequence decoded in one batch from an empty KV cache, logits at every position",
             "logits.hf: transformers float32 eager on the HF model the GGUFs were converted from",
             "files not committed (their logits still are): see file_types vs committed_types",
+            "max_abs_diff_vs_hf: observed max |logits.<type> - logits.hf|; f32 agrees to ~1e-6 (llama.cpp with an "
+            "f32 KV cache), so a Rust f32 path should match logits.f32 to ~1e-5 abs",
+            "for F16/BF16/Q* weights llama.cpp's CPU matmul converts the activations to the weight's vec_dot type "
+            "(F16, BF16, Q8_0 or Q8_K) before the dot products; an implementation that dequantises weights to f32 "
+            "and keeps f32 activations will differ from logits.<type> by more than it does on f32 (compare with "
+            "max_abs_diff_vs_hf for the scale)",
+            "ggml shapes are [ne0, ne1, ...] (fastest first): a PyTorch [out, in] matrix is [in, out] here",
         ],
     })
     for name in wanted:
