@@ -1,0 +1,179 @@
+//! GGUF files made by llama.cpp's own converter and quantiser (`reference/gguf_goldens.py`):
+//! `gguf::load_gguf` gives the logits llama.cpp gives on the same file, and the dequantisation of
+//! every GGML type equals gguf-py's. Fixtures: `tests/golden_gguf/` (see its MANIFEST.json).
+
+use moe_model::gguf::{dequantize, load_gguf, GgufFile};
+use moe_model::hf::{load, HfOptions};
+use safetensors::tensor::Dtype;
+use safetensors::SafeTensors;
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+
+fn golden() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/golden_gguf")
+}
+
+fn manifest() -> Value {
+    serde_json::from_str(&std::fs::read_to_string(golden().join("MANIFEST.json")).unwrap()).unwrap()
+}
+
+fn f32s(st: &SafeTensors<'_>, name: &str) -> Vec<f32> {
+    let t = st.tensor(name).unwrap_or_else(|e| panic!("{name}: {e}"));
+    assert_eq!(t.dtype(), Dtype::F32, "{name}");
+    t.data().chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().unwrap())).collect()
+}
+
+fn tokens(st: &SafeTensors<'_>) -> Vec<u32> {
+    let t = st.tensor("tokens").unwrap();
+    assert_eq!(t.dtype(), Dtype::I32);
+    t.data().chunks_exact(4).map(|b| i32::from_le_bytes(b.try_into().unwrap()) as u32).collect()
+}
+
+/// max |a − b| (a non-finite value or a length mismatch fails).
+#[track_caller]
+fn max_abs(a: &[f32], b: &[f32]) -> f64 {
+    assert_eq!(a.len(), b.len());
+    a.iter()
+        .zip(b)
+        .map(|(&x, &y)| {
+            assert!(x.is_finite() && y.is_finite(), "non-finite logit");
+            (x as f64 - y as f64).abs()
+        })
+        .fold(0.0, f64::max)
+}
+
+/// Our logits on `<case>-<ty>.gguf` (f32 reference path) and llama.cpp's on the same file.
+fn ours_and_theirs(case: &str, ty: &str) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    let dir = golden().join(case);
+    let bytes = std::fs::read(dir.join("expected.safetensors")).unwrap();
+    let st = SafeTensors::deserialize(&bytes).unwrap();
+    let toks = tokens(&st);
+    let m = load_gguf(&dir.join(format!("{case}-{ty}.gguf")), &HfOptions::default()).unwrap_or_else(|e| panic!("{case} {ty}: {e}"));
+    let c = &manifest()["cases"][case];
+    assert_eq!(m.arch, c["architecture"].as_str().unwrap(), "{case}");
+    let (n_seq, len) = (c["n_seq"].as_u64().unwrap() as usize, c["seq_len"].as_u64().unwrap() as usize);
+    let ours = m.model.forward(&toks, n_seq, len).unwrap().logits;
+    (ours, f32s(&st, &format!("logits.{ty}")), f32s(&st, "logits.f32"))
+}
+
+/// Every case's f32 file: our logits equal llama.cpp's (f32 weights, f32 activations and KV
+/// cache there) to float rounding. Measured: ≤ 4e-6 on logits of magnitude 2–5.
+#[test]
+fn f32_files_match_llama_cpp() {
+    for case in ["llama", "llama_spm", "mixtral", "qwen2_moe", "qwen3_moe", "olmoe", "qwen3"] {
+        let (ours, theirs, _) = ours_and_theirs(case, "f32");
+        let d = max_abs(&ours, &theirs);
+        eprintln!("{case} f32: max |ours − llama.cpp| = {d:.2e}");
+        assert!(d < 2e-5, "{case}: {d}");
+    }
+}
+
+/// Quantised files: we dequantise the weights exactly and keep f32 activations; llama.cpp
+/// rounds the activations to Q8_0 (or f16/bf16) before each product. So our logits differ from
+/// llama.cpp's on the same file by that activation rounding only — several times less than the
+/// weight quantisation moves them (llama.cpp's file vs its f32 file). Bounds: 2× the measured.
+#[test]
+fn quantised_files_match_llama_cpp_within_its_activation_rounding() {
+    // (case, type, bound on |ours − llama.cpp(file)|)
+    let cases = [
+        ("llama", "f16", 2.6e-3),
+        ("llama", "bf16", 0.024),
+        ("llama", "q8_0", 0.085),
+        ("llama", "q4_0", 0.071),
+        ("mixtral", "q8_0", 0.048),
+        ("mixtral", "q4_0", 0.051),
+        ("qwen3", "q4_0", 0.069),
+        ("mixtral_k", "q4_k_m", 0.31),
+        ("mixtral_k", "q6_k", 0.23),
+    ];
+    for (case, ty, bound) in cases {
+        let (ours, theirs, f32_theirs) = ours_and_theirs(case, ty);
+        let d = max_abs(&ours, &theirs);
+        let q = max_abs(&theirs, &f32_theirs);
+        eprintln!("{case} {ty}: max |ours − llama.cpp| = {d:.3e}; llama.cpp {ty} vs its f32 = {q:.3e}");
+        assert!(d < bound, "{case} {ty}: {d} ≥ {bound}");
+        // the weights' own quantisation moves llama.cpp's logits more than our difference
+        assert!(d < q, "{case} {ty}: {d} vs {q}");
+    }
+}
+
+/// Kept as stored (what the engine's loaders ask for): the same values once materialised, and
+/// about the file's size in memory.
+#[test]
+fn kept_matrices_are_the_files_blocks() {
+    for (case, ty) in [("mixtral", "q4_0"), ("llama", "bf16"), ("mixtral_k", "q4_k_m"), ("llama", "f32")] {
+        let p = golden().join(case).join(format!("{case}-{ty}.gguf"));
+        let plain = load(&p, &HfOptions::default()).unwrap();
+        let mut kept = load(&p, &HfOptions { keep_dtype: true, ..Default::default() }).unwrap();
+        let file = std::fs::metadata(&p).unwrap().len() as usize;
+        if ty == "f32" {
+            assert!(kept.model.stored.is_empty(), "an f32 file keeps nothing");
+        } else {
+            assert!(!kept.model.stored.is_empty());
+            assert!(kept.model.stored.bytes() < file, "{case} {ty}: {} kept bytes, file {file}", kept.model.stored.bytes());
+            assert!(kept.model.forward(&[1, 2], 1, 2).is_err(), "the reference path needs materialize");
+            kept.model.materialize();
+        }
+        let toks = [3, 7, 11, 5];
+        let a = plain.model.forward(&toks, 1, 4).unwrap().logits;
+        let b = kept.model.forward(&toks, 1, 4).unwrap().logits;
+        assert_eq!(a, b, "{case} {ty}");
+    }
+}
+
+/// Every GGML type the loader reads: our dequantisation equals gguf-py's on the same bytes.
+#[test]
+fn dequantisation_equals_gguf_py() {
+    let dir = golden().join("quants");
+    let f = GgufFile::open(&dir.join("quants.gguf")).unwrap();
+    let bytes = std::fs::read(dir.join("expected.safetensors")).unwrap();
+    let st = SafeTensors::deserialize(&bytes).unwrap();
+    let source = f32s(&st, "source");
+    let names = ["f32", "f16", "bf16", "q4_0", "q4_1", "q5_0", "q5_1", "q8_0", "q4_k", "q5_k", "q6_k"];
+    for name in names {
+        let t = f.tensor(name).unwrap_or_else(|| panic!("{name}"));
+        let mut out = vec![f32::NAN; t.n_elements()];
+        dequantize(t.ty, f.data(t), &mut out);
+        let want = f32s(&st, name);
+        let d = max_abs(&out, &want);
+        // and the quantisation is a real one: near the source, not equal to it (except f32)
+        let q = max_abs(&out, &source);
+        eprintln!("{name}: max |ours − gguf-py| = {d:e}; vs source {q:.3e}");
+        assert!(d <= 1e-6 * want.iter().fold(0.0f32, |m, v| m.max(v.abs())) as f64, "{name}: {d}");
+        assert!(q < 0.5, "{name}: {q}");
+        assert_eq!(q == 0.0, name == "f32", "{name}");
+    }
+    assert_eq!(f.tensors.len(), names.len());
+}
+
+/// Damaged files: errors that name the file, never a panic.
+#[test]
+fn damaged_files_are_errors() {
+    let src = std::fs::read(golden().join("qwen3/qwen3-q4_0.gguf")).unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let p = tmp.path().join("bad.gguf");
+    // truncated anywhere
+    for cut in [0, 3, 8, 24, 100, 1000, src.len() / 2, src.len() - 1] {
+        std::fs::write(&p, &src[..cut]).unwrap();
+        let e = load_gguf(&p, &HfOptions::default()).unwrap_err().to_string();
+        assert!(e.contains("bad.gguf"), "cut {cut}: {e}");
+    }
+    // a byte flipped at many places: loads (a weight changed) or fails cleanly
+    for at in (0..src.len()).step_by(97) {
+        let mut b = src.clone();
+        b[at] ^= 0x5a;
+        std::fs::write(&p, &b).unwrap();
+        if let Err(e) = load_gguf(&p, &HfOptions::default()) {
+            assert!(e.to_string().contains("bad.gguf"), "{at}: {e}");
+        }
+    }
+    // an architecture the loader does not map
+    let f = GgufFile::open(&golden().join("qwen3/qwen3-q4_0.gguf")).unwrap();
+    assert_eq!(f.str("general.architecture").unwrap(), "qwen3");
+    let pos = src.windows(5).position(|w| w == b"qwen3").unwrap();
+    let mut b = src.clone();
+    b[pos..pos + 5].copy_from_slice(b"qwenX");
+    std::fs::write(&p, &b).unwrap();
+    let e = load_gguf(&p, &HfOptions::default()).unwrap_err().to_string();
+    assert!(e.contains("bad.gguf"), "{e}");
+}
