@@ -27,7 +27,7 @@ pub enum Command {
     Bench(BenchCommand),
     /// Generate text from a trained run (KV-cached).
     Generate(GenerateArgs),
-    /// Full logits of a token sequence under a Hugging Face checkpoint, to a safetensors file.
+    /// Full logits of a token sequence under a Hugging Face checkpoint or GGUF file, to a safetensors file.
     Logits(LogitsArgs),
     /// Write a run's latest checkpoint as a Hugging Face directory (Llama or Mixtral).
     Export(ExportArgs),
@@ -187,7 +187,7 @@ pub enum EngineArg {
     Reference,
 }
 
-/// Where a model comes from: a run, a config (random weights) or a Hugging Face directory.
+/// Where a model comes from: a run, a config (random weights), a Hugging Face directory or a GGUF file.
 #[derive(Args, Debug)]
 #[group(required = true, multiple = false)]
 pub struct ModelSource {
@@ -197,7 +197,7 @@ pub struct ModelSource {
     /// Experiment TOML: the [model] is built with random weights (seed --seed).
     #[arg(long)]
     pub config: Option<PathBuf>,
-    /// Hugging Face checkpoint directory.
+    /// Hugging Face checkpoint directory or llama.cpp GGUF file.
     #[arg(long)]
     pub model: Option<PathBuf>,
 }
@@ -218,8 +218,9 @@ pub struct BenchInferArgs {
     /// Timed decode steps.
     #[arg(long, default_value_t = 32)]
     pub n_decode: usize,
-    /// Weight formats (comma-separated: f32, bf16, int8, q4).
-    #[arg(long, value_delimiter = ',', default_value = "f32")]
+    /// Weight formats (comma-separated: f32, bf16, int8, q4) [default: the checkpoint's: bf16 for a
+    /// bf16 one, q4 for a 4-bit GGUF file, int8 for a 5- to 8-bit one, else f32].
+    #[arg(long, value_delimiter = ',')]
     pub dtype: Vec<DtypeArg>,
     /// fast (default) or reference.
     #[arg(long, value_enum, default_value_t = EngineArg::Fast)]
@@ -243,7 +244,8 @@ pub struct GenerateArgs {
     /// Run directory.
     #[arg(long, conflicts_with = "model", required_unless_present = "model")]
     pub run: Option<PathBuf>,
-    /// Hugging Face checkpoint directory (needs its tokenizer.json; see --chat for its chat template).
+    /// Hugging Face checkpoint directory (needs its tokenizer.json; see --chat for its chat template)
+    /// or llama.cpp GGUF file (tokenizer and chat template from its metadata).
     #[arg(long)]
     pub model: Option<PathBuf>,
     /// Prepend the checkpoint's bos_token_id (--model only; tokenizer post-processors are not run).
@@ -276,14 +278,15 @@ pub struct GenerateArgs {
     /// fast (default) or reference.
     #[arg(long, value_enum, default_value_t = EngineArg::Fast)]
     pub engine: EngineArg,
-    /// Weight format of the fast engine [default: bf16 for a bf16 checkpoint, else f32].
+    /// Weight format of the fast engine [default: bf16 for a bf16 checkpoint, q4 for a 4-bit GGUF
+    /// file, int8 for a 5- to 8-bit one, else f32].
     #[arg(long, value_enum)]
     pub dtype: Option<DtypeArg>,
 }
 
 #[derive(Args, Debug)]
 pub struct LogitsArgs {
-    /// Hugging Face checkpoint directory.
+    /// Hugging Face checkpoint directory or llama.cpp GGUF file.
     #[arg(long)]
     pub model: PathBuf,
     /// Token ids, comma-separated.
@@ -430,13 +433,15 @@ pub struct PlanArgs {
 #[derive(Args, Debug)]
 pub struct ServeArgs {
     /// Hugging Face checkpoint directory (config.json, safetensors, tokenizer.json; its chat
-    /// template and generation_config.json when present).
+    /// template and generation_config.json when present), or a llama.cpp GGUF file (its
+    /// tokenizer and chat template from its metadata; quantised matrices kept as stored).
     #[arg(long, conflicts_with = "run", required_unless_present = "run")]
     pub model: Option<PathBuf>,
     /// `moe train` run directory (latest checkpoint, the run's tokenizer; no chat template).
     #[arg(long)]
     pub run: Option<PathBuf>,
-    /// Weight format [default: bf16 for a bf16 checkpoint, else f32].
+    /// Weight format [default: bf16 for a bf16 checkpoint, q4 for a 4-bit GGUF file, int8 for a
+    /// 5- to 8-bit one, else f32].
     #[arg(long, value_enum)]
     pub dtype: Option<DtypeArg>,
     /// Address to listen on (0.0.0.0 listens on every interface).
@@ -480,7 +485,7 @@ pub struct BenchServeArgs {
     /// Base URL of a running OpenAI-compatible server (e.g. http://127.0.0.1:8080).
     #[arg(long, conflicts_with_all = ["model", "run", "config"])]
     pub url: Option<String>,
-    /// Start `moe serve` in this process on this Hugging Face directory.
+    /// Start `moe serve` in this process on this Hugging Face directory or GGUF file.
     #[arg(long, conflicts_with_all = ["run", "config"])]
     pub model: Option<PathBuf>,
     /// Start `moe serve` in this process on this run.
@@ -493,7 +498,7 @@ pub struct BenchServeArgs {
     /// Override a config key with --config (repeatable).
     #[arg(long = "set", value_name = "KEY=VALUE")]
     pub set: Vec<String>,
-    /// Weight format of the in-process server and engine.
+    /// Weight format of the in-process server and engine [default: the checkpoint's, as `moe serve`].
     #[arg(long, value_enum)]
     pub dtype: Option<DtypeArg>,
     /// Concurrent clients per level (comma-separated).

@@ -95,7 +95,7 @@ pub(super) fn load_model(src: &ModelSource, set: &[String], seed: u64, keep_dtyp
     let m = moe_model::hf::load(dir, &HfOptions { keep_dtype, ..Default::default() }).with_context(|| format!("loading {}", dir.display()))?;
     let mut desc = format!("{} ({})", dir.display(), m.arch);
     if let Some(g) = &m.gguf {
-        desc += &format!("; GGUF, mostly {} (dequantised at load, run as --dtype)", g.file_type);
+        desc += &format!("; GGUF, mostly {}", g.file_type);
     }
     if let Some(dt) = m.model.stored.dtype_name() {
         desc += &format!("; {} matrices kept as {dt} at load ({:.1} MB)", m.model.stored.len(), m.model.stored.bytes() as f64 / 1e6);
@@ -130,12 +130,16 @@ fn infer(a: BenchInferArgs) -> anyhow::Result<()> {
         "prompt   {} random tokens per sequence, then {} greedy KV-cached decode steps (best of {})",
         a.prompt_len, a.n_decode, a.reps
     );
-    let dtypes: Vec<DtypeArg> = if a.engine == EngineArg::Reference { vec![DtypeArg::F32] } else { a.dtype.clone() };
+    let dtypes: Vec<WeightDtype> = match a.engine {
+        EngineArg::Reference => vec![WeightDtype::F32],
+        // default: the format the checkpoint suggests (a GGUF file's nearest, a bf16 one's, else f32)
+        EngineArg::Fast if a.dtype.is_empty() => vec![moe_infer::engine::weights::default_dtype(&model)],
+        EngineArg::Fast => a.dtype.iter().map(|&d| dtype_of(d)).collect(),
+    };
     let mut csv = String::from("engine,dtype,batch,prompt_len,n_decode,prefill_tok_s,decode_tok_s,latency_ms,weight_bytes_per_step,gflop_per_step,achieved_gbs,achieved_gflops,roofline_fraction,distinct_experts,expected_distinct\n");
     let mut series = Vec::new();
     let single = dtypes.len() == 1;
-    for d in dtypes {
-        let dt = dtype_of(d);
+    for dt in dtypes {
         let mut engine;
         let mut runner = match a.engine {
             EngineArg::Fast => {
