@@ -13,6 +13,10 @@ measured at the start of each of its runs.
         --config configs/bench-small-moe.toml --rounds 3 \\
         --pair q4=/work/llama/moe-q4_0.gguf --pair q4=/work/llama/moe-q4_k_m.gguf --pair int8=/work/llama/moe-q8_0.gguf
 
+With --same-file our engine loads each pair's GGUF itself (`moe bench infer --model GGUF --dtype D`:
+the same weights, so the same expert routing, on both sides; a file whose type the engine does not
+run is converted at load, e.g. Q4_K_M to q4) and is measured once per pair instead of once per dtype.
+
 Not used by the tests.
 """
 
@@ -33,10 +37,11 @@ def run(cmd, env=None):
     return p.stdout + p.stderr
 
 
-def ours(a, dtype):
+def ours(a, dtype, gguf=None):
     env = dict(os.environ, RAYON_NUM_THREADS=str(a.threads))
+    source = ["--model", gguf] if gguf else ["--config", a.config]
     out = run(
-        [a.moe, "bench", "infer", "--config", a.config, "--batch", ",".join(map(str, BATCHES)), "--prompt-len", "128",
+        [a.moe, "bench", "infer", *source, "--batch", ",".join(map(str, BATCHES)), "--prompt-len", "128",
          "--n-decode", "32", "--dtype", dtype],
         env,
     )
@@ -72,6 +77,7 @@ def main():
     ap.add_argument("--pair", action="append", required=True, help="OURS_DTYPE=GGUF")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--same-file", action="store_true", help="our engine loads each pair's GGUF (not --config)")
     a = ap.parse_args()
     pairs = [p.split("=", 1) for p in a.pair]
     ratios = {(d, g): {b: [] for b in BATCHES + ["pp"]} for d, g in pairs}
@@ -80,10 +86,11 @@ def main():
     for r in range(a.rounds):
         done = {}
         for d, g in pairs:
-            if d not in done:
-                done[d], mach, kernels[d] = ours(a, d)
+            key = (d, g) if a.same_file else d
+            if key not in done:
+                done[key], mach, kernels[d] = ours(a, d, g if a.same_file else None)
                 machines.append(mach)
-            o, l = done[d], llama(a, g)
+            o, l = done[key], llama(a, g)
             for b in BATCHES:
                 ratios[(d, g)][b].append(o[b][1] / l[b][1])
             ratios[(d, g)]["pp"].append(o[1][0] / l[1][0])
