@@ -286,11 +286,82 @@ def cases():
                            sliding_window=None, rope_parameters={"rope_type": "default", "rope_theta": 1000000.0},
                            tie_word_embeddings=False),
                       "bpe", ["f32", "q4_k_m", "q6_k"], ["q4_k_m", "q6_k"], 18),
+        # --- second batch (deepseek2 / gpt-oss / llama4); an optional 8th item holds per-case extras
+        "deepseek_v3": ("DeepseekV3Config", "DeepseekV3ForCausalLM", DEEPSEEK_V3, "bpe", ["f32", "q8_0", "q4_0"],
+                        ["f32", "q8_0"], 19, dict(perturb=perturb_deepseek, notes=DEEPSEEK_NOTES)),
+        "deepseek_v3_noq": ("DeepseekV3Config", "DeepseekV3ForCausalLM", dict(DEEPSEEK_V3, q_lora_rank=None), "bpe",
+                            ["f32"], ["f32"], 20, dict(perturb=perturb_deepseek, notes=DEEPSEEK_NOTES + [
+                                "q_lora_rank null: the converter writes attn_q (no attn_q_a/_b, no q_a_norm) and no "
+                                "deepseek2.attention.q_lora_rank key; llama.cpp's deepseek2 loader requires that key "
+                                "unless n_layer is 26 or 27 (or 48 with vocab 128256) -- the DeepSeek-V2-Lite style "
+                                "'is_lite' test -- so a 3-layer file does not load: expected to be skipped"])),
+        "gpt_oss": ("GptOssConfig", "GptOssForCausalLM", GPT_OSS, "bpe", ["f32", "q8_0", "mxfp4_moe"],
+                    ["f32", "mxfp4_moe"], 21,
+                    dict(perturb=perturb_gpt_oss, notes=GPT_OSS_NOTES)),
+        "llama4": ("Llama4TextConfig", "Llama4ForCausalLM", LLAMA4, "bpe", ["f32", "q8_0"], ["f32"], 22,
+                   dict(perturb=perturb, notes=LLAMA4_NOTES)),
     }
 
 
+# DeepSeek-V3 style: MLA with q and kv LoRA, first layer dense, sigmoid routing with a (non-zero)
+# e_score_correction_bias, grouped top-k, routed_scaling_factor != 1, one shared expert, renormalised
+# top-k. `scoring_func` / `topk_method` are not DeepseekV3Config fields (transformers always routes
+# with sigmoid + noaux_tc) but the converter reads `scoring_func` to write expert_gating_func, as
+# DeepSeek-V3's own config.json has it; without it llama.cpp falls back to softmax (DeepSeek-V2).
+DEEPSEEK_V3 = dict(COMMON, hidden_size=64, intermediate_size=64, moe_intermediate_size=16, num_hidden_layers=3,
+                   num_attention_heads=4, num_key_value_heads=4, n_routed_experts=8, n_shared_experts=1,
+                   num_experts_per_tok=2, n_group=4, topk_group=2, routed_scaling_factor=2.5, norm_topk_prob=True,
+                   first_k_dense_replace=1, q_lora_rank=24, kv_lora_rank=16, qk_nope_head_dim=8, qk_rope_head_dim=8,
+                   v_head_dim=12, rope_interleave=True, num_nextn_predict_layers=0,
+                   rope_parameters={"rope_type": "default", "rope_theta": 10000.0},
+                   scoring_func="sigmoid", topk_method="noaux_tc", tie_word_embeddings=False)
+
+DEEPSEEK_NOTES = [
+    "e_score_correction_bias (a buffer, zero after init) is set to U(-0.5, 0.5) so it changes the expert choice; "
+    "it is used for the choice only, the weights are the plain sigmoid scores",
+    "rope_interleave=True: HF de-interleaves q_pe/k_pe before a NeoX rotation, i.e. llama.cpp's NORM (adjacent "
+    "pairs) rope on the stored layout; the converter does not permute any DeepSeek weight",
+]
+
+# gpt-oss: SWA on even layers (llama.cpp's pattern 2), attention sinks, biases everywhere, interleaved
+# gate/up with the clamped (limit 7, alpha 1.702: llama.cpp hard-codes both) SwiGLU, YaRN as gpt-oss.
+# `truncate: True` makes HF floor/ceil the YaRN correction range as ggml always does (gpt-oss's own
+# config has truncate false; see notes).
+GPT_OSS = dict(COMMON, hidden_size=64, intermediate_size=32, num_hidden_layers=2, num_attention_heads=4,
+               num_key_value_heads=2, head_dim=16, num_local_experts=4, num_experts_per_tok=2, sliding_window=4,
+               layer_types=["sliding_attention", "full_attention"], attention_bias=True, swiglu_limit=7.0,
+               rms_norm_eps=1e-5, max_position_embeddings=131072,
+               rope_parameters={"rope_type": "yarn", "rope_theta": 150000.0, "factor": 32.0,
+                                "original_max_position_embeddings": 4096, "beta_fast": 32.0, "beta_slow": 1.0,
+                                "truncate": True},
+               tie_word_embeddings=False)
+
+GPT_OSS_NOTES = [
+    "sinks set to U(-1, 1), every bias (q/k/v/o, router, expert gate_up/down) to U(-0.3, 0.3)",
+    "rope_parameters.truncate=True for logits.hf: ggml_rope_yarn_corr_dims always floors/ceils the correction "
+    "range, and the converter does not write `truncate`",
+]
+
+# Llama 4 text: the values llama.cpp hard-codes for the architecture (chunk 8192, NoPE every 4th layer,
+# attention temperature floor 8192 / scale 0.1, 3 chunked : 1 full), MoE every 2nd layer with top-1
+# sigmoid routing and a shared expert, L2 q/k norm on the RoPE layers, llama3 RoPE (rope_freqs).
+LLAMA4 = dict(COMMON, hidden_size=64, intermediate_size=32, intermediate_size_mlp=64, num_hidden_layers=4,
+              num_attention_heads=4, num_key_value_heads=2, head_dim=16, num_local_experts=4, num_experts_per_tok=1,
+              interleave_moe_layer_step=2, use_qk_norm=True, attention_chunk_size=8192, no_rope_layer_interval=4,
+              attn_temperature_tuning=True, floor_scale=8192, attn_scale=0.1, rms_norm_eps=1e-5,
+              rope_parameters={"rope_type": "llama3", "rope_theta": 10000.0, "factor": 4.0, "low_freq_factor": 1.0,
+                               "high_freq_factor": 4.0, "original_max_position_embeddings": 8},
+              tie_word_embeddings=False)
+
+LLAMA4_NOTES = [
+    "layers 0-2 chunked attention (chunk 8192, so causal here) with RoPE + L2 q/k norm, layer 3 full attention "
+    "without RoPE (NoPE) and without q/k norm; layers 1 and 3 MoE (router sigmoid, top-1, the weight multiplies "
+    "the expert input) + shared expert, layers 0 and 2 dense (intermediate_size_mlp)",
+]
+
+
 CONVERTER_TYPES = {"f32", "f16", "bf16", "q8_0"}
-QUANTIZE_TYPES = {"q4_0": "Q4_0", "q4_k_m": "Q4_K_M", "q6_k": "Q6_K"}
+QUANTIZE_TYPES = {"q4_0": "Q4_0", "q4_k_m": "Q4_K_M", "q6_k": "Q6_K", "mxfp4_moe": "MXFP4_MOE"}
 
 
 def perturb(model, gen):
@@ -305,6 +376,33 @@ def perturb(model, gen):
                 p.copy_(1.0 + 0.3 * (2 * torch.rand(p.shape, generator=gen) - 1))
             elif p.dim() == 1 or "bias" in name:
                 raise AssertionError(f"unexpected vector or bias {name}")
+
+
+def perturb_deepseek(model, gen):
+    """perturb, then e_score_correction_bias (zero-initialised buffers) to U(-0.5, 0.5)."""
+    import torch
+
+    perturb(model, gen)
+    with torch.no_grad():
+        for name, b in model.named_buffers():
+            if name.endswith("e_score_correction_bias"):
+                b.copy_(0.5 * (2 * torch.rand(b.shape, generator=gen) - 1))
+
+
+def perturb_gpt_oss(model, gen):
+    """Norm weights to 1 ± 0.3, every bias to ±0.3, attention sinks to ±1."""
+    import torch
+
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.endswith("sinks"):
+                p.copy_(2 * torch.rand(p.shape, generator=gen) - 1)
+            elif name.endswith("bias"):
+                p.copy_(0.3 * (2 * torch.rand(p.shape, generator=gen) - 1))
+            elif p.dim() == 1 and name.endswith("norm.weight"):
+                p.copy_(1.0 + 0.3 * (2 * torch.rand(p.shape, generator=gen) - 1))
+            elif p.dim() == 1:
+                raise AssertionError(f"unexpected vector {name}")
 
 
 def gguf_summary(path):
@@ -339,7 +437,8 @@ def make_case(name, spec):
     import transformers
     from safetensors.numpy import save_file
 
-    cfg_name, model_name, kw, tok_kind, types, keep, seed = spec
+    cfg_name, model_name, kw, tok_kind, types, keep, seed = spec[:7]
+    extra = spec[7] if len(spec) > 7 else {}
     d = os.path.join(ROOT, name)
     shutil.rmtree(d, ignore_errors=True)
     os.makedirs(d)
@@ -353,7 +452,7 @@ def make_case(name, spec):
         cfg = getattr(transformers, cfg_name)(vocab_size=vocab, **kw)
         cfg._attn_implementation = "eager"
         model = getattr(transformers, model_name)(cfg).to(torch.float32).eval()
-        perturb(model, gen)
+        extra.get("perturb", perturb)(model, gen)
         model.save_pretrained(hf, safe_serialization=True)
         tokens = torch.randint(3, vocab, (N_SEQ, SEQ_LEN), generator=gen)
         with torch.no_grad():
@@ -399,7 +498,7 @@ def make_case(name, spec):
         files += ["expected.safetensors", "tokenize.json"]
 
     hf_scale = float(np.abs(hf_logits).max())
-    return {
+    entry = {
         "architecture": model_name,
         "llama_arch": keys.get("general.architecture"),
         "tokenizer": tok_kind,
@@ -420,6 +519,9 @@ def make_case(name, spec):
         "f32_metadata": keys,
         "f32_tensors": tensors,
     }
+    if "notes" in extra:
+        entry["notes"] = extra["notes"]
+    return entry
 
 
 # ---------------------------------------------------------------------------------------------
@@ -560,6 +662,10 @@ def main(argv):
         except Exception as e:  # recorded, not fatal: the manifest says why a case is missing
             print(f"{name} FAILED: {e}", flush=True)
             entry = {"skipped": str(e)[-2000:]}
+            spec = all_cases.get(name, ())
+            if len(spec) > 7 and "notes" in spec[7]:
+                entry["notes"] = spec[7]["notes"]
+            shutil.rmtree(os.path.join(ROOT, name), ignore_errors=True)
         manifest["cases"][name] = entry
         with open(manifest_path, "w") as f:
             json.dump(manifest, f, indent=1, ensure_ascii=False)
