@@ -286,9 +286,12 @@ def cases():
                            sliding_window=None, rope_parameters={"rope_type": "default", "rope_theta": 1000000.0},
                            tie_word_embeddings=False),
                       "bpe", ["f32", "q4_k_m", "q6_k"], ["q4_k_m", "q6_k"], 18),
-        # --- second batch (deepseek2 / gpt-oss / llama4); an optional 8th item holds per-case extras
+        # --- second batch (deepseek2 / gpt-oss / llama4); an optional 8th item holds per-case extras.
+        # Seeds 39 (deepseek_v3) and 31 (gpt_oss) were picked among a few so that no Q8_0 logit row
+        # moves by more than ~0.1 from the f32 one (the others had a near-tie in the expert choice
+        # that Q8_0 flips, which would make logits.q8_0 hypersensitive to rounding).
         "deepseek_v3": ("DeepseekV3Config", "DeepseekV3ForCausalLM", DEEPSEEK_V3, "bpe", ["f32", "q8_0", "q4_0"],
-                        ["f32", "q8_0"], 19, dict(perturb=perturb_deepseek, notes=DEEPSEEK_NOTES)),
+                        ["f32", "q8_0"], 39, dict(perturb=perturb_deepseek, notes=DEEPSEEK_NOTES)),
         "deepseek_v3_noq": ("DeepseekV3Config", "DeepseekV3ForCausalLM", dict(DEEPSEEK_V3, q_lora_rank=None), "bpe",
                             ["f32"], ["f32"], 20, dict(perturb=perturb_deepseek, notes=DEEPSEEK_NOTES + [
                                 "q_lora_rank null: the converter writes attn_q (no attn_q_a/_b, no q_a_norm) and no "
@@ -296,7 +299,7 @@ def cases():
                                 "unless n_layer is 26 or 27 (or 48 with vocab 128256) -- the DeepSeek-V2-Lite style "
                                 "'is_lite' test -- so a 3-layer file does not load: expected to be skipped"])),
         "gpt_oss": ("GptOssConfig", "GptOssForCausalLM", GPT_OSS, "bpe", ["f32", "q8_0", "mxfp4_moe"],
-                    ["f32", "mxfp4_moe"], 21,
+                    ["f32", "mxfp4_moe"], 31,
                     dict(perturb=perturb_gpt_oss, notes=GPT_OSS_NOTES)),
         "llama4": ("Llama4TextConfig", "Llama4ForCausalLM", LLAMA4, "bpe", ["f32", "q8_0"], ["f32"], 22,
                    dict(perturb=perturb, notes=LLAMA4_NOTES)),
@@ -345,7 +348,7 @@ GPT_OSS_NOTES = [
 # Llama 4 text: the values llama.cpp hard-codes for the architecture (chunk 8192, NoPE every 4th layer,
 # attention temperature floor 8192 / scale 0.1, 3 chunked : 1 full), MoE every 2nd layer with top-1
 # sigmoid routing and a shared expert, L2 q/k norm on the RoPE layers, llama3 RoPE (rope_freqs).
-LLAMA4 = dict(COMMON, hidden_size=64, intermediate_size=32, intermediate_size_mlp=64, num_hidden_layers=4,
+LLAMA4 = dict(COMMON, hidden_size=64, intermediate_size=16, intermediate_size_mlp=32, num_hidden_layers=4,
               num_attention_heads=4, num_key_value_heads=2, head_dim=16, num_local_experts=4, num_experts_per_tok=1,
               interleave_moe_layer_step=2, use_qk_norm=True, attention_chunk_size=8192, no_rope_layer_interval=4,
               attn_temperature_tuning=True, floor_scale=8192, attn_scale=0.1, rms_norm_eps=1e-5,
