@@ -176,6 +176,8 @@ pub enum DtypeArg {
     Int8,
     /// 4-bit blocks of 32 weights with an f16 scale (GGUF `Q4_0`); the LM head int8
     Q4,
+    /// 4-bit super-blocks of 256 weights with a 6-bit scale and min per 32 (GGUF `Q4_K`); the LM head int8
+    Q4k,
 }
 
 /// Which forward runs inference.
@@ -218,8 +220,8 @@ pub struct BenchInferArgs {
     /// Timed decode steps.
     #[arg(long, default_value_t = 32)]
     pub n_decode: usize,
-    /// Weight formats (comma-separated: f32, bf16, int8, q4) [default: the checkpoint's: bf16 for a
-    /// bf16 one, q4 for a 4-bit GGUF file, int8 for a 5- to 8-bit one, else f32].
+    /// Weight formats (comma-separated: f32, bf16, int8, q4, q4k) [default: the checkpoint's: bf16 for a
+    /// bf16 one, q4k for a Q4_K GGUF file, q4 for Q4_0, int8 for a 5- to 8-bit one, else f32].
     #[arg(long, value_delimiter = ',')]
     pub dtype: Vec<DtypeArg>,
     /// fast (default) or reference.
@@ -278,7 +280,7 @@ pub struct GenerateArgs {
     /// fast (default) or reference.
     #[arg(long, value_enum, default_value_t = EngineArg::Fast)]
     pub engine: EngineArg,
-    /// Weight format of the fast engine [default: bf16 for a bf16 checkpoint, q4 for a 4-bit GGUF
+    /// Weight format of the fast engine [default: bf16 for a bf16 checkpoint, q4k/q4 for a Q4_K/Q4_0 GGUF
     /// file, int8 for a 5- to 8-bit one, else f32].
     #[arg(long, value_enum)]
     pub dtype: Option<DtypeArg>,
@@ -440,7 +442,7 @@ pub struct ServeArgs {
     /// `moe train` run directory (latest checkpoint, the run's tokenizer; no chat template).
     #[arg(long)]
     pub run: Option<PathBuf>,
-    /// Weight format [default: bf16 for a bf16 checkpoint, q4 for a 4-bit GGUF file, int8 for a
+    /// Weight format [default: bf16 for a bf16 checkpoint, q4k/q4 for a Q4_K/Q4_0 GGUF file, int8 for a
     /// 5- to 8-bit one, else f32].
     #[arg(long, value_enum)]
     pub dtype: Option<DtypeArg>,

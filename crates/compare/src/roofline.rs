@@ -175,7 +175,7 @@ impl Hardware {
         match dtype {
             WeightDtype::F32 => self.peak_gflops_f32,
             WeightDtype::Bf16 => bf16,
-            WeightDtype::I8 | WeightDtype::Q4 => self.peak_gops_int8.unwrap_or(bf16),
+            WeightDtype::I8 | WeightDtype::Q4 | WeightDtype::Q4K => self.peak_gops_int8.unwrap_or(bf16),
         }
     }
 
@@ -372,6 +372,8 @@ pub fn weight_bytes(dtype: WeightDtype) -> f64 {
         WeightDtype::I8 => 1.0,
         // 18 bytes per block of 32
         WeightDtype::Q4 => 18.0 / 32.0,
+        // 144 bytes per super-block of 256
+        WeightDtype::Q4K => 144.0 / 256.0,
     }
 }
 

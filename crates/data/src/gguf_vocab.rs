@@ -130,14 +130,21 @@ impl Tokenizer {
                 })
             }
             "llama" => {
-                let scores = v.scores.as_ref().ok_or_else(|| err("metadata `tokenizer.ggml.scores` is missing (SentencePiece needs it)".into()))?;
-                let unk = v.unk.map(|u| v.tokens.get(u as usize).cloned().ok_or_else(|| err(format!("`tokenizer.ggml.unknown_token_id` {u} is not a token"))));
+                let scores =
+                    v.scores.as_ref().ok_or_else(|| err("metadata `tokenizer.ggml.scores` is missing (SentencePiece needs it)".into()))?;
+                let unk = v.unk.map(|u| {
+                    v.tokens.get(u as usize).cloned().ok_or_else(|| err(format!("`tokenizer.ggml.unknown_token_id` {u} is not a token")))
+                });
                 let mut norm = Vec::new();
                 if v.add_space_prefix.unwrap_or(true) {
                     norm.push(json!({"type": "Prepend", "prepend": "▁"}));
                 }
                 norm.push(json!({"type": "Replace", "pattern": {"String": " "}, "content": "▁"}));
-                let mut dec = vec![json!({"type": "Replace", "pattern": {"String": "▁"}, "content": " "}), json!({"type": "ByteFallback"}), json!({"type": "Fuse"})];
+                let mut dec = vec![
+                    json!({"type": "Replace", "pattern": {"String": "▁"}, "content": " "}),
+                    json!({"type": "ByteFallback"}),
+                    json!({"type": "Fuse"}),
+                ];
                 if v.add_space_prefix.unwrap_or(true) {
                     dec.push(json!({"type": "Strip", "content": " ", "start": 1, "stop": 0}));
                 }
@@ -177,8 +184,18 @@ mod tests {
             types.push(6);
             scores.push(0.0);
         }
-        for (p, s) in [("▁", -1.0), ("h", -2.0), ("e", -3.0), ("l", -4.0), ("o", -5.0), ("he", -6.0), ("ll", -7.0), ("▁he", -8.0), ("llo", -9.0), ("▁hello", -10.0)]
-        {
+        for (p, s) in [
+            ("▁", -1.0),
+            ("h", -2.0),
+            ("e", -3.0),
+            ("l", -4.0),
+            ("o", -5.0),
+            ("he", -6.0),
+            ("ll", -7.0),
+            ("▁he", -8.0),
+            ("llo", -9.0),
+            ("▁hello", -10.0),
+        ] {
             tokens.push(p.into());
             types.push(1);
             scores.push(s);

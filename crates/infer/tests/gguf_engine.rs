@@ -85,7 +85,9 @@ fn q4_0_files_run_as_their_own_blocks_and_match_llama_cpp() {
 /// kept at about the file's size.
 #[test]
 fn k_quant_and_q8_0_files_convert_to_the_engine_formats() {
-    for (case, ty, want) in [("mixtral", "q8_0", WeightDtype::I8), ("mixtral_k", "q4_k_m", WeightDtype::Q4), ("mixtral_k", "q6_k", WeightDtype::I8)] {
+    for (case, ty, want) in
+        [("mixtral", "q8_0", WeightDtype::I8), ("mixtral_k", "q4_k_m", WeightDtype::Q4), ("mixtral_k", "q6_k", WeightDtype::I8)]
+    {
         let path = gguf_dir().join(case).join(format!("{case}-{ty}.gguf"));
         let full = load(&path, &HfOptions::default()).unwrap().model;
         let mut m = load(&path, &HfOptions { keep_dtype: true, ..Default::default() }).unwrap().model;

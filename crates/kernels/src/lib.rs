@@ -20,6 +20,7 @@ pub mod matmul;
 pub mod norm;
 pub mod peak;
 pub mod quant;
+pub mod quant_k;
 mod real;
 pub mod rng;
 pub mod rope;

@@ -19,10 +19,15 @@
 //!   A row whose length is not a multiple of 32 is padded with zero weights in its last block.
 //!   Scales must stay within f16 range: `max|block| ≤ 8 · 65504`.
 //!
+//! * [`WeightQ4K`]: 4-bit super-blocks of 256 weights with a 6-bit scale and min per 32
+//!   (144 bytes per 256, 4.5 bits per weight), byte for byte GGUF's `Q4_K`: see [`crate::quant_k`].
+//!
 //! [`Weights`] is the enum the GEMV kernel dispatches on. Every format can be turned back into f32
 //! with `dequantize` (what the naive twins and the round-trip tests use).
 
 use half::bf16;
+
+pub use crate::quant_k::{dequantize_q4k_row, quantize_q4k, BlockQ4K, WeightQ4K, QK_K};
 
 /// Storage type of a [`Weights`] matrix.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -35,19 +40,22 @@ pub enum WeightDtype {
     I8,
     /// 4 bits per weight + one f16 scale per 32 weights (GGUF `Q4_0` blocks)
     Q4,
+    /// 4 bits per weight in super-blocks of 256 with a 6-bit scale and min per 32 (GGUF `Q4_K`)
+    Q4K,
 }
 
 impl WeightDtype {
     /// All formats, in decreasing size.
-    pub const ALL: [WeightDtype; 4] = [WeightDtype::F32, WeightDtype::Bf16, WeightDtype::I8, WeightDtype::Q4];
+    pub const ALL: [WeightDtype; 5] = [WeightDtype::F32, WeightDtype::Bf16, WeightDtype::I8, WeightDtype::Q4, WeightDtype::Q4K];
 
-    /// Short lowercase name (`f32`, `bf16`, `i8`, `q4`).
+    /// Short lowercase name (`f32`, `bf16`, `i8`, `q4`, `q4k`).
     pub fn name(self) -> &'static str {
         match self {
             WeightDtype::F32 => "f32",
             WeightDtype::Bf16 => "bf16",
             WeightDtype::I8 => "i8",
             WeightDtype::Q4 => "q4",
+            WeightDtype::Q4K => "q4k",
         }
     }
 }
@@ -357,6 +365,8 @@ pub enum Weights {
     I8(WeightI8),
     /// 4-bit blocks
     Q4(WeightQ4),
+    /// 4-bit super-blocks with per-sub-block scales and mins
+    Q4K(WeightQ4K),
 }
 
 impl Weights {
@@ -367,6 +377,7 @@ impl Weights {
             WeightDtype::Bf16 => Weights::Bf16(quantize_bf16(w, n, k)),
             WeightDtype::I8 => Weights::I8(quantize_i8(w, n, k)),
             WeightDtype::Q4 => Weights::Q4(quantize_q4(w, n, k)),
+            WeightDtype::Q4K => Weights::Q4K(quantize_q4k(w, n, k)),
         }
     }
     /// Rows (output features).
@@ -376,6 +387,7 @@ impl Weights {
             Weights::Bf16(w) => w.n,
             Weights::I8(w) => w.n,
             Weights::Q4(w) => w.n,
+            Weights::Q4K(w) => w.n,
         }
     }
     /// Columns (input features).
@@ -385,6 +397,7 @@ impl Weights {
             Weights::Bf16(w) => w.k,
             Weights::I8(w) => w.k,
             Weights::Q4(w) => w.k,
+            Weights::Q4K(w) => w.k,
         }
     }
     /// Storage format.
@@ -394,6 +407,7 @@ impl Weights {
             Weights::Bf16(_) => WeightDtype::Bf16,
             Weights::I8(_) => WeightDtype::I8,
             Weights::Q4(_) => WeightDtype::Q4,
+            Weights::Q4K(_) => WeightDtype::Q4K,
         }
     }
     /// Bytes of storage (what one GEMV reads): values plus, for int8, the per-row scales (q4:
@@ -408,6 +422,7 @@ impl Weights {
             Weights::Bf16(w) => w.dequantize(),
             Weights::I8(w) => w.dequantize(),
             Weights::Q4(w) => w.dequantize(),
+            Weights::Q4K(w) => w.dequantize(),
         }
     }
 }
@@ -455,6 +470,15 @@ pub enum WeightsRef<'a> {
         /// columns
         k: usize,
     },
+    /// 4-bit super-blocks `[n, ⌈k/256⌉]`
+    Q4K {
+        /// blocks
+        blocks: &'a [BlockQ4K],
+        /// rows
+        n: usize,
+        /// columns
+        k: usize,
+    },
 }
 
 impl<'a> WeightsRef<'a> {
@@ -466,13 +490,21 @@ impl<'a> WeightsRef<'a> {
     /// Rows (output features).
     pub fn n(&self) -> usize {
         match *self {
-            WeightsRef::F32 { n, .. } | WeightsRef::Bf16 { n, .. } | WeightsRef::I8 { n, .. } | WeightsRef::Q4 { n, .. } => n,
+            WeightsRef::F32 { n, .. }
+            | WeightsRef::Bf16 { n, .. }
+            | WeightsRef::I8 { n, .. }
+            | WeightsRef::Q4 { n, .. }
+            | WeightsRef::Q4K { n, .. } => n,
         }
     }
     /// Columns (input features).
     pub fn k(&self) -> usize {
         match *self {
-            WeightsRef::F32 { k, .. } | WeightsRef::Bf16 { k, .. } | WeightsRef::I8 { k, .. } | WeightsRef::Q4 { k, .. } => k,
+            WeightsRef::F32 { k, .. }
+            | WeightsRef::Bf16 { k, .. }
+            | WeightsRef::I8 { k, .. }
+            | WeightsRef::Q4 { k, .. }
+            | WeightsRef::Q4K { k, .. } => k,
         }
     }
     /// Storage format.
@@ -482,6 +514,7 @@ impl<'a> WeightsRef<'a> {
             WeightsRef::Bf16 { .. } => WeightDtype::Bf16,
             WeightsRef::I8 { .. } => WeightDtype::I8,
             WeightsRef::Q4 { .. } => WeightDtype::Q4,
+            WeightsRef::Q4K { .. } => WeightDtype::Q4K,
         }
     }
     /// Bytes of storage, as [`Weights::bytes`].
@@ -491,6 +524,7 @@ impl<'a> WeightsRef<'a> {
             WeightsRef::Bf16 { bits, .. } => 2 * bits.len(),
             WeightsRef::I8 { q, scale, .. } => q.len() + 4 * scale.len(),
             WeightsRef::Q4 { blocks, .. } => std::mem::size_of_val(*blocks),
+            WeightsRef::Q4K { blocks, .. } => std::mem::size_of_val(*blocks),
         }
     }
 }
@@ -503,6 +537,7 @@ impl Weights {
             Weights::Bf16(w) => WeightsRef::Bf16 { bits: &w.bits, n: w.n, k: w.k },
             Weights::I8(w) => WeightsRef::I8 { q: &w.q, scale: &w.scale, n: w.n, k: w.k },
             Weights::Q4(w) => WeightsRef::Q4 { blocks: &w.blocks, n: w.n, k: w.k },
+            Weights::Q4K(w) => WeightsRef::Q4K { blocks: &w.blocks, n: w.n, k: w.k },
         }
     }
 }

@@ -102,6 +102,10 @@ impl<'a> WeightsRef<'a> {
                 let kb = k.div_ceil(QK);
                 WeightsRef::Q4 { blocks: &blocks[j0 * kb..j1 * kb], n: j1 - j0, k }
             }
+            WeightsRef::Q4K { blocks, k, .. } => {
+                let kb = k.div_ceil(crate::quant::QK_K);
+                WeightsRef::Q4K { blocks: &blocks[j0 * kb..j1 * kb], n: j1 - j0, k }
+            }
         }
     }
 
@@ -129,6 +133,14 @@ impl<'a> WeightsRef<'a> {
                 }
                 for (orow, brow) in out.chunks_exact_mut(k).zip(blocks.chunks_exact(k.div_ceil(QK))) {
                     dequantize_q4_row(brow, orow);
+                }
+            }
+            WeightsRef::Q4K { blocks, .. } => {
+                if k == 0 {
+                    return;
+                }
+                for (orow, brow) in out.chunks_exact_mut(k).zip(blocks.chunks_exact(k.div_ceil(crate::quant::QK_K))) {
+                    crate::quant::dequantize_q4k_row(brow, orow);
                 }
             }
         }

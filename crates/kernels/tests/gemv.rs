@@ -351,7 +351,13 @@ fn i8_round_trip_error_within_half_step() {
 #[test]
 fn weights_bytes_and_shape() {
     let w = vec![0.5f32; 6 * 10];
-    for (dtype, bytes) in [(WeightDtype::F32, 240), (WeightDtype::Bf16, 120), (WeightDtype::I8, 60 + 24), (WeightDtype::Q4, 6 * 18)] {
+    for (dtype, bytes) in [
+        (WeightDtype::F32, 240),
+        (WeightDtype::Bf16, 120),
+        (WeightDtype::I8, 60 + 24),
+        (WeightDtype::Q4, 6 * 18),
+        (WeightDtype::Q4K, 6 * 144),
+    ] {
         let wt = Weights::from_f32(&w, 6, 10, dtype);
         assert_eq!((wt.n(), wt.k(), wt.dtype(), wt.bytes()), (6, 10, dtype, bytes));
     }
@@ -368,6 +374,7 @@ fn avx2_q8_kernel_matches_its_twin() {
     assert_eq!(Kernel::Avx2Q8.resolved(WeightDtype::I8), Kernel::Avx2Q8);
     assert_eq!(Kernel::Auto.resolved(WeightDtype::Q4), Kernel::Avx2Q8);
     assert_eq!(Kernel::Avx512.resolved(WeightDtype::Q4), Kernel::Avx2);
+    assert_eq!(Kernel::Auto.resolved(WeightDtype::Q4K), Kernel::Avx2Q8);
 }
 
 /// What quantising `x` per 32-block costs, for int8 and q4 weights: each output within
@@ -386,7 +393,7 @@ fn avx2_q8_error_from_quantising_x() {
             *v *= 10f32.powi((p / 32) as i32 % 5 - 2);
         }
         let wf = randn_f32(&mut g, n * k);
-        for dtype in [WeightDtype::I8, WeightDtype::Q4] {
+        for dtype in [WeightDtype::I8, WeightDtype::Q4, WeightDtype::Q4K] {
             let w = Weights::from_f32(&wf, n, k, dtype);
             let (mut exact, mut y) = (vec![0.0; m * n], vec![0.0; m * n]);
             naive::gemv(&mut exact, &x, &w, m);

@@ -271,7 +271,7 @@ mod tests {
         let vals: Vec<f32> = (0..12).map(|i| i as f32 * 0.375 - 2.0).collect();
         let mut s = MatrixStore::default();
         let like = StoredData::Bf16(Vec::new());
-        s.insert(10..22, like.like(&vals));
+        s.insert(10..22, like.like(&vals).unwrap());
         s.insert(30..34, StoredData::F16(vals[..4].iter().map(|&x| half::f16::from_f32(x).to_bits()).collect()));
         assert_eq!(s.get_f32(10..22).unwrap(), vals);
         assert_eq!(s.get_f32(14..18).unwrap(), vals[4..8]);
@@ -282,7 +282,7 @@ mod tests {
         assert_eq!(s.get_f32(22..30), None, "between matrices");
         assert_eq!((s.len(), s.elems(), s.bytes()), (2, 16, 32));
         // adjacent parts read as one; taking removes only what lies inside the range
-        s.insert(22..26, like.like(&vals[..4]));
+        s.insert(22..26, like.like(&vals[..4]).unwrap());
         let mut both = vals.clone();
         both.extend_from_slice(&vals[..4]);
         assert_eq!(s.get_f32(10..26).unwrap(), both);

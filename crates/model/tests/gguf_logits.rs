@@ -60,7 +60,7 @@ fn ours_and_theirs(case: &str, ty: &str) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
 /// cache there) to float rounding. Measured: ≤ 4e-6 on logits of magnitude 2–5.
 #[test]
 fn f32_files_match_llama_cpp() {
-    for case in ["llama", "llama_spm", "mixtral", "qwen2_moe", "qwen3_moe", "olmoe", "qwen3"] {
+    for case in ["llama", "llama_spm", "mixtral", "qwen2_moe", "qwen3_moe", "olmoe", "qwen3", "deepseek_v3"] {
         let (ours, theirs, _) = ours_and_theirs(case, "f32");
         let d = max_abs(&ours, &theirs);
         eprintln!("{case} f32: max |ours − llama.cpp| = {d:.2e}");
@@ -85,6 +85,7 @@ fn quantised_files_match_llama_cpp_within_its_activation_rounding() {
         ("qwen3", "q4_0", 0.069),
         ("mixtral_k", "q4_k_m", 0.31),
         ("mixtral_k", "q6_k", 0.23),
+        ("deepseek_v3", "q8_0", 0.12),
     ];
     for (case, ty, bound) in cases {
         let (ours, theirs, f32_theirs) = ours_and_theirs(case, ty);

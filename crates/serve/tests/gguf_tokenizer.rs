@@ -13,13 +13,14 @@ fn golden() -> PathBuf {
 
 #[test]
 fn gguf_tokenizers_split_text_as_llama_cpp() {
-    for case in ["llama", "llama_spm", "mixtral", "qwen2_moe", "qwen3_moe", "olmoe", "qwen3"] {
+    for case in ["llama", "llama_spm", "mixtral", "qwen2_moe", "qwen3_moe", "olmoe", "qwen3", "deepseek_v3"] {
         let path = golden().join(case).join(format!("{case}-f32.gguf"));
         let m = moe_model::hf::load(&path, &Default::default()).unwrap();
         let (tok, template) = checkpoint_tokenizer(&path, &m).unwrap();
         assert!(template.is_none(), "{case}: the fixtures carry no chat template");
         assert_eq!(tok.n_vocab(), m.cfg.n_vocab, "{case}");
-        let want: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(golden().join(case).join("tokenize.json")).unwrap()).unwrap();
+        let want: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(golden().join(case).join("tokenize.json")).unwrap()).unwrap();
         let texts = want["texts"].as_array().unwrap();
         assert!(texts.len() >= 8);
         for (text, ids) in texts.iter().zip(want["ids"].as_array().unwrap()) {

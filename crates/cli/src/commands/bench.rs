@@ -76,6 +76,7 @@ pub fn dtype_of(d: DtypeArg) -> WeightDtype {
         DtypeArg::Bf16 => WeightDtype::Bf16,
         DtypeArg::Int8 => WeightDtype::I8,
         DtypeArg::Q4 => WeightDtype::Q4,
+        DtypeArg::Q4k => WeightDtype::Q4K,
     }
 }
 
@@ -92,7 +93,8 @@ pub(super) fn load_model(src: &ModelSource, set: &[String], seed: u64, keep_dtyp
         return Ok((m, format!("config {} (random weights, seed {seed})", cfg.display())));
     }
     let dir = src.model.as_ref().context("give --run, --config or --model")?;
-    let m = moe_model::hf::load(dir, &HfOptions { keep_dtype, ..Default::default() }).with_context(|| format!("loading {}", dir.display()))?;
+    let m =
+        moe_model::hf::load(dir, &HfOptions { keep_dtype, ..Default::default() }).with_context(|| format!("loading {}", dir.display()))?;
     let mut desc = format!("{} ({})", dir.display(), m.arch);
     if let Some(g) = &m.gguf {
         desc += &format!("; GGUF, mostly {}", g.file_type);

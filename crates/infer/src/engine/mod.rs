@@ -105,7 +105,7 @@ fn gather_rows(out: &mut [f32], w: WeightsRef<'_>, ids: &[u32]) {
             WeightsRef::F32 { w, .. } => o.copy_from_slice(&w[r]),
             WeightsRef::Bf16 { bits, .. } => o.iter_mut().zip(&bits[r]).for_each(|(x, &b)| *x = f32::from_bits((b as u32) << 16)),
             WeightsRef::I8 { q, scale, .. } => o.iter_mut().zip(&q[r]).for_each(|(x, &v)| *x = v as f32 * scale[id as usize]),
-            WeightsRef::Q4 { .. } => w.rows(id as usize, id as usize + 1).dequantize_into(o),
+            WeightsRef::Q4 { .. } | WeightsRef::Q4K { .. } => w.rows(id as usize, id as usize + 1).dequantize_into(o),
         }
     }
 }

@@ -340,11 +340,13 @@ fn mla(src: &mut MatrixSource<'_>, ml: &MlaLayout, m: &Mla, cfg: &ModelConfig, d
 
 /// The engine format a model's checkpoint suggests when none is asked for: the one its kept
 /// matrices already have (bf16), the nearest the engine runs for a GGUF file's quantised blocks
-/// (q4 for 4-bit types — Q4_0 blocks convert exactly —, int8 for 5- to 8-bit ones), else exact f32.
+/// (q4k for Q4_K and q4 for Q4_0/Q4_1 — both convert exactly: their blocks are ours —, int8 for 5- to
+/// 8-bit types), else exact f32.
 pub fn default_dtype(model: &Transformer<f32>) -> WeightDtype {
     match model.stored.main_dtype() {
         Some("bf16") => WeightDtype::Bf16,
-        Some("q4_0" | "q4_1" | "q4_K") => WeightDtype::Q4,
+        Some("q4_K") => WeightDtype::Q4K,
+        Some("q4_0" | "q4_1") => WeightDtype::Q4,
         Some("q5_0" | "q5_1" | "q5_K" | "q6_K" | "q8_0") => WeightDtype::I8,
         _ => WeightDtype::F32,
     }
@@ -378,7 +380,7 @@ impl EngineWeights {
         let nv = cfg.n_vocab;
         // q4 keeps the LM head in int8, as llama.cpp keeps `output.weight` at 6+ bits in its 4-bit
         // files: the logits are what every sampled token depends on, and the head is one matrix
-        let hd = if dtype == WeightDtype::Q4 { WeightDtype::I8 } else { dtype };
+        let hd = if matches!(dtype, WeightDtype::Q4 | WeightDtype::Q4K) { WeightDtype::I8 } else { dtype };
         let (embed, lm_head) = match src.kept_dtype(emb.start) {
             // a kept embedding: the engine gathers rows from its own copy, in bf16 for a bf16
             // checkpoint (else f32: exact either way); a tied head is made from the same values

@@ -1,4 +1,4 @@
-//! [`super::Kernel::Avx2Q8`]: int8 or q4 weights against `x` quantised to int8 per 32-value block
+//! [`super::Kernel::Avx2Q8`]: int8, q4 or q4k weights against `x` quantised to int8 per 32-value block
 //! ([`ActQ8`]), with exact integer dot products per block in AVX2 registers.
 //!
 //! Per 32-block and weight row, exact integer products in registers, `vpmaddubsw` (unsigned ×
@@ -6,13 +6,16 @@
 //! * q4: the 16 bytes of nibbles split into low and high halves are the unsigned operand as
 //!   stored (`q ∈ 0..=15`, pair sums `≤ 2·15·127`); the offset is undone per block with the
 //!   precomputed `Σ q_x` ([`ActQ8::qsum`]): `Σ (q − 8)·x = Σ q·x − 8·Σ x`;
+//! * q4k: the sub-block's 32 nibbles (low or high halves of 32 bytes of its super-block) likewise,
+//!   scaled by `d·sc_j`; its min `dmin·m_j` is undone per block with `Σ q_x` as q4's offset is;
 //! * int8: `vpsignb` moves the weights' signs onto `x` so that `|w|` is the unsigned operand
 //!   (pair sums `≤ 2·127·127 < 2¹⁵`: weights and `x` stay in `[-127, 127]`, nothing saturates).
 //!
 //! Four weight rows share each load of an `x` block and up to two rows of `x` each weight block;
 //! the f32 conversion and scaling happen once per block for all four rows (see `block4`).
 
-use crate::quant::{ActQ8, BlockQ4, WeightsRef, QK};
+use crate::quant::{ActQ8, BlockQ4, BlockQ4K, WeightsRef, QK, QK_K};
+use crate::quant_k::scale_min_k4;
 use std::arch::x86_64::*;
 
 /// How one weight format multiplies a 32-block of four weight rows with a block of `x`.
@@ -25,8 +28,12 @@ trait Rows {
     unsafe fn dot4(w: Self::W, x: __m256i) -> [__m256i; 4];
     /// The four rows' scales of block `b` (1 when the row scale applies at the end).
     unsafe fn scales(&self, rows: [usize; 4], b: usize) -> __m128;
-    /// Whether the stored values carry q4's offset of 8 (undone with the blocks' `Σ x`).
-    const OFFSET8: bool;
+    /// Whether the stored values carry an offset (q4: 8, q4k: the sub-block's min), undone with
+    /// the blocks' `Σ q_x`.
+    const OFFSET: bool;
+    /// The four rows' offsets of block `b`, in units of `x`: `c` with `w = scale·q − c` (zero
+    /// when not [`Rows::OFFSET`]).
+    unsafe fn offsets(&self, rows: [usize; 4], b: usize, scales: __m128) -> __m128;
     /// The row's scale, applied to its sum (1 for q4).
     fn row_scale(&self, r: usize) -> f32;
     /// Start address of row `r` (for prefetching) and bytes per row.
@@ -75,7 +82,11 @@ impl Rows for I8Rows<'_> {
     unsafe fn scales(&self, _rows: [usize; 4], _b: usize) -> __m128 {
         _mm_set1_ps(1.0)
     }
-    const OFFSET8: bool = false;
+    const OFFSET: bool = false;
+    #[inline(always)]
+    unsafe fn offsets(&self, _rows: [usize; 4], _b: usize, _scales: __m128) -> __m128 {
+        _mm_setzero_ps()
+    }
     #[inline(always)]
     fn row_scale(&self, r: usize) -> f32 {
         self.scale[r]
@@ -122,7 +133,12 @@ impl Rows for Q4Rows<'_> {
         let d = [d(0), d(1), d(2), d(3)];
         _mm_cvtph_ps(_mm_set_epi16(0, 0, 0, 0, d[3], d[2], d[1], d[0]))
     }
-    const OFFSET8: bool = true;
+    const OFFSET: bool = true;
+    #[inline(always)]
+    unsafe fn offsets(&self, _rows: [usize; 4], _b: usize, scales: __m128) -> __m128 {
+        // w = d·(q − 8) = d·q − 8·d
+        _mm_mul_ps(scales, _mm_set1_ps(8.0))
+    }
     #[inline(always)]
     fn row_scale(&self, _r: usize) -> f32 {
         1.0
@@ -133,12 +149,81 @@ impl Rows for Q4Rows<'_> {
     }
 }
 
+struct Q4KRows<'a> {
+    blocks: &'a [BlockQ4K],
+    /// super-blocks per row
+    kb: usize,
+}
+
+impl Q4KRows<'_> {
+    /// The super-block of row `r` holding 32-block `b`, and the sub-block's index in it.
+    #[inline(always)]
+    unsafe fn at(&self, r: usize, b: usize) -> (&BlockQ4K, usize) {
+        (&*self.blocks.as_ptr().add(r * self.kb + b / 8), b % 8)
+    }
+}
+
+impl Rows for Q4KRows<'_> {
+    /// the sub-block's `q ∈ 0..=15` as unsigned bytes, in weight order
+    type W = [__m256i; 4];
+    #[inline(always)]
+    unsafe fn load4(&self, rows: [usize; 4], b: usize) -> Self::W {
+        let m = _mm256_set1_epi8(0x0F);
+        let mut out = [_mm256_setzero_si256(); 4];
+        for j in 0..4 {
+            let (blk, sub) = self.at(rows[j], b);
+            // sub-block 2g (2g + 1): the low (high) nibbles of bytes 32g..32g + 32
+            let qs = _mm256_loadu_si256(blk.qs.as_ptr().add(32 * (sub / 2)) as *const __m256i);
+            out[j] = if sub % 2 == 0 { _mm256_and_si256(qs, m) } else { _mm256_and_si256(_mm256_srli_epi16::<4>(qs), m) };
+        }
+        out
+    }
+    #[inline(always)]
+    unsafe fn dot4(w: Self::W, x: __m256i) -> [__m256i; 4] {
+        // as q4: q unsigned, x signed, pair sums ≤ 2·15·127
+        Q4Rows::dot4(w, x)
+    }
+    #[inline(always)]
+    unsafe fn scales(&self, rows: [usize; 4], b: usize) -> __m128 {
+        let mut d = [0i16; 4];
+        let mut sc = [0.0f32; 4];
+        for j in 0..4 {
+            let (blk, sub) = self.at(rows[j], b);
+            d[j] = u16::from_le_bytes(blk.d) as i16;
+            sc[j] = scale_min_k4(sub, &blk.scales).0 as f32;
+        }
+        _mm_mul_ps(_mm_cvtph_ps(_mm_set_epi16(0, 0, 0, 0, d[3], d[2], d[1], d[0])), _mm_loadu_ps(sc.as_ptr()))
+    }
+    const OFFSET: bool = true;
+    #[inline(always)]
+    unsafe fn offsets(&self, rows: [usize; 4], b: usize, _scales: __m128) -> __m128 {
+        // w = d·sc·q − dmin·m
+        let mut d = [0i16; 4];
+        let mut mm = [0.0f32; 4];
+        for j in 0..4 {
+            let (blk, sub) = self.at(rows[j], b);
+            d[j] = u16::from_le_bytes(blk.dmin) as i16;
+            mm[j] = scale_min_k4(sub, &blk.scales).1 as f32;
+        }
+        _mm_mul_ps(_mm_cvtph_ps(_mm_set_epi16(0, 0, 0, 0, d[3], d[2], d[1], d[0])), _mm_loadu_ps(mm.as_ptr()))
+    }
+    #[inline(always)]
+    fn row_scale(&self, _r: usize) -> f32 {
+        1.0
+    }
+    #[inline(always)]
+    fn row_ptr(&self, r: usize) -> (*const u8, usize) {
+        (self.blocks.as_ptr().wrapping_add(r * self.kb) as *const u8, self.kb * std::mem::size_of::<BlockQ4K>())
+    }
+}
+
 /// `MR × 4` sums over all blocks: `x` rows `xi` (indices into `xq`) against weight rows `wr`.
 ///
 /// Per block the four rows' eight-lane i32 sums are folded by two rounds of `vphaddd` into one
 /// vector `[r0 r1 r2 r3 | r0 r1 r2 r3]` (low and high halves of each row's lanes), converted once
-/// and accumulated with one FMA by `[s0 s1 s2 s3 | s0 s1 s2 s3]` (`s_r = d_w,r · d_x`); q4's offset
-/// goes into a separate four-lane accumulator, `Σ_b d_w · 8·d_x·Σ q_x`, subtracted at the end.
+/// and accumulated with one FMA by `[s0 s1 s2 s3 | s0 s1 s2 s3]` (`s_r = d_w,r · d_x`); the offset
+/// of q4 and q4k goes into a separate four-lane accumulator, `Σ_b c_w · d_x·Σ q_x`, subtracted at
+/// the end.
 #[inline(always)]
 unsafe fn block4<R: Rows, const MR: usize>(w: &R, xq: &ActQ8, xi: [usize; MR], wr: [usize; 4], kb: usize) -> [[f32; 4]; MR] {
     let mut acc = [_mm256_setzero_ps(); MR];
@@ -157,6 +242,7 @@ unsafe fn block4<R: Rows, const MR: usize>(w: &R, xq: &ActQ8, xi: [usize; MR], w
         }
         let wv = w.load4(wr, b);
         let ws = w.scales(wr, b);
+        let wo = w.offsets(wr, b, ws);
         for i in 0..MR {
             let at = xi[i] * kb + b;
             let xv = _mm256_loadu_si256(xp.add(at * QK) as *const __m256i);
@@ -165,8 +251,8 @@ unsafe fn block4<R: Rows, const MR: usize>(w: &R, xq: &ActQ8, xi: [usize; MR], w
             let dx = *xd.add(at);
             let s = _mm_mul_ps(ws, _mm_set1_ps(dx));
             acc[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(h), _mm256_set_m128(s, s), acc[i]);
-            if R::OFFSET8 {
-                corr[i] = _mm_fmadd_ps(ws, _mm_set1_ps(8.0 * dx * *xs.add(at) as f32), corr[i]);
+            if R::OFFSET {
+                corr[i] = _mm_fmadd_ps(wo, _mm_set1_ps(dx * *xs.add(at) as f32), corr[i]);
             }
         }
     }
@@ -219,6 +305,7 @@ pub(super) unsafe fn rows(y: *mut f32, xq: &ActQ8, w: WeightsRef<'_>, m: usize, 
     match w {
         WeightsRef::I8 { q, scale, n, k } => rows_impl(y, xq, &I8Rows { q, scale, k }, n, m, j0, j1),
         WeightsRef::Q4 { blocks, n, k } => rows_impl(y, xq, &Q4Rows { blocks, kb: k.div_ceil(QK) }, n, m, j0, j1),
+        WeightsRef::Q4K { blocks, n, k } => rows_impl(y, xq, &Q4KRows { blocks, kb: k.div_ceil(QK_K) }, n, m, j0, j1),
         _ => unreachable!("Avx2Q8 resolves to Avx2 on f32/bf16 weights"),
     }
 }

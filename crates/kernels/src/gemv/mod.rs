@@ -253,7 +253,7 @@ pub(crate) fn resolve(kernel: Kernel, dtype: WeightDtype) -> Kernel {
         // int8 on AVX2 without AVX-512: the exact kernel converts each weight to f32 and reaches
         // 18% of the read bandwidth; the int8 dot products 3–4× that (`tests/gemv_roofline.rs`)
         (Kernel::Auto, WeightDtype::I8) if !has_avx512() && Kernel::Avx2Q8.available() => Kernel::Avx2Q8,
-        (Kernel::Auto, WeightDtype::Q4) => {
+        (Kernel::Auto, WeightDtype::Q4 | WeightDtype::Q4K) => {
             if Kernel::Avx2Q8.available() {
                 Kernel::Avx2Q8
             } else if has_avx2() {
@@ -262,8 +262,8 @@ pub(crate) fn resolve(kernel: Kernel, dtype: WeightDtype) -> Kernel {
                 Kernel::Portable
             }
         }
-        (Kernel::Avx512, WeightDtype::Q4) => Kernel::Avx2,
-        (Kernel::Avx512Bf16Dot | Kernel::Avx512Vnni, WeightDtype::Q4) => Kernel::Avx2Q8,
+        (Kernel::Avx512, WeightDtype::Q4 | WeightDtype::Q4K) => Kernel::Avx2,
+        (Kernel::Avx512Bf16Dot | Kernel::Avx512Vnni, WeightDtype::Q4 | WeightDtype::Q4K) => Kernel::Avx2Q8,
         (Kernel::Avx2Q8, WeightDtype::F32 | WeightDtype::Bf16) => Kernel::Avx2,
         (Kernel::Auto, _) => {
             if has_avx512() {
@@ -348,7 +348,7 @@ pub(crate) unsafe fn run_rows(kernel: Kernel, y: *mut f32, x: &[f32], prep: &Pre
             (WeightsRef::F32 { w, n, k }, _) => x86::rows::<x86::F32>(y, x, w, None, m, n, k, j0, j1),
             (WeightsRef::Bf16 { bits, n, k }, PreparedX::EvenOdd(xs, kp)) => x86::rows_bf16(y, xs, *kp, bits, m, n, k, j0, j1),
             (WeightsRef::I8 { q, scale, n, k }, _) => x86::rows::<x86::I8>(y, x, q, Some(scale), m, n, k, j0, j1),
-            (WeightsRef::Q4 { .. }, _) => unreachable!("q4 resolves to an AVX2 kernel"),
+            (WeightsRef::Q4 { .. } | WeightsRef::Q4K { .. }, _) => unreachable!("q4 and q4k resolve to an AVX2 kernel"),
             _ => unreachable!("bf16 weights need the even/odd x"),
         },
         #[cfg(target_arch = "x86_64")]

@@ -77,6 +77,11 @@ unsafe fn rows_body(y: *mut f32, x: &[f32], w: WeightsRef<'_>, m: usize, j0: usi
                 crate::quant::dequantize_q4_row(&blocks[j * kb..(j + 1) * kb], &mut scratch);
                 (&scratch, 1.0)
             }
+            WeightsRef::Q4K { blocks, .. } => {
+                let kb = k.div_ceil(crate::quant::QK_K);
+                crate::quant::dequantize_q4k_row(&blocks[j * kb..(j + 1) * kb], &mut scratch);
+                (&scratch, 1.0)
+            }
         };
         let is_i8 = matches!(w, WeightsRef::I8 { .. });
         let xr = |i: usize| &x[i * k..(i + 1) * k];

@@ -328,7 +328,9 @@ impl<B: AsRef<[u8]>> GgufFile<B> {
 
     /// Metadata `key` as an unsigned integer, `None` when absent (error when of another type).
     pub fn opt_u64(&self, key: &str) -> Result<Option<u64>> {
-        self.get(key).map(|v| v.as_u64().ok_or_else(|| self.err(format!("metadata `{key}` is {v:?}, not a non-negative integer")))).transpose()
+        self.get(key)
+            .map(|v| v.as_u64().ok_or_else(|| self.err(format!("metadata `{key}` is {v:?}, not a non-negative integer"))))
+            .transpose()
     }
 
     /// Metadata `key` as an unsigned integer (error naming the key when missing).

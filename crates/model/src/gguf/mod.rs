@@ -14,7 +14,8 @@
 //! its own size. Without it, every tensor is dequantised to f32.
 //!
 //! Architectures (`general.architecture`): `llama` (Llama; Mixtral when it has experts),
-//! `qwen3`, `qwen3moe`, `qwen2moe`, `olmoe`. Types: F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0,
+//! `qwen3`, `qwen3moe`, `qwen2moe`, `olmoe`, `deepseek2` (DeepSeek-V3: latent attention, sigmoid
+//! routing with a selection bias and groups, shared experts, leading dense layers). Types: F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0,
 //! Q4_K, Q5_K, Q6_K. Anything else is an error naming the file and the key or tensor.
 
 pub mod file;
@@ -51,6 +52,9 @@ enum Recipe {
     Unpermute(usize, usize),
     /// a fused expert stack `[E, 2·d_expert, d]`: per expert the gate rows, then the up rows
     GateUp(usize, usize),
+    /// DeepSeek's kv up-projection `[H·(d_nope + d_v), kv_lora_rank]` from llama.cpp's per-head
+    /// `k_b [H, kv_lora_rank, d_nope]` (transposed) and `v_b [H, d_v, kv_lora_rank]`
+    KvB(usize, usize),
 }
 
 struct GgufSource<'f> {
@@ -104,7 +108,8 @@ impl TensorSource for GgufSource<'_> {
     }
 
     fn take_range(&mut self, name: &str, shape: &[usize], range: Option<std::ops::Range<usize>>) -> Result<Vec<f32>> {
-        let recipe = self.recipes.get(name).cloned().ok_or_else(|| self.file.err(format!("no tensor for `{name}` (the architecture needs it)")))?;
+        let recipe =
+            self.recipes.get(name).cloned().ok_or_else(|| self.file.err(format!("no tensor for `{name}` (the architecture needs it)")))?;
         let n: usize = shape.iter().product();
         let r = range.unwrap_or(0..n);
         let v = match recipe {
@@ -127,6 +132,31 @@ impl TensorSource for GgufSource<'_> {
                             out[to * cols..(to + 1) * cols].copy_from_slice(&g[from * cols..(from + 1) * cols]);
                         }
                     }
+                }
+                out[r].to_vec()
+            }
+            Recipe::KvB(ki, vi) => {
+                let (ks, vs) = (self.info(ki).shape(), self.info(vi).shape());
+                let (h, kvr) = (ks[0], ks[1]);
+                let (nope, dv) = (ks.get(2).copied().unwrap_or(0), vs.get(1).copied().unwrap_or(0));
+                if ks.len() != 3 || vs.len() != 3 || vs != [h, dv, kvr] || shape != [h * (nope + dv), kvr] {
+                    return Err(self.file.err(format!(
+                        "tensors `{}` {ks:?} and `{}` {vs:?} do not make {name} {shape:?}",
+                        self.info(ki).name,
+                        self.info(vi).name
+                    )));
+                }
+                self.used.extend([ki, vi]);
+                let (k, v) = (self.values(ki, 0..h * kvr * nope)?, self.values(vi, 0..h * dv * kvr)?);
+                let mut out = vec![0.0f32; n];
+                for hd in 0..h {
+                    let r0 = hd * (nope + dv);
+                    for r in 0..nope {
+                        for c in 0..kvr {
+                            out[(r0 + r) * kvr + c] = k[(hd * kvr + c) * nope + r];
+                        }
+                    }
+                    out[(r0 + nope) * kvr..(r0 + nope + dv) * kvr].copy_from_slice(&v[hd * dv * kvr..(hd + 1) * dv * kvr]);
                 }
                 out[r].to_vec()
             }
@@ -284,10 +314,11 @@ fn describe(f: &GgufFile<memmap2::Mmap>, opts: &HfOptions) -> Result<(serde_json
         ("qwen3moe", _) => ("Qwen3MoeForCausalLM", true),
         ("qwen2moe", _) => ("Qwen2MoeForCausalLM", true),
         ("olmoe", _) => ("OlmoeForCausalLM", true),
+        ("deepseek2", _) => ("DeepseekV3ForCausalLM", true),
         (other, _) => {
             return Err(f.err(format!(
-                "metadata `general.architecture` is `{other}`; GGUF files of llama (Llama, Mixtral), qwen3, qwen3moe, qwen2moe and olmoe load \
-                 (deepseek2, gpt-oss and llama4 load from their Hugging Face checkpoints)"
+                "metadata `general.architecture` is `{other}`; GGUF files of llama (Llama, Mixtral), qwen3, qwen3moe, qwen2moe, olmoe and \
+                 deepseek2 (DeepSeek-V3) load (gpt-oss and llama4 load from their Hugging Face checkpoints)"
             )))
         }
     };
@@ -307,17 +338,29 @@ fn describe(f: &GgufFile<memmap2::Mmap>, opts: &HfOptions) -> Result<(serde_json
     let n_head_kv = a.ou("attention.head_count_kv")?.unwrap_or(n_head);
     let n_layer = a.u("block_count")?;
     if n_head == 0 || n_head_kv == 0 || n_layer == 0 || d == 0 {
-        return Err(f.err(format!("metadata: embedding_length {d}, head_count {n_head}, head_count_kv {n_head_kv}, block_count {n_layer} must all be > 0")));
+        return Err(f.err(format!(
+            "metadata: embedding_length {d}, head_count {n_head}, head_count_kv {n_head_kv}, block_count {n_layer} must all be > 0"
+        )));
     }
+    let mla = name == "deepseek2";
     let head_dim = a.ou("attention.key_length")?.unwrap_or(d / n_head);
-    if let Some(v) = a.ou("attention.value_length")? {
-        if v != head_dim {
-            return Err(f.err(format!("metadata `{}` {v} differs from the key length {head_dim} (not supported)", a.key("attention.value_length"))));
+    if !mla {
+        // (latent attention has its own head sizes, below)
+        if let Some(v) = a.ou("attention.value_length")? {
+            if v != head_dim {
+                return Err(f.err(format!(
+                    "metadata `{}` {v} differs from the key length {head_dim} (not supported)",
+                    a.key("attention.value_length")
+                )));
+            }
         }
-    }
-    if let Some(r) = a.ou("rope.dimension_count")? {
-        if r != head_dim {
-            return Err(f.err(format!("metadata `{}` is {r}: partial rotary embeddings (of {head_dim}) are not supported", a.key("rope.dimension_count"))));
+        if let Some(r) = a.ou("rope.dimension_count")? {
+            if r != head_dim {
+                return Err(f.err(format!(
+                    "metadata `{}` is {r}: partial rotary embeddings (of {head_dim}) are not supported",
+                    a.key("rope.dimension_count")
+                )));
+            }
         }
     }
     let mut c = json!({
@@ -338,10 +381,29 @@ fn describe(f: &GgufFile<memmap2::Mmap>, opts: &HfOptions) -> Result<(serde_json
     match f.get(&a.key("rope.scaling.type")).map(|v| v.as_str().unwrap_or("?")) {
         None | Some("none") => {}
         Some("linear") => {
-            let factor = a.of("rope.scaling.factor")?.ok_or_else(|| f.err(format!("metadata `{}` is missing", a.key("rope.scaling.factor"))))?;
+            let factor =
+                a.of("rope.scaling.factor")?.ok_or_else(|| f.err(format!("metadata `{}` is missing", a.key("rope.scaling.factor"))))?;
             o.insert("rope_scaling".into(), json!({"rope_type": "linear", "factor": factor}));
         }
-        Some(t) => return Err(f.err(format!("metadata `{}` is `{t}`: only linear RoPE scaling is supported from GGUF", a.key("rope.scaling.type")))),
+        Some("yarn") => {
+            let need = |k: &str| a.of(k)?.ok_or_else(|| f.err(format!("metadata `{}` is missing", a.key(k))));
+            // ggml rounds YaRN's correction range outward: transformers' `truncate`
+            let mut y = json!({"rope_type": "yarn", "factor": need("rope.scaling.factor")?,
+                "original_max_position_embeddings": need("rope.scaling.original_context_length")?,
+                "beta_fast": a.of("rope.scaling.yarn_beta_fast")?.unwrap_or(32.0),
+                "beta_slow": a.of("rope.scaling.yarn_beta_slow")?.unwrap_or(1.0), "truncate": true});
+            if let Some(m) = a.of("rope.scaling.yarn_log_multiplier")? {
+                // DeepSeek: llama.cpp's multiplier is 0.1 · mscale_all_dim (mscale 1)
+                y["mscale_all_dim"] = json!(m / 0.1);
+                y["mscale"] = json!(1.0);
+            }
+            o.insert("rope_scaling".into(), y);
+        }
+        Some(t) => {
+            return Err(
+                f.err(format!("metadata `{}` is `{t}`: only linear and YaRN RoPE scaling load from GGUF", a.key("rope.scaling.type")))
+            )
+        }
     }
     if let Some(w) = a.ou("attention.sliding_window")? {
         o.insert("sliding_window".into(), json!(w));
@@ -353,6 +415,46 @@ fn describe(f: &GgufFile<memmap2::Mmap>, opts: &HfOptions) -> Result<(serde_json
         o.insert("num_experts_per_tok".into(), json!(k));
         let de = eff.or(ff).ok_or_else(|| f.err(format!("metadata `{}` is missing", a.key("expert_feed_forward_length"))))?;
         match name {
+            "deepseek2" => {
+                if a.ou("expert_gating_func")? != Some(2) {
+                    return Err(f.err(format!(
+                        "metadata `{}` is {:?}: only sigmoid gating (2, DeepSeek-V3) is supported, not DeepSeek-V2's softmax",
+                        a.key("expert_gating_func"),
+                        a.ou("expert_gating_func")?
+                    )));
+                }
+                let rope = a.u("rope.dimension_count")?;
+                let kl = a.ou("attention.key_length_mla")?.unwrap_or(head_dim);
+                let vl = match a.ou("attention.value_length_mla")? {
+                    Some(v) => v,
+                    None => a.u("attention.value_length")?,
+                };
+                if kl <= rope {
+                    return Err(f.err(format!("metadata: key length {kl} must exceed the rotary part {rope}")));
+                }
+                o.remove("head_dim");
+                o.insert("num_key_value_heads".into(), json!(n_head));
+                o.insert("n_routed_experts".into(), json!(n_expert));
+                o.insert("moe_intermediate_size".into(), json!(de));
+                o.insert("n_shared_experts".into(), json!(a.ou("expert_shared_count")?.unwrap_or(0)));
+                o.insert("first_k_dense_replace".into(), json!(a.ou("leading_dense_block_count")?.unwrap_or(0)));
+                o.insert("routed_scaling_factor".into(), json!(a.of("expert_weights_scale")?.unwrap_or(1.0)));
+                let norm = f.get(&a.key("expert_weights_norm")).and_then(Value::as_bool).unwrap_or(false);
+                o.insert("norm_topk_prob".into(), json!(norm));
+                o.insert("n_group".into(), json!(a.ou("expert_group_count")?.unwrap_or(1)));
+                o.insert("topk_group".into(), json!(a.ou("expert_group_used_count")?.unwrap_or(1)));
+                if let Some(q) = a.ou("attention.q_lora_rank")? {
+                    o.insert("q_lora_rank".into(), json!(q));
+                }
+                o.insert("kv_lora_rank".into(), json!(a.u("attention.kv_lora_rank")?));
+                o.insert("qk_rope_head_dim".into(), json!(rope));
+                o.insert("qk_nope_head_dim".into(), json!(kl - rope));
+                o.insert("v_head_dim".into(), json!(vl));
+                o.insert("rope_interleave".into(), json!(true));
+                if let Some(ff) = ff {
+                    o.insert("intermediate_size".into(), json!(ff));
+                }
+            }
             "llama" => {
                 o.insert("num_local_experts".into(), json!(n_expert));
                 o.insert("intermediate_size".into(), json!(de));
@@ -404,7 +506,37 @@ fn describe(f: &GgufFile<memmap2::Mmap>, opts: &HfOptions) -> Result<(serde_json
         let (hf, b) = (format!("model.layers.{i}"), format!("blk.{i}"));
         direct(&mut recipes, format!("{hf}.input_layernorm.weight"), &format!("{b}.attn_norm.weight"))?;
         direct(&mut recipes, format!("{hf}.post_attention_layernorm.weight"), &format!("{b}.ffn_norm.weight"))?;
-        for (h, g) in [("q_proj", "attn_q"), ("k_proj", "attn_k"), ("v_proj", "attn_v"), ("o_proj", "attn_output")] {
+        let plain: &[(&str, &str)] = if mla {
+            // latent attention: q through a low rank (or plain), the compressed kv, its up-projection
+            // (llama.cpp splits it per head into k_b, transposed, and v_b)
+            let names = [
+                ("q_a_proj", "attn_q_a"),
+                ("q_a_layernorm", "attn_q_a_norm"),
+                ("q_b_proj", "attn_q_b"),
+                ("q_proj", "attn_q"),
+                ("kv_a_proj_with_mqa", "attn_kv_a_mqa"),
+                ("kv_a_layernorm", "attn_kv_a_norm"),
+                ("kv_b_proj", "attn_kv_b"),
+            ];
+            for (h, g) in names {
+                if has(&format!("{b}.{g}.weight")) {
+                    direct(&mut recipes, format!("{hf}.self_attn.{h}.weight"), &format!("{b}.{g}.weight"))?;
+                }
+            }
+            if !has(&format!("{b}.attn_kv_b.weight")) {
+                let kb = *index
+                    .get(format!("{b}.attn_k_b.weight").as_str())
+                    .ok_or_else(|| f.err(format!("tensor `{b}.attn_k_b.weight` is missing")))?;
+                let vb = *index
+                    .get(format!("{b}.attn_v_b.weight").as_str())
+                    .ok_or_else(|| f.err(format!("tensor `{b}.attn_v_b.weight` is missing")))?;
+                recipes.insert(format!("{hf}.self_attn.kv_b_proj.weight"), Recipe::KvB(kb, vb));
+            }
+            &[("o_proj", "attn_output")]
+        } else {
+            &[("q_proj", "attn_q"), ("k_proj", "attn_k"), ("v_proj", "attn_v"), ("o_proj", "attn_output")]
+        };
+        for &(h, g) in plain {
             direct(&mut recipes, format!("{hf}.self_attn.{h}.weight"), &format!("{b}.{g}.weight"))?;
             if has(&format!("{b}.{g}.bias")) {
                 direct(&mut recipes, format!("{hf}.self_attn.{h}.bias"), &format!("{b}.{g}.bias"))?;
@@ -431,15 +563,24 @@ fn describe(f: &GgufFile<memmap2::Mmap>, opts: &HfOptions) -> Result<(serde_json
             let gate = *index.get(format!("{b}.ffn_gate_exps.weight").as_str()).ok_or_else(|| {
                 f.err(format!("tensor `{b}.ffn_gate_exps.weight` is missing: experts stored one tensor each (older files) are not supported; convert the model again with a current llama.cpp"))
             })?;
-            let up = *index.get(format!("{b}.ffn_up_exps.weight").as_str()).ok_or_else(|| f.err(format!("tensor `{b}.ffn_up_exps.weight` is missing")))?;
+            let up = *index
+                .get(format!("{b}.ffn_up_exps.weight").as_str())
+                .ok_or_else(|| f.err(format!("tensor `{b}.ffn_up_exps.weight` is missing")))?;
             direct(&mut recipes, format!("{hf}.mlp.gate.weight"), &format!("{b}.ffn_gate_inp.weight"))?;
             recipes.insert(format!("{hf}.mlp.experts.gate_up_proj"), Recipe::GateUp(gate, up));
             direct(&mut recipes, format!("{hf}.mlp.experts.down_proj"), &format!("{b}.ffn_down_exps.weight"))?;
+            if has(&format!("{b}.exp_probs_b.bias")) {
+                direct(&mut recipes, format!("{hf}.mlp.gate.e_score_correction_bias"), &format!("{b}.exp_probs_b.bias"))?;
+            }
             if has(&format!("{b}.ffn_gate_shexp.weight")) {
+                // Qwen2-MoE's one gated shared expert; DeepSeek's shared experts as one MLP
+                let sh = if mla { "shared_experts" } else { "shared_expert" };
                 for (h, g) in [("gate_proj", "ffn_gate_shexp"), ("up_proj", "ffn_up_shexp"), ("down_proj", "ffn_down_shexp")] {
-                    direct(&mut recipes, format!("{hf}.mlp.shared_expert.{h}.weight"), &format!("{b}.{g}.weight"))?;
+                    direct(&mut recipes, format!("{hf}.mlp.{sh}.{h}.weight"), &format!("{b}.{g}.weight"))?;
                 }
-                direct(&mut recipes, format!("{hf}.mlp.shared_expert_gate.weight"), &format!("{b}.ffn_gate_inp_shexp.weight"))?;
+                if has(&format!("{b}.ffn_gate_inp_shexp.weight")) {
+                    direct(&mut recipes, format!("{hf}.mlp.shared_expert_gate.weight"), &format!("{b}.ffn_gate_inp_shexp.weight"))?;
+                }
             }
         } else {
             for (h, g) in [("gate_proj", "ffn_gate"), ("up_proj", "ffn_up"), ("down_proj", "ffn_down")] {

@@ -7,9 +7,10 @@
 //! multi-byte field is little-endian; scales are IEEE f16.
 
 use half::f16;
+use moe_kernels::quant_k::{scale_min_k4, BlockQ4K};
 
 /// Values per super-block of the k-quants.
-pub const QK_K: usize = 256;
+pub use moe_kernels::quant_k::QK_K;
 
 /// A GGML element type the loader reads.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -149,18 +150,6 @@ fn h(b: &[u8], at: usize) -> f32 {
     f16::from_bits(u16::from_le_bytes([b[at], b[at + 1]])).to_f32()
 }
 
-/// Scale and min `j` (0..8) of a `Q4_K`/`Q5_K` super-block's 12 packed bytes: 6 bits each, the
-/// first four in the low bits of bytes 0..8, the last four split over bytes 8..12 and the top
-/// bits of bytes 0..8.
-#[inline]
-fn scale_min_k4(j: usize, s: &[u8]) -> (f32, f32) {
-    if j < 4 {
-        ((s[j] & 63) as f32, (s[j + 4] & 63) as f32)
-    } else {
-        (((s[j + 4] & 0xf) | ((s[j - 4] >> 6) << 4)) as f32, ((s[j + 4] >> 4) | ((s[j] >> 6) << 4)) as f32)
-    }
-}
-
 /// Dequantise `bytes` (whole blocks of `ty`) into `out` (the values they hold, in order).
 ///
 /// # Panics
@@ -210,22 +199,31 @@ pub fn dequantize(ty: GgmlType, bytes: &[u8], out: &mut [f32]) {
                     y[j] = d * (b[2 + j] as i8) as f32;
                 }
             }
-            GgmlType::Q4K | GgmlType::Q5K => {
+            GgmlType::Q4K => {
+                // the engine's q4k blocks are Q4_K's: one dequantisation for both
+                BlockQ4K {
+                    d: [b[0], b[1]],
+                    dmin: [b[2], b[3]],
+                    scales: b[4..16].try_into().expect("12 bytes"),
+                    qs: b[16..144].try_into().expect("128 bytes"),
+                }
+                .dequantize_into(y);
+            }
+            GgmlType::Q5K => {
                 let (d, dmin) = (h(b, 0), h(b, 2));
-                let sc = &b[4..16];
-                let (qh, ql) = if ty == GgmlType::Q5K { (Some(&b[16..48]), &b[48..176]) } else { (None, &b[16..144]) };
-                // 4 groups of 64 values: 32 low nibbles then 32 high nibbles of 32 bytes
+                let sc: &[u8; 12] = b[4..16].try_into().expect("12 bytes");
+                let (qh, ql) = (&b[16..48], &b[48..176]);
+                // 4 groups of 64 values: 32 low nibbles then 32 high nibbles of 32 bytes, the fifth
+                // bits in bits 2g and 2g + 1 of qh
                 for g in 0..4 {
                     let (s1, m1) = scale_min_k4(2 * g, sc);
                     let (s2, m2) = scale_min_k4(2 * g + 1, sc);
+                    let (d1, o1, d2, o2) = (d * s1 as f32, dmin * m1 as f32, d * s2 as f32, dmin * m2 as f32);
                     let q = &ql[32 * g..32 * g + 32];
                     for l in 0..32 {
-                        let (h1, h2) = match qh {
-                            Some(qh) => (((qh[l] >> (2 * g)) & 1) << 4, ((qh[l] >> (2 * g + 1)) & 1) << 4),
-                            None => (0, 0),
-                        };
-                        y[64 * g + l] = d * s1 * ((q[l] & 15) | h1) as f32 - dmin * m1;
-                        y[64 * g + 32 + l] = d * s2 * ((q[l] >> 4) | h2) as f32 - dmin * m2;
+                        let (h1, h2) = (((qh[l] >> (2 * g)) & 1) << 4, ((qh[l] >> (2 * g + 1)) & 1) << 4);
+                        y[64 * g + l] = d1 * ((q[l] & 15) | h1) as f32 - o1;
+                        y[64 * g + 32 + l] = d2 * ((q[l] >> 4) | h2) as f32 - o2;
                     }
                 }
             }
@@ -276,7 +274,8 @@ mod tests {
 
     #[test]
     fn block_sizes_are_ggmls() {
-        for (t, bpw) in [(GgmlType::Q4_0, 4.5), (GgmlType::Q8_0, 8.5), (GgmlType::Q4K, 4.5), (GgmlType::Q5K, 5.5), (GgmlType::Q6K, 6.5625)] {
+        for (t, bpw) in [(GgmlType::Q4_0, 4.5), (GgmlType::Q8_0, 8.5), (GgmlType::Q4K, 4.5), (GgmlType::Q5K, 5.5), (GgmlType::Q6K, 6.5625)]
+        {
             assert_eq!(t.bits_per_value(), bpw, "{}", t.name());
         }
         for id in 0..64 {

@@ -173,7 +173,6 @@ impl<'a> Source<'a> {
         }
         Ok((i, stored, t))
     }
-
 }
 
 impl TensorSource for Source<'_> {
@@ -439,13 +438,7 @@ pub(crate) fn load_tensors(
                     direct(src, &mut m, &format!("{prefix}.{router}.bias"), "ffn.router.bias", &[ne])?;
                 }
                 if ml.selection_bias.is_some() {
-                    direct(
-                        src,
-                        &mut m,
-                        &format!("{prefix}.{router}.e_score_correction_bias"),
-                        "ffn.router.fixed_selection_bias",
-                        &[ne],
-                    )?;
+                    direct(src, &mut m, &format!("{prefix}.{router}.e_score_correction_bias"), "ffn.router.fixed_selection_bias", &[ne])?;
                 }
                 let fused = format!("{hf}.{prefix}.experts.gate_up_proj");
                 let down_name = format!("{hf}.{prefix}.experts.down_proj");
