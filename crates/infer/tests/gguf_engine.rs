@@ -81,20 +81,48 @@ fn q4_0_files_run_as_their_own_blocks_and_match_llama_cpp() {
     }
 }
 
-/// Other quantised types are dequantised and converted once, one matrix at a time, from blocks
-/// kept at about the file's size.
+/// A Q4_K_M file runs its Q4_K matrices as stored (q4k, the default for it) and converts the
+/// rest (its Q6_K ones) to q4k; the logits stay near llama.cpp's on the same file.
 #[test]
-fn k_quant_and_q8_0_files_convert_to_the_engine_formats() {
-    for (case, ty, want) in
-        [("mixtral", "q8_0", WeightDtype::I8), ("mixtral_k", "q4_k_m", WeightDtype::Q4), ("mixtral_k", "q6_k", WeightDtype::I8)]
-    {
+fn q4_k_files_run_their_q4_k_blocks_as_stored() {
+    let path = gguf_dir().join("mixtral_k/mixtral_k-q4_k_m.gguf");
+    let mut m = load(&path, &HfOptions { keep_dtype: true, ..Default::default() }).unwrap().model;
+    assert_eq!(default_dtype(&m), WeightDtype::Q4K);
+    let w = EngineWeights::new_taking(&mut m, WeightDtype::Q4K);
+    let f = GgufFile::open(&path).unwrap();
+    let t = f.tensor("blk.0.attn_output.weight").unwrap();
+    assert_eq!(t.ty.name(), "q4_K");
+    let Weights::Q4K(wo) = &w.layers[0].wo else { panic!("wo is {:?}", w.layers[0].wo.dtype()) };
+    let ours: Vec<u8> = wo.blocks.iter().flat_map(|b| b.d.iter().chain(&b.dmin).chain(&b.scales).chain(&b.qs).copied()).collect();
+    assert_eq!(ours, f.data(t), "wo blocks");
+    let (toks, exp) = expected("mixtral_k");
+    let mut engine = moe_infer::Engine::with_weights(&m, w, Kernel::Auto).unwrap();
+    let mut got = Vec::new();
+    for seq in toks.chunks(8) {
+        let mut cache = moe_infer::KvCache::new(&m.cfg);
+        got.extend_from_slice(engine.step_all_logits(&mut [&mut cache], &[seq]).unwrap());
+    }
+    let d = max_abs(&got, &logits_of(&exp, "logits.q4_k_m"));
+    let q = max_abs(&logits_of(&exp, "logits.q4_k_m"), &logits_of(&exp, "logits.f32"));
+    eprintln!("mixtral_k: engine q4k vs llama.cpp Q4_K_M: {d:.3e} (Q4_K_M vs f32 in llama.cpp: {q:.3e})");
+    // measured 0.24: llama.cpp's activations go to Q8_K (per 256) for Q4_K and ours to int8 per 32,
+    // and the file's Q6_K matrices (v, down, head) run as our int8; bound 2× that, and well below
+    // what the quantisation itself moves
+    assert!(d < 0.49 && d < q / 4.0, "{d} vs {q}");
+}
+
+/// Types the engine has no format for are dequantised and converted once, one matrix at a time,
+/// from blocks kept at about the file's size: as the dequantised f32 model converts.
+#[test]
+fn q8_0_and_q6_k_files_convert_to_int8() {
+    for (case, ty) in [("mixtral", "q8_0"), ("mixtral_k", "q6_k")] {
         let path = gguf_dir().join(case).join(format!("{case}-{ty}.gguf"));
         let full = load(&path, &HfOptions::default()).unwrap().model;
         let mut m = load(&path, &HfOptions { keep_dtype: true, ..Default::default() }).unwrap().model;
-        assert_eq!(default_dtype(&m), want, "{case} {ty}");
+        assert_eq!(default_dtype(&m), WeightDtype::I8, "{case} {ty}");
         let seq: Vec<u32> = (0..8).map(|i| (i * 31 + 5) % 300).collect();
-        let want_logits = engine_prompt_logits(&full, want, Kernel::Auto, &seq);
-        let w = EngineWeights::new_taking(&mut m, want);
+        let want_logits = engine_prompt_logits(&full, WeightDtype::I8, Kernel::Auto, &seq);
+        let w = EngineWeights::new_taking(&mut m, WeightDtype::I8);
         assert!(m.stored.is_empty());
         let mut e = moe_infer::Engine::with_weights(&m, w, Kernel::Auto).unwrap();
         let mut cache = moe_infer::KvCache::new(&m.cfg);

@@ -427,6 +427,57 @@ impl Weights {
     }
 }
 
+impl Weights {
+    /// The rows `r` of each of `parts`, in order, as one matrix (all parts of one format and
+    /// width). Every format stores its rows independently (int8: a scale per row; q4/q4k: whole
+    /// blocks per row), so stacking converted parts equals converting the stacked f32 rows.
+    ///
+    /// # Panics
+    /// If the parts differ in format or width, or a range is out of bounds.
+    pub fn stack_rows(parts: &[(&Weights, std::ops::Range<usize>)]) -> Weights {
+        let (first, _) = parts.first().expect("stack_rows: no parts");
+        let (k, dtype) = (first.k(), first.dtype());
+        let n: usize = parts.iter().map(|(_, r)| r.len()).sum();
+        for (w, r) in parts {
+            assert!(w.k() == k && w.dtype() == dtype, "stack_rows: parts of different width or format");
+            assert!(r.end <= w.n(), "stack_rows: rows {r:?} of {}", w.n());
+        }
+        fn cat<T: Copy>(parts: &[(&Weights, std::ops::Range<usize>)], per_row: usize, get: impl Fn(&Weights) -> &[T]) -> Vec<T> {
+            let mut out = Vec::new();
+            for (w, r) in parts {
+                out.extend_from_slice(&get(w)[r.start * per_row..r.end * per_row]);
+            }
+            out
+        }
+        match first {
+            Weights::F32(_) => {
+                Weights::F32(WeightF32::new(cat(parts, k, |w| if let Weights::F32(x) = w { &x.w[..] } else { unreachable!() }), n, k))
+            }
+            Weights::Bf16(_) => Weights::Bf16(WeightBf16 {
+                n,
+                k,
+                bits: cat(parts, k, |w| if let Weights::Bf16(x) = w { &x.bits[..] } else { unreachable!() }),
+            }),
+            Weights::I8(_) => Weights::I8(WeightI8 {
+                n,
+                k,
+                q: cat(parts, k, |w| if let Weights::I8(x) = w { &x.q[..] } else { unreachable!() }),
+                scale: cat(parts, 1, |w| if let Weights::I8(x) = w { &x.scale[..] } else { unreachable!() }),
+            }),
+            Weights::Q4(_) => Weights::Q4(WeightQ4 {
+                n,
+                k,
+                blocks: cat(parts, k.div_ceil(QK), |w| if let Weights::Q4(x) = w { &x.blocks[..] } else { unreachable!() }),
+            }),
+            Weights::Q4K(_) => Weights::Q4K(WeightQ4K {
+                n,
+                k,
+                blocks: cat(parts, k.div_ceil(QK_K), |w| if let Weights::Q4K(x) = w { &x.blocks[..] } else { unreachable!() }),
+            }),
+        }
+    }
+}
+
 /// A borrowed weight matrix `[n, k]` in one of the storage formats: what the GEMV kernels read.
 /// Lets callers run [`crate::gemv`] on weights they already hold as slices (e.g. a model's f32
 /// parameter vector) without copying them into a [`Weights`].

@@ -20,7 +20,7 @@
 //!
 //! Norm weights and the embedding table are read from the model's own parameter vector.
 
-use moe_kernels::quant::{WeightBf16, WeightDtype, Weights};
+use moe_kernels::quant::{BlockQ4, BlockQ4K, WeightBf16, WeightDtype, WeightQ4, WeightQ4K, Weights, QK, QK_K};
 use moe_model::config::{Activation, ClampedSwiglu, Mla};
 use moe_model::params::{AttnLayout, FfnLayout, MlaLayout, MlpLayout, MoeLayout};
 use moe_model::stored::{MatrixStore, StoredData};
@@ -223,42 +223,90 @@ impl<'a> MatrixSource<'a> {
         self.take.as_deref().and_then(|st| st.dtype_at(start)).or_else(|| self.model.stored.dtype_at(start))
     }
 
-    /// Matrix `r` (`[n, k]`) as `dtype`. A kept bf16 matrix taken into bf16 moves as it is (no
-    /// conversion, no copy).
+    /// Matrix `r` (`[n, k]`) as `dtype`. A kept matrix already in that format moves as it is (no
+    /// conversion, no copy of values): bf16 into bf16, a GGUF file's `Q4_0` blocks into q4 and
+    /// `Q4_K` blocks into q4k.
+    ///
+    /// A 4-bit format asked for a kept matrix the file stores at 5 to 8 bits (the `Q6_K` and `Q8_0`
+    /// matrices of a `Q4_K_M` file, which llama.cpp keeps finer on purpose: v, down, the head) gives
+    /// int8 instead, so that the file's mix of precisions survives.
     fn mat(&mut self, r: Range<usize>, n: usize, k: usize, dtype: WeightDtype) -> Weights {
-        if dtype == WeightDtype::Bf16 && self.kept_dtype(r.start) == Some("bf16") {
-            if let Some(StoredData::Bf16(bits)) = self.take.as_deref_mut().and_then(|st| st.take_exact(r.clone())) {
-                return Weights::Bf16(WeightBf16 { n, k, bits });
+        let finer = matches!(self.kept_dtype(r.start), Some("q5_0" | "q5_1" | "q5_K" | "q6_K" | "q8_0"));
+        let dtype = if finer && matches!(dtype, WeightDtype::Q4 | WeightDtype::Q4K) { WeightDtype::I8 } else { dtype };
+        let same = matches!(
+            (dtype, self.kept_dtype(r.start)),
+            (WeightDtype::Bf16, Some("bf16")) | (WeightDtype::Q4, Some("q4_0")) | (WeightDtype::Q4K, Some("q4_K"))
+        );
+        if same {
+            match self.take.as_deref_mut().and_then(|st| st.take_exact(r.clone())) {
+                Some(StoredData::Bf16(bits)) => return Weights::Bf16(WeightBf16 { n, k, bits }),
+                Some(StoredData::Ggml { bytes, .. }) if dtype == WeightDtype::Q4 && k % QK == 0 => {
+                    let blocks =
+                        bytes.chunks_exact(18).map(|b| BlockQ4 { d: [b[0], b[1]], qs: b[2..18].try_into().expect("16 bytes") }).collect();
+                    return Weights::Q4(WeightQ4 { n, k, blocks });
+                }
+                Some(StoredData::Ggml { bytes, .. }) if dtype == WeightDtype::Q4K && k % QK_K == 0 => {
+                    let blocks = bytes
+                        .chunks_exact(144)
+                        .map(|b| BlockQ4K {
+                            d: [b[0], b[1]],
+                            dmin: [b[2], b[3]],
+                            scales: b[4..16].try_into().expect("12 bytes"),
+                            qs: b[16..144].try_into().expect("128 bytes"),
+                        })
+                        .collect();
+                    return Weights::Q4K(WeightQ4K { n, k, blocks });
+                }
+                Some(other) => return Weights::from_f32(&other.to_f32(0..other.len()), n, k, dtype),
+                None => {}
             }
         }
         Weights::from_f32(&self.get(r), n, k, dtype)
     }
 }
 
+/// `parts` in one format: as they are when they share one, else each in the finest of theirs
+/// (a part of another format goes through f32).
+fn unify(parts: Vec<Weights>) -> Vec<Weights> {
+    let finest = |d: WeightDtype| match d {
+        WeightDtype::F32 => 0,
+        WeightDtype::Bf16 => 1,
+        WeightDtype::I8 => 2,
+        WeightDtype::Q4K => 3,
+        WeightDtype::Q4 => 4,
+    };
+    let to = parts.iter().map(|w| w.dtype()).min_by_key(|&d| finest(d)).expect("parts");
+    parts.into_iter().map(|w| if w.dtype() == to { w } else { Weights::from_f32(&w.dequantize(), w.n(), w.k(), to) }).collect()
+}
+
 /// Gate and up `[d_ff, d_model]` each → the interleaved `[2·d_ff, d_model]` (see the module doc).
-fn interleave_gate_up(gate: &[f32], up: &[f32], d_ff: usize, d_model: usize) -> Vec<f32> {
-    let mut out = Vec::with_capacity(2 * d_ff * d_model);
+fn interleave_gate_up(gate: Weights, up: Weights, d_ff: usize) -> Weights {
+    let [gate, up]: [Weights; 2] = unify(vec![gate, up]).try_into().expect("two");
+    let (gate, up) = (&gate, &up);
+    let mut parts = Vec::new();
     let mut f0 = 0;
     while f0 < d_ff {
         let f1 = (f0 + FF_TILE).min(d_ff);
-        out.extend_from_slice(&gate[f0 * d_model..f1 * d_model]);
-        out.extend_from_slice(&up[f0 * d_model..f1 * d_model]);
+        parts.push((gate, f0..f1));
+        parts.push((up, f0..f1));
         f0 = f1;
     }
-    out
+    Weights::stack_rows(&parts)
 }
 
-fn mlp(gate: Option<&[f32]>, up: &[f32], down: &[f32], d_ff: usize, d_model: usize, act: MlpAct, dtype: WeightDtype) -> MlpWeights {
+fn mlp(gate: Option<Weights>, up: Weights, down: Weights, d_ff: usize, act: MlpAct) -> MlpWeights {
     let gate_up = match (act.gated(), gate) {
-        (true, Some(g)) => Weights::from_f32(&interleave_gate_up(g, up, d_ff, d_model), 2 * d_ff, d_model, dtype),
-        _ => Weights::from_f32(up, d_ff, d_model, dtype),
+        (true, Some(g)) => interleave_gate_up(g, up, d_ff),
+        _ => up,
     };
-    MlpWeights { gate_up, down: Weights::from_f32(down, d_model, d_ff, dtype), d_ff, act, bias: None }
+    MlpWeights { gate_up, down, d_ff, act, bias: None }
 }
 
 fn dense_mlp(src: &mut MatrixSource<'_>, l: &MlpLayout, d_model: usize, dtype: WeightDtype) -> MlpWeights {
-    let gate = l.w_gate.clone().map(|r| src.get(r));
-    mlp(gate.as_deref(), &src.get(l.w_up.clone()), &src.get(l.w_down.clone()), l.d_ff, d_model, MlpAct::new(l.activation, None), dtype)
+    let f = l.d_ff;
+    let gate = l.w_gate.clone().map(|r| src.mat(r, f, d_model, dtype));
+    let up = src.mat(l.w_up.clone(), f, d_model, dtype);
+    mlp(gate, up, src.mat(l.w_down.clone(), d_model, f, dtype), f, MlpAct::new(l.activation, None))
 }
 
 /// The routed experts, router and vectors of one MoE layer.
@@ -270,10 +318,11 @@ fn moe_layer(src: &mut MatrixSource<'_>, l: &MoeLayout, mc: &moe_model::MoeConfi
     let act = MlpAct::new(Activation::Swiglu, ext.clamped_swiglu);
     let mut experts = Vec::with_capacity(l.n_local);
     for e in 0..l.n_local {
-        // one expert at a time: a kept bf16 stack is widened to f32 (and released) an expert at a time
-        let mut part = |r: &Range<usize>| src.get(r.start + e * sz..r.start + (e + 1) * sz);
-        let (wg, wu, wd) = (part(&l.w_gate), part(&l.w_up), part(&l.w_down));
-        let mut m = mlp(Some(&wg), &wu, &wd, de, d, act, dtype);
+        // one expert at a time: a kept stack is converted (and released) an expert at a time
+        let part = |r: &Range<usize>| r.start + e * sz..r.start + (e + 1) * sz;
+        let (wg, wu) = (src.mat(part(&l.w_gate), de, d, dtype), src.mat(part(&l.w_up), de, d, dtype));
+        let wd = src.mat(part(&l.w_down), d, de, dtype);
+        let mut m = mlp(Some(wg), wu, wd, de, act);
         m.bias = l.expert_bias.as_ref().map(|[bg, bu, bd]| MlpBias {
             gate: p[bg.start + e * de..bg.start + (e + 1) * de].to_vec(), // [d_expert]
             up: p[bu.start + e * de..bu.start + (e + 1) * de].to_vec(),   // [d_expert]
@@ -304,11 +353,9 @@ fn attention(src: &mut MatrixSource<'_>, a: &AttnLayout, cfg: &ModelConfig, dtyp
         return (wqkv, wo, Some(mw));
     }
     let (dq, dk, dvv) = (nh * dh, cfg.n_head_kv * dh, cfg.n_head_kv * dv);
-    let mut qkv = Vec::with_capacity((dq + dk + dvv) * d);
-    qkv.extend_from_slice(&src.get(a.wq.clone()));
-    qkv.extend_from_slice(&src.get(a.wk.clone()));
-    qkv.extend_from_slice(&src.get(a.wv.clone()));
-    (Weights::from_f32(&qkv, dq + dk + dvv, d, dtype), wo, None)
+    let qkv = vec![src.mat(a.wq.clone(), dq, d, dtype), src.mat(a.wk.clone(), dk, d, dtype), src.mat(a.wv.clone(), dvv, d, dtype)];
+    let [q, k, v]: [Weights; 3] = unify(qkv).try_into().expect("three");
+    (Weights::stack_rows(&[(&q, 0..dq), (&k, 0..dk), (&v, 0..dvv)]), wo, None)
 }
 
 fn mla(src: &mut MatrixSource<'_>, ml: &MlaLayout, m: &Mla, cfg: &ModelConfig, dtype: WeightDtype) -> (Weights, MlaWeights) {
