@@ -216,18 +216,25 @@ fn bf16_and_int8_within_tolerance_of_f32() {
 /// KL: steps local to 32 weights and 16 levels instead of 15).
 #[test]
 fn q4_within_tolerance_of_f32() {
-    for (name, c) in [("dense", cfg(DENSE)), ("moe", moe_cfg()), ("qwen-like", qwen_like_cfg())] {
+    for (name, c, dtype) in [
+        ("dense", cfg(DENSE), WeightDtype::Q4),
+        ("moe", moe_cfg(), WeightDtype::Q4),
+        ("qwen-like", qwen_like_cfg(), WeightDtype::Q4),
+        ("dense", cfg(DENSE), WeightDtype::Q4K),
+        ("moe", moe_cfg(), WeightDtype::Q4K),
+        ("qwen-like", qwen_like_cfg(), WeightDtype::Q4K),
+    ] {
         let m = Transformer::<f32>::new(c, 9).unwrap();
         let nv = m.cfg.n_vocab;
         let seq = tokens(40, nv, 31);
         let mut e32 = Engine::new(&m, WeightDtype::F32).unwrap();
-        let mut e4 = Engine::new(&m, WeightDtype::Q4).unwrap();
+        let mut e4 = Engine::new(&m, dtype).unwrap();
         let l32 = e32.step_all_logits(&mut [&mut KvCache::new(&m.cfg)], &[&seq]).unwrap().to_vec();
         let l4 = e4.step_all_logits(&mut [&mut KvCache::new(&m.cfg)], &[&seq]).unwrap().to_vec();
         let d = moe_testutil::checked_diff("engine.rs", &l4, &l32);
-        eprintln!("{name} q4 prefill: max |Δlogit| / max |logit| = {:.3e}", d.max_abs / d.scale);
+        eprintln!("{name} {dtype:?} prefill: max |Δlogit| / max |logit| = {:.3e}", d.max_abs / d.scale);
         // measured (see the constants' comments): bound ≈ 2×
-        assert_close(&l4, &l32, Q4_PREFILL_TOL, &format!("{name} q4 prefill"));
+        assert_close(&l4, &l32, Q4_PREFILL_TOL, &format!("{name} {dtype:?} prefill"));
         // decode: the same tokens fed to both engines, every step compared
         let (mut c32, mut c4) = (KvCache::new(&m.cfg), KvCache::new(&m.cfg));
         let mut step: Vec<u32> = seq[..5].to_vec();
@@ -237,17 +244,17 @@ fn q4_within_tolerance_of_f32() {
             let b = e4.step(&mut [&mut c4], &[&step]).unwrap().to_vec();
             let d = moe_testutil::checked_diff("engine.rs", &b, &a);
             worst = worst.max(d.max_abs / d.scale);
-            assert_close(&b, &a, Q4_DECODE_TOL, &format!("{name} q4 decode step {it} ({:?})", e4.kernel().resolved(WeightDtype::Q4)));
+            assert_close(&b, &a, Q4_DECODE_TOL, &format!("{name} {dtype:?} decode step {it} ({:?})", e4.kernel().resolved(dtype)));
             step = vec![argmax(&a)];
         }
-        eprintln!("{name} q4 decode ({:?}): max |Δlogit| / max |logit| = {worst:.3e}", e4.kernel().resolved(WeightDtype::Q4));
+        eprintln!("{name} {dtype:?} decode ({:?}): max |Δlogit| / max |logit| = {worst:.3e}", e4.kernel().resolved(dtype));
         let stream = tokens(200, nv, 32);
         let kl_4bit = kl_of_4bit_rounding(&m, &stream, 24, 4);
-        let q = weight_format_quality(&m, &stream, WeightDtype::Q4, Kernel::Auto, 24, 4).unwrap();
+        let q = weight_format_quality(&m, &stream, dtype, Kernel::Auto, 24, 4).unwrap();
         let ppl_dev = (q.ppl / q.ppl_f32 - 1.0).abs();
-        eprintln!("{name} q4: KL {:.3e} (per-row 4-bit {kl_4bit:.3e}), |ppl ratio − 1| {ppl_dev:.3e}", q.kl_mean);
-        assert!(q.kl_mean.is_finite() && q.kl_mean >= 0.0 && q.kl_mean < Q4_KL, "{name} q4: KL {}", q.kl_mean);
-        assert!(q.kl_mean < kl_4bit / 8.0, "{name} q4: KL {} is not well below per-row 4-bit rounding's {kl_4bit}", q.kl_mean);
+        eprintln!("{name} {dtype:?}: KL {:.3e} (per-row 4-bit {kl_4bit:.3e}), |ppl ratio − 1| {ppl_dev:.3e}", q.kl_mean);
+        assert!(q.kl_mean.is_finite() && q.kl_mean >= 0.0 && q.kl_mean < Q4_KL, "{name} {dtype:?}: KL {}", q.kl_mean);
+        assert!(q.kl_mean < kl_4bit / 8.0, "{name} {dtype:?}: KL {} is not well below per-row 4-bit rounding's {kl_4bit}", q.kl_mean);
     }
 }
 
