@@ -240,12 +240,12 @@ impl<'a> MatrixSource<'a> {
         if same {
             match self.take.as_deref_mut().and_then(|st| st.take_exact(r.clone())) {
                 Some(StoredData::Bf16(bits)) => return Weights::Bf16(WeightBf16 { n, k, bits }),
-                Some(StoredData::Ggml { bytes, .. }) if dtype == WeightDtype::Q4 && k % QK == 0 => {
+                Some(StoredData::Ggml { bytes, .. }) if dtype == WeightDtype::Q4 && k.is_multiple_of(QK) => {
                     let blocks =
                         bytes.chunks_exact(18).map(|b| BlockQ4 { d: [b[0], b[1]], qs: b[2..18].try_into().expect("16 bytes") }).collect();
                     return Weights::Q4(WeightQ4 { n, k, blocks });
                 }
-                Some(StoredData::Ggml { bytes, .. }) if dtype == WeightDtype::Q4K && k % QK_K == 0 => {
+                Some(StoredData::Ggml { bytes, .. }) if dtype == WeightDtype::Q4K && k.is_multiple_of(QK_K) => {
                     let blocks = bytes
                         .chunks_exact(144)
                         .map(|b| BlockQ4K {

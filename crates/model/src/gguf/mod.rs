@@ -80,7 +80,7 @@ impl GgufSource<'_> {
             )));
         }
         let (bn, bb) = t.ty.block();
-        debug_assert!(r.start % bn == 0 && r.end % bn == 0, "row-aligned range");
+        debug_assert!(r.start.is_multiple_of(bn) && r.end.is_multiple_of(bn), "row-aligned range");
         let bytes = &self.file.data(t)[r.start / bn * bb..r.end / bn * bb];
         let mut out = vec![0.0f32; r.len()];
         dequantize(t.ty, bytes, &mut out);
@@ -167,7 +167,7 @@ impl TensorSource for GgufSource<'_> {
                 self.check_shape(ui, name, &[ne, de, d])?;
                 self.used.extend([gi, ui]);
                 let part = de * d;
-                assert!(r.start % (2 * part) == 0 && r.end % (2 * part) == 0, "whole experts of {name}");
+                assert!(r.start.is_multiple_of(2 * part) && r.end.is_multiple_of(2 * part), "whole experts of {name}");
                 let mut out = Vec::with_capacity(r.len());
                 for e in r.start / (2 * part)..r.end / (2 * part) {
                     out.extend(self.values(gi, e * part..(e + 1) * part)?);
