@@ -148,14 +148,21 @@ pub enum BenchCommand {
     /// this process (`--model`/`--run`/`--config`), interleaved with the engine at the same batch:
     /// throughput, TTFT, TPOT, ITL and end-to-end latency per concurrency; CSV + plots.
     Serve(BenchServeArgs),
-    /// Quality cost of bf16/int8/q4 weights: perplexity and KL divergence from f32 on validation text.
+    /// Quality cost of bf16/int8/q4/q4k weights: perplexity and KL divergence from f32 on validation
+    /// text; with --gguf, also of the same checkpoint as llama.cpp quantised it.
     Quality {
         /// Run directory (its latest checkpoint and validation split).
         #[arg(long)]
         run: PathBuf,
-        /// Formats to compare with f32 (comma-separated: bf16, int8, q4).
-        #[arg(long, value_delimiter = ',', default_value = "bf16,int8,q4")]
+        /// Formats to compare with f32 (comma-separated: bf16, int8, q4, q4k).
+        #[arg(long, value_delimiter = ',', default_value = "bf16,int8,q4,q4k")]
         dtype: Vec<DtypeArg>,
+        /// A GGUF file of the same checkpoint (e.g. `moe export`, llama.cpp's `convert_hf_to_gguf.py`
+        /// and `llama-quantize`), compared with the run's f32 weights on the same windows: its
+        /// weights dequantised exactly to f32 and run by the f32 engine (repeatable;
+        /// `reference/quality_vs_llama.sh` makes the files).
+        #[arg(long)]
+        gguf: Vec<PathBuf>,
         /// Tokens per window (default: the run's seq_len, capped at n_ctx).
         #[arg(long)]
         seq_len: Option<usize>,

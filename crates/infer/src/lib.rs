@@ -43,7 +43,7 @@ pub use bench::{bench_decode, expected_distinct, DecodeBench};
 pub use decode::{forward_one, forward_step, forward_step_with, StepOptions, StepOutput, StepRouting};
 pub use engine::bench::{bench_infer, EngineBench, Machine, Runner};
 pub use engine::generate::generate_with_engine;
-pub use engine::quality::{weight_format_quality, FormatQuality};
+pub use engine::quality::{quality_against, weight_format_quality, FormatQuality};
 pub use engine::weights::EngineWeights;
 pub use engine::{Engine, StepStats};
 pub use error::{Error, Result};

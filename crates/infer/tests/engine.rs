@@ -260,8 +260,18 @@ fn q4_within_tolerance_of_f32() {
 
 /// Mean KL(p_f32 ‖ p_4bit) on the windows [`weight_format_quality`] reads, where the 4-bit model
 /// has every matrix rounded per row to 4 bits (`scale = max|row| / 7`): the deliberately wrong
-/// quantisation the real formats are compared with.
+/// quantisation the real formats are compared with, measured by [`quality_against`] (the path
+/// `moe bench quality --gguf` takes) with the rounded copy run in f32.
 fn kl_of_4bit_rounding(m: &Transformer<f32>, stream: &[u32], seq_len: usize, n_win: usize) -> f64 {
+    let q = rounded_4bit(m);
+    let r = quality_against(m, &q, stream, WeightDtype::F32, Kernel::Auto, seq_len, n_win).unwrap();
+    assert_eq!(r.n_tok, seq_len * n_win);
+    assert_eq!(r.bits_per_weight, 32.0, "an f32 engine holds 32 bits per weight");
+    r.kl_mean
+}
+
+/// `m` with every matrix rounded per row to 4 bits.
+fn rounded_4bit(m: &Transformer<f32>) -> Transformer<f32> {
     let mut q = m.clone();
     for e in m.table.entries.iter().filter(|e| e.shape.len() == 2) {
         let cols = e.shape[1];
@@ -272,25 +282,37 @@ fn kl_of_4bit_rounding(m: &Transformer<f32>, stream: &[u32], seq_len: usize, n_w
             }
         }
     }
-    let nv = m.cfg.n_vocab;
-    let (mut e32, mut e4) = (Engine::new(m, WeightDtype::F32).unwrap(), Engine::new(&q, WeightDtype::F32).unwrap());
-    let log_softmax = |row: &[f32]| -> Vec<f64> {
-        let mx = row.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b)) as f64;
-        let lse = mx + row.iter().map(|&v| (v as f64 - mx).exp()).sum::<f64>().ln();
-        row.iter().map(|&v| v as f64 - lse).collect()
-    };
-    let (mut kl, mut n) = (0.0, 0);
-    for w in 0..n_win {
-        let win = &stream[w * seq_len..(w + 1) * seq_len];
-        let a = e32.step_all_logits(&mut [&mut KvCache::new(&m.cfg)], &[win]).unwrap().to_vec();
-        let b = e4.step_all_logits(&mut [&mut KvCache::new(&q.cfg)], &[win]).unwrap().to_vec();
-        for (ra, rb) in a.chunks(nv).zip(b.chunks(nv)) {
-            let (lp, lq) = (log_softmax(ra), log_softmax(rb));
-            kl += lp.iter().zip(&lq).map(|(&x, &y)| x.exp() * (x - y)).sum::<f64>();
-            n += 1;
+    q
+}
+
+/// [`quality_against`] a copy of the model itself is [`weight_format_quality`] (the same numbers,
+/// KL 0 in f32); against a model of another shape it is an error, not a panic; the bits per weight
+/// it reports follow the format (bf16 16, q4 between its blocks' 4.5 and the int8 LM head's 8+).
+#[test]
+fn quality_against_another_copy() {
+    let m = Transformer::<f32>::new(moe_cfg(), 9).unwrap();
+    let stream = tokens(200, m.cfg.n_vocab, 32);
+    for dtype in [WeightDtype::F32, WeightDtype::Bf16, WeightDtype::Q4] {
+        let a = weight_format_quality(&m, &stream, dtype, Kernel::Auto, 24, 3).unwrap();
+        let b = quality_against(&m, &m.clone(), &stream, dtype, Kernel::Auto, 24, 3).unwrap();
+        assert_eq!(a, b, "{dtype:?}");
+        match dtype {
+            WeightDtype::F32 => assert!(a.kl_mean.abs() < 1e-12 && a.top1_agree == 1.0 && a.bits_per_weight == 32.0, "{a:?}"),
+            WeightDtype::Bf16 => assert_eq!(a.bits_per_weight, 16.0),
+            _ => assert!(a.bits_per_weight > 4.5 && a.bits_per_weight < 8.5, "{a:?}"),
         }
     }
-    kl / n as f64
+    let q = rounded_4bit(&m);
+    let r = quality_against(&m, &q, &stream, WeightDtype::F32, Kernel::Auto, 24, 3).unwrap();
+    assert!(
+        r.kl_mean > 1e-9
+            && r.kl_mean.is_finite()
+            && r.ppl_f32 == weight_format_quality(&m, &stream, WeightDtype::F32, Kernel::Auto, 24, 3).unwrap().ppl_f32,
+        "{r:?}"
+    );
+    let other = Transformer::<f32>::new(cfg(DENSE), 9).unwrap();
+    let e = quality_against(&m, &other, &stream, WeightDtype::F32, Kernel::Auto, 24, 3).unwrap_err().to_string();
+    assert!(e.contains("differ in shape"), "{e}");
 }
 
 /// The activation-quantising kernels (where this CPU has them) stay close too: int8 activations

@@ -13,7 +13,7 @@ fn golden() -> PathBuf {
 
 #[test]
 fn gguf_tokenizers_split_text_as_llama_cpp() {
-    for case in ["llama", "llama_spm", "mixtral", "qwen2_moe", "qwen3_moe", "olmoe", "qwen3", "deepseek_v3"] {
+    for case in ["llama", "llama_spm", "mixtral", "qwen2_moe", "qwen3_moe", "olmoe", "qwen3", "deepseek_v3", "gpt_oss"] {
         let path = golden().join(case).join(format!("{case}-f32.gguf"));
         let m = moe_model::hf::load(&path, &Default::default()).unwrap();
         let (tok, template) = checkpoint_tokenizer(&path, &m).unwrap();

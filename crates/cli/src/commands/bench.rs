@@ -3,7 +3,7 @@
 use crate::args::{BenchCommand, BenchInferArgs, DtypeArg, EngineArg, ModelSource};
 use anyhow::Context;
 use moe_compare::plot::{line_chart, LineChart, Series};
-use moe_infer::{bench_infer, weight_format_quality, Engine, EngineBench, EngineWeights, Machine, Runner};
+use moe_infer::{bench_infer, quality_against, weight_format_quality, Engine, EngineBench, EngineWeights, Machine, Runner};
 use moe_kernels::gemv::Kernel;
 use moe_kernels::quant::WeightDtype;
 use moe_model::hf::HfOptions;
@@ -31,28 +31,41 @@ pub fn run(c: BenchCommand) -> anyhow::Result<()> {
         }
         BenchCommand::Infer(a) => infer(a),
         BenchCommand::Serve(a) => super::serve::bench(a),
-        BenchCommand::Quality { run, dtype, seq_len, windows, fast_dot } => {
+        BenchCommand::Quality { run, dtype, gguf, seq_len, windows, fast_dot } => {
             let r = load_run(&run)?;
             let val = build_dataset(&r.cfg, &r.tokenizer)?.val;
             let sl = seq_len.unwrap_or(r.cfg.train.seq_len).min(r.model.cfg.n_ctx);
             println!("run      {} (step {}), {} validation tokens, windows of {sl}", run.display(), r.step, val.len());
             println!(
-                "{:>6} {:>14} {:>8} {:>10} {:>10} {:>12} {:>10} {:>10}",
-                "dtype", "kernel", "tokens", "ppl f32", "ppl", "KL mean", "KL max", "top-1 ="
+                "{:>16} {:>14} {:>6} {:>8} {:>10} {:>10} {:>12} {:>10} {:>10}",
+                "weights", "kernel", "bits", "tokens", "ppl f32", "ppl", "KL mean", "KL max", "top-1 ="
             );
-            for d in dtype {
-                let q = weight_format_quality(&r.model, &val, dtype_of(d), kernel_of(fast_dot, dtype_of(d)), sl, windows)?;
+            let row = |name: &str, q: &moe_infer::FormatQuality, bits: f64| {
                 println!(
-                    "{:>6} {:>14} {:>8} {:>10.4} {:>10.4} {:>12.3e} {:>10.3e} {:>9.2}%",
-                    q.dtype,
+                    "{:>16} {:>14} {:>6.3} {:>8} {:>10.4} {:>10.4} {:>12.3e} {:>10.3e} {:>9.2}%",
+                    name,
                     q.kernel,
+                    bits,
                     q.n_tok,
                     q.ppl_f32,
                     q.ppl,
                     q.kl_mean,
                     q.kl_max,
                     100.0 * q.top1_agree
-                );
+                )
+            };
+            for d in dtype {
+                let q = weight_format_quality(&r.model, &val, dtype_of(d), kernel_of(fast_dot, dtype_of(d)), sl, windows)?;
+                row(&q.dtype, &q, q.bits_per_weight);
+            }
+            for path in &gguf {
+                let g = moe_model::hf::load(path, &HfOptions { n_ctx: Some(r.model.cfg.n_ctx), ..HfOptions::default() })
+                    .with_context(|| format!("loading {}", path.display()))?;
+                let bits = moe_model::gguf::GgufFile::open(path)?.matrix_bits_per_weight();
+                let q = quality_against(&r.model, &g.model, &val, WeightDtype::F32, Kernel::Auto, sl, windows)
+                    .with_context(|| format!("{} against run {}", path.display(), run.display()))?;
+                let name = path.file_stem().map_or_else(|| path.display().to_string(), |s| s.to_string_lossy().into_owned());
+                row(&name, &moe_infer::FormatQuality { kernel: "gguf→f32".into(), ..q }, bits);
             }
             Ok(())
         }

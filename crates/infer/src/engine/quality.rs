@@ -1,5 +1,7 @@
 //! Quality cost of a weight format: perplexity and KL divergence from the f32 model on a token
-//! stream, both through the engine (f32 engine vs `dtype` engine) on the same windows.
+//! stream, both through the engine (f32 engine vs `dtype` engine) on the same windows — or of
+//! another copy of the same model (e.g. the checkpoint quantised by llama.cpp and read back from its
+//! GGUF file) against the f32 original.
 
 use super::Engine;
 use crate::error::{Error, Result};
@@ -16,6 +18,9 @@ pub struct FormatQuality {
     pub dtype: String,
     /// the GEMV kernel of the `dtype` engine
     pub kernel: String,
+    /// bits per weight of the engine's matrices (attention, experts, LM head; not the router or
+    /// the embedding), see [`super::EngineWeights::matrix_bits_per_weight`]
+    pub bits_per_weight: f64,
     /// predicted tokens
     pub n_tok: usize,
     /// perplexity with f32 weights
@@ -48,8 +53,37 @@ pub fn weight_format_quality(
     seq_len: usize,
     max_windows: usize,
 ) -> Result<FormatQuality> {
-    if seq_len == 0 || seq_len > model.cfg.n_ctx {
-        return Err(Error::BadInput(format!("quality: seq_len {seq_len} must be in 1..=n_ctx ({})", model.cfg.n_ctx)));
+    quality_against(model, model, tokens, dtype, kernel, seq_len, max_windows)
+}
+
+/// As [`weight_format_quality`], with the weights under test taken from `other`, a model of the
+/// same shape as `model` (the same checkpoint converted or quantised elsewhere), run in `dtype`,
+/// against `model` in f32.
+pub fn quality_against(
+    model: &Transformer<f32>,
+    other: &Transformer<f32>,
+    tokens: &[u32],
+    dtype: WeightDtype,
+    kernel: Kernel,
+    seq_len: usize,
+    max_windows: usize,
+) -> Result<FormatQuality> {
+    let (a, b) = (&model.cfg, &other.cfg);
+    if (a.n_vocab, a.d_model, a.n_layer, model.params.len()) != (b.n_vocab, b.d_model, b.n_layer, other.params.len()) {
+        return Err(Error::BadInput(format!(
+            "quality: the models differ in shape (n_vocab {} / {}, d_model {} / {}, n_layer {} / {}, parameters {} / {})",
+            a.n_vocab,
+            b.n_vocab,
+            a.d_model,
+            b.d_model,
+            a.n_layer,
+            b.n_layer,
+            model.params.len(),
+            other.params.len()
+        )));
+    }
+    if seq_len == 0 || seq_len > model.cfg.n_ctx.min(other.cfg.n_ctx) {
+        return Err(Error::BadInput(format!("quality: seq_len {seq_len} must be in 1..=n_ctx ({})", model.cfg.n_ctx.min(other.cfg.n_ctx))));
     }
     let n_win = (tokens.len().saturating_sub(1) / seq_len).min(max_windows);
     if n_win == 0 {
@@ -57,13 +91,13 @@ pub fn weight_format_quality(
     }
     let nv = model.cfg.n_vocab;
     let mut e32 = Engine::new(model, WeightDtype::F32)?;
-    let mut eq = Engine::with_kernel(model, dtype, kernel)?;
+    let mut eq = Engine::with_kernel(other, dtype, kernel)?;
     let (mut ce32, mut ceq, mut kl_sum, mut kl_max, mut agree, mut n) = (0.0f64, 0.0f64, 0.0f64, 0.0f64, 0usize, 0usize);
     let (mut lp, mut lq) = (vec![0.0f64; nv], vec![0.0f64; nv]);
     for w in 0..n_win {
         let win = &tokens[w * seq_len..w * seq_len + seq_len + 1];
         let mut c32 = KvCache::with_capacity(&model.cfg, seq_len);
-        let mut cq = KvCache::with_capacity(&model.cfg, seq_len);
+        let mut cq = KvCache::with_capacity(&other.cfg, seq_len);
         let l32 = e32.step_all_logits(&mut [&mut c32], &[&win[..seq_len]])?;
         let lqv = eq.step_all_logits(&mut [&mut cq], &[&win[..seq_len]])?;
         for t in 0..seq_len {
@@ -84,6 +118,7 @@ pub fn weight_format_quality(
     Ok(FormatQuality {
         dtype: dtype.name().to_string(),
         kernel: eq.kernel().resolved(dtype).name().to_string(),
+        bits_per_weight: eq.weights().matrix_bits_per_weight(),
         n_tok: n,
         ppl_f32: (ce32 / nf).exp(),
         ppl: (ceq / nf).exp(),

@@ -391,7 +391,8 @@ fn mla(src: &mut MatrixSource<'_>, ml: &MlaLayout, m: &Mla, cfg: &ModelConfig, d
 /// 8-bit types), else exact f32.
 pub fn default_dtype(model: &Transformer<f32>) -> WeightDtype {
     match model.stored.main_dtype() {
-        Some("bf16") => WeightDtype::Bf16,
+        // MXFP4 (GPT-OSS experts) is exact in bf16: a 2-bit exponent and 1-bit mantissa per value
+        Some("bf16" | "mxfp4") => WeightDtype::Bf16,
         Some("q4_K") => WeightDtype::Q4K,
         Some("q4_0" | "q4_1") => WeightDtype::Q4,
         Some("q5_0" | "q5_1" | "q5_K" | "q6_K" | "q8_0") => WeightDtype::I8,
@@ -403,6 +404,31 @@ impl EngineWeights {
     /// Convert every matrix of `model` to `dtype` (f32 copies the values).
     pub fn new(model: &Transformer<f32>, dtype: WeightDtype) -> Self {
         Self::build(MatrixSource { model, take: None }, dtype)
+    }
+
+    /// Bits per weight over the matrices a token streams — attention, MLA, experts (routed and
+    /// shared), dense MLPs and the LM head, scales and mins included; not the f32 router, biases or
+    /// the embedding — so that formats and GGUF files compare on the same matrices.
+    pub fn matrix_bits_per_weight(&self) -> f64 {
+        let mut mats: Vec<&Weights> = vec![&self.lm_head];
+        for l in &self.layers {
+            mats.push(&l.wqkv);
+            mats.push(&l.wo);
+            if let Some(m) = &l.mla {
+                mats.extend(m.wq_b.iter().chain(&m.wk_t).chain(&m.wv));
+            }
+            let mlps: Vec<&MlpWeights> = match &l.ffn {
+                FfnWeights::Dense(m) => vec![m],
+                FfnWeights::Moe(m) => m.experts.iter().chain(&m.shared).collect(),
+            };
+            for m in mlps {
+                mats.push(&m.gate_up);
+                mats.push(&m.down);
+            }
+        }
+        let bytes: usize = mats.iter().map(|w| w.bytes()).sum();
+        let n: usize = mats.iter().map(|w| w.n() * w.k()).sum();
+        8.0 * bytes as f64 / n.max(1) as f64
     }
 
     /// [`EngineWeights::new`] for a model that keeps matrices in its checkpoint's format

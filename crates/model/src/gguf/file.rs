@@ -308,6 +308,15 @@ impl<B: AsRef<[u8]>> GgufFile<B> {
         self.tensors.iter().find(|t| t.name == name)
     }
 
+    /// Bits per weight over the matrices a token streams: every tensor of two or more dimensions
+    /// but the token embedding and the routers (`ffn_gate_inp`) — the matrices
+    /// `EngineWeights::matrix_bits_per_weight` counts in the engine.
+    pub fn matrix_bits_per_weight(&self) -> f64 {
+        let mats = self.tensors.iter().filter(|t| t.ne.len() >= 2 && t.name != "token_embd.weight" && !t.name.contains("ffn_gate_inp"));
+        let (bytes, n) = mats.fold((0usize, 0usize), |(b, n), t| (b + t.len, n + t.n_elements()));
+        8.0 * bytes as f64 / n.max(1) as f64
+    }
+
     /// Metadata `key`.
     pub fn get(&self, key: &str) -> Option<&Value> {
         self.meta.get(key)

@@ -55,6 +55,12 @@ enum Recipe {
     /// DeepSeek's kv up-projection `[H·(d_nope + d_v), kv_lora_rank]` from llama.cpp's per-head
     /// `k_b [H, kv_lora_rank, d_nope]` (transposed) and `v_b [H, d_v, kv_lora_rank]`
     KvB(usize, usize),
+    /// GPT-OSS's `gate_up_proj [E, d, 2·d_expert]` (x·W layout, gate and up columns alternating)
+    /// from `ffn_gate_exps`, `ffn_up_exps [E, d_expert, d]`; with `d` = 1 its bias `[E, 2·d_expert]`
+    /// from the two `[E, d_expert]` biases
+    Interleave(usize, usize),
+    /// GPT-OSS's `down_proj [E, d_expert, d]` (x·W) from `ffn_down_exps [E, d, d_expert]`
+    TransposeExperts(usize),
 }
 
 struct GgufSource<'f> {
@@ -73,7 +79,7 @@ impl GgufSource<'_> {
         let t = self.info(i);
         if !t.ty.supported() {
             return Err(self.file.err(format!(
-                "tensor `{}` is {}, a type this loader does not read (it reads f32, f16, bf16, q4_0, q4_1, q5_0, q5_1, q8_0, q4_K, q5_K, q6_K); \
+                "tensor `{}` is {}, a type this loader does not read (it reads f32, f16, bf16, q4_0, q4_1, q5_0, q5_1, q8_0, q4_K, q5_K, q6_K, mxfp4); \
                  requantize the file with llama-quantize, e.g. to Q4_K_M or Q8_0",
                 t.name,
                 t.ty.name()
@@ -159,6 +165,41 @@ impl TensorSource for GgufSource<'_> {
                     out[(r0 + nope) * kvr..(r0 + nope + dv) * kvr].copy_from_slice(&v[hd * dv * kvr..(hd + 1) * dv * kvr]);
                 }
                 out[r].to_vec()
+            }
+            Recipe::Interleave(gi, ui) => {
+                // shape [E, d, 2·de] (or [E, 2·de]: d = 1); the parts are [E, de, d] ([E, de])
+                let (ne, d, de) = match *shape {
+                    [ne, d, two_de] => (ne, d, two_de / 2),
+                    [ne, two_de] => (ne, 1, two_de / 2),
+                    _ => return Err(self.file.err(format!("{name}: shape {shape:?} is not [E, d, 2·d_expert] or [E, 2·d_expert]"))),
+                };
+                let part: Vec<usize> = if shape.len() == 3 { vec![ne, de, d] } else { vec![ne, de] };
+                self.check_shape(gi, name, &part)?;
+                self.check_shape(ui, name, &part)?;
+                self.used.extend([gi, ui]);
+                // only the experts `r` covers (the loader takes one at a time)
+                let pe = de * d;
+                let (e0, e1) = (r.start / (2 * pe), r.end.div_ceil(2 * pe));
+                let (g, u) = (self.values(gi, e0 * pe..e1 * pe)?, self.values(ui, e0 * pe..e1 * pe)?);
+                let mut out = vec![0.0f32; (e1 - e0) * 2 * pe];
+                for (at, (&gv, &uv)) in g.iter().zip(&u).enumerate() {
+                    let (e, j, c) = (at / pe, at % pe / d, at % d);
+                    out[(e * d + c) * 2 * de + 2 * j] = gv;
+                    out[(e * d + c) * 2 * de + 2 * j + 1] = uv;
+                }
+                out[r.start - e0 * 2 * pe..r.end - e0 * 2 * pe].to_vec()
+            }
+            Recipe::TransposeExperts(i) => {
+                let (ne, a, b) = (shape[0], shape[1], shape[2]);
+                self.check_shape(i, name, &[ne, b, a])?;
+                self.used.insert(i);
+                let (e0, e1) = (r.start / (a * b), r.end.div_ceil(a * b));
+                let src = self.values(i, e0 * a * b..e1 * a * b)?;
+                let mut out = Vec::with_capacity((e1 - e0) * a * b);
+                for m in src.chunks_exact(a * b) {
+                    out.extend((0..a * b).map(|x| m[(x % b) * a + x / b]));
+                }
+                out[r.start - e0 * a * b..r.end - e0 * a * b].to_vec()
             }
             Recipe::GateUp(gi, ui) => {
                 // shape [E, 2·de, d]; the parts are [E, de, d] each
@@ -315,10 +356,11 @@ fn describe(f: &GgufFile<memmap2::Mmap>, opts: &HfOptions) -> Result<(serde_json
         ("qwen2moe", _) => ("Qwen2MoeForCausalLM", true),
         ("olmoe", _) => ("OlmoeForCausalLM", true),
         ("deepseek2", _) => ("DeepseekV3ForCausalLM", true),
+        ("gpt-oss", _) => ("GptOssForCausalLM", true),
         (other, _) => {
             return Err(f.err(format!(
-                "metadata `general.architecture` is `{other}`; GGUF files of llama (Llama, Mixtral), qwen3, qwen3moe, qwen2moe, olmoe and \
-                 deepseek2 (DeepSeek-V3) load (gpt-oss and llama4 load from their Hugging Face checkpoints)"
+                "metadata `general.architecture` is `{other}`; GGUF files of llama (Llama, Mixtral), qwen3, qwen3moe, qwen2moe, olmoe, \
+                 deepseek2 (DeepSeek-V3) and gpt-oss load (llama4 loads from its Hugging Face checkpoint)"
             )))
         }
     };
@@ -459,6 +501,13 @@ fn describe(f: &GgufFile<memmap2::Mmap>, opts: &HfOptions) -> Result<(serde_json
                 o.insert("num_local_experts".into(), json!(n_expert));
                 o.insert("intermediate_size".into(), json!(de));
             }
+            "gpt-oss" => {
+                // sliding-window attention on every other layer from the first (llama.cpp's SWA
+                // pattern 2, transformers' default `layer_types`); clamped SwiGLU at its defaults
+                o.insert("num_local_experts".into(), json!(n_expert));
+                o.insert("intermediate_size".into(), json!(de));
+                o.insert("attention_bias".into(), json!(true));
+            }
             "olmoe" => {
                 o.insert("num_experts".into(), json!(n_expert));
                 o.insert("intermediate_size".into(), json!(de));
@@ -505,7 +554,11 @@ fn describe(f: &GgufFile<memmap2::Mmap>, opts: &HfOptions) -> Result<(serde_json
     for i in 0..n_layer as usize {
         let (hf, b) = (format!("model.layers.{i}"), format!("blk.{i}"));
         direct(&mut recipes, format!("{hf}.input_layernorm.weight"), &format!("{b}.attn_norm.weight"))?;
-        direct(&mut recipes, format!("{hf}.post_attention_layernorm.weight"), &format!("{b}.ffn_norm.weight"))?;
+        let post_norm = if name == "gpt-oss" { "post_attention_norm" } else { "ffn_norm" };
+        direct(&mut recipes, format!("{hf}.post_attention_layernorm.weight"), &format!("{b}.{post_norm}.weight"))?;
+        if has(&format!("{b}.attn_sinks.weight")) {
+            direct(&mut recipes, format!("{hf}.self_attn.sinks"), &format!("{b}.attn_sinks.weight"))?;
+        }
         let plain: &[(&str, &str)] = if mla {
             // latent attention: q through a low rank (or plain), the compressed kv, its up-projection
             // (llama.cpp splits it per head into k_b, transposed, and v_b)
@@ -566,9 +619,27 @@ fn describe(f: &GgufFile<memmap2::Mmap>, opts: &HfOptions) -> Result<(serde_json
             let up = *index
                 .get(format!("{b}.ffn_up_exps.weight").as_str())
                 .ok_or_else(|| f.err(format!("tensor `{b}.ffn_up_exps.weight` is missing")))?;
-            direct(&mut recipes, format!("{hf}.mlp.gate.weight"), &format!("{b}.ffn_gate_inp.weight"))?;
-            recipes.insert(format!("{hf}.mlp.experts.gate_up_proj"), Recipe::GateUp(gate, up));
-            direct(&mut recipes, format!("{hf}.mlp.experts.down_proj"), &format!("{b}.ffn_down_exps.weight"))?;
+            let down = format!("{b}.ffn_down_exps.weight");
+            if name == "gpt-oss" {
+                // x·W layout with gate and up interleaved, every expert matrix and router with a bias
+                let bias = |t: &str| -> Result<usize> {
+                    index.get(format!("{b}.{t}.bias").as_str()).copied().ok_or_else(|| f.err(format!("tensor `{b}.{t}.bias` is missing")))
+                };
+                direct(&mut recipes, format!("{hf}.mlp.router.weight"), &format!("{b}.ffn_gate_inp.weight"))?;
+                direct(&mut recipes, format!("{hf}.mlp.router.bias"), &format!("{b}.ffn_gate_inp.bias"))?;
+                recipes.insert(format!("{hf}.mlp.experts.gate_up_proj"), Recipe::Interleave(gate, up));
+                recipes.insert(
+                    format!("{hf}.mlp.experts.gate_up_proj_bias"),
+                    Recipe::Interleave(bias("ffn_gate_exps")?, bias("ffn_up_exps")?),
+                );
+                let dn = *index.get(down.as_str()).ok_or_else(|| f.err(format!("tensor `{down}` is missing")))?;
+                recipes.insert(format!("{hf}.mlp.experts.down_proj"), Recipe::TransposeExperts(dn));
+                direct(&mut recipes, format!("{hf}.mlp.experts.down_proj_bias"), &format!("{b}.ffn_down_exps.bias"))?;
+            } else {
+                direct(&mut recipes, format!("{hf}.mlp.gate.weight"), &format!("{b}.ffn_gate_inp.weight"))?;
+                recipes.insert(format!("{hf}.mlp.experts.gate_up_proj"), Recipe::GateUp(gate, up));
+                direct(&mut recipes, format!("{hf}.mlp.experts.down_proj"), &down)?;
+            }
             if has(&format!("{b}.exp_probs_b.bias")) {
                 direct(&mut recipes, format!("{hf}.mlp.gate.e_score_correction_bias"), &format!("{b}.exp_probs_b.bias"))?;
             }

@@ -2,9 +2,10 @@
 //! definitions of ggml (`ggml-common.h`) and checked against gguf-py's own dequantisation on
 //! fixtures (`tests/golden_gguf/quants`).
 //!
-//! Blocks hold `QK` = 32 values (`Q4_0`, `Q4_1`, `Q5_0`, `Q5_1`, `Q8_0`) or `QK_K` = 256 values
-//! in super-blocks of 8 or 16 sub-blocks with 6- or 8-bit scales (`Q4_K`, `Q5_K`, `Q6_K`). Every
-//! multi-byte field is little-endian; scales are IEEE f16.
+//! Blocks hold `QK` = 32 values (`Q4_0`, `Q4_1`, `Q5_0`, `Q5_1`, `Q8_0`, `MXFP4`) or `QK_K` = 256
+//! values in super-blocks of 8 or 16 sub-blocks with 6- or 8-bit scales (`Q4_K`, `Q5_K`, `Q6_K`).
+//! Every multi-byte field is little-endian; scales are IEEE f16, except MXFP4's power-of-two
+//! exponent byte (E8M0).
 
 use half::f16;
 use moe_kernels::quant_k::{scale_min_k4, BlockQ4K};
@@ -37,6 +38,8 @@ pub enum GgmlType {
     Q5K,
     /// 256 values: f16 `d`, 16 sub-blocks of 16 with int8 scales, 6-bit `q − 32`
     Q6K,
+    /// 32 values (OCP microscaling FP4): an E8M0 exponent byte and 4-bit E2M1 codes (GPT-OSS experts)
+    Mxfp4,
     /// A type the file may hold but this loader does not read (its GGML id and name).
     Other(u32, &'static str),
 }
@@ -56,6 +59,7 @@ impl GgmlType {
             13 => GgmlType::Q5K,
             14 => GgmlType::Q6K,
             30 => GgmlType::Bf16,
+            39 => GgmlType::Mxfp4,
             _ => {
                 let name = match id {
                     9 => "q8_1",
@@ -78,7 +82,6 @@ impl GgmlType {
                     29 => "iq1_m",
                     34 => "tq1_0",
                     35 => "tq2_0",
-                    39 => "mxfp4",
                     _ => return None,
                 };
                 GgmlType::Other(id, name)
@@ -100,6 +103,7 @@ impl GgmlType {
             GgmlType::Q4K => "q4_K",
             GgmlType::Q5K => "q5_K",
             GgmlType::Q6K => "q6_K",
+            GgmlType::Mxfp4 => "mxfp4",
             GgmlType::Other(_, n) => n,
         }
     }
@@ -118,6 +122,7 @@ impl GgmlType {
             GgmlType::Q4K => (QK_K, 144),
             GgmlType::Q5K => (QK_K, 176),
             GgmlType::Q6K => (QK_K, 210),
+            GgmlType::Mxfp4 => (32, 17),
             GgmlType::Other(id, _) => match id {
                 9 => (32, 36),
                 10 => (QK_K, 84),
@@ -127,7 +132,6 @@ impl GgmlType {
                 25 => (1, 2),
                 26 => (1, 4),
                 27 | 28 => (1, 8),
-                39 => (32, 17),
                 _ => (1, 1),
             },
         }
@@ -247,6 +251,17 @@ pub fn dequantize(ty: GgmlType, bytes: &[u8], out: &mut [f32]) {
                     }
                 }
             }
+            GgmlType::Mxfp4 => {
+                // E2M1 codes: sign bit, then 0, 0.5, 1, 1.5, 2, 3, 4, 6 — here doubled, with the
+                // exponent halved to match (2^(e − 128)), as ggml writes it
+                const KV: [i8; 16] = [0, 1, 2, 3, 4, 6, 8, 12, 0, -1, -2, -3, -4, -6, -8, -12];
+                let e = b[0] as u32;
+                let d = f32::from_bits(if e < 2 { 0x0020_0000 << e } else { (e - 1) << 23 });
+                for j in 0..16 {
+                    y[j] = d * KV[(b[1 + j] & 15) as usize] as f32;
+                    y[j + 16] = d * KV[(b[1 + j] >> 4) as usize] as f32;
+                }
+            }
             GgmlType::Other(..) => unreachable!("checked above"),
         }
     }
@@ -273,9 +288,32 @@ mod tests {
     }
 
     #[test]
+    fn mxfp4_scales_are_powers_of_two() {
+        // exponent byte e scales the E2M1 values (0.5 for code 1, 6 for code 7) by 2^(e − 127):
+        // code 1 is 2^(e − 128), code 7 is 12·2^(e − 128); e = 0 and 1 give the subnormal 2^-128
+        // and 2^-127
+        let mut b = [0u8; 17];
+        b[1] = 0x71; // values 0 (code 1) and 16 (code 7)
+        b[2] = 0xF9; // values 1 (code 9: −1) and 17 (code 15: −12)
+        for (e, scale) in [(128u8, 1.0f32), (130, 4.0), (127, 0.5), (1, 2f32.powi(-127)), (0, 2f32.powi(-128))] {
+            b[0] = e;
+            let mut y = [0.0f32; 32];
+            dequantize(GgmlType::Mxfp4, &b, &mut y);
+            assert_eq!((y[0], y[16], y[1], y[17]), (scale, 12.0 * scale, -scale, -12.0 * scale), "e {e}");
+            assert!(y[2..16].iter().chain(&y[18..]).all(|&v| v == 0.0));
+        }
+    }
+
+    #[test]
     fn block_sizes_are_ggmls() {
-        for (t, bpw) in [(GgmlType::Q4_0, 4.5), (GgmlType::Q8_0, 8.5), (GgmlType::Q4K, 4.5), (GgmlType::Q5K, 5.5), (GgmlType::Q6K, 6.5625)]
-        {
+        for (t, bpw) in [
+            (GgmlType::Q4_0, 4.5),
+            (GgmlType::Q8_0, 8.5),
+            (GgmlType::Q4K, 4.5),
+            (GgmlType::Q5K, 5.5),
+            (GgmlType::Q6K, 6.5625),
+            (GgmlType::Mxfp4, 4.25),
+        ] {
             assert_eq!(t.bits_per_value(), bpw, "{}", t.name());
         }
         for id in 0..64 {
