@@ -7,10 +7,11 @@
 # minutes on 2 cores). The run's latest checkpoint goes through `moe export` (Hugging Face
 # Mixtral directory), llama.cpp's own `convert_hf_to_gguf.py` (f32; via reference/gguf_goldens.py
 # --convert, which only tells the converter that the byte-level tokenizer's pre-tokenizer is GPT-2's)
-# and `llama-quantize` (Q4_0, Q4_K_M). `moe bench quality` then runs every format on the same
-# validation windows against the run's f32 weights: ours quantised at load (bf16, int8, q4, q4k),
-# and llama.cpp's files with their weights dequantised exactly to f32 (`--gguf`; the f32 file is
-# the control: KL 0 up to summation order). Bits per weight count the same matrices on both sides.
+# and `llama-quantize` (Q4_0, Q4_K_S, Q4_K_M; each also with the token embedding kept f32).
+# `moe bench quality` then runs every format on the same validation windows against the run's f32
+# weights: ours quantised at load (int8, q4, q4k), and llama.cpp's files with their weights
+# dequantised exactly to f32 (`--gguf`; the f32 file is the control: KL 0 up to summation order).
+# Bits per weight count the same matrices on both sides. docs/inference.md has the table.
 #
 # Needs: a built llama.cpp (LLAMA_CPP, default the copy vendored by llama-cpp-python 0.3.36 under
 # /work/llama; `cmake --build build --target llama-quantize`) and a Python with
@@ -33,9 +34,16 @@ rm -rf "$OUT/hf"
 "$MOE" export --run "$RUN" --out "$OUT/hf"
 LLAMA_CPP="$LLAMA_CPP" "$PYTHON" reference/gguf_goldens.py --convert "$OUT/hf" "$OUT/f32.gguf" f32 > "$OUT/convert.log" 2>&1 \
   || { tail -20 "$OUT/convert.log" >&2; exit 1; }
-for q in Q4_0 Q4_K_M; do
-  "$QUANTIZE" "$OUT/f32.gguf" "$OUT/$(echo $q | tr 'A-Z' 'a-z').gguf" "$q" 1 > "$OUT/quantize-$q.log" 2>&1 \
+# llama-quantize's files as it makes them, and with the token embedding kept f32 as ours is
+for q in Q4_0 Q4_K_S Q4_K_M; do
+  lc="$(echo "$q" | tr 'A-Z' 'a-z')"
+  "$QUANTIZE" "$OUT/f32.gguf" "$OUT/$lc.gguf" "$q" 1 > "$OUT/quantize-$q.log" 2>&1 \
     || { tail -20 "$OUT/quantize-$q.log" >&2; exit 1; }
+  "$QUANTIZE" --token-embedding-type f32 "$OUT/f32.gguf" "$OUT/$lc-emb_f32.gguf" "$q" 1 > "$OUT/quantize-$q-emb_f32.log" 2>&1 \
+    || { tail -20 "$OUT/quantize-$q-emb_f32.log" >&2; exit 1; }
 done
-"$MOE" bench quality --run "$RUN" --dtype bf16,int8,q4,q4k --windows "${WINDOWS:-32}" \
-  --gguf "$OUT/f32.gguf" --gguf "$OUT/q4_0.gguf" --gguf "$OUT/q4_k_m.gguf" | tee "$OUT/quality.txt"
+# exact activations on both sides (the GGUF weights run dequantised in the f32 engine; ours are
+# dequantised tile by tile): the weights' error alone
+MOE_GEMM_MIN_ROWS=1 "$MOE" bench quality --run "$RUN" --dtype int8,q4,q4k --windows "${WINDOWS:-256}" \
+  --gguf "$OUT/f32.gguf" --gguf "$OUT/q4_0.gguf" --gguf "$OUT/q4_k_s.gguf" --gguf "$OUT/q4_k_m.gguf" \
+  --gguf "$OUT/q4_0-emb_f32.gguf" --gguf "$OUT/q4_k_m-emb_f32.gguf" | tee "$OUT/quality.txt"

@@ -61,7 +61,13 @@ fn cli_bench_infer_quality_and_engine_generate() {
     fails(&["bench", "infer", "--batch", "1"], &["--run"]);
 
     let q = ok(&["bench", "quality", "--run", s(&run), "--windows", "2", "--seq-len", "16"]);
-    assert!(q.contains("KL mean") && q.contains("bf16") && q.contains("i8") && q.contains("q4"), "{q}");
+    assert!(q.contains("KL mean") && q.contains("bf16") && q.contains("i8") && q.contains("q4k"), "{q}");
+    // a GGUF file of another model is an error naming both, not a panic
+    let other = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/golden_gguf/mixtral/mixtral-f32.gguf");
+    fails(
+        &["bench", "quality", "--run", s(&run), "--dtype", "bf16", "--windows", "1", "--gguf", s(&other)],
+        &["mixtral-f32.gguf", "differ in shape"],
+    );
 
     let fast = ok(&["generate", "--run", s(&run), "--prompt", "12+3", "--max-tokens", "8", "--temperature", "0"]);
     let slow = ok(&["generate", "--run", s(&run), "--prompt", "12+3", "--max-tokens", "8", "--temperature", "0", "--engine", "reference"]);

@@ -33,6 +33,18 @@ fn logits_of(bytes: &[u8], name: &str) -> Vec<f32> {
     st.tensor(name).unwrap().data().chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().unwrap())).collect()
 }
 
+/// The engine on `w` over the fixture's sequences (8 tokens each, each from an empty cache, logits
+/// at every position), as llama.cpp's were made.
+fn fixture_logits(m: &moe_model::Transformer<f32>, w: EngineWeights, toks: &[u32]) -> Vec<f32> {
+    let mut engine = moe_infer::Engine::with_weights(m, w, Kernel::Auto).unwrap();
+    let mut got = Vec::new();
+    for seq in toks.chunks(8) {
+        let mut cache = moe_infer::KvCache::new(&m.cfg);
+        got.extend_from_slice(engine.step_all_logits(&mut [&mut cache], &[seq]).unwrap());
+    }
+    got
+}
+
 fn max_abs(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len());
     a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, |m: f32, d| if d.is_nan() { f32::INFINITY } else { m.max(d) })
@@ -64,13 +76,7 @@ fn q4_0_files_run_as_their_own_blocks_and_match_llama_cpp() {
             }
         }
         let (toks, exp) = expected(case);
-        let engine = moe_infer::Engine::with_weights(&m, w, Kernel::Auto).unwrap();
-        let mut got = Vec::new();
-        let mut engine = engine;
-        for seq in toks.chunks(8) {
-            let mut cache = moe_infer::KvCache::new(&m.cfg);
-            got.extend_from_slice(engine.step_all_logits(&mut [&mut cache], &[seq]).unwrap());
-        }
+        let got = fixture_logits(&m, w, &toks);
         let d = max_abs(&got, &logits_of(&exp, "logits.q4_0"));
         let q = max_abs(&logits_of(&exp, "logits.q4_0"), &logits_of(&exp, "logits.f32"));
         eprintln!("{case}: engine q4 vs llama.cpp Q4_0: {d:.3e} (Q4_0 vs f32 in llama.cpp: {q:.3e})");
@@ -96,12 +102,7 @@ fn q4_k_files_run_their_q4_k_blocks_as_stored() {
     let ours: Vec<u8> = wo.blocks.iter().flat_map(|b| b.d.iter().chain(&b.dmin).chain(&b.scales).chain(&b.qs).copied()).collect();
     assert_eq!(ours, f.data(t), "wo blocks");
     let (toks, exp) = expected("mixtral_k");
-    let mut engine = moe_infer::Engine::with_weights(&m, w, Kernel::Auto).unwrap();
-    let mut got = Vec::new();
-    for seq in toks.chunks(8) {
-        let mut cache = moe_infer::KvCache::new(&m.cfg);
-        got.extend_from_slice(engine.step_all_logits(&mut [&mut cache], &[seq]).unwrap());
-    }
+    let got = fixture_logits(&m, w, &toks);
     let d = max_abs(&got, &logits_of(&exp, "logits.q4_k_m"));
     let q = max_abs(&logits_of(&exp, "logits.q4_k_m"), &logits_of(&exp, "logits.f32"));
     eprintln!("mixtral_k: engine q4k vs llama.cpp Q4_K_M: {d:.3e} (Q4_K_M vs f32 in llama.cpp: {q:.3e})");
@@ -153,12 +154,7 @@ fn mxfp4_experts_run_exactly_in_bf16() {
         }
     }
     let (toks, exp) = expected("gpt_oss");
-    let mut engine = moe_infer::Engine::with_weights(&m, w, Kernel::Auto).unwrap();
-    let mut got = Vec::new();
-    for seq in toks.chunks(8) {
-        let mut cache = moe_infer::KvCache::new(&m.cfg);
-        got.extend_from_slice(engine.step_all_logits(&mut [&mut cache], &[seq]).unwrap());
-    }
+    let got = fixture_logits(&m, w, &toks);
     let theirs = logits_of(&exp, "logits.mxfp4_moe");
     let d = max_abs(&got, &theirs);
     let q = max_abs(&theirs, &logits_of(&exp, "logits.f32"));

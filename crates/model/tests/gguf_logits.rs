@@ -162,24 +162,12 @@ fn llama4_files_are_refused_clearly() {
 /// Damaged files: errors that name the file, never a panic.
 #[test]
 fn damaged_files_are_errors() {
-    let src = std::fs::read(golden().join("qwen3/qwen3-q4_0.gguf")).unwrap();
     let tmp = tempfile::tempdir().unwrap();
     let p = tmp.path().join("bad.gguf");
-    // truncated anywhere
-    for cut in [0, 3, 8, 24, 100, 1000, src.len() / 2, src.len() - 1] {
-        std::fs::write(&p, &src[..cut]).unwrap();
-        let e = load_gguf(&p, &HfOptions::default()).unwrap_err().to_string();
-        assert!(e.contains("bad.gguf"), "cut {cut}: {e}");
+    for file in ["qwen3/qwen3-q4_0.gguf", "gpt_oss/gpt_oss-mxfp4_moe.gguf"] {
+        damaged_copies_are_errors(&std::fs::read(golden().join(file)).unwrap(), &p);
     }
-    // a byte flipped at many places: loads (a weight changed) or fails cleanly
-    for at in (0..src.len()).step_by(97) {
-        let mut b = src.clone();
-        b[at] ^= 0x5a;
-        std::fs::write(&p, &b).unwrap();
-        if let Err(e) = load_gguf(&p, &HfOptions::default()) {
-            assert!(e.to_string().contains("bad.gguf"), "{at}: {e}");
-        }
-    }
+    let src = std::fs::read(golden().join("qwen3/qwen3-q4_0.gguf")).unwrap();
     // an architecture the loader does not map
     let f = GgufFile::open(&golden().join("qwen3/qwen3-q4_0.gguf")).unwrap();
     assert_eq!(f.str("general.architecture").unwrap(), "qwen3");
@@ -189,4 +177,24 @@ fn damaged_files_are_errors() {
     std::fs::write(&p, &b).unwrap();
     let e = load_gguf(&p, &HfOptions::default()).unwrap_err().to_string();
     assert!(e.contains("bad.gguf"), "{e}");
+}
+
+/// `src` truncated anywhere and with a byte flipped at many places, written to `p`: each loads (a
+/// weight changed) or fails with an error naming the file.
+fn damaged_copies_are_errors(src: &[u8], p: &Path) {
+    // truncated anywhere
+    for cut in [0, 3, 8, 24, 100, 1000, src.len() / 2, src.len() - 1] {
+        std::fs::write(p, &src[..cut]).unwrap();
+        let e = load_gguf(p, &HfOptions::default()).unwrap_err().to_string();
+        assert!(e.contains("bad.gguf"), "cut {cut}: {e}");
+    }
+    // a byte flipped at many places: loads (a weight changed) or fails cleanly
+    for at in (0..src.len()).step_by(97) {
+        let mut b = src.to_vec();
+        b[at] ^= 0x5a;
+        std::fs::write(p, &b).unwrap();
+        if let Err(e) = load_gguf(p, &HfOptions::default()) {
+            assert!(e.to_string().contains("bad.gguf"), "{at}: {e}");
+        }
+    }
 }

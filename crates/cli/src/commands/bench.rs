@@ -37,12 +37,12 @@ pub fn run(c: BenchCommand) -> anyhow::Result<()> {
             let sl = seq_len.unwrap_or(r.cfg.train.seq_len).min(r.model.cfg.n_ctx);
             println!("run      {} (step {}), {} validation tokens, windows of {sl}", run.display(), r.step, val.len());
             println!(
-                "{:>16} {:>14} {:>6} {:>8} {:>10} {:>10} {:>12} {:>10} {:>10}",
-                "weights", "kernel", "bits", "tokens", "ppl f32", "ppl", "KL mean", "KL max", "top-1 ="
+                "{:>16} {:>14} {:>6} {:>8} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10}",
+                "weights", "kernel", "bits", "tokens", "ppl f32", "ppl", "KL mean", "KL median", "KL p99", "KL max", "top-1 ="
             );
             let row = |name: &str, q: &moe_infer::FormatQuality, bits: f64| {
                 println!(
-                    "{:>16} {:>14} {:>6.3} {:>8} {:>10.4} {:>10.4} {:>12.3e} {:>10.3e} {:>9.2}%",
+                    "{:>16} {:>14} {:>6.3} {:>8} {:>10.4} {:>10.4} {:>10.3e} {:>10.3e} {:>10.3e} {:>10.3e} {:>9.2}%",
                     name,
                     q.kernel,
                     bits,
@@ -50,6 +50,8 @@ pub fn run(c: BenchCommand) -> anyhow::Result<()> {
                     q.ppl_f32,
                     q.ppl,
                     q.kl_mean,
+                    q.kl_median,
+                    q.kl_p99,
                     q.kl_max,
                     100.0 * q.top1_agree
                 )

@@ -29,6 +29,11 @@ pub struct FormatQuality {
     pub ppl: f64,
     /// mean over positions of KL(p_f32 ‖ p_dtype), nats
     pub kl_mean: f64,
+    /// median over positions of the KL, nats (the mean is dominated by the few positions where a
+    /// near-tie — a routing choice, the top token — flips)
+    pub kl_median: f64,
+    /// 99th percentile of the KL, nats
+    pub kl_p99: f64,
     /// largest KL at one position, nats
     pub kl_max: f64,
     /// fraction of positions where both pick the same argmax
@@ -92,7 +97,8 @@ pub fn quality_against(
     let nv = model.cfg.n_vocab;
     let mut e32 = Engine::new(model, WeightDtype::F32)?;
     let mut eq = Engine::with_kernel(other, dtype, kernel)?;
-    let (mut ce32, mut ceq, mut kl_sum, mut kl_max, mut agree, mut n) = (0.0f64, 0.0f64, 0.0f64, 0.0f64, 0usize, 0usize);
+    let (mut ce32, mut ceq, mut agree) = (0.0f64, 0.0f64, 0usize);
+    let mut kls = Vec::with_capacity(n_win * seq_len);
     let (mut lp, mut lq) = (vec![0.0f64; nv], vec![0.0f64; nv]);
     for w in 0..n_win {
         let win = &tokens[w * seq_len..w * seq_len + seq_len + 1];
@@ -108,22 +114,26 @@ pub fn quality_against(
             ce32 -= lp[target];
             ceq -= lq[target];
             let kl: f64 = lp.iter().zip(&lq).map(|(&x, &y)| x.exp() * (x - y)).sum();
-            kl_sum += kl;
-            kl_max = kl_max.max(kl);
+            kls.push(kl);
             agree += (crate::sampler::argmax(a) == crate::sampler::argmax(b)) as usize;
-            n += 1;
         }
     }
-    let nf = n as f64;
+    let nf = kls.len() as f64;
+    let kl_sum: f64 = kls.iter().sum();
+    // a NaN (a broken format) sorts last: it shows in the maximum, and in the mean
+    kls.sort_by(|a, b| a.total_cmp(b));
+    let pct = |p: f64| kls[((p * (kls.len() - 1) as f64).round() as usize).min(kls.len() - 1)];
     Ok(FormatQuality {
         dtype: dtype.name().to_string(),
         kernel: eq.kernel().resolved(dtype).name().to_string(),
         bits_per_weight: eq.weights().matrix_bits_per_weight(),
-        n_tok: n,
+        n_tok: kls.len(),
         ppl_f32: (ce32 / nf).exp(),
         ppl: (ceq / nf).exp(),
         kl_mean: kl_sum / nf,
-        kl_max,
+        kl_median: pct(0.5),
+        kl_p99: pct(0.99),
+        kl_max: kls[kls.len() - 1],
         top1_agree: agree as f64 / nf,
     })
 }

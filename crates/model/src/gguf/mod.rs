@@ -173,6 +173,9 @@ impl TensorSource for GgufSource<'_> {
                     [ne, two_de] => (ne, 1, two_de / 2),
                     _ => return Err(self.file.err(format!("{name}: shape {shape:?} is not [E, d, 2·d_expert] or [E, 2·d_expert]"))),
                 };
+                if de * d == 0 {
+                    return Err(self.file.err(format!("{name}: shape {shape:?} is empty")));
+                }
                 let part: Vec<usize> = if shape.len() == 3 { vec![ne, de, d] } else { vec![ne, de] };
                 self.check_shape(gi, name, &part)?;
                 self.check_shape(ui, name, &part)?;
@@ -191,6 +194,9 @@ impl TensorSource for GgufSource<'_> {
             }
             Recipe::TransposeExperts(i) => {
                 let (ne, a, b) = (shape[0], shape[1], shape[2]);
+                if a * b == 0 {
+                    return Err(self.file.err(format!("{name}: shape {shape:?} is empty")));
+                }
                 self.check_shape(i, name, &[ne, b, a])?;
                 self.used.insert(i);
                 let (e0, e1) = (r.start / (a * b), r.end.div_ceil(a * b));
