@@ -304,6 +304,7 @@ fn quality_against_another_copy() {
     }
     let q = rounded_4bit(&m);
     let r = quality_against(&m, &q, &stream, WeightDtype::F32, Kernel::Auto, 24, 3).unwrap();
+    assert!(r.kl_median <= r.kl_p99 && r.kl_p99 <= r.kl_max && r.kl_mean <= r.kl_max && r.kl_median > 0.0, "{r:?}");
     assert!(
         r.kl_mean > 1e-9
             && r.kl_mean.is_finite()

@@ -252,8 +252,8 @@ pub fn dequantize(ty: GgmlType, bytes: &[u8], out: &mut [f32]) {
                 }
             }
             GgmlType::Mxfp4 => {
-                // E2M1 codes: sign bit, then 0, 0.5, 1, 1.5, 2, 3, 4, 6 — here doubled, with the
-                // exponent halved to match (2^(e − 128)), as ggml writes it
+                // E2M1 codes: sign bit, then 0, 0.5, 1, 1.5, 2, 3, 4, 6 — here doubled, and the
+                // block scale 2^(e − 127) halved to match (2^(e − 128)), as ggml writes it
                 const KV: [i8; 16] = [0, 1, 2, 3, 4, 6, 8, 12, 0, -1, -2, -3, -4, -6, -8, -12];
                 let e = b[0] as u32;
                 let d = f32::from_bits(if e < 2 { 0x0020_0000 << e } else { (e - 1) << 23 });
