@@ -360,13 +360,29 @@ impl<'m> Engine<'m> {
             // s.o [n_tok, n_head·d_v]
             } else {
                 s.qkv.resize(n * (dq + 2 * dkv), 0.0);
-                linear(&mut s.qkv, &s.h, &lw.wqkv, n, kernel); // [n_tok, dq + 2·dkv]
-                st.add_matmul(n, dq + 2 * dkv, d, lw.wqkv.bytes());
+                // q, k and v from one product, or q alone and k, v from their own, finer matrix
+                let kv_at = match &lw.wkv {
+                    None => {
+                        linear(&mut s.qkv, &s.h, &lw.wqkv, n, kernel); // [n_tok, dq + 2·dkv]
+                        st.add_matmul(n, dq + 2 * dkv, d, lw.wqkv.bytes());
+                        dq
+                    }
+                    Some(wkv) => {
+                        linear(&mut s.q, &s.h, &lw.wqkv, n, kernel); // [n_tok, dq]
+                        st.add_matmul(n, dq, d, lw.wqkv.bytes());
+                        linear(&mut s.qkv[..n * 2 * dkv], &s.h, wkv, n, kernel); // [n_tok, 2·dkv]
+                        st.add_matmul(n, 2 * dkv, d, wkv.bytes());
+                        0
+                    }
+                };
+                let width = kv_at + 2 * dkv;
                 for r in 0..n {
-                    let row = &s.qkv[r * (dq + 2 * dkv)..(r + 1) * (dq + 2 * dkv)];
-                    s.q[r * dq..(r + 1) * dq].copy_from_slice(&row[..dq]); // [n_head·d_head]
-                    s.k[r * dkv..(r + 1) * dkv].copy_from_slice(&row[dq..dq + dkv]); // [n_head_kv·d_head]
-                    s.v[r * dkv..(r + 1) * dkv].copy_from_slice(&row[dq + dkv..]);
+                    let row = &s.qkv[r * width..(r + 1) * width];
+                    if kv_at > 0 {
+                        s.q[r * dq..(r + 1) * dq].copy_from_slice(&row[..dq]); // [n_head·d_head]
+                    }
+                    s.k[r * dkv..(r + 1) * dkv].copy_from_slice(&row[kv_at..kv_at + dkv]); // [n_head_kv·d_head]
+                    s.v[r * dkv..(r + 1) * dkv].copy_from_slice(&row[kv_at + dkv..]);
                     // [n_head_kv·d_head]
                 }
                 match ext {

@@ -178,6 +178,9 @@ pub struct LayerWeights {
     /// `[n_head·d_head + n_head_kv·(d_head + d_head_v), d_model]`; with latent attention
     /// `[q_width + kv_lora_rank + d_rope, d_model]` (`wq_a` or `wq`, then `wkv_a`)
     pub wqkv: Weights,
+    /// k and v `[2·n_head_kv·d_head, d_model]` in a finer format than q, `wqkv` then holding only
+    /// the q rows: a 4-bit engine keeps a MoE model's k and v in int8 (see `attention`)
+    pub wkv: Option<Weights>,
     /// `[d_model, n_head·d_head_v]`
     pub wo: Weights,
     /// latent attention's other matrices
@@ -189,7 +192,8 @@ pub struct LayerWeights {
 /// All matrices of a model in one storage format.
 #[derive(Clone, Debug)]
 pub struct EngineWeights {
-    /// format of every matrix but the router (and the LM head of q4, kept int8)
+    /// format of every matrix but the router (and, under q4/q4k, the LM head and a MoE model's k and
+    /// v, kept int8)
     pub dtype: WeightDtype,
     /// per block
     pub layers: Vec<LayerWeights>,
@@ -343,19 +347,41 @@ fn moe_layer(src: &mut MatrixSource<'_>, l: &MoeLayout, mc: &moe_model::MoeConfi
     }
 }
 
-/// `wqkv`, `wo` and the latent-attention matrices of one block (see the module doc).
-fn attention(src: &mut MatrixSource<'_>, a: &AttnLayout, cfg: &ModelConfig, dtype: WeightDtype) -> (Weights, Weights, Option<MlaWeights>) {
+/// The attention matrices of one block.
+struct Attention {
+    wqkv: Weights,
+    wkv: Option<Weights>,
+    wo: Weights,
+    mla: Option<MlaWeights>,
+}
+
+/// `wqkv` (and `wkv`), `wo` and the latent-attention matrices of one block (see the module doc).
+///
+/// A 4-bit engine (q4, q4k) keeps the k and v projections of a MoE model in int8, as llama.cpp's
+/// 4-bit files of MoE models keep `attn_k`/`attn_v` in Q8_0: in a MoE they are a few percent of the
+/// bytes a token reads, and on a trained model they carried much of the 4-bit formats' error
+/// (`docs/inference.md`). Not where the checkpoint already stores them in 4 bits (a GGUF file's
+/// Q4_0/Q4_K blocks stay as they are).
+fn attention(src: &mut MatrixSource<'_>, a: &AttnLayout, cfg: &ModelConfig, dtype: WeightDtype) -> Attention {
     let d = cfg.d_model;
     let (nh, dh, dv) = (cfg.n_head, cfg.d_head(), cfg.d_head_v());
     let wo = src.mat(a.wo.clone(), d, nh * dv, dtype);
     if let (Some(ml), Some(m)) = (&a.mla, cfg.attn_ext.as_ref().and_then(|x| x.mla.as_ref())) {
         let (wqkv, mw) = mla(src, ml, m, cfg, dtype);
-        return (wqkv, wo, Some(mw));
+        return Attention { wqkv, wkv: None, wo, mla: Some(mw) };
     }
     let (dq, dk, dvv) = (nh * dh, cfg.n_head_kv * dh, cfg.n_head_kv * dv);
+    let four_bit = matches!(dtype, WeightDtype::Q4 | WeightDtype::Q4K);
+    let stored_4bit = |src: &MatrixSource<'_>, at: usize| matches!(src.kept_dtype(at), Some("q4_0" | "q4_1" | "q4_K"));
+    if four_bit && cfg.moe.is_some() && !stored_4bit(src, a.wk.start) && !stored_4bit(src, a.wv.start) {
+        let wq = src.mat(a.wq.clone(), dq, d, dtype);
+        let kv = vec![src.mat(a.wk.clone(), dk, d, WeightDtype::I8), src.mat(a.wv.clone(), dvv, d, WeightDtype::I8)];
+        let [k, v]: [Weights; 2] = unify(kv).try_into().expect("two");
+        return Attention { wqkv: wq, wkv: Some(Weights::stack_rows(&[(&k, 0..dk), (&v, 0..dvv)])), wo, mla: None };
+    }
     let qkv = vec![src.mat(a.wq.clone(), dq, d, dtype), src.mat(a.wk.clone(), dk, d, dtype), src.mat(a.wv.clone(), dvv, d, dtype)];
     let [q, k, v]: [Weights; 3] = unify(qkv).try_into().expect("three");
-    (Weights::stack_rows(&[(&q, 0..dq), (&k, 0..dk), (&v, 0..dvv)]), wo, None)
+    Attention { wqkv: Weights::stack_rows(&[(&q, 0..dq), (&k, 0..dk), (&v, 0..dvv)]), wkv: None, wo, mla: None }
 }
 
 fn mla(src: &mut MatrixSource<'_>, ml: &MlaLayout, m: &Mla, cfg: &ModelConfig, dtype: WeightDtype) -> (Weights, MlaWeights) {
@@ -413,6 +439,7 @@ impl EngineWeights {
         let mut mats: Vec<&Weights> = vec![&self.lm_head];
         for l in &self.layers {
             mats.push(&l.wqkv);
+            mats.extend(&l.wkv);
             mats.push(&l.wo);
             if let Some(m) = &l.mla {
                 mats.extend(m.wq_b.iter().chain(&m.wk_t).chain(&m.wv));
@@ -473,14 +500,14 @@ impl EngineWeights {
             .blocks
             .iter()
             .map(|b| {
-                let (wqkv, wo, mla) = attention(&mut src, &b.attn, cfg, dtype);
+                let Attention { wqkv, wkv, wo, mla } = attention(&mut src, &b.attn, cfg, dtype);
                 let ffn = match &b.ffn {
                     FfnLayout::Dense(l) => FfnWeights::Dense(dense_mlp(&mut src, l, d, dtype)),
                     FfnLayout::Moe(l) => {
                         FfnWeights::Moe(moe_layer(&mut src, l, cfg.moe.as_ref().expect("MoE layer implies a moe config"), d, dtype))
                     }
                 };
-                LayerWeights { wqkv, wo, mla, ffn }
+                LayerWeights { wqkv, wkv, wo, mla, ffn }
             })
             .collect();
         EngineWeights { dtype, layers, lm_head, embed }
@@ -491,7 +518,7 @@ impl EngineWeights {
     pub fn total_bytes(&self) -> usize {
         let mut b = self.lm_head.bytes();
         for l in &self.layers {
-            b += l.wqkv.bytes() + l.wo.bytes() + l.mla.as_ref().map_or(0, |m| m.bytes());
+            b += l.wqkv.bytes() + l.wkv.as_ref().map_or(0, |w| w.bytes()) + l.wo.bytes() + l.mla.as_ref().map_or(0, |m| m.bytes());
             b += match &l.ffn {
                 FfnWeights::Dense(m) => m.bytes(),
                 FfnWeights::Moe(m) => m.bytes(),
