@@ -5,7 +5,8 @@
 //!   one GEMV reads all three (one parallel region instead of three); for latent attention
 //!   (`attn_ext.mla`) the two products of `h` instead: `wq_a` (or `wq` without a q latent) stacked
 //!   on `wkv_a`, and [`MlaWeights`] holds the rest, `wkv_b` split per head with its key half
-//!   transposed for the absorbed attention;
+//!   transposed for the absorbed attention; a 4-bit engine of a MoE model holds q alone in
+//!   `wqkv` and k, v stacked in int8 in `wkv` (two products);
 //! * each SwiGLU MLP's gate and up projections **interleaved in tiles** of [`FF_TILE`] features:
 //!   rows `2·f0 .. 2·f0 + t` are gate rows `f0 .. f0 + t` and the next `t` rows the matching up rows
 //!   (`t = min(FF_TILE, d_ff − f0)`), so that a task owning features `f0..f1` (multiples of
