@@ -104,7 +104,7 @@ fn quantised_files_match_llama_cpp_within_its_activation_rounding() {
 /// about the file's size in memory.
 #[test]
 fn kept_matrices_are_the_files_blocks() {
-    for (case, ty) in [("mixtral", "q4_0"), ("llama", "bf16"), ("mixtral_k", "q4_k_m"), ("llama", "f32")] {
+    for (case, ty) in [("mixtral", "q4_0"), ("llama", "bf16"), ("mixtral_k", "q4_k_m"), ("gpt_oss", "mxfp4_moe"), ("llama", "f32")] {
         let p = golden().join(case).join(format!("{case}-{ty}.gguf"));
         let plain = load(&p, &HfOptions::default()).unwrap();
         let mut kept = load(&p, &HfOptions { keep_dtype: true, ..Default::default() }).unwrap();
@@ -114,6 +114,12 @@ fn kept_matrices_are_the_files_blocks() {
         } else {
             assert!(!kept.model.stored.is_empty());
             assert!(kept.model.stored.bytes() < file, "{case} {ty}: {} kept bytes, file {file}", kept.model.stored.bytes());
+            if case == "gpt_oss" {
+                // every quantised matrix stays as stored, the MXFP4 experts included
+                let f = GgufFile::open(&p).unwrap();
+                let quantised: usize = f.tensors.iter().filter(|t| t.ne.len() >= 2 && t.ty.name() != "f32").map(|t| t.len).sum();
+                assert_eq!(kept.model.stored.bytes(), quantised, "{case} {ty}");
+            }
             assert!(kept.model.forward(&[1, 2], 1, 2).is_err(), "the reference path needs materialize");
             kept.model.materialize();
         }

@@ -50,17 +50,12 @@ enum Recipe {
     /// Llama's q or k projection: rows of each of `n_head` heads back from llama.cpp's interleaved
     /// rotary order (`2i + s`) to Hugging Face's halves (`s·d_head/2 + i`)
     Unpermute(usize, usize),
-    /// a fused expert stack `[E, 2·d_expert, d]`: per expert the gate rows, then the up rows
+    /// a fused expert stack `[E, 2·d_expert, d]`: per expert the gate rows, then the up rows (also
+    /// GPT-OSS's biases `[E, 2·d_expert]`, `d` = 1)
     GateUp(usize, usize),
     /// DeepSeek's kv up-projection `[H·(d_nope + d_v), kv_lora_rank]` from llama.cpp's per-head
     /// `k_b [H, kv_lora_rank, d_nope]` (transposed) and `v_b [H, d_v, kv_lora_rank]`
     KvB(usize, usize),
-    /// GPT-OSS's `gate_up_proj [E, d, 2·d_expert]` (x·W layout, gate and up columns alternating)
-    /// from `ffn_gate_exps`, `ffn_up_exps [E, d_expert, d]`; with `d` = 1 its bias `[E, 2·d_expert]`
-    /// from the two `[E, d_expert]` biases
-    Interleave(usize, usize),
-    /// GPT-OSS's `down_proj [E, d_expert, d]` (x·W) from `ffn_down_exps [E, d, d_expert]`
-    TransposeExperts(usize),
 }
 
 struct GgufSource<'f> {
@@ -166,52 +161,12 @@ impl TensorSource for GgufSource<'_> {
                 }
                 out[r].to_vec()
             }
-            Recipe::Interleave(gi, ui) => {
-                // shape [E, d, 2·de] (or [E, 2·de]: d = 1); the parts are [E, de, d] ([E, de])
-                let (ne, d, de) = match *shape {
-                    [ne, d, two_de] => (ne, d, two_de / 2),
-                    [ne, two_de] => (ne, 1, two_de / 2),
-                    _ => return Err(self.file.err(format!("{name}: shape {shape:?} is not [E, d, 2·d_expert] or [E, 2·d_expert]"))),
-                };
-                if de * d == 0 {
-                    return Err(self.file.err(format!("{name}: shape {shape:?} is empty")));
-                }
-                let part: Vec<usize> = if shape.len() == 3 { vec![ne, de, d] } else { vec![ne, de] };
-                self.check_shape(gi, name, &part)?;
-                self.check_shape(ui, name, &part)?;
-                self.used.extend([gi, ui]);
-                // only the experts `r` covers (the loader takes one at a time)
-                let pe = de * d;
-                let (e0, e1) = (r.start / (2 * pe), r.end.div_ceil(2 * pe));
-                let (g, u) = (self.values(gi, e0 * pe..e1 * pe)?, self.values(ui, e0 * pe..e1 * pe)?);
-                let mut out = vec![0.0f32; (e1 - e0) * 2 * pe];
-                for (at, (&gv, &uv)) in g.iter().zip(&u).enumerate() {
-                    let (e, j, c) = (at / pe, at % pe / d, at % d);
-                    out[(e * d + c) * 2 * de + 2 * j] = gv;
-                    out[(e * d + c) * 2 * de + 2 * j + 1] = uv;
-                }
-                out[r.start - e0 * 2 * pe..r.end - e0 * 2 * pe].to_vec()
-            }
-            Recipe::TransposeExperts(i) => {
-                let (ne, a, b) = (shape[0], shape[1], shape[2]);
-                if a * b == 0 {
-                    return Err(self.file.err(format!("{name}: shape {shape:?} is empty")));
-                }
-                self.check_shape(i, name, &[ne, b, a])?;
-                self.used.insert(i);
-                let (e0, e1) = (r.start / (a * b), r.end.div_ceil(a * b));
-                let src = self.values(i, e0 * a * b..e1 * a * b)?;
-                let mut out = Vec::with_capacity((e1 - e0) * a * b);
-                for m in src.chunks_exact(a * b) {
-                    out.extend((0..a * b).map(|x| m[(x % b) * a + x / b]));
-                }
-                out[r.start - e0 * a * b..r.end - e0 * a * b].to_vec()
-            }
             Recipe::GateUp(gi, ui) => {
-                // shape [E, 2·de, d]; the parts are [E, de, d] each
-                let (ne, de, d) = (shape[0], shape[1] / 2, shape[2]);
-                self.check_shape(gi, name, &[ne, de, d])?;
-                self.check_shape(ui, name, &[ne, de, d])?;
+                // shape [E, 2·de, d] (or [E, 2·de]: d = 1); the parts are [E, de, d] ([E, de]) each
+                let (ne, de, d) = (shape[0], shape[1] / 2, shape.get(2).copied().unwrap_or(1));
+                let one = [ne, de, d];
+                self.check_shape(gi, name, &one[..shape.len()])?;
+                self.check_shape(ui, name, &one[..shape.len()])?;
                 self.used.extend([gi, ui]);
                 let part = de * d;
                 assert!(r.start.is_multiple_of(2 * part) && r.end.is_multiple_of(2 * part), "whole experts of {name}");
@@ -290,6 +245,10 @@ impl TensorSource for GgufSource<'_> {
             self.used.extend(ids);
         }
         Ok(kept)
+    }
+
+    fn experts_rows_first(&self) -> bool {
+        true
     }
 
     fn kept_size(&self) -> Option<(usize, u64)> {
@@ -625,26 +584,20 @@ fn describe(f: &GgufFile<memmap2::Mmap>, opts: &HfOptions) -> Result<(serde_json
             let up = *index
                 .get(format!("{b}.ffn_up_exps.weight").as_str())
                 .ok_or_else(|| f.err(format!("tensor `{b}.ffn_up_exps.weight` is missing")))?;
-            let down = format!("{b}.ffn_down_exps.weight");
+            // the experts as the file stacks them, gate rows first (`experts_rows_first`)
+            recipes.insert(format!("{hf}.mlp.experts.gate_up_proj"), Recipe::GateUp(gate, up));
+            direct(&mut recipes, format!("{hf}.mlp.experts.down_proj"), &format!("{b}.ffn_down_exps.weight"))?;
             if name == "gpt-oss" {
-                // x·W layout with gate and up interleaved, every expert matrix and router with a bias
+                // every expert matrix and the router with a bias
                 let bias = |t: &str| -> Result<usize> {
                     index.get(format!("{b}.{t}.bias").as_str()).copied().ok_or_else(|| f.err(format!("tensor `{b}.{t}.bias` is missing")))
                 };
                 direct(&mut recipes, format!("{hf}.mlp.router.weight"), &format!("{b}.ffn_gate_inp.weight"))?;
                 direct(&mut recipes, format!("{hf}.mlp.router.bias"), &format!("{b}.ffn_gate_inp.bias"))?;
-                recipes.insert(format!("{hf}.mlp.experts.gate_up_proj"), Recipe::Interleave(gate, up));
-                recipes.insert(
-                    format!("{hf}.mlp.experts.gate_up_proj_bias"),
-                    Recipe::Interleave(bias("ffn_gate_exps")?, bias("ffn_up_exps")?),
-                );
-                let dn = *index.get(down.as_str()).ok_or_else(|| f.err(format!("tensor `{down}` is missing")))?;
-                recipes.insert(format!("{hf}.mlp.experts.down_proj"), Recipe::TransposeExperts(dn));
+                recipes.insert(format!("{hf}.mlp.experts.gate_up_proj_bias"), Recipe::GateUp(bias("ffn_gate_exps")?, bias("ffn_up_exps")?));
                 direct(&mut recipes, format!("{hf}.mlp.experts.down_proj_bias"), &format!("{b}.ffn_down_exps.bias"))?;
             } else {
                 direct(&mut recipes, format!("{hf}.mlp.gate.weight"), &format!("{b}.ffn_gate_inp.weight"))?;
-                recipes.insert(format!("{hf}.mlp.experts.gate_up_proj"), Recipe::GateUp(gate, up));
-                direct(&mut recipes, format!("{hf}.mlp.experts.down_proj"), &down)?;
             }
             if has(&format!("{b}.exp_probs_b.bias")) {
                 direct(&mut recipes, format!("{hf}.mlp.gate.e_score_correction_bias"), &format!("{b}.exp_probs_b.bias"))?;

@@ -74,6 +74,14 @@ pub(crate) trait TensorSource {
         Ok(None)
     }
 
+    /// Whether GPT-OSS's expert stacks come in the fused layout of the other families —
+    /// `gate_up_proj [E, 2·d_expert, d]` with the gate rows first, `down_proj [E, d, d_expert]`,
+    /// `gate_up_proj_bias [E, 2·d_expert]` gate then up — rather than transformers' x·W layout with
+    /// gate and up interleaved (a GGUF file stores them so; its blocks can then stay as stored).
+    fn experts_rows_first(&self) -> bool {
+        false
+    }
+
     /// The format every matrix of the checkpoint is stored in, when the engine can keep it.
     fn kept_format(&self) -> Option<StoredData>;
 
@@ -450,37 +458,31 @@ pub(crate) fn load_tensors(
                         put_part(m, keep, name, e, v);
                     }
                 };
+                // transformers ≥ 5 fused layout: gate_up [E, 2·d_expert, d_model] (gate rows first),
+                // down [E, d_model, d_expert]; GPT-OSS's own checkpoints are x·W with gate and up
+                // interleaved, below
+                let rows_first = match hc.family {
+                    Family::GptOss => src.experts_rows_first(),
+                    Family::Llama4 => false,
+                    _ => src.has(&fused),
+                };
                 if hc.family == Family::GptOss {
-                    // GPT-OSS: x·W layout, gate_up [E, d_model, 2·d_expert] with gate and up interleaved
-                    // column by column, biases [E, 2·d_expert] likewise; down [E, d_expert, d_model]
+                    // biases [E, 2·d_expert]: gate and up interleaved, or gate then up; down [E, d_model]
                     let gub = src.take(&format!("{fused}_bias"), &[ne, 2 * de])?;
                     let dnb = src.take(&format!("{down_name}_bias"), &[ne, d])?;
+                    let at = |j: usize| if rows_first { (j, de + j) } else { (2 * j, 2 * j + 1) }; // gate j, up j
                     let (mut bg, mut bu) = (Vec::with_capacity(ne * de), Vec::with_capacity(ne * de));
-                    for e in 0..ne {
-                        let w = src.take_part(&fused, &[ne, d, 2 * de], e)?; // [d_model, 2·d_expert]
-                        let (mut gate, mut up) = (Vec::with_capacity(de * d), Vec::with_capacity(de * d));
-                        for j in 0..de {
-                            gate.extend((0..d).map(|c| w[c * 2 * de + 2 * j]));
-                            up.extend((0..d).map(|c| w[c * 2 * de + 2 * j + 1]));
-                            bg.push(gub[e * 2 * de + 2 * j]);
-                            bu.push(gub[e * 2 * de + 2 * j + 1]);
+                    for row in gub.chunks_exact(2 * de) {
+                        for (g, u) in (0..de).map(at) {
+                            bg.push(row[g]);
+                            bu.push(row[u]);
                         }
-                        let down = transpose(&src.take_part(&down_name, &[ne, de, d], e)?, de, d);
-                        emit(&mut m, e, [gate, up, down]);
                     }
                     put(&mut m, keep, &format!("{ours}.ffn.experts.b_gate"), &bg);
                     put(&mut m, keep, &format!("{ours}.ffn.experts.b_up"), &bu);
                     put(&mut m, keep, &format!("{ours}.ffn.experts.b_down"), &dnb);
-                } else if hc.family == Family::Llama4 {
-                    // Llama 4: x·W layout, gate_up [E, d_model, 2·d_expert] (gate columns first), down [E, d_expert, d_model]
-                    for e in 0..ne {
-                        let gu = transpose(&src.take_part(&fused, &[ne, d, 2 * de], e)?, d, 2 * de); // [2·d_expert, d_model]
-                        let (gate, up) = gu.split_at(de * d);
-                        let down = transpose(&src.take_part(&down_name, &[ne, de, d], e)?, de, d);
-                        emit(&mut m, e, [gate.to_vec(), up.to_vec(), down]);
-                    }
-                } else if src.has(&fused) {
-                    // transformers ≥ 5 fused layout: gate_up [E, 2·d_expert, d_model] (gate rows first), down [E, d_model, d_expert]
+                }
+                if rows_first {
                     // (a GGUF file's experts may stay as its blocks: `take_kept_part`)
                     let sz = de * d;
                     for e in 0..ne {
@@ -500,6 +502,27 @@ pub(crate) fn load_tensors(
                             Some(dn) => put_stored(&mut m, &ours_w[2], e * sz..(e + 1) * sz, dn),
                             None => put_part(&mut m, keep, &ours_w[2], e, &src.take_part(&down_name, &[ne, d, de], e)?),
                         }
+                    }
+                } else if hc.family == Family::GptOss {
+                    // GPT-OSS: x·W layout, gate_up [E, d_model, 2·d_expert] with gate and up
+                    // interleaved column by column; down [E, d_expert, d_model]
+                    for e in 0..ne {
+                        let w = src.take_part(&fused, &[ne, d, 2 * de], e)?; // [d_model, 2·d_expert]
+                        let (mut gate, mut up) = (Vec::with_capacity(de * d), Vec::with_capacity(de * d));
+                        for j in 0..de {
+                            gate.extend((0..d).map(|c| w[c * 2 * de + 2 * j]));
+                            up.extend((0..d).map(|c| w[c * 2 * de + 2 * j + 1]));
+                        }
+                        let down = transpose(&src.take_part(&down_name, &[ne, de, d], e)?, de, d);
+                        emit(&mut m, e, [gate, up, down]);
+                    }
+                } else if hc.family == Family::Llama4 {
+                    // Llama 4: x·W layout, gate_up [E, d_model, 2·d_expert] (gate columns first), down [E, d_expert, d_model]
+                    for e in 0..ne {
+                        let gu = transpose(&src.take_part(&fused, &[ne, d, 2 * de], e)?, d, 2 * de); // [2·d_expert, d_model]
+                        let (gate, up) = gu.split_at(de * d);
+                        let down = transpose(&src.take_part(&down_name, &[ne, de, d], e)?, de, d);
+                        emit(&mut m, e, [gate.to_vec(), up.to_vec(), down]);
                     }
                 } else {
                     let (g, u, dn) = if hc.family == Family::Mixtral { ("w1", "w3", "w2") } else { ("gate_proj", "up_proj", "down_proj") };
