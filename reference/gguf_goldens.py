@@ -303,6 +303,15 @@ def cases():
                     dict(perturb=perturb_gpt_oss, notes=GPT_OSS_NOTES)),
         "llama4": ("Llama4TextConfig", "Llama4ForCausalLM", LLAMA4, "bpe", ["f32", "q8_0"], ["f32"], 22,
                    dict(perturb=perturb, notes=LLAMA4_NOTES)),
+        # --- third batch: Llama 3.1-style RoPE scaling, which the converter stores as `rope_freqs`
+        # (one divisor per rotated pair) without the llama3 parameters; llama's q/k are permuted
+        "llama3_rope": ("LlamaConfig", "LlamaForCausalLM",
+                        dict(COMMON, hidden_size=64, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+                             num_key_value_heads=2, tie_word_embeddings=False,
+                             rope_parameters={"rope_type": "llama3", "rope_theta": 500000.0, "factor": 8.0,
+                                              "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+                                              "original_max_position_embeddings": 16}),
+                        "bpe", ["f32", "q8_0"], ["f32"], 23),
     }
 
 

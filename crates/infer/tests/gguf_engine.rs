@@ -163,3 +163,20 @@ fn mxfp4_experts_run_exactly_in_bf16() {
     // Q8_0 attention and head are bf16 here); bound 2× that, far below what MXFP4 itself moves
     assert!(d < 0.053 && d < q / 10.0, "{d} vs {q}");
 }
+
+/// A Llama 4 file (llama.cpp's built-in chunked attention, NoPE layers, temperature, L2 q/k norm,
+/// and its `rope_freqs` RoPE factors) and a Llama 3.1-style one (`rope_freqs`) in the f32 engine:
+/// llama.cpp's logits on the same file.
+#[test]
+fn rope_factor_files_in_the_f32_engine_match_llama_cpp() {
+    for case in ["llama4", "llama3_rope"] {
+        let path = gguf_dir().join(case).join(format!("{case}-f32.gguf"));
+        let m = load(&path, &HfOptions::default()).unwrap().model;
+        let (toks, exp) = expected(case);
+        let w = EngineWeights::new(&m, WeightDtype::F32);
+        let got = fixture_logits(&m, w, &toks);
+        let d = max_abs(&got, &logits_of(&exp, "logits.f32"));
+        eprintln!("{case}: engine f32 vs llama.cpp f32: {d:.3e}");
+        assert!(d < 2e-5, "{case}: {d}");
+    }
+}

@@ -176,6 +176,12 @@ pub enum RopeScaling {
         /// multiplier of cos and sin (already resolved from `mscale` / `mscale_all_dim`)
         attention_factor: f64,
     },
+    /// every frequency divided by its own factor, one per rotated pair (a GGUF file's
+    /// `rope_freqs` tensor: llama.cpp's form of Llama 3.1 scaling, whose parameters it does not keep)
+    Factors {
+        /// divisor of each rotated pair's frequency `[rotary dim / 2]`
+        factors: Vec<f64>,
+    },
 }
 
 /// Inference-only attention options. Absent fields keep the plain attention.
@@ -545,6 +551,16 @@ impl ModelConfig {
                 RopeScaling::Yarn { factor, beta_fast, beta_slow, original_max_position_embeddings, attention_factor, .. } => {
                     (*factor, *beta_fast > 0.0 && *beta_slow > 0.0 && *original_max_position_embeddings > 0 && attention_factor.is_finite())
                 }
+                RopeScaling::Factors { factors } => {
+                    let rotated = self.attn_ext.as_ref().and_then(|a| a.mla.as_ref()).map_or(self.d_head(), |m| m.d_rope);
+                    if factors.len() != rotated / 2 {
+                        return Err(invalid(
+                            "model.rope_scaling.factors",
+                            format!("has {} entries; the {rotated} rotated values of a head make {} pairs", factors.len(), rotated / 2),
+                        ));
+                    }
+                    (1.0, factors.iter().all(|f| f.is_finite() && *f > 0.0))
+                }
             };
             if !(factor > 0.0) || !ok {
                 return Err(invalid("model.rope_scaling", format!("{r:?} has a factor ≤ 0 or inconsistent parameters")));
@@ -718,6 +734,19 @@ mod tests {
         let back: toml::Value = toml::from_str(&toml::to_string(&c).unwrap()).unwrap();
         assert_eq!(ModelConfig::from_toml_value(back).unwrap(), c);
         let e = parse(&text.replace("factor = 4.0", "factor = -1.0")).unwrap_err().to_string();
+        assert!(e.contains("model.rope_scaling"), "{e}");
+    }
+
+    #[test]
+    fn rope_factors_need_one_positive_factor_per_rotated_pair() {
+        // d_head 8: 4 pairs
+        let text = format!("{BASE}[rope_scaling]\ntype = \"factors\"\nfactors = [1.0, 1.5, 3.0, 4.0]\n");
+        let c = parse(&text).unwrap();
+        let back: toml::Value = toml::from_str(&toml::to_string(&c).unwrap()).unwrap();
+        assert_eq!(ModelConfig::from_toml_value(back).unwrap(), c);
+        let e = parse(&text.replace("3.0, 4.0]", "3.0]")).unwrap_err().to_string();
+        assert!(e.contains("model.rope_scaling.factors") && e.contains("4 pairs"), "{e}");
+        let e = parse(&text.replace("3.0", "0.0")).unwrap_err().to_string();
         assert!(e.contains("model.rope_scaling"), "{e}");
     }
 

@@ -60,7 +60,9 @@ fn ours_and_theirs(case: &str, ty: &str) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
 /// cache there) to float rounding. Measured: ≤ 4e-6 on logits of magnitude 2–5.
 #[test]
 fn f32_files_match_llama_cpp() {
-    for case in ["llama", "llama_spm", "mixtral", "qwen2_moe", "qwen3_moe", "olmoe", "qwen3", "deepseek_v3", "gpt_oss"] {
+    for case in
+        ["llama", "llama_spm", "mixtral", "qwen2_moe", "qwen3_moe", "olmoe", "qwen3", "deepseek_v3", "gpt_oss", "llama4", "llama3_rope"]
+    {
         let (ours, theirs, _) = ours_and_theirs(case, "f32");
         let d = max_abs(&ours, &theirs);
         eprintln!("{case} f32: max |ours − llama.cpp| = {d:.2e}");
@@ -155,14 +157,70 @@ fn dequantisation_equals_gguf_py() {
     assert_eq!(f.tensors.len(), names.len());
 }
 
-/// Llama 4 files carry per-frequency RoPE factors (`rope_freqs.weight`) and rely on llama.cpp's
-/// built-in Llama 4 settings (attention chunk, NoPE layer step, attention temperature) that the
-/// metadata does not state: refused with an error that says to load the Hugging Face checkpoint.
+/// Llama 4: what llama.cpp builds in for the architecture (chunked attention, NoPE every fourth
+/// layer, attention temperature, L2 q/k norm) comes out as the transformers config says it, and
+/// the file's `rope_freqs` (llama3 RoPE, factor 4 from 8 positions) as per-pair RoPE factors.
 #[test]
-fn llama4_files_are_refused_clearly() {
-    let p = golden().join("llama4/llama4-f32.gguf");
+fn llama4_files_load_llama_cpps_built_in_settings_and_rope_factors() {
+    let m = load_gguf(&golden().join("llama4/llama4-f32.gguf"), &HfOptions::default()).unwrap();
+    let a = m.cfg.attn_ext.as_ref().expect("attn_ext");
+    assert_eq!(a.attention_chunk, 8192);
+    assert_eq!(a.chunk_layers, [true, true, true, false]);
+    assert_eq!(a.rope_layers, [true, true, true, false]);
+    assert!(a.qk_l2_norm && a.temperature.is_some());
+    let Some(moe_model::RopeScaling::Factors { factors }) = &m.cfg.rope_scaling else { panic!("{:?}", m.cfg.rope_scaling) };
+    // llama3 scaling of 8 pairs: the slowest divided by the factor (4), the faster ones less
+    assert_eq!(factors.len(), 8);
+    assert_eq!(factors[7], 4.0, "{factors:?}");
+    assert!(factors[0] >= 1.0 && factors.windows(2).all(|w| w[0] <= w[1]), "{factors:?}");
+}
+
+/// A Llama 3.1-style file (llama3 RoPE scaling, which the converter keeps only as `rope_freqs`):
+/// its per-pair factors give the frequencies transformers' llama3 scaling gives.
+#[test]
+fn rope_freqs_are_llama3_scaling() {
+    use moe_model::layers::attention_ext::rope_frequencies;
+    let m = load_gguf(&golden().join("llama3_rope/llama3_rope-f32.gguf"), &HfOptions::default()).unwrap();
+    let r = m.cfg.rope_scaling.clone().expect("rope factors");
+    assert!(matches!(r, moe_model::RopeScaling::Factors { .. }), "{r:?}");
+    let p = &manifest()["cases"]["llama3_rope"]["config"]["rope_parameters"];
+    let llama3 = moe_model::RopeScaling::Llama3 {
+        factor: p["factor"].as_f64().unwrap(),
+        low_freq_factor: p["low_freq_factor"].as_f64().unwrap(),
+        high_freq_factor: p["high_freq_factor"].as_f64().unwrap(),
+        original_max_position_embeddings: p["original_max_position_embeddings"].as_u64().unwrap() as usize,
+    };
+    let (theta, dh) = (m.cfg.rope_theta, m.cfg.d_head());
+    let (ours, _) = rope_frequencies(theta, dh, Some(&r));
+    let (want, _) = rope_frequencies(theta, dh, Some(&llama3));
+    let (plain, _) = rope_frequencies(theta, dh, None);
+    for i in 0..dh / 2 {
+        assert!((ours[i] - want[i]).abs() <= 1e-6 * want[i], "pair {i}: {} vs {}", ours[i], want[i]);
+    }
+    // and the scaling is real here: the slowest pairs are divided by the factor
+    assert!(ours[dh / 2 - 1] < plain[dh / 2 - 1] / 7.9, "{ours:?} vs {plain:?}");
+}
+
+/// A `rope_freqs` vector of the wrong length, or not beside plain RoPE, is an error naming it.
+#[test]
+fn bad_rope_factors_are_errors() {
+    let src = std::fs::read(golden().join("llama4/llama4-f32.gguf")).unwrap();
+    let f = GgufFile::open(&golden().join("llama4/llama4-f32.gguf")).unwrap();
+    let t = f.tensors.iter().find(|t| t.name == "rope_freqs.weight").unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let p = tmp.path().join("bad.gguf");
+    // a negative factor
+    let mut bytes = src.clone();
+    let off = find(&src, f.data(t));
+    bytes[off..off + 4].copy_from_slice(&(-1.0f32).to_le_bytes());
+    std::fs::write(&p, &bytes).unwrap();
     let e = load_gguf(&p, &HfOptions::default()).unwrap_err().to_string();
-    assert!(e.contains("llama4-f32.gguf") && e.contains("Hugging Face checkpoint"), "{e}");
+    assert!(e.contains("bad.gguf") && e.contains("rope_freqs") && e.contains("rope_scaling"), "{e}");
+}
+
+/// Offset of `needle` (a tensor's bytes) inside `hay` (the whole file).
+fn find(hay: &[u8], needle: &[u8]) -> usize {
+    hay.windows(needle.len()).position(|w| w == needle).expect("the tensor's bytes are in the file")
 }
 
 /// Damaged files: errors that name the file, never a panic.

@@ -113,6 +113,10 @@ fn options(m: &ModelConfig) -> Vec<String> {
         Some(RopeScaling::Yarn { factor, original_max_position_embeddings, .. }) => {
             out.push(format!("RoPE yarn ×{factor} from {original_max_position_embeddings}"))
         }
+        Some(RopeScaling::Factors { factors }) => {
+            let (lo, hi) = factors.iter().fold((f64::INFINITY, 0.0f64), |(lo, hi), &f| (lo.min(f), hi.max(f)));
+            out.push(format!("RoPE per-pair factors {lo}–{hi} (GGUF rope_freqs)"))
+        }
         None => {}
     }
     let count = |v: &[bool]| v.iter().filter(|&&x| x).count();

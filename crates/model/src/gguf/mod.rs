@@ -24,6 +24,7 @@ pub mod quants;
 pub use file::{GgufFile, TensorInfo, Value};
 pub use quants::{dequantize, GgmlType};
 
+use crate::config::RopeScaling;
 use crate::error::{Error, Result};
 use crate::hf::weights::{load_tensors, TensorSource};
 use crate::hf::{parse_config, HfModel, HfOptions};
@@ -308,6 +309,63 @@ impl Arch<'_> {
     }
 }
 
+/// Llama 4's attention settings, which llama.cpp builds in rather than reads from the file
+/// (`llama_model_llama4::load_arch_hparams`), as the transformers config states them: chunked
+/// attention (chunk 8192) on three layers of every four (or the file's
+/// `attention.sliding_window_pattern`), no RoPE on every fourth layer, the attention temperature
+/// (floor 8192, scale 0.1) on those, and the L2 q/k norm unless the model has 128 experts
+/// (Maverick).
+fn llama4_settings(a: &Arch<'_>, o: &mut serde_json::Map<String, serde_json::Value>) -> Result<()> {
+    const CHUNK: u64 = 8192;
+    let f = a.f;
+    let n_layer = a.u("block_count")? as usize;
+    match a.ou("attention.sliding_window")? {
+        None | Some(CHUNK) => {}
+        Some(w) => {
+            return Err(f.err(format!(
+                "metadata `{}` is {w}: llama.cpp runs llama4 files with chunked attention of {CHUNK} only, and so does this loader",
+                a.key("attention.sliding_window")
+            )))
+        }
+    }
+    if let Some(b) = a.of("rope.freq_base_swa")? {
+        if Some(b) != a.of("rope.freq_base")? {
+            return Err(f.err(format!("metadata `{}` {b} differs from the RoPE base (not supported)", a.key("rope.freq_base_swa"))));
+        }
+    }
+    if let Some(s) = a.of("expert_weights_scale")? {
+        if s != 0.0 && s != 1.0 {
+            return Err(f.err(format!(
+                "metadata `{}` is {s}: llama4 expert weights are not scaled (not supported)",
+                a.key("expert_weights_scale")
+            )));
+        }
+    }
+    // which layers are chunked: a per-layer list, a period (the last layer of each is full), or 4
+    let pattern_key = a.key("attention.sliding_window_pattern");
+    let chunked: Vec<bool> = match f.get(&pattern_key) {
+        None => (0..n_layer).map(|i| i % 4 < 3).collect(),
+        Some(Value::Array(v)) if v.len() == n_layer && v.iter().all(|x| x.as_bool().is_some()) => {
+            v.iter().map(|x| x.as_bool().unwrap_or(false)).collect()
+        }
+        Some(v) => match v.as_u64() {
+            Some(0) => vec![true; n_layer],
+            Some(n) => (0..n_layer as u64).map(|i| i % n < n - 1).collect(),
+            None => return Err(f.err(format!("metadata `{pattern_key}` is {v:?}: expected a period or {n_layer} booleans"))),
+        },
+    };
+    let rope: Vec<u8> = (0..n_layer).map(|i| u8::from((i + 1) % 4 != 0)).collect();
+    let types: Vec<&str> = chunked.iter().map(|&c| if c { "chunked_attention" } else { "full_attention" }).collect();
+    o.insert("attention_chunk_size".into(), json!(CHUNK));
+    o.insert("layer_types".into(), json!(types));
+    o.insert("no_rope_layers".into(), json!(rope));
+    o.insert("use_qk_norm".into(), json!(a.u("expert_count")? != 128));
+    o.insert("attn_temperature_tuning".into(), json!(true));
+    o.insert("floor_scale".into(), json!(8192));
+    o.insert("attn_scale".into(), json!(0.1));
+    Ok(())
+}
+
 /// The `config.json` of the model `f` holds, its architecture name and the recipes of its tensors.
 fn describe(f: &GgufFile<memmap2::Mmap>, opts: &HfOptions) -> Result<(serde_json::Value, HashMap<String, Recipe>)> {
     let name = f.str("general.architecture")?;
@@ -322,10 +380,14 @@ fn describe(f: &GgufFile<memmap2::Mmap>, opts: &HfOptions) -> Result<(serde_json
         ("olmoe", _) => ("OlmoeForCausalLM", true),
         ("deepseek2", _) => ("DeepseekV3ForCausalLM", true),
         ("gpt-oss", _) => ("GptOssForCausalLM", true),
+        ("llama4", true) => ("Llama4ForCausalLM", true),
+        ("llama4", false) => {
+            return Err(f.err(format!("metadata `{}` is 0: a llama4 model needs experts (llama.cpp refuses it too)", a.key("expert_count"))))
+        }
         (other, _) => {
             return Err(f.err(format!(
                 "metadata `general.architecture` is `{other}`; GGUF files of llama (Llama, Mixtral), qwen3, qwen3moe, qwen2moe, olmoe, \
-                 deepseek2 (DeepSeek-V3) and gpt-oss load (llama4 loads from its Hugging Face checkpoint)"
+                 deepseek2 (DeepSeek-V3), gpt-oss and llama4 load"
             )))
         }
     };
@@ -336,9 +398,6 @@ fn describe(f: &GgufFile<memmap2::Mmap>, opts: &HfOptions) -> Result<(serde_json
         if v as usize != n_vocab {
             return Err(f.err(format!("metadata `{}` is {v} but `token_embd.weight` has {n_vocab} rows", a.key("vocab_size"))));
         }
-    }
-    if index.contains_key("rope_freqs.weight") {
-        return Err(f.err("tensor `rope_freqs.weight` (per-frequency RoPE factors, Llama 3.1-style scaling) is not supported from GGUF; load the Hugging Face checkpoint"));
     }
     let d = a.u("embedding_length")?;
     let n_head = a.u("attention.head_count")?;
@@ -412,7 +471,9 @@ fn describe(f: &GgufFile<memmap2::Mmap>, opts: &HfOptions) -> Result<(serde_json
             )
         }
     }
-    if let Some(w) = a.ou("attention.sliding_window")? {
+    if name == "llama4" {
+        llama4_settings(&a, o)?;
+    } else if let Some(w) = a.ou("attention.sliding_window")? {
         o.insert("sliding_window".into(), json!(w));
     }
     let ff = a.ou("feed_forward_length")?;
@@ -465,6 +526,16 @@ fn describe(f: &GgufFile<memmap2::Mmap>, opts: &HfOptions) -> Result<(serde_json
             "llama" => {
                 o.insert("num_local_experts".into(), json!(n_expert));
                 o.insert("intermediate_size".into(), json!(de));
+            }
+            "llama4" => {
+                // experts and their one shared expert of `expert_feed_forward_length`, dense layers
+                // of `feed_forward_length`
+                o.insert("num_local_experts".into(), json!(n_expert));
+                o.insert("intermediate_size".into(), json!(de));
+                o.insert("interleave_moe_layer_step".into(), json!(a.u("interleave_moe_layer_step")?));
+                if let Some(ff) = ff {
+                    o.insert("intermediate_size_mlp".into(), json!(ff));
+                }
             }
             "gpt-oss" => {
                 // sliding-window attention on every other layer from the first (llama.cpp's SWA
@@ -577,6 +648,8 @@ fn describe(f: &GgufFile<memmap2::Mmap>, opts: &HfOptions) -> Result<(serde_json
                 }
             }
         }
+        // Llama 4's FFN is `feed_forward` with a `router`; the others' `mlp` with a `gate`
+        let fp = if name == "llama4" { "feed_forward" } else { "mlp" };
         if has(&format!("{b}.ffn_gate_inp.weight")) {
             let gate = *index.get(format!("{b}.ffn_gate_exps.weight").as_str()).ok_or_else(|| {
                 f.err(format!("tensor `{b}.ffn_gate_exps.weight` is missing: experts stored one tensor each (older files) are not supported; convert the model again with a current llama.cpp"))
@@ -585,8 +658,8 @@ fn describe(f: &GgufFile<memmap2::Mmap>, opts: &HfOptions) -> Result<(serde_json
                 .get(format!("{b}.ffn_up_exps.weight").as_str())
                 .ok_or_else(|| f.err(format!("tensor `{b}.ffn_up_exps.weight` is missing")))?;
             // the experts as the file stacks them, gate rows first (`experts_rows_first`)
-            recipes.insert(format!("{hf}.mlp.experts.gate_up_proj"), Recipe::GateUp(gate, up));
-            direct(&mut recipes, format!("{hf}.mlp.experts.down_proj"), &format!("{b}.ffn_down_exps.weight"))?;
+            recipes.insert(format!("{hf}.{fp}.experts.gate_up_proj"), Recipe::GateUp(gate, up));
+            direct(&mut recipes, format!("{hf}.{fp}.experts.down_proj"), &format!("{b}.ffn_down_exps.weight"))?;
             if name == "gpt-oss" {
                 // every expert matrix and the router with a bias
                 let bias = |t: &str| -> Result<usize> {
@@ -596,6 +669,8 @@ fn describe(f: &GgufFile<memmap2::Mmap>, opts: &HfOptions) -> Result<(serde_json
                 direct(&mut recipes, format!("{hf}.mlp.router.bias"), &format!("{b}.ffn_gate_inp.bias"))?;
                 recipes.insert(format!("{hf}.mlp.experts.gate_up_proj_bias"), Recipe::GateUp(bias("ffn_gate_exps")?, bias("ffn_up_exps")?));
                 direct(&mut recipes, format!("{hf}.mlp.experts.down_proj_bias"), &format!("{b}.ffn_down_exps.bias"))?;
+            } else if name == "llama4" {
+                direct(&mut recipes, format!("{hf}.{fp}.router.weight"), &format!("{b}.ffn_gate_inp.weight"))?;
             } else {
                 direct(&mut recipes, format!("{hf}.mlp.gate.weight"), &format!("{b}.ffn_gate_inp.weight"))?;
             }
@@ -606,7 +681,7 @@ fn describe(f: &GgufFile<memmap2::Mmap>, opts: &HfOptions) -> Result<(serde_json
                 // Qwen2-MoE's one gated shared expert; DeepSeek's shared experts as one MLP
                 let sh = if mla { "shared_experts" } else { "shared_expert" };
                 for (h, g) in [("gate_proj", "ffn_gate_shexp"), ("up_proj", "ffn_up_shexp"), ("down_proj", "ffn_down_shexp")] {
-                    direct(&mut recipes, format!("{hf}.mlp.{sh}.{h}.weight"), &format!("{b}.{g}.weight"))?;
+                    direct(&mut recipes, format!("{hf}.{fp}.{sh}.{h}.weight"), &format!("{b}.{g}.weight"))?;
                 }
                 if has(&format!("{b}.ffn_gate_inp_shexp.weight")) {
                     direct(&mut recipes, format!("{hf}.mlp.shared_expert_gate.weight"), &format!("{b}.ffn_gate_inp_shexp.weight"))?;
@@ -614,7 +689,7 @@ fn describe(f: &GgufFile<memmap2::Mmap>, opts: &HfOptions) -> Result<(serde_json
             }
         } else {
             for (h, g) in [("gate_proj", "ffn_gate"), ("up_proj", "ffn_up"), ("down_proj", "ffn_down")] {
-                direct(&mut recipes, format!("{hf}.mlp.{h}.weight"), &format!("{b}.{g}.weight"))?;
+                direct(&mut recipes, format!("{hf}.{fp}.{h}.weight"), &format!("{b}.{g}.weight"))?;
             }
         }
     }
@@ -651,7 +726,22 @@ pub fn load_gguf(path: &Path, opts: &HfOptions) -> Result<HfModel> {
         path: path.to_path_buf(),
         message: format!("its metadata describes a model that cannot be loaded: {e}"),
     })?;
+    let mut hc = hc;
     let mut src = GgufSource { file: &f, recipes, used: HashSet::new() };
+    if let Some(i) = f.tensors.iter().position(|t| t.name == "rope_freqs.weight") {
+        // Llama 3.1-style RoPE scaling as llama.cpp keeps it: one divisor per rotated pair
+        let t = &f.tensors[i];
+        if t.ne.iter().skip(1).any(|&n| n != 1) || hc.cfg.rope_scaling.is_some() {
+            return Err(f.err(format!(
+                "tensor `rope_freqs.weight` (GGML ne {:?}) must be one vector, and not beside another RoPE scaling ({:?})",
+                t.ne, hc.cfg.rope_scaling
+            )));
+        }
+        let factors = src.values(i, 0..t.n_elements())?.into_iter().map(f64::from).collect();
+        src.used.insert(i);
+        hc.cfg.rope_scaling = Some(RopeScaling::Factors { factors });
+        hc.cfg.validate().map_err(|e| f.err(format!("tensor `rope_freqs.weight`: {e}")))?;
+    }
     let model = load_tensors(&mut src, path, &hc, opts, &|_| false)?;
     let bos = token_id(&f, "tokenizer.ggml.bos_token_id")?;
     let mut eos: Vec<u32> = Vec::new();

@@ -66,9 +66,9 @@ pub fn export_architecture(cfg: &ModelConfig) -> Result<&'static str> {
 }
 
 /// `rope_parameters` of transformers 5 for our RoPE (and its scaling).
-fn rope_parameters(cfg: &ModelConfig) -> Value {
+fn rope_parameters(cfg: &ModelConfig) -> Result<Value> {
     let theta = cfg.rope_theta;
-    match &cfg.rope_scaling {
+    Ok(match &cfg.rope_scaling {
         None => json!({ "rope_type": "default", "rope_theta": theta }),
         Some(RopeScaling::Linear { factor }) => json!({ "rope_type": "linear", "rope_theta": theta, "factor": factor }),
         Some(RopeScaling::Llama3 { factor, low_freq_factor, high_freq_factor, original_max_position_embeddings }) => json!({
@@ -80,7 +80,13 @@ fn rope_parameters(cfg: &ModelConfig) -> Value {
             "original_max_position_embeddings": original_max_position_embeddings, "truncate": truncate,
             "attention_factor": attention_factor,
         }),
-    }
+        Some(RopeScaling::Factors { .. }) => {
+            return Err(invalid(
+                "model.rope_scaling",
+                "cannot be exported to Hugging Face Llama/Mixtral: per-pair RoPE factors (a GGUF file's rope_freqs) have no transformers rope_type",
+            ))
+        }
+    })
 }
 
 /// config.json of the export (transformers 5 key names, plus `rope_theta` for older readers).
@@ -98,7 +104,7 @@ pub fn export_config(cfg: &ModelConfig, bos: Option<u32>, eos: Option<u32>) -> R
         "max_position_embeddings": cfg.n_ctx,
         "rms_norm_eps": cfg.norm_eps,
         "rope_theta": cfg.rope_theta,
-        "rope_parameters": rope_parameters(cfg),
+        "rope_parameters": rope_parameters(cfg)?,
         "hidden_act": "silu",
         "tie_word_embeddings": cfg.tie_embeddings,
         "attention_dropout": 0.0,

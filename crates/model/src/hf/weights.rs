@@ -462,8 +462,7 @@ pub(crate) fn load_tensors(
                 // down [E, d_model, d_expert]; GPT-OSS's own checkpoints are x·W with gate and up
                 // interleaved, below
                 let rows_first = match hc.family {
-                    Family::GptOss => src.experts_rows_first(),
-                    Family::Llama4 => false,
+                    Family::GptOss | Family::Llama4 => src.experts_rows_first(),
                     _ => src.has(&fused),
                 };
                 if hc.family == Family::GptOss {

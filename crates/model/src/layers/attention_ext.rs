@@ -45,6 +45,8 @@ pub fn rope_frequencies(theta: f64, dim: usize, scaling: Option<&RopeScaling>) -
     match scaling {
         None => (base, 1.0),
         Some(RopeScaling::Linear { factor }) => (base.iter().map(|&f| f / *factor as f32).collect(), 1.0),
+        // (as ggml: the unscaled frequency divided by the pair's factor, in f32)
+        Some(RopeScaling::Factors { factors }) => (base.iter().zip(factors).map(|(&f, &k)| f / k as f32).collect(), 1.0),
         Some(RopeScaling::Llama3 { factor, low_freq_factor, high_freq_factor, original_max_position_embeddings }) => {
             let old = *original_max_position_embeddings as f64;
             let (low_wl, high_wl) = (old / low_freq_factor, old / high_freq_factor);
