@@ -203,8 +203,12 @@ pub fn dequantize_q4_row(blocks: &[BlockQ4], out: &mut [f32]) {
     debug_assert_eq!(blocks.len(), k.div_ceil(QK));
     let mut tmp = [0.0f32; QK];
     for (b, o) in blocks.iter().zip(out.chunks_mut(QK)) {
-        b.dequantize_into(&mut tmp);
-        o.copy_from_slice(&tmp[..o.len()]);
+        if let Ok(full) = <&mut [f32; QK]>::try_from(&mut *o) {
+            b.dequantize_into(full);
+        } else {
+            b.dequantize_into(&mut tmp);
+            o.copy_from_slice(&tmp[..o.len()]);
+        }
     }
 }
 

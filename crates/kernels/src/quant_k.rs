@@ -127,18 +127,19 @@ impl BlockQ4K {
         (half::f16::from_bits(u16::from_le_bytes(self.d)).to_f32(), half::f16::from_bits(u16::from_le_bytes(self.dmin)).to_f32())
     }
 
-    /// The 256 values `d·sc_j·q − dmin·m_j` this block stands for.
-    pub fn dequantize_into(&self, out: &mut [f32]) {
-        debug_assert_eq!(out.len(), QK_K);
+    /// The 256 values `d·sc_j·q − dmin·m_j` this block stands for (fixed-size chunks, so the
+    /// compiler vectorises it: the wide path dequantises whole tiles with it).
+    #[inline]
+    pub fn dequantize_into(&self, out: &mut [f32; QK_K]) {
         let (d, dmin) = self.d_dmin();
-        for g in 0..4 {
+        for (g, (o, qs)) in out.chunks_exact_mut(64).zip(self.qs.chunks_exact(32)).enumerate() {
             let (s1, m1) = scale_min_k4(2 * g, &self.scales);
             let (s2, m2) = scale_min_k4(2 * g + 1, &self.scales);
             let (d1, o1, d2, o2) = (d * s1 as f32, dmin * m1 as f32, d * s2 as f32, dmin * m2 as f32);
-            for l in 0..32 {
-                let q = self.qs[32 * g + l];
-                out[64 * g + l] = d1 * (q & 15) as f32 - o1;
-                out[64 * g + 32 + l] = d2 * (q >> 4) as f32 - o2;
+            let (lo, hi) = o.split_at_mut(32);
+            for ((l, h), &q) in lo.iter_mut().zip(hi.iter_mut()).zip(qs) {
+                *l = d1 * (q & 15) as f32 - o1;
+                *h = d2 * (q >> 4) as f32 - o2;
             }
         }
     }
@@ -193,8 +194,12 @@ pub fn dequantize_q4k_row(blocks: &[BlockQ4K], out: &mut [f32]) {
     debug_assert_eq!(blocks.len(), out.len().div_ceil(QK_K));
     let mut tmp = [0.0f32; QK_K];
     for (b, o) in blocks.iter().zip(out.chunks_mut(QK_K)) {
-        b.dequantize_into(&mut tmp);
-        o.copy_from_slice(&tmp[..o.len()]);
+        if let Ok(full) = <&mut [f32; QK_K]>::try_from(&mut *o) {
+            b.dequantize_into(full);
+        } else {
+            b.dequantize_into(&mut tmp);
+            o.copy_from_slice(&tmp[..o.len()]);
+        }
     }
 }
 

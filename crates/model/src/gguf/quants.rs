@@ -211,7 +211,7 @@ pub fn dequantize(ty: GgmlType, bytes: &[u8], out: &mut [f32]) {
                     scales: b[4..16].try_into().expect("12 bytes"),
                     qs: b[16..144].try_into().expect("128 bytes"),
                 }
-                .dequantize_into(y);
+                .dequantize_into(y.try_into().expect("256 values"));
             }
             GgmlType::Q5K => {
                 let (d, dmin) = (h(b, 0), h(b, 2));
