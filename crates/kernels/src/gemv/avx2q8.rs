@@ -11,7 +11,7 @@
 //! * int8: `vpsignb` moves the weights' signs onto `x` so that `|w|` is the unsigned operand
 //!   (pair sums `≤ 2·127·127 < 2¹⁵`: weights and `x` stay in `[-127, 127]`, nothing saturates).
 //!
-//! Four weight rows share each load of an `x` block and up to two rows of `x` each weight block;
+//! Four weight rows share each load of an `x` block and up to four rows of `x` each weight block;
 //! the f32 conversion and scaling happen once per block for all four rows (see `block4`).
 
 use crate::quant::{ActQ8, BlockQ4, BlockQ4K, WeightsRef, QK, QK_K};
@@ -280,7 +280,14 @@ unsafe fn rows_impl<R: Rows>(y: *mut f32, xq: &ActQ8, w: &R, n: usize, m: usize,
         };
         let mut i = 0;
         while i < m {
-            if m - i >= 2 {
+            if m - i >= 4 {
+                // four rows of x share each unpacked weight block (batch ≥ 4, prefill tiles)
+                let v = block4::<R, 4>(w, xq, [i, i + 1, i + 2, i + 3], wr, kb);
+                for (r, v) in v.into_iter().enumerate() {
+                    put(i + r, v);
+                }
+                i += 4;
+            } else if m - i >= 2 {
                 let v = block4::<R, 2>(w, xq, [i, i + 1], wr, kb);
                 put(i, v[0]);
                 put(i + 1, v[1]);
