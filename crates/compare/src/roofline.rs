@@ -272,9 +272,23 @@ pub struct StepShape {
     pub n_layer: usize,
     /// hidden size
     pub d_model: usize,
+    /// of `shared_params`, those the 4-bit engines keep in int8 (1 byte per weight): the LM head,
+    /// and a MoE model's k and v projections (`moe_infer::EngineWeights`)
+    #[serde(default)]
+    pub int8_in_4bit_params: f64,
 }
 
 impl StepShape {
+    /// Bytes per step of the shared matrices with weights in `dtype`.
+    fn shared_bytes(&self, dtype: WeightDtype) -> f64 {
+        match dtype {
+            WeightDtype::Q4 | WeightDtype::Q4K => {
+                weight_bytes(dtype) * (self.shared_params - self.int8_in_4bit_params) + self.int8_in_4bit_params
+            }
+            _ => weight_bytes(dtype) * self.shared_params,
+        }
+    }
+
     /// Of `cfg` with `context` tokens of KV cache per sequence.
     pub fn of(cfg: &ModelConfig, context: usize) -> Self {
         let acc = account(cfg, context);
@@ -303,6 +317,9 @@ impl StepShape {
         };
         let params_total = acc.params_total as f64;
         let read = shared + moe_layers.iter().map(|(n, _, p)| *n as f64 * p).sum::<f64>();
+        let plain_attn = cfg.attn_ext.as_ref().and_then(|a| a.mla.as_ref()).is_none();
+        let kv_proj =
+            if cfg.moe.is_some() && plain_attn { 2.0 * (cfg.n_head_kv * cfg.d_head()) as f64 * d * cfg.n_layer as f64 } else { 0.0 };
         StepShape {
             shared_params: shared,
             moe_layers,
@@ -313,6 +330,7 @@ impl StepShape {
             expert_flops_per_token: expert_flops,
             n_layer: cfg.n_layer,
             d_model: cfg.d_model,
+            int8_in_4bit_params: head + kv_proj,
         }
     }
 }
@@ -429,18 +447,18 @@ pub fn predict(shape: &StepShape, hw: &Hardware, dtype: WeightDtype, batch: usiz
         }
         let shared_flops = b_node * (shape.flops_per_token - shape.expert_flops_per_token);
         let expert_flops = b_group * shape.expert_flops_per_token / p as f64;
-        let bytes = w * shape.shared_params + expert_bytes + kv(b_node);
+        let bytes = shape.shared_bytes(dtype) + expert_bytes + kv(b_node);
         let flops = shared_flops + expert_flops;
         let k = shape.moe_layers[0].1 as f64;
         let nl = shape.moe_layers.len() as f64;
         parts = [(bytes - expert_bytes, shared_flops, b_node), (expert_bytes, expert_flops, rows_sum / nl)];
         let per_layer = 2.0 * b_node * k * d * a * (p as f64 - 1.0) / p as f64;
         let (nb, tn) = if p > 1 { (nl * per_layer, nl * (2.0 * lat + per_layer / net_bw)) } else { (0.0, 0.0) };
-        let mem = w * (shape.shared_params + shape.resident_only_params) + expert_resident + kv(b_node);
+        let mem = shape.shared_bytes(dtype) + w * shape.resident_only_params + expert_resident + kv(b_node);
         (bytes, flops, nb, tn, mem, Some(dist_sum / nl))
     } else {
         let nf = n as f64;
-        let bytes = (w * shape.shared_params + kv(b)) / nf;
+        let bytes = (shape.shared_bytes(dtype) + kv(b)) / nf;
         let flops = b * shape.flops_per_token / nf;
         parts[0] = (bytes, flops, b);
         let size = b * d * a;
@@ -451,7 +469,7 @@ pub fn predict(shape: &StepShape, hw: &Hardware, dtype: WeightDtype, batch: usiz
         } else {
             (0.0, 0.0)
         };
-        let mem = (w * (shape.shared_params + shape.resident_only_params) + kv(b)) / nf;
+        let mem = (shape.shared_bytes(dtype) + w * shape.resident_only_params + kv(b)) / nf;
         (bytes, flops, nb, tn, mem, None)
     };
     let t_mem = bytes / (hw.bandwidth_gbs * 1e9);
@@ -582,6 +600,7 @@ mod tests {
     #[test]
     fn plan_dense_bytes_and_flops_by_hand() {
         let s = StepShape::of(&tiny(false), 10);
+        assert_eq!(s.int8_in_4bit_params, 1600.0, "a dense model's k and v stay 4-bit");
         let matmul = 2.0 * (768.0 + 1536.0) + 1600.0;
         // norms are counted with the blocks' parameters (2·16 per layer)
         assert!((s.shared_params - (matmul + 64.0)).abs() < 1e-9, "{}", s.shared_params);
@@ -617,6 +636,13 @@ mod tests {
         let p = predict(&s, &hw(), WeightDtype::Bf16, 1, 10, Layout { nodes: 1, expert_parallel: 1 }).unwrap();
         assert!((p.distinct_experts.unwrap() - 2.0).abs() < 1e-12);
         let bytes = 2.0 * shared + 2.0 * 2.0 * 2.0 * 384.0 + 2.0 * 10.0 * 32.0;
+        assert!((p.bytes_per_step - bytes).abs() < 1e-6, "{} vs {bytes}", p.bytes_per_step);
+        // q4 (18 bytes per 32 weights), but the LM head (1600) and k, v (2 layers × 2 × 8·16) int8
+        let int8 = 1600.0 + 2.0 * 2.0 * 8.0 * 16.0;
+        assert_eq!(s.int8_in_4bit_params, int8);
+        let p = predict(&s, &hw(), WeightDtype::Q4, 1, 10, Layout { nodes: 1, expert_parallel: 1 }).unwrap();
+        let q4 = 18.0 / 32.0;
+        let bytes = q4 * (shared - int8) + int8 + q4 * 2.0 * 2.0 * 384.0 + 2.0 * 10.0 * 32.0;
         assert!((p.bytes_per_step - bytes).abs() < 1e-6, "{} vs {bytes}", p.bytes_per_step);
         // batch 4: D(4) = 4·(1 − 0.5⁴) = 3.75
         let p = predict(&s, &hw(), WeightDtype::Bf16, 4, 10, Layout { nodes: 1, expert_parallel: 1 }).unwrap();
