@@ -97,7 +97,8 @@ pub struct InfoArgs {
     /// Run directory.
     #[arg(long, conflicts_with = "model")]
     pub run: Option<PathBuf>,
-    /// Hugging Face checkpoint directory (config.json is read; weights are not loaded).
+    /// Hugging Face checkpoint directory (config.json is read) or llama.cpp GGUF file (its metadata is
+    /// read); weights are not loaded.
     #[arg(long)]
     pub model: Option<PathBuf>,
     /// Context length for the attention FLOPs (default: the model's n_ctx).

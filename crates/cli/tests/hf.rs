@@ -92,6 +92,22 @@ fn cli_info_model_reads_config_json_only() {
     fails(&["info", "--model", s(&golden("llama")), "--config", "configs/tiny/dense.toml"], &["cannot be used with"]);
 }
 
+/// `moe info --model FILE.gguf` reads the file's metadata (and a `rope_freqs` vector), not its weights.
+#[test]
+fn cli_info_model_reads_gguf_metadata() {
+    let gguf = |case: &str| repo().join("tests/golden_gguf").join(case).join(format!("{case}-f32.gguf"));
+    let out = ok(&["info", "--model", s(&gguf("llama4"))]);
+    for needle in ["Llama4ForCausalLM", "RoPE per-pair factors", "active per token"] {
+        assert!(out.contains(needle), "{needle:?} missing:\n{out}");
+    }
+    let js: serde_json::Value = serde_json::from_str(&ok(&["info", "--model", s(&gguf("mixtral")), "--json"])).unwrap();
+    assert_eq!(js["architecture"], "MixtralForCausalLM");
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.gguf");
+    std::fs::write(&bad, b"GGUF but not really").unwrap();
+    fails(&["info", "--model", s(&bad)], &["bad.gguf"]);
+}
+
 /// A WordLevel tokenizer.json whose token `i` is the word `w{i}` (so any token sequence is text).
 fn word_tokenizer(n_vocab: usize) -> String {
     let vocab: serde_json::Map<String, serde_json::Value> = (0..n_vocab).map(|i| (format!("w{i}"), serde_json::json!(i))).collect();

@@ -3,6 +3,7 @@
 use crate::args::InfoArgs;
 use anyhow::Context;
 use moe_model::accounting::{account, ModelAccount};
+use moe_model::gguf::{is_gguf_path, read_config};
 use moe_model::hf::{parse_config, HfOptions};
 use moe_model::{ModelConfig, RopeScaling};
 use moe_train::load_experiment;
@@ -21,9 +22,13 @@ pub fn run(a: InfoArgs) -> anyhow::Result<()> {
         if !a.set.is_empty() {
             anyhow::bail!("--set applies to experiment configs, not to --model");
         }
-        let path = dir.join("config.json");
-        let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
-        let hc = parse_config(&text, &path, &HfOptions::default())?;
+        let hc = if is_gguf_path(dir) {
+            read_config(dir, &HfOptions::default())?
+        } else {
+            let path = dir.join("config.json");
+            let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+            parse_config(&text, &path, &HfOptions::default())?
+        };
         let seq_len = a.seq_len.unwrap_or(hc.cfg.n_ctx);
         let acc = account(&hc.cfg, seq_len);
         if a.json {
@@ -36,7 +41,7 @@ pub fn run(a: InfoArgs) -> anyhow::Result<()> {
     let path = match (&a.config, &a.run) {
         (Some(c), _) => c.clone(),
         (None, Some(r)) => r.join("config.resolved.toml"),
-        (None, None) => anyhow::bail!("give --config FILE, --run DIR or --model HF_DIR"),
+        (None, None) => anyhow::bail!("give --config FILE, --run DIR or --model HF_DIR|FILE.gguf"),
     };
     let (cfg, _) = load_experiment(&path, &a.set)?;
     let acc = account(&cfg.model, a.seq_len.unwrap_or(cfg.train.seq_len));
@@ -115,7 +120,7 @@ fn options(m: &ModelConfig) -> Vec<String> {
         }
         Some(RopeScaling::Factors { factors }) => {
             let (lo, hi) = factors.iter().fold((f64::INFINITY, 0.0f64), |(lo, hi), &f| (lo.min(f), hi.max(f)));
-            out.push(format!("RoPE per-pair factors {lo}–{hi} (GGUF rope_freqs)"))
+            out.push(format!("RoPE per-pair factors {lo:.3}–{hi:.3} (GGUF rope_freqs)"))
         }
         None => {}
     }

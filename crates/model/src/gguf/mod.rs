@@ -27,7 +27,7 @@ pub use quants::{dequantize, GgmlType};
 use crate::config::RopeScaling;
 use crate::error::{Error, Result};
 use crate::hf::weights::{load_tensors, TensorSource};
-use crate::hf::{parse_config, HfModel, HfOptions};
+use crate::hf::{parse_config, HfConfig, HfModel, HfOptions};
 use crate::stored::StoredData;
 use serde_json::json;
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -716,18 +716,16 @@ fn token_id(f: &GgufFile<memmap2::Mmap>, key: &str) -> Result<Option<u32>> {
     Ok(f.opt_u64(key)?.map(|v| v as u32))
 }
 
-/// Load the GGUF file `path` (the model as its Hugging Face checkpoint loads; `arch` is the
-/// Hugging Face architecture it maps onto).
-pub fn load_gguf(path: &Path, opts: &HfOptions) -> Result<HfModel> {
-    let f = GgufFile::open(path)?;
-    let (config, recipes) = describe(&f, opts)?;
+/// The model the file `f` (at `path`) describes — its config, RoPE factors included — and the
+/// source of its tensors.
+fn model_of<'f>(f: &'f GgufFile<memmap2::Mmap>, path: &Path, opts: &HfOptions) -> Result<(HfConfig, GgufSource<'f>)> {
+    let (config, recipes) = describe(f, opts)?;
     let text = serde_json::to_string(&config).expect("json");
-    let hc = parse_config(&text, path, opts).map_err(|e| Error::Checkpoint {
+    let mut hc = parse_config(&text, path, opts).map_err(|e| Error::Checkpoint {
         path: path.to_path_buf(),
         message: format!("its metadata describes a model that cannot be loaded: {e}"),
     })?;
-    let mut hc = hc;
-    let mut src = GgufSource { file: &f, recipes, used: HashSet::new() };
+    let mut src = GgufSource { file: f, recipes, used: HashSet::new() };
     if let Some(i) = f.tensors.iter().position(|t| t.name == "rope_freqs.weight") {
         // Llama 3.1-style RoPE scaling as llama.cpp keeps it: one divisor per rotated pair
         let t = &f.tensors[i];
@@ -742,6 +740,21 @@ pub fn load_gguf(path: &Path, opts: &HfOptions) -> Result<HfModel> {
         hc.cfg.rope_scaling = Some(RopeScaling::Factors { factors });
         hc.cfg.validate().map_err(|e| f.err(format!("tensor `rope_freqs.weight`: {e}")))?;
     }
+    Ok((hc, src))
+}
+
+/// The config of the GGUF file `path` (as its Hugging Face `config.json` parses), without reading
+/// its weights.
+pub fn read_config(path: &Path, opts: &HfOptions) -> Result<HfConfig> {
+    let f = GgufFile::open(path)?;
+    Ok(model_of(&f, path, opts)?.0)
+}
+
+/// Load the GGUF file `path` (the model as its Hugging Face checkpoint loads; `arch` is the
+/// Hugging Face architecture it maps onto).
+pub fn load_gguf(path: &Path, opts: &HfOptions) -> Result<HfModel> {
+    let f = GgufFile::open(path)?;
+    let (hc, mut src) = model_of(&f, path, opts)?;
     let model = load_tensors(&mut src, path, &hc, opts, &|_| false)?;
     let bos = token_id(&f, "tokenizer.ggml.bos_token_id")?;
     let mut eos: Vec<u32> = Vec::new();
