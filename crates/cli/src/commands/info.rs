@@ -1,10 +1,8 @@
 //! `moe info`
 
 use crate::args::InfoArgs;
-use anyhow::Context;
 use moe_model::accounting::{account, ModelAccount};
-use moe_model::gguf::{is_gguf_path, read_config};
-use moe_model::hf::{parse_config, HfOptions};
+use moe_model::hf::{read_config, HfOptions};
 use moe_model::{ModelConfig, RopeScaling};
 use moe_train::load_experiment;
 
@@ -22,13 +20,7 @@ pub fn run(a: InfoArgs) -> anyhow::Result<()> {
         if !a.set.is_empty() {
             anyhow::bail!("--set applies to experiment configs, not to --model");
         }
-        let hc = if is_gguf_path(dir) {
-            read_config(dir, &HfOptions::default())?
-        } else {
-            let path = dir.join("config.json");
-            let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
-            parse_config(&text, &path, &HfOptions::default())?
-        };
+        let hc = read_config(dir, &HfOptions::default())?;
         let seq_len = a.seq_len.unwrap_or(hc.cfg.n_ctx);
         let acc = account(&hc.cfg, seq_len);
         if a.json {

@@ -4,16 +4,14 @@ use crate::args::PlanArgs;
 use crate::commands::bench::dtype_of;
 use anyhow::{bail, Context};
 use moe_compare::roofline::{crossover, predict, Hardware, Layout, Prediction, StepShape};
-use moe_model::hf::{parse_config, HfOptions};
+use moe_model::hf::{read_config, HfOptions};
 use moe_model::ModelConfig;
 use std::path::Path;
 
-/// An experiment TOML's [model], or an HF directory's config.json.
+/// An experiment TOML's [model], an HF directory's config.json or a GGUF file's metadata.
 fn load_model(path: &Path) -> anyhow::Result<ModelConfig> {
-    if path.is_dir() {
-        let p = path.join("config.json");
-        let text = std::fs::read_to_string(&p).with_context(|| format!("reading {}", p.display()))?;
-        Ok(parse_config(&text, &p, &HfOptions::default())?.cfg)
+    if path.is_dir() || moe_model::gguf::is_gguf_path(path) {
+        Ok(read_config(path, &HfOptions::default())?.cfg)
     } else {
         Ok(moe_train::load_experiment(path, &[])?.0.model)
     }
@@ -97,13 +95,7 @@ pub fn run(a: PlanArgs) -> anyhow::Result<()> {
         }
     };
     let path = a.config.as_ref().or(a.model.as_ref()).context("--config or --model is required")?;
-    let cfg = if a.model.is_some() {
-        let p = path.join("config.json");
-        let text = std::fs::read_to_string(&p).with_context(|| format!("reading {}", p.display()))?;
-        parse_config(&text, &p, &HfOptions::default())?.cfg
-    } else {
-        load_model(path)?
-    };
+    let cfg = if a.model.is_some() { read_config(path, &HfOptions::default())?.cfg } else { load_model(path)? };
     println!(
         "hardware: {} ({}), {:.1} GB/s, {:.0} GFLOP/s ({}), {:.0} GB per node; {} node(s), context {}",
         hw.name,

@@ -50,6 +50,18 @@ pub fn load(path: &Path, opts: &HfOptions) -> Result<HfModel> {
     }
 }
 
+/// The config of a Hugging Face checkpoint directory (its `config.json`) or a GGUF file (its
+/// metadata), without reading the weights.
+pub fn read_config(path: &Path, opts: &HfOptions) -> Result<HfConfig> {
+    if crate::gguf::is_gguf_path(path) && !path.is_dir() {
+        crate::gguf::read_config(path, opts)
+    } else {
+        let cfg_path = path.join("config.json");
+        let text = std::fs::read_to_string(&cfg_path).map_err(|source| Error::Io { path: cfg_path.clone(), source })?;
+        parse_config(&text, &cfg_path, opts)
+    }
+}
+
 /// Load `dir/config.json` and its safetensors weights with default options.
 pub fn load_hf_dir(dir: &Path) -> Result<HfModel> {
     load_hf_dir_with(dir, &HfOptions::default())
@@ -57,9 +69,7 @@ pub fn load_hf_dir(dir: &Path) -> Result<HfModel> {
 
 /// Load `dir/config.json` and its safetensors weights.
 pub fn load_hf_dir_with(dir: &Path, opts: &HfOptions) -> Result<HfModel> {
-    let cfg_path = dir.join("config.json");
-    let text = std::fs::read_to_string(&cfg_path).map_err(|source| Error::Io { path: cfg_path.clone(), source })?;
-    let hc = parse_config(&text, &cfg_path, opts)?;
+    let hc = read_config(dir, opts)?;
     let files = weights::weight_files(dir)?;
     let model = weights::load_weights(dir, &files, &hc, opts)?;
     let (mut bos, mut eos) = (hc.bos_token_id, hc.eos_token_ids.clone());
