@@ -92,7 +92,7 @@ def convert_main(hf_dir, out, outtype):
     import conversion.base as base  # llama.cpp's own converter package
 
     def gpt2_pre(self, tokenizer):  # the trained tokenizer's pre-tokenizer is GPT-2's regex
-        return "gpt-2"
+        return os.environ.get("GGUF_GOLDENS_PRE", "gpt-2")  # (a case may name another, below)
 
     base.TextModel.get_vocab_base_pre = gpt2_pre
     import convert_hf_to_gguf
@@ -101,9 +101,9 @@ def convert_main(hf_dir, out, outtype):
     convert_hf_to_gguf.main()
 
 
-def convert(hf_dir, out, outtype, log):
+def convert(hf_dir, out, outtype, log, pre="gpt-2"):
     r = subprocess.run([sys.executable, os.path.abspath(__file__), "--convert", hf_dir, out, outtype],
-                       capture_output=True, text=True)
+                       capture_output=True, text=True, env=dict(os.environ, GGUF_GOLDENS_PRE=pre))
     log.write(r.stdout + r.stderr)
     if r.returncode != 0:
         raise RuntimeError(f"convert {outtype} failed:\n{r.stderr[-3000:]}")
@@ -312,6 +312,17 @@ def cases():
                                               "low_freq_factor": 1.0, "high_freq_factor": 4.0,
                                               "original_max_position_embeddings": 16}),
                         "bpe", ["f32", "q8_0"], ["f32"], 23),
+        # `tokenizer.ggml.pre = "llama4"` (Llama 4's files; llama.cpp's GPT-4o pre-tokenizer) over the
+        # same trained vocabulary: llama.cpp splits the test texts with that regex, and so must we
+        "llama_gpt4o_pre": ("LlamaConfig", "LlamaForCausalLM",
+                            dict(COMMON, hidden_size=64, intermediate_size=64, num_hidden_layers=2,
+                                 num_attention_heads=4, num_key_value_heads=2,
+                                 rope_parameters={"rope_type": "default", "rope_theta": 10000.0},
+                                 tie_word_embeddings=False),
+                            "bpe", ["f32"], ["f32"], 24,
+                            dict(perturb=perturb, pre="llama4", notes=[
+                                "tokenizer.ggml.pre = llama4 (llama.cpp: the GPT-4o regex); the trained tokenizer "
+                                "itself splits with GPT-2's, so ids_reference differs from ids by design"])),
     }
 
 
@@ -475,7 +486,7 @@ def make_case(name, spec):
         for t in types:
             out = os.path.join(tmp, f"{name}-{t}.gguf")
             if t in CONVERTER_TYPES:
-                convert(hf, out, t, log)
+                convert(hf, out, t, log, extra.get("pre", "gpt-2"))
             else:
                 quantize(paths["f32"], out, QUANTIZE_TYPES[t], log)
             paths[t] = out

@@ -45,10 +45,18 @@ fn pre_regex(pre: &str) -> Option<&'static str> {
     const LLAMA3: &str =
         r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
     const QWEN2: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+    // GPT-4o's (o200k), which Llama 4's tokenizer.json states; llama.cpp runs an equivalent
+    // rewritten for its regex engine
+    const GPT4O: &str = concat!(
+        r"[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]*[\p{Ll}\p{Lm}\p{Lo}\p{M}]+(?i:'s|'t|'re|'ve|'m|'ll|'d)?",
+        r"|[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]+[\p{Ll}\p{Lm}\p{Lo}\p{M}]*(?i:'s|'t|'re|'ve|'m|'ll|'d)?",
+        r"|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n/]*|\s*[\r\n]+|\s+(?!\S)|\s+"
+    );
     Some(match pre {
         "gpt-2" | "gpt2" | "default" | "olmo" | "mpt" | "starcoder" | "refact" | "jais" => GPT2,
         "llama-bpe" | "llama3" | "dbrx" | "smaug-bpe" => LLAMA3,
         "qwen2" | "deepseek-r1-qwen" => QWEN2,
+        "gpt-4o" | "llama4" => GPT4O,
         _ => return None,
     })
 }
@@ -114,7 +122,7 @@ impl Tokenizer {
                 let regex = pre_regex(pre).ok_or_else(|| {
                     err(format!(
                         "metadata `tokenizer.ggml.pre` is `{pre}`, a pre-tokenizer this loader does not know \
-                         (known: gpt-2, default, olmo, llama-bpe, qwen2 and their aliases)"
+                         (known: gpt-2, default, olmo, llama-bpe, qwen2, gpt-4o/llama4 and their aliases)"
                     ))
                 })?;
                 json!({

@@ -60,9 +60,20 @@ fn ours_and_theirs(case: &str, ty: &str) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
 /// cache there) to float rounding. Measured: ≤ 4e-6 on logits of magnitude 2–5.
 #[test]
 fn f32_files_match_llama_cpp() {
-    for case in
-        ["llama", "llama_spm", "mixtral", "qwen2_moe", "qwen3_moe", "olmoe", "qwen3", "deepseek_v3", "gpt_oss", "llama4", "llama3_rope"]
-    {
+    for case in [
+        "llama",
+        "llama_spm",
+        "mixtral",
+        "qwen2_moe",
+        "qwen3_moe",
+        "olmoe",
+        "qwen3",
+        "deepseek_v3",
+        "gpt_oss",
+        "llama4",
+        "llama3_rope",
+        "llama_gpt4o_pre",
+    ] {
         let (ours, theirs, _) = ours_and_theirs(case, "f32");
         let d = max_abs(&ours, &theirs);
         eprintln!("{case} f32: max |ours − llama.cpp| = {d:.2e}");

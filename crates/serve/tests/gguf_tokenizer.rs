@@ -13,9 +13,20 @@ fn golden() -> PathBuf {
 
 #[test]
 fn gguf_tokenizers_split_text_as_llama_cpp() {
-    for case in
-        ["llama", "llama_spm", "mixtral", "qwen2_moe", "qwen3_moe", "olmoe", "qwen3", "deepseek_v3", "gpt_oss", "llama4", "llama3_rope"]
-    {
+    for case in [
+        "llama",
+        "llama_spm",
+        "mixtral",
+        "qwen2_moe",
+        "qwen3_moe",
+        "olmoe",
+        "qwen3",
+        "deepseek_v3",
+        "gpt_oss",
+        "llama4",
+        "llama3_rope",
+        "llama_gpt4o_pre",
+    ] {
         let path = golden().join(case).join(format!("{case}-f32.gguf"));
         let m = moe_model::hf::load(&path, &Default::default()).unwrap();
         let (tok, template) = checkpoint_tokenizer(&path, &m).unwrap();
