@@ -56,9 +56,11 @@ pub fn run(c: BenchCommand) -> anyhow::Result<()> {
                     100.0 * q.top1_agree
                 )
             };
+            let mut wide = false;
             for d in dtype {
                 let q = weight_format_quality(&r.model, &val, dtype_of(d), kernel_of(fast_dot, dtype_of(d)), sl, windows)?;
                 row(&q.dtype, &q, q.bits_per_weight);
+                wide |= q.kernel.ends_with("+gemm");
             }
             for path in &gguf {
                 let g = moe_model::hf::load(path, &HfOptions { n_ctx: Some(r.model.cfg.n_ctx), ..HfOptions::default() })
@@ -68,6 +70,9 @@ pub fn run(c: BenchCommand) -> anyhow::Result<()> {
                     .with_context(|| format!("{} against run {}", path.display(), run.display()))?;
                 let name = path.file_stem().map_or_else(|| path.display().to_string(), |s| s.to_string_lossy().into_owned());
                 row(&name, &moe_infer::FormatQuality { kernel: "gguf→f32".into(), ..q }, bits);
+            }
+            if wide {
+                println!("(+gemm: a window's products of {sl} rows dequantise the weights to f32 and run on the GEMM; only products of fewer rows, e.g. an expert's share, use the kernel named)");
             }
             Ok(())
         }

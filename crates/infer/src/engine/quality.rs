@@ -16,7 +16,9 @@ use serde::{Deserialize, Serialize};
 pub struct FormatQuality {
     /// the format compared with f32
     pub dtype: String,
-    /// the GEMV kernel of the `dtype` engine
+    /// the GEMV kernel of the `dtype` engine, `+gemm` when the windows' products have enough rows
+    /// for the wide path (weights dequantised to f32 per tile, the `gemm` crate; the experts' fewer
+    /// rows per product may still take the GEMV kernel)
     pub kernel: String,
     /// bits per weight of the engine's matrices (attention, experts, LM head; not the router or
     /// the embedding), see [`super::EngineWeights::matrix_bits_per_weight`]
@@ -125,7 +127,15 @@ pub fn quality_against(
     let pct = |p: f64| kls[((p * (kls.len() - 1) as f64).round() as usize).min(kls.len() - 1)];
     Ok(FormatQuality {
         dtype: dtype.name().to_string(),
-        kernel: eq.kernel().resolved(dtype).name().to_string(),
+        kernel: {
+            // a window's products of `seq_len` rows take the wide path from `gemm_min_rows_for` on
+            let name = eq.kernel().resolved(dtype).name();
+            if seq_len >= crate::engine::linear::gemm_min_rows_for(dtype, eq.kernel()) {
+                format!("{name}+gemm")
+            } else {
+                name.to_string()
+            }
+        },
         bits_per_weight: eq.weights().matrix_bits_per_weight(),
         n_tok: kls.len(),
         ppl_f32: (ce32 / nf).exp(),
