@@ -15,7 +15,6 @@
 //! the f32 conversion and scaling happen once per block for all four rows (see `block4`).
 
 use crate::quant::{ActQ8, BlockQ4, BlockQ4K, WeightsRef, QK, QK_K};
-use crate::quant_k::scale_min_k4;
 use std::arch::x86_64::*;
 
 /// How one weight format multiplies a 32-block of four weight rows with a block of `x`.
@@ -156,64 +155,40 @@ struct Q4KRows<'a> {
 }
 
 impl Q4KRows<'_> {
-    /// The super-block of row `r` holding 32-block `b`, and the sub-block's index in it.
-    #[inline(always)]
-    unsafe fn at(&self, r: usize, b: usize) -> (&BlockQ4K, usize) {
-        (&*self.blocks.as_ptr().add(r * self.kb + b / 8), b % 8)
-    }
-}
-
-impl Rows for Q4KRows<'_> {
-    /// the sub-block's `q ∈ 0..=15` as unsigned bytes, in weight order
-    type W = [__m256i; 4];
-    #[inline(always)]
-    unsafe fn load4(&self, rows: [usize; 4], b: usize) -> Self::W {
-        let m = _mm256_set1_epi8(0x0F);
-        let mut out = [_mm256_setzero_si256(); 4];
-        for j in 0..4 {
-            let (blk, sub) = self.at(rows[j], b);
-            // sub-block 2g (2g + 1): the low (high) nibbles of bytes 32g..32g + 32
-            let qs = _mm256_loadu_si256(blk.qs.as_ptr().add(32 * (sub / 2)) as *const __m256i);
-            out[j] = if sub % 2 == 0 { _mm256_and_si256(qs, m) } else { _mm256_and_si256(_mm256_srli_epi16::<4>(qs), m) };
-        }
-        out
-    }
-    #[inline(always)]
-    unsafe fn dot4(w: Self::W, x: __m256i) -> [__m256i; 4] {
-        // as q4: q unsigned, x signed, pair sums ≤ 2·15·127
-        Q4Rows::dot4(w, x)
-    }
-    #[inline(always)]
-    unsafe fn scales(&self, rows: [usize; 4], b: usize) -> __m128 {
-        let mut d = [0i16; 4];
-        let mut sc = [0.0f32; 4];
-        for j in 0..4 {
-            let (blk, sub) = self.at(rows[j], b);
-            d[j] = u16::from_le_bytes(blk.d) as i16;
-            sc[j] = scale_min_k4(sub, &blk.scales).0 as f32;
-        }
-        _mm_mul_ps(_mm_cvtph_ps(_mm_set_epi16(0, 0, 0, 0, d[3], d[2], d[1], d[0])), _mm_loadu_ps(sc.as_ptr()))
-    }
-    const OFFSET: bool = true;
-    #[inline(always)]
-    unsafe fn offsets(&self, rows: [usize; 4], b: usize, _scales: __m128) -> __m128 {
-        // w = d·sc·q − dmin·m
-        let mut d = [0i16; 4];
-        let mut mm = [0.0f32; 4];
-        for j in 0..4 {
-            let (blk, sub) = self.at(rows[j], b);
-            d[j] = u16::from_le_bytes(blk.dmin) as i16;
-            mm[j] = scale_min_k4(sub, &blk.scales).1 as f32;
-        }
-        _mm_mul_ps(_mm_cvtph_ps(_mm_set_epi16(0, 0, 0, 0, d[3], d[2], d[1], d[0])), _mm_loadu_ps(mm.as_ptr()))
-    }
-    #[inline(always)]
-    fn row_scale(&self, _r: usize) -> f32 {
-        1.0
-    }
+    /// Start address of row `r` (for prefetching) and bytes per row.
     #[inline(always)]
     fn row_ptr(&self, r: usize) -> (*const u8, usize) {
         (self.blocks.as_ptr().wrapping_add(r * self.kb) as *const u8, self.kb * std::mem::size_of::<BlockQ4K>())
+    }
+}
+
+/// `MR × 4` output sums of one weight format (see [`block4`] and [`block4_q4k`]).
+trait Block {
+    /// `x` rows `xi` against weight rows `wr`, over all `kb` 32-blocks.
+    unsafe fn block<const MR: usize>(&self, xq: &ActQ8, xi: [usize; MR], wr: [usize; 4], kb: usize) -> [[f32; 4]; MR];
+    /// The row's scale, applied to its sum.
+    fn scale_of(&self, r: usize) -> f32;
+}
+
+impl<R: Rows> Block for R {
+    #[inline(always)]
+    unsafe fn block<const MR: usize>(&self, xq: &ActQ8, xi: [usize; MR], wr: [usize; 4], kb: usize) -> [[f32; 4]; MR] {
+        block4::<R, MR>(self, xq, xi, wr, kb)
+    }
+    #[inline(always)]
+    fn scale_of(&self, r: usize) -> f32 {
+        self.row_scale(r)
+    }
+}
+
+impl Block for Q4KRows<'_> {
+    #[inline(always)]
+    unsafe fn block<const MR: usize>(&self, xq: &ActQ8, xi: [usize; MR], wr: [usize; 4], kb: usize) -> [[f32; 4]; MR] {
+        block4_q4k::<MR>(self, xq, xi, wr, kb)
+    }
+    #[inline(always)]
+    fn scale_of(&self, _r: usize) -> f32 {
+        1.0
     }
 }
 
@@ -264,8 +239,120 @@ unsafe fn block4<R: Rows, const MR: usize>(w: &R, xq: &ActQ8, xi: [usize; MR], w
     out
 }
 
+/// The eight 6-bit scales (bytes 0..8) and mins (bytes 8..16) of a Q4_K super-block's packed
+/// 12 bytes, unpacked with 32-bit words (as [`crate::quant_k::scale_min_k4`] one at a time).
 #[inline(always)]
-unsafe fn rows_impl<R: Rows>(y: *mut f32, xq: &ActQ8, w: &R, n: usize, m: usize, j0: usize, j1: usize) {
+fn unpack_scales_mins(s: &[u8; 12]) -> [u8; 16] {
+    const LOW6: u32 = 0x3f3f_3f3f;
+    const LOW4: u32 = 0x0f0f_0f0f;
+    const LOW2: u32 = 0x0303_0303;
+    let w = |i: usize| u32::from_le_bytes([s[4 * i], s[4 * i + 1], s[4 * i + 2], s[4 * i + 3]]);
+    let (a, b, c) = (w(0), w(1), w(2));
+    // scales 0..4: a & 63; 4..8: low nibbles of c, top bits from a. mins 0..4: b & 63; 4..8:
+    // high nibbles of c, top bits from b
+    let words = [a & LOW6, (c & LOW4) | (((a >> 6) & LOW2) << 4), b & LOW6, ((c >> 4) & LOW4) | (((b >> 6) & LOW2) << 4)];
+    let mut out = [0u8; 16];
+    for (o, v) in out.chunks_exact_mut(4).zip(words) {
+        o.copy_from_slice(&v.to_le_bytes());
+    }
+    out
+}
+
+/// `v[j]` = row j's eight per-sub-block values; returns, per sub-block `s`, the four rows' values
+/// `[v0[s], v1[s], v2[s], v3[s]]` (a 4×8 transpose in registers).
+#[inline(always)]
+unsafe fn transpose_4x8(v: [__m256; 4]) -> [__m128; 8] {
+    let (t0, t1) = (_mm256_unpacklo_ps(v[0], v[1]), _mm256_unpackhi_ps(v[0], v[1]));
+    let (t2, t3) = (_mm256_unpacklo_ps(v[2], v[3]), _mm256_unpackhi_ps(v[2], v[3]));
+    // u_s = [s | s + 4] for s < 4
+    let u = [
+        _mm256_shuffle_ps::<0x44>(t0, t2),
+        _mm256_shuffle_ps::<0xEE>(t0, t2),
+        _mm256_shuffle_ps::<0x44>(t1, t3),
+        _mm256_shuffle_ps::<0xEE>(t1, t3),
+    ];
+    let mut out = [_mm_setzero_ps(); 8];
+    for s in 0..4 {
+        out[s] = _mm256_castps256_ps128(u[s]);
+        out[s + 4] = _mm256_extractf128_ps::<1>(u[s]);
+    }
+    out
+}
+
+/// q4k's [`block4`]: a super-block at a time. The four rows' `d·sc_j` and `dmin·m_j` of its eight
+/// sub-blocks are decoded once (vectorised, transposed in registers), and each 32 bytes of nibbles
+/// are loaded once for the two sub-blocks they hold (low and high halves).
+#[inline(always)]
+unsafe fn block4_q4k<const MR: usize>(w: &Q4KRows<'_>, xq: &ActQ8, xi: [usize; MR], wr: [usize; 4], kb: usize) -> [[f32; 4]; MR] {
+    let mut acc = [_mm256_setzero_ps(); MR];
+    let mut corr = [_mm_setzero_ps(); MR];
+    let (xp, xd, xs) = (xq.q.as_ptr(), xq.d.as_ptr(), xq.qsum.as_ptr());
+    let mask = _mm256_set1_epi8(0x0F);
+    let sb_bytes = std::mem::size_of::<BlockQ4K>();
+    let row_bytes = w.row_ptr(wr[0]).1;
+    let pre = [0, 1, 2, 3].map(|j| w.row_ptr(wr[j]).0.wrapping_add(8 * row_bytes));
+    for sb in 0..kb.div_ceil(8) {
+        // the rows eight ahead, at this super-block (144 bytes: three lines)
+        for p in pre {
+            for line in 0..3 {
+                _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(sb * sb_bytes + 64 * line) as *const i8);
+            }
+        }
+        let mut blk = [std::ptr::null::<BlockQ4K>(); 4];
+        let (mut sc, mut mn) = ([_mm256_setzero_ps(); 4], [_mm256_setzero_ps(); 4]);
+        for j in 0..4 {
+            blk[j] = w.blocks.as_ptr().add(wr[j] * w.kb + sb);
+            let b = &*blk[j];
+            let sm = unpack_scales_mins(&b.scales);
+            let (d, dmin) = b.d_dmin();
+            let v = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_loadl_epi64(sm.as_ptr() as *const __m128i)));
+            sc[j] = _mm256_mul_ps(v, _mm256_set1_ps(d));
+            let v = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_loadl_epi64(sm.as_ptr().add(8) as *const __m128i)));
+            mn[j] = _mm256_mul_ps(v, _mm256_set1_ps(dmin));
+        }
+        let (ws, wo) = (transpose_4x8(sc), transpose_4x8(mn));
+        let nsub = (kb - 8 * sb).min(8);
+        let mut s = 0;
+        while s < nsub {
+            // sub-blocks s (low nibbles) and s + 1 (high nibbles) of bytes 16·s..16·s + 32
+            let mut qs = [_mm256_setzero_si256(); 4];
+            for j in 0..4 {
+                qs[j] = _mm256_loadu_si256((*blk[j]).qs.as_ptr().add(16 * s) as *const __m256i);
+            }
+            for half in 0..2 {
+                let sub = s + half;
+                if sub >= nsub {
+                    break;
+                }
+                let mut wv = [_mm256_setzero_si256(); 4];
+                for j in 0..4 {
+                    wv[j] = if half == 0 { _mm256_and_si256(qs[j], mask) } else { _mm256_and_si256(_mm256_srli_epi16::<4>(qs[j]), mask) };
+                }
+                let b = 8 * sb + sub;
+                for i in 0..MR {
+                    let at = xi[i] * kb + b;
+                    let xv = _mm256_loadu_si256(xp.add(at * QK) as *const __m256i);
+                    let p = Q4Rows::dot4(wv, xv);
+                    let h = _mm256_hadd_epi32(_mm256_hadd_epi32(p[0], p[1]), _mm256_hadd_epi32(p[2], p[3]));
+                    let dx = *xd.add(at);
+                    let sx = _mm_mul_ps(ws[sub], _mm_set1_ps(dx));
+                    acc[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(h), _mm256_set_m128(sx, sx), acc[i]);
+                    corr[i] = _mm_fmadd_ps(wo[sub], _mm_set1_ps(dx * *xs.add(at) as f32), corr[i]);
+                }
+            }
+            s += 2;
+        }
+    }
+    let mut out = [[0.0f32; 4]; MR];
+    for i in 0..MR {
+        let v = _mm_sub_ps(_mm_add_ps(_mm256_castps256_ps128(acc[i]), _mm256_extractf128_ps::<1>(acc[i])), corr[i]);
+        _mm_storeu_ps(out[i].as_mut_ptr(), v);
+    }
+    out
+}
+
+#[inline(always)]
+unsafe fn rows_impl<R: Block>(y: *mut f32, xq: &ActQ8, w: &R, n: usize, m: usize, j0: usize, j1: usize) {
     let kb = xq.blocks_per_row();
     let mut j = j0;
     while j < j1 {
@@ -274,7 +361,7 @@ unsafe fn rows_impl<R: Rows>(y: *mut f32, xq: &ActQ8, w: &R, n: usize, m: usize,
         let put = |i: usize, v: [f32; 4]| {
             for (r, &val) in v.iter().enumerate() {
                 if j + r < j1 {
-                    *y.add(i * n + j + r) = val * w.row_scale(j + r);
+                    *y.add(i * n + j + r) = val * w.scale_of(j + r);
                 }
             }
         };
@@ -282,18 +369,18 @@ unsafe fn rows_impl<R: Rows>(y: *mut f32, xq: &ActQ8, w: &R, n: usize, m: usize,
         while i < m {
             if m - i >= 4 {
                 // four rows of x share each unpacked weight block (batch ≥ 4, prefill tiles)
-                let v = block4::<R, 4>(w, xq, [i, i + 1, i + 2, i + 3], wr, kb);
+                let v = w.block::<4>(xq, [i, i + 1, i + 2, i + 3], wr, kb);
                 for (r, v) in v.into_iter().enumerate() {
                     put(i + r, v);
                 }
                 i += 4;
             } else if m - i >= 2 {
-                let v = block4::<R, 2>(w, xq, [i, i + 1], wr, kb);
+                let v = w.block::<2>(xq, [i, i + 1], wr, kb);
                 put(i, v[0]);
                 put(i + 1, v[1]);
                 i += 2;
             } else {
-                put(i, block4::<R, 1>(w, xq, [i], wr, kb)[0]);
+                put(i, w.block::<1>(xq, [i], wr, kb)[0]);
                 i += 1;
             }
         }
@@ -314,5 +401,24 @@ pub(super) unsafe fn rows(y: *mut f32, xq: &ActQ8, w: WeightsRef<'_>, m: usize, 
         WeightsRef::Q4 { blocks, n, k } => rows_impl(y, xq, &Q4Rows { blocks, kb: k.div_ceil(QK) }, n, m, j0, j1),
         WeightsRef::Q4K { blocks, n, k } => rows_impl(y, xq, &Q4KRows { blocks, kb: k.div_ceil(QK_K) }, n, m, j0, j1),
         _ => unreachable!("Avx2Q8 resolves to Avx2 on f32/bf16 weights"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::unpack_scales_mins;
+    use crate::quant_k::scale_min_k4;
+    use crate::rng::Rng;
+
+    #[test]
+    fn scales_and_mins_unpack_as_one_at_a_time() {
+        let mut r = Rng::new(7);
+        for _ in 0..1000 {
+            let s: [u8; 12] = std::array::from_fn(|_| (r.next_u64() & 0xff) as u8);
+            let v = unpack_scales_mins(&s);
+            for j in 0..8 {
+                assert_eq!((v[j], v[8 + j]), scale_min_k4(j, &s), "{s:?} sub-block {j}");
+            }
+        }
     }
 }
