@@ -231,6 +231,13 @@ unsafe fn block4<R: Rows, const MR: usize>(w: &R, xq: &ActQ8, xi: [usize; MR], w
             }
         }
     }
+    finish(acc, corr)
+}
+
+/// The four rows' sums per row of `x`: the two halves of each accumulator added, less the
+/// offsets gathered in `corr`.
+#[inline(always)]
+unsafe fn finish<const MR: usize>(acc: [__m256; MR], corr: [__m128; MR]) -> [[f32; 4]; MR] {
     let mut out = [[0.0f32; 4]; MR];
     for i in 0..MR {
         let v = _mm_sub_ps(_mm_add_ps(_mm256_castps256_ps128(acc[i]), _mm256_extractf128_ps::<1>(acc[i])), corr[i]);
@@ -343,12 +350,7 @@ unsafe fn block4_q4k<const MR: usize>(w: &Q4KRows<'_>, xq: &ActQ8, xi: [usize; M
             s += 2;
         }
     }
-    let mut out = [[0.0f32; 4]; MR];
-    for i in 0..MR {
-        let v = _mm_sub_ps(_mm_add_ps(_mm256_castps256_ps128(acc[i]), _mm256_extractf128_ps::<1>(acc[i])), corr[i]);
-        _mm_storeu_ps(out[i].as_mut_ptr(), v);
-    }
-    out
+    finish(acc, corr)
 }
 
 #[inline(always)]

@@ -74,10 +74,10 @@ pub(crate) trait TensorSource {
         Ok(None)
     }
 
-    /// Whether GPT-OSS's expert stacks come in the fused layout of the other families —
+    /// Whether GPT-OSS's and Llama 4's expert stacks come in the fused layout of the other families —
     /// `gate_up_proj [E, 2·d_expert, d]` with the gate rows first, `down_proj [E, d, d_expert]`,
-    /// `gate_up_proj_bias [E, 2·d_expert]` gate then up — rather than transformers' x·W layout with
-    /// gate and up interleaved (a GGUF file stores them so; its blocks can then stay as stored).
+    /// `gate_up_proj_bias [E, 2·d_expert]` gate then up — rather than transformers' x·W layouts
+    /// (a GGUF file stores them so; its blocks can then stay as stored).
     fn experts_rows_first(&self) -> bool {
         false
     }
