@@ -221,17 +221,23 @@ unsafe fn block4<R: Rows, const MR: usize>(w: &R, xq: &ActQ8, xi: [usize; MR], w
         for i in 0..MR {
             let at = xi[i] * kb + b;
             let xv = _mm256_loadu_si256(xp.add(at * QK) as *const __m256i);
-            let p = R::dot4(wv, xv);
-            let h = _mm256_hadd_epi32(_mm256_hadd_epi32(p[0], p[1]), _mm256_hadd_epi32(p[2], p[3]));
-            let dx = *xd.add(at);
-            let s = _mm_mul_ps(ws, _mm_set1_ps(dx));
-            acc[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(h), _mm256_set_m128(s, s), acc[i]);
-            if R::OFFSET {
-                corr[i] = _mm_fmadd_ps(wo, _mm_set1_ps(dx * *xs.add(at) as f32), corr[i]);
-            }
+            add_block(&mut acc[i], &mut corr[i], R::dot4(wv, xv), ws, R::OFFSET.then_some(wo), *xd.add(at), *xs.add(at));
         }
     }
     finish(acc, corr)
+}
+
+/// One 32-block of four weight rows against one row of `x`: the rows' sums `p` folded by two
+/// rounds of `vphaddd`, converted and scaled by `d_w · d_x` into `acc` in one FMA; with an offset,
+/// `wo · d_x · Σ q_x` into `corr` (subtracted in [`finish`]).
+#[inline(always)]
+unsafe fn add_block(acc: &mut __m256, corr: &mut __m128, p: [__m256i; 4], ws: __m128, wo: Option<__m128>, dx: f32, xsum: i32) {
+    let h = _mm256_hadd_epi32(_mm256_hadd_epi32(p[0], p[1]), _mm256_hadd_epi32(p[2], p[3]));
+    let s = _mm_mul_ps(ws, _mm_set1_ps(dx));
+    *acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(h), _mm256_set_m128(s, s), *acc);
+    if let Some(wo) = wo {
+        *corr = _mm_fmadd_ps(wo, _mm_set1_ps(dx * xsum as f32), *corr);
+    }
 }
 
 /// The four rows' sums per row of `x`: the two halves of each accumulator added, less the
@@ -339,12 +345,7 @@ unsafe fn block4_q4k<const MR: usize>(w: &Q4KRows<'_>, xq: &ActQ8, xi: [usize; M
                 for i in 0..MR {
                     let at = xi[i] * kb + b;
                     let xv = _mm256_loadu_si256(xp.add(at * QK) as *const __m256i);
-                    let p = Q4Rows::dot4(wv, xv);
-                    let h = _mm256_hadd_epi32(_mm256_hadd_epi32(p[0], p[1]), _mm256_hadd_epi32(p[2], p[3]));
-                    let dx = *xd.add(at);
-                    let sx = _mm_mul_ps(ws[sub], _mm_set1_ps(dx));
-                    acc[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(h), _mm256_set_m128(sx, sx), acc[i]);
-                    corr[i] = _mm_fmadd_ps(wo[sub], _mm_set1_ps(dx * *xs.add(at) as f32), corr[i]);
+                    add_block(&mut acc[i], &mut corr[i], Q4Rows::dot4(wv, xv), ws[sub], Some(wo[sub]), *xd.add(at), *xs.add(at));
                 }
             }
             s += 2;
